@@ -1,0 +1,1 @@
+fn main() { println!("shmwire CLI: coming with the bench issue"); }

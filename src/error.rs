@@ -1,0 +1,98 @@
+//! The one error type of the crate.
+//!
+//! Every variant is matchable without looking at a message (`Error::Eof`, `Error::Eof { .. }` and
+//! `matches!(e, Error::BufferTooShort { needed })` all work), and every message says what happened and
+//! what the caller can do about it.
+
+use std::io;
+
+/// What went wrong, in a form a caller can match on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The peer closed its end (or the queue was closed) and everything it sent has been received.
+    #[error("end of stream: the peer closed its end and every message it sent was received; stop reading")]
+    Eof,
+    /// The receiving end is closed: nobody can read what would be sent.
+    #[error("broken pipe: the peer closed its end, so nothing sent now could be read; stop sending")]
+    BrokenPipe,
+    /// The queue (or connection) was closed, so nothing more can be put into it.
+    #[error("closed: this object was closed and takes no more items; create a new one")]
+    Closed,
+    /// A blocking call reached its timeout before it could complete; nothing was lost, try again.
+    #[error("timed out: the operation did not complete in time; nothing was consumed, retry or give up")]
+    Timeout,
+    /// A non-blocking put found no room.
+    #[error("full: there is no room right now; retry later or use a blocking put")]
+    Full,
+    /// A non-blocking get found nothing.
+    #[error("empty: nothing to take right now; retry later or use a blocking get")]
+    Empty,
+    /// The caller's buffer is smaller than the next message. The message was kept: call again with a
+    /// buffer of at least `needed` bytes.
+    #[error(
+        "buffer too short: the next message needs {needed} bytes; it was kept, call again with a larger buffer"
+    )]
+    BufferTooShort {
+        /// Size of the pending message in bytes.
+        needed: usize,
+    },
+    /// Every process holding the other end died (killed or crashed) without closing it.
+    #[error(
+        "peer died: every process holding the other end exited without closing it; the messages it sent before dying were delivered"
+    )]
+    PeerDied,
+    /// A pool worker died while running a task.
+    #[error("worker died: a pool worker process died while running the task; the pool replaced it")]
+    WorkerDied,
+    /// A task panicked in a worker.
+    #[error("task panicked in a worker process; its message was printed on the worker's stderr")]
+    TaskPanicked,
+    /// A barrier was aborted or a waiter died, so it can no longer trip.
+    #[error("broken barrier: the barrier was aborted or a party died; call reset() before reusing it")]
+    BrokenBarrier,
+    /// A lock was released by a process or thread that does not own it.
+    #[error("not owner: only the holder of the lock may release it")]
+    NotOwner,
+    /// The call is not allowed on this object in its current state (e.g. `send` on the receiving end of
+    /// a simplex pipe, one end used by two processes at once, use after `close`).
+    #[error(
+        "misuse: this call is not allowed here (wrong end of a simplex pipe, an end used by two processes at once, or use after close)"
+    )]
+    Misuse,
+    /// A message or object is larger than this path can carry.
+    #[error(
+        "too large: the message exceeds what this call can carry (send_with takes at most half the ring); use send_bytes or a larger ring"
+    )]
+    TooLarge,
+    /// The shared object was made by an incompatible version, kind or element type.
+    #[error(
+        "incompatible: the shared segment is not a shmwire object of this kind, layout version or element type; open it with the type that created it"
+    )]
+    Incompatible,
+    /// Shared memory holds values that cannot be valid (a hostile or broken peer wrote them), or a
+    /// message could not be decoded as the requested type.
+    #[error(
+        "corrupt: shared memory or a message holds an impossible value (a broken or hostile peer, or a type mismatch between send and recv); the object is unusable"
+    )]
+    Corrupt,
+    /// An operating system call failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<rustix::io::Errno> for Error {
+    fn from(e: rustix::io::Errno) -> Self {
+        Error::Io(e.into())
+    }
+}
+
+impl Error {
+    /// An [`Error::Io`] of the given kind with a message.
+    pub(crate) fn io(kind: io::ErrorKind, msg: impl Into<String>) -> Self {
+        Error::Io(io::Error::new(kind, msg.into()))
+    }
+}

@@ -1,0 +1,66 @@
+//! # shmwire
+//!
+//! Python's `multiprocessing` toolkit for Rust, on shared memory: the fast path is loads and stores on
+//! cache lines in an mmap'd segment, and a process enters the kernel only to sleep or to wake a
+//! sleeper.
+//!
+//! ```
+//! use shmwire::{Error, Pipe, Process};
+//! # fn main() -> shmwire::Result<()> {
+//! let (parent, child) = Pipe::new()?;
+//! let mut p = Process::fork(move || {
+//!     child.send(&(42, None::<u8>, "hello from child")).unwrap();
+//!     let reply: String = child.recv().unwrap();
+//!     assert_eq!(reply, "hello from parent");
+//! })?;
+//! let got: (i32, Option<u8>, String) = parent.recv()?;
+//! assert_eq!(got.2, "hello from child");
+//! parent.send("hello from parent")?;
+//! assert!(p.join()?.success());
+//! // The child exited, so its end is closed:
+//! assert!(matches!(parent.recv::<String>(), Err(Error::Eof)));
+//! # Ok(()) }
+//! ```
+//!
+//! ## Layers
+//!
+//! * [`segment`]: shared mappings (sealed memfds, or named POSIX shared memory), a validated header, and
+//!   a participant table whose slots are held through kernel-released liveness tokens (OFD locks).
+//! * `sync`: futex wait/wake, an eventcount (a busy stream makes no system calls), the wait strategy.
+//! * `ring`: the SPSC byte ring under each pipe direction.
+//! * The API: [`Pipe`], [`Connection`], [`Process`].
+//!
+//! ## Failure
+//!
+//! A peer that dies is noticed through its liveness token: a blocked call returns
+//! [`Error::PeerDied`] (or [`Error::Eof`] once drained) within [`PROBE_INTERVAL`] or two, never hangs.
+//! Everything read from shared memory is validated; a hostile or broken peer yields
+//! [`Error::Corrupt`], never undefined behaviour or a panic.
+//!
+//! Linux only (futex, memfd, OFD locks, pidfd).
+
+#![warn(missing_docs)]
+#![warn(unsafe_op_in_unsafe_fn)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("shmwire needs Linux (futex, memfd_create, OFD locks); other systems are not supported yet");
+
+mod codec;
+mod connection;
+mod error;
+pub(crate) mod loom;
+mod pipe;
+mod process;
+mod ring;
+pub mod segment;
+pub mod stats;
+mod sync;
+mod timeout;
+
+pub use connection::Connection;
+pub use error::{Error, Result};
+pub use pipe::{DEFAULT_CAPACITY, Pipe, PipeBuilder};
+pub use process::{ChildOutcome, ExitStatus, Process};
+pub use segment::cleanup;
+pub use sync::{PROBE_INTERVAL, WaitStrategy};
+pub use timeout::Timeout;

@@ -1,0 +1,217 @@
+//! `Pipe`: a pair of [`Connection`]s over one shared segment holding one SPSC ring per direction.
+//!
+//! Segment layout (kind area): two ring control blocks, padding to a page, then the ring buffers.
+//! Roles: end 0 and end 1. In a duplex pipe end `e` writes ring `e` and reads ring `1 - e`; in a
+//! simplex pipe end 0 (the reader) reads ring 0 and end 1 (the writer) writes it.
+
+use crate::connection::Connection;
+use crate::error::{Error, Result};
+use crate::ring::buf::RingBuf;
+use crate::ring::spsc::{CTL_SIZE, MAX_CAPACITY, MIN_CAPACITY, RingCtl, Spsc};
+use crate::segment::{Kind, Segment, Spec};
+use crate::sync::WaitStrategy;
+use std::sync::Arc;
+
+/// Default capacity of each direction's ring.
+pub const DEFAULT_CAPACITY: usize = 512 * 1024;
+
+const PARAM_CAP: usize = 0;
+const PARAM_DUPLEX: usize = 1;
+/// Participants a pipe segment accepts (roles are bitmasks over 64 slots).
+const PIPE_SLOTS: u32 = 64;
+const PAGE: usize = 4096;
+
+/// Creates pipes: `Pipe::new()` for a duplex pair, `Pipe::simplex()` for `(reader, writer)`, and
+/// `Pipe::builder()` for options.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// let (a, b) = shmwire::Pipe::new()?;
+/// a.send(&(42u32, "hello"))?;
+/// let (n, s): (u32, String) = b.recv()?;
+/// assert_eq!((n, s.as_str()), (42, "hello"));
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Pipe;
+
+impl Pipe {
+    /// A duplex pair: what one end sends, the other receives, both ways (Python's `Pipe()`).
+    pub fn new() -> Result<(Connection, Connection)> {
+        Self::builder().build()
+    }
+
+    /// A one-way pair `(reader, writer)`, as Python's `Pipe(duplex=False)`: the first end only
+    /// receives, the second only sends; the other calls fail with [`Error::Misuse`].
+    pub fn simplex() -> Result<(Connection, Connection)> {
+        Self::builder().duplex(false).build()
+    }
+
+    /// Options: ring capacity, duplex or not, wait strategy, a name.
+    pub fn builder() -> PipeBuilder {
+        PipeBuilder { duplex: true, capacity: DEFAULT_CAPACITY, wait: WaitStrategy::default(), name: None }
+    }
+
+    /// Opens end `end` (0 or 1) of the pipe created with [`PipeBuilder::name`] by another process
+    /// (or this one). The caller becomes one more holder of that end.
+    ///
+    /// Errors: `Io(NotFound)` if no such pipe exists, [`Error::Incompatible`] if the name holds
+    /// something else, [`Error::Corrupt`] if its header is damaged.
+    pub fn open(name: &str, end: usize) -> Result<Connection> {
+        if end > 1 {
+            return Err(Error::io(std::io::ErrorKind::InvalidInput, "a pipe has ends 0 and 1"));
+        }
+        let os_name = crate::segment::names::user_name(name)?;
+        let seg = Segment::open_named(&os_name, Kind::Pipe, 0, wake_everyone)?;
+        params(&seg)?;
+        seg.take_role(end);
+        open_end(&seg, end, WaitStrategy::default())
+    }
+}
+
+/// Options for a pipe; finish with [`build`](Self::build).
+///
+/// ```
+/// use shmwire::{Pipe, WaitStrategy};
+/// # fn main() -> shmwire::Result<()> {
+/// let (reader, writer) = Pipe::builder()
+///     .duplex(false)
+///     .capacity(64 * 1024)
+///     .wait_strategy(WaitStrategy::Sleep)
+///     .build()?;
+/// writer.send_bytes(b"ping")?;
+/// assert_eq!(reader.recv_bytes()?, b"ping");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct PipeBuilder {
+    duplex: bool,
+    capacity: usize,
+    wait: WaitStrategy,
+    name: Option<String>,
+}
+
+impl PipeBuilder {
+    /// Two-way (the default) or one-way (`(reader, writer)`).
+    pub fn duplex(mut self, duplex: bool) -> Self {
+        self.duplex = duplex;
+        self
+    }
+
+    /// Bytes of each direction's ring, rounded up to a power of two (4 KiB to 2 GiB; default
+    /// 512 KiB). Messages of any size pass; one that fits in half the ring goes in one piece.
+    pub fn capacity(mut self, bytes: usize) -> Self {
+        self.capacity = bytes;
+        self
+    }
+
+    /// How blocked calls wait (default [`WaitStrategy::Adaptive`]).
+    pub fn wait_strategy(mut self, wait: WaitStrategy) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Gives the pipe a name (1 to 200 characters from `[A-Za-z0-9._-]`) in `/dev/shm`, so that
+    /// other processes can [`Pipe::open`] its ends. The name goes away when the last process using
+    /// the pipe drops it; [`crate::cleanup`] removes it if they all died.
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.to_owned());
+        self
+    }
+
+    /// Creates the pipe: in an anonymous sealed segment shared with children forked later, or under
+    /// its name. A name already in use is `Io(AlreadyExists)`.
+    pub fn build(self) -> Result<(Connection, Connection)> {
+        let cap = self.checked_capacity()?;
+        let rings = if self.duplex { 2 } else { 1 };
+        let mut params = [0u64; 8];
+        params[PARAM_CAP] = cap as u64;
+        params[PARAM_DUPLEX] = self.duplex as u64;
+        let spec = Spec {
+            kind: Kind::Pipe,
+            fingerprint: 0,
+            params,
+            kind_size: kind_size(cap, rings),
+            n_slots: PIPE_SLOTS,
+            on_role_closed: wake_everyone,
+        };
+        let seg = match &self.name {
+            None => Segment::create_anonymous(&spec)?,
+            Some(n) => Segment::create_named(&crate::segment::names::user_name(n)?, &spec)?,
+        };
+        seg.take_role(0);
+        seg.take_role(1);
+        Ok((open_end(&seg, 0, self.wait)?, open_end(&seg, 1, self.wait)?))
+    }
+
+    fn checked_capacity(&self) -> Result<usize> {
+        let cap = self.capacity.max(MIN_CAPACITY).checked_next_power_of_two().unwrap_or(usize::MAX);
+        if self.capacity == 0 || cap > MAX_CAPACITY {
+            return Err(Error::io(
+                std::io::ErrorKind::InvalidInput,
+                format!("pipe capacity {} is out of range: use 1 byte to 2 GiB", self.capacity),
+            ));
+        }
+        Ok(cap)
+    }
+}
+
+fn kind_size(cap: usize, rings: usize) -> usize {
+    PAGE + rings * cap
+}
+
+/// The pipe parameters of a segment, validated (a named segment may come from anyone).
+fn params(seg: &Segment) -> Result<(usize, bool)> {
+    let h = seg.header();
+    let cap = h.params[PARAM_CAP];
+    let duplex = match h.params[PARAM_DUPLEX] {
+        0 => false,
+        1 => true,
+        _ => return Err(Error::Corrupt),
+    };
+    if !cap.is_power_of_two() || !(MIN_CAPACITY as u64..=MAX_CAPACITY as u64).contains(&cap) {
+        return Err(Error::Corrupt);
+    }
+    let cap = cap as usize;
+    let rings = if duplex { 2 } else { 1 };
+    if seg.kind_area().1 < kind_size(cap, rings) {
+        return Err(Error::Corrupt);
+    }
+    Ok((cap, duplex))
+}
+
+/// A view of ring `i`.
+fn ring(seg: &Segment, i: usize, cap: usize) -> Spsc {
+    let (base, _) = seg.kind_area();
+    const _: () = assert!(2 * CTL_SIZE <= PAGE);
+    // SAFETY: `params` checked that the kind area holds the control blocks and `rings * cap` bytes
+    // after the first page; the segment (kept alive by the caller's `Arc`) stays mapped while the
+    // view lives, and the area was zero-filled at creation.
+    unsafe {
+        let ctl = base.add(i * CTL_SIZE) as *const RingCtl;
+        let buf = RingBuf::new(base.add(PAGE + i * cap), cap);
+        Spsc::new(ctl, buf, cap)
+    }
+}
+
+/// The `Connection` for `end` of the pipe in `seg` (the caller has taken the role).
+pub(crate) fn open_end(seg: &Arc<Segment>, end: usize, wait: WaitStrategy) -> Result<Connection> {
+    let (cap, duplex) = params(seg)?;
+    let (tx, rx) = match (duplex, end) {
+        (true, e) => (Some(ring(seg, e, cap)), Some(ring(seg, 1 - e, cap))),
+        (false, 0) => (None, Some(ring(seg, 0, cap))),
+        (false, _) => (Some(ring(seg, 0, cap)), None),
+    };
+    Ok(Connection::from_parts(seg.clone(), end, tx, rx, wait))
+}
+
+/// Called when an end closes (its last holder closed it or died): wake every sleeper on both rings so
+/// each re-checks the ends and returns `Eof`, `BrokenPipe` or `PeerDied`.
+fn wake_everyone(seg: &Segment, _role: usize) {
+    if let Ok((cap, duplex)) = params(seg) {
+        for i in 0..if duplex { 2 } else { 1 } {
+            ring(seg, i, cap).wake_all();
+        }
+    }
+}

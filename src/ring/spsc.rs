@@ -1,0 +1,333 @@
+//! A bounded single-producer single-consumer ring of byte frames in shared memory.
+//!
+//! The classic Lamport ring with monotonic 64-bit counters (a Linux pipe, or DPDK's and Disruptor's
+//! rings, work the same way): the writer owns `tail`, the reader owns `head`, each on its own cache line
+//! (`CachePadded`), and each side keeps a private copy of the other's counter, re-reading the shared one
+//! only when its copy says full (writer) or empty (reader). A busy stream thus touches the other
+//! side's line once per batch, not once per message.
+//!
+//! Frames are `[len: u32][tag: u32][payload][pad to 8]`. A frame never straddles the end of the buffer:
+//! when it does not fit before the end, a `WRAP` header fills the rest and the frame starts at 0, so
+//! every payload is one contiguous slice (zero-copy reads and writes). A frame is at most half the
+//! capacity, which guarantees an empty ring always has room for it.
+//!
+//! SYNC POINT: the writer fills the frame, then stores `tail` with Release; the reader loads `tail` with
+//! Acquire before reading the frame. The reader finishes with the frame, then stores `head` with
+//! Release; the writer loads `head` with Acquire before reusing the space. After each store, the side
+//! notifies the other's eventcount, which costs a system call only if the other side sleeps.
+//!
+//! Everything read from shared memory is validated before use (counters in range and aligned, frame
+//! tags and lengths possible) and yields [`Error::Corrupt`] otherwise: a hostile peer can garble the
+//! data it sends, never make us read or write out of bounds.
+
+use super::buf::RingBuf;
+use crate::error::{Error, Result};
+use crate::loom::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::eventcount::EventCount;
+use crossbeam_utils::CachePadded;
+use std::cell::Cell;
+
+/// A frame holding a whole message.
+pub(crate) const TAG_WHOLE: u32 = 1;
+/// The first frame of a message larger than a frame: `[total: u64][first bytes]`.
+pub(crate) const TAG_HEAD: u32 = 2;
+/// A following piece of such a message.
+pub(crate) const TAG_CONT: u32 = 3;
+/// Filler up to the end of the buffer; the next frame starts at offset 0.
+pub(crate) const TAG_WRAP: u32 = 4;
+/// Size of a frame header.
+pub(crate) const FRAME_HDR: usize = 8;
+
+/// Smallest ring capacity.
+pub(crate) const MIN_CAPACITY: usize = 4096;
+/// Largest ring capacity (frame lengths are u32).
+pub(crate) const MAX_CAPACITY: usize = 1 << 31;
+
+/// One side's counter and claim word, on a cache line of its own.
+#[repr(C)]
+pub(crate) struct Side {
+    pub(crate) pos: AtomicU64,
+    pub(crate) claim: AtomicU32,
+}
+
+/// The shared control block of one ring (four cache lines).
+#[repr(C)]
+pub(crate) struct RingCtl {
+    /// Writer: `tail`, and the writer's claim.
+    pub(crate) tx: CachePadded<Side>,
+    /// Reader: `head`, and the reader's claim.
+    pub(crate) rx: CachePadded<Side>,
+    /// The reader sleeps here when the ring is empty.
+    pub(crate) data: CachePadded<EventCount>,
+    /// The writer sleeps here when the ring is full.
+    pub(crate) space: CachePadded<EventCount>,
+}
+
+/// Bytes a ring's control block takes.
+pub(crate) const CTL_SIZE: usize = std::mem::size_of::<RingCtl>();
+
+#[cfg(loom)]
+impl RingCtl {
+    pub(crate) fn new() -> Self {
+        let side = || CachePadded::new(Side { pos: AtomicU64::new(0), claim: AtomicU32::new(0) });
+        RingCtl {
+            tx: side(),
+            rx: side(),
+            data: CachePadded::new(EventCount::new()),
+            space: CachePadded::new(EventCount::new()),
+        }
+    }
+}
+
+#[cfg(not(loom))]
+type CtlRef = *const RingCtl;
+#[cfg(loom)]
+type CtlRef = loom::sync::Arc<RingCtl>;
+
+/// Room reserved for one frame (and the wrap filler before it, if any).
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    wrap_at: Option<u64>,
+    frame_at: u64,
+    len: usize,
+    new_tail: u64,
+}
+
+/// A published frame the reader may look at.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Frame {
+    pub(crate) tag: u32,
+    pub(crate) len: usize,
+    payload_at: usize,
+    next_head: u64,
+}
+
+/// One process's view of a ring: where it is, and its private copies of the other side's counter.
+pub(crate) struct Spsc {
+    ctl: CtlRef,
+    buf: RingBuf,
+    cap: u64,
+    cached_head: Cell<u64>,
+    cached_tail: Cell<u64>,
+}
+
+// SAFETY: the view points into shared memory that outlives it (the owner keeps the segment mapped);
+// moving it to another thread changes nothing about who may touch the ring, which the claim words
+// govern. It is deliberately not Sync (the cached counters are `Cell`s).
+unsafe impl Send for Spsc {}
+
+#[inline]
+fn pad8(n: usize) -> usize {
+    (n + 7) & !7
+}
+
+#[inline]
+fn header(tag: u32, len: usize) -> u64 {
+    ((tag as u64) << 32) | len as u64
+}
+
+impl Spsc {
+    /// A view of the ring whose control block is at `ctl` and bytes at `buf`.
+    ///
+    /// # Safety
+    /// `ctl` must point to a zero-initialised or live `RingCtl` and `buf` to `cap` bytes, both in memory
+    /// that stays mapped while the view lives; `cap` must be a power of two in
+    /// `MIN_CAPACITY..=MAX_CAPACITY`.
+    #[cfg(not(loom))]
+    pub(crate) unsafe fn new(ctl: *const RingCtl, buf: RingBuf, cap: usize) -> Self {
+        debug_assert!(cap.is_power_of_two() && (MIN_CAPACITY..=MAX_CAPACITY).contains(&cap));
+        Spsc { ctl, buf, cap: cap as u64, cached_head: Cell::new(0), cached_tail: Cell::new(0) }
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn new_heap(ctl: CtlRef, buf: RingBuf, cap: usize) -> Self {
+        Spsc { ctl, buf, cap: cap as u64, cached_head: Cell::new(0), cached_tail: Cell::new(0) }
+    }
+
+    #[inline]
+    pub(crate) fn ctl(&self) -> &RingCtl {
+        #[cfg(not(loom))]
+        // SAFETY: valid for the view's life (see `new`).
+        unsafe {
+            &*self.ctl
+        }
+        #[cfg(loom)]
+        &self.ctl
+    }
+
+    /// Capacity in bytes.
+    pub(crate) fn capacity(&self) -> usize {
+        self.cap as usize
+    }
+
+    /// The largest payload one frame can carry.
+    #[inline]
+    pub(crate) fn max_payload(&self) -> usize {
+        self.cap as usize / 2 - FRAME_HDR
+    }
+
+    #[inline]
+    fn mask(&self) -> u64 {
+        self.cap - 1
+    }
+
+    // ---- writer side -------------------------------------------------------------------------------
+
+    /// Reserves room for a frame of `len` payload bytes (`len <= max_payload()`); `None` if the ring
+    /// is too full right now.
+    #[inline]
+    pub(crate) fn try_reserve(&self, len: usize) -> Result<Option<Reservation>> {
+        debug_assert!(len <= self.max_payload());
+        let ctl = self.ctl();
+        // We hold the writer claim, so `tail` is ours; it was still written by someone and is checked.
+        let tail = ctl.tx.pos.load(Ordering::Relaxed);
+        if tail % 8 != 0 {
+            return Err(Error::Corrupt);
+        }
+        let need = (FRAME_HDR + pad8(len)) as u64;
+        let pos = tail & self.mask();
+        let to_end = self.cap - pos;
+        let (wrap_at, frame_at, total) =
+            if need > to_end { (Some(tail), tail + to_end, to_end + need) } else { (None, tail, need) };
+        let head = self.cached_head.get();
+        let used = tail.wrapping_sub(head);
+        if used > self.cap || self.cap - used < total {
+            // ORDERING: Acquire pairs with the reader's Release store of `head`: the bytes it read
+            // before moving `head` are not overwritten before it is done with them.
+            let head = ctl.rx.pos.load(Ordering::Acquire);
+            let used = tail.wrapping_sub(head);
+            if used > self.cap || head % 8 != 0 {
+                return Err(Error::Corrupt);
+            }
+            self.cached_head.set(head);
+            if self.cap - used < total {
+                return Ok(None);
+            }
+        }
+        Ok(Some(Reservation { wrap_at, frame_at, len, new_tail: frame_at + need }))
+    }
+
+    /// Copies `src` into the reserved payload at `offset`.
+    #[inline]
+    pub(crate) fn write_payload(&self, r: &Reservation, offset: usize, src: &[u8]) {
+        assert!(offset + src.len() <= r.len);
+        let at = (r.frame_at & self.mask()) as usize + FRAME_HDR + offset;
+        // SAFETY: the reservation lies within the buffer (frames never straddle its end) and is not
+        // published, so no reader looks at it.
+        unsafe { self.buf.write(at, src) }
+    }
+
+    /// The reserved payload, to be written in place.
+    #[cfg(not(loom))]
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) fn payload_mut(&self, r: &Reservation) -> &mut [u8] {
+        let at = (r.frame_at & self.mask()) as usize + FRAME_HDR;
+        // SAFETY: as in `write_payload`; the `&mut` is unique because a `Reservation` is used by one
+        // writer (it holds the claim) and `commit` consumes it.
+        unsafe { self.buf.slice_mut(at, r.len) }
+    }
+
+    /// Publishes the reserved frame with `tag` and wakes the reader if it sleeps.
+    #[inline]
+    pub(crate) fn commit(&self, r: Reservation, tag: u32) {
+        let len = r.len as u32;
+        self.commit_raw(r, tag, len);
+    }
+
+    /// [`commit`](Self::commit) with any length field (test hook: what a hostile writer could do).
+    #[inline]
+    pub(crate) fn commit_raw(&self, r: Reservation, tag: u32, len_field: u32) {
+        let mask = self.mask();
+        if let Some(w) = r.wrap_at {
+            // SAFETY: `w & mask` is 8-aligned and at least 8 bytes before the end; unpublished.
+            unsafe { self.buf.write_u64((w & mask) as usize, header(TAG_WRAP, 0)) };
+        }
+        // SAFETY: as above, for the frame header.
+        unsafe { self.buf.write_u64((r.frame_at & mask) as usize, header(tag, len_field as usize)) };
+        // ORDERING: Release publishes the header and payload written above (SYNC POINT).
+        self.ctl().tx.pos.store(r.new_tail, Ordering::Release);
+        self.ctl().data.notify();
+    }
+
+    // ---- reader side -------------------------------------------------------------------------------
+
+    /// The next published frame, if any, without consuming it.
+    #[inline]
+    pub(crate) fn try_peek(&self) -> Result<Option<Frame>> {
+        let ctl = self.ctl();
+        let mut head = ctl.rx.pos.load(Ordering::Relaxed);
+        let mut tail = self.cached_tail.get();
+        let avail = tail.wrapping_sub(head);
+        if avail == 0 || avail > self.cap {
+            // ORDERING: Acquire pairs with the writer's Release store of `tail` (SYNC POINT).
+            tail = ctl.tx.pos.load(Ordering::Acquire);
+            self.cached_tail.set(tail);
+        }
+        loop {
+            let avail = tail.wrapping_sub(head);
+            if avail == 0 {
+                return Ok(None);
+            }
+            if avail > self.cap || avail % 8 != 0 || head % 8 != 0 {
+                return Err(Error::Corrupt);
+            }
+            let pos = (head & self.mask()) as usize;
+            // SAFETY: `pos` is 8-aligned and below `cap`, so 8 bytes fit; the word is published.
+            let h = unsafe { self.buf.read_u64(pos) };
+            let (tag, len) = ((h >> 32) as u32, (h & 0xffff_ffff) as usize);
+            if tag == TAG_WRAP {
+                let skip = self.cap - pos as u64;
+                if skip >= avail {
+                    return Err(Error::Corrupt);
+                }
+                head += skip;
+                continue;
+            }
+            if !(TAG_WHOLE..=TAG_CONT).contains(&tag) || len > self.max_payload() {
+                return Err(Error::Corrupt);
+            }
+            let need = FRAME_HDR + pad8(len);
+            if need as u64 > avail || pos + need > self.cap as usize {
+                return Err(Error::Corrupt);
+            }
+            return Ok(Some(Frame { tag, len, payload_at: pos + FRAME_HDR, next_head: head + need as u64 }));
+        }
+    }
+
+    /// Copies `dst.len()` bytes of `f`'s payload from `offset`.
+    #[inline]
+    pub(crate) fn read_payload(&self, f: &Frame, offset: usize, dst: &mut [u8]) {
+        assert!(offset + dst.len() <= f.len);
+        // SAFETY: the frame was validated to lie within the buffer and is published.
+        unsafe { self.buf.read(f.payload_at + offset, dst) }
+    }
+
+    /// The payload of `f`, borrowed in place until `consume`.
+    #[cfg(not(loom))]
+    #[inline]
+    pub(crate) fn payload(&self, f: &Frame) -> &[u8] {
+        // SAFETY: validated, published, and not reused by the writer before `consume(f)`.
+        unsafe { self.buf.slice(f.payload_at, f.len) }
+    }
+
+    /// Releases `f`'s bytes to the writer and wakes it if it sleeps.
+    #[inline]
+    pub(crate) fn consume(&self, f: Frame) {
+        // ORDERING: Release: we are done reading the frame before the writer may reuse it.
+        self.ctl().rx.pos.store(f.next_head, Ordering::Release);
+        self.ctl().space.notify();
+    }
+
+    /// Whether a writer is registered as waiting for room.
+    #[inline]
+    pub(crate) fn writer_waiting(&self) -> bool {
+        self.ctl().space.has_waiters()
+    }
+
+    /// Wakes whoever sleeps on either side (close, death).
+    pub(crate) fn wake_all(&self) {
+        self.ctl().data.notify_all_always();
+        self.ctl().space.notify_all_always();
+    }
+}

@@ -1,0 +1,127 @@
+//! The validated header at offset 0 of every segment, and the layout that follows it.
+//!
+//! ```text
+//! 0     Header: magic, layout version, kind, size, type fingerprint, creator pid, slot count,
+//!       kind parameters, then the `ready` word (set last, with Release, by the creator)
+//! 192   Roles: one u64 bitmask per role (bit i = participant slot i holds it), the `died` mask
+//! 256   Participant slots, 16 bytes each
+//! kind_offset (page aligned): the kind's own area (rings, ...)
+//! ```
+//!
+//! A reader copies the header out of shared memory once and validates the copy (no double fetch).
+
+use crate::error::{Error, Result};
+use bytemuck::{Pod, Zeroable};
+
+/// "SHMWIRE\0" little-endian.
+pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SHMWIRE\0");
+/// Bumped whenever the layout of any kind changes.
+pub(crate) const LAYOUT_VERSION: u32 = 1;
+/// `ready` holds this once the creator has initialised everything.
+pub(crate) const READY: u32 = 0x5245_4459;
+
+pub(crate) const ROLES_OFFSET: usize = 192;
+pub(crate) const SLOTS_OFFSET: usize = 256;
+pub(crate) const SLOT_SIZE: usize = 16;
+/// Most participants a segment can have.
+pub(crate) const MAX_SLOTS: u32 = 256;
+/// Roles (ends of a pipe, ...) are bitmasks over the first 64 slots.
+pub(crate) const MAX_ROLES: usize = 4;
+pub(crate) const PAGE: usize = 4096;
+
+/// What a segment holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Kind {
+    /// A [`Pipe`](crate::Pipe): one or two SPSC byte rings.
+    Pipe = 1,
+}
+
+impl Kind {
+    pub(crate) fn from_u32(v: u32) -> Option<Kind> {
+        match v {
+            1 => Some(Kind::Pipe),
+            _ => None,
+        }
+    }
+
+    /// A short lowercase name for listings.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Pipe => "pipe",
+        }
+    }
+}
+
+/// The plain-data part of the header, copied out and validated as a whole.
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[repr(C)]
+pub(crate) struct HeaderFields {
+    pub magic: u64,
+    pub version: u32,
+    pub kind: u32,
+    pub size: u64,
+    pub fingerprint: u64,
+    pub creator_pid: u32,
+    pub n_slots: u32,
+    /// Kind-specific parameters (a pipe: ring capacity, duplex flag), validated by the kind.
+    pub params: [u64; 8],
+    pub kind_offset: u64,
+}
+
+/// Byte offset of the `ready` word.
+pub(crate) const READY_OFFSET: usize = std::mem::size_of::<HeaderFields>();
+const _: () = assert!(READY_OFFSET + 4 <= ROLES_OFFSET);
+
+/// The offset of the kind area for `n_slots` participants.
+pub(crate) fn kind_offset(n_slots: u32) -> usize {
+    round_up(SLOTS_OFFSET + n_slots as usize * SLOT_SIZE, PAGE)
+}
+
+pub(crate) fn round_up(v: usize, to: usize) -> usize {
+    v.div_ceil(to) * to
+}
+
+impl HeaderFields {
+    /// Checks a header read from a segment that should be a `kind` of `fingerprint`, whose backing
+    /// object is `actual_size` bytes long.
+    pub(crate) fn validate(&self, kind: Kind, fingerprint: u64, actual_size: u64) -> Result<()> {
+        if self.magic != MAGIC || self.version != LAYOUT_VERSION {
+            return Err(Error::Incompatible);
+        }
+        if self.kind != kind as u32 || self.fingerprint != fingerprint {
+            return Err(Error::Incompatible);
+        }
+        if self.size != actual_size || self.n_slots == 0 || self.n_slots > MAX_SLOTS {
+            return Err(Error::Corrupt);
+        }
+        if self.kind_offset != kind_offset(self.n_slots) as u64 || self.kind_offset > self.size {
+            return Err(Error::Corrupt);
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn fingerprint_parts(name: &str, size: u64, align: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(name.as_bytes());
+    eat(&size.to_le_bytes());
+    eat(&align.to_le_bytes());
+    h
+}
+
+/// A stable fingerprint of an element type: its name, size and alignment (FNV-1a). A typed object
+/// opened with another type is refused with [`Error::Incompatible`].
+pub fn fingerprint_of<T>() -> u64 {
+    fingerprint_parts(
+        std::any::type_name::<T>(),
+        std::mem::size_of::<T>() as u64,
+        std::mem::align_of::<T>() as u64,
+    )
+}

@@ -1,0 +1,497 @@
+//! The segment layer: a shared mapping with a validated header and a participant table whose slots are
+//! held through kernel-released liveness tokens.
+//!
+//! * Anonymous segments (shared only with forked children) are sealed memfds: no name to leak, and
+//!   `F_SEAL_SHRINK | F_SEAL_GROW` so no participant can truncate them under the others.
+//! * Named segments are POSIX shared memory objects (`/dev/shm/shmwire.*`), created `O_EXCL`, mode
+//!   0600, and `fallocate`d so that a full tmpfs is an error at creation rather than a SIGBUS later.
+//!   The last participant to drop its handle unlinks the name; [`cleanup`] removes names whose
+//!   participants all died. A peer that shrinks a named segment can still make the others fault: only
+//!   seals prevent that, and POSIX shm cannot be sealed.
+//! * Every process that maps a segment holds one participant slot and its token (see [`token`]). A
+//!   role (an end of a pipe) is a bitmask over slots, so "is the role still held?" is one load, and a
+//!   dead holder is removed from it exactly once, by whoever takes its token first (the reaper).
+
+mod header;
+pub(crate) mod names;
+pub(crate) mod registry;
+mod token;
+
+pub use header::{Kind, fingerprint_of};
+pub use names::{SegmentInfo, cleanup, list};
+
+use crate::error::{Error, Result};
+use header::{
+    HeaderFields, LAYOUT_VERSION, MAGIC, MAX_ROLES, MAX_SLOTS, PAGE, READY, READY_OFFSET, ROLES_OFFSET,
+    SLOT_SIZE, SLOTS_OFFSET, kind_offset, round_up,
+};
+use memmap2::{MmapOptions, MmapRaw};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const SLOT_FREE: u32 = 0;
+const SLOT_LIVE: u32 = 1;
+
+/// One participant slot in shared memory.
+#[repr(C)]
+struct Slot {
+    state: AtomicU32,
+    pid: AtomicU32,
+    /// Bumped each time the slot is taken, so a stale claim (see [`Segment::claim_id`]) is told apart
+    /// from its new holder's.
+    generation: AtomicU32,
+    _reserved: u32,
+}
+const _: () = assert!(std::mem::size_of::<Slot>() == SLOT_SIZE);
+
+/// The role block in shared memory.
+#[repr(C)]
+struct Roles {
+    masks: [AtomicU64; MAX_ROLES],
+    died: AtomicU32,
+}
+const _: () = assert!(ROLES_OFFSET + std::mem::size_of::<Roles>() <= SLOTS_OFFSET);
+
+/// What a kind asks of a new segment.
+pub(crate) struct Spec {
+    pub kind: Kind,
+    pub fingerprint: u64,
+    pub params: [u64; 8],
+    /// Bytes the kind needs after the participant table.
+    pub kind_size: usize,
+    pub n_slots: u32,
+    /// Called (in whichever process notices) when the last holder of a role lets go or dies.
+    pub on_role_closed: fn(&Segment, usize),
+}
+
+/// A mapped segment, as one process sees it.
+pub(crate) struct Segment {
+    map: MmapRaw,
+    /// This process's open file description of the segment (its liveness token lives on it).
+    fd: AtomicI32,
+    /// This process's participant slot.
+    slot: AtomicU32,
+    /// The fork generation in which `fd` and `slot` were taken (see [`registry::fork_generation`]).
+    owner_gen: AtomicU64,
+    hdr: HeaderFields,
+    name: Option<String>,
+    on_role_closed: fn(&Segment, usize),
+}
+
+// SAFETY: all process-local fields are atomics or immutable after construction; the mapping is shared
+// memory whose every access goes through atomics or through the owning kind's protocol.
+unsafe impl Send for Segment {}
+// SAFETY: as above.
+unsafe impl Sync for Segment {}
+
+impl Segment {
+    /// Creates an anonymous segment (a sealed memfd) for this process and its forked children.
+    pub(crate) fn create_anonymous(spec: &Spec) -> Result<Arc<Segment>> {
+        use rustix::fs::{MemfdFlags, SealFlags};
+        let fd = rustix::fs::memfd_create("shmwire", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+        let size = layout_size(spec);
+        rustix::fs::ftruncate(&fd, size as u64)?;
+        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
+        Self::init(fd, spec, size, None)
+    }
+
+    /// Creates a named segment; fails with `AlreadyExists` if the name is taken.
+    pub(crate) fn create_named(os_name: &str, spec: &Spec) -> Result<Arc<Segment>> {
+        use rustix::shm::{Mode, OFlags};
+        let fd = rustix::shm::open(
+            os_name,
+            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR,
+            Mode::RUSR | Mode::WUSR,
+        )
+        .map_err(|e| {
+            if e == rustix::io::Errno::EXIST {
+                Error::io(std::io::ErrorKind::AlreadyExists, format!("{os_name} already exists"))
+            } else {
+                e.into()
+            }
+        })?;
+        let size = layout_size(spec);
+        let made = (|| -> Result<Arc<Segment>> {
+            // Take slot 0 before the file has a size, so an opener never sees a creator-less segment.
+            if !token::try_take(fd.as_raw_fd(), 0)? {
+                return Err(Error::Corrupt);
+            }
+            rustix::fs::ftruncate(&fd, size as u64)?;
+            rustix::fs::fallocate(&fd, rustix::fs::FallocateFlags::empty(), 0, size as u64)?;
+            Self::init(fd, spec, size, Some(os_name.to_owned()))
+        })();
+        if made.is_err() {
+            let _ = rustix::shm::unlink(os_name);
+        }
+        made
+    }
+
+    fn init(fd: OwnedFd, spec: &Spec, size: usize, name: Option<String>) -> Result<Arc<Segment>> {
+        assert!(spec.n_slots >= 1 && spec.n_slots <= MAX_SLOTS);
+        let map = map_fd(&fd, size)?;
+        let hdr = HeaderFields {
+            magic: MAGIC,
+            version: LAYOUT_VERSION,
+            kind: spec.kind as u32,
+            size: size as u64,
+            fingerprint: spec.fingerprint,
+            creator_pid: std::process::id(),
+            n_slots: spec.n_slots,
+            params: spec.params,
+            kind_offset: kind_offset(spec.n_slots) as u64,
+        };
+        // SAFETY: the mapping is at least one page long and page aligned; nobody else can see the header
+        // yet (`ready` is still 0), so a plain write does not race.
+        unsafe { std::ptr::write(map.as_mut_ptr() as *mut HeaderFields, hdr) };
+        registry::install_fork_handler();
+        let seg = Arc::new(Segment {
+            map,
+            fd: AtomicI32::new(fd.into_raw_fd()),
+            slot: AtomicU32::new(0),
+            owner_gen: AtomicU64::new(registry::fork_generation()),
+            hdr,
+            name,
+            on_role_closed: spec.on_role_closed,
+        });
+        // Slot 0 is the creator's: take its token (a named segment took it already; taking it again
+        // through the same description is a no-op).
+        if !token::try_take(seg.raw_fd(), 0)? {
+            return Err(Error::Corrupt);
+        }
+        seg.fill_slot(0);
+        // ORDERING: Release publishes the header and slot 0 to openers that Acquire `ready`.
+        seg.ready_word().store(READY, Ordering::Release);
+        registry::register(&seg);
+        Ok(seg)
+    }
+
+    /// Opens the named segment `os_name`, which must be a `kind` made for `fingerprint`.
+    pub(crate) fn open_named(
+        os_name: &str,
+        kind: Kind,
+        fingerprint: u64,
+        on_role_closed: fn(&Segment, usize),
+    ) -> Result<Arc<Segment>> {
+        use rustix::shm::{Mode, OFlags};
+        let fd = rustix::shm::open(os_name, OFlags::RDWR, Mode::empty()).map_err(|e| {
+            if e == rustix::io::Errno::NOENT {
+                Error::io(std::io::ErrorKind::NotFound, format!("no shared object named {os_name}"))
+            } else {
+                e.into()
+            }
+        })?;
+        let (map, size) = wait_ready(&fd)?;
+        // SAFETY: `map` is at least one page long (checked by `wait_ready`), so the header is in bounds;
+        // the header is plain data, copied out once and validated as a copy.
+        let hdr: HeaderFields = unsafe { std::ptr::read_volatile(map.as_ptr() as *const HeaderFields) };
+        hdr.validate(kind, fingerprint, size as u64)?;
+        registry::install_fork_handler();
+        let seg = Arc::new(Segment {
+            map,
+            fd: AtomicI32::new(fd.into_raw_fd()),
+            slot: AtomicU32::new(u32::MAX),
+            owner_gen: AtomicU64::new(registry::fork_generation()),
+            hdr,
+            name: Some(os_name.to_owned()),
+            on_role_closed,
+        });
+        let slot = seg.claim_slot(seg.raw_fd())?;
+        seg.slot.store(slot, Ordering::Relaxed);
+        registry::register(&seg);
+        Ok(seg)
+    }
+
+    /// The validated header copy (kind parameters included).
+    pub(crate) fn header(&self) -> &HeaderFields {
+        &self.hdr
+    }
+
+    /// The kind's area: its start and length, page aligned.
+    pub(crate) fn kind_area(&self) -> (*mut u8, usize) {
+        let off = self.hdr.kind_offset as usize;
+        // SAFETY: `kind_offset <= size` was validated (or written by us), so the pointer is in bounds.
+        (unsafe { self.map.as_mut_ptr().add(off) }, self.map.len() - off)
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        self.fd.load(Ordering::Relaxed)
+    }
+
+    fn ready_word(&self) -> &AtomicU32 {
+        // SAFETY: READY_OFFSET is 4-aligned and inside the first page; atomics may alias shared memory.
+        unsafe { &*(self.map.as_ptr().add(READY_OFFSET) as *const AtomicU32) }
+    }
+
+    fn roles(&self) -> &Roles {
+        // SAFETY: ROLES_OFFSET is 64-aligned and the block fits before SLOTS_OFFSET; all fields are
+        // atomics, for which any bit pattern is valid.
+        unsafe { &*(self.map.as_ptr().add(ROLES_OFFSET) as *const Roles) }
+    }
+
+    fn slot_at(&self, i: u32) -> &Slot {
+        assert!(i < self.hdr.n_slots);
+        // SAFETY: i < n_slots (validated <= MAX_SLOTS) and the table ends before kind_offset <= size;
+        // `Slot` is all atomics.
+        unsafe { &*(self.map.as_ptr().add(SLOTS_OFFSET + i as usize * SLOT_SIZE) as *const Slot) }
+    }
+
+    /// Makes sure this process owns its token and slot: a child forked without [`crate::Process::fork`]
+    /// shares its parent's open file description, so it must take its own before it does anything.
+    #[inline]
+    pub(crate) fn ensure_owner(&self) -> Result<()> {
+        if self.owner_gen.load(Ordering::Relaxed) == registry::fork_generation() {
+            return Ok(());
+        }
+        self.adopt_after_fork()
+    }
+
+    #[cold]
+    fn adopt_after_fork(&self) -> Result<()> {
+        let gen_now = registry::fork_generation();
+        let new_fd = reopen(self.raw_fd())?;
+        let slot = self.claim_slot(new_fd.as_raw_fd())?;
+        self.copy_roles(self.my_slot(), slot);
+        let old = self.fd.swap(new_fd.into_raw_fd(), Ordering::Relaxed);
+        // SAFETY: `old` was this handle's own descriptor (a copy of the parent's); nothing else owns it.
+        drop(unsafe { OwnedFd::from_raw_fd(old) });
+        self.slot.store(slot, Ordering::Relaxed);
+        self.owner_gen.store(gen_now, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// This process's slot.
+    #[inline]
+    pub(crate) fn my_slot(&self) -> u32 {
+        self.slot.load(Ordering::Relaxed)
+    }
+
+    /// An identity for claim words: slot and generation, never 0.
+    #[inline]
+    pub(crate) fn claim_id(&self) -> u32 {
+        let s = self.my_slot();
+        let generation = self.slot_at(s).generation.load(Ordering::Relaxed);
+        (generation << 8) | (s + 1)
+    }
+
+    /// Whether the claim `id` (from [`claim_id`](Self::claim_id)) belongs to a live participant.
+    pub(crate) fn claim_alive(&self, id: u32) -> Result<bool> {
+        let slot = (id & 0xff).wrapping_sub(1);
+        if slot >= self.hdr.n_slots {
+            return Ok(false); // garbage: nobody
+        }
+        if slot == self.my_slot() {
+            return Ok(id == self.claim_id());
+        }
+        let generation = self.slot_at(slot).generation.load(Ordering::Acquire);
+        if (generation << 8) >> 8 != id >> 8 {
+            return Ok(false);
+        }
+        Ok(token::is_held(self.raw_fd(), slot)?)
+    }
+
+    fn fill_slot(&self, i: u32) {
+        let s = self.slot_at(i);
+        s.generation.fetch_add(1, Ordering::Relaxed);
+        s.pid.store(std::process::id(), Ordering::Relaxed);
+        s.state.store(SLOT_LIVE, Ordering::Release);
+    }
+
+    /// Takes a free (or dead) slot through `fd`'s open file description.
+    fn claim_slot(&self, fd: RawFd) -> Result<u32> {
+        for i in 0..self.hdr.n_slots {
+            if token::try_take(fd, i)? {
+                self.reap_held(i);
+                self.fill_slot(i);
+                return Ok(i);
+            }
+        }
+        Err(Error::io(
+            std::io::ErrorKind::QuotaExceeded,
+            format!("all {} participant slots of this segment are taken by live processes", self.hdr.n_slots),
+        ))
+    }
+
+    /// Clears whatever a dead holder of slot `i` left; the caller holds `i`'s token.
+    fn reap_held(&self, i: u32) {
+        let s = self.slot_at(i);
+        if i < 64 {
+            let bit = 1u64 << i;
+            for r in 0..MAX_ROLES {
+                let prev = self.roles().masks[r].fetch_and(!bit, Ordering::AcqRel);
+                if prev & bit != 0 && prev & !bit == 0 {
+                    self.roles().died.fetch_or(1 << r, Ordering::AcqRel);
+                    (self.on_role_closed)(self, r);
+                }
+            }
+        }
+        s.state.store(SLOT_FREE, Ordering::Release);
+    }
+
+    fn copy_roles(&self, from: u32, to: u32) {
+        if from >= 64 || to >= 64 {
+            return;
+        }
+        for r in 0..MAX_ROLES {
+            let m = &self.roles().masks[r];
+            if m.load(Ordering::Acquire) & (1 << from) != 0 {
+                m.fetch_or(1 << to, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Adds this process to the holders of `role`.
+    pub(crate) fn take_role(&self, role: usize) {
+        let s = self.my_slot();
+        assert!(s < 64 && role < MAX_ROLES, "roles need a slot below 64");
+        self.roles().masks[role].fetch_or(1 << s, Ordering::AcqRel);
+    }
+
+    /// Removes this process from the holders of `role`; the last one out closes it.
+    pub(crate) fn drop_role(&self, role: usize) {
+        self.drop_role_of(self.my_slot(), role);
+    }
+
+    /// Removes slot `slot` from the holders of `role`; the last one out closes it.
+    pub(crate) fn drop_role_of(&self, slot: u32, role: usize) {
+        if slot >= 64 {
+            return;
+        }
+        let bit = 1u64 << slot;
+        // ORDERING: Release, so that everything published before closing is visible to a peer that
+        // Acquires the closed role.
+        let prev = self.roles().masks[role].fetch_and(!bit, Ordering::AcqRel);
+        if prev & bit != 0 && prev & !bit == 0 {
+            (self.on_role_closed)(self, role);
+        }
+    }
+
+    /// Whether anyone (alive, or dead and not yet reaped) holds `role`.
+    #[inline]
+    pub(crate) fn role_open(&self, role: usize) -> bool {
+        self.roles().masks[role].load(Ordering::Acquire) != 0
+    }
+
+    /// Whether `role` closed because its last holder died.
+    pub(crate) fn role_died(&self, role: usize) -> bool {
+        self.roles().died.load(Ordering::Acquire) & (1 << role) != 0
+    }
+
+    /// Probes the holders of `role` (other than this process) and reaps the dead ones.
+    pub(crate) fn probe_role(&self, role: usize) -> Result<()> {
+        let me = self.my_slot();
+        let mut mask = self.roles().masks[role].load(Ordering::Acquire);
+        while mask != 0 {
+            let i = mask.trailing_zeros();
+            mask &= mask - 1;
+            if i == me || i >= self.hdr.n_slots {
+                continue;
+            }
+            self.reap_if_dead(i)?;
+        }
+        Ok(())
+    }
+
+    fn reap_if_dead(&self, i: u32) -> Result<()> {
+        let fd = self.raw_fd();
+        if token::is_held(fd, i)? {
+            return Ok(());
+        }
+        if token::try_take(fd, i)? {
+            self.reap_held(i);
+            token::release(fd, i)?;
+        }
+        Ok(())
+    }
+
+    /// Drops every role this process holds (a graceful exit).
+    pub(crate) fn drop_all_roles(&self) {
+        for r in 0..MAX_ROLES {
+            self.drop_role(r);
+        }
+    }
+
+    /// Frees a slot that [`registry::prepare_fork`] reserved for a child that was never born.
+    fn release_prepared(&self, fd: OwnedFd, slot: u32) {
+        if slot < 64 {
+            for m in &self.roles().masks {
+                m.fetch_and(!(1u64 << slot), Ordering::AcqRel);
+            }
+        }
+        self.slot_at(slot).state.store(SLOT_FREE, Ordering::Release);
+        drop(fd); // releases the token
+    }
+
+    /// Sets the pid shown for slot `i` (a forked child's slot is reserved by its parent).
+    fn set_slot_pid(&self, i: u32, pid: u32) {
+        self.slot_at(i).pid.store(pid, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // A handle dropped in a child forked behind our back takes its own slot first, so that it never
+        // releases its parent's.
+        let owned = self.ensure_owner().is_ok();
+        let fd = self.raw_fd();
+        let me = self.my_slot();
+        if owned && me < self.hdr.n_slots {
+            self.drop_all_roles();
+            self.slot_at(me).state.store(SLOT_FREE, Ordering::Release);
+            let _ = token::release(fd, me);
+            if let Some(name) = &self.name {
+                // The last participant out removes the name.
+                let anyone = (0..self.hdr.n_slots).any(|i| token::is_held(fd, i).unwrap_or(true));
+                if !anyone {
+                    let _ = rustix::shm::unlink(name.as_str());
+                }
+            }
+        }
+        // SAFETY: `fd` is this handle's own descriptor and is closed exactly once, here.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+}
+
+fn layout_size(spec: &Spec) -> usize {
+    round_up(kind_offset(spec.n_slots) + spec.kind_size, PAGE)
+}
+
+fn map_fd(fd: &OwnedFd, size: usize) -> Result<MmapRaw> {
+    Ok(MmapOptions::new().len(size).map_raw(fd.as_raw_fd())?)
+}
+
+/// Opens a new open file description of the file behind `fd`.
+pub(crate) fn reopen(fd: RawFd) -> Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    Ok(rustix::fs::open(
+        format!("/proc/self/fd/{fd}"),
+        OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Waits (briefly) for a named segment's creator to finish initialising it, and maps it.
+fn wait_ready(fd: &OwnedFd) -> Result<(MmapRaw, usize)> {
+    let start = Instant::now();
+    loop {
+        let size = rustix::fs::fstat(fd)?.st_size as usize;
+        if size >= PAGE {
+            let map = map_fd(fd, size)?;
+            // SAFETY: READY_OFFSET is within the first page, 4-aligned.
+            let ready = unsafe { &*(map.as_ptr().add(READY_OFFSET) as *const AtomicU32) };
+            // ORDERING: Acquire pairs with the creator's Release store of READY.
+            if ready.load(Ordering::Acquire) == READY {
+                return Ok((map, size));
+            }
+        }
+        if !token::is_held(fd.as_raw_fd(), 0)? {
+            // The creator died before finishing: nothing valid to open.
+            return Err(Error::Incompatible);
+        }
+        if start.elapsed() > Duration::from_secs(2) {
+            return Err(Error::Timeout);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}

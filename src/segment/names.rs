@@ -1,0 +1,124 @@
+//! Names of segments in `/dev/shm`, the listing of live ones and the removal of stale ones.
+//!
+//! Every name starts with `shmwire.`; when `SHMWIRE_PREFIX` is set (tests, CI) it follows, so a run's
+//! leftovers can be found and removed. User names are checked.
+
+use super::header::{HeaderFields, Kind, MAGIC, READY, READY_OFFSET};
+use super::token;
+use crate::error::{Error, Result};
+use std::os::fd::AsRawFd;
+
+const SHM_DIR: &str = "/dev/shm";
+
+/// The run prefix: `shmwire.` plus `$SHMWIRE_PREFIX.` if set.
+pub(crate) fn prefix() -> String {
+    match std::env::var("SHMWIRE_PREFIX") {
+        Ok(p) if !p.is_empty() => format!("shmwire.{p}."),
+        _ => "shmwire.".to_owned(),
+    }
+}
+
+/// The OS name (for `shm_open`) of the user name `name`.
+pub(crate) fn user_name(name: &str) -> Result<String> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !ok {
+        return Err(Error::io(
+            std::io::ErrorKind::InvalidInput,
+            format!("invalid name {name:?}: use 1 to 200 characters from [A-Za-z0-9._-]"),
+        ));
+    }
+    Ok(format!("/{}u.{name}", prefix()))
+}
+
+/// A segment found in `/dev/shm`.
+#[derive(Debug, Clone)]
+pub struct SegmentInfo {
+    /// The name in `/dev/shm`.
+    pub name: String,
+    /// What it holds, if its header is valid.
+    pub kind: Option<Kind>,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Pid of the process that created it.
+    pub creator_pid: u32,
+    /// Participants: pid and whether its token is still held (alive).
+    pub participants: Vec<(u32, bool)>,
+}
+
+impl SegmentInfo {
+    /// Whether every participant is dead (the segment can be removed).
+    pub fn is_stale(&self) -> bool {
+        self.participants.iter().all(|&(_, alive)| !alive)
+    }
+}
+
+/// Reads a segment's header and probes its participants without mapping it.
+fn inspect(file_name: &str) -> Option<SegmentInfo> {
+    use rustix::shm::{Mode, OFlags};
+    let fd = rustix::shm::open(format!("/{file_name}").as_str(), OFlags::RDONLY, Mode::empty()).ok()?;
+    let size = rustix::fs::fstat(&fd).ok()?.st_size as u64;
+    let mut raw = [0u8; std::mem::size_of::<HeaderFields>() + 4];
+    let n = rustix::io::pread(&fd, &mut raw, 0).unwrap_or(0);
+    let mut info = SegmentInfo { name: file_name.to_owned(), kind: None, size, creator_pid: 0, participants: vec![] };
+    let creator_alive = token::is_held(fd.as_raw_fd(), 0).unwrap_or(true);
+    if n < raw.len() {
+        // Never initialised: only its creator (slot 0) can be alive.
+        info.participants.push((0, creator_alive));
+        return Some(info);
+    }
+    let hdr: HeaderFields = bytemuck::pod_read_unaligned(&raw[..std::mem::size_of::<HeaderFields>()]);
+    let ready = u32::from_ne_bytes(raw[READY_OFFSET..READY_OFFSET + 4].try_into().ok()?);
+    if hdr.magic != MAGIC || ready != READY || hdr.n_slots == 0 || hdr.n_slots > super::header::MAX_SLOTS {
+        info.participants.push((0, creator_alive));
+        return Some(info);
+    }
+    info.kind = Kind::from_u32(hdr.kind);
+    info.creator_pid = hdr.creator_pid;
+    // Slot table: state and pid per slot.
+    let table_len = hdr.n_slots as usize * super::header::SLOT_SIZE;
+    let mut table = vec![0u8; table_len];
+    let got = rustix::io::pread(&fd, &mut table, super::header::SLOTS_OFFSET as u64).unwrap_or(0);
+    for i in 0..hdr.n_slots {
+        let off = i as usize * super::header::SLOT_SIZE;
+        if off + 8 > got {
+            break;
+        }
+        let state = u32::from_ne_bytes(table[off..off + 4].try_into().ok()?);
+        let pid = u32::from_ne_bytes(table[off + 4..off + 8].try_into().ok()?);
+        let alive = token::is_held(fd.as_raw_fd(), i).unwrap_or(true);
+        if state != 0 || alive {
+            info.participants.push((pid, alive));
+        }
+    }
+    Some(info)
+}
+
+/// Lists this user's shmwire segments in `/dev/shm` (those with the current `SHMWIRE_PREFIX`, if set).
+pub fn list() -> Result<Vec<SegmentInfo>> {
+    let want = prefix();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(SHM_DIR)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&want) {
+            if let Some(info) = inspect(&name) {
+                out.push(info);
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Removes the segments whose participants are all dead, and returns their names. Live segments are
+/// never touched: liveness is the kernel's lock state, not a pid that may have been reused.
+pub fn cleanup() -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for info in list()? {
+        if info.is_stale() && rustix::shm::unlink(format!("/{}", info.name).as_str()).is_ok() {
+            removed.push(info.name);
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,461 @@
+//! Pipe and Connection between real processes: messages, sizes, EOF, BrokenPipe, poll, misuse.
+
+mod common;
+
+use common::{Rng, checksum};
+use shmwire::{Error, Pipe, Process, Timeout, WaitStrategy};
+use std::time::{Duration, Instant};
+
+fn main() {
+    common::run(tests![
+        eof_after_everything_is_received,
+        recv_loop_ends_when_child_exits,
+        broken_pipe_after_peer_closes,
+        broken_pipe_after_peer_exits,
+        duplex_values_both_ways,
+        send_bytes_and_recv_bytes_into,
+        buffer_too_short_keeps_the_message,
+        buffer_too_short_keeps_a_streamed_message,
+        poll_each_kind_of_timeout,
+        poll_reports_eof,
+        recv_timeout_then_message,
+        every_size,
+        long_sizes,
+        duplex_big_messages_at_the_same_time,
+        zero_copy_forms,
+        send_with_too_large,
+        pod_values,
+        simplex_roles_and_misuse,
+        two_readers_is_misuse,
+        use_after_close_is_misuse,
+        child_keeps_moved_end_after_parent_drops_its_copy,
+        named_pipe_between_processes,
+        wrong_type_is_corrupt,
+        wait_strategies_all_deliver,
+        capacity_out_of_range,
+    ]);
+}
+
+fn eof_after_everything_is_received() {
+    let (a, b) = Pipe::new().unwrap();
+    let mut child = Process::fork(move || {
+        let mut got = Vec::new();
+        let end = loop {
+            match b.recv::<u32>() {
+                Ok(x) => got.push(x),
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(end, Error::Eof), "{end:?}");
+        assert_eq!(got, (0..10).collect::<Vec<_>>());
+    })
+    .unwrap();
+    for i in 0..10u32 {
+        a.send(&i).unwrap();
+    }
+    drop(a);
+    assert!(child.join().unwrap().success());
+}
+
+fn recv_loop_ends_when_child_exits() {
+    let (a, b) = Pipe::new().unwrap();
+    let mut child = Process::fork(move || {
+        for i in 0..5u8 {
+            b.send(&i).unwrap();
+        }
+    })
+    .unwrap();
+    let mut got = vec![];
+    while let Ok(x) = a.recv::<u8>() {
+        got.push(x);
+    }
+    assert_eq!(got, vec![0, 1, 2, 3, 4]);
+    assert!(matches!(a.recv::<u8>(), Err(Error::Eof)));
+    assert!(child.join().unwrap().success());
+}
+
+fn broken_pipe_after_peer_closes() {
+    let (a, b) = Pipe::new().unwrap();
+    let (done_r, done_w) = Pipe::simplex().unwrap();
+    let mut child = Process::fork(move || {
+        b.close();
+        done_w.send(&()).unwrap();
+        // Stay alive: the end is closed, not dead.
+        std::thread::sleep(Duration::from_millis(300));
+    })
+    .unwrap();
+    done_r.recv::<()>().unwrap();
+    assert!(matches!(a.send(&1u8), Err(Error::BrokenPipe)));
+    assert!(matches!(a.send_bytes(b"x"), Err(Error::BrokenPipe)));
+    assert!(matches!(a.recv::<u8>(), Err(Error::Eof)));
+    assert!(child.join().unwrap().success());
+}
+
+fn broken_pipe_after_peer_exits() {
+    let (a, b) = Pipe::new().unwrap();
+    let mut child = Process::fork(move || drop(b)).unwrap();
+    assert!(child.join().unwrap().success());
+    assert!(matches!(a.send(&"x"), Err(Error::BrokenPipe)));
+}
+
+fn duplex_values_both_ways() {
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Msg {
+        n: i64,
+        nothing: Option<String>,
+        text: String,
+    }
+    let (parent, child_end) = Pipe::new().unwrap();
+    let mut child = Process::fork(move || {
+        for k in 0..2 {
+            child_end.send(&Msg { n: 42, nothing: None, text: format!("hello from child {k}") }).unwrap();
+        }
+        let reply: String = child_end.recv().unwrap();
+        assert_eq!(reply, "from parent");
+    })
+    .unwrap();
+    for k in 0..2 {
+        let m: Msg = parent.recv().unwrap();
+        assert_eq!(m, Msg { n: 42, nothing: None, text: format!("hello from child {k}") });
+    }
+    parent.send("from parent").unwrap();
+    assert!(child.join().unwrap().success());
+}
+
+fn send_bytes_and_recv_bytes_into() {
+    let (a, b) = Pipe::new().unwrap();
+    let mut child = Process::fork(move || {
+        let mut buf = [0u8; 64];
+        for i in 0..100u8 {
+            let n = b.recv_bytes_into(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &vec![i; i as usize % 50][..]);
+        }
+    })
+    .unwrap();
+    for i in 0..100u8 {
+        a.send_bytes(&vec![i; i as usize % 50]).unwrap();
+    }
+    assert!(child.join().unwrap().success());
+}
+
+fn buffer_too_short_keeps_the_message() {
+    let (a, b) = Pipe::new().unwrap();
+    let mut child = Process::fork(move || {
+        a.send_bytes(b"0123456789").unwrap();
+        a.send_bytes(b"next").unwrap();
+    })
+    .unwrap();
+    let mut small = [0u8; 4];
+    match b.recv_bytes_into(&mut small) {
+        Err(Error::BufferTooShort { needed }) => assert_eq!(needed, 10),
+        other => panic!("expected BufferTooShort, got {other:?}"),
+    }
+    // Nothing lost, asked twice.
+    assert!(matches!(b.recv_bytes_into(&mut small), Err(Error::BufferTooShort { needed: 10 })));
+    assert_eq!(b.recv_bytes().unwrap(), b"0123456789");
+    assert_eq!(b.recv_bytes_into(&mut small).unwrap(), 4);
+    assert_eq!(&small, b"next");
+    assert!(child.join().unwrap().success());
+}
+
+fn buffer_too_short_keeps_a_streamed_message() {
+    let (a, b) = Pipe::builder().capacity(4096).build().unwrap();
+    let mut big = vec![0u8; 100_000];
+    Rng(7).fill(&mut big);
+    let sum = checksum(&big);
+    let mut child = Process::fork(move || a.send_bytes(&big).unwrap()).unwrap();
+    let mut small = vec![0u8; 99_999];
+    assert!(matches!(b.recv_bytes_into(&mut small), Err(Error::BufferTooShort { needed: 100_000 })));
+    let mut exact = vec![0u8; 100_000];
+    assert_eq!(b.recv_bytes_into(&mut exact).unwrap(), 100_000);
+    assert_eq!(checksum(&exact), sum);
+    assert!(child.join().unwrap().success());
+}
+
+fn poll_each_kind_of_timeout() {
+    let (a, b) = Pipe::new().unwrap();
+    // Immediate.
+    let t = Instant::now();
+    assert!(!b.poll(Duration::ZERO).unwrap());
+    assert!(!b.poll(Timeout::ZERO).unwrap());
+    assert!(t.elapsed() < Duration::from_millis(50));
+    // Bounded.
+    let t = Instant::now();
+    assert!(!b.poll(Duration::from_millis(150)).unwrap());
+    assert!(t.elapsed() >= Duration::from_millis(150));
+    assert!(t.elapsed() < Duration::from_secs(2));
+    // Forever: a child sends after a while.
+    let mut child = Process::fork(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        a.send(&5u8).unwrap();
+    })
+    .unwrap();
+    let t = Instant::now();
+    assert!(b.poll(None).unwrap());
+    assert!(t.elapsed() >= Duration::from_millis(150));
+    // poll does not consume.
+    assert!(b.poll(Duration::ZERO).unwrap());
+    assert_eq!(b.recv::<u8>().unwrap(), 5);
+    assert!(child.join().unwrap().success());
+}
+
+fn poll_reports_eof() {
+    let (a, b) = Pipe::new().unwrap();
+    let mut child = Process::fork(move || a.send(&1u8).unwrap()).unwrap();
+    assert!(child.join().unwrap().success());
+    assert!(b.poll(Duration::ZERO).unwrap());
+    assert_eq!(b.recv::<u8>().unwrap(), 1);
+    assert!(matches!(b.poll(Duration::from_millis(10)), Err(Error::Eof)));
+    assert!(matches!(b.poll(None), Err(Error::Eof)));
+}
+
+fn recv_timeout_then_message() {
+    let (a, b) = Pipe::new().unwrap();
+    let t = Instant::now();
+    assert!(matches!(b.recv_timeout::<u8>(Duration::from_millis(100)), Err(Error::Timeout)));
+    assert!(t.elapsed() >= Duration::from_millis(100));
+    assert!(matches!(b.recv_bytes_timeout(Duration::ZERO), Err(Error::Timeout)));
+    let mut buf = [0u8; 8];
+    assert!(matches!(b.recv_bytes_into_timeout(&mut buf, Duration::from_millis(20)), Err(Error::Timeout)));
+    let mut child = Process::fork(move || a.send(&9u8).unwrap()).unwrap();
+    assert_eq!(b.recv_timeout::<u8>(Duration::from_secs(5)).unwrap(), 9);
+    assert!(child.join().unwrap().success());
+}
+
+/// Echoes messages of the given sizes through a child and checks every byte.
+fn echo_sizes(cap: usize, sizes: &[usize]) {
+    let (a, b) = Pipe::builder().capacity(cap).build().unwrap();
+    let n = sizes.len();
+    let mut child = Process::fork(move || {
+        for _ in 0..n {
+            let m = b.recv_bytes().unwrap();
+            b.send_bytes(&m).unwrap();
+        }
+    })
+    .unwrap();
+    let mut rng = Rng(1);
+    for &size in sizes {
+        let mut m = vec![0u8; size];
+        rng.fill(&mut m);
+        a.send_bytes(&m).unwrap();
+        let back = a.recv_bytes().unwrap();
+        assert_eq!(back.len(), size);
+        assert_eq!(checksum(&back), checksum(&m), "size {size}");
+    }
+    assert!(child.join().unwrap().success());
+}
+
+fn every_size() {
+    let cap = 64 * 1024;
+    let (probe, _other) = Pipe::builder().capacity(cap).build().unwrap();
+    let max = probe.max_in_place_len();
+    assert_eq!(probe.capacity(), cap);
+    echo_sizes(cap, &[0, 1, 7, 8, 9, max - 1, max, max + 1, cap - 1, cap, cap + 1, 10 * cap, 64 << 20]);
+}
+
+fn long_sizes() {
+    if !common::long() {
+        return;
+    }
+    echo_sizes(shmwire::DEFAULT_CAPACITY, &[256 << 20]);
+}
+
+fn duplex_big_messages_at_the_same_time() {
+    let size = if common::long() { 256 << 20 } else { 64 << 20 };
+    let (a, b) = Pipe::new().unwrap();
+    let mut mine = vec![0u8; size];
+    Rng(11).fill(&mut mine);
+    let mut theirs = vec![0u8; size];
+    Rng(12).fill(&mut theirs);
+    let (sum_mine, sum_theirs) = (checksum(&mine), checksum(&theirs));
+    let mut child = Process::fork(move || {
+        b.send_bytes(&theirs).unwrap();
+        let got = b.recv_bytes().unwrap();
+        assert_eq!(checksum(&got), sum_mine);
+    })
+    .unwrap();
+    a.send_bytes(&mine).unwrap();
+    let got = a.recv_bytes().unwrap();
+    assert_eq!(checksum(&got), sum_theirs);
+    assert!(child.join().unwrap().success());
+}
+
+fn zero_copy_forms() {
+    let (a, b) = Pipe::new().unwrap();
+    let mut child = Process::fork(move || {
+        for i in 0..1000u32 {
+            let len = (i % 200) as usize;
+            b.recv_with(|bytes| {
+                assert_eq!(bytes.len(), len);
+                assert!(bytes.iter().all(|&x| x == i as u8));
+            })
+            .unwrap();
+        }
+    })
+    .unwrap();
+    for i in 0..1000u32 {
+        let len = (i % 200) as usize;
+        let r = a.send_with(len, |buf| {
+            buf.fill(i as u8);
+            buf.len()
+        });
+        assert_eq!(r.unwrap(), len);
+    }
+    assert!(child.join().unwrap().success());
+}
+
+fn send_with_too_large() {
+    let (a, b) = Pipe::builder().capacity(8192).build().unwrap();
+    let max = a.max_in_place_len();
+    assert!(max >= 4096 - 8 && max < 4096);
+    assert!(matches!(a.send_with(max + 1, |_| ()), Err(Error::TooLarge)));
+    assert!(matches!(a.send_with(1 << 30, |_| ()), Err(Error::TooLarge)));
+    // Nothing was sent; a maximal one goes through.
+    a.send_with(max, |buf| buf.fill(3)).unwrap();
+    assert_eq!(b.recv_bytes().unwrap(), vec![3; max]);
+}
+
+fn pod_values() {
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, Debug, PartialEq)]
+    #[repr(C)]
+    struct Tick {
+        seq: u64,
+        price: f64,
+    }
+    let (a, b) = Pipe::new().unwrap();
+    let mut child = Process::fork(move || {
+        for i in 0..1000u64 {
+            let t: Tick = b.recv_pod().unwrap();
+            assert_eq!(t, Tick { seq: i, price: i as f64 * 0.5 });
+        }
+        assert!(matches!(b.recv_pod::<Tick>(), Err(Error::Corrupt)));
+    })
+    .unwrap();
+    for i in 0..1000u64 {
+        a.send_pod(&Tick { seq: i, price: i as f64 * 0.5 }).unwrap();
+    }
+    a.send_pod(&7u32).unwrap(); // the wrong size
+    assert!(child.join().unwrap().success());
+}
+
+fn simplex_roles_and_misuse() {
+    let (reader, writer) = Pipe::simplex().unwrap();
+    assert!(reader.readable() && !reader.writable());
+    assert!(writer.writable() && !writer.readable());
+    assert!(matches!(reader.send(&1u8), Err(Error::Misuse)));
+    assert!(matches!(reader.send_bytes(b"x"), Err(Error::Misuse)));
+    assert!(matches!(writer.recv::<u8>(), Err(Error::Misuse)));
+    assert!(matches!(writer.recv_bytes(), Err(Error::Misuse)));
+    assert!(matches!(writer.poll(Duration::ZERO), Err(Error::Misuse)));
+    let mut child = Process::fork(move || {
+        for i in 0..10u8 {
+            writer.send(&i).unwrap();
+        }
+    })
+    .unwrap();
+    let got: Vec<u8> = std::iter::from_fn(|| reader.recv().ok()).collect();
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+    assert!(child.join().unwrap().success());
+}
+
+fn two_readers_is_misuse() {
+    let (a, b) = Pipe::new().unwrap();
+    let b_ref = &b;
+    // The child reads a forked copy of `b` (borrowed, so the parent still has it) and blocks.
+    let mut child = Process::fork(|| {
+        let v: u8 = b_ref.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(v, 1);
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(matches!(b.recv_timeout::<u8>(Duration::from_millis(100)), Err(Error::Misuse)));
+    assert!(matches!(b.recv_bytes_timeout(Duration::from_millis(100)), Err(Error::Misuse)));
+    a.send(&1u8).unwrap();
+    assert!(child.join().unwrap().success());
+    // The child is done with it: the parent may read now.
+    a.send(&2u8).unwrap();
+    assert_eq!(b.recv::<u8>().unwrap(), 2);
+}
+
+fn use_after_close_is_misuse() {
+    let (a, b) = Pipe::new().unwrap();
+    a.close();
+    assert!(a.is_closed());
+    assert!(matches!(a.send(&1u8), Err(Error::Misuse)));
+    assert!(matches!(a.recv::<u8>(), Err(Error::Misuse)));
+    assert!(matches!(b.recv::<u8>(), Err(Error::Eof)));
+    assert!(matches!(b.send(&1u8), Err(Error::BrokenPipe)));
+}
+
+fn child_keeps_moved_end_after_parent_drops_its_copy() {
+    let (a, b) = Pipe::new().unwrap();
+    // `b` moves into the child; the parent's copy is dropped as fork returns. The end stays open.
+    let mut child = Process::fork(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        let x: u32 = b.recv().unwrap();
+        b.send(&(x + 1)).unwrap();
+    })
+    .unwrap();
+    a.send(&41u32).unwrap();
+    assert_eq!(a.recv::<u32>().unwrap(), 42);
+    assert!(child.join().unwrap().success());
+    assert!(matches!(a.recv::<u32>(), Err(Error::Eof)));
+}
+
+fn named_pipe_between_processes() {
+    let name = format!("named-{}", std::process::id());
+    let (a, b) = Pipe::builder().name(&name).build().unwrap();
+    // Taken names are refused.
+    let again = Pipe::builder().name(&name).build();
+    assert!(matches!(&again, Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::AlreadyExists), "{again:?}");
+    let n2 = name.clone();
+    let mut child = Process::fork(move || {
+        let mine = Pipe::open(&n2, 1).unwrap();
+        let v: String = mine.recv().unwrap();
+        mine.send(&format!("{v} back")).unwrap();
+    })
+    .unwrap();
+    a.send("there").unwrap();
+    assert_eq!(a.recv::<String>().unwrap(), "there back");
+    // The child held end 1 too; now only we do. Dropping ours closes it.
+    drop(b);
+    assert!(child.join().unwrap().success());
+    assert!(matches!(Pipe::open("no-such-pipe-here", 0), Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound));
+    assert!(matches!(Pipe::open("bad/name", 0), Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::InvalidInput));
+    drop(a);
+    assert!(!std::path::Path::new(&format!("/dev/shm/shmwire.{}.u.{name}", std::env::var("SHMWIRE_PREFIX").unwrap())).exists());
+}
+
+fn wrong_type_is_corrupt() {
+    let (a, b) = Pipe::new().unwrap();
+    a.send(&u64::MAX).unwrap();
+    assert!(matches!(b.recv::<bool>(), Err(Error::Corrupt)));
+    a.send(&"text").unwrap();
+    assert_eq!(b.recv::<String>().unwrap(), "text");
+}
+
+fn wait_strategies_all_deliver() {
+    for w in [WaitStrategy::Adaptive, WaitStrategy::Sleep, WaitStrategy::SpinThenSleep(Duration::from_micros(20))] {
+        let (a, b) = Pipe::builder().wait_strategy(w).build().unwrap();
+        assert_eq!(a.wait_strategy(), w);
+        let mut child = Process::fork(move || {
+            while let Ok(x) = b.recv::<u32>() {
+                b.send(&(x + 1)).unwrap();
+            }
+        })
+        .unwrap();
+        for i in 0..2000u32 {
+            a.send(&i).unwrap();
+            assert_eq!(a.recv::<u32>().unwrap(), i + 1);
+        }
+        drop(a);
+        assert!(child.join().unwrap().success());
+    }
+}
+
+fn capacity_out_of_range() {
+    assert!(matches!(Pipe::builder().capacity(0).build(), Err(Error::Io(_))));
+    assert!(matches!(Pipe::builder().capacity(usize::MAX).build(), Err(Error::Io(_))));
+    let (a, _b) = Pipe::builder().capacity(5000).build().unwrap();
+    assert_eq!(a.capacity(), 8192);
+}
