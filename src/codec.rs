@@ -6,7 +6,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 fn encode_error(e: postcard::Error) -> Error {
-    Error::io(std::io::ErrorKind::InvalidInput, format!("value cannot be encoded: {e}"))
+    Error::io(
+        std::io::ErrorKind::InvalidInput,
+        format!("value cannot be encoded: {e}"),
+    )
 }
 
 /// Encoded size of `v`.
@@ -28,7 +31,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>> {
 /// or a sender that sent another type).
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     match postcard::take_from_bytes::<T>(bytes) {
-        Ok((v, rest)) if rest.is_empty() => Ok(v),
+        Ok((v, [])) => Ok(v),
         _ => Err(Error::Corrupt),
     }
 }

@@ -219,20 +219,33 @@ impl Connection {
         if bytes.len() > self.max_in_place_len() {
             return self.send_bytes(bytes);
         }
-        self.send_in_place(bytes.len(), Deadline::NEVER, |buf| buf.copy_from_slice(bytes))
+        self.send_in_place(bytes.len(), Deadline::NEVER, |buf| {
+            buf.copy_from_slice(bytes)
+        })
     }
 
     /// The largest message [`send_with`](Self::send_with) takes: half the ring minus a frame header.
     pub fn max_in_place_len(&self) -> usize {
-        self.tx.as_ref().or(self.rx.as_ref()).map_or(0, Spsc::max_payload)
+        self.tx
+            .as_ref()
+            .or(self.rx.as_ref())
+            .map_or(0, Spsc::max_payload)
     }
 
     /// Bytes of the ring each direction uses.
     pub fn capacity(&self) -> usize {
-        self.tx.as_ref().or(self.rx.as_ref()).map_or(0, Spsc::capacity)
+        self.tx
+            .as_ref()
+            .or(self.rx.as_ref())
+            .map_or(0, Spsc::capacity)
     }
 
-    fn send_in_place<R>(&self, len: usize, deadline: Deadline, fill: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
+    fn send_in_place<R>(
+        &self,
+        len: usize,
+        deadline: Deadline,
+        fill: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R> {
         let mut st = self.begin()?;
         let tx = self.tx.as_ref().ok_or(Error::Misuse)?;
         if len > tx.max_payload() {
@@ -275,8 +288,16 @@ impl Connection {
     }
 
     /// Waits until `len` bytes fit in the outgoing ring.
-    fn wait_room(&self, st: &mut State, tx: &Spsc, len: usize, deadline: Deadline) -> Result<Reservation> {
-        let State { send_spin, backlog, .. } = st;
+    fn wait_room(
+        &self,
+        st: &mut State,
+        tx: &Spsc,
+        len: usize,
+        deadline: Deadline,
+    ) -> Result<Reservation> {
+        let State {
+            send_spin, backlog, ..
+        } = st;
         let (seg, peer) = (&*self.seg, self.peer);
         block_on(
             send_spin,
@@ -284,7 +305,11 @@ impl Connection {
             deadline,
             || {
                 if !seg.role_open(peer) {
-                    return Err(if seg.role_died(peer) { Error::PeerDied } else { Error::BrokenPipe });
+                    return Err(if seg.role_died(peer) {
+                        Error::PeerDied
+                    } else {
+                        Error::BrokenPipe
+                    });
                 }
                 if let Some(r) = tx.try_reserve(len)? {
                     return Ok(Some(r));
@@ -303,7 +328,9 @@ impl Connection {
         if !rx.writer_waiting() {
             return Ok(());
         }
-        let Ok(_claim) = self.claim_side(&rx.ctl().rx.claim) else { return Ok(()) };
+        let Ok(_claim) = self.claim_side(&rx.ctl().rx.claim) else {
+            return Ok(());
+        };
         while let Some(f) = rx.try_peek()? {
             let mut v = vec![0; f.len];
             rx.read_payload(&f, 0, &mut v);
@@ -528,7 +555,14 @@ impl Connection {
 
     /// Reads `CONT` pieces into `dst[*got..]` until it is full (`Ok(true)`). `Ok(false)` if another
     /// message starts first (its sender died mid-message and another holder of the end went on).
-    fn fill(&self, st: &mut State, rx: &Spsc, deadline: Deadline, dst: &mut [u8], got: &mut usize) -> Result<bool> {
+    fn fill(
+        &self,
+        st: &mut State,
+        rx: &Spsc,
+        deadline: Deadline,
+        dst: &mut [u8],
+        got: &mut usize,
+    ) -> Result<bool> {
         while *got < dst.len() {
             let piece = self.next_piece(st, rx, deadline)?;
             if piece.tag() != TAG_CONT {
@@ -581,7 +615,11 @@ impl Connection {
                     if let Some(f) = rx.try_peek()? {
                         return Ok(Some(f));
                     }
-                    return Err(if seg.role_died(peer) { Error::PeerDied } else { Error::Eof });
+                    return Err(if seg.role_died(peer) {
+                        Error::PeerDied
+                    } else {
+                        Error::Eof
+                    });
                 }
                 Ok(None)
             },

@@ -11,16 +11,22 @@ use std::io;
 #[non_exhaustive]
 pub enum Error {
     /// The peer closed its end (or the queue was closed) and everything it sent has been received.
-    #[error("end of stream: the peer closed its end and every message it sent was received; stop reading")]
+    #[error(
+        "end of stream: the peer closed its end and every message it sent was received; stop reading"
+    )]
     Eof,
     /// The receiving end is closed: nobody can read what would be sent.
-    #[error("broken pipe: the peer closed its end, so nothing sent now could be read; stop sending")]
+    #[error(
+        "broken pipe: the peer closed its end, so nothing sent now could be read; stop sending"
+    )]
     BrokenPipe,
     /// The queue (or connection) was closed, so nothing more can be put into it.
     #[error("closed: this object was closed and takes no more items; create a new one")]
     Closed,
     /// A blocking call reached its timeout before it could complete; nothing was lost, try again.
-    #[error("timed out: the operation did not complete in time; nothing was consumed, retry or give up")]
+    #[error(
+        "timed out: the operation did not complete in time; nothing was consumed, retry or give up"
+    )]
     Timeout,
     /// A non-blocking put found no room.
     #[error("full: there is no room right now; retry later or use a blocking put")]
@@ -49,7 +55,9 @@ pub enum Error {
     #[error("task panicked in a worker process; its message was printed on the worker's stderr")]
     TaskPanicked,
     /// A barrier was aborted or a waiter died, so it can no longer trip.
-    #[error("broken barrier: the barrier was aborted or a party died; call reset() before reusing it")]
+    #[error(
+        "broken barrier: the barrier was aborted or a party died; call reset() before reusing it"
+    )]
     BrokenBarrier,
     /// A lock was released by a process or thread that does not own it.
     #[error("not owner: only the holder of the lock may release it")]

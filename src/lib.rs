@@ -41,26 +41,38 @@
 
 #![warn(missing_docs)]
 #![warn(unsafe_op_in_unsafe_fn)]
+// Under `--cfg loom` only the ring and sync layers are built, for their models.
+#![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 #[cfg(not(target_os = "linux"))]
-compile_error!("shmwire needs Linux (futex, memfd_create, OFD locks); other systems are not supported yet");
+compile_error!(
+    "shmwire needs Linux (futex, memfd_create, OFD locks); other systems are not supported yet"
+);
 
 mod codec;
+#[cfg(not(loom))]
 mod connection;
 mod error;
 pub(crate) mod loom;
+#[cfg(not(loom))]
 mod pipe;
+#[cfg(not(loom))]
 mod process;
 mod ring;
+#[cfg(not(loom))]
 pub mod segment;
 pub mod stats;
 mod sync;
 mod timeout;
 
+#[cfg(not(loom))]
 pub use connection::Connection;
 pub use error::{Error, Result};
+#[cfg(not(loom))]
 pub use pipe::{DEFAULT_CAPACITY, Pipe, PipeBuilder};
+#[cfg(not(loom))]
 pub use process::{ChildOutcome, ExitStatus, Process};
+#[cfg(not(loom))]
 pub use segment::cleanup;
 pub use sync::{PROBE_INTERVAL, WaitStrategy};
 pub use timeout::Timeout;

@@ -37,6 +37,7 @@ pub struct Pipe;
 
 impl Pipe {
     /// A duplex pair: what one end sends, the other receives, both ways (Python's `Pipe()`).
+    #[allow(clippy::new_ret_no_self)] // `Pipe::new()` returns the pair, as Python's `Pipe()` does
     pub fn new() -> Result<(Connection, Connection)> {
         Self::builder().build()
     }
@@ -49,7 +50,12 @@ impl Pipe {
 
     /// Options: ring capacity, duplex or not, wait strategy, a name.
     pub fn builder() -> PipeBuilder {
-        PipeBuilder { duplex: true, capacity: DEFAULT_CAPACITY, wait: WaitStrategy::default(), name: None }
+        PipeBuilder {
+            duplex: true,
+            capacity: DEFAULT_CAPACITY,
+            wait: WaitStrategy::default(),
+            name: None,
+        }
     }
 
     /// Opens end `end` (0 or 1) of the pipe created with [`PipeBuilder::name`] by another process
@@ -59,7 +65,10 @@ impl Pipe {
     /// something else, [`Error::Corrupt`] if its header is damaged.
     pub fn open(name: &str, end: usize) -> Result<Connection> {
         if end > 1 {
-            return Err(Error::io(std::io::ErrorKind::InvalidInput, "a pipe has ends 0 and 1"));
+            return Err(Error::io(
+                std::io::ErrorKind::InvalidInput,
+                "a pipe has ends 0 and 1",
+            ));
         }
         let os_name = crate::segment::names::user_name(name)?;
         let seg = Segment::open_named(&os_name, Kind::Pipe, 0, wake_everyone)?;
@@ -146,11 +155,18 @@ impl PipeBuilder {
     }
 
     fn checked_capacity(&self) -> Result<usize> {
-        let cap = self.capacity.max(MIN_CAPACITY).checked_next_power_of_two().unwrap_or(usize::MAX);
+        let cap = self
+            .capacity
+            .max(MIN_CAPACITY)
+            .checked_next_power_of_two()
+            .unwrap_or(usize::MAX);
         if self.capacity == 0 || cap > MAX_CAPACITY {
             return Err(Error::io(
                 std::io::ErrorKind::InvalidInput,
-                format!("pipe capacity {} is out of range: use 1 byte to 2 GiB", self.capacity),
+                format!(
+                    "pipe capacity {} is out of range: use 1 byte to 2 GiB",
+                    self.capacity
+                ),
             ));
         }
         Ok(cap)

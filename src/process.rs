@@ -80,9 +80,15 @@ pub struct ExitStatus {
 impl ExitStatus {
     fn from_wait(status: libc::c_int) -> Self {
         if libc::WIFEXITED(status) {
-            ExitStatus { code: Some(libc::WEXITSTATUS(status)), signal: None }
+            ExitStatus {
+                code: Some(libc::WEXITSTATUS(status)),
+                signal: None,
+            }
         } else {
-            ExitStatus { code: None, signal: Some(libc::WTERMSIG(status)) }
+            ExitStatus {
+                code: None,
+                signal: Some(libc::WTERMSIG(status)),
+            }
         }
     }
 
@@ -129,16 +135,32 @@ impl Process {
     /// Runs `f` in a forked child and returns at once.
     ///
     /// The child runs `f` under `catch_unwind` (a panic prints its message on stderr and exits 101),
-    /// closes what it still holds, flushes stdout and leaves with `_exit`. It dies with its parent.
-    /// See the module docs about threads.
+    /// closes what it still holds, flushes stdout and leaves with `_exit` (code 0). It dies with its
+    /// parent. See the module docs about handles and threads. For an exit code of your choosing, or
+    /// `?` inside the closure, use [`fork_with`](Self::fork_with).
     ///
     /// ```
     /// # fn main() -> shmwire::Result<()> {
-    /// let mut child = shmwire::Process::fork(|| 7)?;
-    /// assert_eq!(child.join()?.code(), Some(7));
+    /// let mut child = shmwire::Process::fork(|| println!("hello from the child"))?;
+    /// assert!(child.join()?.success());
     /// # Ok(()) }
     /// ```
-    pub fn fork<F, R>(f: F) -> Result<Process>
+    pub fn fork<F: FnOnce()>(f: F) -> Result<Process> {
+        Self::fork_with(f)
+    }
+
+    /// [`fork`](Self::fork) where the closure's value becomes the exit code: `()` is 0, an `i32` is
+    /// itself, `Ok(())` is 0 and `Err(e)` prints `e` on stderr and is 1.
+    ///
+    /// ```
+    /// # fn main() -> shmwire::Result<()> {
+    /// let mut child = shmwire::Process::fork_with(|| 7)?;
+    /// assert_eq!(child.join()?.code(), Some(7));
+    /// let mut child = shmwire::Process::fork_with(|| -> Result<(), String> { Err("no".into()) })?;
+    /// assert_eq!(child.join()?.code(), Some(1));
+    /// # Ok(()) }
+    /// ```
+    pub fn fork_with<F, R>(f: F) -> Result<Process>
     where
         F: FnOnce() -> R,
         R: ChildOutcome,
@@ -170,7 +192,11 @@ impl Process {
             rustix::process::PidfdFlags::empty(),
         )
         .ok();
-        Ok(Process { pid, pidfd, status: None })
+        Ok(Process {
+            pid,
+            pidfd,
+            status: None,
+        })
     }
 
     /// The child's process id.
@@ -303,7 +329,13 @@ where
 {
     // SAFETY: prctl/getppid/_exit are plain syscalls.
     unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
         if libc::getppid() != parent {
             libc::_exit(1);
         }

@@ -108,7 +108,13 @@ fn duplex_values_both_ways() {
     let (parent, child_end) = Pipe::new().unwrap();
     let mut child = Process::fork(move || {
         for k in 0..2 {
-            child_end.send(&Msg { n: 42, nothing: None, text: format!("hello from child {k}") }).unwrap();
+            child_end
+                .send(&Msg {
+                    n: 42,
+                    nothing: None,
+                    text: format!("hello from child {k}"),
+                })
+                .unwrap();
         }
         let reply: String = child_end.recv().unwrap();
         assert_eq!(reply, "from parent");
@@ -116,7 +122,14 @@ fn duplex_values_both_ways() {
     .unwrap();
     for k in 0..2 {
         let m: Msg = parent.recv().unwrap();
-        assert_eq!(m, Msg { n: 42, nothing: None, text: format!("hello from child {k}") });
+        assert_eq!(
+            m,
+            Msg {
+                n: 42,
+                nothing: None,
+                text: format!("hello from child {k}")
+            }
+        );
     }
     parent.send("from parent").unwrap();
     assert!(child.join().unwrap().success());
@@ -151,7 +164,10 @@ fn buffer_too_short_keeps_the_message() {
         other => panic!("expected BufferTooShort, got {other:?}"),
     }
     // Nothing lost, asked twice.
-    assert!(matches!(b.recv_bytes_into(&mut small), Err(Error::BufferTooShort { needed: 10 })));
+    assert!(matches!(
+        b.recv_bytes_into(&mut small),
+        Err(Error::BufferTooShort { needed: 10 })
+    ));
     assert_eq!(b.recv_bytes().unwrap(), b"0123456789");
     assert_eq!(b.recv_bytes_into(&mut small).unwrap(), 4);
     assert_eq!(&small, b"next");
@@ -165,7 +181,10 @@ fn buffer_too_short_keeps_a_streamed_message() {
     let sum = checksum(&big);
     let mut child = Process::fork(move || a.send_bytes(&big).unwrap()).unwrap();
     let mut small = vec![0u8; 99_999];
-    assert!(matches!(b.recv_bytes_into(&mut small), Err(Error::BufferTooShort { needed: 100_000 })));
+    assert!(matches!(
+        b.recv_bytes_into(&mut small),
+        Err(Error::BufferTooShort { needed: 100_000 })
+    ));
     let mut exact = vec![0u8; 100_000];
     assert_eq!(b.recv_bytes_into(&mut exact).unwrap(), 100_000);
     assert_eq!(checksum(&exact), sum);
@@ -212,11 +231,20 @@ fn poll_reports_eof() {
 fn recv_timeout_then_message() {
     let (a, b) = Pipe::new().unwrap();
     let t = Instant::now();
-    assert!(matches!(b.recv_timeout::<u8>(Duration::from_millis(100)), Err(Error::Timeout)));
+    assert!(matches!(
+        b.recv_timeout::<u8>(Duration::from_millis(100)),
+        Err(Error::Timeout)
+    ));
     assert!(t.elapsed() >= Duration::from_millis(100));
-    assert!(matches!(b.recv_bytes_timeout(Duration::ZERO), Err(Error::Timeout)));
+    assert!(matches!(
+        b.recv_bytes_timeout(Duration::ZERO),
+        Err(Error::Timeout)
+    ));
     let mut buf = [0u8; 8];
-    assert!(matches!(b.recv_bytes_into_timeout(&mut buf, Duration::from_millis(20)), Err(Error::Timeout)));
+    assert!(matches!(
+        b.recv_bytes_into_timeout(&mut buf, Duration::from_millis(20)),
+        Err(Error::Timeout)
+    ));
     let mut child = Process::fork(move || a.send(&9u8).unwrap()).unwrap();
     assert_eq!(b.recv_timeout::<u8>(Duration::from_secs(5)).unwrap(), 9);
     assert!(child.join().unwrap().success());
@@ -250,7 +278,24 @@ fn every_size() {
     let (probe, _other) = Pipe::builder().capacity(cap).build().unwrap();
     let max = probe.max_in_place_len();
     assert_eq!(probe.capacity(), cap);
-    echo_sizes(cap, &[0, 1, 7, 8, 9, max - 1, max, max + 1, cap - 1, cap, cap + 1, 10 * cap, 64 << 20]);
+    echo_sizes(
+        cap,
+        &[
+            0,
+            1,
+            7,
+            8,
+            9,
+            max - 1,
+            max,
+            max + 1,
+            cap - 1,
+            cap,
+            cap + 1,
+            10 * cap,
+            64 << 20,
+        ],
+    );
 }
 
 fn long_sizes() {
@@ -307,7 +352,7 @@ fn zero_copy_forms() {
 fn send_with_too_large() {
     let (a, b) = Pipe::builder().capacity(8192).build().unwrap();
     let max = a.max_in_place_len();
-    assert!(max >= 4096 - 8 && max < 4096);
+    assert!((4096 - 8..4096).contains(&max));
     assert!(matches!(a.send_with(max + 1, |_| ()), Err(Error::TooLarge)));
     assert!(matches!(a.send_with(1 << 30, |_| ()), Err(Error::TooLarge)));
     // Nothing was sent; a maximal one goes through.
@@ -326,13 +371,23 @@ fn pod_values() {
     let mut child = Process::fork(move || {
         for i in 0..1000u64 {
             let t: Tick = b.recv_pod().unwrap();
-            assert_eq!(t, Tick { seq: i, price: i as f64 * 0.5 });
+            assert_eq!(
+                t,
+                Tick {
+                    seq: i,
+                    price: i as f64 * 0.5
+                }
+            );
         }
         assert!(matches!(b.recv_pod::<Tick>(), Err(Error::Corrupt)));
     })
     .unwrap();
     for i in 0..1000u64 {
-        a.send_pod(&Tick { seq: i, price: i as f64 * 0.5 }).unwrap();
+        a.send_pod(&Tick {
+            seq: i,
+            price: i as f64 * 0.5,
+        })
+        .unwrap();
     }
     a.send_pod(&7u32).unwrap(); // the wrong size
     assert!(child.join().unwrap().success());
@@ -368,8 +423,14 @@ fn two_readers_is_misuse() {
     })
     .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    assert!(matches!(b.recv_timeout::<u8>(Duration::from_millis(100)), Err(Error::Misuse)));
-    assert!(matches!(b.recv_bytes_timeout(Duration::from_millis(100)), Err(Error::Misuse)));
+    assert!(matches!(
+        b.recv_timeout::<u8>(Duration::from_millis(100)),
+        Err(Error::Misuse)
+    ));
+    assert!(matches!(
+        b.recv_bytes_timeout(Duration::from_millis(100)),
+        Err(Error::Misuse)
+    ));
     a.send(&1u8).unwrap();
     assert!(child.join().unwrap().success());
     // The child is done with it: the parent may read now.
@@ -407,7 +468,10 @@ fn named_pipe_between_processes() {
     let (a, b) = Pipe::builder().name(&name).build().unwrap();
     // Taken names are refused.
     let again = Pipe::builder().name(&name).build();
-    assert!(matches!(&again, Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::AlreadyExists), "{again:?}");
+    assert!(
+        matches!(&again, Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::AlreadyExists),
+        "{again:?}"
+    );
     let n2 = name.clone();
     let mut child = Process::fork(move || {
         let mine = Pipe::open(&n2, 1).unwrap();
@@ -420,10 +484,20 @@ fn named_pipe_between_processes() {
     // The child held end 1 too; now only we do. Dropping ours closes it.
     drop(b);
     assert!(child.join().unwrap().success());
-    assert!(matches!(Pipe::open("no-such-pipe-here", 0), Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound));
-    assert!(matches!(Pipe::open("bad/name", 0), Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::InvalidInput));
+    assert!(
+        matches!(Pipe::open("no-such-pipe-here", 0), Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound)
+    );
+    assert!(
+        matches!(Pipe::open("bad/name", 0), Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::InvalidInput)
+    );
     drop(a);
-    assert!(!std::path::Path::new(&format!("/dev/shm/shmwire.{}.u.{name}", std::env::var("SHMWIRE_PREFIX").unwrap())).exists());
+    assert!(
+        !std::path::Path::new(&format!(
+            "/dev/shm/shmwire.{}.u.{name}",
+            std::env::var("SHMWIRE_PREFIX").unwrap()
+        ))
+        .exists()
+    );
 }
 
 fn wrong_type_is_corrupt() {
@@ -435,7 +509,11 @@ fn wrong_type_is_corrupt() {
 }
 
 fn wait_strategies_all_deliver() {
-    for w in [WaitStrategy::Adaptive, WaitStrategy::Sleep, WaitStrategy::SpinThenSleep(Duration::from_micros(20))] {
+    for w in [
+        WaitStrategy::Adaptive,
+        WaitStrategy::Sleep,
+        WaitStrategy::SpinThenSleep(Duration::from_micros(20)),
+    ] {
         let (a, b) = Pipe::builder().wait_strategy(w).build().unwrap();
         assert_eq!(a.wait_strategy(), w);
         let mut child = Process::fork(move || {
@@ -454,8 +532,14 @@ fn wait_strategies_all_deliver() {
 }
 
 fn capacity_out_of_range() {
-    assert!(matches!(Pipe::builder().capacity(0).build(), Err(Error::Io(_))));
-    assert!(matches!(Pipe::builder().capacity(usize::MAX).build(), Err(Error::Io(_))));
+    assert!(matches!(
+        Pipe::builder().capacity(0).build(),
+        Err(Error::Io(_))
+    ));
+    assert!(matches!(
+        Pipe::builder().capacity(usize::MAX).build(),
+        Err(Error::Io(_))
+    ));
     let (a, _b) = Pipe::builder().capacity(5000).build().unwrap();
     assert_eq!(a.capacity(), 8192);
 }

@@ -1,1 +1,3 @@
-fn main() { println!("shmwire CLI: coming with the bench issue"); }
+fn main() {
+    println!("shmwire CLI: coming with the bench issue");
+}

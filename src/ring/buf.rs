@@ -39,7 +39,9 @@ mod imp {
         pub(crate) unsafe fn read(&self, off: usize, dst: &mut [u8]) {
             debug_assert!(off + dst.len() <= self.len);
             // SAFETY: in bounds per the caller.
-            unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(off), dst.as_mut_ptr(), dst.len()) };
+            unsafe {
+                std::ptr::copy_nonoverlapping(self.ptr.add(off), dst.as_mut_ptr(), dst.len())
+            };
         }
 
         /// Reads the 8-byte word at `off` exactly once (frame headers: copy, then validate).
@@ -100,7 +102,9 @@ mod imp {
 
     impl RingBuf {
         pub(crate) fn new_heap(len: usize) -> Self {
-            RingBuf { cells: Arc::new((0..len).map(|_| UnsafeCell::new(0)).collect()) }
+            RingBuf {
+                cells: Arc::new((0..len).map(|_| UnsafeCell::new(0)).collect()),
+            }
         }
 
         pub(crate) unsafe fn write(&self, off: usize, src: &[u8]) {

@@ -14,19 +14,34 @@ const CAP: usize = 64;
 fn pair() -> (Spsc, Spsc) {
     let ctl = Arc::new(RingCtl::new());
     let buf = RingBuf::new_heap(CAP);
-    (Spsc::new_heap(ctl.clone(), buf.clone(), CAP), Spsc::new_heap(ctl, buf, CAP))
+    (
+        Spsc::new_heap(ctl.clone(), buf.clone(), CAP),
+        Spsc::new_heap(ctl, buf, CAP),
+    )
 }
 
 fn send(tx: &Spsc, spin: &mut Spinner, msg: &[u8]) {
-    let r = block_on(spin, &tx.ctl().space, Deadline::NEVER, || tx.try_reserve(msg.len()), || Ok(())).unwrap();
+    let r = block_on(
+        spin,
+        &tx.ctl().space,
+        Deadline::NEVER,
+        || tx.try_reserve(msg.len()),
+        || Ok(()),
+    )
+    .unwrap();
     tx.write_payload(&r, 0, msg);
     tx.commit(r, TAG_WHOLE);
 }
 
 fn recv(rx: &Spsc, spin: &mut Spinner) -> Vec<u8> {
-    let f: Frame =
-        block_on(spin, &rx.ctl().data, Deadline::NEVER, || -> Result<Option<Frame>> { rx.try_peek() }, || Ok(()))
-            .unwrap();
+    let f: Frame = block_on(
+        spin,
+        &rx.ctl().data,
+        Deadline::NEVER,
+        || -> Result<Option<Frame>> { rx.try_peek() },
+        || Ok(()),
+    )
+    .unwrap();
     let mut out = vec![0; f.len];
     rx.read_payload(&f, 0, &mut out);
     rx.consume(f);

@@ -69,7 +69,12 @@ pub(crate) const CTL_SIZE: usize = std::mem::size_of::<RingCtl>();
 #[cfg(loom)]
 impl RingCtl {
     pub(crate) fn new() -> Self {
-        let side = || CachePadded::new(Side { pos: AtomicU64::new(0), claim: AtomicU32::new(0) });
+        let side = || {
+            CachePadded::new(Side {
+                pos: AtomicU64::new(0),
+                claim: AtomicU32::new(0),
+            })
+        };
         RingCtl {
             tx: side(),
             rx: side(),
@@ -136,12 +141,24 @@ impl Spsc {
     #[cfg(not(loom))]
     pub(crate) unsafe fn new(ctl: *const RingCtl, buf: RingBuf, cap: usize) -> Self {
         debug_assert!(cap.is_power_of_two() && (MIN_CAPACITY..=MAX_CAPACITY).contains(&cap));
-        Spsc { ctl, buf, cap: cap as u64, cached_head: Cell::new(0), cached_tail: Cell::new(0) }
+        Spsc {
+            ctl,
+            buf,
+            cap: cap as u64,
+            cached_head: Cell::new(0),
+            cached_tail: Cell::new(0),
+        }
     }
 
     #[cfg(loom)]
     pub(crate) fn new_heap(ctl: CtlRef, buf: RingBuf, cap: usize) -> Self {
-        Spsc { ctl, buf, cap: cap as u64, cached_head: Cell::new(0), cached_tail: Cell::new(0) }
+        Spsc {
+            ctl,
+            buf,
+            cap: cap as u64,
+            cached_head: Cell::new(0),
+            cached_tail: Cell::new(0),
+        }
     }
 
     #[inline]
@@ -187,8 +204,11 @@ impl Spsc {
         let need = (FRAME_HDR + pad8(len)) as u64;
         let pos = tail & self.mask();
         let to_end = self.cap - pos;
-        let (wrap_at, frame_at, total) =
-            if need > to_end { (Some(tail), tail + to_end, to_end + need) } else { (None, tail, need) };
+        let (wrap_at, frame_at, total) = if need > to_end {
+            (Some(tail), tail + to_end, to_end + need)
+        } else {
+            (None, tail, need)
+        };
         let head = self.cached_head.get();
         let used = tail.wrapping_sub(head);
         if used > self.cap || self.cap - used < total {
@@ -204,7 +224,12 @@ impl Spsc {
                 return Ok(None);
             }
         }
-        Ok(Some(Reservation { wrap_at, frame_at, len, new_tail: frame_at + need }))
+        Ok(Some(Reservation {
+            wrap_at,
+            frame_at,
+            len,
+            new_tail: frame_at + need,
+        }))
     }
 
     /// Copies `src` into the reserved payload at `offset`.
@@ -244,7 +269,12 @@ impl Spsc {
             unsafe { self.buf.write_u64((w & mask) as usize, header(TAG_WRAP, 0)) };
         }
         // SAFETY: as above, for the frame header.
-        unsafe { self.buf.write_u64((r.frame_at & mask) as usize, header(tag, len_field as usize)) };
+        unsafe {
+            self.buf.write_u64(
+                (r.frame_at & mask) as usize,
+                header(tag, len_field as usize),
+            )
+        };
         // ORDERING: Release publishes the header and payload written above (SYNC POINT).
         self.ctl().tx.pos.store(r.new_tail, Ordering::Release);
         self.ctl().data.notify();
@@ -291,7 +321,12 @@ impl Spsc {
             if need as u64 > avail || pos + need > self.cap as usize {
                 return Err(Error::Corrupt);
             }
-            return Ok(Some(Frame { tag, len, payload_at: pos + FRAME_HDR, next_head: head + need as u64 }));
+            return Ok(Some(Frame {
+                tag,
+                len,
+                payload_at: pos + FRAME_HDR,
+                next_head: head + need as u64,
+            }));
         }
     }
 

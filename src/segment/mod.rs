@@ -22,8 +22,8 @@ pub use names::{SegmentInfo, cleanup, list};
 
 use crate::error::{Error, Result};
 use header::{
-    HeaderFields, LAYOUT_VERSION, MAGIC, MAX_ROLES, MAX_SLOTS, PAGE, READY, READY_OFFSET, ROLES_OFFSET,
-    SLOT_SIZE, SLOTS_OFFSET, kind_offset, round_up,
+    HeaderFields, LAYOUT_VERSION, MAGIC, MAX_ROLES, MAX_SLOTS, PAGE, READY, READY_OFFSET,
+    ROLES_OFFSET, SLOT_SIZE, SLOTS_OFFSET, kind_offset, round_up,
 };
 use memmap2::{MmapOptions, MmapRaw};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -90,7 +90,8 @@ impl Segment {
     /// Creates an anonymous segment (a sealed memfd) for this process and its forked children.
     pub(crate) fn create_anonymous(spec: &Spec) -> Result<Arc<Segment>> {
         use rustix::fs::{MemfdFlags, SealFlags};
-        let fd = rustix::fs::memfd_create("shmwire", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+        let fd =
+            rustix::fs::memfd_create("shmwire", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
         let size = layout_size(spec);
         rustix::fs::ftruncate(&fd, size as u64)?;
         rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
@@ -107,7 +108,10 @@ impl Segment {
         )
         .map_err(|e| {
             if e == rustix::io::Errno::EXIST {
-                Error::io(std::io::ErrorKind::AlreadyExists, format!("{os_name} already exists"))
+                Error::io(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!("{os_name} already exists"),
+                )
             } else {
                 e.into()
             }
@@ -177,7 +181,10 @@ impl Segment {
         use rustix::shm::{Mode, OFlags};
         let fd = rustix::shm::open(os_name, OFlags::RDWR, Mode::empty()).map_err(|e| {
             if e == rustix::io::Errno::NOENT {
-                Error::io(std::io::ErrorKind::NotFound, format!("no shared object named {os_name}"))
+                Error::io(
+                    std::io::ErrorKind::NotFound,
+                    format!("no shared object named {os_name}"),
+                )
             } else {
                 e.into()
             }
@@ -185,7 +192,8 @@ impl Segment {
         let (map, size) = wait_ready(&fd)?;
         // SAFETY: `map` is at least one page long (checked by `wait_ready`), so the header is in bounds;
         // the header is plain data, copied out once and validated as a copy.
-        let hdr: HeaderFields = unsafe { std::ptr::read_volatile(map.as_ptr() as *const HeaderFields) };
+        let hdr: HeaderFields =
+            unsafe { std::ptr::read_volatile(map.as_ptr() as *const HeaderFields) };
         hdr.validate(kind, fingerprint, size as u64)?;
         registry::install_fork_handler();
         let seg = Arc::new(Segment {
@@ -212,7 +220,10 @@ impl Segment {
     pub(crate) fn kind_area(&self) -> (*mut u8, usize) {
         let off = self.hdr.kind_offset as usize;
         // SAFETY: `kind_offset <= size` was validated (or written by us), so the pointer is in bounds.
-        (unsafe { self.map.as_mut_ptr().add(off) }, self.map.len() - off)
+        (
+            unsafe { self.map.as_mut_ptr().add(off) },
+            self.map.len() - off,
+        )
     }
 
     fn raw_fd(&self) -> RawFd {
@@ -309,7 +320,10 @@ impl Segment {
         }
         Err(Error::io(
             std::io::ErrorKind::QuotaExceeded,
-            format!("all {} participant slots of this segment are taken by live processes", self.hdr.n_slots),
+            format!(
+                "all {} participant slots of this segment are taken by live processes",
+                self.hdr.n_slots
+            ),
         ))
     }
 

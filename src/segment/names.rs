@@ -22,7 +22,9 @@ pub(crate) fn prefix() -> String {
 pub(crate) fn user_name(name: &str) -> Result<String> {
     let ok = !name.is_empty()
         && name.len() <= 200
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if !ok {
         return Err(Error::io(
             std::io::ErrorKind::InvalidInput,
@@ -57,20 +59,36 @@ impl SegmentInfo {
 /// Reads a segment's header and probes its participants without mapping it.
 fn inspect(file_name: &str) -> Option<SegmentInfo> {
     use rustix::shm::{Mode, OFlags};
-    let fd = rustix::shm::open(format!("/{file_name}").as_str(), OFlags::RDONLY, Mode::empty()).ok()?;
+    let fd = rustix::shm::open(
+        format!("/{file_name}").as_str(),
+        OFlags::RDONLY,
+        Mode::empty(),
+    )
+    .ok()?;
     let size = rustix::fs::fstat(&fd).ok()?.st_size as u64;
     let mut raw = [0u8; std::mem::size_of::<HeaderFields>() + 4];
     let n = rustix::io::pread(&fd, &mut raw, 0).unwrap_or(0);
-    let mut info = SegmentInfo { name: file_name.to_owned(), kind: None, size, creator_pid: 0, participants: vec![] };
+    let mut info = SegmentInfo {
+        name: file_name.to_owned(),
+        kind: None,
+        size,
+        creator_pid: 0,
+        participants: vec![],
+    };
     let creator_alive = token::is_held(fd.as_raw_fd(), 0).unwrap_or(true);
     if n < raw.len() {
         // Never initialised: only its creator (slot 0) can be alive.
         info.participants.push((0, creator_alive));
         return Some(info);
     }
-    let hdr: HeaderFields = bytemuck::pod_read_unaligned(&raw[..std::mem::size_of::<HeaderFields>()]);
+    let hdr: HeaderFields =
+        bytemuck::pod_read_unaligned(&raw[..std::mem::size_of::<HeaderFields>()]);
     let ready = u32::from_ne_bytes(raw[READY_OFFSET..READY_OFFSET + 4].try_into().ok()?);
-    if hdr.magic != MAGIC || ready != READY || hdr.n_slots == 0 || hdr.n_slots > super::header::MAX_SLOTS {
+    if hdr.magic != MAGIC
+        || ready != READY
+        || hdr.n_slots == 0
+        || hdr.n_slots > super::header::MAX_SLOTS
+    {
         info.participants.push((0, creator_alive));
         return Some(info);
     }

@@ -66,7 +66,10 @@ pub(crate) struct ForkPrep {
 /// disappears in between.
 pub(crate) fn prepare_fork() -> Result<ForkPrep> {
     let guard = segments();
-    let mut prep = ForkPrep { _guard: guard, items: Vec::new() };
+    let mut prep = ForkPrep {
+        _guard: guard,
+        items: Vec::new(),
+    };
     let list: Vec<Arc<Segment>> = prep._guard.iter().filter_map(Weak::upgrade).collect();
     for seg in list {
         seg.ensure_owner()?;

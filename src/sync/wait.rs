@@ -71,7 +71,12 @@ pub(crate) struct Spinner {
 
 impl Spinner {
     pub(crate) fn new(strategy: WaitStrategy) -> Self {
-        Spinner { strategy, fails: 0, skip_left: 0, skip_len: FIRST_SKIP }
+        Spinner {
+            strategy,
+            fails: 0,
+            skip_left: 0,
+            skip_len: FIRST_SKIP,
+        }
     }
 
     pub(crate) fn strategy(&self) -> WaitStrategy {
@@ -163,17 +168,17 @@ pub(crate) fn block_on<T>(
         match check() {
             Ok(None) => {}
             Ok(Some(v)) => {
-                ec.cancel();
+                ec.cancel(key);
                 return Ok(v);
             }
             Err(e) => {
-                ec.cancel();
+                ec.cancel(key);
                 return Err(e);
             }
         }
         let slice = match deadline.remaining() {
             Some(r) if r.is_zero() => {
-                ec.cancel();
+                ec.cancel(key);
                 return Err(Error::Timeout);
             }
             Some(r) => r.min(PROBE_INTERVAL),

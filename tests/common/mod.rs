@@ -28,7 +28,10 @@ macro_rules! tests {
 
 /// Seconds a test may run before the watchdog kills its process group.
 fn limit() -> Duration {
-    let secs = std::env::var("SHMWIRE_TEST_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let secs = std::env::var("SHMWIRE_TEST_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
     Duration::from_secs(secs)
 }
 
@@ -63,7 +66,13 @@ pub fn run(tests: &[Test]) -> ! {
         .iter()
         .filter(|t| {
             filters.is_empty()
-                || filters.iter().any(|f| if exact { t.name == f.as_str() } else { t.name.contains(f.as_str()) })
+                || filters.iter().any(|f| {
+                    if exact {
+                        t.name == f.as_str()
+                    } else {
+                        t.name.contains(f.as_str())
+                    }
+                })
         })
         .collect();
     if std::env::var("SHMWIRE_PREFIX").is_err() {
@@ -83,7 +92,9 @@ pub fn run(tests: &[Test]) -> ! {
             let _ = std::fs::remove_file(format!("/dev/shm/{name}"));
         }
         let verdict = match verdict {
-            Ok(()) if !leftovers.is_empty() => Err(format!("left segments in /dev/shm: {leftovers:?}")),
+            Ok(()) if !leftovers.is_empty() => {
+                Err(format!("left segments in /dev/shm: {leftovers:?}"))
+            }
             v => v,
         };
         match verdict {
@@ -98,7 +109,11 @@ pub fn run(tests: &[Test]) -> ! {
         println!("\ntest result: ok. {} passed\n", selected.len());
         std::process::exit(0);
     }
-    println!("\nfailures: {failed:?}\ntest result: FAILED. {} passed; {} failed\n", selected.len() - failed.len(), failed.len());
+    println!(
+        "\nfailures: {failed:?}\ntest result: FAILED. {} passed; {} failed\n",
+        selected.len() - failed.len(),
+        failed.len()
+    );
     std::process::exit(1);
 }
 
@@ -192,13 +207,18 @@ impl Rng {
 
 /// FNV-1a of `bytes`.
 pub fn checksum(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Whether process `pid` has gone (no such process, or a zombie).
 pub fn gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
-        Ok(s) => s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Ok(s) => s
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
     }
 }

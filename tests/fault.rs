@@ -1,0 +1,432 @@
+//! Failure: peers killed or stopped mid-call, hostile bytes in shared memory, process lifetimes.
+
+mod common;
+
+use common::{checksum, gone, within};
+use shmwire::{Error, PROBE_INTERVAL, Pipe, Process};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::FromRawFd;
+use std::time::{Duration, Instant};
+
+/// The documented bound for noticing a dead peer: two probe intervals. Tests allow 10x.
+fn bound() -> Duration {
+    PROBE_INTERVAL * 2 * 10
+}
+
+fn main() {
+    common::run(tests![
+        killed_peer_wakes_blocked_recv,
+        killed_peer_wakes_blocked_send_on_full_ring,
+        killed_peer_wakes_blocked_poll,
+        messages_sent_before_death_are_delivered,
+        killed_mid_stream_is_peer_died,
+        stopped_peer_is_alive_and_delivers_after_sigcont,
+        stopped_peer_with_full_ring_times_out,
+        dead_readers_claim_is_taken_over,
+        corrupted_header_is_refused,
+        hostile_frame_lengths_are_corrupt,
+        hostile_counters_are_corrupt,
+        cleanup_removes_only_dead_segments,
+        segments_are_private_to_the_user,
+        child_dies_with_its_parent,
+        panic_in_child_is_code_101_with_message,
+        process_join_timeout_terminate_kill,
+    ]);
+}
+
+fn sleeper(end: shmwire::Connection) -> Process {
+    Process::fork(move || {
+        let _keep = end;
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
+    .unwrap()
+}
+
+/// Kills `p` after `after` from a helper thread and returns the instant of the kill.
+fn kill_later(pid: u32, after: Duration) -> std::thread::JoinHandle<Instant> {
+    std::thread::spawn(move || {
+        std::thread::sleep(after);
+        // SAFETY: plain syscall on our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        Instant::now()
+    })
+}
+
+fn killed_peer_wakes_blocked_recv() {
+    let (a, b) = Pipe::new().unwrap();
+    let mut child = sleeper(b);
+    let killer = kill_later(child.pid(), Duration::from_millis(200));
+    let r = a.recv::<u32>();
+    let noticed = Instant::now();
+    let killed_at = killer.join().unwrap();
+    assert!(matches!(r, Err(Error::PeerDied)), "{r:?}");
+    assert!(
+        noticed - killed_at <= bound(),
+        "noticed after {:?}",
+        noticed - killed_at
+    );
+    assert_eq!(child.join().unwrap().signal(), Some(libc::SIGKILL));
+    assert_eq!(child.exitcode(), Some(-9));
+    // It stays an error, and sending says so too.
+    assert!(matches!(a.recv::<u32>(), Err(Error::PeerDied)));
+    assert!(matches!(a.send(&1u8), Err(Error::PeerDied)));
+}
+
+fn killed_peer_wakes_blocked_send_on_full_ring() {
+    let (a, b) = Pipe::builder().capacity(4096).build().unwrap();
+    let mut child = sleeper(b);
+    // Fill the ring until a send would block.
+    while a
+        .send_bytes_timeout(&[7u8; 512], Duration::from_millis(50))
+        .is_ok()
+    {}
+    let killer = kill_later(child.pid(), Duration::from_millis(200));
+    let r = a.send_bytes(&[7u8; 512]);
+    let noticed = Instant::now();
+    let killed_at = killer.join().unwrap();
+    assert!(matches!(r, Err(Error::PeerDied)), "{r:?}");
+    assert!(noticed - killed_at <= bound());
+    child.join().unwrap();
+}
+
+fn killed_peer_wakes_blocked_poll() {
+    let (a, b) = Pipe::new().unwrap();
+    let child = sleeper(b);
+    let killer = kill_later(child.pid(), Duration::from_millis(100));
+    let r = a.poll(None);
+    let noticed = Instant::now();
+    assert!(matches!(r, Err(Error::PeerDied)), "{r:?}");
+    assert!(noticed - killer.join().unwrap() <= bound());
+}
+
+fn messages_sent_before_death_are_delivered() {
+    let (a, b) = Pipe::new().unwrap();
+    let child = Process::fork(move || {
+        for i in 0..100u32 {
+            b.send(&i).unwrap();
+        }
+        // SAFETY: the child kills itself, as a crash would.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    })
+    .unwrap();
+    for i in 0..100u32 {
+        assert_eq!(a.recv::<u32>().unwrap(), i);
+    }
+    assert!(matches!(a.recv::<u32>(), Err(Error::PeerDied)));
+    drop(child);
+}
+
+fn killed_mid_stream_is_peer_died() {
+    let (a, b) = Pipe::builder().capacity(4096).build().unwrap();
+    let mut child = Process::fork(move || {
+        // A message far larger than the ring: it blocks once the ring is full, and is killed there.
+        b.send_bytes(&vec![1u8; 10 << 20]).unwrap();
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    child.kill().unwrap();
+    child.join().unwrap();
+    // The first pieces arrived, the rest never will: an error, not a hang and not a torn message.
+    let r = a.recv_bytes();
+    assert!(
+        matches!(r, Err(Error::PeerDied)),
+        "{:?}",
+        r.map(|v| v.len())
+    );
+}
+
+fn stopped_peer_is_alive_and_delivers_after_sigcont() {
+    let (a, b) = Pipe::new().unwrap();
+    let mut child = Process::fork(move || {
+        let _go: () = b.recv().unwrap();
+        for i in 0..1000u32 {
+            b.send(&i).unwrap();
+            if i % 100 == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    })
+    .unwrap();
+    a.send(&()).unwrap();
+    std::thread::sleep(Duration::from_millis(12));
+    child.signal(libc::SIGSTOP).unwrap();
+    let mut got = Vec::new();
+    // Drain what was sent before the stop, then time out (several probe intervals: alive, not dead).
+    loop {
+        match a.recv_timeout::<u32>(PROBE_INTERVAL * 4) {
+            Ok(x) => got.push(x),
+            Err(Error::Timeout) => break,
+            Err(e) => panic!("a stopped peer must look alive, got {e:?}"),
+        }
+    }
+    assert!(got.len() < 1000, "the child was not stopped in time");
+    child.signal(libc::SIGCONT).unwrap();
+    while let Ok(x) = a.recv::<u32>() {
+        got.push(x);
+    }
+    assert_eq!(got, (0..1000).collect::<Vec<_>>());
+    assert!(child.join().unwrap().success());
+}
+
+fn stopped_peer_with_full_ring_times_out() {
+    let (a, b) = Pipe::builder().capacity(4096).build().unwrap();
+    let mut child = Process::fork(move || {
+        let _go: () = b.recv().unwrap();
+        let mut n = 0u64;
+        while let Ok(m) = b.recv_bytes() {
+            n += m.len() as u64;
+        }
+        assert_eq!(n, 512 * 40);
+    })
+    .unwrap();
+    child.signal(libc::SIGSTOP).unwrap();
+    a.send(&()).unwrap();
+    let mut sent = 0;
+    let r = loop {
+        match a.send_bytes_timeout(&[1u8; 512], PROBE_INTERVAL * 3) {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(r, Error::Timeout), "{r:?}");
+    child.signal(libc::SIGCONT).unwrap();
+    for _ in sent..40 {
+        a.send_bytes(&[1u8; 512]).unwrap();
+    }
+    drop(a);
+    assert!(child.join().unwrap().success());
+}
+
+fn dead_readers_claim_is_taken_over() {
+    let (a, b) = Pipe::new().unwrap();
+    let b_ref = &b;
+    // The child blocks reading a copy of `b` (holding its read claim) and is killed there.
+    let mut child = Process::fork(|| {
+        let _ = b_ref.recv::<u8>();
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(matches!(
+        b.recv_timeout::<u8>(Duration::ZERO),
+        Err(Error::Misuse)
+    ));
+    child.kill().unwrap();
+    child.join().unwrap();
+    a.send(&3u8).unwrap();
+    assert_eq!(b.recv::<u8>().unwrap(), 3);
+}
+
+fn shm_path(name: &str) -> String {
+    format!(
+        "/dev/shm/shmwire.{}.u.{name}",
+        std::env::var("SHMWIRE_PREFIX").unwrap()
+    )
+}
+
+fn poke(name: &str, offset: u64, bytes: &[u8]) {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(shm_path(name))
+        .unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+fn corrupted_header_is_refused() {
+    let cases: [(u64, &[u8], &str); 5] = [
+        (0, b"NOTSHMWR", "magic"),
+        (8, &99u32.to_le_bytes(), "layout version"),
+        (12, &7u32.to_le_bytes(), "kind"),
+        (16, &12345u64.to_le_bytes(), "size"),
+        (
+            40,
+            &3u64.to_le_bytes(),
+            "ring capacity (not a power of two)",
+        ),
+    ];
+    for (i, (offset, bytes, what)) in cases.iter().enumerate() {
+        let name = format!("corrupt-{i}");
+        let (a, _b) = Pipe::builder().name(&name).build().unwrap();
+        poke(&name, *offset, bytes);
+        let n = name.clone();
+        let what = what.to_string();
+        let mut child = Process::fork(move || {
+            let r = Pipe::open(&n, 1);
+            match (i, r) {
+                (0..=2, Err(Error::Incompatible)) => {}
+                (3..=4, Err(Error::Corrupt)) => {}
+                (_, r) => panic!("{what}: expected refusal, got {r:?}"),
+            }
+        })
+        .unwrap();
+        assert!(child.join().unwrap().success(), "case {i}");
+        drop(a);
+    }
+}
+
+fn hostile_frame_lengths_are_corrupt() {
+    // (tag, length field, payload): each must be refused by the reader, never trusted.
+    let cases: [(u32, u32, Vec<u8>); 5] = [
+        (1, 0xFFFF_FFF0, vec![0; 8]), // length beyond the ring
+        (1, 1 << 20, vec![0; 8]),     // beyond half the ring
+        (9, 8, vec![0; 8]),           // unknown tag
+        (2, 16, [u64::MAX.to_le_bytes(), [0; 8]].concat()), // streamed message of impossible size
+        (1, 64, vec![0; 8]),          // longer than what was published
+    ];
+    for (tag, len, payload) in cases {
+        let (a, b) = Pipe::builder().capacity(8192).build().unwrap();
+        let mut child = Process::fork(move || {
+            let r = b.recv_bytes();
+            assert!(
+                matches!(r, Err(Error::Corrupt)),
+                "tag {tag} len {len}: {r:?}"
+            );
+            // It stays refused, and nothing panicked.
+            assert!(matches!(b.recv_bytes(), Err(Error::Corrupt)));
+        })
+        .unwrap();
+        a.__inject_raw_frame(tag, len, &payload).unwrap();
+        assert!(child.join().unwrap().success(), "tag {tag} len {len}");
+    }
+}
+
+fn hostile_counters_are_corrupt() {
+    // The ring's counters live at the start of the kind area (page 1): ring 0's tail, then head.
+    let name = "hostile-counters";
+    let (a, b) = Pipe::builder().name(name).capacity(8192).build().unwrap();
+    a.send(&1u8).unwrap();
+    assert_eq!(b.recv::<u8>().unwrap(), 1);
+    let kind_offset = 4096u64;
+    poke(name, kind_offset, &(1u64 << 40).to_le_bytes()); // tail far ahead of head
+    let b_ref = &b;
+    let mut child = Process::fork(|| {
+        assert!(matches!(b_ref.recv::<u8>(), Err(Error::Corrupt)));
+        assert!(matches!(b_ref.poll(Duration::ZERO), Err(Error::Corrupt)));
+    })
+    .unwrap();
+    assert!(child.join().unwrap().success());
+    poke(name, kind_offset, &3u64.to_le_bytes()); // misaligned tail
+    assert!(matches!(a.send(&1u8), Err(Error::Corrupt)));
+}
+
+fn cleanup_removes_only_dead_segments() {
+    let mut dead = Process::fork(|| {
+        let (_a, _b) = Pipe::builder().name("will-die").build().unwrap();
+        // SAFETY: dies without closing anything, as SIGKILL would.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    })
+    .unwrap();
+    assert_eq!(dead.join().unwrap().signal(), Some(libc::SIGKILL));
+    let (_live, _other) = Pipe::builder().name("stays").build().unwrap();
+    assert!(std::path::Path::new(&shm_path("will-die")).exists());
+    let listed = shmwire::segment::list().unwrap();
+    let stale: Vec<_> = listed
+        .iter()
+        .filter(|s| s.is_stale())
+        .map(|s| s.name.clone())
+        .collect();
+    assert!(stale.iter().any(|n| n.ends_with("will-die")), "{listed:?}");
+    let removed = shmwire::cleanup().unwrap();
+    assert_eq!(removed.len(), 1, "{removed:?}");
+    assert!(removed[0].ends_with("will-die"));
+    assert!(!std::path::Path::new(&shm_path("will-die")).exists());
+    assert!(std::path::Path::new(&shm_path("stays")).exists());
+}
+
+fn segments_are_private_to_the_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_a, _b) = Pipe::builder().name("perm").build().unwrap();
+    let mode = std::fs::metadata(shm_path("perm"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // Anonymous pipes leave nothing in /dev/shm at all.
+    let before = std::fs::read_dir("/dev/shm").unwrap().count();
+    let (_c, _d) = Pipe::new().unwrap();
+    assert_eq!(std::fs::read_dir("/dev/shm").unwrap().count(), before);
+}
+
+fn child_dies_with_its_parent() {
+    let (r, w) = Pipe::simplex().unwrap();
+    let mut middle = Process::fork(move || {
+        let grandchild = Process::fork(|| {
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+        .unwrap();
+        w.send(&grandchild.pid()).unwrap();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
+    .unwrap();
+    let grandchild: u32 = r.recv().unwrap();
+    assert!(!gone(grandchild));
+    middle.kill().unwrap();
+    middle.join().unwrap();
+    within(Duration::from_secs(2), || {
+        while !gone(grandchild) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+}
+
+fn panic_in_child_is_code_101_with_message() {
+    let mut fds = [0; 2];
+    // SAFETY: valid out-array for two descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (rfd, wfd) = (fds[0], fds[1]);
+    let mut child = Process::fork(move || {
+        // SAFETY: redirect this child's stderr into the pipe.
+        unsafe { libc::dup2(wfd, 2) };
+        panic!("the child gives up: {}", 42);
+    })
+    .unwrap();
+    // SAFETY: we own the write end copy in the parent.
+    unsafe { libc::close(wfd) };
+    let status = child.join().unwrap();
+    assert_eq!(status.code(), Some(101));
+    assert!(!status.success());
+    let mut text = String::new();
+    // SAFETY: we own the read end.
+    unsafe { std::fs::File::from_raw_fd(rfd) }
+        .read_to_string(&mut text)
+        .unwrap();
+    assert!(text.contains("the child gives up: 42"), "{text}");
+    // An Err returned is code 1.
+    let mut child = Process::fork_with(|| -> Result<(), String> { Err("nope".into()) }).unwrap();
+    assert_eq!(child.join().unwrap().code(), Some(1));
+    let _ = checksum(&[]);
+}
+
+fn process_join_timeout_terminate_kill() {
+    let mut p = Process::fork(|| std::thread::sleep(Duration::from_secs(30))).unwrap();
+    assert!(p.pid() > 0);
+    assert!(p.is_alive());
+    assert_eq!(p.exitcode(), None);
+    let t = Instant::now();
+    assert!(matches!(
+        p.join_timeout(Duration::from_millis(100)),
+        Err(Error::Timeout)
+    ));
+    assert!(t.elapsed() >= Duration::from_millis(100));
+    p.terminate().unwrap();
+    let s = p.join_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(s.signal(), Some(libc::SIGTERM));
+    assert_eq!(s.exitcode(), -15);
+    assert!(!p.is_alive());
+    // Signalling a reaped child is a no-op, never a stray kill.
+    p.kill().unwrap();
+    let mut q = Process::fork(|| std::thread::sleep(Duration::from_secs(30))).unwrap();
+    q.kill().unwrap();
+    assert_eq!(q.join().unwrap().exitcode(), -9);
+    let mut quick = Process::fork_with(|| 3).unwrap();
+    assert_eq!(
+        quick.join_timeout(Duration::from_secs(5)).unwrap().code(),
+        Some(3)
+    );
+}
