@@ -212,6 +212,17 @@ impl Connection {
         self.send_in_place(len, Deadline::NEVER, fill)
     }
 
+    /// [`send_with`](Self::send_with), giving up with [`Error::Timeout`] (nothing sent, `fill` not
+    /// called) if the ring has no room within `timeout`.
+    pub fn send_with_timeout<R>(
+        &self,
+        len: usize,
+        timeout: Duration,
+        fill: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R> {
+        self.send_in_place(len, Deadline::after(Some(timeout)), fill)
+    }
+
     /// Sends a plain-old-data value as its raw bytes (no encoding); receive with
     /// [`recv_pod`](Self::recv_pod).
     pub fn send_pod<T: bytemuck::Pod>(&self, value: &T) -> Result<()> {
@@ -404,6 +415,15 @@ impl Connection {
     /// consumed, a hostile one could change them while `read` looks.
     pub fn recv_with<R>(&self, read: impl FnOnce(&[u8]) -> R) -> Result<R> {
         self.recv_with_at(Deadline::NEVER, read)
+    }
+
+    /// [`recv_with`](Self::recv_with), giving up with [`Error::Timeout`] after `timeout`.
+    pub fn recv_with_timeout<R>(
+        &self,
+        timeout: Duration,
+        read: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        self.recv_with_at(Deadline::after(Some(timeout)), read)
     }
 
     /// Whether a message can be received without blocking, waiting up to `timeout`: `Duration::ZERO`

@@ -28,6 +28,7 @@ fn main() {
         hostile_counters_are_corrupt,
         cleanup_removes_only_dead_segments,
         segments_are_private_to_the_user,
+        failed_allocation_is_an_error_and_leaves_nothing,
         child_dies_with_its_parent,
         panic_in_child_is_code_101_with_message,
         process_join_timeout_terminate_kill,
@@ -347,6 +348,27 @@ fn segments_are_private_to_the_user() {
     let before = std::fs::read_dir("/dev/shm").unwrap().count();
     let (_c, _d) = Pipe::new().unwrap();
     assert_eq!(std::fs::read_dir("/dev/shm").unwrap().count(), before);
+}
+
+fn failed_allocation_is_an_error_and_leaves_nothing() {
+    // A file size limit makes the segment's allocation fail as a full /dev/shm would: an error at
+    // creation, never a SIGBUS later, and no half-made segment left.
+    let mut child = Process::fork(|| {
+        // SAFETY: plain syscalls in the child: ignore SIGXFSZ and cap file sizes at 1 MiB.
+        unsafe {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: 1 << 20,
+                rlim_max: 1 << 20,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+        }
+        let r = Pipe::builder().name("too-big").capacity(4 << 20).build();
+        assert!(matches!(r, Err(Error::Io(_))), "{r:?}");
+        assert!(!std::path::Path::new(&shm_path("too-big")).exists());
+    })
+    .unwrap();
+    assert!(child.join().unwrap().success());
 }
 
 fn child_dies_with_its_parent() {

@@ -33,6 +33,7 @@ fn main() {
         wrong_type_is_corrupt,
         wait_strategies_all_deliver,
         capacity_out_of_range,
+        every_blocking_call_has_a_timeout_form,
     ]);
 }
 
@@ -542,4 +543,28 @@ fn capacity_out_of_range() {
     ));
     let (a, _b) = Pipe::builder().capacity(5000).build().unwrap();
     assert_eq!(a.capacity(), 8192);
+}
+
+fn every_blocking_call_has_a_timeout_form() {
+    // Connection is Send (it may move to a thread or a child) and not Sync.
+    fn is_send<T: Send>() {}
+    is_send::<shmwire::Connection>();
+    let (a, b) = Pipe::builder().capacity(4096).build().unwrap();
+    let t = Duration::from_millis(20);
+    assert!(matches!(
+        b.recv_with_timeout(t, |x| x.len()),
+        Err(Error::Timeout)
+    ));
+    while a.send_bytes_timeout(&[0; 1000], t).is_ok() {}
+    assert!(matches!(
+        a.send_timeout(&vec![0u8; 1000], t),
+        Err(Error::Timeout)
+    ));
+    let mut called = false;
+    assert!(matches!(
+        a.send_with_timeout(1000, t, |_| called = true),
+        Err(Error::Timeout)
+    ));
+    assert!(!called);
+    assert_eq!(b.recv_with_timeout(t, |x| x.len()).unwrap(), 1000);
 }
