@@ -263,7 +263,10 @@ impl Connection {
             return Err(Error::TooLarge);
         }
         let _claim = self.claim_side(&tx.ctl().tx.claim)?;
-        let r = self.wait_room(&mut st, tx, len, deadline)?;
+        let r = match tx.try_reserve(len)? {
+            Some(r) if self.seg.role_open(self.peer) => r,
+            _ => self.wait_room(&mut st, tx, len, deadline)?,
+        };
         let out = fill(tx.payload_mut(&r));
         tx.commit(r, TAG_WHOLE);
         Ok(out)
@@ -275,7 +278,11 @@ impl Connection {
         let _claim = self.claim_side(&tx.ctl().tx.claim)?;
         let max = tx.max_payload();
         if data.len() <= max {
-            let r = self.wait_room(&mut st, tx, data.len(), deadline)?;
+            // Fast path: room now and the peer there; else wait (which also reports a closed peer).
+            let r = match tx.try_reserve(data.len())? {
+                Some(r) if self.seg.role_open(self.peer) => r,
+                _ => self.wait_room(&mut st, tx, data.len(), deadline)?,
+            };
             tx.write_payload(&r, 0, data);
             tx.commit(r, TAG_WHOLE);
             return Ok(());
@@ -465,7 +472,11 @@ impl Connection {
         let rx = self.rx.as_ref().ok_or(Error::Misuse)?;
         let _claim = self.claim_side(&rx.ctl().rx.claim)?;
         if st.partial.is_none() {
-            match self.next_piece(&mut st, rx, deadline)? {
+            let piece = match (st.backlog.is_empty(), rx.try_peek()?) {
+                (true, Some(f)) => Piece::Ring(f), // fast path: it is there
+                _ => self.next_piece(&mut st, rx, deadline)?,
+            };
+            match piece {
                 Piece::Ring(f) if f.tag == TAG_WHOLE => {
                     let out = read(rx.payload(&f));
                     rx.consume(f);
@@ -483,6 +494,19 @@ impl Connection {
         let mut st = self.begin()?;
         let rx = self.rx.as_ref().ok_or(Error::Misuse)?;
         let _claim = self.claim_side(&rx.ctl().rx.claim)?;
+        // Fast path: a whole message is there and nothing was set aside earlier.
+        if st.partial.is_none() && st.backlog.is_empty() {
+            if let Some(f) = rx.try_peek()? {
+                if f.tag == TAG_WHOLE {
+                    if f.len > buf.len() {
+                        return Err(Error::BufferTooShort { needed: f.len });
+                    }
+                    rx.read_payload(&f, 0, &mut buf[..f.len]);
+                    rx.consume(f);
+                    return Ok(f.len);
+                }
+            }
+        }
         loop {
             if let Some(p) = &st.partial {
                 let total = p.buf.len();

@@ -268,39 +268,46 @@ fn corrupted_header_is_refused() {
 }
 
 fn hostile_frame_lengths_are_corrupt() {
-    // (tag, length field, payload): each must be refused by the reader, never trusted.
-    let cases: [(u32, u32, Vec<u8>); 5] = [
-        (1, 0xFFFF_FFF0, vec![0; 8]), // length beyond the ring
-        (1, 1 << 20, vec![0; 8]),     // beyond half the ring
-        (9, 8, vec![0; 8]),           // unknown tag
-        (2, 16, [u64::MAX.to_le_bytes(), [0; 8]].concat()), // streamed message of impossible size
-        (1, 64, vec![0; 8]),          // longer than what was published
+    // (fillers first, tag, length field, payload): each must be refused by the reader, never trusted.
+    let cases: [(usize, u32, u32, Vec<u8>); 5] = [
+        (0, 1, 0xFFFF_FFF0, vec![0; 8]),                       // length beyond the ring
+        (0, 1, 1 << 20, vec![0; 8]),                           // beyond half the ring
+        (0, 9, 8, vec![0; 8]),                                 // unknown tag
+        (0, 2, 16, [u64::MAX.to_le_bytes(), [0; 8]].concat()), // streamed message of impossible size
+        (511, 1, 4000, vec![]),                                // a frame running past the buffer's end
     ];
-    for (tag, len, payload) in cases {
+    for (fillers, tag, len, payload) in cases {
         let (a, b) = Pipe::builder().capacity(8192).build().unwrap();
         let mut child = Process::fork(move || {
+            for _ in 0..fillers {
+                assert_eq!(b.recv_bytes().unwrap().len(), 8);
+            }
             let r = b.recv_bytes();
-            assert!(
-                matches!(r, Err(Error::Corrupt)),
-                "tag {tag} len {len}: {r:?}"
-            );
+            assert!(matches!(r, Err(Error::Corrupt)), "tag {tag} len {len}: {r:?}");
             // It stays refused, and nothing panicked.
             assert!(matches!(b.recv_bytes(), Err(Error::Corrupt)));
         })
         .unwrap();
-        a.__inject_raw_frame(tag, len, &payload).unwrap();
+        for _ in 0..fillers {
+            a.send_bytes(&[0; 8]).unwrap();
+        }
+        // Let the reader drain the fillers so the injected frame has room.
+        while a.__inject_raw_frame(tag, len, &payload).is_err() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         assert!(child.join().unwrap().success(), "tag {tag} len {len}");
     }
 }
 
 fn hostile_counters_are_corrupt() {
-    // The ring's counters live at the start of the kind area (page 1): ring 0's tail, then head.
+    // The ring's counters live at the start of the kind area (page 1): ring 0's tail, then, a
+    // 128-byte line later, its head.
     let name = "hostile-counters";
     let (a, b) = Pipe::builder().name(name).capacity(8192).build().unwrap();
     a.send(&1u8).unwrap();
     assert_eq!(b.recv::<u8>().unwrap(), 1);
-    let kind_offset = 4096u64;
-    poke(name, kind_offset, &(1u64 << 40).to_le_bytes()); // tail far ahead of head
+    let (tail_at, head_at) = (4096u64, 4096u64 + 128);
+    poke(name, head_at, &3u64.to_le_bytes()); // misaligned head
     let b_ref = &b;
     let mut child = Process::fork(|| {
         assert!(matches!(b_ref.recv::<u8>(), Err(Error::Corrupt)));
@@ -308,7 +315,10 @@ fn hostile_counters_are_corrupt() {
     })
     .unwrap();
     assert!(child.join().unwrap().success());
-    poke(name, kind_offset, &3u64.to_le_bytes()); // misaligned tail
+    poke(name, head_at, &0u64.to_le_bytes());
+    poke(name, tail_at, &(1u64 << 40).to_le_bytes()); // tail far ahead of head
+    assert!(matches!(a.send(&1u8), Err(Error::Corrupt)));
+    poke(name, tail_at, &3u64.to_le_bytes()); // misaligned tail
     assert!(matches!(a.send(&1u8), Err(Error::Corrupt)));
 }
 

@@ -44,24 +44,16 @@ mod imp {
             };
         }
 
-        /// Reads the 8-byte word at `off` exactly once (frame headers: copy, then validate).
+        /// The 8-byte word at `off`, as an atomic (frame headers are published and polled through it).
         ///
         /// # Safety
         /// `off + 8 <= len` and `off` is 8-aligned.
         #[inline]
-        pub(crate) unsafe fn read_u64(&self, off: usize) -> u64 {
+        pub(crate) unsafe fn word(&self, off: usize) -> &crate::loom::AtomicU64 {
             debug_assert!(off + 8 <= self.len && off % 8 == 0);
-            // SAFETY: in bounds and aligned per the caller; volatile so the value is fetched once.
-            unsafe { std::ptr::read_volatile(self.ptr.add(off) as *const u64) }
-        }
-
-        /// # Safety
-        /// As [`write`](Self::write), with `off` 8-aligned.
-        #[inline]
-        pub(crate) unsafe fn write_u64(&self, off: usize, v: u64) {
-            debug_assert!(off + 8 <= self.len && off % 8 == 0);
-            // SAFETY: in bounds and aligned per the caller.
-            unsafe { std::ptr::write_volatile(self.ptr.add(off) as *mut u64, v) };
+            // SAFETY: in bounds and aligned per the caller; an `AtomicU64` may alias shared memory
+            // (any bit pattern is a valid value).
+            unsafe { &*(self.ptr.add(off) as *const crate::loom::AtomicU64) }
         }
 
         /// A borrowed view of `len` bytes at `off`.
@@ -91,46 +83,39 @@ mod imp {
 
 #[cfg(loom)]
 mod imp {
-    use loom::cell::UnsafeCell;
     use loom::sync::Arc;
+    use loom::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-    /// Heap bytes whose every access loom checks for causality.
+    /// Heap words whose every access loom models (payload bytes travel in relaxed word stores, so a
+    /// reader that is not properly synchronised may read stale bytes, and the model's assertions catch
+    /// it).
     #[derive(Clone, Debug)]
     pub(crate) struct RingBuf {
-        cells: Arc<Vec<UnsafeCell<u8>>>,
+        words: Arc<Vec<AtomicU64>>,
     }
 
     impl RingBuf {
         pub(crate) fn new_heap(len: usize) -> Self {
-            RingBuf {
-                cells: Arc::new((0..len).map(|_| UnsafeCell::new(0)).collect()),
-            }
+            RingBuf { words: Arc::new((0..len / 8).map(|_| AtomicU64::new(0)).collect()) }
         }
 
+        /// Offsets and lengths are multiples of 8 in the models.
         pub(crate) unsafe fn write(&self, off: usize, src: &[u8]) {
-            for (i, &b) in src.iter().enumerate() {
-                // SAFETY: loom checks that no one else accesses the cell concurrently.
-                self.cells[off + i].with_mut(|p| unsafe { *p = b });
+            assert!(off % 8 == 0 && src.len() % 8 == 0);
+            for (i, c) in src.chunks(8).enumerate() {
+                self.words[off / 8 + i].store(u64::from_ne_bytes(c.try_into().unwrap()), Relaxed);
             }
         }
 
         pub(crate) unsafe fn read(&self, off: usize, dst: &mut [u8]) {
-            for (i, d) in dst.iter_mut().enumerate() {
-                // SAFETY: as above.
-                *d = self.cells[off + i].with(|p| unsafe { *p });
+            assert!(off % 8 == 0 && dst.len() % 8 == 0);
+            for (i, c) in dst.chunks_mut(8).enumerate() {
+                c.copy_from_slice(&self.words[off / 8 + i].load(Relaxed).to_ne_bytes());
             }
         }
 
-        pub(crate) unsafe fn read_u64(&self, off: usize) -> u64 {
-            let mut b = [0u8; 8];
-            // SAFETY: forwarded contract.
-            unsafe { self.read(off, &mut b) };
-            u64::from_ne_bytes(b)
-        }
-
-        pub(crate) unsafe fn write_u64(&self, off: usize, v: u64) {
-            // SAFETY: forwarded contract.
-            unsafe { self.write(off, &v.to_ne_bytes()) }
+        pub(crate) unsafe fn word(&self, off: usize) -> &AtomicU64 {
+            &self.words[off / 8]
         }
     }
 }

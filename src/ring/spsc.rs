@@ -1,22 +1,26 @@
 //! A bounded single-producer single-consumer ring of byte frames in shared memory.
 //!
-//! The classic Lamport ring with monotonic 64-bit counters (a Linux pipe, or DPDK's and Disruptor's
-//! rings, work the same way): the writer owns `tail`, the reader owns `head`, each on its own cache line
-//! (`CachePadded`), and each side keeps a private copy of the other's counter, re-reading the shared one
-//! only when its copy says full (writer) or empty (reader). A busy stream thus touches the other
-//! side's line once per batch, not once per message.
+//! The writer owns `tail`, the reader owns `head` (monotonic 64-bit byte positions, each on a cache line
+//! of its own with that side's claim word). The reader does not poll `tail`: it polls the *frame
+//! header* at `head`, which the writer publishes last, so a small message crosses from one core to the
+//! other as one cache line (header and payload together), as in FastForward (Giacomoni et al., 2008)
+//! and Lamport's ring with the index moved into the data. The writer keeps a private copy of `head` and
+//! re-reads the shared one only when its copy says the ring is full.
 //!
-//! Frames are `[len: u32][tag: u32][payload][pad to 8]`. A frame never straddles the end of the buffer:
-//! when it does not fit before the end, a `WRAP` header fills the rest and the frame starts at 0, so
-//! every payload is one contiguous slice (zero-copy reads and writes). A frame is at most half the
-//! capacity, which guarantees an empty ring always has room for it.
+//! Frames are `[len: u32][tag: u32][payload][pad to 8]`; tag 0 means "nothing here yet". A frame never
+//! straddles the end of the buffer: when it does not fit before the end, a `WRAP` header at the old
+//! position sends the reader to offset 0, so every payload is one contiguous slice (zero-copy reads and
+//! writes). Before publishing a frame, the writer zeroes the header slot that follows it (the *guard*),
+//! so the reader, arriving there, never mistakes an old lap's bytes for a new frame. A frame's payload
+//! is at most half the capacity less 16 bytes, which guarantees an empty ring always has room for it.
 //!
-//! SYNC POINT: the writer fills the frame, then stores `tail` with Release; the reader loads `tail` with
-//! Acquire before reading the frame. The reader finishes with the frame, then stores `head` with
-//! Release; the writer loads `head` with Acquire before reusing the space. After each store, the side
-//! notifies the other's eventcount, which costs a system call only if the other side sleeps.
+//! SYNC POINT: the writer writes the payload and the guard, then stores the header with Release; the
+//! reader loads the header with Acquire before reading the payload. The reader, done with a frame,
+//! stores `head` with Release; the writer loads `head` with Acquire before reusing that space. After
+//! each publish, the side notifies the other's eventcount, which costs a system call only if the other
+//! side sleeps.
 //!
-//! Everything read from shared memory is validated before use (counters in range and aligned, frame
+//! Everything read from shared memory is validated before use (positions aligned and in range, frame
 //! tags and lengths possible) and yields [`Error::Corrupt`] otherwise: a hostile peer can garble the
 //! data it sends, never make us read or write out of bounds.
 
@@ -35,7 +39,7 @@ pub(crate) const TAG_HEAD: u32 = 2;
 pub(crate) const TAG_CONT: u32 = 3;
 /// Filler up to the end of the buffer; the next frame starts at offset 0.
 pub(crate) const TAG_WRAP: u32 = 4;
-/// Size of a frame header.
+/// Size of a frame header (and of the guard slot after each frame).
 pub(crate) const FRAME_HDR: usize = 8;
 
 /// Smallest ring capacity.
@@ -50,10 +54,12 @@ pub(crate) struct Side {
     pub(crate) claim: AtomicU32,
 }
 
-/// The shared control block of one ring (four cache lines).
+/// The shared control block of one ring (four cache lines). The reader never reads `tx` and the writer
+/// reads `rx` only when the ring looks full, so each side's claim CAS and counter store stay in its own
+/// cache.
 #[repr(C)]
 pub(crate) struct RingCtl {
-    /// Writer: `tail`, and the writer's claim.
+    /// Writer: `tail` (for the next writer after a hand-over, and for checks), and the writer's claim.
     pub(crate) tx: CachePadded<Side>,
     /// Reader: `head`, and the reader's claim.
     pub(crate) rx: CachePadded<Side>,
@@ -113,7 +119,6 @@ pub(crate) struct Spsc {
     buf: RingBuf,
     cap: u64,
     cached_head: Cell<u64>,
-    cached_tail: Cell<u64>,
 }
 
 // SAFETY: the view points into shared memory that outlives it (the owner keeps the segment mapped);
@@ -146,7 +151,6 @@ impl Spsc {
             buf,
             cap: cap as u64,
             cached_head: Cell::new(0),
-            cached_tail: Cell::new(0),
         }
     }
 
@@ -157,7 +161,6 @@ impl Spsc {
             buf,
             cap: cap as u64,
             cached_head: Cell::new(0),
-            cached_tail: Cell::new(0),
         }
     }
 
@@ -177,10 +180,19 @@ impl Spsc {
         self.cap as usize
     }
 
-    /// The largest payload one frame can carry.
+    /// The largest payload one frame can carry: with the wrap filler before it and the guard after it,
+    /// a frame of this size always fits in an empty ring.
     #[inline]
     pub(crate) fn max_payload(&self) -> usize {
-        self.cap as usize / 2 - FRAME_HDR
+        self.cap as usize / 2 - 2 * FRAME_HDR
+    }
+
+    /// The header word at buffer offset `pos` (8-aligned, below `cap`).
+    #[inline]
+    fn slot(&self, pos: usize) -> &AtomicU64 {
+        debug_assert!(pos % 8 == 0 && pos < self.cap as usize);
+        // SAFETY: every caller passes an 8-aligned offset below `cap` (masked positions), so 8 bytes fit.
+        unsafe { self.buf.word(pos) }
     }
 
     #[inline]
@@ -204,10 +216,12 @@ impl Spsc {
         let need = (FRAME_HDR + pad8(len)) as u64;
         let pos = tail & self.mask();
         let to_end = self.cap - pos;
+        // Room for the frame, the guard slot after it, and the filler up to the end if it wraps.
+        let guard = FRAME_HDR as u64;
         let (wrap_at, frame_at, total) = if need > to_end {
-            (Some(tail), tail + to_end, to_end + need)
+            (Some(tail), tail + to_end, to_end + need + guard)
         } else {
-            (None, tail, need)
+            (None, tail, need + guard)
         };
         let head = self.cached_head.get();
         let used = tail.wrapping_sub(head);
@@ -264,19 +278,22 @@ impl Spsc {
     #[inline]
     pub(crate) fn commit_raw(&self, r: Reservation, tag: u32, len_field: u32) {
         let mask = self.mask();
-        if let Some(w) = r.wrap_at {
-            // SAFETY: `w & mask` is 8-aligned and at least 8 bytes before the end; unpublished.
-            unsafe { self.buf.write_u64((w & mask) as usize, header(TAG_WRAP, 0)) };
+        // The guard: the next frame's header slot reads "nothing here" until that frame is published.
+        self.slot((r.new_tail & mask) as usize).store(0, Ordering::Relaxed);
+        let hdr = header(tag, len_field as usize);
+        match r.wrap_at {
+            None => {
+                // ORDERING: Release publishes the payload and the guard written above (SYNC POINT).
+                self.slot((r.frame_at & mask) as usize).store(hdr, Ordering::Release);
+            }
+            Some(w) => {
+                self.slot((r.frame_at & mask) as usize).store(hdr, Ordering::Relaxed);
+                // ORDERING: the reader polls the old position: the WRAP header is the publish point,
+                // Release covers the frame at offset 0, its header and its guard.
+                self.slot((w & mask) as usize).store(header(TAG_WRAP, 0), Ordering::Release);
+            }
         }
-        // SAFETY: as above, for the frame header.
-        unsafe {
-            self.buf.write_u64(
-                (r.frame_at & mask) as usize,
-                header(tag, len_field as usize),
-            )
-        };
-        // ORDERING: Release publishes the header and payload written above (SYNC POINT).
-        self.ctl().tx.pos.store(r.new_tail, Ordering::Release);
+        self.ctl().tx.pos.store(r.new_tail, Ordering::Relaxed);
         self.ctl().data.notify();
     }
 
@@ -285,49 +302,31 @@ impl Spsc {
     /// The next published frame, if any, without consuming it.
     #[inline]
     pub(crate) fn try_peek(&self) -> Result<Option<Frame>> {
-        let ctl = self.ctl();
-        let mut head = ctl.rx.pos.load(Ordering::Relaxed);
-        let mut tail = self.cached_tail.get();
-        let avail = tail.wrapping_sub(head);
-        if avail == 0 || avail > self.cap {
-            // ORDERING: Acquire pairs with the writer's Release store of `tail` (SYNC POINT).
-            tail = ctl.tx.pos.load(Ordering::Acquire);
-            self.cached_tail.set(tail);
+        // We hold the reader claim, so `head` is ours; it was still written by someone and is checked.
+        let mut head = self.ctl().rx.pos.load(Ordering::Relaxed);
+        if head % 8 != 0 {
+            return Err(Error::Corrupt);
         }
-        loop {
-            let avail = tail.wrapping_sub(head);
-            if avail == 0 {
-                return Ok(None);
-            }
-            if avail > self.cap || avail % 8 != 0 || head % 8 != 0 {
-                return Err(Error::Corrupt);
-            }
-            let pos = (head & self.mask()) as usize;
-            // SAFETY: `pos` is 8-aligned and below `cap`, so 8 bytes fit; the word is published.
-            let h = unsafe { self.buf.read_u64(pos) };
-            let (tag, len) = ((h >> 32) as u32, (h & 0xffff_ffff) as usize);
-            if tag == TAG_WRAP {
-                let skip = self.cap - pos as u64;
-                if skip >= avail {
-                    return Err(Error::Corrupt);
-                }
-                head += skip;
-                continue;
-            }
-            if !(TAG_WHOLE..=TAG_CONT).contains(&tag) || len > self.max_payload() {
-                return Err(Error::Corrupt);
-            }
-            let need = FRAME_HDR + pad8(len);
-            if need as u64 > avail || pos + need > self.cap as usize {
-                return Err(Error::Corrupt);
-            }
-            return Ok(Some(Frame {
-                tag,
-                len,
-                payload_at: pos + FRAME_HDR,
-                next_head: head + need as u64,
-            }));
+        let mut pos = (head & self.mask()) as usize;
+        // ORDERING: Acquire pairs with the writer's Release store of the header (SYNC POINT).
+        let mut h = self.slot(pos).load(Ordering::Acquire);
+        if h == 0 {
+            return Ok(None);
         }
+        if (h >> 32) as u32 == TAG_WRAP {
+            head += self.cap - pos as u64;
+            pos = 0;
+            h = self.slot(0).load(Ordering::Acquire);
+        }
+        let (tag, len) = ((h >> 32) as u32, (h & 0xffff_ffff) as usize);
+        if !(TAG_WHOLE..=TAG_CONT).contains(&tag) || len > self.max_payload() {
+            return Err(Error::Corrupt);
+        }
+        let need = FRAME_HDR + pad8(len);
+        if pos + need > self.cap as usize {
+            return Err(Error::Corrupt);
+        }
+        Ok(Some(Frame { tag, len, payload_at: pos + FRAME_HDR, next_head: head + need as u64 }))
     }
 
     /// Copies `dst.len()` bytes of `f`'s payload from `offset`.

@@ -22,7 +22,7 @@
 //! needless futex call), so nothing is ever stuck. At most 65535 waiters may sleep on one word.
 
 use super::futex;
-use crate::loom::{AtomicU32, Ordering, fence};
+use crate::loom::{AtomicU32, Ordering, full_fence};
 use std::time::Duration;
 
 const WAITER: u32 = 1;
@@ -61,7 +61,7 @@ impl EventCount {
             .state
             .fetch_add(WAITER, Ordering::SeqCst)
             .wrapping_add(WAITER);
-        fence(Ordering::SeqCst);
+        full_fence();
         Key(s)
     }
 
@@ -98,7 +98,7 @@ impl EventCount {
     pub(crate) fn notify(&self) {
         // ORDERING: the waker's half of the Dekker pair: the publish before this fence is visible to any
         // waiter whose registration this load does not see.
-        fence(Ordering::SeqCst);
+        full_fence();
         let s = self.state.load(Ordering::Relaxed);
         if s & WAITERS != 0 {
             self.wake(s);
