@@ -235,6 +235,10 @@ impl Link for ShmLink {
 
 /// Two shmwire ends with `wait` strategy.
 pub fn shm_pair(wait: shmwire::WaitStrategy, zero_copy: bool) -> (ShmLink, ShmLink) {
-    let (a, b) = shmwire::Pipe::builder().wait_strategy(wait).build().expect("pipe");
+    let mut builder = shmwire::Pipe::builder().wait_strategy(wait);
+    if let Some(cap) = std::env::var("SHMWIRE_BENCH_CAPACITY").ok().and_then(|v| v.parse().ok()) {
+        builder = builder.capacity(cap);
+    }
+    let (a, b) = builder.build().expect("pipe");
     (ShmLink { conn: a, zero_copy }, ShmLink { conn: b, zero_copy })
 }

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 /// Options of a run.
 pub struct Options {
+    /// Only the jobs whose group ("rtt", "rtt-same-core", "throughput", "rtt-by-size") starts with this.
+    pub only: Option<String>,
     pub json: bool,
     pub quick: bool,
     pub plot: Option<String>,
@@ -150,7 +152,16 @@ pub fn run(opts: &Options) -> std::io::Result<()> {
     let same_budget = Duration::from_secs_f64(0.8 * scale);
     let thr_budget = Duration::from_secs_f64(0.8 * scale);
     let size_budget = Duration::from_secs_f64(0.35 * scale);
-    let jobs = jobs();
+    let jobs: Vec<Job> = jobs()
+        .into_iter()
+        .filter(|j| {
+            let g = match j {
+                Job::Lat { group, .. } => *group,
+                Job::Thr { .. } => "throughput",
+            };
+            opts.only.as_deref().is_none_or(|o| g.starts_with(o))
+        })
+        .collect();
     let total = jobs.len() + opts.iceoryx2.is_some() as usize;
     let mut rows = Vec::new();
     let mut err = std::io::stderr();
