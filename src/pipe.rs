@@ -13,7 +13,7 @@ use crate::sync::WaitStrategy;
 use std::sync::Arc;
 
 /// Default capacity of each direction's ring.
-pub const DEFAULT_CAPACITY: usize = 512 * 1024;
+pub const DEFAULT_CAPACITY: usize = 2 * 1024 * 1024;
 
 const PARAM_CAP: usize = 0;
 const PARAM_DUPLEX: usize = 1;
@@ -109,7 +109,7 @@ impl PipeBuilder {
     }
 
     /// Bytes of each direction's ring, rounded up to a power of two (4 KiB to 2 GiB; default
-    /// 512 KiB). Messages of any size pass; one that fits in half the ring goes in one piece.
+    /// 2 MiB). Messages of any size pass; one that fits in half the ring goes in one piece.
     pub fn capacity(mut self, bytes: usize) -> Self {
         self.capacity = bytes;
         self

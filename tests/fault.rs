@@ -270,11 +270,11 @@ fn corrupted_header_is_refused() {
 fn hostile_frame_lengths_are_corrupt() {
     // (fillers first, tag, length field, payload): each must be refused by the reader, never trusted.
     let cases: [(usize, u32, u32, Vec<u8>); 5] = [
-        (0, 1, 0xFFFF_FFF0, vec![0; 8]),                       // length beyond the ring
-        (0, 1, 1 << 20, vec![0; 8]),                           // beyond half the ring
-        (0, 9, 8, vec![0; 8]),                                 // unknown tag
+        (0, 1, 0xFFFF_FFF0, vec![0; 8]), // length beyond the ring
+        (0, 1, 1 << 20, vec![0; 8]),     // beyond half the ring
+        (0, 9, 8, vec![0; 8]),           // unknown tag
         (0, 2, 16, [u64::MAX.to_le_bytes(), [0; 8]].concat()), // streamed message of impossible size
-        (511, 1, 4000, vec![]),                                // a frame running past the buffer's end
+        (511, 1, 4000, vec![]), // a frame running past the buffer's end
     ];
     for (fillers, tag, len, payload) in cases {
         let (a, b) = Pipe::builder().capacity(8192).build().unwrap();
@@ -283,7 +283,10 @@ fn hostile_frame_lengths_are_corrupt() {
                 assert_eq!(b.recv_bytes().unwrap().len(), 8);
             }
             let r = b.recv_bytes();
-            assert!(matches!(r, Err(Error::Corrupt)), "tag {tag} len {len}: {r:?}");
+            assert!(
+                matches!(r, Err(Error::Corrupt)),
+                "tag {tag} len {len}: {r:?}"
+            );
             // It stays refused, and nothing panicked.
             assert!(matches!(b.recv_bytes(), Err(Error::Corrupt)));
         })

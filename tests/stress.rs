@@ -9,7 +9,8 @@ use std::time::Duration;
 fn main() {
     common::run(tests![
         random_sizes_both_ways_with_checksums,
-        busy_stream_makes_almost_no_futex_calls
+        busy_stream_makes_almost_no_futex_calls,
+        no_lost_wakeups_across_spin_and_sleep,
     ]);
 }
 
@@ -106,4 +107,57 @@ fn busy_stream_makes_almost_no_futex_calls() {
     let total = mine + theirs;
     println!("[{n} messages: {mine} futex calls in the sender, {theirs} in the receiver] ");
     assert!(total <= n / 100, "{total} futex calls for {n} messages");
+}
+
+/// Pauses of every length between messages drive both sides through spinning, sleeping and the
+/// eventcount's switches between its symmetric and asymmetric modes. A lost wake-up would show as a
+/// round trip stuck until the next liveness probe (100 ms); none may take that long.
+fn no_lost_wakeups_across_spin_and_sleep() {
+    use shmwire::WaitStrategy;
+    let waits = [
+        WaitStrategy::Adaptive,
+        WaitStrategy::Sleep,
+        WaitStrategy::SpinThenSleep(Duration::from_micros(30)),
+        // Spins so short that the waiter goes to sleep just as the message is published: the race
+        // the Dekker pairs exist for.
+        WaitStrategy::SpinThenSleep(Duration::from_nanos(300)),
+    ];
+    for wait in waits {
+        let (a, b) = Pipe::builder().wait_strategy(wait).build().unwrap();
+        let mut child = Process::fork(move || {
+            let mut rng = Rng(5);
+            while let Ok(x) = b.recv::<u64>() {
+                if rng.below(4) == 0 {
+                    std::thread::sleep(Duration::from_micros(rng.below(200)));
+                }
+                b.send(&(x + 1)).unwrap();
+            }
+        })
+        .unwrap();
+        let mut rng = Rng(9);
+        let mut worst = Duration::ZERO;
+        for i in 0..6000u64 {
+            match rng.below(5) {
+                0 => {}
+                1 => {
+                    for _ in 0..rng.below(2000) {
+                        std::hint::spin_loop();
+                    }
+                }
+                2 => std::thread::sleep(Duration::from_micros(20)),
+                3 => std::thread::sleep(Duration::from_micros(120)),
+                _ => std::thread::sleep(Duration::from_micros(rng.below(1000))),
+            }
+            let t = std::time::Instant::now();
+            a.send(&i).unwrap();
+            assert_eq!(a.recv::<u64>().unwrap(), i + 1);
+            worst = worst.max(t.elapsed());
+        }
+        drop(a);
+        assert!(child.join().unwrap().success());
+        assert!(
+            worst < shmwire::PROBE_INTERVAL * 8 / 10,
+            "{wait:?}: a round trip took {worst:?}"
+        );
+    }
 }

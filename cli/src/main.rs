@@ -21,7 +21,12 @@ const USAGE: &str = "usage:
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let flag = |f: &str| args.iter().any(|a| a == f);
-    let value = |f: &str| args.iter().position(|a| a == f).and_then(|i| args.get(i + 1)).cloned();
+    let value = |f: &str| {
+        args.iter()
+            .position(|a| a == f)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let result = match args.first().map(String::as_str) {
         Some("bench") => bench::run(&bench::Options {
             only: value("--only"),
@@ -56,19 +61,36 @@ fn ls() -> std::io::Result<()> {
         println!("no shmwire segments in /dev/shm");
         return Ok(());
     }
-    println!("{:<48} {:<6} {:>12} {:>8}  participants (pid: alive/dead)", "name", "kind", "bytes", "creator");
+    println!(
+        "{:<48} {:<6} {:>12} {:>8}  participants (pid: alive/dead)",
+        "name", "kind", "bytes", "creator"
+    );
     for s in segs {
-        let parts: Vec<String> =
-            s.participants.iter().map(|(pid, alive)| format!("{pid}:{}", if *alive { "alive" } else { "dead" })).collect();
+        let parts: Vec<String> = s
+            .participants
+            .iter()
+            .map(|(pid, alive)| format!("{pid}:{}", if *alive { "alive" } else { "dead" }))
+            .collect();
         let kind = s.kind.map_or("?", |k| k.name());
-        println!("{:<48} {:<6} {:>12} {:>8}  {}", s.name, kind, s.size, s.creator_pid, parts.join(" "));
+        println!(
+            "{:<48} {:<6} {:>12} {:>8}  {}",
+            s.name,
+            kind,
+            s.size,
+            s.creator_pid,
+            parts.join(" ")
+        );
     }
     Ok(())
 }
 
 fn clean(dry_run: bool) -> std::io::Result<()> {
     if dry_run {
-        let stale: Vec<_> = shmwire::segment::list().map_err(std::io::Error::other)?.into_iter().filter(|s| s.is_stale()).collect();
+        let stale: Vec<_> = shmwire::segment::list()
+            .map_err(std::io::Error::other)?
+            .into_iter()
+            .filter(|s| s.is_stale())
+            .collect();
         for s in &stale {
             println!("would remove {}", s.name);
         }

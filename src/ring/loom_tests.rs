@@ -91,7 +91,9 @@ fn loom_spsc_reader_wakes() {
 fn loom_spsc_guard_hides_old_laps() {
     loom::model(|| {
         let (tx, rx) = pair();
-        let msgs: Vec<Vec<u8>> = (1..=6u8).map(|i| vec![i; if i % 3 == 0 { 16 } else { 8 }]).collect();
+        let msgs: Vec<Vec<u8>> = (1..=6u8)
+            .map(|i| vec![i; if i % 3 == 0 { 16 } else { 8 }])
+            .collect();
         let expect = msgs.clone();
         let t = loom::thread::spawn(move || {
             let mut spin = Spinner::new(WaitStrategy::Sleep);

@@ -279,18 +279,22 @@ impl Spsc {
     pub(crate) fn commit_raw(&self, r: Reservation, tag: u32, len_field: u32) {
         let mask = self.mask();
         // The guard: the next frame's header slot reads "nothing here" until that frame is published.
-        self.slot((r.new_tail & mask) as usize).store(0, Ordering::Relaxed);
+        self.slot((r.new_tail & mask) as usize)
+            .store(0, Ordering::Relaxed);
         let hdr = header(tag, len_field as usize);
         match r.wrap_at {
             None => {
                 // ORDERING: Release publishes the payload and the guard written above (SYNC POINT).
-                self.slot((r.frame_at & mask) as usize).store(hdr, Ordering::Release);
+                self.slot((r.frame_at & mask) as usize)
+                    .store(hdr, Ordering::Release);
             }
             Some(w) => {
-                self.slot((r.frame_at & mask) as usize).store(hdr, Ordering::Relaxed);
+                self.slot((r.frame_at & mask) as usize)
+                    .store(hdr, Ordering::Relaxed);
                 // ORDERING: the reader polls the old position: the WRAP header is the publish point,
                 // Release covers the frame at offset 0, its header and its guard.
-                self.slot((w & mask) as usize).store(header(TAG_WRAP, 0), Ordering::Release);
+                self.slot((w & mask) as usize)
+                    .store(header(TAG_WRAP, 0), Ordering::Release);
             }
         }
         self.ctl().tx.pos.store(r.new_tail, Ordering::Relaxed);
@@ -326,7 +330,12 @@ impl Spsc {
         if pos + need > self.cap as usize {
             return Err(Error::Corrupt);
         }
-        Ok(Some(Frame { tag, len, payload_at: pos + FRAME_HDR, next_head: head + need as u64 }))
+        Ok(Some(Frame {
+            tag,
+            len,
+            payload_at: pos + FRAME_HDR,
+            next_head: head + need as u64,
+        }))
     }
 
     /// Copies `dst.len()` bytes of `f`'s payload from `offset`.

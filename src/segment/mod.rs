@@ -150,6 +150,7 @@ impl Segment {
         // yet (`ready` is still 0), so a plain write does not race.
         unsafe { std::ptr::write(map.as_mut_ptr() as *mut HeaderFields, hdr) };
         registry::install_fork_handler();
+        crate::sync::membarrier::register();
         let seg = Arc::new(Segment {
             map,
             fd: AtomicI32::new(fd.into_raw_fd()),
@@ -196,6 +197,7 @@ impl Segment {
             unsafe { std::ptr::read_volatile(map.as_ptr() as *const HeaderFields) };
         hdr.validate(kind, fingerprint, size as u64)?;
         registry::install_fork_handler();
+        crate::sync::membarrier::register();
         let seg = Arc::new(Segment {
             map,
             fd: AtomicI32::new(fd.into_raw_fd()),
@@ -261,6 +263,7 @@ impl Segment {
     #[cold]
     fn adopt_after_fork(&self) -> Result<()> {
         let gen_now = registry::fork_generation();
+        crate::sync::membarrier::register();
         let new_fd = reopen(self.raw_fd())?;
         let slot = self.claim_slot(new_fd.as_raw_fd())?;
         self.copy_roles(self.my_slot(), slot);

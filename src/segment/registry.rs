@@ -91,6 +91,7 @@ impl ForkPrep {
     /// In the child: switch every segment to the prepared description and slot.
     pub(crate) fn in_child(self) {
         let generation = fork_generation();
+        crate::sync::membarrier::register();
         for (seg, fd, slot) in self.items {
             let old = seg.fd.swap(fd.into_raw_fd(), Ordering::Relaxed);
             // SAFETY: in the child, `old` is a copy of the parent's descriptor that only this handle

@@ -1,32 +1,43 @@
 //! An eventcount: sleep only when a condition is false, and make the waker pay a system call only when
 //! somebody actually sleeps, once per sleep.
 //!
-//! One shared 32-bit word, also the futex word: `epoch` in the high 16 bits, the number of registered
-//! `waiters` in the low 16 bits.
+//! One shared 32-bit word, also the futex word: `epoch` in the high 16 bits, the `ASYM` mode bit, and
+//! the number of registered `waiters` in the low 15 bits.
 //!
 //! * waiter: `prepare()` adds itself to `waiters` and remembers the state (the key); it then re-checks
 //!   its condition; if still false it sleeps on the word with that key, else it `cancel()`s.
-//! * waker: makes the condition true (publishes), then `notify()`: a full fence, and only if `waiters`
-//!   is non-zero it swaps in `(epoch + 1, waiters = 0)` and calls `futex_wake`. Clearing the count is
-//!   what keeps a busy writer from calling `futex_wake` for every message while a woken reader is still
-//!   on its way back to the CPU (tens of microseconds on these machines).
+//! * waker: makes the condition true (publishes), then `notify()`: a barrier, and only if `waiters` is
+//!   non-zero it swaps in `(epoch + 1, waiters = 0)` and calls `futex_wake`. Clearing the count is what
+//!   keeps a busy writer from calling `futex_wake` for every message while a woken reader is still on
+//!   its way back to the CPU (tens of microseconds on these machines).
 //! * A waiter that leaves without being woken (its condition came true, a timeout) takes itself off the
 //!   count, unless the epoch moved on, which means a waker already took everyone off.
 //!
-//! SYNC POINT: the waiter's registration (a SeqCst RMW and fence) and the waker's fence form a Dekker
-//! pair: either the waker sees the waiter registered (and moves the epoch, so the waiter's futex wait
-//! returns at once), or the waiter's re-check sees the published condition. No wake-up is lost, and a
-//! stream in which nobody sleeps makes no system call.
+//! SYNC POINT: registration and notify form a Dekker pair: either the waker sees the waiter registered
+//! (and moves the epoch, so the waiter's futex wait returns at once), or the waiter's re-check sees the
+//! published condition. Two ways to pay for it:
+//!
+//! * symmetric (`ASYM` clear): a full fence on both sides, after registering and after publishing;
+//! * asymmetric (`ASYM` set): the waiter issues a heavy barrier (`sync::membarrier`) after registering,
+//!   and the waker needs only a compiler barrier, so a stream in which nobody sleeps runs without any
+//!   fence at all.
+//!
+//! Waiters that spin first (and so rarely sleep) ask for the asymmetric mode, waiters that sleep at
+//! once for the symmetric one. The mode changes only safely: to asymmetric when nobody is registered
+//! (a registered symmetric waiter relies on the waker's fence), to symmetric followed by a heavy
+//! barrier (so no waker still skips its fence). A waiter follows the mode it registers under.
 //!
 //! A waiter that dies while registered leaves the count too high; the next notify clears it (one
-//! needless futex call), so nothing is ever stuck. At most 65535 waiters may sleep on one word.
+//! needless futex call), so nothing is ever stuck. At most 32767 waiters may sleep on one word.
 
-use super::futex;
+use super::{futex, membarrier};
 use crate::loom::{AtomicU32, Ordering, full_fence};
+use std::sync::atomic::compiler_fence;
 use std::time::Duration;
 
 const WAITER: u32 = 1;
-const WAITERS: u32 = 0xffff;
+const WAITERS: u32 = 0x7fff;
+const ASYM: u32 = 1 << 15;
 const EPOCH: u32 = 1 << 16;
 
 /// The shared word (see the module docs).
@@ -53,16 +64,41 @@ impl EventCount {
     }
 
     /// Registers as a waiter. Follow with a re-check of the condition, then [`wait`](Self::wait) or
-    /// [`cancel`](Self::cancel).
+    /// [`cancel`](Self::cancel). `prefer_asym`: this waiter rarely sleeps (it spun first), so the
+    /// waker's side should be the cheap one.
     #[inline]
-    pub(crate) fn prepare(&self) -> Key {
-        // ORDERING: SeqCst RMW and fence: the waiter's half of the Dekker pair (module docs).
+    pub(crate) fn prepare(&self, prefer_asym: bool) -> Key {
+        let s = self.state.load(Ordering::Relaxed);
+        if prefer_asym != (s & ASYM != 0) {
+            self.switch_mode(s, prefer_asym);
+        }
+        // ORDERING: SeqCst RMW, then the barrier of the mode we registered under: the waiter's half
+        // of the Dekker pair (module docs).
         let s = self
             .state
             .fetch_add(WAITER, Ordering::SeqCst)
             .wrapping_add(WAITER);
-        full_fence();
+        if s & ASYM != 0 {
+            membarrier::heavy();
+        } else {
+            full_fence();
+        }
         Key(s)
+    }
+
+    #[cold]
+    fn switch_mode(&self, s: u32, to_asym: bool) {
+        if to_asym {
+            if membarrier::registered() && s & WAITERS == 0 {
+                let _ =
+                    self.state
+                        .compare_exchange(s, s | ASYM, Ordering::SeqCst, Ordering::Relaxed);
+            }
+        } else if self.state.fetch_and(!ASYM, Ordering::SeqCst) & ASYM != 0 {
+            // Wakers that read the old mode may have skipped their fence: make what they published
+            // visible before we rely on the symmetric protocol.
+            membarrier::heavy();
+        }
     }
 
     /// Unregisters without sleeping (a no-op if a waker already took everyone off).
@@ -96,10 +132,14 @@ impl EventCount {
     /// Wakes every sleeper, if there is one. Call after publishing the change they wait for.
     #[inline]
     pub(crate) fn notify(&self) {
-        // ORDERING: the waker's half of the Dekker pair: the publish before this fence is visible to any
-        // waiter whose registration this load does not see.
-        full_fence();
-        let s = self.state.load(Ordering::Relaxed);
+        // ORDERING: the waker's half of the Dekker pair. In the asymmetric mode the waiter's heavy
+        // barrier orders our publish before this load; the compiler must not reorder them either.
+        compiler_fence(Ordering::SeqCst);
+        let mut s = self.state.load(Ordering::Relaxed);
+        if s & ASYM == 0 || !membarrier::registered() {
+            full_fence();
+            s = self.state.load(Ordering::Relaxed);
+        }
         if s & WAITERS != 0 {
             self.wake(s);
         }

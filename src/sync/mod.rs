@@ -4,6 +4,7 @@
 pub(crate) mod claim;
 pub(crate) mod eventcount;
 pub(crate) mod futex;
+pub(crate) mod membarrier;
 pub(crate) mod wait;
 
 pub use wait::{PROBE_INTERVAL, WaitStrategy};

@@ -98,6 +98,17 @@ impl Spinner {
         }
     }
 
+    /// Whether this waiter rarely sleeps (it spins first and spinning works), so that the waker's side
+    /// of the eventcount should be the cheap one.
+    pub(crate) fn prefers_asym(&self) -> bool {
+        !cfg!(loom)
+            && match self.strategy {
+                WaitStrategy::Sleep => false,
+                WaitStrategy::SpinThenSleep(d) => !d.is_zero(),
+                WaitStrategy::Adaptive => self.skip_left == 0,
+            }
+    }
+
     fn record(&mut self, spun: bool, success: bool) {
         if self.strategy != WaitStrategy::Adaptive || !spun {
             return;
@@ -167,7 +178,7 @@ pub(crate) fn block_on<T>(
     }
     let mut last_probe = Instant::now();
     loop {
-        let key = ec.prepare();
+        let key = ec.prepare(spinner.prefers_asym());
         match check() {
             Ok(None) => {}
             Ok(Some(v)) => {

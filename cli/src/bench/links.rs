@@ -74,15 +74,37 @@ pub fn fd_pair(kind: &str) -> (FdLink, FdLink) {
             // SAFETY: as above.
             check(unsafe { libc::pipe(b.as_mut_ptr()) }, "pipe");
             (
-                FdLink { rd: b[0], wr: a[1], owned: vec![b[0], a[1]] },
-                FdLink { rd: a[0], wr: b[1], owned: vec![a[0], b[1]] },
+                FdLink {
+                    rd: b[0],
+                    wr: a[1],
+                    owned: vec![b[0], a[1]],
+                },
+                FdLink {
+                    rd: a[0],
+                    wr: b[1],
+                    owned: vec![a[0], b[1]],
+                },
             )
         }
         "uds" => {
             let mut s = [0; 2];
             // SAFETY: valid out-array.
-            check(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, s.as_mut_ptr()) }, "socketpair");
-            (FdLink { rd: s[0], wr: s[0], owned: vec![s[0]] }, FdLink { rd: s[1], wr: s[1], owned: vec![s[1]] })
+            check(
+                unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, s.as_mut_ptr()) },
+                "socketpair",
+            );
+            (
+                FdLink {
+                    rd: s[0],
+                    wr: s[0],
+                    owned: vec![s[0]],
+                },
+                FdLink {
+                    rd: s[1],
+                    wr: s[1],
+                    owned: vec![s[1]],
+                },
+            )
         }
         "tcp" => {
             use std::os::fd::IntoRawFd;
@@ -92,7 +114,18 @@ pub fn fd_pair(kind: &str) -> (FdLink, FdLink) {
             c.set_nodelay(true).unwrap();
             s.set_nodelay(true).unwrap();
             let (c, s) = (c.into_raw_fd(), s.into_raw_fd());
-            (FdLink { rd: c, wr: c, owned: vec![c] }, FdLink { rd: s, wr: s, owned: vec![s] })
+            (
+                FdLink {
+                    rd: c,
+                    wr: c,
+                    owned: vec![c],
+                },
+                FdLink {
+                    rd: s,
+                    wr: s,
+                    owned: vec![s],
+                },
+            )
         }
         other => panic!("unknown path {other}"),
     }
@@ -140,19 +173,46 @@ pub fn floor_pair(futex: bool) -> (FloorLink, FloorLink) {
     };
     assert!(p != libc::MAP_FAILED);
     let lines = p as *mut Lines;
-    (FloorLink { lines, parent: true, futex, seq: 0 }, FloorLink { lines, parent: false, futex, seq: 0 })
+    (
+        FloorLink {
+            lines,
+            parent: true,
+            futex,
+            seq: 0,
+        },
+        FloorLink {
+            lines,
+            parent: false,
+            futex,
+            seq: 0,
+        },
+    )
 }
 
 fn futex(word: &AtomicU32, op: libc::c_int, val: u32) {
     // SAFETY: a futex call on a valid word in shared memory (no timeout, no second word).
-    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), op, val, 0usize, 0usize, 0u32) };
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            op,
+            val,
+            0usize,
+            0usize,
+            0u32,
+        )
+    };
 }
 
 impl FloorLink {
     fn lines(&self) -> (&Line, &Line) {
         // SAFETY: the mapping stays valid while the ends exist; fields are atomics.
         let l = unsafe { &*self.lines };
-        if self.parent { (&l.ping, &l.pong) } else { (&l.pong, &l.ping) }
+        if self.parent {
+            (&l.ping, &l.pong)
+        } else {
+            (&l.pong, &l.ping)
+        }
     }
 }
 
@@ -175,7 +235,11 @@ impl Link for FloorLink {
 
     fn recv(&mut self, buf: &mut [u8]) -> bool {
         let (_, inc) = self.lines();
-        let want = if self.parent { self.seq } else { self.seq.wrapping_add(1) };
+        let want = if self.parent {
+            self.seq
+        } else {
+            self.seq.wrapping_add(1)
+        };
         loop {
             let v = inc.seq.load(Ordering::Acquire);
             if v == want {
@@ -209,7 +273,9 @@ pub struct ShmLink {
 impl Link for ShmLink {
     fn send(&mut self, buf: &[u8]) {
         if self.zero_copy && buf.len() <= self.conn.max_in_place_len() {
-            self.conn.send_with(buf.len(), |b| b.copy_from_slice(buf)).unwrap();
+            self.conn
+                .send_with(buf.len(), |b| b.copy_from_slice(buf))
+                .unwrap();
         } else {
             self.conn.send_bytes(buf).unwrap();
         }
@@ -236,9 +302,15 @@ impl Link for ShmLink {
 /// Two shmwire ends with `wait` strategy.
 pub fn shm_pair(wait: shmwire::WaitStrategy, zero_copy: bool) -> (ShmLink, ShmLink) {
     let mut builder = shmwire::Pipe::builder().wait_strategy(wait);
-    if let Some(cap) = std::env::var("SHMWIRE_BENCH_CAPACITY").ok().and_then(|v| v.parse().ok()) {
+    if let Some(cap) = std::env::var("SHMWIRE_BENCH_CAPACITY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         builder = builder.capacity(cap);
     }
     let (a, b) = builder.build().expect("pipe");
-    (ShmLink { conn: a, zero_copy }, ShmLink { conn: b, zero_copy })
+    (
+        ShmLink { conn: a, zero_copy },
+        ShmLink { conn: b, zero_copy },
+    )
 }

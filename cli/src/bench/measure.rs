@@ -98,7 +98,9 @@ pub fn rtt<L: Link>(pair: (L, L), size: usize, budget: Duration, max_iters: u64,
     }
     let mut samples = Vec::with_capacity(max_iters as usize);
     let start = Instant::now();
-    while (samples.len() as u64) < max_iters && (samples.len() % 64 != 0 || start.elapsed() < budget) {
+    while (samples.len() as u64) < max_iters
+        && (samples.len() % 64 != 0 || start.elapsed() < budget)
+    {
         stamp(&mut out, i);
         let t = Instant::now();
         mine.send(&out);
@@ -109,7 +111,9 @@ pub fn rtt<L: Link>(pair: (L, L), size: usize, budget: Duration, max_iters: u64,
     let total = start.elapsed();
     mine.send(&vec![0xff; size]);
     drop(mine);
-    let _ = child.join_timeout(Duration::from_secs(10)).map_err(|_| child.kill());
+    let _ = child
+        .join_timeout(Duration::from_secs(10))
+        .map_err(|_| child.kill());
     samples.sort_unstable();
     let n = samples.len() as u64;
     Lat {
@@ -149,6 +153,12 @@ pub fn throughput<L: Link>(pair: (L, L), size: usize, budget: Duration, pin: Pin
     mine.recv(&mut ack);
     let secs = start.elapsed().as_secs_f64();
     drop(mine);
-    let _ = child.join_timeout(Duration::from_secs(10)).map_err(|_| child.kill());
-    Thr { msgs: n, msgs_per_s: n as f64 / secs, gb_per_s: n as f64 * size as f64 / secs / 1e9 }
+    let _ = child
+        .join_timeout(Duration::from_secs(10))
+        .map_err(|_| child.kill());
+    Thr {
+        msgs: n,
+        msgs_per_s: n as f64 / secs,
+        gb_per_s: n as f64 * size as f64 / secs / 1e9,
+    }
 }

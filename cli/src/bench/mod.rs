@@ -49,8 +49,18 @@ pub struct Ratio {
 }
 
 enum Job {
-    Lat { group: &'static str, name: &'static str, path: &'static str, size: usize, pin: Pin },
-    Thr { name: &'static str, path: &'static str, size: usize },
+    Lat {
+        group: &'static str,
+        name: &'static str,
+        path: &'static str,
+        size: usize,
+        pin: Pin,
+    },
+    Thr {
+        name: &'static str,
+        path: &'static str,
+        size: usize,
+    },
 }
 
 const LAT_PATHS: [(&str, &str); 8] = [
@@ -83,10 +93,22 @@ const PLOT_PATHS: [&str; 4] = ["pipe", "uds", "tcp", "shm"];
 fn jobs() -> Vec<Job> {
     let mut v = Vec::new();
     for (name, path) in LAT_PATHS {
-        v.push(Job::Lat { group: "rtt", name, path, size: 8, pin: Pin::Any });
+        v.push(Job::Lat {
+            group: "rtt",
+            name,
+            path,
+            size: 8,
+            pin: Pin::Any,
+        });
     }
     for (name, path) in SAME_PATHS {
-        v.push(Job::Lat { group: "rtt-same-core", name, path, size: 8, pin: Pin::Same });
+        v.push(Job::Lat {
+            group: "rtt-same-core",
+            name,
+            path,
+            size: 8,
+            pin: Pin::Same,
+        });
     }
     for size in THR_SIZES {
         for (name, path) in THR_PATHS {
@@ -96,7 +118,13 @@ fn jobs() -> Vec<Job> {
     for size in PLOT_SIZES {
         for path in PLOT_PATHS {
             let name = LAT_PATHS.iter().find(|p| p.1 == path).map_or(path, |p| p.0);
-            v.push(Job::Lat { group: "rtt-by-size", name, path, size, pin: Pin::Any });
+            v.push(Job::Lat {
+                group: "rtt-by-size",
+                name,
+                path,
+                size,
+                pin: Pin::Any,
+            });
         }
     }
     v
@@ -130,11 +158,15 @@ fn run_thr(path: &str, size: usize, budget: Duration) -> Thr {
 
 /// Runs the iceoryx2 peer binary (built by `benches/run.sh`) and parses its `lat iceoryx2 ...` line.
 fn run_iceoryx2(bin: &str) -> Option<Lat> {
-    let out = std::process::Command::new(bin).arg("100000").output().ok()?;
+    let out = std::process::Command::new(bin)
+        .arg("100000")
+        .output()
+        .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().find(|l| l.starts_with("lat iceoryx2"))?;
     let field = |k: &str| -> Option<f64> {
-        line.split_whitespace().find_map(|w| w.strip_prefix(k).and_then(|v| v.parse().ok()))
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k).and_then(|v| v.parse().ok()))
     };
     Some(Lat {
         iters: field("iters=")? as u64,
@@ -167,19 +199,39 @@ pub fn run(opts: &Options) -> std::io::Result<()> {
     let mut err = std::io::stderr();
     for (i, job) in jobs.iter().enumerate() {
         let (label, row) = match *job {
-            Job::Lat { group, name, path, size, pin } => {
+            Job::Lat {
+                group,
+                name,
+                path,
+                size,
+                pin,
+            } => {
                 let budget = match group {
                     "rtt" => lat_budget,
                     "rtt-same-core" => same_budget,
                     _ => size_budget,
                 };
                 let lat = run_lat(path, size, pin, budget);
-                let row = Row { group, name: name.to_owned(), size, pin, lat: Some(lat), thr: None };
+                let row = Row {
+                    group,
+                    name: name.to_owned(),
+                    size,
+                    pin,
+                    lat: Some(lat),
+                    thr: None,
+                };
                 (format!("{group} {name} {size} B"), row)
             }
             Job::Thr { name, path, size } => {
                 let thr = run_thr(path, size, thr_budget);
-                let row = Row { group: "throughput", name: name.to_owned(), size, pin: Pin::Any, lat: None, thr: Some(thr) };
+                let row = Row {
+                    group: "throughput",
+                    name: name.to_owned(),
+                    size,
+                    pin: Pin::Any,
+                    lat: None,
+                    thr: Some(thr),
+                };
                 (format!("throughput {name} {size} B"), row)
             }
         };
@@ -208,7 +260,8 @@ pub fn run(opts: &Options) -> std::io::Result<()> {
         std::fs::write(path, plot::svg(&rows))?;
     }
     if opts.json {
-        let doc = serde_json::json!({ "machine": report::machine(), "rows": rows, "ratios": ratios });
+        let doc =
+            serde_json::json!({ "machine": report::machine(), "rows": rows, "ratios": ratios });
         println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
     } else {
         print!("{}", report::table(&rows, &ratios));

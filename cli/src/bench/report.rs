@@ -1,14 +1,18 @@
 //! The bench's output: the machine, the tables, and the ratios against the targets.
 
-use super::{Ratio, Row};
 use super::measure::Pin;
+use super::{Ratio, Row};
 use std::fmt::Write;
 
 /// `nproc`, CPU model and kernel, for the record.
 pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let n = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -16,15 +20,20 @@ pub fn machine() -> String {
 }
 
 fn find<'a>(rows: &'a [Row], group: &str, path_name: &str, size: usize) -> Option<&'a Row> {
-    rows.iter().find(|r| r.group == group && r.name == path_name && r.size == size)
+    rows.iter()
+        .find(|r| r.group == group && r.name == path_name && r.size == size)
 }
 
 fn p50(rows: &[Row], group: &str, name: &str) -> Option<f64> {
-    find(rows, group, name, 8).and_then(|r| r.lat).map(|l| l.p50_ns)
+    find(rows, group, name, 8)
+        .and_then(|r| r.lat)
+        .map(|l| l.p50_ns)
 }
 
 fn thr(rows: &[Row], name: &str, size: usize) -> Option<(f64, f64)> {
-    find(rows, "throughput", name, size).and_then(|r| r.thr).map(|t| (t.msgs_per_s, t.gb_per_s))
+    find(rows, "throughput", name, size)
+        .and_then(|r| r.thr)
+        .map(|t| (t.msgs_per_s, t.gb_per_s))
 }
 
 /// The ratios the project targets, from this run's figures.
@@ -32,20 +41,77 @@ pub fn ratios(rows: &[Row]) -> Vec<Ratio> {
     let mut v = Vec::new();
     let mut push = |what: &str, value: Option<f64>, target: &str, met: fn(f64) -> bool| {
         if let Some(value) = value {
-            v.push(Ratio { what: what.to_owned(), value, target: target.to_owned(), met: met(value) });
+            v.push(Ratio {
+                what: what.to_owned(),
+                value,
+                target: target.to_owned(),
+                met: met(value),
+            });
         }
     };
     let ours = p50(rows, "rtt", "shmwire, default (adaptive)");
     let div = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
-    push("RTT 8 B: shmwire default / spinning floor", div(ours, p50(rows, "rtt", "shared line, spinning (floor)")), "<= 1.5", |x| x <= 1.5);
-    push("RTT 8 B: shmwire sleep-only / futex floor", div(p50(rows, "rtt", "shmwire, sleep only"), p50(rows, "rtt", "shared line, futex (floor)")), "<= 1.2", |x| x <= 1.2);
-    push("RTT 8 B, one core: shmwire default / futex floor", div(p50(rows, "rtt-same-core", "shmwire, default (adaptive)"), p50(rows, "rtt-same-core", "shared line, futex (floor)")), "<= 1.5", |x| x <= 1.5);
-    push("RTT 8 B: Unix socket / shmwire default", div(p50(rows, "rtt", "Unix socketpair"), ours), ">= 50 (what the floor allows here)", |x| x >= 50.0);
-    push("RTT 8 B: iceoryx2 / shmwire default", div(p50(rows, "rtt", "iceoryx2 0.10 pub/sub, busy-poll"), ours), ">= 2", |x| x >= 2.0);
+    push(
+        "RTT 8 B: shmwire default / spinning floor",
+        div(ours, p50(rows, "rtt", "shared line, spinning (floor)")),
+        "<= 1.5",
+        |x| x <= 1.5,
+    );
+    push(
+        "RTT 8 B: shmwire sleep-only / futex floor",
+        div(
+            p50(rows, "rtt", "shmwire, sleep only"),
+            p50(rows, "rtt", "shared line, futex (floor)"),
+        ),
+        "<= 1.2",
+        |x| x <= 1.2,
+    );
+    push(
+        "RTT 8 B, one core: shmwire default / futex floor",
+        div(
+            p50(rows, "rtt-same-core", "shmwire, default (adaptive)"),
+            p50(rows, "rtt-same-core", "shared line, futex (floor)"),
+        ),
+        "<= 1.5",
+        |x| x <= 1.5,
+    );
+    push(
+        "RTT 8 B: Unix socket / shmwire default",
+        div(p50(rows, "rtt", "Unix socketpair"), ours),
+        ">= 50 (what the floor allows here)",
+        |x| x >= 50.0,
+    );
+    push(
+        "RTT 8 B: iceoryx2 / shmwire default",
+        div(p50(rows, "rtt", "iceoryx2 0.10 pub/sub, busy-poll"), ours),
+        ">= 2",
+        |x| x >= 2.0,
+    );
     let copy = "shmwire send_bytes/recv_bytes_into";
-    push("64 B msgs/s: shmwire / pipe", thr(rows, copy, 64).zip(thr(rows, "anonymous pipe", 64)).map(|(a, b)| a.0 / b.0), ">= 10", |x| x >= 10.0);
-    push("64 KiB GB/s: shmwire / Unix socket", thr(rows, copy, 65536).zip(thr(rows, "Unix socketpair", 65536)).map(|(a, b)| a.1 / b.1), ">= 2", |x| x >= 2.0);
-    push("1 MiB GB/s: shmwire / Unix socket", thr(rows, copy, 1 << 20).zip(thr(rows, "Unix socketpair", 1 << 20)).map(|(a, b)| a.1 / b.1), ">= 2", |x| x >= 2.0);
+    push(
+        "64 B msgs/s: shmwire / pipe",
+        thr(rows, copy, 64)
+            .zip(thr(rows, "anonymous pipe", 64))
+            .map(|(a, b)| a.0 / b.0),
+        ">= 10",
+        |x| x >= 10.0,
+    );
+    push(
+        "64 KiB GB/s: shmwire / Unix socket",
+        thr(rows, copy, 65536)
+            .zip(thr(rows, "Unix socketpair", 65536))
+            .map(|(a, b)| a.1 / b.1),
+        ">= 2",
+        |x| x >= 2.0,
+    );
+    push(
+        "1 MiB GB/s: shmwire / Unix socket",
+        thr(rows, copy, 1 << 20)
+            .zip(thr(rows, "Unix socketpair", 1 << 20))
+            .map(|(a, b)| a.1 / b.1),
+        ">= 2",
+        |x| x >= 2.0,
+    );
     v
 }
 
@@ -73,32 +139,77 @@ pub fn table(rows: &[Row], ratios: &[Ratio]) -> String {
     let _ = writeln!(s, "shmwire bench on {}\n", machine());
     let _ = writeln!(s, "Ratios (this run; latency by median)");
     for r in ratios {
-        let _ = writeln!(s, "  {:<52} {:>8.2}x   target {:<12} {}", r.what, r.value, r.target, if r.met { "met" } else { "MISSED" });
+        let _ = writeln!(
+            s,
+            "  {:<52} {:>8.2}x   target {:<12} {}",
+            r.what,
+            r.value,
+            r.target,
+            if r.met { "met" } else { "MISSED" }
+        );
     }
-    for (group, title, pin) in [("rtt", "Round trip, 8 B, two processes (µs)", Pin::Any), ("rtt-same-core", "Round trip, 8 B, both on CPU 0 (µs)", Pin::Same)] {
+    for (group, title, pin) in [
+        ("rtt", "Round trip, 8 B, two processes (µs)", Pin::Any),
+        (
+            "rtt-same-core",
+            "Round trip, 8 B, both on CPU 0 (µs)",
+            Pin::Same,
+        ),
+    ] {
         let _ = writeln!(s, "\n{title}");
-        let _ = writeln!(s, "  {:<36} {:>8} {:>8} {:>8} {:>8}", "path", "median", "mean", "p99", "p99.9");
+        let _ = writeln!(
+            s,
+            "  {:<36} {:>8} {:>8} {:>8} {:>8}",
+            "path", "median", "mean", "p99", "p99.9"
+        );
         for r in rows.iter().filter(|r| r.group == group && r.pin == pin) {
             if let Some(l) = r.lat {
-                let _ = writeln!(s, "  {:<36} {:>8} {:>8} {:>8} {:>8}", r.name, us(l.p50_ns), us(l.mean_ns), us(l.p99_ns), us(l.p999_ns));
+                let _ = writeln!(
+                    s,
+                    "  {:<36} {:>8} {:>8} {:>8} {:>8}",
+                    r.name,
+                    us(l.p50_ns),
+                    us(l.mean_ns),
+                    us(l.p99_ns),
+                    us(l.p999_ns)
+                );
             }
         }
     }
     let _ = writeln!(s, "\nOne-way throughput (messages/s, GB/s)");
-    let _ = writeln!(s, "  {:<42} {:>8} {:>12} {:>8}", "path", "size", "msgs/s", "GB/s");
+    let _ = writeln!(
+        s,
+        "  {:<42} {:>8} {:>12} {:>8}",
+        "path", "size", "msgs/s", "GB/s"
+    );
     for r in rows.iter().filter(|r| r.group == "throughput") {
         if let Some(t) = r.thr {
-            let _ = writeln!(s, "  {:<42} {:>8} {:>12.0} {:>8.2}", r.name, size_label(r.size), t.msgs_per_s, t.gb_per_s);
+            let _ = writeln!(
+                s,
+                "  {:<42} {:>8} {:>12.0} {:>8.2}",
+                r.name,
+                size_label(r.size),
+                t.msgs_per_s,
+                t.gb_per_s
+            );
         }
     }
     let _ = writeln!(s, "\nRound trip by message size, median (µs)");
     let sizes: Vec<usize> = {
-        let mut v: Vec<usize> = rows.iter().filter(|r| r.group == "rtt-by-size").map(|r| r.size).collect();
+        let mut v: Vec<usize> = rows
+            .iter()
+            .filter(|r| r.group == "rtt-by-size")
+            .map(|r| r.size)
+            .collect();
         v.sort_unstable();
         v.dedup();
         v
     };
-    let mut names: Vec<&str> = rows.iter().filter(|r| r.group == "rtt-by-size").map(|r| r.name.as_str()).collect();
+    let mut names: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.group == "rtt-by-size")
+        .map(|r| r.name.as_str())
+        .collect();
     names.dedup();
     let _ = write!(s, "  {:<36}", "path");
     for z in &sizes {
@@ -108,7 +219,9 @@ pub fn table(rows: &[Row], ratios: &[Ratio]) -> String {
     for n in names {
         let _ = write!(s, "  {n:<36}");
         for z in &sizes {
-            let v = find(rows, "rtt-by-size", n, *z).and_then(|r| r.lat).map_or(f64::NAN, |l| l.p50_ns);
+            let v = find(rows, "rtt-by-size", n, *z)
+                .and_then(|r| r.lat)
+                .map_or(f64::NAN, |l| l.p50_ns);
             let _ = write!(s, " {:>8}", us(v));
         }
         let _ = writeln!(s);
