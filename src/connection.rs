@@ -129,6 +129,9 @@ impl fmt::Debug for Connection {
     }
 }
 
+/// Iterations of the inline spin of `quick_frame` (a few microseconds).
+const QUICK_SPINS: u32 = 256;
+
 fn alloc(total: usize) -> Result<Vec<u8>> {
     let mut v = Vec::new();
     v.try_reserve_exact(total).map_err(|_| Error::TooLarge)?;
@@ -472,9 +475,14 @@ impl Connection {
         let rx = self.rx.as_ref().ok_or(Error::Misuse)?;
         let _claim = self.claim_side(&rx.ctl().rx.claim)?;
         if st.partial.is_none() {
-            let piece = match (st.backlog.is_empty(), rx.try_peek()?) {
-                (true, Some(f)) => Piece::Ring(f), // fast path: it is there
-                _ => self.next_piece(&mut st, rx, deadline)?,
+            let quick = if st.backlog.is_empty() {
+                self.quick_frame(&mut st, rx)?
+            } else {
+                None
+            };
+            let piece = match quick {
+                Some(f) => Piece::Ring(f), // fast path: it is there
+                None => self.next_piece(&mut st, rx, deadline)?,
             };
             match piece {
                 Piece::Ring(f) if f.tag == TAG_WHOLE => {
@@ -494,9 +502,10 @@ impl Connection {
         let mut st = self.begin()?;
         let rx = self.rx.as_ref().ok_or(Error::Misuse)?;
         let _claim = self.claim_side(&rx.ctl().rx.claim)?;
-        // Fast path: a whole message is there and nothing was set aside earlier.
+        // Fast path: a whole message arrives within a short inline spin and nothing was set aside
+        // earlier. It keeps the generic waiting machinery off the critical path of a ping-pong.
         if st.partial.is_none() && st.backlog.is_empty() {
-            if let Some(f) = rx.try_peek()? {
+            if let Some(f) = self.quick_frame(&mut st, rx)? {
                 if f.tag == TAG_WHOLE {
                     if f.len > buf.len() {
                         return Err(Error::BufferTooShort { needed: f.len });
@@ -641,6 +650,24 @@ impl Connection {
         if let Piece::Ring(f) = piece {
             rx.consume(f);
         }
+    }
+
+    /// The next frame if it is there or arrives within a short inline spin (only when the wait
+    /// strategy spins at all); the slow path does the rest (closed peers, sleeping, timeouts).
+    #[inline]
+    fn quick_frame(&self, st: &mut State, rx: &Spsc) -> Result<Option<Frame>> {
+        if let Some(f) = rx.try_peek()? {
+            return Ok(Some(f));
+        }
+        if st.recv_spin.spins_now() {
+            for _ in 0..QUICK_SPINS {
+                crate::loom::spin_hint();
+                if let Some(f) = rx.try_peek()? {
+                    return Ok(Some(f));
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Waits for a frame in the incoming ring.

@@ -98,6 +98,16 @@ impl Spinner {
         }
     }
 
+    /// Whether the next wait would start by spinning.
+    #[inline]
+    pub(crate) fn spins_now(&self) -> bool {
+        match self.strategy {
+            WaitStrategy::Sleep => false,
+            WaitStrategy::SpinThenSleep(d) => !d.is_zero(),
+            WaitStrategy::Adaptive => self.skip_left == 0,
+        }
+    }
+
     /// Whether this waiter rarely sleeps (it spins first and spinning works), so that the waker's side
     /// of the eventcount should be the cheap one.
     pub(crate) fn prefers_asym(&self) -> bool {
