@@ -320,8 +320,10 @@ impl Connection {
             send_spin, backlog, ..
         } = st;
         let (seg, peer) = (&*self.seg, self.peer);
+        let co_located = send_spin.spins_now() && seg.peer_shares_cpu(peer);
         block_on(
             send_spin,
+            co_located,
             &tx.ctl().space,
             deadline,
             || {
@@ -659,7 +661,7 @@ impl Connection {
         if let Some(f) = rx.try_peek()? {
             return Ok(Some(f));
         }
-        if st.recv_spin.spins_now() {
+        if st.recv_spin.spins_now() && !self.seg.peer_shares_cpu(self.peer) {
             for _ in 0..QUICK_SPINS {
                 crate::loom::spin_hint();
                 if let Some(f) = rx.try_peek()? {
@@ -673,8 +675,12 @@ impl Connection {
     /// Waits for a frame in the incoming ring.
     fn wait_frame(&self, st: &mut State, rx: &Spsc, deadline: Deadline) -> Result<Frame> {
         let (seg, peer) = (&*self.seg, self.peer);
+        let co_located = !deadline.is_immediate_or_past()
+            && st.recv_spin.spins_now()
+            && seg.peer_shares_cpu(peer);
         block_on(
             &mut st.recv_spin,
+            co_located,
             &rx.ctl().data,
             deadline,
             || {

@@ -23,6 +23,7 @@ fn pair() -> (Spsc, Spsc) {
 fn send(tx: &Spsc, spin: &mut Spinner, msg: &[u8]) {
     let r = block_on(
         spin,
+        false,
         &tx.ctl().space,
         Deadline::NEVER,
         || tx.try_reserve(msg.len()),
@@ -36,6 +37,7 @@ fn send(tx: &Spsc, spin: &mut Spinner, msg: &[u8]) {
 fn recv(rx: &Spsc, spin: &mut Spinner) -> Vec<u8> {
     let f: Frame = block_on(
         spin,
+        false,
         &rx.ctl().data,
         Deadline::NEVER,
         || -> Result<Option<Frame>> { rx.try_peek() },

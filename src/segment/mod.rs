@@ -42,7 +42,8 @@ struct Slot {
     /// Bumped each time the slot is taken, so a stale claim (see [`Segment::claim_id`]) is told apart
     /// from its new holder's.
     generation: AtomicU32,
-    _reserved: u32,
+    /// The CPU this participant last waited on, plus one (0: not known). Written only when it changes.
+    cpu: AtomicU32,
 }
 const _: () = assert!(std::mem::size_of::<Slot>() == SLOT_SIZE);
 
@@ -420,6 +421,29 @@ impl Segment {
             token::release(fd, i)?;
         }
         Ok(())
+    }
+
+    /// Records the CPU this process is about to wait on, and says whether the (single) other holder of
+    /// `peer_role` last waited on the same one: then the two take turns on one CPU, and spinning for
+    /// the peer only burns the time it needs to run.
+    pub(crate) fn peer_shares_cpu(&self, peer_role: usize) -> bool {
+        // SAFETY: sched_getcpu has no preconditions (it reads the rseq area or calls getcpu).
+        let cpu = unsafe { libc::sched_getcpu() };
+        if cpu < 0 {
+            return false;
+        }
+        let mine = cpu as u32 + 1;
+        let me = self.my_slot();
+        let slot = self.slot_at(me);
+        if slot.cpu.load(Ordering::Relaxed) != mine {
+            slot.cpu.store(mine, Ordering::Relaxed);
+        }
+        let others = self.roles().masks[peer_role].load(Ordering::Relaxed) & !(1u64 << me.min(63));
+        if others.count_ones() != 1 {
+            return false;
+        }
+        let peer = others.trailing_zeros();
+        peer < self.hdr.n_slots && self.slot_at(peer).cpu.load(Ordering::Relaxed) == mine
     }
 
     /// Drops every role this process holds (a graceful exit).

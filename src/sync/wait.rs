@@ -119,20 +119,39 @@ impl Spinner {
             }
     }
 
-    fn record(&mut self, spun: bool, success: bool) {
-        if self.strategy != WaitStrategy::Adaptive || !spun {
+    /// A spin that saw the condition come true: spinning pays.
+    fn spin_succeeded(&mut self) {
+        self.fails = 0;
+        self.skip_len = FIRST_SKIP;
+    }
+
+    /// A spin that ran out, followed by a sleep of `slept`. Only a *short* sleep says that spinning
+    /// cannot win (the peer runs only once we stop, as when both share one core): the condition came
+    /// true soon after we gave up. A long sleep says the peer was merely idle, and a later burst should
+    /// be spun for again.
+    fn spin_failed_then_slept(&mut self, slept: Duration) {
+        if self.strategy != WaitStrategy::Adaptive {
             return;
         }
-        if success {
+        if slept >= ADAPTIVE_SPIN {
             self.fails = 0;
-            self.skip_len = FIRST_SKIP;
-        } else {
-            self.fails += 1;
-            if self.fails >= GIVE_UP_AFTER {
-                self.skip_left = self.skip_len;
-                self.skip_len = (self.skip_len * 2).min(MAX_SKIP);
-                self.fails = GIVE_UP_AFTER - 1; // one more failure after the skip window: skip again
-            }
+            return;
+        }
+        self.fails += 1;
+        if self.fails >= GIVE_UP_AFTER {
+            self.skip_left = self.skip_len;
+            self.skip_len = (self.skip_len * 2).min(MAX_SKIP);
+            self.fails = GIVE_UP_AFTER - 1; // one more failure after the skip window: skip again
+        }
+    }
+
+    /// The spin budget the next [`spin`](Self::spin) will use, without consuming a skip.
+    fn budget_now(&self) -> Duration {
+        match self.strategy {
+            WaitStrategy::Sleep => Duration::ZERO,
+            WaitStrategy::SpinThenSleep(d) => d,
+            WaitStrategy::Adaptive if self.skip_left > 0 => Duration::ZERO,
+            WaitStrategy::Adaptive => ADAPTIVE_SPIN,
         }
     }
 
@@ -148,7 +167,7 @@ impl Spinner {
         let mut i: u32 = 0;
         loop {
             if let Some(v) = check()? {
-                self.record(true, true);
+                self.spin_succeeded();
                 return Ok(Some(v));
             }
             crate::loom::spin_hint();
@@ -156,7 +175,6 @@ impl Spinner {
             if i % 64 == 0 {
                 let t0 = *start.get_or_insert_with(Instant::now);
                 if t0.elapsed() >= budget {
-                    self.record(true, false);
                     return Ok(None);
                 }
             }
@@ -166,12 +184,14 @@ impl Spinner {
 
 /// Blocks until `check` returns `Ok(Some(_))` or an error, or the deadline passes (`Error::Timeout`).
 ///
+/// `co_located`: the peer last waited on this CPU, so spinning cannot win this time.
 /// `check` is the whole condition, including "the peer closed" (it returns the error then). It is
 /// called after registering on `ec`, so a notify between the check and the sleep is never lost. Between
 /// sleeps of at most [`PROBE_INTERVAL`], `probe` checks that the peer lives (it reaps dead peers so
 /// that the next `check` sees them closed, or returns an error itself).
 pub(crate) fn block_on<T>(
     spinner: &mut Spinner,
+    co_located: bool,
     ec: &EventCount,
     deadline: Deadline,
     mut check: impl FnMut() -> Result<Option<T>>,
@@ -183,16 +203,27 @@ pub(crate) fn block_on<T>(
     if deadline.is_immediate_or_past() {
         return Err(Error::Timeout);
     }
-    if let Some(v) = spinner.spin(&mut check)? {
-        return Ok(v);
+    // A peer that last waited on our CPU cannot answer while we spin: sleep at once.
+    let spun = !co_located && spinner.budget_now() > Duration::ZERO;
+    if spun {
+        if let Some(v) = spinner.spin(&mut check)? {
+            return Ok(v);
+        }
     }
-    let mut last_probe = Instant::now();
+    let slept_from = Instant::now();
+    let mut last_probe = slept_from;
+    let done = |spinner: &mut Spinner| {
+        if spun {
+            spinner.spin_failed_then_slept(slept_from.elapsed());
+        }
+    };
     loop {
-        let key = ec.prepare(spinner.prefers_asym());
+        let key = ec.prepare(!co_located && spinner.prefers_asym());
         match check() {
             Ok(None) => {}
             Ok(Some(v)) => {
                 ec.cancel(key);
+                done(spinner);
                 return Ok(v);
             }
             Err(e) => {
@@ -210,6 +241,7 @@ pub(crate) fn block_on<T>(
         };
         ec.wait(key, Some(slice));
         if let Some(v) = check()? {
+            done(spinner);
             return Ok(v);
         }
         if last_probe.elapsed() >= PROBE_INTERVAL {

@@ -17,12 +17,12 @@ pub fn svg(rows: &[Row]) -> String {
         .filter(|r| r.group == "rtt-by-size" || (r.group == "rtt" && r.size == 8))
         .filter_map(|r| r.lat.map(|l| (r.name.as_str(), r.size, l.p50_ns / 1000.0)))
         .collect();
-    let mut names: Vec<&str> = rows
-        .iter()
-        .filter(|r| r.group == "rtt-by-size")
-        .map(|r| r.name.as_str())
-        .collect();
-    names.dedup();
+    let mut names: Vec<&str> = Vec::new();
+    for r in rows.iter().filter(|r| r.group == "rtt-by-size") {
+        if !names.contains(&r.name.as_str()) {
+            names.push(r.name.as_str());
+        }
+    }
     let (xmin, xmax) = (8f64.log2(), 65536f64.log2());
     let ymin = pts
         .iter()

@@ -205,12 +205,12 @@ pub fn table(rows: &[Row], ratios: &[Ratio]) -> String {
         v.dedup();
         v
     };
-    let mut names: Vec<&str> = rows
-        .iter()
-        .filter(|r| r.group == "rtt-by-size")
-        .map(|r| r.name.as_str())
-        .collect();
-    names.dedup();
+    let mut names: Vec<&str> = Vec::new();
+    for r in rows.iter().filter(|r| r.group == "rtt-by-size") {
+        if !names.contains(&r.name.as_str()) {
+            names.push(r.name.as_str());
+        }
+    }
     let _ = write!(s, "  {:<36}", "path");
     for z in &sizes {
         let _ = write!(s, " {:>8}", size_label(*z));
