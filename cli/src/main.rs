@@ -1,7 +1,7 @@
 //! `shmwire`: the side-by-side benchmark, the live segments, and the removal of stale ones.
 //!
 //! ```text
-//! shmwire bench [--json] [--quick] [--only GROUP] [--plot FILE.svg] [--iceoryx2 PEER_BINARY]
+//! shmwire bench [--json] [--quick] [--runs N] [--only GROUP] [--plot FILE.svg] [--iceoryx2 PEER_BINARY]
 //! shmwire ls
 //! shmwire clean [--dry-run]
 //! ```
@@ -11,7 +11,7 @@ mod bench;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
-  shmwire bench [--json] [--quick] [--only GROUP] [--plot FILE.svg] [--iceoryx2 PEER_BINARY]
+  shmwire bench [--json] [--quick] [--runs N] [--only GROUP] [--plot FILE.svg] [--iceoryx2 PEER_BINARY]
       round-trip latency and throughput: shmwire against the floors and the OS paths
   shmwire ls
       this user's shmwire segments in /dev/shm, with kind, size and participants
@@ -29,6 +29,7 @@ fn main() -> ExitCode {
     };
     let result = match args.first().map(String::as_str) {
         Some("bench") => bench::run(&bench::Options {
+            runs: value("--runs").and_then(|v| v.parse().ok()).unwrap_or(1),
             only: value("--only"),
             json: flag("--json"),
             quick: flag("--quick"),

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 /// Options of a run.
 pub struct Options {
+    /// How many times to run everything (ratios are then given as median and range).
+    pub runs: usize,
     /// Only the jobs whose group ("rtt", "rtt-same-core", "throughput", "rtt-by-size") starts with this.
     pub only: Option<String>,
     pub json: bool,
@@ -39,11 +41,13 @@ pub struct Row {
     pub thr: Option<Thr>,
 }
 
-/// A ratio against its target.
+/// A ratio against its target (over several runs: the median, and the range).
 #[derive(Serialize, Clone)]
 pub struct Ratio {
     pub what: String,
     pub value: f64,
+    pub min: f64,
+    pub max: f64,
     pub target: String,
     pub met: bool,
 }
@@ -177,8 +181,36 @@ fn run_iceoryx2(bin: &str) -> Option<Lat> {
     })
 }
 
-/// Runs everything and prints the table (or JSON).
+/// Runs everything (`runs` times) and prints the table of the last run with the ratios of every run
+/// (median and range), or JSON.
 pub fn run(opts: &Options) -> std::io::Result<()> {
+    let runs = opts.runs.max(1);
+    let mut all = Vec::new();
+    for k in 0..runs {
+        all.push(run_once(opts, k, runs));
+    }
+    let rows = all.last().cloned().unwrap_or_default();
+    let per_run: Vec<Vec<Ratio>> = all.iter().map(|r| report::ratios(r)).collect();
+    let summary = report::summarize(&per_run);
+    if let Some(path) = &opts.plot {
+        std::fs::write(path, plot::svg(&rows))?;
+    }
+    if opts.json {
+        let doc = serde_json::json!({
+            "machine": report::machine(),
+            "runs": all.len(),
+            "ratios": summary,
+            "rows": rows,
+            "all_runs": if all.len() > 1 { serde_json::json!(all) } else { serde_json::Value::Null },
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+    } else {
+        print!("{}", report::table(&rows, &summary, all.len()));
+    }
+    Ok(())
+}
+
+fn run_once(opts: &Options, run: usize, runs: usize) -> Vec<Row> {
     let scale = if opts.quick { 0.1 } else { 1.0 };
     let lat_budget = Duration::from_secs_f64(1.2 * scale);
     let same_budget = Duration::from_secs_f64(0.8 * scale);
@@ -197,6 +229,11 @@ pub fn run(opts: &Options) -> std::io::Result<()> {
     let total = jobs.len() + opts.iceoryx2.is_some() as usize;
     let mut rows = Vec::new();
     let mut err = std::io::stderr();
+    let prefix = if runs > 1 {
+        format!("run {}/{runs} ", run + 1)
+    } else {
+        String::new()
+    };
     for (i, job) in jobs.iter().enumerate() {
         let (label, row) = match *job {
             Job::Lat {
@@ -235,12 +272,12 @@ pub fn run(opts: &Options) -> std::io::Result<()> {
                 (format!("throughput {name} {size} B"), row)
             }
         };
-        let _ = write!(err, "\r\x1b[K[{}/{}] {label}", i + 1, total);
+        let _ = write!(err, "\r\x1b[K{prefix}[{}/{}] {label}", i + 1, total);
         let _ = err.flush();
         rows.push(row);
     }
     if let Some(bin) = &opts.iceoryx2 {
-        let _ = write!(err, "\r\x1b[K[{total}/{total}] iceoryx2 peer");
+        let _ = write!(err, "\r\x1b[K{prefix}[{total}/{total}] iceoryx2 peer");
         let _ = err.flush();
         match run_iceoryx2(bin) {
             Some(lat) => rows.push(Row {
@@ -255,16 +292,5 @@ pub fn run(opts: &Options) -> std::io::Result<()> {
         }
     }
     let _ = writeln!(err, "\r\x1b[K");
-    let ratios = report::ratios(&rows);
-    if let Some(path) = &opts.plot {
-        std::fs::write(path, plot::svg(&rows))?;
-    }
-    if opts.json {
-        let doc =
-            serde_json::json!({ "machine": report::machine(), "rows": rows, "ratios": ratios });
-        println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
-    } else {
-        print!("{}", report::table(&rows, &ratios));
-    }
-    Ok(())
+    rows
 }

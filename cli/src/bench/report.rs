@@ -44,6 +44,8 @@ pub fn ratios(rows: &[Row]) -> Vec<Ratio> {
             v.push(Ratio {
                 what: what.to_owned(),
                 value,
+                min: value,
+                max: value,
                 target: target.to_owned(),
                 met: met(value),
             });
@@ -133,19 +135,59 @@ fn size_label(size: usize) -> String {
     }
 }
 
+/// Per ratio over several runs: the median (which decides "met"), and the range.
+pub fn summarize(runs: &[Vec<Ratio>]) -> Vec<Ratio> {
+    let Some(first) = runs.first() else {
+        return Vec::new();
+    };
+    first
+        .iter()
+        .map(|r0| {
+            let mut vals: Vec<f64> = runs
+                .iter()
+                .filter_map(|run| run.iter().find(|r| r.what == r0.what).map(|r| r.value))
+                .collect();
+            vals.sort_by(f64::total_cmp);
+            let median = vals[vals.len() / 2];
+            let met = runs
+                .iter()
+                .filter_map(|run| run.iter().find(|r| r.what == r0.what && r.value == median))
+                .any(|r| r.met);
+            Ratio {
+                what: r0.what.clone(),
+                value: median,
+                min: vals[0],
+                max: vals[vals.len() - 1],
+                target: r0.target.clone(),
+                met,
+            }
+        })
+        .collect()
+}
+
 /// The human-readable tables.
-pub fn table(rows: &[Row], ratios: &[Ratio]) -> String {
+pub fn table(rows: &[Row], ratios: &[Ratio], runs: usize) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "shmwire bench on {}\n", machine());
-    let _ = writeln!(s, "Ratios (this run; latency by median)");
-    for r in ratios {
+    if runs > 1 {
         let _ = writeln!(
             s,
-            "  {:<52} {:>8.2}x   target {:<12} {}",
-            r.what,
-            r.value,
-            r.target,
-            if r.met { "met" } else { "MISSED" }
+            "Ratios over {runs} runs: median [min..max], latency by median; the figures below are the last run's"
+        );
+    } else {
+        let _ = writeln!(s, "Ratios (this run; latency by median)");
+    }
+    for r in ratios {
+        let range = if runs > 1 {
+            format!(" [{:.2}..{:.2}]", r.min, r.max)
+        } else {
+            String::new()
+        };
+        let verdict = if r.met { "met" } else { "MISSED" };
+        let _ = writeln!(
+            s,
+            "  {:<52} {:>8.2}x{range:<15}  target {:<12} {verdict}",
+            r.what, r.value, r.target
         );
     }
     for (group, title, pin) in [
