@@ -426,6 +426,9 @@ impl Segment {
     /// Records the CPU this process is about to wait on, and says whether the (single) other holder of
     /// `peer_role` last waited on the same one: then the two take turns on one CPU, and spinning for
     /// the peer only burns the time it needs to run.
+    ///
+    /// Only a process confined to one CPU (`taskset -c N`) trusts this: two unpinned processes meet on
+    /// one CPU only for a moment, and sleeping at once would invite the scheduler to keep them there.
     pub(crate) fn peer_shares_cpu(&self, peer_role: usize) -> bool {
         // SAFETY: sched_getcpu has no preconditions (it reads the rseq area or calls getcpu).
         let cpu = unsafe { libc::sched_getcpu() };
@@ -443,7 +446,9 @@ impl Segment {
             return false;
         }
         let peer = others.trailing_zeros();
-        peer < self.hdr.n_slots && self.slot_at(peer).cpu.load(Ordering::Relaxed) == mine
+        peer < self.hdr.n_slots
+            && self.slot_at(peer).cpu.load(Ordering::Relaxed) == mine
+            && pinned_to_one_cpu()
     }
 
     /// Drops every role this process holds (a graceful exit).
@@ -492,6 +497,28 @@ impl Drop for Segment {
         // SAFETY: `fd` is this handle's own descriptor and is closed exactly once, here.
         drop(unsafe { OwnedFd::from_raw_fd(fd) });
     }
+}
+
+/// Whether this process may run on one CPU only: `sched_getaffinity`, asked only when the peer was last
+/// seen on our CPU and at most every 50 ms (so a `taskset` of a running process is noticed soon).
+fn pinned_to_one_cpu() -> bool {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    static CACHE: AtomicU64 = AtomicU64::new(0); // (milliseconds since EPOCH + 1) << 1 | pinned
+    let now_ms = EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1;
+    let c = CACHE.load(Ordering::Relaxed);
+    if c != 0 && now_ms.saturating_sub(c >> 1) < 50 {
+        return c & 1 == 1;
+    }
+    // SAFETY: cpu_set_t is plain data and sched_getaffinity fills it.
+    let pinned = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0
+            && libc::CPU_COUNT(&set) == 1
+    };
+    CACHE.store(now_ms << 1 | pinned as u64, Ordering::Relaxed);
+    pinned
 }
 
 fn layout_size(spec: &Spec) -> usize {
