@@ -29,6 +29,9 @@ pub enum WaitStrategy {
 }
 
 const ADAPTIVE_SPIN: Duration = Duration::from_micros(50);
+/// A sleep after a failed spin that ends this soon says the peer was waiting for our CPU (it ran only
+/// once we stopped spinning); a longer one says it was merely busy or idle.
+const SHORT_SLEEP: Duration = Duration::from_micros(10);
 /// Consecutive failed spins after which the adaptive strategy stops spinning.
 const GIVE_UP_AFTER: u32 = 3;
 /// Waits skipped before the first retry of spinning; doubles on each failed retry, up to `MAX_SKIP`.
@@ -126,14 +129,14 @@ impl Spinner {
     }
 
     /// A spin that ran out, followed by a sleep of `slept`. Only a *short* sleep says that spinning
-    /// cannot win (the peer runs only once we stop, as when both share one core): the condition came
-    /// true soon after we gave up. A long sleep says the peer was merely idle, and a later burst should
-    /// be spun for again.
+    /// cannot win (the peer runs only once we stop, as when both share one CPU): the condition came
+    /// true right after we gave up. A longer sleep says the peer was merely busy or idle, and a later
+    /// burst should be spun for again.
     fn spin_failed_then_slept(&mut self, slept: Duration) {
         if self.strategy != WaitStrategy::Adaptive {
             return;
         }
-        if slept >= ADAPTIVE_SPIN {
+        if slept >= SHORT_SLEEP {
             self.fails = 0;
             return;
         }
