@@ -53,6 +53,10 @@ mod codec;
 #[cfg(not(loom))]
 mod connection;
 mod error;
+#[cfg(not(loom))]
+mod handle;
+#[cfg(not(loom))]
+mod listener;
 pub(crate) mod loom;
 #[cfg(not(loom))]
 mod pipe;
@@ -61,6 +65,12 @@ mod process;
 mod ring;
 #[cfg(not(loom))]
 pub mod segment;
+#[cfg(not(loom))]
+mod select;
+#[cfg(not(loom))]
+mod shared_memory;
+#[cfg(not(loom))]
+pub mod spawn;
 pub mod stats;
 mod sync;
 mod timeout;
@@ -69,10 +79,18 @@ mod timeout;
 pub use connection::Connection;
 pub use error::{Error, Result};
 #[cfg(not(loom))]
+pub use handle::ConnectionHandle;
+#[cfg(not(loom))]
+pub use listener::{Client, Listener};
+#[cfg(not(loom))]
 pub use pipe::{DEFAULT_CAPACITY, Pipe, PipeBuilder};
 #[cfg(not(loom))]
 pub use process::{ChildOutcome, ExitStatus, Process};
 #[cfg(not(loom))]
 pub use segment::cleanup;
+#[cfg(not(loom))]
+pub use select::{Waitable, wait};
+#[cfg(not(loom))]
+pub use shared_memory::SharedMemory;
 pub use sync::{PROBE_INTERVAL, WaitStrategy};
 pub use timeout::Timeout;

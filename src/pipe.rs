@@ -70,11 +70,7 @@ impl Pipe {
                 "a pipe has ends 0 and 1",
             ));
         }
-        let os_name = crate::segment::names::user_name(name)?;
-        let seg = Segment::open_named(&os_name, Kind::Pipe, 0, wake_everyone)?;
-        params(&seg)?;
-        seg.take_role(end);
-        open_end(&seg, end, WaitStrategy::default())
+        open_os_name(&crate::segment::names::user_name(name)?, end)
     }
 }
 
@@ -146,7 +142,7 @@ impl PipeBuilder {
             on_role_closed: wake_everyone,
         };
         let seg = match &self.name {
-            None => Segment::create_anonymous(&spec)?,
+            None => Segment::create_anonymous(&spec, eventfds()?)?,
             Some(n) => Segment::create_named(&crate::segment::names::user_name(n)?, &spec)?,
         };
         seg.take_role(0);
@@ -197,6 +193,13 @@ fn params(seg: &Segment) -> Result<(usize, bool)> {
     Ok((cap, duplex))
 }
 
+/// One eventfd per ring, signalled when a frame is published while a reader polls it (`wait`).
+fn eventfds() -> Result<Vec<std::os::fd::OwnedFd>> {
+    use rustix::event::{EventfdFlags, eventfd};
+    let flags = EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK;
+    Ok(vec![eventfd(0, flags)?, eventfd(0, flags)?])
+}
+
 /// A view of ring `i`.
 fn ring(seg: &Segment, i: usize, cap: usize) -> Spsc {
     let (base, _) = seg.kind_area();
@@ -207,8 +210,52 @@ fn ring(seg: &Segment, i: usize, cap: usize) -> Spsc {
     unsafe {
         let ctl = base.add(i * CTL_SIZE) as *const RingCtl;
         let buf = RingBuf::new(base.add(PAGE + i * cap), cap);
-        Spsc::new(ctl, buf, cap)
+        let mut r = Spsc::new(ctl, buf, cap);
+        r.set_data_fd(seg.companion(i));
+        r
     }
+}
+
+/// Opens `end` of the named pipe `os_name`, becoming one more holder of it.
+pub(crate) fn open_os_name(os_name: &str, end: usize) -> Result<Connection> {
+    if end > 1 {
+        return Err(Error::io(
+            std::io::ErrorKind::InvalidInput,
+            "a pipe has ends 0 and 1",
+        ));
+    }
+    let seg = Segment::open_named(os_name, Kind::Pipe, 0, wake_everyone)?;
+    params(&seg)?;
+    seg.take_role(end);
+    open_end(&seg, end, WaitStrategy::default())
+}
+
+/// Opens `end` of the pipe whose memfd (and eventfds) this process received: through a listener's
+/// socket (`prepared_slot` None: a new description and slot are taken, then the role), or inherited
+/// by a spawned child (the description and slot, already holding the role, were prepared by the
+/// parent).
+pub(crate) fn adopt_end(
+    memfd: std::os::fd::OwnedFd,
+    prepared_slot: Option<u32>,
+    companions: Vec<std::os::fd::OwnedFd>,
+    end: usize,
+) -> Result<Connection> {
+    if end > 1 {
+        return Err(Error::Corrupt);
+    }
+    let seg = Segment::adopt(
+        memfd,
+        prepared_slot,
+        Kind::Pipe,
+        0,
+        wake_everyone,
+        companions,
+    )?;
+    params(&seg)?;
+    if prepared_slot.is_none() {
+        seg.take_role(end);
+    }
+    open_end(&seg, end, WaitStrategy::default())
 }
 
 /// The `Connection` for `end` of the pipe in `seg` (the caller has taken the role).

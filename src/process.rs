@@ -187,16 +187,19 @@ impl Process {
         drop(f);
         let moved = MOVING.with(|m| m.borrow_mut().take()).unwrap_or_default();
         prep.in_parent(pid as u32, &moved);
-        let pidfd = rustix::process::pidfd_open(
-            rustix::process::Pid::from_raw(pid).expect("fork returned a positive pid"),
-            rustix::process::PidfdFlags::empty(),
-        )
-        .ok();
-        Ok(Process {
+        Ok(Process::from_pid(pid))
+    }
+
+    /// A handle on our child `pid`.
+    pub(crate) fn from_pid(pid: libc::pid_t) -> Process {
+        let pidfd = rustix::process::Pid::from_raw(pid).and_then(|p| {
+            rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
+        });
+        Process {
             pid,
             pidfd,
             status: None,
-        })
+        }
     }
 
     /// The child's process id.
@@ -312,6 +315,39 @@ impl Process {
     /// A descriptor that becomes readable when the child ends (a pidfd), if the kernel has them.
     pub fn exit_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         self.pidfd.as_ref().map(|f| f.as_fd())
+    }
+}
+
+impl crate::select::Waitable for Process {
+    fn __arm(&self) -> Result<crate::select::Armed> {
+        use crate::select::Armed;
+        if self.status.is_some() || self.exited_unreaped() {
+            return Ok(Armed::Ready);
+        }
+        Ok(self.pidfd.as_ref().map_or(Armed::Tick, |f| {
+            Armed::Fd(std::os::fd::AsRawFd::as_raw_fd(f))
+        }))
+    }
+
+    fn __check(&self, _signalled: bool) -> Result<bool> {
+        Ok(self.status.is_some() || self.exited_unreaped())
+    }
+}
+
+impl Process {
+    /// Whether the child has ended, without reaping it (so `join` still reports its status).
+    fn exited_unreaped(&self) -> bool {
+        // SAFETY: `info` is a valid out-pointer; WNOWAIT leaves the child waitable.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PID,
+                self.pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            ) == 0
+                && info.si_pid() == self.pid
+        }
     }
 }
 

@@ -30,6 +30,7 @@ use crate::loom::{AtomicU32, AtomicU64, Ordering};
 use crate::sync::eventcount::EventCount;
 use crossbeam_utils::CachePadded;
 use std::cell::Cell;
+use std::os::fd::RawFd;
 
 /// A frame holding a whole message.
 pub(crate) const TAG_WHOLE: u32 = 1;
@@ -119,6 +120,8 @@ pub(crate) struct Spsc {
     buf: RingBuf,
     cap: u64,
     cached_head: Cell<u64>,
+    /// An eventfd to signal when a frame is published and a descriptor-polling reader waits.
+    data_fd: Option<RawFd>,
 }
 
 // SAFETY: the view points into shared memory that outlives it (the owner keeps the segment mapped);
@@ -151,6 +154,7 @@ impl Spsc {
             buf,
             cap: cap as u64,
             cached_head: Cell::new(0),
+            data_fd: None,
         }
     }
 
@@ -161,6 +165,7 @@ impl Spsc {
             buf,
             cap: cap as u64,
             cached_head: Cell::new(0),
+            data_fd: None,
         }
     }
 
@@ -298,7 +303,9 @@ impl Spsc {
             }
         }
         self.ctl().tx.pos.store(r.new_tail, Ordering::Relaxed);
-        self.ctl().data.notify();
+        if self.ctl().data.notify() {
+            self.signal_data_fd();
+        }
     }
 
     // ---- reader side -------------------------------------------------------------------------------
@@ -359,7 +366,7 @@ impl Spsc {
     pub(crate) fn consume(&self, f: Frame) {
         // ORDERING: Release: we are done reading the frame before the writer may reuse it.
         self.ctl().rx.pos.store(f.next_head, Ordering::Release);
-        self.ctl().space.notify();
+        let _ = self.ctl().space.notify(); // nobody polls a descriptor for room
     }
 
     /// Whether a writer is registered as waiting for room.
@@ -370,7 +377,29 @@ impl Spsc {
 
     /// Wakes whoever sleeps on either side (close, death).
     pub(crate) fn wake_all(&self) {
-        self.ctl().data.notify_all_always();
-        self.ctl().space.notify_all_always();
+        if self.ctl().data.notify_all_always() {
+            self.signal_data_fd();
+        }
+        let _ = self.ctl().space.notify_all_always();
+    }
+
+    /// The descriptor a `shmwire::wait` on the reading end polls, if this pipe has one.
+    pub(crate) fn data_fd(&self) -> Option<RawFd> {
+        self.data_fd
+    }
+
+    /// Sets the eventfd signalled when a frame is published while someone polls for it.
+    pub(crate) fn set_data_fd(&mut self, fd: Option<RawFd>) {
+        self.data_fd = fd;
+    }
+
+    #[cold]
+    fn signal_data_fd(&self) {
+        if let Some(fd) = self.data_fd {
+            // An eventfd: adding 1 makes it readable. EAGAIN (counter full) still leaves it readable.
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writing 8 bytes from a valid buffer to a descriptor the segment keeps open.
+            let _ = unsafe { libc::write(fd, one.as_ptr().cast(), 8) };
+        }
     }
 }

@@ -35,12 +35,17 @@ pub(crate) const PAGE: usize = 4096;
 pub enum Kind {
     /// A [`Pipe`](crate::Pipe): one or two SPSC byte rings.
     Pipe = 1,
+    /// A [`SharedMemory`](crate::SharedMemory) block of raw bytes.
+    SharedMemory = 2,
+    /// A [`Listener`](crate::Listener)'s socket (listings only: it has no segment header).
+    Listener = 100,
 }
 
 impl Kind {
     pub(crate) fn from_u32(v: u32) -> Option<Kind> {
         match v {
             1 => Some(Kind::Pipe),
+            2 => Some(Kind::SharedMemory),
             _ => None,
         }
     }
@@ -49,6 +54,8 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Pipe => "pipe",
+            Kind::SharedMemory => "shm",
+            Kind::Listener => "listener",
         }
     }
 }

@@ -79,6 +79,9 @@ pub(crate) struct Segment {
     hdr: HeaderFields,
     name: Option<String>,
     on_role_closed: fn(&Segment, usize),
+    /// Descriptors that travel with the segment (a pipe's eventfds): inherited by forked children,
+    /// passed to spawned ones and through a `Listener`.
+    companions: Vec<OwnedFd>,
 }
 
 // SAFETY: all process-local fields are atomics or immutable after construction; the mapping is shared
@@ -89,14 +92,14 @@ unsafe impl Sync for Segment {}
 
 impl Segment {
     /// Creates an anonymous segment (a sealed memfd) for this process and its forked children.
-    pub(crate) fn create_anonymous(spec: &Spec) -> Result<Arc<Segment>> {
+    pub(crate) fn create_anonymous(spec: &Spec, companions: Vec<OwnedFd>) -> Result<Arc<Segment>> {
         use rustix::fs::{MemfdFlags, SealFlags};
         let fd =
             rustix::fs::memfd_create("shmwire", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
         let size = layout_size(spec);
         rustix::fs::ftruncate(&fd, size as u64)?;
         rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
-        Self::init(fd, spec, size, None)
+        Self::init(fd, spec, size, None, companions)
     }
 
     /// Creates a named segment; fails with `AlreadyExists` if the name is taken.
@@ -125,7 +128,7 @@ impl Segment {
             }
             rustix::fs::ftruncate(&fd, size as u64)?;
             rustix::fs::fallocate(&fd, rustix::fs::FallocateFlags::empty(), 0, size as u64)?;
-            Self::init(fd, spec, size, Some(os_name.to_owned()))
+            Self::init(fd, spec, size, Some(os_name.to_owned()), Vec::new())
         })();
         if made.is_err() {
             let _ = rustix::shm::unlink(os_name);
@@ -133,7 +136,13 @@ impl Segment {
         made
     }
 
-    fn init(fd: OwnedFd, spec: &Spec, size: usize, name: Option<String>) -> Result<Arc<Segment>> {
+    fn init(
+        fd: OwnedFd,
+        spec: &Spec,
+        size: usize,
+        name: Option<String>,
+        companions: Vec<OwnedFd>,
+    ) -> Result<Arc<Segment>> {
         assert!(spec.n_slots >= 1 && spec.n_slots <= MAX_SLOTS);
         let map = map_fd(&fd, size)?;
         let hdr = HeaderFields {
@@ -160,6 +169,7 @@ impl Segment {
             hdr,
             name,
             on_role_closed: spec.on_role_closed,
+            companions,
         });
         // Slot 0 is the creator's: take its token (a named segment took it already; taking it again
         // through the same description is a no-op).
@@ -207,11 +217,83 @@ impl Segment {
             hdr,
             name: Some(os_name.to_owned()),
             on_role_closed,
+            companions: Vec::new(),
         });
         let slot = seg.claim_slot(seg.raw_fd())?;
         seg.slot.store(slot, Ordering::Relaxed);
         registry::register(&seg);
         Ok(seg)
+    }
+
+    /// Maps a segment received as a descriptor (through a `Listener`, or inherited by a spawned
+    /// child), which must be a `kind` made for `fingerprint`. With `prepared_slot`, `fd` is an open
+    /// file description prepared for this process (by a parent, see `registry::prepare_export`) that
+    /// already holds that slot's token; without, the descriptor is shared with its sender, so we open
+    /// our own description and take a fresh slot.
+    pub(crate) fn adopt(
+        fd: OwnedFd,
+        prepared_slot: Option<u32>,
+        kind: Kind,
+        fingerprint: u64,
+        on_role_closed: fn(&Segment, usize),
+        companions: Vec<OwnedFd>,
+    ) -> Result<Arc<Segment>> {
+        let fd = match prepared_slot {
+            Some(_) => fd,
+            None => reopen(fd.as_raw_fd())?, // the sender's description stays the sender's
+        };
+        let size = rustix::fs::fstat(&fd)?.st_size as usize;
+        if size < PAGE {
+            return Err(Error::Corrupt);
+        }
+        let map = map_fd(&fd, size)?;
+        // SAFETY: the mapping is at least one page; the header is plain data, copied once.
+        let hdr: HeaderFields =
+            unsafe { std::ptr::read_volatile(map.as_ptr() as *const HeaderFields) };
+        // SAFETY: READY_OFFSET is within the first page, 4-aligned.
+        let ready = unsafe { &*(map.as_ptr().add(READY_OFFSET) as *const AtomicU32) };
+        if ready.load(Ordering::Acquire) != READY {
+            return Err(Error::Corrupt);
+        }
+        hdr.validate(kind, fingerprint, size as u64)?;
+        registry::install_fork_handler();
+        crate::sync::membarrier::register();
+        let seg = Arc::new(Segment {
+            map,
+            fd: AtomicI32::new(fd.into_raw_fd()),
+            slot: AtomicU32::new(u32::MAX),
+            owner_gen: AtomicU64::new(registry::fork_generation()),
+            hdr,
+            name: None,
+            on_role_closed,
+            companions,
+        });
+        let slot = match prepared_slot {
+            Some(s) if s < seg.hdr.n_slots && token::try_take(seg.raw_fd(), s)? => {
+                seg.set_slot_pid(s, std::process::id());
+                s
+            }
+            Some(_) => return Err(Error::Corrupt),
+            None => seg.claim_slot(seg.raw_fd())?,
+        };
+        seg.slot.store(slot, Ordering::Relaxed);
+        registry::register(&seg);
+        Ok(seg)
+    }
+
+    /// The `i`th companion descriptor, if any.
+    pub(crate) fn companion(&self, i: usize) -> Option<RawFd> {
+        self.companions.get(i).map(|f| f.as_raw_fd())
+    }
+
+    /// All companion descriptors.
+    pub(crate) fn companions(&self) -> impl Iterator<Item = RawFd> + '_ {
+        self.companions.iter().map(|f| f.as_raw_fd())
+    }
+
+    /// This process's descriptor of the segment (to send or export; never to close).
+    pub(crate) fn descriptor(&self) -> RawFd {
+        self.raw_fd()
     }
 
     /// The validated header copy (kind parameters included).
@@ -371,6 +453,25 @@ impl Segment {
         self.drop_role_of(self.my_slot(), role);
     }
 
+    /// Adds slot `slot` to the holders of `role` (a slot prepared for a child).
+    pub(crate) fn add_role_of(&self, slot: u32, role: usize) {
+        assert!(slot < 64 && role < MAX_ROLES, "roles need a slot below 64");
+        self.roles().masks[role].fetch_or(1 << slot, Ordering::AcqRel);
+    }
+
+    /// The OS name of a named segment.
+    pub(crate) fn os_name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// Removes the name now (the mapping stays valid for those who have it).
+    pub(crate) fn unlink_name(&self) -> Result<()> {
+        match &self.name {
+            Some(n) => Ok(rustix::shm::unlink(n.as_str())?),
+            None => Ok(()),
+        }
+    }
+
     /// Removes slot `slot` from the holders of `role`; the last one out closes it.
     pub(crate) fn drop_role_of(&self, slot: u32, role: usize) {
         if slot >= 64 {
@@ -472,6 +573,16 @@ impl Segment {
     /// Sets the pid shown for slot `i` (a forked child's slot is reserved by its parent).
     fn set_slot_pid(&self, i: u32, pid: u32) {
         self.slot_at(i).pid.store(pid, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("kind", &Kind::from_u32(self.hdr.kind))
+            .field("size", &self.hdr.size)
+            .field("name", &self.name)
+            .finish()
     }
 }
 

@@ -113,16 +113,45 @@ fn inspect(file_name: &str) -> Option<SegmentInfo> {
     Some(info)
 }
 
+/// A listener's socket: alive if something accepts connections on it.
+fn inspect_listener(name: &str, path: &str) -> SegmentInfo {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let alive = SocketAddrUnix::new(path).ok().is_some_and(|addr| {
+        rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .is_ok_and(|s| rustix::net::connect(&s, &addr).is_ok())
+    });
+    SegmentInfo {
+        name: name.to_owned(),
+        kind: Some(Kind::Listener),
+        size: 0,
+        creator_pid: 0,
+        participants: vec![(0, alive)],
+    }
+}
+
 /// Lists this user's shmwire segments in `/dev/shm` (those with the current `SHMWIRE_PREFIX`, if set).
 pub fn list() -> Result<Vec<SegmentInfo>> {
     let want = prefix();
     let mut out = Vec::new();
     for entry in std::fs::read_dir(SHM_DIR)? {
         let name = entry?.file_name().to_string_lossy().into_owned();
-        if name.starts_with(&want) {
-            if let Some(info) = inspect(&name) {
-                out.push(info);
-            }
+        if !name.starts_with(&want) {
+            continue;
+        }
+        let path = format!("{SHM_DIR}/{name}");
+        let is_socket = std::fs::symlink_metadata(&path).is_ok_and(|m| {
+            use std::os::unix::fs::FileTypeExt;
+            m.file_type().is_socket()
+        });
+        if is_socket {
+            out.push(inspect_listener(&name, &path));
+        } else if let Some(info) = inspect(&name) {
+            out.push(info);
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -134,7 +163,15 @@ pub fn list() -> Result<Vec<SegmentInfo>> {
 pub fn cleanup() -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for info in list()? {
-        if info.is_stale() && rustix::shm::unlink(format!("/{}", info.name).as_str()).is_ok() {
+        if !info.is_stale() {
+            continue;
+        }
+        let gone = if info.kind == Some(Kind::Listener) {
+            std::fs::remove_file(format!("{SHM_DIR}/{}", info.name)).is_ok()
+        } else {
+            rustix::shm::unlink(format!("/{}", info.name).as_str()).is_ok()
+        };
+        if gone {
             removed.push(info.name);
         }
     }

@@ -135,3 +135,79 @@ pub(crate) fn release_all() {
         }
     }
 }
+
+/// A description and slot prepared for a child that will be *spawned* (re-executed), holding the role
+/// of the handle it will open (see `ConnectionHandle`).
+pub(crate) struct Export {
+    seg: Arc<Segment>,
+    fd: OwnedFd,
+    slot: u32,
+    companions: Vec<std::os::fd::RawFd>,
+}
+
+thread_local! {
+    /// While `Process::spawn` encodes its arguments: the descriptors of the handles they contain.
+    static SPAWNING: std::cell::RefCell<Option<Vec<std::os::fd::RawFd>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Called when a handle prepared by [`prepare_export`] is serialized: if that happens while
+/// `Process::spawn` encodes its arguments, the export goes to that child.
+pub(crate) fn note_handle_serialized(fd: std::os::fd::RawFd) {
+    SPAWNING.with(|s| {
+        if let Some(v) = s.borrow_mut().as_mut() {
+            v.push(fd);
+        }
+    });
+}
+
+/// Runs `encode` and returns, with its result, the exports whose handles it serialized.
+pub(crate) fn exports_serialized_by<T>(encode: impl FnOnce() -> T) -> (T, Vec<Export>) {
+    SPAWNING.with(|s| *s.borrow_mut() = Some(Vec::new()));
+    let out = encode();
+    let fds = SPAWNING.with(|s| s.borrow_mut().take()).unwrap_or_default();
+    let mut all = EXPORTS.lock().unwrap_or_else(|p| p.into_inner());
+    let (mine, rest): (Vec<Export>, Vec<Export>) =
+        all.drain(..).partition(|e| fds.contains(&e.fd.as_raw_fd()));
+    *all = rest;
+    (out, mine)
+}
+
+static EXPORTS: Mutex<Vec<Export>> = Mutex::new(Vec::new());
+
+/// Prepares `role` of `seg` for the next spawned child: a new open file description (its token) and
+/// slot holding the role. Returns the descriptor number the child inherits and the slot.
+pub(crate) fn prepare_export(seg: &Arc<Segment>, role: usize) -> Result<(std::os::fd::RawFd, u32)> {
+    seg.ensure_owner()?;
+    let fd = reopen(seg.raw_fd())?;
+    let slot = seg.claim_slot(fd.as_raw_fd())?;
+    seg.add_role_of(slot, role);
+    let raw = fd.as_raw_fd();
+    let companions = seg.companions().collect();
+    EXPORTS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(Export {
+            seg: seg.clone(),
+            fd,
+            slot,
+            companions,
+        });
+    Ok((raw, slot))
+}
+
+impl Export {
+    /// The descriptors the child must inherit.
+    pub(crate) fn inherited(&self) -> impl Iterator<Item = std::os::fd::RawFd> + '_ {
+        std::iter::once(self.fd.as_raw_fd()).chain(self.companions.iter().copied())
+    }
+
+    /// The child was spawned: it holds its copy of the description; give up ours.
+    pub(crate) fn handed_to(self, child: u32) {
+        self.seg.set_slot_pid(self.slot, child);
+    }
+
+    /// The spawn failed: keep the export for a later spawn.
+    pub(crate) fn put_back(self) {
+        EXPORTS.lock().unwrap_or_else(|p| p.into_inner()).push(self);
+    }
+}

@@ -2,7 +2,7 @@
 //! somebody actually sleeps, once per sleep.
 //!
 //! One shared 32-bit word, also the futex word: `epoch` in the high 16 bits, the `ASYM` mode bit, and
-//! the number of registered `waiters` in the low 15 bits.
+//! the `FD_WAITER` bit, and the number of registered `waiters` in the low 14 bits.
 //!
 //! * waiter: `prepare()` adds itself to `waiters` and remembers the state (the key); it then re-checks
 //!   its condition; if still false it sleeps on the word with that key, else it `cancel()`s.
@@ -28,7 +28,10 @@
 //! barrier (so no waker still skips its fence). A waiter follows the mode it registers under.
 //!
 //! A waiter that dies while registered leaves the count too high; the next notify clears it (one
-//! needless futex call), so nothing is ever stuck. At most 32767 waiters may sleep on one word.
+//! needless futex call), so nothing is ever stuck. At most 16383 waiters may sleep on one word.
+//!
+//! A waiter that polls a file descriptor (an eventfd, for `shmwire::wait`) registers with `FD_WAITER`
+//! set; a waker that clears the count returns `true`, and its caller writes the eventfd.
 
 use super::{futex, membarrier};
 use crate::loom::{AtomicU32, Ordering, full_fence};
@@ -36,7 +39,10 @@ use std::sync::atomic::compiler_fence;
 use std::time::Duration;
 
 const WAITER: u32 = 1;
-const WAITERS: u32 = 0x7fff;
+const WAITERS: u32 = 0x3fff;
+/// Some waiter polls a file descriptor instead of the futex (`shmwire::wait`): the waker must also
+/// signal that descriptor. Cleared, with the count, by the waker.
+const FD_WAITER: u32 = 1 << 14;
 const ASYM: u32 = 1 << 15;
 const EPOCH: u32 = 1 << 16;
 
@@ -129,9 +135,18 @@ impl EventCount {
         self.cancel(key);
     }
 
-    /// Wakes every sleeper, if there is one. Call after publishing the change they wait for.
+    /// Registers as a waiter that will poll a file descriptor rather than the futex (symmetric
+    /// protocol). Follow with a re-check, then poll, then [`cancel`](Self::cancel).
+    pub(crate) fn prepare_fd(&self) -> Key {
+        self.state.fetch_or(FD_WAITER, Ordering::SeqCst);
+        self.prepare(false)
+    }
+
+    /// Wakes every sleeper, if there is one. Call after publishing the change they wait for. Returns
+    /// whether a descriptor-polling waiter must be signalled too.
     #[inline]
-    pub(crate) fn notify(&self) {
+    #[must_use]
+    pub(crate) fn notify(&self) -> bool {
         // ORDERING: the waker's half of the Dekker pair. In the asymmetric mode the waiter's heavy
         // barrier orders our publish before this load; the compiler must not reorder them either.
         compiler_fence(Ordering::SeqCst);
@@ -141,17 +156,19 @@ impl EventCount {
             s = self.state.load(Ordering::Relaxed);
         }
         if s & WAITERS != 0 {
-            self.wake(s);
+            self.wake(s)
+        } else {
+            false
         }
     }
 
     #[cold]
-    fn wake(&self, mut s: u32) {
+    fn wake(&self, mut s: u32) -> bool {
         loop {
             if s & WAITERS == 0 {
-                return; // someone else woke them
+                return false; // someone else woke them
             }
-            let next = (s & !WAITERS).wrapping_add(EPOCH);
+            let next = (s & !(WAITERS | FD_WAITER)).wrapping_add(EPOCH);
             match self
                 .state
                 .compare_exchange_weak(s, next, Ordering::SeqCst, Ordering::Relaxed)
@@ -161,6 +178,7 @@ impl EventCount {
             }
         }
         futex::wake(&self.state, u32::MAX);
+        s & FD_WAITER != 0
     }
 
     /// Whether anyone is registered (sleeping or about to).
@@ -169,16 +187,19 @@ impl EventCount {
         self.state.load(Ordering::SeqCst) & WAITERS != 0
     }
 
-    /// Wakes every sleeper unconditionally (rare state changes: close, death).
-    pub(crate) fn notify_all_always(&self) {
+    /// Wakes every sleeper unconditionally (rare state changes: close, death). Returns whether a
+    /// descriptor-polling waiter must be signalled too.
+    pub(crate) fn notify_all_always(&self) -> bool {
         // ORDERING: an RMW on the word every waiter registers on: either it follows a waiter's
         // registration (and its new epoch fails that waiter's futex wait), or the waiter's registration
         // follows it and sees what was changed before this call.
-        let _ = self
+        let prev = self
             .state
             .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |s| {
-                Some((s & !WAITERS).wrapping_add(EPOCH))
-            });
+                Some((s & !(WAITERS | FD_WAITER)).wrapping_add(EPOCH))
+            })
+            .unwrap_or(0);
         futex::wake(&self.state, u32::MAX);
+        prev & FD_WAITER != 0
     }
 }

@@ -1,0 +1,167 @@
+//! The "spawn" start method: run a role of *this program* in a fresh process, as
+//! `multiprocessing`'s spawn and the `procspawn` crate do. Safe to use from a program that runs many
+//! threads (the child is a new `exec` of the binary, not a copy of a threaded process).
+//!
+//! The one line `main` needs, first thing:
+//!
+//! ```no_run
+//! # #![allow(clippy::needless_doctest_main)]
+//! fn main() {
+//!     // In a spawned child this runs the role and exits; in the parent it returns at once.
+//!     shmwire::spawn::enter(|role, args| match role {
+//!         "echo" => {
+//!             let conn = args.get::<shmwire::ConnectionHandle>().unwrap().open().unwrap();
+//!             while let Ok(b) = conn.recv_bytes() {
+//!                 conn.send_bytes(&b).unwrap();
+//!             }
+//!             0
+//!         }
+//!         _ => 2,
+//!     });
+//!     let (a, b) = shmwire::Pipe::new().unwrap();
+//!     let mut child = shmwire::Process::spawn("echo", &b.to_handle().unwrap()).unwrap();
+//!     drop(b);
+//!     a.send_bytes(b"hi").unwrap();
+//!     assert_eq!(a.recv_bytes().unwrap(), b"hi");
+//!     drop(a);
+//!     child.join().unwrap();
+//! }
+//! ```
+//!
+//! In tests, use a `harness = false` target whose `main` calls `enter` (libtest's own `main` cannot).
+//! The child gets the role and its arguments (any serde value, postcard-encoded) in its environment,
+//! dies with its parent (`PR_SET_PDEATHSIG`, and a check of `getppid()` in `enter`), and inherits the
+//! descriptors of the handles prepared for it ([`Connection::to_handle`](crate::Connection::to_handle)).
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::process::Process;
+use crate::segment::registry;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::io::Write;
+use std::os::fd::RawFd;
+use std::os::unix::process::CommandExt;
+
+const ROLE: &str = "SHMWIRE_SPAWN_ROLE";
+const ARGS: &str = "SHMWIRE_SPAWN_ARGS";
+const PARENT: &str = "SHMWIRE_SPAWN_PARENT";
+
+/// The arguments a spawned role was given.
+#[derive(Debug, Clone)]
+pub struct Args {
+    bytes: Vec<u8>,
+}
+
+impl Args {
+    /// Decodes them as the type the parent passed to [`Process::spawn`].
+    pub fn get<T: DeserializeOwned>(&self) -> Result<T> {
+        codec::decode(&self.bytes)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// If this process is a spawned child, runs `run(role, args)`, then closes what the child still holds
+/// and exits with the code `run` returns; otherwise returns at once. Call it first thing in `main`.
+pub fn enter(run: impl FnOnce(&str, Args) -> i32) {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    let bytes = std::env::var(ARGS)
+        .ok()
+        .and_then(|a| unhex(&a))
+        .unwrap_or_default();
+    let parent: Option<i32> = std::env::var(PARENT).ok().and_then(|p| p.parse().ok());
+    // SAFETY: called first thing in `main`, before any thread of ours exists; the variables must not
+    // leak into processes this child starts.
+    unsafe {
+        std::env::remove_var(ROLE);
+        std::env::remove_var(ARGS);
+        std::env::remove_var(PARENT);
+    }
+    // SAFETY: plain syscall. The death signal was set before exec; a parent that died before that
+    // is noticed here.
+    if parent.is_some_and(|p| unsafe { libc::getppid() } != p) {
+        std::process::exit(1);
+    }
+    let code =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&role, Args { bytes })))
+            .unwrap_or(101); // a panic: its message is on stderr
+    registry::release_all();
+    let _ = std::io::stdout().flush();
+    std::process::exit(code);
+}
+
+impl Process {
+    /// Starts this program again as a child running `role` (see [`spawn::enter`](enter)), with
+    /// `args` (any serde value). The handles made by
+    /// [`Connection::to_handle`](crate::Connection::to_handle) that `args` contains go to this child:
+    /// it inherits their descriptors and holds their ends from this moment. The child dies with its
+    /// parent.
+    pub fn spawn<A: Serialize + ?Sized>(role: &str, args: &A) -> Result<Process> {
+        let (payload, exports) = registry::exports_serialized_by(|| codec::encode(args));
+        let payload = match payload {
+            Ok(p) => hex(&p),
+            Err(e) => {
+                exports.into_iter().for_each(registry::Export::put_back);
+                return Err(e);
+            }
+        };
+        let exe = std::env::current_exe()?;
+        let keep: Vec<RawFd> = exports
+            .iter()
+            .flat_map(|e| e.inherited().collect::<Vec<_>>())
+            .collect();
+        let mut cmd = std::process::Command::new(exe);
+        cmd.env(ROLE, role)
+            .env(ARGS, payload)
+            .env(PARENT, std::process::id().to_string());
+        // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
+        // system calls (fcntl, prctl) on descriptors it does not free.
+        unsafe {
+            cmd.pre_exec(move || {
+                for &fd in &keep {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                );
+                Ok(())
+            });
+        }
+        match cmd.spawn() {
+            Ok(child) => {
+                let pid = child.id();
+                for e in exports {
+                    e.handed_to(pid);
+                }
+                Ok(Process::from_pid(pid as libc::pid_t))
+            }
+            Err(e) => {
+                for x in exports {
+                    x.put_back();
+                }
+                Err(Error::Io(e))
+            }
+        }
+    }
+}

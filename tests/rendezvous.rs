@@ -1,0 +1,491 @@
+//! Rendezvous and spawn: Listener/Client between exec'd processes, the spawn start method and
+//! handles, `wait()` on many objects, SharedMemory across processes.
+
+mod common;
+
+use common::gone;
+use shmwire::{Client, ConnectionHandle, Error, Listener, Pipe, Process, SharedMemory, wait};
+use std::time::{Duration, Instant};
+
+/// The roles this test binary plays when it is spawned (re-executed) by a test.
+fn roles(role: &str, args: shmwire::spawn::Args) -> i32 {
+    match role {
+        // Connect to the listener named in `args` and echo until the end.
+        "client" => {
+            let name: String = args.get().unwrap();
+            let conn = Client::connect_timeout(&name, Duration::from_secs(10)).unwrap();
+            conn.send(&format!("hello from {}", std::process::id()))
+                .unwrap();
+            while let Ok(b) = conn.recv_bytes() {
+                conn.send_bytes(&b).unwrap();
+            }
+            0
+        }
+        // Echo over the pipe end(s) handed over.
+        "echo" => {
+            let h: ConnectionHandle = args.get().unwrap();
+            let conn = h.open().unwrap();
+            if matches!(h, ConnectionHandle::Inherited { .. }) {
+                assert!(
+                    matches!(h.open(), Err(Error::Misuse)),
+                    "an inherited handle opens once"
+                );
+            }
+            while let Ok(b) = conn.recv_bytes() {
+                conn.send_bytes(&b).unwrap();
+            }
+            0
+        }
+        "sum" => {
+            let (a, b): (ConnectionHandle, ConnectionHandle) = args.get().unwrap();
+            let (a, b) = (a.open().unwrap(), b.open().unwrap());
+            let x: u64 = a.recv().unwrap();
+            let y: u64 = b.recv().unwrap();
+            a.send(&(x + y)).unwrap();
+            0
+        }
+        "shm" => {
+            let name: String = args.get().unwrap();
+            let mut m = SharedMemory::open(&name).unwrap();
+            assert_eq!(&m.as_slice()[..5], b"ping!");
+            m.as_mut_slice()[..5].copy_from_slice(b"pong!");
+            0
+        }
+        "code" => args.get::<i32>().unwrap(),
+        "sleep" => {
+            std::thread::sleep(Duration::from_secs(60));
+            0
+        }
+        _ => 2,
+    }
+}
+
+fn main() {
+    shmwire::spawn::enter(roles);
+    common::run(tests![
+        exec_d_binaries_meet_by_name,
+        many_clients_one_listener,
+        bind_collision_and_reclaim_after_a_dead_listener,
+        connect_and_accept_errors_and_timeouts,
+        spawn_returns_the_roles_code,
+        spawn_from_a_program_with_threads,
+        handles_passed_to_a_spawned_child,
+        two_handles_in_one_spawn,
+        named_handle_opens_by_name,
+        wait_each_kind_of_timeout,
+        wait_over_64_connections_and_child_exits,
+        wait_reports_a_killed_peer,
+        wait_on_a_listener,
+        shared_memory_between_exec_d_binaries,
+        shared_memory_errors,
+        spawned_child_dies_with_its_parent,
+    ]);
+}
+
+fn unique(tag: &str) -> String {
+    format!("{tag}-{}", std::process::id())
+}
+
+fn exec_d_binaries_meet_by_name() {
+    let name = unique("meet");
+    let listener = Listener::bind(&name).unwrap();
+    assert_eq!(listener.name(), name);
+    let mut child = Process::spawn("client", &name).unwrap();
+    let conn = listener.accept_timeout(Duration::from_secs(10)).unwrap();
+    let hello: String = conn.recv().unwrap();
+    assert_eq!(hello, format!("hello from {}", child.pid()));
+    for i in 0..100u32 {
+        let msg = vec![i as u8; i as usize * 100];
+        conn.send_bytes(&msg).unwrap();
+        assert_eq!(conn.recv_bytes().unwrap(), msg);
+    }
+    drop(conn);
+    assert!(child.join().unwrap().success());
+}
+
+fn many_clients_one_listener() {
+    let name = unique("many");
+    let listener = Listener::bind(&name).unwrap();
+    let mut kids: Vec<Process> = (0..4)
+        .map(|_| Process::spawn("client", &name).unwrap())
+        .collect();
+    let conns: Vec<_> = (0..4)
+        .map(|_| listener.accept_timeout(Duration::from_secs(10)).unwrap())
+        .collect();
+    let mut pids: Vec<String> = conns.iter().map(|c| c.recv::<String>().unwrap()).collect();
+    pids.sort();
+    let mut want: Vec<String> = kids
+        .iter()
+        .map(|k| format!("hello from {}", k.pid()))
+        .collect();
+    want.sort();
+    assert_eq!(pids, want);
+    drop(conns);
+    for k in &mut kids {
+        assert!(k.join().unwrap().success());
+    }
+}
+
+fn bind_collision_and_reclaim_after_a_dead_listener() {
+    let name = unique("taken");
+    let first = Listener::bind(&name).unwrap();
+    match Listener::bind(&name) {
+        Err(Error::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse),
+        other => panic!("a live listener's name must not be taken over: {other:?}"),
+    }
+    drop(first);
+    // A listener that dies without closing leaves its socket behind; the next bind reclaims it.
+    let name2 = unique("dead");
+    let n = name2.clone();
+    let mut dying = Process::fork(move || {
+        let _l = Listener::bind(&n).unwrap();
+        // SAFETY: dies as SIGKILL would, without running destructors.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    })
+    .unwrap();
+    dying.join().unwrap();
+    let stale = shmwire::segment::list().unwrap();
+    assert!(
+        stale
+            .iter()
+            .any(|s| s.name.ends_with(&name2) && s.is_stale()),
+        "{stale:?}"
+    );
+    let again = Listener::bind(&name2).unwrap();
+    // And a stale one is what cleanup removes; a live one it keeps.
+    let name3 = unique("dead2");
+    let n3 = name3.clone();
+    let mut dying = Process::fork(move || {
+        let _l = Listener::bind(&n3).unwrap();
+        // SAFETY: as above.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    })
+    .unwrap();
+    dying.join().unwrap();
+    let removed = shmwire::cleanup().unwrap();
+    assert!(removed.iter().any(|r| r.ends_with(&name3)), "{removed:?}");
+    assert!(!removed.iter().any(|r| r.ends_with(&name2)));
+    drop(again);
+}
+
+fn connect_and_accept_errors_and_timeouts() {
+    match Client::connect(&unique("nobody")) {
+        Err(Error::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        matches!(Listener::bind("bad/name"), Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::InvalidInput)
+    );
+    let name = unique("slow");
+    let listener = Listener::bind(&name).unwrap();
+    let t = Instant::now();
+    assert!(matches!(
+        listener.accept_timeout(Duration::from_millis(100)),
+        Err(Error::Timeout)
+    ));
+    assert!(t.elapsed() >= Duration::from_millis(100));
+    // A listener that never accepts: the client times out.
+    let t = Instant::now();
+    assert!(matches!(
+        Client::connect_timeout(&name, Duration::from_millis(150)),
+        Err(Error::Timeout)
+    ));
+    assert!(t.elapsed() >= Duration::from_millis(150));
+}
+
+fn spawn_returns_the_roles_code() {
+    let mut p = Process::spawn("code", &7i32).unwrap();
+    assert_eq!(p.join().unwrap().code(), Some(7));
+    let mut p = Process::spawn("no-such-role", &()).unwrap();
+    assert_eq!(p.join().unwrap().code(), Some(2));
+}
+
+fn spawn_from_a_program_with_threads() {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lock = std::sync::Arc::new(std::sync::Mutex::new(0u64));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, lock) = (stop.clone(), lock.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    *lock.lock().unwrap() += 1; // a lock that is often held at the moment of a fork
+                }
+            })
+        })
+        .collect();
+    let (a, b) = Pipe::new().unwrap();
+    let h = b.to_handle().unwrap();
+    let mut kids = Vec::new();
+    for _ in 0..5 {
+        kids.push(Process::spawn("code", &0i32).unwrap());
+    }
+    let mut echo = Process::spawn("echo", &h).unwrap();
+    drop(b);
+    a.send_bytes(b"threads are fine").unwrap();
+    assert_eq!(a.recv_bytes().unwrap(), b"threads are fine");
+    drop(a);
+    for k in &mut kids {
+        assert!(k.join().unwrap().success());
+    }
+    assert!(echo.join().unwrap().success());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+fn handles_passed_to_a_spawned_child() {
+    let (a, b) = Pipe::new().unwrap();
+    let mut child = Process::spawn("echo", &b.to_handle().unwrap()).unwrap();
+    drop(b); // the child holds its end now: dropping ours must not close it
+    for size in [0usize, 1, 1000, 5 << 20] {
+        let msg: Vec<u8> = (0..size).map(|i| i as u8).collect();
+        a.send_bytes(&msg).unwrap();
+        assert_eq!(a.recv_bytes().unwrap(), msg);
+    }
+    drop(a); // the child's recv loop ends with Eof
+    assert!(
+        child
+            .join_timeout(Duration::from_secs(10))
+            .unwrap()
+            .success()
+    );
+}
+
+fn two_handles_in_one_spawn() {
+    let (a1, b1) = Pipe::new().unwrap();
+    let (a2, b2) = Pipe::new().unwrap();
+    let handles = (b1.to_handle().unwrap(), b2.to_handle().unwrap());
+    let mut child = Process::spawn("sum", &handles).unwrap();
+    drop((b1, b2));
+    a1.send(&40u64).unwrap();
+    a2.send(&2u64).unwrap();
+    assert_eq!(a1.recv::<u64>().unwrap(), 42);
+    assert!(child.join().unwrap().success());
+    assert!(matches!(a2.recv::<u64>(), Err(Error::Eof)));
+}
+
+fn named_handle_opens_by_name() {
+    let (a, b) = Pipe::builder()
+        .name(&unique("named-handle"))
+        .build()
+        .unwrap();
+    let h = b.to_handle().unwrap();
+    assert!(matches!(h, ConnectionHandle::Named { .. }));
+    let mut child = Process::spawn("echo", &h).unwrap();
+    a.send_bytes(b"by name").unwrap();
+    assert_eq!(a.recv_bytes().unwrap(), b"by name");
+    drop(b);
+    drop(a);
+    assert!(
+        child
+            .join_timeout(Duration::from_secs(10))
+            .unwrap()
+            .success()
+    );
+}
+
+fn wait_each_kind_of_timeout() {
+    let (a, b) = Pipe::new().unwrap();
+    let t = Instant::now();
+    assert!(wait(&[&a], Duration::ZERO).unwrap().is_empty());
+    assert!(t.elapsed() < Duration::from_millis(50));
+    let t = Instant::now();
+    assert!(
+        wait(&[&a], Some(Duration::from_millis(120)))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(t.elapsed() >= Duration::from_millis(120) && t.elapsed() < Duration::from_secs(2));
+    let mut p = Process::fork(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        b.send(&1u8).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    })
+    .unwrap();
+    let t = Instant::now();
+    assert_eq!(wait(&[&a, &p], None).unwrap(), vec![0]);
+    assert!(t.elapsed() >= Duration::from_millis(150));
+    assert_eq!(a.recv::<u8>().unwrap(), 1);
+    // Then the process ends (and, holding the other end, closes it).
+    let ready = wait(&[&p], None).unwrap();
+    assert_eq!(ready, vec![0]);
+    assert!(p.join().unwrap().success());
+    assert_eq!(
+        wait(&[&a], Duration::ZERO).unwrap(),
+        vec![0],
+        "a closed end is ready (recv says Eof)"
+    );
+    assert!(matches!(a.recv::<u8>(), Err(Error::Eof)));
+}
+
+fn wait_over_64_connections_and_child_exits() {
+    const N: usize = 64;
+    const KIDS: usize = 8;
+    let mut mine = Vec::new();
+    let mut kids = Vec::new();
+    for k in 0..KIDS {
+        let mut theirs = Vec::new();
+        for _ in 0..N / KIDS {
+            let (a, b) = Pipe::new().unwrap();
+            mine.push(a);
+            theirs.push(b);
+        }
+        kids.push(
+            Process::fork(move || {
+                let mut rng = common::Rng(k as u64 + 1);
+                for round in 0..3u32 {
+                    for (i, c) in theirs.iter().enumerate() {
+                        std::thread::sleep(Duration::from_micros(rng.below(3000)));
+                        c.send(&(k as u32, i as u32, round)).unwrap();
+                    }
+                }
+            })
+            .unwrap(),
+        );
+    }
+    let mut got = [0u32; N];
+    let mut exited = [false; KIDS];
+    let mut done = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while done < N + KIDS {
+        assert!(Instant::now() < deadline, "wait() stopped making progress");
+        let mut objs: Vec<&dyn shmwire::Waitable> = Vec::new();
+        let mut index = Vec::new();
+        for (i, c) in mine.iter().enumerate() {
+            if got[i] < 3 {
+                objs.push(c);
+                index.push(i);
+            }
+        }
+        for (k, p) in kids.iter().enumerate() {
+            if !exited[k] {
+                objs.push(p);
+                index.push(N + k);
+            }
+        }
+        for r in wait(&objs, Some(Duration::from_secs(5))).unwrap() {
+            let which = index[r];
+            if which < N {
+                let (k, i, round): (u32, u32, u32) = mine[which].recv().unwrap();
+                assert_eq!((k as usize) * (N / KIDS) + i as usize, which);
+                assert_eq!(round, got[which]);
+                got[which] += 1;
+                if got[which] == 3 {
+                    done += 1;
+                }
+            } else if !exited[which - N] {
+                exited[which - N] = true;
+                done += 1;
+            }
+        }
+    }
+    for p in &mut kids {
+        assert!(p.join().unwrap().success());
+    }
+}
+
+fn wait_reports_a_killed_peer() {
+    let (a, b) = Pipe::new().unwrap();
+    let (c, d) = Pipe::new().unwrap();
+    let mut p = Process::fork(move || {
+        let _keep = (b, d);
+        std::thread::sleep(Duration::from_secs(60));
+    })
+    .unwrap();
+    let pid = p.pid();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        // SAFETY: kills our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        Instant::now()
+    });
+    let ready = wait(&[&a, &c], None).unwrap();
+    let noticed = Instant::now();
+    let killed = killer.join().unwrap();
+    assert!(!ready.is_empty());
+    assert!(
+        noticed - killed < shmwire::PROBE_INTERVAL * 20,
+        "took {:?}",
+        noticed - killed
+    );
+    assert!(matches!(a.recv::<u8>(), Err(Error::PeerDied)));
+    assert!(matches!(c.recv::<u8>(), Err(Error::PeerDied)));
+    p.join().unwrap();
+}
+
+fn wait_on_a_listener() {
+    let name = unique("waited");
+    let listener = Listener::bind(&name).unwrap();
+    assert!(wait(&[&listener], Duration::ZERO).unwrap().is_empty());
+    let mut child = Process::spawn("client", &name).unwrap();
+    assert_eq!(
+        wait(&[&listener], Some(Duration::from_secs(10))).unwrap(),
+        vec![0]
+    );
+    let conn = listener.accept().unwrap();
+    assert!(conn.recv::<String>().unwrap().starts_with("hello from"));
+    drop(conn);
+    assert!(child.join().unwrap().success());
+}
+
+fn shared_memory_between_exec_d_binaries() {
+    let name = unique("block");
+    let mut m = SharedMemory::create(&name, 1 << 20).unwrap();
+    assert_eq!(m.len(), 1 << 20);
+    assert!(m.as_slice().iter().all(|&b| b == 0));
+    m.as_mut_slice()[..5].copy_from_slice(b"ping!");
+    let mut child = Process::spawn("shm", &name).unwrap();
+    assert!(child.join().unwrap().success());
+    assert_eq!(&m.as_slice()[..5], b"pong!");
+    drop(m); // the last user removes the name
+    assert!(
+        matches!(SharedMemory::open(&name), Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound)
+    );
+}
+
+fn shared_memory_errors() {
+    let name = unique("block2");
+    let m = SharedMemory::create(&name, 100).unwrap();
+    assert!(
+        matches!(SharedMemory::create(&name, 100), Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::AlreadyExists)
+    );
+    assert!(matches!(
+        SharedMemory::create(&unique("zero"), 0),
+        Err(Error::Io(_))
+    ));
+    // A pipe is not a block, and a block is not a pipe.
+    let (_p, _q) = Pipe::builder()
+        .name(&unique("not-a-block"))
+        .build()
+        .unwrap();
+    assert!(matches!(
+        SharedMemory::open(&unique("not-a-block")),
+        Err(Error::Incompatible)
+    ));
+    assert!(matches!(Pipe::open(&name, 0), Err(Error::Incompatible)));
+    m.unlink().unwrap();
+    assert!(matches!(SharedMemory::open(&name), Err(Error::Io(_))));
+    assert_eq!(m.len(), 100); // still usable
+}
+
+fn spawned_child_dies_with_its_parent() {
+    let (r, w) = Pipe::simplex().unwrap();
+    let mut middle = Process::fork(move || {
+        let p = Process::spawn("sleep", &()).unwrap();
+        w.send(&p.pid()).unwrap();
+        std::thread::sleep(Duration::from_secs(60));
+    })
+    .unwrap();
+    let grandchild: u32 = r.recv().unwrap();
+    middle.kill().unwrap();
+    middle.join().unwrap();
+    let t = Instant::now();
+    while !gone(grandchild) {
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "the spawned grandchild outlived its parent"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
