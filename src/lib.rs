@@ -28,7 +28,8 @@
 //!   a participant table whose slots are held through kernel-released liveness tokens (OFD locks).
 //! * `sync`: futex wait/wake, an eventcount (a busy stream makes no system calls), the wait strategy.
 //! * `ring`: the SPSC byte ring under each pipe direction.
-//! * The API: [`Pipe`], [`Connection`], [`Process`].
+//! * The API: [`Pipe`], [`Connection`], [`Process`] (fork, or [`spawn`]), [`Listener`]/[`Client`],
+//!   [`wait`], [`SharedMemory`].
 //!
 //! ## Failure
 //!
