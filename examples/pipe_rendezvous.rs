@@ -38,7 +38,10 @@ fn server(start_client: bool) -> shmwire::Result<()> {
 
 fn client() -> shmwire::Result<()> {
     let conn = Client::connect_timeout(NAME, Duration::from_secs(30))?;
-    conn.send(&format!("hello from the client (pid {})", std::process::id()))?;
+    conn.send(&format!(
+        "hello from the client (pid {})",
+        std::process::id()
+    ))?;
     while let Ok(n) = conn.recv::<u32>() {
         conn.send(&(n * n))?;
     }

@@ -853,8 +853,8 @@ impl Waitable for Connection {
 }
 
 impl AsFd for Connection {
-    /// The eventfd that becomes readable when a message arrives, once [`prepare_poll`]
-    /// (Connection::prepare_poll) has said so.
+    /// The eventfd that becomes readable when a message arrives, once
+    /// [`prepare_poll`](Connection::prepare_poll) has said so.
     fn as_fd(&self) -> BorrowedFd<'_> {
         if let Some(fd) = self.rx.as_ref().and_then(Spsc::data_fd) {
             // SAFETY: the segment keeps its companion descriptors open as long as this end exists.

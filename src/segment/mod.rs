@@ -8,7 +8,7 @@
 //!   The last participant to drop its handle unlinks the name; [`cleanup`] removes names whose
 //!   participants all died. A peer that shrinks a named segment can still make the others fault: only
 //!   seals prevent that, and POSIX shm cannot be sealed.
-//! * Every process that maps a segment holds one participant slot and its token (see [`token`]). A
+//! * Every process that maps a segment holds one participant slot and its token (see the `token` module). A
 //!   role (an end of a pipe) is a bitmask over slots, so "is the role still held?" is one load, and a
 //!   dead holder is removed from it exactly once, by whoever takes its token first (the reaper).
 
