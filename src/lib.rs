@@ -50,20 +50,32 @@ compile_error!(
     "shmwire needs Linux (futex, memfd_create, OFD locks); other systems are not supported yet"
 );
 
+#[cfg(not(loom))]
+mod barrier;
 mod codec;
+#[cfg(not(loom))]
+mod condition;
 #[cfg(not(loom))]
 mod connection;
 mod error;
 #[cfg(not(loom))]
+mod event;
+#[cfg(not(loom))]
 mod handle;
 #[cfg(not(loom))]
 mod listener;
+#[cfg(not(loom))]
+mod lock;
 pub(crate) mod loom;
+#[cfg(not(loom))]
+mod object;
 #[cfg(not(loom))]
 mod pipe;
 #[cfg(not(loom))]
 mod process;
 mod ring;
+#[cfg(not(loom))]
+mod semaphore;
 #[cfg(not(loom))]
 pub mod segment;
 #[cfg(not(loom))]
@@ -75,10 +87,21 @@ pub mod spawn;
 pub mod stats;
 mod sync;
 mod timeout;
+#[cfg(not(loom))]
+mod value;
 
 #[cfg(not(loom))]
 pub use connection::Connection;
 pub use error::{Error, Result};
+#[cfg(not(loom))]
+pub use {
+    barrier::Barrier,
+    condition::Condition,
+    event::Event,
+    lock::{Lock, LockGuard, RLock, RLockGuard},
+    semaphore::{BoundedSemaphore, Semaphore},
+    value::{Array, AtomicInt, Value, ValueGuard},
+};
 #[cfg(not(loom))]
 pub use handle::ConnectionHandle;
 #[cfg(not(loom))]

@@ -37,6 +37,12 @@ pub enum Kind {
     Pipe = 1,
     /// A [`SharedMemory`](crate::SharedMemory) block of raw bytes.
     SharedMemory = 2,
+    /// A lock, semaphore, event, condition or barrier.
+    Sync = 3,
+    /// A [`Value`](crate::Value) or [`Array`](crate::Array).
+    Value = 4,
+    /// A [`Queue`](crate::Queue).
+    Queue = 5,
     /// A [`Listener`](crate::Listener)'s socket (listings only: it has no segment header).
     Listener = 100,
 }
@@ -46,6 +52,9 @@ impl Kind {
         match v {
             1 => Some(Kind::Pipe),
             2 => Some(Kind::SharedMemory),
+            3 => Some(Kind::Sync),
+            4 => Some(Kind::Value),
+            5 => Some(Kind::Queue),
             _ => None,
         }
     }
@@ -55,6 +64,9 @@ impl Kind {
         match self {
             Kind::Pipe => "pipe",
             Kind::SharedMemory => "shm",
+            Kind::Sync => "sync",
+            Kind::Value => "value",
+            Kind::Queue => "queue",
             Kind::Listener => "listener",
         }
     }

@@ -14,7 +14,7 @@
 //! take their own slot on first use.
 
 use super::{Segment, reopen};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once, Weak};
@@ -76,6 +76,9 @@ pub(crate) fn prepare_fork() -> Result<ForkPrep> {
         let fd = reopen(seg.raw_fd())?;
         let slot = match seg.claim_slot(fd.as_raw_fd()) {
             Ok(s) => s,
+            // Every slot taken (a pipe has 64): the child gets none now, and takes one on first
+            // use of this segment if one is free by then.
+            Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::QuotaExceeded => continue,
             Err(e) => {
                 prep.abort();
                 return Err(e);

@@ -5,6 +5,8 @@ pub(crate) mod claim;
 pub(crate) mod eventcount;
 pub(crate) mod futex;
 pub(crate) mod membarrier;
+#[cfg(not(loom))]
+pub(crate) mod mutex;
 pub(crate) mod wait;
 
 pub use wait::{PROBE_INTERVAL, WaitStrategy};

@@ -1,0 +1,113 @@
+//! A shared object: a control block of atomics (and, for arrays and queues, a data area after it) in a
+//! segment of its own, shared with forked children (an anonymous sealed memfd) or by name.
+//!
+//! Every handle is `Clone + Send + Sync` (an `Arc` over the mapping); the control block is all
+//! atomics, so any bytes another process wrote are a valid value, and whatever the kind reads from it
+//! that indexes memory is checked before use.
+
+use crate::error::{Error, Result};
+use crate::segment::{Kind, Segment, Spec, names};
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+/// Control blocks that may live in shared memory.
+///
+/// # Safety
+/// The type must be `repr(C)`, valid for every bit pattern (only atomics and plain integers), and
+/// not need dropping.
+pub(crate) unsafe trait SharedBlock: Sized {}
+
+/// Participants a shared object accepts (a lock used by a hundred processes at once, for example).
+const OBJECT_SLOTS: u32 = 256;
+
+fn no_roles(_: &Segment, _: usize) {}
+
+/// A control block `T` followed by `data_len` bytes, in a segment.
+pub(crate) struct Object<T: SharedBlock> {
+    seg: Arc<Segment>,
+    data_len: usize,
+    _t: PhantomData<T>,
+}
+
+impl<T: SharedBlock> Clone for Object<T> {
+    fn clone(&self) -> Self {
+        Object { seg: self.seg.clone(), data_len: self.data_len, _t: PhantomData }
+    }
+}
+
+// SAFETY: the control block is all atomics and the data area is accessed under the kind's protocol;
+// the mapping lives as long as the `Arc`.
+unsafe impl<T: SharedBlock> Send for Object<T> {}
+// SAFETY: as above.
+unsafe impl<T: SharedBlock> Sync for Object<T> {}
+
+const fn data_offset<T>() -> usize {
+    std::mem::size_of::<T>().div_ceil(128) * 128
+}
+
+impl<T: SharedBlock> Object<T> {
+    /// Creates the object: anonymous (fork-shared) when `name` is `None`, else named. `params` are
+    /// recorded in the header (validated by the kind on open); the control block starts zeroed.
+    pub(crate) fn create(kind: Kind, fingerprint: u64, params: [u64; 6], data_len: usize, name: Option<&str>) -> Result<Self> {
+        let mut p = [0u64; 8];
+        p[..6].copy_from_slice(&params);
+        p[7] = data_len as u64;
+        let spec = Spec {
+            kind,
+            fingerprint,
+            params: p,
+            kind_size: data_offset::<T>() + data_len,
+            n_slots: OBJECT_SLOTS,
+            on_role_closed: no_roles,
+        };
+        let seg = match name {
+            None => Segment::create_anonymous(&spec, Vec::new())?,
+            Some(n) => Segment::create_named(&names::user_name(n)?, &spec)?,
+        };
+        Ok(Object { seg, data_len, _t: PhantomData })
+    }
+
+    /// Opens the named object, which must be a `kind` made for `fingerprint`.
+    pub(crate) fn open(kind: Kind, fingerprint: u64, name: &str) -> Result<Self> {
+        let seg = Segment::open_named(&names::user_name(name)?, kind, fingerprint, no_roles)?;
+        let data_len = seg.header().params[7];
+        if data_offset::<T>() as u64 + data_len > seg.kind_area().1 as u64 {
+            return Err(Error::Corrupt);
+        }
+        Ok(Object { seg, data_len: data_len as usize, _t: PhantomData })
+    }
+
+    /// The control block.
+    #[inline]
+    pub(crate) fn block(&self) -> &T {
+        // SAFETY: the kind area starts page-aligned and holds `size_of::<T>()` bytes (checked on
+        // open, sized on create); `T` is valid for any bytes (`SharedBlock`).
+        unsafe { &*(self.seg.kind_area().0 as *const T) }
+    }
+
+    /// The data area after the control block.
+    #[inline]
+    pub(crate) fn data(&self) -> (*mut u8, usize) {
+        // SAFETY: `data_offset + data_len` lies within the kind area (checked on open).
+        (unsafe { self.seg.kind_area().0.add(data_offset::<T>()) }, self.data_len)
+    }
+
+    /// The parameters recorded at creation.
+    pub(crate) fn params(&self) -> [u64; 6] {
+        let mut p = [0u64; 6];
+        p.copy_from_slice(&self.seg.header().params[..6]);
+        p
+    }
+
+    pub(crate) fn segment(&self) -> &Segment {
+        &self.seg
+    }
+
+    /// Checks this process's ownership of its slot (after a fork behind our back) and returns its
+    /// claim id.
+    #[inline]
+    pub(crate) fn me(&self) -> Result<u32> {
+        self.seg.ensure_owner()?;
+        Ok(self.seg.claim_id())
+    }
+}

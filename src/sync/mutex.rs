@@ -1,0 +1,85 @@
+//! A robust cross-process mutex on one futex word: the holder's identity (its participant slot and
+//! the slot's generation, see `Segment::claim_id`) or 0.
+//!
+//! Acquire is one CAS from 0; a waiter spins briefly, then sleeps on an eventcount, and between
+//! sleeps of at most `PROBE_INTERVAL` it checks the holder's liveness token. A holder that died (its
+//! token released; a stopped holder keeps it) is replaced by 0 and the mutex marked *inconsistent*:
+//! every later acquirer is told `owner_died` (as `EOWNERDEAD` does) until one calls
+//! `mark_consistent`. Nothing is ever stolen from a live holder.
+
+use super::eventcount::EventCount;
+use super::wait::{Deadline, Spinner, WaitStrategy, block_on};
+use crate::error::Result;
+use crate::segment::Segment;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// The shared words of a mutex (plus the owner-thread and count an `RLock` keeps).
+#[repr(C)]
+pub(crate) struct RawMutex {
+    owner: AtomicU32,
+    inconsistent: AtomicU32,
+    ec: EventCount,
+    /// `RLock`: the holder's thread token within the holder process.
+    pub(crate) thread: AtomicU64,
+    /// `RLock`: the recursion count.
+    pub(crate) count: AtomicU32,
+}
+
+impl RawMutex {
+    /// One attempt.
+    #[inline]
+    pub(crate) fn try_lock(&self, me: u32) -> bool {
+        // ORDERING: Acquire: what the previous holder did before releasing is visible to us.
+        self.owner.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
+    }
+
+    /// Acquires, waiting until `deadline` (`Error::Timeout`). Recovers from a dead holder.
+    pub(crate) fn lock(&self, seg: &Segment, me: u32, deadline: Deadline) -> Result<()> {
+        if self.try_lock(me) {
+            return Ok(());
+        }
+        let mut spinner = Spinner::new(WaitStrategy::Adaptive);
+        block_on(
+            &mut spinner,
+            false,
+            &self.ec,
+            deadline,
+            || Ok(self.try_lock(me).then_some(())),
+            || self.recover_if_holder_died(seg),
+        )
+    }
+
+    /// If the holder is dead, frees the mutex on its behalf and marks it inconsistent.
+    pub(crate) fn recover_if_holder_died(&self, seg: &Segment) -> Result<()> {
+        let cur = self.owner.load(Ordering::Acquire);
+        if cur != 0 && !seg.claim_alive(cur)? && self.owner.compare_exchange(cur, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            self.thread.store(0, Ordering::Relaxed);
+            self.count.store(0, Ordering::Relaxed);
+            self.inconsistent.store(1, Ordering::Release);
+            let _ = self.ec.notify_all_always();
+        }
+        Ok(())
+    }
+
+    /// Releases (the caller is the holder).
+    #[inline]
+    pub(crate) fn unlock(&self) {
+        // ORDERING: Release publishes the critical section to the next holder.
+        self.owner.store(0, Ordering::Release);
+        let _ = self.ec.notify();
+    }
+
+    /// The holder's identity, 0 if free.
+    pub(crate) fn holder(&self) -> u32 {
+        self.owner.load(Ordering::Acquire)
+    }
+
+    /// Whether a holder died since the last `mark_consistent`.
+    pub(crate) fn is_inconsistent(&self) -> bool {
+        self.inconsistent.load(Ordering::Acquire) != 0
+    }
+
+    pub(crate) fn mark_consistent(&self) {
+        self.inconsistent.store(0, Ordering::Release);
+    }
+}
