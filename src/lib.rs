@@ -73,6 +73,8 @@ mod object;
 mod pipe;
 #[cfg(not(loom))]
 mod process;
+#[cfg(not(loom))]
+mod queue;
 mod ring;
 #[cfg(not(loom))]
 mod semaphore;
@@ -99,6 +101,7 @@ pub use {
     condition::Condition,
     event::Event,
     lock::{Lock, LockGuard, RLock, RLockGuard},
+    queue::{JoinableQueue, Queue, QueueBuilder, SimpleQueue, UNBOUNDED_CAPACITY},
     semaphore::{BoundedSemaphore, Semaphore},
     value::{Array, AtomicInt, Value, ValueGuard},
 };

@@ -31,6 +31,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// Bits of a slot's generation kept in a claim id.
+const CLAIM_GEN_MASK: u32 = 0x3f_ffff;
 const SLOT_FREE: u32 = 0;
 const SLOT_LIVE: u32 = 1;
 
@@ -364,12 +366,13 @@ impl Segment {
         self.slot.load(Ordering::Relaxed)
     }
 
-    /// An identity for claim words: slot and generation, never 0.
+    /// An identity for claim words: slot and generation (30 bits in all, so that a queue slot's control
+    /// word can hold it), never 0.
     #[inline]
     pub(crate) fn claim_id(&self) -> u32 {
         let s = self.my_slot();
         let generation = self.slot_at(s).generation.load(Ordering::Relaxed);
-        (generation << 8) | (s + 1)
+        ((generation & CLAIM_GEN_MASK) << 8) | (s + 1)
     }
 
     /// Whether the claim `id` (from [`claim_id`](Self::claim_id)) belongs to a live participant.
@@ -382,7 +385,7 @@ impl Segment {
             return Ok(id == self.claim_id());
         }
         let generation = self.slot_at(slot).generation.load(Ordering::Acquire);
-        if (generation << 8) >> 8 != id >> 8 {
+        if generation & CLAIM_GEN_MASK != id >> 8 {
             return Ok(false);
         }
         Ok(token::is_held(self.raw_fd(), slot)?)

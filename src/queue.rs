@@ -1,0 +1,442 @@
+//! `Queue`, `JoinableQueue` and `SimpleQueue`: multi-producer multi-consumer queues between processes,
+//! Python's `multiprocessing.Queue` and friends, on the slot ring of `ring::mpmc`.
+//!
+//! No feeder thread and no lock: a `put` is done when it returns (so a process may exit without
+//! draining what it put, and joining it never deadlocks), and a consumer stopped in the middle of a
+//! `get` does not hold up the others. Blocked producers and consumers spin briefly, then sleep on
+//! eventcounts, so a busy queue makes no system calls.
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::object::{Object, SharedBlock};
+use crate::ring::mpmc::{Attempt, Mpmc, SLOT_HEADER};
+use crate::segment::{Kind, fingerprint_of};
+use crate::sync::eventcount::EventCount;
+use crate::sync::wait::{Deadline, Spinner, WaitStrategy, block_on};
+use crossbeam_utils::CachePadded;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+#[repr(C)]
+pub(crate) struct QueueBlock {
+    enq: CachePadded<AtomicU64>,
+    deq: CachePadded<AtomicU64>,
+    /// Consumers sleep here.
+    not_empty: CachePadded<EventCount>,
+    /// Producers sleep here.
+    not_full: CachePadded<EventCount>,
+    closed: AtomicU32,
+    /// JoinableQueue: items put and not yet marked done.
+    unfinished: AtomicU64,
+    joined: EventCount,
+}
+// SAFETY: repr(C), all atomics (CachePadded only adds alignment).
+unsafe impl SharedBlock for QueueBlock {}
+
+const PARAM_CAP: usize = 0;
+const PARAM_SLOT: usize = 1;
+/// Slots of a queue created with `maxsize == 0`.
+pub const UNBOUNDED_CAPACITY: usize = 65_536;
+/// Default bytes per item (encoded).
+pub const DEFAULT_ITEM_SIZE: usize = 240;
+
+/// A multi-producer multi-consumer queue of `T` shared by processes.
+///
+/// `Clone + Send + Sync`. Items are any serde type, encoded with postcard; an encoded item larger than
+/// the item size ([`QueueBuilder::item_size`], 240 bytes by default) is [`Error::TooLarge`].
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::{Process, Queue};
+/// let q = Queue::<String>::new(0)?;
+/// let producer = q.clone();
+/// let mut p = Process::fork(move || {
+///     for v in ["A", "B", "C"] {
+///         producer.put(&v.to_string()).unwrap();
+///     }
+///     producer.close().unwrap();
+/// })?;
+/// let mut got = Vec::new();
+/// while let Ok(v) = q.get() {
+///     got.push(v);
+/// }
+/// assert_eq!(got, ["A", "B", "C"]);
+/// p.join()?;
+/// # Ok(()) }
+/// ```
+pub struct Queue<T> {
+    obj: Object<QueueBlock>,
+    maxsize: usize,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue { obj: self.obj.clone(), maxsize: self.maxsize, _t: PhantomData }
+    }
+}
+
+impl<T> std::fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue").field("maxsize", &self.maxsize).field("len", &self.ring().len()).finish()
+    }
+}
+
+/// Options for a [`Queue`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct QueueBuilder<T> {
+    maxsize: usize,
+    item_size: usize,
+    name: Option<String>,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
+    /// The most items it holds; 0 (the default) means as many as [`UNBOUNDED_CAPACITY`].
+    pub fn maxsize(mut self, maxsize: usize) -> Self {
+        self.maxsize = maxsize;
+        self
+    }
+
+    /// The largest encoded item, in bytes (default 240).
+    pub fn item_size(mut self, bytes: usize) -> Self {
+        self.item_size = bytes;
+        self
+    }
+
+    /// A name other processes can [`Queue::open`].
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.to_owned());
+        self
+    }
+
+    /// Creates the queue.
+    pub fn build(self) -> Result<Queue<T>> {
+        let cap = if self.maxsize == 0 { UNBOUNDED_CAPACITY } else { self.maxsize };
+        let slot = (self.item_size.max(8) + SLOT_HEADER).div_ceil(8) * 8;
+        let bytes = cap.checked_mul(slot).filter(|&b| b <= 1 << 40).ok_or_else(|| {
+            Error::io(std::io::ErrorKind::InvalidInput, "maxsize x item_size is too large for one queue")
+        })?;
+        let mut p = [0u64; 6];
+        p[PARAM_CAP] = cap as u64;
+        p[PARAM_SLOT] = slot as u64;
+        let obj = Object::create(Kind::Queue, fingerprint_of::<T>(), p, bytes, self.name.as_deref())?;
+        Ok(Queue { obj, maxsize: self.maxsize, _t: PhantomData })
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// A queue of at most `maxsize` items (0: up to [`UNBOUNDED_CAPACITY`]), shared with children
+    /// forked later.
+    pub fn new(maxsize: usize) -> Result<Queue<T>> {
+        Self::builder().maxsize(maxsize).build()
+    }
+
+    /// Options: maxsize, item size, name.
+    pub fn builder() -> QueueBuilder<T> {
+        QueueBuilder { maxsize: 0, item_size: DEFAULT_ITEM_SIZE, name: None, _t: PhantomData }
+    }
+
+    /// Opens the queue named `name`; it must carry `T` (else [`Error::Incompatible`]).
+    pub fn open(name: &str) -> Result<Queue<T>> {
+        let obj: Object<QueueBlock> = Object::open(Kind::Queue, fingerprint_of::<T>(), name)?;
+        let p = obj.params();
+        let (cap, slot) = (p[PARAM_CAP], p[PARAM_SLOT]);
+        let fits = cap > 0
+            && slot >= SLOT_HEADER as u64 + 8
+            && slot % 8 == 0
+            && cap.checked_mul(slot).is_some_and(|b| b <= obj.data().1 as u64);
+        if !fits {
+            return Err(Error::Corrupt);
+        }
+        let maxsize = if cap as usize == UNBOUNDED_CAPACITY { 0 } else { cap as usize };
+        Ok(Queue { obj, maxsize, _t: PhantomData })
+    }
+}
+
+impl<T> Queue<T> {
+    fn ring(&self) -> Mpmc<'_> {
+        let b = self.obj.block();
+        let p = self.obj.params();
+        Mpmc { enq: &b.enq, deq: &b.deq, base: self.obj.data().0, cap: p[PARAM_CAP], slot_size: p[PARAM_SLOT] as usize }
+    }
+
+    fn closed(&self) -> bool {
+        self.obj.block().closed.load(Ordering::Acquire) != 0
+    }
+
+    fn repair(&self) -> Result<()> {
+        let seg = self.obj.segment();
+        self.ring().repair(|id| seg.claim_alive(id))?;
+        Ok(())
+    }
+
+    /// Items in the queue now (a snapshot; Python's `qsize`).
+    pub fn qsize(&self) -> usize {
+        self.ring().len() as usize
+    }
+
+    /// Whether it is empty (a snapshot).
+    pub fn is_empty(&self) -> bool {
+        self.qsize() == 0
+    }
+
+    /// Whether it is full (a snapshot).
+    pub fn is_full(&self) -> bool {
+        self.qsize() as u64 >= self.obj.params()[PARAM_CAP]
+    }
+
+    /// The `maxsize` it was created with (0: unbounded).
+    pub fn maxsize(&self) -> usize {
+        self.maxsize
+    }
+
+    /// Closes it for every process: later puts fail with [`Error::Closed`]; gets drain what is there,
+    /// then fail with [`Error::Eof`].
+    pub fn close(&self) -> Result<()> {
+        self.obj.me()?;
+        let b = self.obj.block();
+        b.closed.store(1, Ordering::SeqCst);
+        let _ = b.not_empty.notify_all_always();
+        let _ = b.not_full.notify_all_always();
+        Ok(())
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed()
+    }
+
+    fn put_bytes_at(&self, bytes: &[u8], deadline: Deadline) -> Result<()> {
+        let me = self.obj.me()?;
+        let ring = self.ring();
+        if bytes.len() > ring.max_item() {
+            return Err(Error::TooLarge);
+        }
+        let b = self.obj.block();
+        let attempt = || -> Result<Option<()>> {
+            if self.closed() {
+                return Err(Error::Closed);
+            }
+            Ok(match ring.try_put(me, bytes)? {
+                Attempt::Done(()) => Some(()),
+                Attempt::Wait => None,
+            })
+        };
+        // Counted before it is visible, so a consumer's task_done never runs ahead of it.
+        b.unfinished.fetch_add(1, Ordering::AcqRel);
+        let mut spinner = Spinner::new(WaitStrategy::Adaptive);
+        if let Err(e) = block_on(&mut spinner, false, &b.not_full, deadline, attempt, || self.repair()) {
+            if b.unfinished.fetch_sub(1, Ordering::AcqRel) == 1 {
+                let _ = b.joined.notify();
+            }
+            return Err(e);
+        }
+        let _ = b.not_empty.notify();
+        Ok(())
+    }
+
+    fn get_with<R>(&self, deadline: Deadline, mut read: impl FnMut(&[u8]) -> R) -> Result<R> {
+        let me = self.obj.me()?;
+        let ring = self.ring();
+        let b = self.obj.block();
+        let attempt = || -> Result<Option<R>> {
+            match ring.try_get(me, &mut read)? {
+                Attempt::Done(v) => Ok(Some(v)),
+                Attempt::Wait if self.closed() && !ring.has_pending() => Err(Error::Eof),
+                Attempt::Wait => Ok(None),
+            }
+        };
+        let mut spinner = Spinner::new(WaitStrategy::Adaptive);
+        let out = block_on(&mut spinner, false, &b.not_empty, deadline, attempt, || self.repair())?;
+        let _ = b.not_full.notify();
+        Ok(out)
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// Puts `item`, waiting while the queue is full.
+    pub fn put(&self, item: &T) -> Result<()> {
+        self.put_bytes_at(&codec::encode(item)?, Deadline::NEVER)
+    }
+
+    /// [`put`](Self::put), giving up with [`Error::Timeout`] (nothing put) after `timeout`.
+    pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<()> {
+        self.put_bytes_at(&codec::encode(item)?, Deadline::after(Some(timeout)))
+    }
+
+    /// Puts `item` if there is room now, else [`Error::Full`].
+    pub fn put_nowait(&self, item: &T) -> Result<()> {
+        match self.put_bytes_at(&codec::encode(item)?, Deadline::after(Some(Duration::ZERO))) {
+            Err(Error::Timeout) => Err(Error::Full),
+            other => other,
+        }
+    }
+
+    /// Takes the oldest item, waiting while the queue is empty; [`Error::Eof`] once it is closed and
+    /// drained.
+    pub fn get(&self) -> Result<T> {
+        self.get_with(Deadline::NEVER, codec::decode::<T>)?
+    }
+
+    /// [`get`](Self::get), giving up with [`Error::Timeout`] after `timeout`.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.get_with(Deadline::after(Some(timeout)), codec::decode::<T>)?
+    }
+
+    /// Takes the oldest item if there is one now, else [`Error::Empty`] ([`Error::Eof`] if closed and
+    /// drained).
+    pub fn get_nowait(&self) -> Result<T> {
+        match self.get_with(Deadline::after(Some(Duration::ZERO)), codec::decode::<T>) {
+            Err(Error::Timeout) => Err(Error::Empty),
+            Ok(v) => v,
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A [`Queue`] whose consumers mark items done and whose producers can wait until all are:
+/// Python's `multiprocessing.JoinableQueue`.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::{JoinableQueue, Process};
+/// let q = JoinableQueue::<u32>::new(0)?;
+/// let worker = q.clone();
+/// let mut p = Process::fork(move || {
+///     while let Ok(_job) = worker.get() {
+///         worker.task_done().unwrap();
+///     }
+/// })?;
+/// for i in 0..10 {
+///     q.put(&i)?;
+/// }
+/// q.join()?; // every item was taken and marked done
+/// q.close()?;
+/// p.join()?;
+/// # Ok(()) }
+/// ```
+pub struct JoinableQueue<T> {
+    q: Queue<T>,
+}
+
+impl<T> Clone for JoinableQueue<T> {
+    fn clone(&self) -> Self {
+        JoinableQueue { q: self.q.clone() }
+    }
+}
+
+impl<T> std::fmt::Debug for JoinableQueue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinableQueue").field("queue", &self.q).finish()
+    }
+}
+
+impl<T> std::ops::Deref for JoinableQueue<T> {
+    type Target = Queue<T>;
+    fn deref(&self) -> &Queue<T> {
+        &self.q
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
+    /// A joinable queue of at most `maxsize` items (0: unbounded up to [`UNBOUNDED_CAPACITY`]).
+    pub fn new(maxsize: usize) -> Result<Self> {
+        Ok(JoinableQueue { q: Queue::new(maxsize)? })
+    }
+
+    /// Wraps a queue made with [`Queue::builder`] (or opened by name).
+    pub fn from_queue(q: Queue<T>) -> Self {
+        JoinableQueue { q }
+    }
+
+    /// Marks one item taken by `get` as done; more calls than items is [`Error::Misuse`].
+    pub fn task_done(&self) -> Result<()> {
+        self.q.obj.me()?;
+        let b = self.q.obj.block();
+        let mut cur = b.unfinished.load(Ordering::Acquire);
+        loop {
+            if cur == 0 {
+                return Err(Error::Misuse); // task_done() called too many times
+            }
+            match b.unfinished.compare_exchange_weak(cur, cur - 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
+        if cur == 1 {
+            let _ = b.joined.notify();
+        }
+        Ok(())
+    }
+
+    /// Waits until every item put has been marked done.
+    pub fn join(&self) -> Result<()> {
+        self.join_at(Deadline::NEVER)
+    }
+
+    /// [`join`](Self::join), giving up with [`Error::Timeout`] after `timeout`.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
+        self.join_at(Deadline::after(Some(timeout)))
+    }
+
+    fn join_at(&self, deadline: Deadline) -> Result<()> {
+        self.q.obj.me()?;
+        let b = self.q.obj.block();
+        let mut spinner = Spinner::new(WaitStrategy::Adaptive);
+        block_on(&mut spinner, false, &b.joined, deadline, || Ok((b.unfinished.load(Ordering::Acquire) == 0).then_some(())), || Ok(()))
+    }
+
+    /// Items put and not yet marked done.
+    pub fn unfinished(&self) -> u64 {
+        self.q.obj.block().unfinished.load(Ordering::Acquire)
+    }
+}
+
+/// The plain queue of Python's `multiprocessing.SimpleQueue`: `put`, `get`, `is_empty`, `close`.
+pub struct SimpleQueue<T> {
+    q: Queue<T>,
+}
+
+impl<T> Clone for SimpleQueue<T> {
+    fn clone(&self) -> Self {
+        SimpleQueue { q: self.q.clone() }
+    }
+}
+
+impl<T> std::fmt::Debug for SimpleQueue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimpleQueue").field("queue", &self.q).finish()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
+    /// A new queue (up to [`UNBOUNDED_CAPACITY`] items), shared with children forked later.
+    pub fn new() -> Result<Self> {
+        Ok(SimpleQueue { q: Queue::new(0)? })
+    }
+
+    /// Puts `item`.
+    pub fn put(&self, item: &T) -> Result<()> {
+        self.q.put(item)
+    }
+
+    /// Takes the oldest item, waiting for one; [`Error::Eof`] once closed and drained.
+    pub fn get(&self) -> Result<T> {
+        self.q.get()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+
+    /// Closes it (see [`Queue::close`]).
+    pub fn close(&self) -> Result<()> {
+        self.q.close()
+    }
+}

@@ -1,0 +1,206 @@
+//! A bounded multi-producer multi-consumer ring of fixed-size slots in shared memory.
+//!
+//! Dmitry Vyukov's bounded MPMC queue (as crossbeam's `ArrayQueue`), with one change for processes
+//! that die: a slot is claimed with a CAS on its own control word that records *who* claimed it, not
+//! by advancing the shared position first. So a claim can always be traced to a liveness token.
+//!
+//! Each slot's 64-bit control word is `lap (32) | state (2) | owner (30)`; position `p` lives in slot
+//! `p % cap` at lap `p / cap`. States: `EMPTY` (free for lap), `WRITING` (a producer is filling it),
+//! `FULL`, `READING` (a consumer is copying it out). A producer takes `(lap, EMPTY)` to
+//! `(lap, WRITING, me)`, fills the slot, and publishes `(lap, FULL)` with Release; a consumer takes
+//! `(lap, FULL)` to `(lap, READING, me)`, copies, and frees the slot as `(lap + 1, EMPTY)`. Whoever sees
+//! a slot claimed for the current position helps move the shared position on, so a claimer that stops
+//! (or dies) between its claim and its move never stalls the others.
+//!
+//! Repairs, once the owner is known dead (its token released): a `WRITING` slot becomes a `FULL` slot
+//! marked *skip* (its `put` never returned: that item is lost, nothing else is), and a `READING` slot
+//! becomes free (its `get` never returned: that item is lost). A stopped owner is alive: its slot
+//! waits, and the others go on around it.
+//!
+//! Every length read from a slot is checked against the slot size before use.
+
+use crate::error::{Error, Result};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const EMPTY: u64 = 0;
+const WRITING: u64 = 1;
+const FULL: u64 = 2;
+const READING: u64 = 3;
+const OWNER_BITS: u64 = 30;
+const OWNER_MASK: u64 = (1 << OWNER_BITS) - 1;
+/// The owner of a `FULL` slot whose producer died: consumers skip it.
+const SKIP: u64 = OWNER_MASK;
+/// Bytes of a slot's header: the control word and the length.
+pub(crate) const SLOT_HEADER: usize = 16;
+
+#[inline]
+fn word(lap: u32, state: u64, owner: u64) -> u64 {
+    (u64::from(lap) << 32) | (state << OWNER_BITS) | (owner & OWNER_MASK)
+}
+
+#[inline]
+fn parts(w: u64) -> (u32, u64, u64) {
+    ((w >> 32) as u32, (w >> OWNER_BITS) & 3, w & OWNER_MASK)
+}
+
+/// A process-local view of the ring.
+pub(crate) struct Mpmc<'a> {
+    pub(crate) enq: &'a AtomicU64,
+    pub(crate) deq: &'a AtomicU64,
+    pub(crate) base: *mut u8,
+    pub(crate) cap: u64,
+    pub(crate) slot_size: usize,
+}
+
+/// What a non-blocking attempt found.
+pub(crate) enum Attempt<T> {
+    Done(T),
+    /// Full (put) or empty (get): wait.
+    Wait,
+}
+
+impl Mpmc<'_> {
+    #[inline]
+    fn ctl(&self, p: u64) -> &AtomicU64 {
+        let i = (p % self.cap) as usize;
+        // SAFETY: `i < cap`, and the data area holds `cap` slots of `slot_size` (a multiple of 8)
+        // bytes: the control word is in bounds and aligned; atomics may alias shared memory.
+        unsafe { &*(self.base.add(i * self.slot_size) as *const AtomicU64) }
+    }
+
+    #[inline]
+    fn payload(&self, p: u64) -> *mut u8 {
+        let i = (p % self.cap) as usize;
+        // SAFETY: in bounds as above; the payload follows the 16-byte slot header.
+        unsafe { self.base.add(i * self.slot_size + 8) }
+    }
+
+    /// The largest item a slot holds.
+    pub(crate) fn max_item(&self) -> usize {
+        self.slot_size - SLOT_HEADER
+    }
+
+    #[inline]
+    fn lap(&self, p: u64) -> u32 {
+        (p / self.cap) as u32
+    }
+
+    /// One attempt to put `item` (at most `max_item()` bytes) as claimer `me`.
+    pub(crate) fn try_put(&self, me: u32, item: &[u8]) -> Result<Attempt<()>> {
+        debug_assert!(item.len() <= self.max_item());
+        loop {
+            let p = self.enq.load(Ordering::Acquire);
+            let ctl = self.ctl(p);
+            let c = ctl.load(Ordering::Acquire);
+            let (lap, state, _) = parts(c);
+            let want = self.lap(p);
+            if lap == want && state == EMPTY {
+                if ctl.compare_exchange(c, word(want, WRITING, u64::from(me)), Ordering::Acquire, Ordering::Relaxed).is_err() {
+                    continue;
+                }
+                let _ = self.enq.compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
+                let at = self.payload(p);
+                // SAFETY: the slot is ours (WRITING): nobody reads it; `item` fits (checked by the
+                // caller), after the 8-byte length field.
+                unsafe {
+                    std::ptr::write_volatile(at as *mut u64, item.len() as u64);
+                    std::ptr::copy_nonoverlapping(item.as_ptr(), at.add(8), item.len());
+                }
+                // ORDERING: Release publishes the item to the consumer that Acquires FULL.
+                ctl.store(word(want, FULL, 0), Ordering::Release);
+                return Ok(Attempt::Done(()));
+            }
+            if lap == want {
+                // Claimed at this lap by someone else: help move the position on.
+                let _ = self.enq.compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
+                continue;
+            }
+            if lap.wrapping_add(1) == want {
+                // The previous lap's item is still there: full.
+                if self.enq.load(Ordering::Acquire) == p {
+                    return Ok(Attempt::Wait);
+                }
+                continue;
+            }
+            if self.enq.load(Ordering::Acquire) == p {
+                return Err(Error::Corrupt); // a lap that cannot be
+            }
+        }
+    }
+
+    /// One attempt to take an item as claimer `me`; `read` gets its bytes.
+    pub(crate) fn try_get<R>(&self, me: u32, mut read: impl FnMut(&[u8]) -> R) -> Result<Attempt<R>> {
+        loop {
+            let p = self.deq.load(Ordering::Acquire);
+            let ctl = self.ctl(p);
+            let c = ctl.load(Ordering::Acquire);
+            let (lap, state, owner) = parts(c);
+            let want = self.lap(p);
+            if lap == want && state == FULL {
+                if ctl.compare_exchange(c, word(want, READING, u64::from(me)), Ordering::Acquire, Ordering::Relaxed).is_err() {
+                    continue;
+                }
+                let _ = self.deq.compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
+                if owner == SKIP {
+                    ctl.store(word(want.wrapping_add(1), EMPTY, 0), Ordering::Release);
+                    continue;
+                }
+                let at = self.payload(p);
+                // SAFETY: the slot is ours (READING); the length is read once and checked.
+                let len = unsafe { std::ptr::read_volatile(at as *const u64) } as usize;
+                if len > self.max_item() {
+                    ctl.store(word(want.wrapping_add(1), EMPTY, 0), Ordering::Release);
+                    return Err(Error::Corrupt);
+                }
+                // SAFETY: `len` bytes after the length field lie within the slot.
+                let out = read(unsafe { std::slice::from_raw_parts(at.add(8), len) });
+                // ORDERING: Release: we are done with the bytes before a producer reuses the slot.
+                ctl.store(word(want.wrapping_add(1), EMPTY, 0), Ordering::Release);
+                return Ok(Attempt::Done(out));
+            }
+            if (lap == want && state == READING) || lap == want.wrapping_add(1) {
+                // Taken at this position by someone else: help move on.
+                let _ = self.deq.compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
+                continue;
+            }
+            if self.deq.load(Ordering::Acquire) == p {
+                // EMPTY at this lap, the previous lap's slot, or WRITING: nothing to take yet.
+                return Ok(Attempt::Wait);
+            }
+        }
+    }
+
+    /// Repairs the slots at the two positions whose owners are dead (`alive` says who lives): a dead
+    /// producer's slot at `deq` becomes a skipped item, a dead consumer's slot at `enq` becomes free.
+    pub(crate) fn repair(&self, alive: impl Fn(u32) -> Result<bool>) -> Result<()> {
+        let p = self.deq.load(Ordering::Acquire);
+        let ctl = self.ctl(p);
+        let c = ctl.load(Ordering::Acquire);
+        let (lap, state, owner) = parts(c);
+        if lap == self.lap(p) && state == WRITING && !alive(owner as u32)? {
+            let _ = ctl.compare_exchange(c, word(lap, FULL, SKIP), Ordering::AcqRel, Ordering::Relaxed);
+        }
+        let p = self.enq.load(Ordering::Acquire);
+        let ctl = self.ctl(p);
+        let c = ctl.load(Ordering::Acquire);
+        let (lap, state, owner) = parts(c);
+        if lap.wrapping_add(1) == self.lap(p) && state == READING && !alive(owner as u32)? {
+            let _ = ctl.compare_exchange(c, word(lap.wrapping_add(1), EMPTY, 0), Ordering::AcqRel, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Whether the slot at `deq` has a finished item or one being written (so a closed queue still
+    /// has something to give).
+    pub(crate) fn has_pending(&self) -> bool {
+        let p = self.deq.load(Ordering::Acquire);
+        let (lap, state, _) = parts(self.ctl(p).load(Ordering::Acquire));
+        lap == self.lap(p) && (state == FULL || state == WRITING)
+    }
+
+    /// Items in the ring (a snapshot).
+    pub(crate) fn len(&self) -> u64 {
+        let d = self.deq.load(Ordering::Acquire);
+        self.enq.load(Ordering::Acquire).saturating_sub(d)
+    }
+}
