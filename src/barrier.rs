@@ -51,18 +51,27 @@ pub struct Barrier {
 
 impl std::fmt::Debug for Barrier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Barrier").field("parties", &self.parties).field("broken", &self.broken()).finish()
+        f.debug_struct("Barrier")
+            .field("parties", &self.parties)
+            .field("broken", &self.broken())
+            .finish()
     }
 }
 
 impl Barrier {
     fn make(parties: u32, name: Option<&str>) -> Result<Barrier> {
         if parties == 0 || parties > 0xffff {
-            return Err(Error::io(std::io::ErrorKind::InvalidInput, "a barrier has 1 to 65535 parties"));
+            return Err(Error::io(
+                std::io::ErrorKind::InvalidInput,
+                "a barrier has 1 to 65535 parties",
+            ));
         }
         let mut p = [0u64; 6];
         p[PARAM_PARTIES] = u64::from(parties);
-        Ok(Barrier { obj: Object::create(Kind::Sync, fingerprint_of::<BarrierTag>(), p, 0, name)?, parties })
+        Ok(Barrier {
+            obj: Object::create(Kind::Sync, fingerprint_of::<BarrierTag>(), p, 0, name)?,
+            parties,
+        })
     }
 
     /// A barrier for `parties` (1 to 65535), shared with children forked later.
@@ -77,12 +86,16 @@ impl Barrier {
 
     /// Opens the barrier named `name`.
     pub fn open(name: &str) -> Result<Barrier> {
-        let obj: Object<BarrierBlock> = Object::open(Kind::Sync, fingerprint_of::<BarrierTag>(), name)?;
+        let obj: Object<BarrierBlock> =
+            Object::open(Kind::Sync, fingerprint_of::<BarrierTag>(), name)?;
         let parties = obj.params()[PARAM_PARTIES];
         if parties == 0 || parties > 0xffff {
             return Err(Error::Corrupt);
         }
-        Ok(Barrier { obj, parties: parties as u32 })
+        Ok(Barrier {
+            obj,
+            parties: parties as u32,
+        })
     }
 
     /// The number of parties.
@@ -126,7 +139,10 @@ impl Barrier {
             return Err(Error::BrokenBarrier);
         }
         if index + 1 == self.parties {
-            b.state.store((generation.wrapping_add(1) & 0xffff) << 16, Ordering::Release);
+            b.state.store(
+                (generation.wrapping_add(1) & 0xffff) << 16,
+                Ordering::Release,
+            );
             futex::wake(&b.state, u32::MAX);
             return Ok(index);
         }
@@ -164,7 +180,10 @@ impl Barrier {
         let b = self.obj.block();
         b.resets.fetch_add(1, Ordering::SeqCst);
         let s = b.state.load(Ordering::Acquire);
-        b.state.store(((s >> 16).wrapping_add(1) & 0xffff) << 16, Ordering::Release);
+        b.state.store(
+            ((s >> 16).wrapping_add(1) & 0xffff) << 16,
+            Ordering::Release,
+        );
         b.broken.store(0, Ordering::SeqCst);
         futex::wake(&b.state, u32::MAX);
         Ok(())

@@ -51,7 +51,9 @@ pub struct Condition {
 
 impl std::fmt::Debug for Condition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Condition").field("lock", &self.lock).finish()
+        f.debug_struct("Condition")
+            .field("lock", &self.lock)
+            .finish()
     }
 }
 
@@ -63,19 +65,34 @@ impl Condition {
 
     /// A condition over an existing lock.
     pub fn with_lock(lock: Lock) -> Result<Condition> {
-        Ok(Condition { obj: Object::create(Kind::Sync, fingerprint_of::<CondTag>(), [0; 6], 0, None)?, lock })
+        Ok(Condition {
+            obj: Object::create(Kind::Sync, fingerprint_of::<CondTag>(), [0; 6], 0, None)?,
+            lock,
+        })
     }
 
     /// A named condition (its lock is named `NAME.lock`).
     pub fn create(name: &str) -> Result<Condition> {
         let lock = Lock::create(&format!("{name}.lock"))?;
-        Ok(Condition { obj: Object::create(Kind::Sync, fingerprint_of::<CondTag>(), [0; 6], 0, Some(name))?, lock })
+        Ok(Condition {
+            obj: Object::create(
+                Kind::Sync,
+                fingerprint_of::<CondTag>(),
+                [0; 6],
+                0,
+                Some(name),
+            )?,
+            lock,
+        })
     }
 
     /// Opens the named condition and its lock.
     pub fn open(name: &str) -> Result<Condition> {
         let lock = Lock::open(&format!("{name}.lock"))?;
-        Ok(Condition { obj: Object::open(Kind::Sync, fingerprint_of::<CondTag>(), name)?, lock })
+        Ok(Condition {
+            obj: Object::open(Kind::Sync, fingerprint_of::<CondTag>(), name)?,
+            lock,
+        })
     }
 
     /// The lock.
@@ -95,19 +112,31 @@ impl Condition {
 
     /// [`wait`](Self::wait) for at most `timeout`: the guard, and `false` if it timed out (Python's
     /// return value).
-    pub fn wait_timeout<'a>(&'a self, guard: LockGuard<'a>, timeout: Duration) -> Result<(LockGuard<'a>, bool)> {
+    pub fn wait_timeout<'a>(
+        &'a self,
+        guard: LockGuard<'a>,
+        timeout: Duration,
+    ) -> Result<(LockGuard<'a>, bool)> {
         self.wait_for(guard, Some(Instant::now() + timeout))
     }
 
     /// Waits while `condition()` is true (checked under the lock), then returns the guard.
-    pub fn wait_while<'a>(&'a self, mut guard: LockGuard<'a>, mut condition: impl FnMut() -> bool) -> Result<LockGuard<'a>> {
+    pub fn wait_while<'a>(
+        &'a self,
+        mut guard: LockGuard<'a>,
+        mut condition: impl FnMut() -> bool,
+    ) -> Result<LockGuard<'a>> {
         while condition() {
             guard = self.wait(guard)?;
         }
         Ok(guard)
     }
 
-    fn wait_for<'a>(&'a self, guard: LockGuard<'a>, until: Option<Instant>) -> Result<(LockGuard<'a>, bool)> {
+    fn wait_for<'a>(
+        &'a self,
+        guard: LockGuard<'a>,
+        until: Option<Instant>,
+    ) -> Result<(LockGuard<'a>, bool)> {
         let b = self.obj.block();
         b.waiters.fetch_add(1, Ordering::SeqCst);
         let seq = b.seq.load(Ordering::SeqCst);

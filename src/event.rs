@@ -38,24 +38,38 @@ pub struct Event {
 
 impl std::fmt::Debug for Event {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Event").field("set", &self.is_set()).finish()
+        f.debug_struct("Event")
+            .field("set", &self.is_set())
+            .finish()
     }
 }
 
 impl Event {
     /// A new, clear event shared with children forked later.
     pub fn new() -> Result<Event> {
-        Ok(Event { obj: Object::create(Kind::Sync, fingerprint_of::<EventTag>(), [0; 6], 0, None)? })
+        Ok(Event {
+            obj: Object::create(Kind::Sync, fingerprint_of::<EventTag>(), [0; 6], 0, None)?,
+        })
     }
 
     /// A new, clear event named `name`.
     pub fn create(name: &str) -> Result<Event> {
-        Ok(Event { obj: Object::create(Kind::Sync, fingerprint_of::<EventTag>(), [0; 6], 0, Some(name))? })
+        Ok(Event {
+            obj: Object::create(
+                Kind::Sync,
+                fingerprint_of::<EventTag>(),
+                [0; 6],
+                0,
+                Some(name),
+            )?,
+        })
     }
 
     /// Opens the event named `name`.
     pub fn open(name: &str) -> Result<Event> {
-        Ok(Event { obj: Object::open(Kind::Sync, fingerprint_of::<EventTag>(), name)? })
+        Ok(Event {
+            obj: Object::open(Kind::Sync, fingerprint_of::<EventTag>(), name)?,
+        })
     }
 
     /// Sets the flag and wakes every waiter.
@@ -95,6 +109,13 @@ impl Event {
     fn wait_at(&self, deadline: Deadline) -> Result<()> {
         self.obj.me()?;
         let mut spinner = Spinner::new(WaitStrategy::Adaptive);
-        block_on(&mut spinner, false, &self.obj.block().ec, deadline, || Ok(self.is_set().then_some(())), || Ok(()))
+        block_on(
+            &mut spinner,
+            false,
+            &self.obj.block().ec,
+            deadline,
+            || Ok(self.is_set().then_some(())),
+            || Ok(()),
+        )
     }
 }

@@ -77,11 +77,11 @@ mod process;
 mod queue;
 mod ring;
 #[cfg(not(loom))]
-mod semaphore;
-#[cfg(not(loom))]
 pub mod segment;
 #[cfg(not(loom))]
 mod select;
+#[cfg(not(loom))]
+mod semaphore;
 #[cfg(not(loom))]
 mod shared_memory;
 #[cfg(not(loom))]
@@ -95,16 +95,6 @@ mod value;
 #[cfg(not(loom))]
 pub use connection::Connection;
 pub use error::{Error, Result};
-#[cfg(not(loom))]
-pub use {
-    barrier::Barrier,
-    condition::Condition,
-    event::Event,
-    lock::{Lock, LockGuard, RLock, RLockGuard},
-    queue::{JoinableQueue, Queue, QueueBuilder, SimpleQueue, UNBOUNDED_CAPACITY},
-    semaphore::{BoundedSemaphore, Semaphore},
-    value::{Array, AtomicInt, Value, ValueGuard},
-};
 #[cfg(not(loom))]
 pub use handle::ConnectionHandle;
 #[cfg(not(loom))]
@@ -121,3 +111,13 @@ pub use select::{Waitable, wait};
 pub use shared_memory::SharedMemory;
 pub use sync::{PROBE_INTERVAL, WaitStrategy};
 pub use timeout::Timeout;
+#[cfg(not(loom))]
+pub use {
+    barrier::Barrier,
+    condition::Condition,
+    event::Event,
+    lock::{Lock, LockGuard, RLock, RLockGuard},
+    queue::{JoinableQueue, Queue, QueueBuilder, SimpleQueue, UNBOUNDED_CAPACITY},
+    semaphore::{BoundedSemaphore, Semaphore},
+    value::{Array, AtomicInt, Value, ValueGuard},
+};

@@ -58,7 +58,9 @@ pub struct Lock {
 
 impl std::fmt::Debug for Lock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lock").field("held", &(self.obj.block().m.holder() != 0)).finish()
+        f.debug_struct("Lock")
+            .field("held", &(self.obj.block().m.holder() != 0))
+            .finish()
     }
 }
 
@@ -71,24 +73,38 @@ pub struct LockGuard<'a> {
 
 impl std::fmt::Debug for LockGuard<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LockGuard").field("owner_died", &self.owner_died).finish()
+        f.debug_struct("LockGuard")
+            .field("owner_died", &self.owner_died)
+            .finish()
     }
 }
 
 impl Lock {
     /// A new lock, shared with children forked later.
     pub fn new() -> Result<Lock> {
-        Ok(Lock { obj: Object::create(Kind::Sync, fingerprint_of::<LockTag>(), [0; 6], 0, None)? })
+        Ok(Lock {
+            obj: Object::create(Kind::Sync, fingerprint_of::<LockTag>(), [0; 6], 0, None)?,
+        })
     }
 
     /// A new lock named `name`, which other processes of this user can [`open`](Self::open).
     pub fn create(name: &str) -> Result<Lock> {
-        Ok(Lock { obj: Object::create(Kind::Sync, fingerprint_of::<LockTag>(), [0; 6], 0, Some(name))? })
+        Ok(Lock {
+            obj: Object::create(
+                Kind::Sync,
+                fingerprint_of::<LockTag>(),
+                [0; 6],
+                0,
+                Some(name),
+            )?,
+        })
     }
 
     /// Opens the lock named `name` (`Incompatible` if that name is something else).
     pub fn open(name: &str) -> Result<Lock> {
-        Ok(Lock { obj: Object::open(Kind::Sync, fingerprint_of::<LockTag>(), name)? })
+        Ok(Lock {
+            obj: Object::open(Kind::Sync, fingerprint_of::<LockTag>(), name)?,
+        })
     }
 
     /// Waits for the lock and takes it.
@@ -111,14 +127,20 @@ impl Lock {
                 return Ok(None);
             }
         }
-        Ok(Some(LockGuard { lock: self, owner_died: m.is_inconsistent() }))
+        Ok(Some(LockGuard {
+            lock: self,
+            owner_died: m.is_inconsistent(),
+        }))
     }
 
     fn acquire_at(&self, deadline: Deadline) -> Result<LockGuard<'_>> {
         let me = self.obj.me()?;
         let m = &self.obj.block().m;
         m.lock(self.obj.segment(), me, deadline)?;
-        Ok(LockGuard { lock: self, owner_died: m.is_inconsistent() })
+        Ok(LockGuard {
+            lock: self,
+            owner_died: m.is_inconsistent(),
+        })
     }
 
     /// Whether some process holds it (a snapshot).
@@ -192,7 +214,9 @@ pub struct RLock {
 
 impl std::fmt::Debug for RLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RLock").field("held", &(self.obj.block().m.holder() != 0)).finish()
+        f.debug_struct("RLock")
+            .field("held", &(self.obj.block().m.holder() != 0))
+            .finish()
     }
 }
 
@@ -207,17 +231,29 @@ pub struct RLockGuard<'a> {
 impl RLock {
     /// A new re-entrant lock, shared with children forked later.
     pub fn new() -> Result<RLock> {
-        Ok(RLock { obj: Object::create(Kind::Sync, fingerprint_of::<RLockTag>(), [0; 6], 0, None)? })
+        Ok(RLock {
+            obj: Object::create(Kind::Sync, fingerprint_of::<RLockTag>(), [0; 6], 0, None)?,
+        })
     }
 
     /// A new re-entrant lock named `name`.
     pub fn create(name: &str) -> Result<RLock> {
-        Ok(RLock { obj: Object::create(Kind::Sync, fingerprint_of::<RLockTag>(), [0; 6], 0, Some(name))? })
+        Ok(RLock {
+            obj: Object::create(
+                Kind::Sync,
+                fingerprint_of::<RLockTag>(),
+                [0; 6],
+                0,
+                Some(name),
+            )?,
+        })
     }
 
     /// Opens the re-entrant lock named `name`.
     pub fn open(name: &str) -> Result<RLock> {
-        Ok(RLock { obj: Object::open(Kind::Sync, fingerprint_of::<RLockTag>(), name)? })
+        Ok(RLock {
+            obj: Object::open(Kind::Sync, fingerprint_of::<RLockTag>(), name)?,
+        })
     }
 
     /// Takes the lock, or one more level of it if this thread holds it.
@@ -236,12 +272,18 @@ impl RLock {
         let thread = thread_token();
         if m.holder() == me && m.thread.load(Ordering::Relaxed) == thread {
             m.count.fetch_add(1, Ordering::Relaxed);
-            return Ok(RLockGuard { lock: self, owner_died: m.is_inconsistent() });
+            return Ok(RLockGuard {
+                lock: self,
+                owner_died: m.is_inconsistent(),
+            });
         }
         m.lock(self.obj.segment(), me, deadline)?;
         m.thread.store(thread, Ordering::Relaxed);
         m.count.store(1, Ordering::Relaxed);
-        Ok(RLockGuard { lock: self, owner_died: m.is_inconsistent() })
+        Ok(RLockGuard {
+            lock: self,
+            owner_died: m.is_inconsistent(),
+        })
     }
 
     /// Releases one level. [`Error::NotOwner`] if this thread does not hold the lock.

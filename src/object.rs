@@ -31,7 +31,11 @@ pub(crate) struct Object<T: SharedBlock> {
 
 impl<T: SharedBlock> Clone for Object<T> {
     fn clone(&self) -> Self {
-        Object { seg: self.seg.clone(), data_len: self.data_len, _t: PhantomData }
+        Object {
+            seg: self.seg.clone(),
+            data_len: self.data_len,
+            _t: PhantomData,
+        }
     }
 }
 
@@ -48,7 +52,13 @@ const fn data_offset<T>() -> usize {
 impl<T: SharedBlock> Object<T> {
     /// Creates the object: anonymous (fork-shared) when `name` is `None`, else named. `params` are
     /// recorded in the header (validated by the kind on open); the control block starts zeroed.
-    pub(crate) fn create(kind: Kind, fingerprint: u64, params: [u64; 6], data_len: usize, name: Option<&str>) -> Result<Self> {
+    pub(crate) fn create(
+        kind: Kind,
+        fingerprint: u64,
+        params: [u64; 6],
+        data_len: usize,
+        name: Option<&str>,
+    ) -> Result<Self> {
         let mut p = [0u64; 8];
         p[..6].copy_from_slice(&params);
         p[7] = data_len as u64;
@@ -64,7 +74,11 @@ impl<T: SharedBlock> Object<T> {
             None => Segment::create_anonymous(&spec, Vec::new())?,
             Some(n) => Segment::create_named(&names::user_name(n)?, &spec)?,
         };
-        Ok(Object { seg, data_len, _t: PhantomData })
+        Ok(Object {
+            seg,
+            data_len,
+            _t: PhantomData,
+        })
     }
 
     /// Opens the named object, which must be a `kind` made for `fingerprint`.
@@ -74,7 +88,11 @@ impl<T: SharedBlock> Object<T> {
         if data_offset::<T>() as u64 + data_len > seg.kind_area().1 as u64 {
             return Err(Error::Corrupt);
         }
-        Ok(Object { seg, data_len: data_len as usize, _t: PhantomData })
+        Ok(Object {
+            seg,
+            data_len: data_len as usize,
+            _t: PhantomData,
+        })
     }
 
     /// The control block.
@@ -89,7 +107,10 @@ impl<T: SharedBlock> Object<T> {
     #[inline]
     pub(crate) fn data(&self) -> (*mut u8, usize) {
         // SAFETY: `data_offset + data_len` lies within the kind area (checked on open).
-        (unsafe { self.seg.kind_area().0.add(data_offset::<T>()) }, self.data_len)
+        (
+            unsafe { self.seg.kind_area().0.add(data_offset::<T>()) },
+            self.data_len,
+        )
     }
 
     /// The parameters recorded at creation.

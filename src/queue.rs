@@ -75,13 +75,20 @@ pub struct Queue<T> {
 
 impl<T> Clone for Queue<T> {
     fn clone(&self) -> Self {
-        Queue { obj: self.obj.clone(), maxsize: self.maxsize, _t: PhantomData }
+        Queue {
+            obj: self.obj.clone(),
+            maxsize: self.maxsize,
+            _t: PhantomData,
+        }
     }
 }
 
 impl<T> std::fmt::Debug for Queue<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queue").field("maxsize", &self.maxsize).field("len", &self.ring().len()).finish()
+        f.debug_struct("Queue")
+            .field("maxsize", &self.maxsize)
+            .field("len", &self.ring().len())
+            .finish()
     }
 }
 
@@ -116,16 +123,36 @@ impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
 
     /// Creates the queue.
     pub fn build(self) -> Result<Queue<T>> {
-        let cap = if self.maxsize == 0 { UNBOUNDED_CAPACITY } else { self.maxsize };
+        let cap = if self.maxsize == 0 {
+            UNBOUNDED_CAPACITY
+        } else {
+            self.maxsize
+        };
         let slot = (self.item_size.max(8) + SLOT_HEADER).div_ceil(8) * 8;
-        let bytes = cap.checked_mul(slot).filter(|&b| b <= 1 << 40).ok_or_else(|| {
-            Error::io(std::io::ErrorKind::InvalidInput, "maxsize x item_size is too large for one queue")
-        })?;
+        let bytes = cap
+            .checked_mul(slot)
+            .filter(|&b| b <= 1 << 40)
+            .ok_or_else(|| {
+                Error::io(
+                    std::io::ErrorKind::InvalidInput,
+                    "maxsize x item_size is too large for one queue",
+                )
+            })?;
         let mut p = [0u64; 6];
         p[PARAM_CAP] = cap as u64;
         p[PARAM_SLOT] = slot as u64;
-        let obj = Object::create(Kind::Queue, fingerprint_of::<T>(), p, bytes, self.name.as_deref())?;
-        Ok(Queue { obj, maxsize: self.maxsize, _t: PhantomData })
+        let obj = Object::create(
+            Kind::Queue,
+            fingerprint_of::<T>(),
+            p,
+            bytes,
+            self.name.as_deref(),
+        )?;
+        Ok(Queue {
+            obj,
+            maxsize: self.maxsize,
+            _t: PhantomData,
+        })
     }
 }
 
@@ -138,7 +165,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// Options: maxsize, item size, name.
     pub fn builder() -> QueueBuilder<T> {
-        QueueBuilder { maxsize: 0, item_size: DEFAULT_ITEM_SIZE, name: None, _t: PhantomData }
+        QueueBuilder {
+            maxsize: 0,
+            item_size: DEFAULT_ITEM_SIZE,
+            name: None,
+            _t: PhantomData,
+        }
     }
 
     /// Opens the queue named `name`; it must carry `T` (else [`Error::Incompatible`]).
@@ -149,12 +181,22 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let fits = cap > 0
             && slot >= SLOT_HEADER as u64 + 8
             && slot % 8 == 0
-            && cap.checked_mul(slot).is_some_and(|b| b <= obj.data().1 as u64);
+            && cap
+                .checked_mul(slot)
+                .is_some_and(|b| b <= obj.data().1 as u64);
         if !fits {
             return Err(Error::Corrupt);
         }
-        let maxsize = if cap as usize == UNBOUNDED_CAPACITY { 0 } else { cap as usize };
-        Ok(Queue { obj, maxsize, _t: PhantomData })
+        let maxsize = if cap as usize == UNBOUNDED_CAPACITY {
+            0
+        } else {
+            cap as usize
+        };
+        Ok(Queue {
+            obj,
+            maxsize,
+            _t: PhantomData,
+        })
     }
 }
 
@@ -162,7 +204,13 @@ impl<T> Queue<T> {
     fn ring(&self) -> Mpmc<'_> {
         let b = self.obj.block();
         let p = self.obj.params();
-        Mpmc { enq: &b.enq, deq: &b.deq, base: self.obj.data().0, cap: p[PARAM_CAP], slot_size: p[PARAM_SLOT] as usize }
+        Mpmc {
+            enq: &b.enq,
+            deq: &b.deq,
+            base: self.obj.data().0,
+            cap: p[PARAM_CAP],
+            slot_size: p[PARAM_SLOT] as usize,
+        }
     }
 
     fn closed(&self) -> bool {
@@ -230,7 +278,9 @@ impl<T> Queue<T> {
         // Counted before it is visible, so a consumer's task_done never runs ahead of it.
         b.unfinished.fetch_add(1, Ordering::AcqRel);
         let mut spinner = Spinner::new(WaitStrategy::Adaptive);
-        if let Err(e) = block_on(&mut spinner, false, &b.not_full, deadline, attempt, || self.repair()) {
+        if let Err(e) = block_on(&mut spinner, false, &b.not_full, deadline, attempt, || {
+            self.repair()
+        }) {
             if b.unfinished.fetch_sub(1, Ordering::AcqRel) == 1 {
                 let _ = b.joined.notify();
             }
@@ -252,13 +302,45 @@ impl<T> Queue<T> {
             }
         };
         let mut spinner = Spinner::new(WaitStrategy::Adaptive);
-        let out = block_on(&mut spinner, false, &b.not_empty, deadline, attempt, || self.repair())?;
+        let out = block_on(&mut spinner, false, &b.not_empty, deadline, attempt, || {
+            self.repair()
+        })?;
         let _ = b.not_full.notify();
         Ok(out)
     }
 }
 
 impl<T: Serialize + DeserializeOwned> Queue<T> {
+    #[doc(hidden)]
+    /// Test hook: claims a slot for `item`, raises `signal` in this process (SIGSTOP, SIGKILL), and,
+    /// if it lives on, publishes it: a producer stopped or killed in the middle of a put.
+    pub fn __put_interrupted(&self, item: &T, signal: i32) -> Result<()> {
+        let me = self.obj.me()?;
+        let bytes = codec::encode(item)?;
+        let mut raise = || {
+            // SAFETY: plain syscall on ourselves.
+            unsafe { libc::kill(libc::getpid(), signal) };
+        };
+        match self.ring().try_put_with(me, &bytes, &mut raise)? {
+            Attempt::Done(()) => {
+                let _ = self.obj.block().not_empty.notify();
+                Ok(())
+            }
+            Attempt::Wait => Err(Error::Full),
+        }
+    }
+
+    #[doc(hidden)]
+    /// Test hook: takes an item, raising `signal` in this process while it holds the slot: a consumer
+    /// stopped or killed in the middle of a get.
+    pub fn __get_interrupted(&self, signal: i32) -> Result<T> {
+        self.get_with(Deadline::NEVER, |bytes| {
+            // SAFETY: plain syscall on ourselves.
+            unsafe { libc::kill(libc::getpid(), signal) };
+            codec::decode::<T>(bytes)
+        })?
+    }
+
     /// Puts `item`, waiting while the queue is full.
     pub fn put(&self, item: &T) -> Result<()> {
         self.put_bytes_at(&codec::encode(item)?, Deadline::NEVER)
@@ -332,7 +414,9 @@ impl<T> Clone for JoinableQueue<T> {
 
 impl<T> std::fmt::Debug for JoinableQueue<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JoinableQueue").field("queue", &self.q).finish()
+        f.debug_struct("JoinableQueue")
+            .field("queue", &self.q)
+            .finish()
     }
 }
 
@@ -346,7 +430,9 @@ impl<T> std::ops::Deref for JoinableQueue<T> {
 impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// A joinable queue of at most `maxsize` items (0: unbounded up to [`UNBOUNDED_CAPACITY`]).
     pub fn new(maxsize: usize) -> Result<Self> {
-        Ok(JoinableQueue { q: Queue::new(maxsize)? })
+        Ok(JoinableQueue {
+            q: Queue::new(maxsize)?,
+        })
     }
 
     /// Wraps a queue made with [`Queue::builder`] (or opened by name).
@@ -363,7 +449,12 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
             if cur == 0 {
                 return Err(Error::Misuse); // task_done() called too many times
             }
-            match b.unfinished.compare_exchange_weak(cur, cur - 1, Ordering::AcqRel, Ordering::Acquire) {
+            match b.unfinished.compare_exchange_weak(
+                cur,
+                cur - 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => break,
                 Err(now) => cur = now,
             }
@@ -388,7 +479,14 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         self.q.obj.me()?;
         let b = self.q.obj.block();
         let mut spinner = Spinner::new(WaitStrategy::Adaptive);
-        block_on(&mut spinner, false, &b.joined, deadline, || Ok((b.unfinished.load(Ordering::Acquire) == 0).then_some(())), || Ok(()))
+        block_on(
+            &mut spinner,
+            false,
+            &b.joined,
+            deadline,
+            || Ok((b.unfinished.load(Ordering::Acquire) == 0).then_some(())),
+            || Ok(()),
+        )
     }
 
     /// Items put and not yet marked done.
@@ -410,7 +508,9 @@ impl<T> Clone for SimpleQueue<T> {
 
 impl<T> std::fmt::Debug for SimpleQueue<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimpleQueue").field("queue", &self.q).finish()
+        f.debug_struct("SimpleQueue")
+            .field("queue", &self.q)
+            .finish()
     }
 }
 

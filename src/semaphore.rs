@@ -47,7 +47,9 @@ pub struct BoundedSemaphore {
 
 impl std::fmt::Debug for Semaphore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Semaphore").field("value", &self.value()).finish()
+        f.debug_struct("Semaphore")
+            .field("value", &self.value())
+            .finish()
     }
 }
 
@@ -55,7 +57,8 @@ impl Semaphore {
     fn make(value: u32, bound: u64, name: Option<&str>) -> Result<Semaphore> {
         let mut p = [0u64; 6];
         p[PARAM_BOUND] = bound;
-        let obj: Object<SemBlock> = Object::create(Kind::Sync, fingerprint_of::<SemTag>(), p, 0, name)?;
+        let obj: Object<SemBlock> =
+            Object::create(Kind::Sync, fingerprint_of::<SemTag>(), p, 0, name)?;
         obj.block().value.store(value, Ordering::Release);
         Ok(Semaphore { obj })
     }
@@ -72,7 +75,9 @@ impl Semaphore {
 
     /// Opens the semaphore named `name`.
     pub fn open(name: &str) -> Result<Semaphore> {
-        Ok(Semaphore { obj: Object::open(Kind::Sync, fingerprint_of::<SemTag>(), name)? })
+        Ok(Semaphore {
+            obj: Object::open(Kind::Sync, fingerprint_of::<SemTag>(), name)?,
+        })
     }
 
     fn try_take(&self) -> bool {
@@ -106,7 +111,14 @@ impl Semaphore {
     fn acquire_at(&self, deadline: Deadline) -> Result<()> {
         self.obj.me()?;
         let mut spinner = Spinner::new(WaitStrategy::Adaptive);
-        block_on(&mut spinner, false, &self.obj.block().ec, deadline, || Ok(self.try_take().then_some(())), || Ok(()))
+        block_on(
+            &mut spinner,
+            false,
+            &self.obj.block().ec,
+            deadline,
+            || Ok(self.try_take().then_some(())),
+            || Ok(()),
+        )
     }
 
     /// Gives one back (and wakes a waiter).
@@ -137,17 +149,23 @@ impl Semaphore {
 impl BoundedSemaphore {
     /// A bounded semaphore holding (and bounded by) `value`.
     pub fn new(value: u32) -> Result<BoundedSemaphore> {
-        Ok(BoundedSemaphore { inner: Semaphore::make(value, u64::from(value), None)? })
+        Ok(BoundedSemaphore {
+            inner: Semaphore::make(value, u64::from(value), None)?,
+        })
     }
 
     /// A bounded semaphore named `name`.
     pub fn create(name: &str, value: u32) -> Result<BoundedSemaphore> {
-        Ok(BoundedSemaphore { inner: Semaphore::make(value, u64::from(value), Some(name))? })
+        Ok(BoundedSemaphore {
+            inner: Semaphore::make(value, u64::from(value), Some(name))?,
+        })
     }
 
     /// Opens the bounded semaphore named `name`.
     pub fn open(name: &str) -> Result<BoundedSemaphore> {
-        Ok(BoundedSemaphore { inner: Semaphore::open(name)? })
+        Ok(BoundedSemaphore {
+            inner: Semaphore::open(name)?,
+        })
     }
 
     /// Takes one, waiting while none is left.

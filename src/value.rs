@@ -33,13 +33,18 @@ pub struct Value<T: Pod> {
 
 impl<T: Pod> Clone for Value<T> {
     fn clone(&self) -> Self {
-        Value { obj: self.obj.clone(), _t: PhantomData }
+        Value {
+            obj: self.obj.clone(),
+            _t: PhantomData,
+        }
     }
 }
 
 impl<T: Pod + std::fmt::Debug> std::fmt::Debug for Value<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Value").field("value", &self.read_unlocked()).finish()
+        f.debug_struct("Value")
+            .field("value", &self.read_unlocked())
+            .finish()
     }
 }
 
@@ -83,17 +88,33 @@ impl<T: ?Sized> Drop for ValueGuard<'_, T> {
     }
 }
 
-fn lock_data<'a, T: ?Sized>(obj: &'a Object<ValueBlock>, data: &'a mut T) -> Result<ValueGuard<'a, T>> {
+fn lock_data<'a, T: ?Sized>(
+    obj: &'a Object<ValueBlock>,
+    data: &'a mut T,
+) -> Result<ValueGuard<'a, T>> {
     let me = obj.me()?;
     let lock = &obj.block().lock;
     lock.lock(obj.segment(), me, Deadline::NEVER)?;
-    Ok(ValueGuard { lock, data, owner_died: lock.is_inconsistent() })
+    Ok(ValueGuard {
+        lock,
+        data,
+        owner_died: lock.is_inconsistent(),
+    })
 }
 
 impl<T: Pod> Value<T> {
     fn make(v: T, name: Option<&str>) -> Result<Self> {
-        let obj = Object::create(Kind::Value, fingerprint_of::<T>(), [0; 6], std::mem::size_of::<T>().max(1), name)?;
-        let me = Value { obj, _t: PhantomData };
+        let obj = Object::create(
+            Kind::Value,
+            fingerprint_of::<T>(),
+            [0; 6],
+            std::mem::size_of::<T>().max(1),
+            name,
+        )?;
+        let me = Value {
+            obj,
+            _t: PhantomData,
+        };
         // SAFETY: nobody else can see a fresh anonymous object; a fresh named one is read only after
         // `create` returns to its creator... and is zero (a valid Pod) until then.
         unsafe { std::ptr::write(me.ptr(), v) };
@@ -116,7 +137,10 @@ impl<T: Pod> Value<T> {
         if obj.data().1 < std::mem::size_of::<T>() {
             return Err(Error::Corrupt);
         }
-        Ok(Value { obj, _t: PhantomData })
+        Ok(Value {
+            obj,
+            _t: PhantomData,
+        })
     }
 
     fn ptr(&self) -> *mut T {
@@ -163,7 +187,11 @@ pub trait AtomicInt: Pod {
     #[doc(hidden)]
     fn store(a: &Self::Atomic, v: Self);
     #[doc(hidden)]
-    fn compare_exchange(a: &Self::Atomic, current: Self, new: Self) -> std::result::Result<Self, Self>;
+    fn compare_exchange(
+        a: &Self::Atomic,
+        current: Self,
+        new: Self,
+    ) -> std::result::Result<Self, Self>;
 }
 
 macro_rules! atomic_int {
@@ -239,7 +267,11 @@ pub struct Array<T: Pod> {
 
 impl<T: Pod> Clone for Array<T> {
     fn clone(&self) -> Self {
-        Array { obj: self.obj.clone(), len: self.len, _t: PhantomData }
+        Array {
+            obj: self.obj.clone(),
+            len: self.len,
+            _t: PhantomData,
+        }
     }
 }
 
@@ -254,8 +286,18 @@ impl<T: Pod> Array<T> {
         let bytes = std::mem::size_of_val(items);
         let mut p = [0u64; 6];
         p[PARAM_LEN] = items.len() as u64;
-        let obj = Object::create(Kind::Value, fingerprint_of::<ArrayOf<T>>(), p, bytes.max(1), name)?;
-        let me = Array { obj, len: items.len(), _t: PhantomData };
+        let obj = Object::create(
+            Kind::Value,
+            fingerprint_of::<ArrayOf<T>>(),
+            p,
+            bytes.max(1),
+            name,
+        )?;
+        let me = Array {
+            obj,
+            len: items.len(),
+            _t: PhantomData,
+        };
         // SAFETY: the data area holds `len` Ts; nobody else sees a fresh object before we return.
         unsafe { std::ptr::copy_nonoverlapping(items.as_ptr(), me.ptr(), items.len()) };
         Ok(me)
@@ -278,12 +320,20 @@ impl<T: Pod> Array<T> {
 
     /// Opens the array named `name`, which must hold `T`s.
     pub fn open(name: &str) -> Result<Self> {
-        let obj: Object<ValueBlock> = Object::open(Kind::Value, fingerprint_of::<ArrayOf<T>>(), name)?;
+        let obj: Object<ValueBlock> =
+            Object::open(Kind::Value, fingerprint_of::<ArrayOf<T>>(), name)?;
         let len = obj.params()[PARAM_LEN] as usize;
-        if len.checked_mul(std::mem::size_of::<T>()).is_none_or(|b| b > obj.data().1) {
+        if len
+            .checked_mul(std::mem::size_of::<T>())
+            .is_none_or(|b| b > obj.data().1)
+        {
             return Err(Error::Corrupt);
         }
-        Ok(Array { obj, len, _t: PhantomData })
+        Ok(Array {
+            obj,
+            len,
+            _t: PhantomData,
+        })
     }
 
     fn ptr(&self) -> *mut T {

@@ -4,7 +4,8 @@
 //! that die: a slot is claimed with a CAS on its own control word that records *who* claimed it, not
 //! by advancing the shared position first. So a claim can always be traced to a liveness token.
 //!
-//! Each slot's 64-bit control word is `lap (32) | state (2) | owner (30)`; position `p` lives in slot
+//! Each slot's 64-bit control word is `lap (32) | state (2) | skip-next (1) | owner (29)`; position `p`
+//! lives in slot
 //! `p % cap` at lap `p / cap`. States: `EMPTY` (free for lap), `WRITING` (a producer is filling it),
 //! `FULL`, `READING` (a consumer is copying it out). A producer takes `(lap, EMPTY)` to
 //! `(lap, WRITING, me)`, fills the slot, and publishes `(lap, FULL)` with Release; a consumer takes
@@ -12,10 +13,15 @@
 //! a slot claimed for the current position helps move the shared position on, so a claimer that stops
 //! (or dies) between its claim and its move never stalls the others.
 //!
+//! A producer that wraps around onto a slot still being *read* (a slow, stopped or dead consumer) does
+//! not wait for it: it flags the slot *skip-next* and moves on to the next position; the consumer that
+//! finishes with the slot frees it a lap later, and consumers arriving at the skipped position move on.
+//! So a consumer stopped in the middle of a `get` holds up nobody (the ring has one slot less until it
+//! goes on).
+//!
 //! Repairs, once the owner is known dead (its token released): a `WRITING` slot becomes a `FULL` slot
 //! marked *skip* (its `put` never returned: that item is lost, nothing else is), and a `READING` slot
-//! becomes free (its `get` never returned: that item is lost). A stopped owner is alive: its slot
-//! waits, and the others go on around it.
+//! becomes free (its `get` never returned: that item is lost).
 //!
 //! Every length read from a slot is checked against the slot size before use.
 
@@ -26,8 +32,11 @@ const EMPTY: u64 = 0;
 const WRITING: u64 = 1;
 const FULL: u64 = 2;
 const READING: u64 = 3;
-const OWNER_BITS: u64 = 30;
+const OWNER_BITS: u64 = 29;
 const OWNER_MASK: u64 = (1 << OWNER_BITS) - 1;
+/// On a `READING` slot: a producer skipped the next lap of this slot.
+const SKIP_NEXT: u64 = 1 << OWNER_BITS;
+const STATE_SHIFT: u64 = 30;
 /// The owner of a `FULL` slot whose producer died: consumers skip it.
 const SKIP: u64 = OWNER_MASK;
 /// Bytes of a slot's header: the control word and the length.
@@ -35,12 +44,19 @@ pub(crate) const SLOT_HEADER: usize = 16;
 
 #[inline]
 fn word(lap: u32, state: u64, owner: u64) -> u64 {
-    (u64::from(lap) << 32) | (state << OWNER_BITS) | (owner & OWNER_MASK)
+    (u64::from(lap) << 32) | (state << STATE_SHIFT) | (owner & OWNER_MASK)
 }
 
+/// The owner field of a control word.
+#[inline]
+fn owner_of(w: u64) -> u64 {
+    w & OWNER_MASK
+}
+
+/// Lap, state and owner (the skip-next flag is read with `w & SKIP_NEXT`).
 #[inline]
 fn parts(w: u64) -> (u32, u64, u64) {
-    ((w >> 32) as u32, (w >> OWNER_BITS) & 3, w & OWNER_MASK)
+    ((w >> 32) as u32, (w >> STATE_SHIFT) & 3, w & OWNER_MASK)
 }
 
 /// A process-local view of the ring.
@@ -87,6 +103,17 @@ impl Mpmc<'_> {
 
     /// One attempt to put `item` (at most `max_item()` bytes) as claimer `me`.
     pub(crate) fn try_put(&self, me: u32, item: &[u8]) -> Result<Attempt<()>> {
+        self.try_put_with(me, item, &mut || {})
+    }
+
+    /// [`try_put`](Self::try_put), calling `between` after the claim and before the publish (a test
+    /// hook: a producer that stops or dies there).
+    pub(crate) fn try_put_with(
+        &self,
+        me: u32,
+        item: &[u8],
+        between: &mut dyn FnMut(),
+    ) -> Result<Attempt<()>> {
         debug_assert!(item.len() <= self.max_item());
         loop {
             let p = self.enq.load(Ordering::Acquire);
@@ -95,10 +122,21 @@ impl Mpmc<'_> {
             let (lap, state, _) = parts(c);
             let want = self.lap(p);
             if lap == want && state == EMPTY {
-                if ctl.compare_exchange(c, word(want, WRITING, u64::from(me)), Ordering::Acquire, Ordering::Relaxed).is_err() {
+                if ctl
+                    .compare_exchange(
+                        c,
+                        word(want, WRITING, u64::from(me)),
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
+                    .is_err()
+                {
                     continue;
                 }
-                let _ = self.enq.compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
+                let _ = self
+                    .enq
+                    .compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
+                between();
                 let at = self.payload(p);
                 // SAFETY: the slot is ours (WRITING): nobody reads it; `item` fits (checked by the
                 // caller), after the 8-byte length field.
@@ -112,7 +150,24 @@ impl Mpmc<'_> {
             }
             if lap == want {
                 // Claimed at this lap by someone else: help move the position on.
-                let _ = self.enq.compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
+                let _ = self
+                    .enq
+                    .compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
+                continue;
+            }
+            if state == READING && lap != want {
+                // A consumer still copies an earlier lap's item out of this slot: skip this position
+                // rather than wait for it (it may be stopped). The slot's lap field records the last
+                // lap skipped, so the consumer frees the slot for the lap after it.
+                let skip = word(want, READING, owner_of(c)) | SKIP_NEXT;
+                if ctl
+                    .compare_exchange(c, skip, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    let _ =
+                        self.enq
+                            .compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
+                }
                 continue;
             }
             if lap.wrapping_add(1) == want {
@@ -129,7 +184,11 @@ impl Mpmc<'_> {
     }
 
     /// One attempt to take an item as claimer `me`; `read` gets its bytes.
-    pub(crate) fn try_get<R>(&self, me: u32, mut read: impl FnMut(&[u8]) -> R) -> Result<Attempt<R>> {
+    pub(crate) fn try_get<R>(
+        &self,
+        me: u32,
+        mut read: impl FnMut(&[u8]) -> R,
+    ) -> Result<Attempt<R>> {
         loop {
             let p = self.deq.load(Ordering::Acquire);
             let ctl = self.ctl(p);
@@ -137,30 +196,41 @@ impl Mpmc<'_> {
             let (lap, state, owner) = parts(c);
             let want = self.lap(p);
             if lap == want && state == FULL {
-                if ctl.compare_exchange(c, word(want, READING, u64::from(me)), Ordering::Acquire, Ordering::Relaxed).is_err() {
+                if ctl
+                    .compare_exchange(
+                        c,
+                        word(want, READING, u64::from(me)),
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
+                    .is_err()
+                {
                     continue;
                 }
-                let _ = self.deq.compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
+                let _ = self
+                    .deq
+                    .compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
                 if owner == SKIP {
-                    ctl.store(word(want.wrapping_add(1), EMPTY, 0), Ordering::Release);
+                    self.free(ctl, want);
                     continue;
                 }
                 let at = self.payload(p);
                 // SAFETY: the slot is ours (READING); the length is read once and checked.
                 let len = unsafe { std::ptr::read_volatile(at as *const u64) } as usize;
                 if len > self.max_item() {
-                    ctl.store(word(want.wrapping_add(1), EMPTY, 0), Ordering::Release);
+                    self.free(ctl, want);
                     return Err(Error::Corrupt);
                 }
                 // SAFETY: `len` bytes after the length field lie within the slot.
                 let out = read(unsafe { std::slice::from_raw_parts(at.add(8), len) });
-                // ORDERING: Release: we are done with the bytes before a producer reuses the slot.
-                ctl.store(word(want.wrapping_add(1), EMPTY, 0), Ordering::Release);
+                self.free(ctl, want);
                 return Ok(Attempt::Done(out));
             }
             if (lap == want && state == READING) || lap == want.wrapping_add(1) {
-                // Taken at this position by someone else: help move on.
-                let _ = self.deq.compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
+                // Taken at this position by another consumer, or skipped by the producers: move on.
+                let _ = self
+                    .deq
+                    .compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
                 continue;
             }
             if self.deq.load(Ordering::Acquire) == p {
@@ -170,22 +240,54 @@ impl Mpmc<'_> {
         }
     }
 
-    /// Repairs the slots at the two positions whose owners are dead (`alive` says who lives): a dead
-    /// producer's slot at `deq` becomes a skipped item, a dead consumer's slot at `enq` becomes free.
+    /// Frees the slot a consumer is done with: ready for the lap after the one it read, or after the
+    /// last lap producers skipped while it was reading.
+    fn free(&self, ctl: &AtomicU64, _read_lap: u32) {
+        let mut c = ctl.load(Ordering::Acquire);
+        loop {
+            let (lap, _, _) = parts(c);
+            // ORDERING: Release: we are done with the bytes before a producer reuses the slot.
+            match ctl.compare_exchange(
+                c,
+                word(lap.wrapping_add(1), EMPTY, 0),
+                Ordering::Release,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return,
+                Err(now) => c = now, // a producer skipped one more lap meanwhile
+            }
+        }
+    }
+
+    /// Repairs what dead claimers left (`alive` says who lives): a dead producer's slot at `deq`
+    /// becomes a skipped item; any slot a dead consumer was reading is freed. Runs only while some
+    /// caller is blocked, between sleeps, so its cost (one pass over the slots, a liveness check per
+    /// slot being read) stays off the fast path.
     pub(crate) fn repair(&self, alive: impl Fn(u32) -> Result<bool>) -> Result<()> {
         let p = self.deq.load(Ordering::Acquire);
         let ctl = self.ctl(p);
         let c = ctl.load(Ordering::Acquire);
         let (lap, state, owner) = parts(c);
         if lap == self.lap(p) && state == WRITING && !alive(owner as u32)? {
-            let _ = ctl.compare_exchange(c, word(lap, FULL, SKIP), Ordering::AcqRel, Ordering::Relaxed);
+            let _ = ctl.compare_exchange(
+                c,
+                word(lap, FULL, SKIP),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
         }
-        let p = self.enq.load(Ordering::Acquire);
-        let ctl = self.ctl(p);
-        let c = ctl.load(Ordering::Acquire);
-        let (lap, state, owner) = parts(c);
-        if lap.wrapping_add(1) == self.lap(p) && state == READING && !alive(owner as u32)? {
-            let _ = ctl.compare_exchange(c, word(lap.wrapping_add(1), EMPTY, 0), Ordering::AcqRel, Ordering::Relaxed);
+        for i in 0..self.cap {
+            let ctl = self.ctl(i);
+            let c = ctl.load(Ordering::Acquire);
+            let (lap, state, owner) = parts(c);
+            if state == READING && !alive(owner as u32)? {
+                let _ = ctl.compare_exchange(
+                    c,
+                    word(lap.wrapping_add(1), EMPTY, 0),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
+            }
         }
         Ok(())
     }

@@ -31,8 +31,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Bits of a slot's generation kept in a claim id.
-const CLAIM_GEN_MASK: u32 = 0x3f_ffff;
+/// Bits of a slot's generation kept in a claim id (29 bits in all with the slot).
+const CLAIM_GEN_MASK: u32 = 0x1f_ffff;
 const SLOT_FREE: u32 = 0;
 const SLOT_LIVE: u32 = 1;
 
@@ -366,8 +366,8 @@ impl Segment {
         self.slot.load(Ordering::Relaxed)
     }
 
-    /// An identity for claim words: slot and generation (30 bits in all, so that a queue slot's control
-    /// word can hold it), never 0.
+    /// An identity for claim words: slot and generation (29 bits in all, so that a queue slot's control
+    /// word can hold it beside a flag), never 0.
     #[inline]
     pub(crate) fn claim_id(&self) -> u32 {
         let s = self.my_slot();

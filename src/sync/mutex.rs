@@ -30,7 +30,9 @@ impl RawMutex {
     #[inline]
     pub(crate) fn try_lock(&self, me: u32) -> bool {
         // ORDERING: Acquire: what the previous holder did before releasing is visible to us.
-        self.owner.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        self.owner
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
     }
 
     /// Acquires, waiting until `deadline` (`Error::Timeout`). Recovers from a dead holder.
@@ -52,7 +54,13 @@ impl RawMutex {
     /// If the holder is dead, frees the mutex on its behalf and marks it inconsistent.
     pub(crate) fn recover_if_holder_died(&self, seg: &Segment) -> Result<()> {
         let cur = self.owner.load(Ordering::Acquire);
-        if cur != 0 && !seg.claim_alive(cur)? && self.owner.compare_exchange(cur, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+        if cur != 0
+            && !seg.claim_alive(cur)?
+            && self
+                .owner
+                .compare_exchange(cur, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
             self.thread.store(0, Ordering::Relaxed);
             self.count.store(0, Ordering::Relaxed);
             self.inconsistent.store(1, Ordering::Release);

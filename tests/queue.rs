@@ -1,0 +1,498 @@
+//! Queue, JoinableQueue and SimpleQueue between real processes: exactly-once delivery under load,
+//! producers and consumers stopped or killed mid-operation, every timeout form, names.
+
+mod common;
+
+use common::Rng;
+use shmwire::{Error, JoinableQueue, Pipe, Process, Queue, SimpleQueue};
+use std::time::{Duration, Instant};
+
+fn roles(role: &str, args: shmwire::spawn::Args) -> i32 {
+    match role {
+        // Open a queue by name and move 100 items from it to a second one.
+        "relay" => {
+            let (from, to): (String, String) = args.get().unwrap();
+            let a = Queue::<u64>::open(&from).unwrap();
+            let b = Queue::<u64>::open(&to).unwrap();
+            for _ in 0..100 {
+                b.put(&(a.get().unwrap() * 2)).unwrap();
+            }
+            assert!(matches!(
+                Queue::<String>::open(&from),
+                Err(Error::Incompatible)
+            ));
+            0
+        }
+        _ => 2,
+    }
+}
+
+fn main() {
+    shmwire::spawn::enter(roles);
+    common::run(tests![
+        four_producers_four_consumers_exactly_once,
+        items_of_every_size_and_too_large,
+        bounded_full_empty_and_every_timeout,
+        unbounded_takes_many_without_blocking,
+        close_drains_then_eof_and_refuses_puts,
+        producer_may_exit_without_draining,
+        consumer_stopped_mid_get_does_not_hold_up_the_others,
+        producer_killed_mid_put_loses_only_its_item,
+        consumer_killed_mid_get_loses_only_its_item,
+        busy_queue_makes_almost_no_futex_calls,
+        joinable_queue_accounting,
+        simple_queue,
+        queues_by_name_between_exec_d_binaries,
+    ]);
+}
+
+fn items() -> u64 {
+    if common::long() { 1_000_000 } else { 50_000 }
+}
+
+/// What a consumer saw, per producer: count, sum and sum of squares of sequence numbers, and whether
+/// each producer's items came in order.
+type Tally = Vec<(u64, u64, u128, bool)>;
+
+fn consume(q: &Queue<(u8, u64)>, producers: usize) -> Tally {
+    let mut t: Tally = vec![(0, 0, 0, true); producers];
+    let mut last = vec![None::<u64>; producers];
+    while let Ok((p, seq)) = q.get() {
+        let e = &mut t[p as usize];
+        e.0 += 1;
+        e.1 += seq;
+        e.2 += u128::from(seq) * u128::from(seq);
+        if last[p as usize].is_some_and(|l| l >= seq) {
+            e.3 = false;
+        }
+        last[p as usize] = Some(seq);
+    }
+    t
+}
+
+fn four_producers_four_consumers_exactly_once() {
+    let n = items();
+    let q = Queue::<(u8, u64)>::new(1024).unwrap();
+    let results = Queue::<Tally>::builder().item_size(1024).build().unwrap();
+    let mut consumers = Vec::new();
+    for _ in 0..4 {
+        let (q, results) = (q.clone(), results.clone());
+        consumers.push(Process::fork(move || results.put(&consume(&q, 4)).unwrap()).unwrap());
+    }
+    let mut producers = Vec::new();
+    for p in 0..4u8 {
+        let q = q.clone();
+        producers.push(
+            Process::fork(move || {
+                for seq in 0..n {
+                    q.put(&(p, seq)).unwrap();
+                }
+            })
+            .unwrap(),
+        );
+    }
+    for mut p in producers {
+        assert!(p.join().unwrap().success());
+    }
+    q.close().unwrap();
+    let mut total: Tally = vec![(0, 0, 0, true); 4];
+    for _ in 0..4 {
+        let t: Tally = results.get().unwrap();
+        for (i, e) in t.into_iter().enumerate() {
+            total[i].0 += e.0;
+            total[i].1 += e.1;
+            total[i].2 += e.2;
+            total[i].3 &= e.3;
+        }
+    }
+    for mut c in consumers {
+        assert!(c.join().unwrap().success());
+    }
+    let sum: u64 = n * (n - 1) / 2;
+    let squares: u128 = (0..u128::from(n)).map(|x| x * x).sum();
+    for (p, e) in total.iter().enumerate() {
+        assert_eq!(e.0, n, "producer {p}: count");
+        assert_eq!(e.1, sum, "producer {p}: a duplicate or a loss");
+        assert_eq!(e.2, squares, "producer {p}: a duplicate or a loss");
+        assert!(e.3, "producer {p}: out of order for some consumer");
+    }
+}
+
+fn items_of_every_size_and_too_large() {
+    let q = Queue::<Vec<u8>>::builder().item_size(4096).build().unwrap();
+    let qc = q.clone();
+    let mut p = Process::fork(move || {
+        let mut rng = Rng(3);
+        for _ in 0..2000 {
+            let len = rng.below(4000) as usize;
+            let mut v = vec![0u8; len];
+            rng.fill(&mut v);
+            qc.put(&v).unwrap();
+        }
+    })
+    .unwrap();
+    let mut rng = Rng(3);
+    for _ in 0..2000 {
+        let len = rng.below(4000) as usize;
+        let mut v = vec![0u8; len];
+        rng.fill(&mut v);
+        assert_eq!(q.get().unwrap(), v);
+    }
+    assert!(p.join().unwrap().success());
+    assert!(matches!(q.put(&vec![0u8; 5000]), Err(Error::TooLarge)));
+}
+
+fn bounded_full_empty_and_every_timeout() {
+    let q = Queue::<u32>::new(3).unwrap();
+    assert_eq!(q.maxsize(), 3);
+    assert!(matches!(q.get_nowait(), Err(Error::Empty)));
+    let t = Instant::now();
+    assert!(matches!(
+        q.get_timeout(Duration::from_millis(100)),
+        Err(Error::Timeout)
+    ));
+    assert!(t.elapsed() >= Duration::from_millis(100));
+    for i in 0..3 {
+        q.put_nowait(&i).unwrap();
+    }
+    assert!(q.is_full());
+    assert_eq!(q.qsize(), 3);
+    assert!(matches!(q.put_nowait(&9), Err(Error::Full)));
+    let t = Instant::now();
+    assert!(matches!(
+        q.put_timeout(&9, Duration::from_millis(100)),
+        Err(Error::Timeout)
+    ));
+    assert!(t.elapsed() >= Duration::from_millis(100));
+    // A blocked put completes once a consumer in another process makes room.
+    let qc = q.clone();
+    let mut p = Process::fork(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        assert_eq!(qc.get().unwrap(), 0);
+    })
+    .unwrap();
+    let t = Instant::now();
+    q.put(&3).unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(100));
+    assert!(p.join().unwrap().success());
+    assert_eq!(
+        (1..=3).map(|_| q.get_nowait().unwrap()).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert!(q.is_empty());
+    // get (forever) wakes when a producer puts.
+    let qc = q.clone();
+    let mut p = Process::fork(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        qc.put(&42).unwrap();
+    })
+    .unwrap();
+    assert_eq!(q.get().unwrap(), 42);
+    assert!(p.join().unwrap().success());
+}
+
+fn unbounded_takes_many_without_blocking() {
+    let q = Queue::<u64>::new(0).unwrap();
+    assert_eq!(q.maxsize(), 0);
+    for i in 0..50_000u64 {
+        q.put_nowait(&i).unwrap();
+    }
+    assert_eq!(q.qsize(), 50_000);
+    let qc = q.clone();
+    let mut p = Process::fork(move || {
+        for i in 0..50_000u64 {
+            assert_eq!(qc.get().unwrap(), i);
+        }
+    })
+    .unwrap();
+    assert!(p.join().unwrap().success());
+    assert!(q.is_empty());
+}
+
+fn close_drains_then_eof_and_refuses_puts() {
+    let q = Queue::<u32>::new(0).unwrap();
+    for i in 0..5 {
+        q.put(&i).unwrap();
+    }
+    let qc = q.clone();
+    let mut p = Process::fork(move || qc.close().unwrap()).unwrap();
+    assert!(p.join().unwrap().success());
+    assert!(q.is_closed());
+    assert!(matches!(q.put(&9), Err(Error::Closed)));
+    assert!(matches!(q.put_nowait(&9), Err(Error::Closed)));
+    let mut got = vec![];
+    while let Ok(v) = q.get() {
+        got.push(v);
+    }
+    assert_eq!(got, vec![0, 1, 2, 3, 4]);
+    assert!(matches!(q.get(), Err(Error::Eof)));
+    assert!(matches!(q.get_nowait(), Err(Error::Eof)));
+    assert!(matches!(
+        q.get_timeout(Duration::from_millis(10)),
+        Err(Error::Eof)
+    ));
+}
+
+fn producer_may_exit_without_draining() {
+    let q = Queue::<u32>::new(0).unwrap();
+    let qc = q.clone();
+    let mut p = Process::fork(move || {
+        for i in 0..1000 {
+            qc.put(&i).unwrap();
+        }
+    })
+    .unwrap();
+    // Joining first never deadlocks (no feeder thread, no pipe buffer to fill).
+    assert!(p.join_timeout(Duration::from_secs(10)).unwrap().success());
+    for i in 0..1000 {
+        assert_eq!(q.get().unwrap(), i);
+    }
+}
+
+fn consumer_stopped_mid_get_does_not_hold_up_the_others() {
+    let n = 20_000u64;
+    let q = Queue::<u64>::new(256).unwrap();
+    let res = Queue::<Vec<u64>>::builder()
+        .item_size(1 << 20)
+        .maxsize(8)
+        .build()
+        .unwrap();
+    let (stop_r, stop_w) = Pipe::simplex().unwrap();
+    // The stalled consumer claims one item and stops itself while holding its slot.
+    let qs = q.clone();
+    let w = &res;
+    let mut stalled = Process::fork(move || {
+        stop_w.send(&()).unwrap();
+        let v = qs.__get_interrupted(libc::SIGSTOP).unwrap();
+        w.put(&vec![v]).unwrap();
+    })
+    .unwrap();
+    q.put(&0).unwrap();
+    stop_r.recv::<()>().unwrap();
+    // Wait until it is stopped.
+    let pid = stalled.pid();
+    let t = Instant::now();
+    while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap()
+        .contains(") T ")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the consumer did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        let q = q.clone();
+        others.push(
+            Process::fork(move || {
+                let mut mine = Vec::new();
+                while let Ok(v) = q.get() {
+                    mine.push(v);
+                }
+                w.put(&mine).unwrap();
+            })
+            .unwrap(),
+        );
+    }
+    for i in 1..n {
+        q.put_timeout(&i, Duration::from_secs(10))
+            .expect("the producer must not be held up by the stopped consumer");
+    }
+    q.close().unwrap();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.extend(res.get().unwrap());
+    }
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        (1..n).collect::<Vec<_>>(),
+        "the other three deliver every item but the claimed one"
+    );
+    stalled.signal(libc::SIGCONT).unwrap();
+    assert_eq!(res.get().unwrap(), vec![0]);
+    assert!(stalled.join().unwrap().success());
+    for mut o in others {
+        assert!(o.join().unwrap().success());
+    }
+}
+
+fn producer_killed_mid_put_loses_only_its_item() {
+    let q = Queue::<u64>::new(256).unwrap();
+    q.put(&1).unwrap();
+    let qc = q.clone();
+    let mut dying = Process::fork(move || {
+        let _ = qc.__put_interrupted(&999, libc::SIGKILL);
+    })
+    .unwrap();
+    assert_eq!(dying.join().unwrap().signal(), Some(libc::SIGKILL));
+    for i in 2..=100u64 {
+        q.put(&i).unwrap();
+    }
+    // The dead producer's slot sits between 1 and 2; after its death is noticed it is skipped.
+    let t = Instant::now();
+    let got: Vec<u64> = (0..100)
+        .map(|_| q.get_timeout(Duration::from_secs(5)).unwrap())
+        .collect();
+    assert_eq!(got, (1..=100).collect::<Vec<_>>());
+    assert!(
+        t.elapsed() < shmwire::PROBE_INTERVAL * 20,
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(matches!(q.get_nowait(), Err(Error::Empty)));
+}
+
+fn consumer_killed_mid_get_loses_only_its_item() {
+    let q = Queue::<u64>::new(4).unwrap();
+    for i in 0..4 {
+        q.put(&i).unwrap();
+    }
+    let qc = q.clone();
+    let mut dying = Process::fork(move || {
+        let _ = qc.__get_interrupted(libc::SIGKILL);
+    })
+    .unwrap();
+    assert_eq!(dying.join().unwrap().signal(), Some(libc::SIGKILL));
+    // Item 0 died with its consumer; the others come through, and the queue goes on: puts wrap
+    // around (past the dead consumer's slot, which a blocked put frees once the death is noticed).
+    let t = Instant::now();
+    let got: Vec<u64> = (0..3)
+        .map(|_| q.get_timeout(Duration::from_secs(5)).unwrap())
+        .collect();
+    assert_eq!(got, vec![1, 2, 3]);
+    for i in 4..20u64 {
+        q.put_timeout(&i, Duration::from_secs(5)).unwrap();
+        assert_eq!(q.get_timeout(Duration::from_secs(5)).unwrap(), i);
+    }
+    assert!(t.elapsed() < shmwire::PROBE_INTERVAL * 20);
+}
+
+fn busy_queue_makes_almost_no_futex_calls() {
+    let n = if common::long() {
+        1_000_000
+    } else {
+        200_000u64
+    };
+    let q = Queue::<u64>::new(4096).unwrap();
+    let reports = Queue::<(u64, u64)>::new(0).unwrap();
+    let w = &reports;
+    let mut kids = Vec::new();
+    for c in 0..2u64 {
+        let q = q.clone();
+        kids.push(
+            Process::fork(move || {
+                let before = shmwire::stats::futex_calls();
+                let mut count = 0u64;
+                while q.get().is_ok() {
+                    count += 1;
+                }
+                w.put(&(count, shmwire::stats::futex_calls() - before))
+                    .unwrap();
+                let _ = c;
+            })
+            .unwrap(),
+        );
+    }
+    for _ in 0..2u64 {
+        let q = q.clone();
+        kids.push(
+            Process::fork(move || {
+                let before = shmwire::stats::futex_calls();
+                for i in 0..n / 2 {
+                    q.put(&i).unwrap();
+                }
+                w.put(&(0u64, shmwire::stats::futex_calls() - before))
+                    .unwrap();
+            })
+            .unwrap(),
+        );
+    }
+    // Close once both producers are done (their reports come first).
+    let mut got: Vec<(u64, u64)> = vec![];
+    while got.iter().filter(|r| r.0 == 0).count() < 2 {
+        got.push(reports.get().unwrap());
+    }
+    q.close().unwrap();
+    while got.len() < 4 {
+        got.push(reports.get().unwrap());
+    }
+    for mut k in kids {
+        assert!(k.join().unwrap().success());
+    }
+    let delivered: u64 = got.iter().map(|r| r.0).sum();
+    let calls: u64 = got.iter().map(|r| r.1).sum();
+    println!("[{n} items, 2x2: {calls} futex calls] ");
+    assert_eq!(delivered, n);
+    // The close at the end wakes sleepers on purpose; allow for it.
+    assert!(calls <= n / 100, "{calls} futex calls for {n} items");
+}
+
+fn joinable_queue_accounting() {
+    let q = JoinableQueue::<u32>::new(0).unwrap();
+    assert!(matches!(q.task_done(), Err(Error::Misuse)));
+    for i in 0..100 {
+        q.put(&i).unwrap();
+    }
+    assert_eq!(q.unfinished(), 100);
+    assert!(matches!(
+        q.join_timeout(Duration::from_millis(50)),
+        Err(Error::Timeout)
+    ));
+    let worker = q.clone();
+    let mut p = Process::fork(move || {
+        for _ in 0..100 {
+            worker.get().unwrap();
+            std::thread::sleep(Duration::from_micros(200));
+            worker.task_done().unwrap();
+        }
+    })
+    .unwrap();
+    q.join_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(q.unfinished(), 0);
+    assert!(p.join().unwrap().success());
+    assert!(
+        matches!(q.task_done(), Err(Error::Misuse)),
+        "task_done called too often"
+    );
+}
+
+fn simple_queue() {
+    let q = SimpleQueue::<String>::new().unwrap();
+    assert!(q.is_empty());
+    let qc = q.clone();
+    let mut p = Process::fork(move || {
+        for s in ["a", "b"] {
+            qc.put(&s.to_string()).unwrap();
+        }
+        qc.close().unwrap();
+    })
+    .unwrap();
+    assert_eq!(q.get().unwrap(), "a");
+    assert_eq!(q.get().unwrap(), "b");
+    assert!(matches!(q.get(), Err(Error::Eof)));
+    assert!(p.join().unwrap().success());
+}
+
+fn queues_by_name_between_exec_d_binaries() {
+    let (from, to) = (
+        format!("qa-{}", std::process::id()),
+        format!("qb-{}", std::process::id()),
+    );
+    let a = Queue::<u64>::builder().name(&from).build().unwrap();
+    let b = Queue::<u64>::builder().name(&to).build().unwrap();
+    let mut child = Process::spawn("relay", &(from.clone(), to.clone())).unwrap();
+    for i in 0..100u64 {
+        a.put(&i).unwrap();
+    }
+    for i in 0..100u64 {
+        assert_eq!(b.get_timeout(Duration::from_secs(10)).unwrap(), i * 2);
+    }
+    assert!(child.join().unwrap().success());
+    assert!(matches!(
+        Queue::<u64>::open("no-such-queue"),
+        Err(Error::Io(_))
+    ));
+}
