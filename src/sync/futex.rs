@@ -32,12 +32,13 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
     let _ = futex::wait(word, futex::Flags::empty(), expected, ts.as_ref());
 }
 
-/// Wakes up to `n` sleepers on `word`.
+/// Wakes up to `n` sleepers on `word` (`u32::MAX`: all of them).
 #[cfg(not(loom))]
 pub(crate) fn wake(word: &AtomicU32, n: u32) {
     use rustix::thread::futex;
     CALLS.fetch_add(1, Relaxed);
-    let _ = futex::wake(word, futex::Flags::empty(), n);
+    // The kernel reads the count as an `int`: u32::MAX would be -1, which wakes only one.
+    let _ = futex::wake(word, futex::Flags::empty(), n.min(i32::MAX as u32));
 }
 
 // Under loom a futex is a (model-wide) mutex and condition variable: the check-and-sleep is atomic with
