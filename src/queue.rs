@@ -341,19 +341,30 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         })?
     }
 
+    /// Encodes `item` (on the stack when small) and puts it.
+    fn put_item(&self, item: &T, deadline: Deadline) -> Result<()> {
+        let len = codec::encoded_len(item)?;
+        if len <= 256 {
+            let mut buf = [0u8; 256];
+            codec::encode_into(item, &mut buf[..len])?;
+            return self.put_bytes_at(&buf[..len], deadline);
+        }
+        self.put_bytes_at(&codec::encode(item)?, deadline)
+    }
+
     /// Puts `item`, waiting while the queue is full.
     pub fn put(&self, item: &T) -> Result<()> {
-        self.put_bytes_at(&codec::encode(item)?, Deadline::NEVER)
+        self.put_item(item, Deadline::NEVER)
     }
 
     /// [`put`](Self::put), giving up with [`Error::Timeout`] (nothing put) after `timeout`.
     pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<()> {
-        self.put_bytes_at(&codec::encode(item)?, Deadline::after(Some(timeout)))
+        self.put_item(item, Deadline::after(Some(timeout)))
     }
 
     /// Puts `item` if there is room now, else [`Error::Full`].
     pub fn put_nowait(&self, item: &T) -> Result<()> {
-        match self.put_bytes_at(&codec::encode(item)?, Deadline::after(Some(Duration::ZERO))) {
+        match self.put_item(item, Deadline::after(Some(Duration::ZERO))) {
             Err(Error::Timeout) => Err(Error::Full),
             other => other,
         }

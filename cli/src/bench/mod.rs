@@ -7,6 +7,7 @@
 pub mod links;
 pub mod measure;
 mod plot;
+pub mod prims;
 mod report;
 
 use links::{ShmLink, fd_pair, floor_pair, shm_pair};
@@ -65,6 +66,17 @@ enum Job {
         path: &'static str,
         size: usize,
     },
+    /// Queue throughput: (producers, consumers).
+    Queue {
+        name: &'static str,
+        path: &'static str,
+        sides: (usize, usize),
+    },
+    /// Lock, semaphore and event figures.
+    Sync {
+        name: &'static str,
+        path: &'static str,
+    },
 }
 
 const LAT_PATHS: [(&str, &str); 8] = [
@@ -91,6 +103,20 @@ const THR_PATHS: [(&str, &str); 4] = [
     ("shmwire send_with/recv_with (zero-copy)", "shm-zc"),
 ];
 const THR_SIZES: [usize; 4] = [64, 4096, 65536, 1 << 20];
+const QUEUE_PATHS: [(&str, &str); 3] = [
+    ("shmwire Queue", "shm"),
+    ("OS pipe + locks (CPython's design)", "pipe-lock"),
+    ("crossbeam-channel, threads (ceiling)", "crossbeam"),
+];
+const SYNC_PATHS: [(&str, &str); 4] = [
+    ("Lock: uncontended acquire + release", "lock-free"),
+    (
+        "Lock: 2 processes contending, per acquisition",
+        "lock-contended",
+    ),
+    ("Semaphore: wake-up round trip", "sem"),
+    ("Event: wake-up round trip", "event"),
+];
 const PLOT_SIZES: [usize; 4] = [64, 512, 4096, 65536];
 const PLOT_PATHS: [&str; 4] = ["pipe", "uds", "tcp", "shm"];
 
@@ -118,6 +144,14 @@ fn jobs() -> Vec<Job> {
         for (name, path) in THR_PATHS {
             v.push(Job::Thr { name, path, size });
         }
+    }
+    for sides in [(1, 1), (2, 2)] {
+        for (name, path) in QUEUE_PATHS {
+            v.push(Job::Queue { name, path, sides });
+        }
+    }
+    for (name, path) in SYNC_PATHS {
+        v.push(Job::Sync { name, path });
     }
     for size in PLOT_SIZES {
         for path in PLOT_PATHS {
@@ -222,6 +256,8 @@ fn run_once(opts: &Options, run: usize, runs: usize) -> Vec<Row> {
             let g = match j {
                 Job::Lat { group, .. } => *group,
                 Job::Thr { .. } => "throughput",
+                Job::Queue { .. } => "queue",
+                Job::Sync { .. } => "sync",
             };
             opts.only.as_deref().is_none_or(|o| g.starts_with(o))
         })
@@ -258,6 +294,42 @@ fn run_once(opts: &Options, run: usize, runs: usize) -> Vec<Row> {
                     thr: None,
                 };
                 (format!("{group} {name} {size} B"), row)
+            }
+            Job::Queue { name, path, sides } => {
+                let thr = match path {
+                    "shm" => prims::shm_queue(sides.0, sides.1, prims::Amount::For(thr_budget)),
+                    "pipe-lock" => {
+                        prims::pipe_lock_queue(sides.0, sides.1, prims::Amount::For(thr_budget))
+                    }
+                    _ => prims::crossbeam(sides.0, sides.1, prims::Amount::For(thr_budget)),
+                };
+                let name = format!("{name} {}P/{}C", sides.0, sides.1);
+                let row = Row {
+                    group: "queue",
+                    name: name.clone(),
+                    size: 8,
+                    pin: Pin::Any,
+                    lat: None,
+                    thr: Some(thr),
+                };
+                (format!("queue {name}"), row)
+            }
+            Job::Sync { name, path } => {
+                let lat = match path {
+                    "lock-free" => prims::lock_uncontended(same_budget),
+                    "lock-contended" => prims::lock_contended(same_budget),
+                    "sem" => prims::wake_pingpong(false, same_budget),
+                    _ => prims::wake_pingpong(true, same_budget),
+                };
+                let row = Row {
+                    group: "sync",
+                    name: name.to_owned(),
+                    size: 0,
+                    pin: Pin::Any,
+                    lat: Some(lat),
+                    thr: None,
+                };
+                (format!("sync {name}"), row)
             }
             Job::Thr { name, path, size } => {
                 let thr = run_thr(path, size, thr_budget);

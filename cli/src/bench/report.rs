@@ -114,6 +114,54 @@ pub fn ratios(rows: &[Row]) -> Vec<Ratio> {
         ">= 2",
         |x| x >= 2.0,
     );
+    let q = |name: &str| {
+        find(rows, "queue", name, 8)
+            .and_then(|r| r.thr)
+            .map(|t| t.msgs_per_s)
+    };
+    push(
+        "Queue 1P/1C items/s: shmwire / OS pipe + locks",
+        q("shmwire Queue 1P/1C")
+            .zip(q("OS pipe + locks (CPython's design) 1P/1C"))
+            .map(|(a, b)| a / b),
+        ">= 20",
+        |x| x >= 20.0,
+    );
+    push(
+        "Queue 2P/2C items/s: shmwire / OS pipe + locks",
+        q("shmwire Queue 2P/2C")
+            .zip(q("OS pipe + locks (CPython's design) 2P/2C"))
+            .map(|(a, b)| a / b),
+        ">= 20",
+        |x| x >= 20.0,
+    );
+    push(
+        "Queue 1P/1C items/s: crossbeam threads / shmwire",
+        q("crossbeam-channel, threads (ceiling) 1P/1C")
+            .zip(q("shmwire Queue 1P/1C"))
+            .map(|(a, b)| a / b),
+        "<= 3",
+        |x| x <= 3.0,
+    );
+    let sync = |name: &str| {
+        find(rows, "sync", name, 0)
+            .and_then(|r| r.lat)
+            .map(|l| l.mean_ns)
+    };
+    push(
+        "Lock uncontended acquire+release, ns (absolute)",
+        sync("Lock: uncontended acquire + release"),
+        "<= 50 ns",
+        |x| x <= 50.0,
+    );
+    push(
+        "Lock contended acquisition / futex floor round trip",
+        sync("Lock: 2 processes contending, per acquisition")
+            .zip(p50(rows, "rtt", "shared line, futex (floor)"))
+            .map(|(a, b)| a / b),
+        "<= 1",
+        |x| x <= 1.0,
+    );
     v
 }
 
@@ -234,6 +282,22 @@ pub fn table(rows: &[Row], ratios: &[Ratio], runs: usize) -> String {
                 t.msgs_per_s,
                 t.gb_per_s
             );
+        }
+    }
+    if rows.iter().any(|r| r.group == "queue") {
+        let _ = writeln!(s, "\nQueue of 8-byte items between processes (items/s)");
+        for r in rows.iter().filter(|r| r.group == "queue") {
+            if let Some(t) = r.thr {
+                let _ = writeln!(s, "  {:<52} {:>12.0}", r.name, t.msgs_per_s);
+            }
+        }
+    }
+    if rows.iter().any(|r| r.group == "sync") {
+        let _ = writeln!(s, "\nLocks and wake-ups (mean, µs)");
+        for r in rows.iter().filter(|r| r.group == "sync") {
+            if let Some(l) = r.lat {
+                let _ = writeln!(s, "  {:<52} {:>12.3}", r.name, l.mean_ns / 1000.0);
+            }
         }
     }
     let _ = writeln!(s, "\nRound trip by message size, median (µs)");
