@@ -17,7 +17,7 @@ fn main() -> shmwire::Result<()> {
             count.set(v - 1).unwrap();
         })?);
     }
-    for mut k in kids {
+    for k in kids {
         k.join()?;
     }
     println!("{{'count': {}}}", count.get()?);

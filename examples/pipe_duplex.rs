@@ -34,7 +34,7 @@ impl fmt::Display for List {
 
 fn main() -> shmwire::Result<()> {
     let (parent_conn, child_conn) = Pipe::new()?;
-    let mut p = Process::fork(move || {
+    let p = Process::fork(move || {
         let msg = |s: &str| vec![Value::Int(42), Value::None, Value::Str(s.to_owned())];
         child_conn.send(&msg("hello from child")).unwrap();
         child_conn.send(&msg("hello from child2")).unwrap();

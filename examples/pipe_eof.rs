@@ -9,7 +9,7 @@ fn main() -> shmwire::Result<()> {
     let (con1, con2) = Pipe::new()?;
     // The child takes con2; the parent keeps con1. (In Python the child also gets a copy of con1 and
     // must close it; here a child holds only what its closure owns.)
-    let mut child = Process::fork(move || {
+    let child = Process::fork(move || {
         loop {
             match con2.recv::<i32>() {
                 Ok(x) => println!("{x}"),

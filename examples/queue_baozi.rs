@@ -9,7 +9,7 @@ use std::time::Duration;
 fn main() -> shmwire::Result<()> {
     let q = Queue::<String>::new(0)?;
     let eater = q.clone();
-    let mut consumer = Process::fork(move || {
+    let consumer = Process::fork(move || {
         while let Ok(baozi) = eater.get() {
             println!("c1 收到包子: {baozi}");
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 fn main() -> shmwire::Result<()> {
     let q = Queue::<String>::new(0)?;
     let qw = q.clone();
-    let mut pw = Process::fork(move || {
+    let pw = Process::fork(move || {
         println!("Process to write: {}", std::process::id());
         for value in ["A", "B", "C"] {
             println!("Put {value} to queue...");
@@ -17,7 +17,7 @@ fn main() -> shmwire::Result<()> {
         }
     })?;
     let qr = q.clone();
-    let mut pr = Process::fork(move || {
+    let pr = Process::fork(move || {
         println!("Process to read: {}", std::process::id());
         // The queue is closed once the writer is done, so this loop ends (Python's example had to
         // terminate its reader instead).

@@ -36,7 +36,7 @@ fn main() -> shmwire::Result<()> {
             }
         }
     }
-    for mut k in kids {
+    for k in kids {
         k.join()?;
     }
     Ok(())

@@ -68,7 +68,7 @@ impl std::fmt::Debug for Lock {
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard<'a> {
     lock: &'a Lock,
-    owner_died: bool,
+    owner_died: std::cell::Cell<bool>,
 }
 
 impl std::fmt::Debug for LockGuard<'_> {
@@ -129,7 +129,7 @@ impl Lock {
         }
         Ok(Some(LockGuard {
             lock: self,
-            owner_died: m.is_inconsistent(),
+            owner_died: std::cell::Cell::new(m.is_inconsistent()),
         }))
     }
 
@@ -139,7 +139,7 @@ impl Lock {
         m.lock(self.obj.segment(), me, deadline)?;
         Ok(LockGuard {
             lock: self,
-            owner_died: m.is_inconsistent(),
+            owner_died: std::cell::Cell::new(m.is_inconsistent()),
         })
     }
 
@@ -157,13 +157,13 @@ impl LockGuard<'_> {
     /// Whether a previous holder died holding the lock, since the last
     /// [`mark_consistent`](Self::mark_consistent): the data it guarded may need repair.
     pub fn owner_died(&self) -> bool {
-        self.owner_died
+        self.owner_died.get()
     }
 
     /// Declares the guarded data repaired: later acquirers no longer hear that an owner died.
-    pub fn mark_consistent(&mut self) {
+    pub fn mark_consistent(&self) {
         self.lock.raw().mark_consistent();
-        self.owner_died = false;
+        self.owner_died.set(false);
     }
 
     /// Releases the lock (as dropping the guard does).
@@ -225,7 +225,7 @@ impl std::fmt::Debug for RLock {
 #[derive(Debug)]
 pub struct RLockGuard<'a> {
     lock: &'a RLock,
-    owner_died: bool,
+    owner_died: std::cell::Cell<bool>,
 }
 
 impl RLock {
@@ -274,7 +274,7 @@ impl RLock {
             m.count.fetch_add(1, Ordering::Relaxed);
             return Ok(RLockGuard {
                 lock: self,
-                owner_died: m.is_inconsistent(),
+                owner_died: std::cell::Cell::new(m.is_inconsistent()),
             });
         }
         m.lock(self.obj.segment(), me, deadline)?;
@@ -282,7 +282,7 @@ impl RLock {
         m.count.store(1, Ordering::Relaxed);
         Ok(RLockGuard {
             lock: self,
-            owner_died: m.is_inconsistent(),
+            owner_died: std::cell::Cell::new(m.is_inconsistent()),
         })
     }
 
@@ -316,13 +316,13 @@ impl RLock {
 impl RLockGuard<'_> {
     /// Whether a previous holder died holding the lock (see [`LockGuard::owner_died`]).
     pub fn owner_died(&self) -> bool {
-        self.owner_died
+        self.owner_died.get()
     }
 
     /// Declares the guarded data repaired.
-    pub fn mark_consistent(&mut self) {
+    pub fn mark_consistent(&self) {
         self.lock.obj.block().m.mark_consistent();
-        self.owner_died = false;
+        self.owner_died.set(false);
     }
 }
 

@@ -128,7 +128,8 @@ impl fmt::Display for ExitStatus {
 pub struct Process {
     pid: libc::pid_t,
     pidfd: Option<OwnedFd>,
-    status: Option<ExitStatus>,
+    /// Set once reaped (then the pid may be reused: never signal it again).
+    status: std::cell::Cell<Option<ExitStatus>>,
 }
 
 impl Process {
@@ -198,7 +199,7 @@ impl Process {
         Process {
             pid,
             pidfd,
-            status: None,
+            status: std::cell::Cell::new(None),
         }
     }
 
@@ -208,8 +209,8 @@ impl Process {
     }
 
     /// Waits for the child to end and returns how it ended.
-    pub fn join(&mut self) -> Result<ExitStatus> {
-        if let Some(s) = self.status {
+    pub fn join(&self) -> Result<ExitStatus> {
+        if let Some(s) = self.status.get() {
             return Ok(s);
         }
         let mut status: libc::c_int = 0;
@@ -218,7 +219,7 @@ impl Process {
             let r = unsafe { libc::waitpid(self.pid, &mut status, 0) };
             if r == self.pid {
                 let s = ExitStatus::from_wait(status);
-                self.status = Some(s);
+                self.status.set(Some(s));
                 return Ok(s);
             }
             let e = std::io::Error::last_os_error();
@@ -229,7 +230,7 @@ impl Process {
     }
 
     /// [`join`](Self::join), giving up with [`Error::Timeout`] after `timeout` (the child runs on).
-    pub fn join_timeout(&mut self, timeout: Duration) -> Result<ExitStatus> {
+    pub fn join_timeout(&self, timeout: Duration) -> Result<ExitStatus> {
         let start = Instant::now();
         loop {
             if let Some(s) = self.try_join()? {
@@ -244,8 +245,8 @@ impl Process {
     }
 
     /// The exit status if the child has ended, without waiting.
-    pub fn try_join(&mut self) -> Result<Option<ExitStatus>> {
-        if let Some(s) = self.status {
+    pub fn try_join(&self) -> Result<Option<ExitStatus>> {
+        if let Some(s) = self.status.get() {
             return Ok(Some(s));
         }
         let mut status: libc::c_int = 0;
@@ -255,7 +256,7 @@ impl Process {
             0 => Ok(None),
             r if r == self.pid => {
                 let s = ExitStatus::from_wait(status);
-                self.status = Some(s);
+                self.status.set(Some(s));
                 Ok(Some(s))
             }
             _ => Err(Error::Io(std::io::Error::last_os_error())),
@@ -278,28 +279,28 @@ impl Process {
     }
 
     /// Whether the child is still running.
-    pub fn is_alive(&mut self) -> bool {
+    pub fn is_alive(&self) -> bool {
         matches!(self.try_join(), Ok(None))
     }
 
     /// Python's `exitcode`: `None` while running, else the code or minus the signal.
-    pub fn exitcode(&mut self) -> Option<i32> {
+    pub fn exitcode(&self) -> Option<i32> {
         self.try_join().ok().flatten().map(|s| s.exitcode())
     }
 
     /// Asks the child to stop (SIGTERM).
-    pub fn terminate(&mut self) -> Result<()> {
+    pub fn terminate(&self) -> Result<()> {
         self.signal(libc::SIGTERM)
     }
 
     /// Kills the child (SIGKILL).
-    pub fn kill(&mut self) -> Result<()> {
+    pub fn kill(&self) -> Result<()> {
         self.signal(libc::SIGKILL)
     }
 
     /// Sends `sig` to the child, if it has not been reaped (so never to a recycled pid).
-    pub fn signal(&mut self, sig: i32) -> Result<()> {
-        if self.status.is_some() {
+    pub fn signal(&self, sig: i32) -> Result<()> {
+        if self.status.get().is_some() {
             return Ok(());
         }
         // SAFETY: plain syscall; the pid is our unreaped child, so it cannot have been reused.
@@ -321,7 +322,7 @@ impl Process {
 impl crate::select::Waitable for Process {
     fn __arm(&self) -> Result<crate::select::Armed> {
         use crate::select::Armed;
-        if self.status.is_some() || self.exited_unreaped() {
+        if self.status.get().is_some() || self.exited_unreaped() {
             return Ok(Armed::Ready);
         }
         Ok(self.pidfd.as_ref().map_or(Armed::Tick, |f| {
@@ -330,7 +331,7 @@ impl crate::select::Waitable for Process {
     }
 
     fn __check(&self, _signalled: bool) -> Result<bool> {
-        Ok(self.status.is_some() || self.exited_unreaped())
+        Ok(self.status.get().is_some() || self.exited_unreaped())
     }
 }
 

@@ -53,19 +53,19 @@ impl<T: Pod + std::fmt::Debug> std::fmt::Debug for Value<T> {
 pub struct ValueGuard<'a, T: ?Sized> {
     lock: &'a RawMutex,
     data: &'a mut T,
-    owner_died: bool,
+    owner_died: std::cell::Cell<bool>,
 }
 
 impl<T: ?Sized> ValueGuard<'_, T> {
     /// Whether a process died holding this lock (the data may be half written).
     pub fn owner_died(&self) -> bool {
-        self.owner_died
+        self.owner_died.get()
     }
 
     /// Declares the data repaired.
-    pub fn mark_consistent(&mut self) {
+    pub fn mark_consistent(&self) {
         self.lock.mark_consistent();
-        self.owner_died = false;
+        self.owner_died.set(false);
     }
 }
 
@@ -98,7 +98,7 @@ fn lock_data<'a, T: ?Sized>(
     Ok(ValueGuard {
         lock,
         data,
-        owner_died: lock.is_inconsistent(),
+        owner_died: std::cell::Cell::new(lock.is_inconsistent()),
     })
 }
 

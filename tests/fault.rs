@@ -57,7 +57,7 @@ fn kill_later(pid: u32, after: Duration) -> std::thread::JoinHandle<Instant> {
 
 fn killed_peer_wakes_blocked_recv() {
     let (a, b) = Pipe::new().unwrap();
-    let mut child = sleeper(b);
+    let child = sleeper(b);
     let killer = kill_later(child.pid(), Duration::from_millis(200));
     let r = a.recv::<u32>();
     let noticed = Instant::now();
@@ -77,7 +77,7 @@ fn killed_peer_wakes_blocked_recv() {
 
 fn killed_peer_wakes_blocked_send_on_full_ring() {
     let (a, b) = Pipe::builder().capacity(4096).build().unwrap();
-    let mut child = sleeper(b);
+    let child = sleeper(b);
     // Fill the ring until a send would block.
     while a
         .send_bytes_timeout(&[7u8; 512], Duration::from_millis(50))
@@ -121,7 +121,7 @@ fn messages_sent_before_death_are_delivered() {
 
 fn killed_mid_stream_is_peer_died() {
     let (a, b) = Pipe::builder().capacity(4096).build().unwrap();
-    let mut child = Process::fork(move || {
+    let child = Process::fork(move || {
         // A message far larger than the ring: it blocks once the ring is full, and is killed there.
         b.send_bytes(&vec![1u8; 10 << 20]).unwrap();
     })
@@ -140,7 +140,7 @@ fn killed_mid_stream_is_peer_died() {
 
 fn stopped_peer_is_alive_and_delivers_after_sigcont() {
     let (a, b) = Pipe::new().unwrap();
-    let mut child = Process::fork(move || {
+    let child = Process::fork(move || {
         let _go: () = b.recv().unwrap();
         for i in 0..1000u32 {
             b.send(&i).unwrap();
@@ -173,7 +173,7 @@ fn stopped_peer_is_alive_and_delivers_after_sigcont() {
 
 fn stopped_peer_with_full_ring_times_out() {
     let (a, b) = Pipe::builder().capacity(4096).build().unwrap();
-    let mut child = Process::fork(move || {
+    let child = Process::fork(move || {
         let _go: () = b.recv().unwrap();
         let mut n = 0u64;
         while let Ok(m) = b.recv_bytes() {
@@ -204,7 +204,7 @@ fn dead_readers_claim_is_taken_over() {
     let (a, b) = Pipe::new().unwrap();
     let b_ref = &b;
     // The child blocks reading a copy of `b` (holding its read claim) and is killed there.
-    let mut child = Process::fork(|| {
+    let child = Process::fork(|| {
         let _ = b_ref.recv::<u8>();
     })
     .unwrap();
@@ -253,7 +253,7 @@ fn corrupted_header_is_refused() {
         poke(&name, *offset, bytes);
         let n = name.clone();
         let what = what.to_string();
-        let mut child = Process::fork(move || {
+        let child = Process::fork(move || {
             let r = Pipe::open(&n, 1);
             match (i, r) {
                 (0..=2, Err(Error::Incompatible)) => {}
@@ -278,7 +278,7 @@ fn hostile_frame_lengths_are_corrupt() {
     ];
     for (fillers, tag, len, payload) in cases {
         let (a, b) = Pipe::builder().capacity(8192).build().unwrap();
-        let mut child = Process::fork(move || {
+        let child = Process::fork(move || {
             for _ in 0..fillers {
                 assert_eq!(b.recv_bytes().unwrap().len(), 8);
             }
@@ -312,7 +312,7 @@ fn hostile_counters_are_corrupt() {
     let (tail_at, head_at) = (4096u64, 4096u64 + 128);
     poke(name, head_at, &3u64.to_le_bytes()); // misaligned head
     let b_ref = &b;
-    let mut child = Process::fork(|| {
+    let child = Process::fork(|| {
         assert!(matches!(b_ref.recv::<u8>(), Err(Error::Corrupt)));
         assert!(matches!(b_ref.poll(Duration::ZERO), Err(Error::Corrupt)));
     })
@@ -326,7 +326,7 @@ fn hostile_counters_are_corrupt() {
 }
 
 fn cleanup_removes_only_dead_segments() {
-    let mut dead = Process::fork(|| {
+    let dead = Process::fork(|| {
         let (_a, _b) = Pipe::builder().name("will-die").build().unwrap();
         // SAFETY: dies without closing anything, as SIGKILL would.
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
@@ -366,7 +366,7 @@ fn segments_are_private_to_the_user() {
 fn failed_allocation_is_an_error_and_leaves_nothing() {
     // A file size limit makes the segment's allocation fail as a full /dev/shm would: an error at
     // creation, never a SIGBUS later, and no half-made segment left.
-    let mut child = Process::fork(|| {
+    let child = Process::fork(|| {
         // SAFETY: plain syscalls in the child: ignore SIGXFSZ and cap file sizes at 1 MiB.
         unsafe {
             libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
@@ -386,7 +386,7 @@ fn failed_allocation_is_an_error_and_leaves_nothing() {
 
 fn child_dies_with_its_parent() {
     let (r, w) = Pipe::simplex().unwrap();
-    let mut middle = Process::fork(move || {
+    let middle = Process::fork(move || {
         let grandchild = Process::fork(|| {
             loop {
                 std::thread::sleep(Duration::from_secs(1));
@@ -415,7 +415,7 @@ fn panic_in_child_is_code_101_with_message() {
     // SAFETY: valid out-array for two descriptors.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
     let (rfd, wfd) = (fds[0], fds[1]);
-    let mut child = Process::fork(move || {
+    let child = Process::fork(move || {
         // SAFETY: redirect this child's stderr into the pipe.
         unsafe { libc::dup2(wfd, 2) };
         panic!("the child gives up: {}", 42);
@@ -433,13 +433,13 @@ fn panic_in_child_is_code_101_with_message() {
         .unwrap();
     assert!(text.contains("the child gives up: 42"), "{text}");
     // An Err returned is code 1.
-    let mut child = Process::fork_with(|| -> Result<(), String> { Err("nope".into()) }).unwrap();
+    let child = Process::fork_with(|| -> Result<(), String> { Err("nope".into()) }).unwrap();
     assert_eq!(child.join().unwrap().code(), Some(1));
     let _ = checksum(&[]);
 }
 
 fn process_join_timeout_terminate_kill() {
-    let mut p = Process::fork(|| std::thread::sleep(Duration::from_secs(30))).unwrap();
+    let p = Process::fork(|| std::thread::sleep(Duration::from_secs(30))).unwrap();
     assert!(p.pid() > 0);
     assert!(p.is_alive());
     assert_eq!(p.exitcode(), None);
@@ -456,10 +456,10 @@ fn process_join_timeout_terminate_kill() {
     assert!(!p.is_alive());
     // Signalling a reaped child is a no-op, never a stray kill.
     p.kill().unwrap();
-    let mut q = Process::fork(|| std::thread::sleep(Duration::from_secs(30))).unwrap();
+    let q = Process::fork(|| std::thread::sleep(Duration::from_secs(30))).unwrap();
     q.kill().unwrap();
     assert_eq!(q.join().unwrap().exitcode(), -9);
-    let mut quick = Process::fork_with(|| 3).unwrap();
+    let quick = Process::fork_with(|| 3).unwrap();
     assert_eq!(
         quick.join_timeout(Duration::from_secs(5)).unwrap().code(),
         Some(3)

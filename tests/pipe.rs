@@ -39,7 +39,7 @@ fn main() {
 
 fn eof_after_everything_is_received() {
     let (a, b) = Pipe::new().unwrap();
-    let mut child = Process::fork(move || {
+    let child = Process::fork(move || {
         let mut got = Vec::new();
         let end = loop {
             match b.recv::<u32>() {
@@ -60,7 +60,7 @@ fn eof_after_everything_is_received() {
 
 fn recv_loop_ends_when_child_exits() {
     let (a, b) = Pipe::new().unwrap();
-    let mut child = Process::fork(move || {
+    let child = Process::fork(move || {
         for i in 0..5u8 {
             b.send(&i).unwrap();
         }
@@ -78,7 +78,7 @@ fn recv_loop_ends_when_child_exits() {
 fn broken_pipe_after_peer_closes() {
     let (a, b) = Pipe::new().unwrap();
     let (done_r, done_w) = Pipe::simplex().unwrap();
-    let mut child = Process::fork(move || {
+    let child = Process::fork(move || {
         b.close();
         done_w.send(&()).unwrap();
         // Stay alive: the end is closed, not dead.
@@ -94,7 +94,7 @@ fn broken_pipe_after_peer_closes() {
 
 fn broken_pipe_after_peer_exits() {
     let (a, b) = Pipe::new().unwrap();
-    let mut child = Process::fork(move || drop(b)).unwrap();
+    let child = Process::fork(move || drop(b)).unwrap();
     assert!(child.join().unwrap().success());
     assert!(matches!(a.send(&"x"), Err(Error::BrokenPipe)));
 }
@@ -107,7 +107,7 @@ fn duplex_values_both_ways() {
         text: String,
     }
     let (parent, child_end) = Pipe::new().unwrap();
-    let mut child = Process::fork(move || {
+    let child = Process::fork(move || {
         for k in 0..2 {
             child_end
                 .send(&Msg {
@@ -138,7 +138,7 @@ fn duplex_values_both_ways() {
 
 fn send_bytes_and_recv_bytes_into() {
     let (a, b) = Pipe::new().unwrap();
-    let mut child = Process::fork(move || {
+    let child = Process::fork(move || {
         let mut buf = [0u8; 64];
         for i in 0..100u8 {
             let n = b.recv_bytes_into(&mut buf).unwrap();
@@ -154,7 +154,7 @@ fn send_bytes_and_recv_bytes_into() {
 
 fn buffer_too_short_keeps_the_message() {
     let (a, b) = Pipe::new().unwrap();
-    let mut child = Process::fork(move || {
+    let child = Process::fork(move || {
         a.send_bytes(b"0123456789").unwrap();
         a.send_bytes(b"next").unwrap();
     })
@@ -180,7 +180,7 @@ fn buffer_too_short_keeps_a_streamed_message() {
     let mut big = vec![0u8; 100_000];
     Rng(7).fill(&mut big);
     let sum = checksum(&big);
-    let mut child = Process::fork(move || a.send_bytes(&big).unwrap()).unwrap();
+    let child = Process::fork(move || a.send_bytes(&big).unwrap()).unwrap();
     let mut small = vec![0u8; 99_999];
     assert!(matches!(
         b.recv_bytes_into(&mut small),
@@ -205,7 +205,7 @@ fn poll_each_kind_of_timeout() {
     assert!(t.elapsed() >= Duration::from_millis(150));
     assert!(t.elapsed() < Duration::from_secs(2));
     // Forever: a child sends after a while.
-    let mut child = Process::fork(move || {
+    let child = Process::fork(move || {
         std::thread::sleep(Duration::from_millis(200));
         a.send(&5u8).unwrap();
     })
@@ -221,7 +221,7 @@ fn poll_each_kind_of_timeout() {
 
 fn poll_reports_eof() {
     let (a, b) = Pipe::new().unwrap();
-    let mut child = Process::fork(move || a.send(&1u8).unwrap()).unwrap();
+    let child = Process::fork(move || a.send(&1u8).unwrap()).unwrap();
     assert!(child.join().unwrap().success());
     assert!(b.poll(Duration::ZERO).unwrap());
     assert_eq!(b.recv::<u8>().unwrap(), 1);
@@ -246,7 +246,7 @@ fn recv_timeout_then_message() {
         b.recv_bytes_into_timeout(&mut buf, Duration::from_millis(20)),
         Err(Error::Timeout)
     ));
-    let mut child = Process::fork(move || a.send(&9u8).unwrap()).unwrap();
+    let child = Process::fork(move || a.send(&9u8).unwrap()).unwrap();
     assert_eq!(b.recv_timeout::<u8>(Duration::from_secs(5)).unwrap(), 9);
     assert!(child.join().unwrap().success());
 }
@@ -255,7 +255,7 @@ fn recv_timeout_then_message() {
 fn echo_sizes(cap: usize, sizes: &[usize]) {
     let (a, b) = Pipe::builder().capacity(cap).build().unwrap();
     let n = sizes.len();
-    let mut child = Process::fork(move || {
+    let child = Process::fork(move || {
         for _ in 0..n {
             let m = b.recv_bytes().unwrap();
             b.send_bytes(&m).unwrap();
@@ -314,7 +314,7 @@ fn duplex_big_messages_at_the_same_time() {
     let mut theirs = vec![0u8; size];
     Rng(12).fill(&mut theirs);
     let (sum_mine, sum_theirs) = (checksum(&mine), checksum(&theirs));
-    let mut child = Process::fork(move || {
+    let child = Process::fork(move || {
         b.send_bytes(&theirs).unwrap();
         let got = b.recv_bytes().unwrap();
         assert_eq!(checksum(&got), sum_mine);
@@ -328,7 +328,7 @@ fn duplex_big_messages_at_the_same_time() {
 
 fn zero_copy_forms() {
     let (a, b) = Pipe::new().unwrap();
-    let mut child = Process::fork(move || {
+    let child = Process::fork(move || {
         for i in 0..1000u32 {
             let len = (i % 200) as usize;
             b.recv_with(|bytes| {
@@ -369,7 +369,7 @@ fn pod_values() {
         price: f64,
     }
     let (a, b) = Pipe::new().unwrap();
-    let mut child = Process::fork(move || {
+    let child = Process::fork(move || {
         for i in 0..1000u64 {
             let t: Tick = b.recv_pod().unwrap();
             assert_eq!(
@@ -403,7 +403,7 @@ fn simplex_roles_and_misuse() {
     assert!(matches!(writer.recv::<u8>(), Err(Error::Misuse)));
     assert!(matches!(writer.recv_bytes(), Err(Error::Misuse)));
     assert!(matches!(writer.poll(Duration::ZERO), Err(Error::Misuse)));
-    let mut child = Process::fork(move || {
+    let child = Process::fork(move || {
         for i in 0..10u8 {
             writer.send(&i).unwrap();
         }
@@ -418,7 +418,7 @@ fn two_readers_is_misuse() {
     let (a, b) = Pipe::new().unwrap();
     let b_ref = &b;
     // The child reads a forked copy of `b` (borrowed, so the parent still has it) and blocks.
-    let mut child = Process::fork(|| {
+    let child = Process::fork(|| {
         let v: u8 = b_ref.recv_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(v, 1);
     })
@@ -452,7 +452,7 @@ fn use_after_close_is_misuse() {
 fn child_keeps_moved_end_after_parent_drops_its_copy() {
     let (a, b) = Pipe::new().unwrap();
     // `b` moves into the child; the parent's copy is dropped as fork returns. The end stays open.
-    let mut child = Process::fork(move || {
+    let child = Process::fork(move || {
         std::thread::sleep(Duration::from_millis(200));
         let x: u32 = b.recv().unwrap();
         b.send(&(x + 1)).unwrap();
@@ -474,7 +474,7 @@ fn named_pipe_between_processes() {
         "{again:?}"
     );
     let n2 = name.clone();
-    let mut child = Process::fork(move || {
+    let child = Process::fork(move || {
         let mine = Pipe::open(&n2, 1).unwrap();
         let v: String = mine.recv().unwrap();
         mine.send(&format!("{v} back")).unwrap();
@@ -517,7 +517,7 @@ fn wait_strategies_all_deliver() {
     ] {
         let (a, b) = Pipe::builder().wait_strategy(w).build().unwrap();
         assert_eq!(a.wait_strategy(), w);
-        let mut child = Process::fork(move || {
+        let child = Process::fork(move || {
             while let Ok(x) = b.recv::<u32>() {
                 b.send(&(x + 1)).unwrap();
             }

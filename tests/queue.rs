@@ -91,7 +91,7 @@ fn four_producers_four_consumers_exactly_once() {
             .unwrap(),
         );
     }
-    for mut p in producers {
+    for p in producers {
         assert!(p.join().unwrap().success());
     }
     q.close().unwrap();
@@ -105,7 +105,7 @@ fn four_producers_four_consumers_exactly_once() {
             total[i].3 &= e.3;
         }
     }
-    for mut c in consumers {
+    for c in consumers {
         assert!(c.join().unwrap().success());
     }
     let sum: u64 = n * (n - 1) / 2;
@@ -121,7 +121,7 @@ fn four_producers_four_consumers_exactly_once() {
 fn items_of_every_size_and_too_large() {
     let q = Queue::<Vec<u8>>::builder().item_size(4096).build().unwrap();
     let qc = q.clone();
-    let mut p = Process::fork(move || {
+    let p = Process::fork(move || {
         let mut rng = Rng(3);
         for _ in 0..2000 {
             let len = rng.below(4000) as usize;
@@ -166,7 +166,7 @@ fn bounded_full_empty_and_every_timeout() {
     assert!(t.elapsed() >= Duration::from_millis(100));
     // A blocked put completes once a consumer in another process makes room.
     let qc = q.clone();
-    let mut p = Process::fork(move || {
+    let p = Process::fork(move || {
         std::thread::sleep(Duration::from_millis(150));
         assert_eq!(qc.get().unwrap(), 0);
     })
@@ -182,7 +182,7 @@ fn bounded_full_empty_and_every_timeout() {
     assert!(q.is_empty());
     // get (forever) wakes when a producer puts.
     let qc = q.clone();
-    let mut p = Process::fork(move || {
+    let p = Process::fork(move || {
         std::thread::sleep(Duration::from_millis(100));
         qc.put(&42).unwrap();
     })
@@ -199,7 +199,7 @@ fn unbounded_takes_many_without_blocking() {
     }
     assert_eq!(q.qsize(), 50_000);
     let qc = q.clone();
-    let mut p = Process::fork(move || {
+    let p = Process::fork(move || {
         for i in 0..50_000u64 {
             assert_eq!(qc.get().unwrap(), i);
         }
@@ -215,7 +215,7 @@ fn close_drains_then_eof_and_refuses_puts() {
         q.put(&i).unwrap();
     }
     let qc = q.clone();
-    let mut p = Process::fork(move || qc.close().unwrap()).unwrap();
+    let p = Process::fork(move || qc.close().unwrap()).unwrap();
     assert!(p.join().unwrap().success());
     assert!(q.is_closed());
     assert!(matches!(q.put(&9), Err(Error::Closed)));
@@ -236,7 +236,7 @@ fn close_drains_then_eof_and_refuses_puts() {
 fn producer_may_exit_without_draining() {
     let q = Queue::<u32>::new(0).unwrap();
     let qc = q.clone();
-    let mut p = Process::fork(move || {
+    let p = Process::fork(move || {
         for i in 0..1000 {
             qc.put(&i).unwrap();
         }
@@ -261,7 +261,7 @@ fn consumer_stopped_mid_get_does_not_hold_up_the_others() {
     // The stalled consumer claims one item and stops itself while holding its slot.
     let qs = q.clone();
     let w = &res;
-    let mut stalled = Process::fork(move || {
+    let stalled = Process::fork(move || {
         stop_w.send(&()).unwrap();
         let v = qs.__get_interrupted(libc::SIGSTOP).unwrap();
         w.put(&vec![v]).unwrap();
@@ -314,7 +314,7 @@ fn consumer_stopped_mid_get_does_not_hold_up_the_others() {
     stalled.signal(libc::SIGCONT).unwrap();
     assert_eq!(res.get().unwrap(), vec![0]);
     assert!(stalled.join().unwrap().success());
-    for mut o in others {
+    for o in others {
         assert!(o.join().unwrap().success());
     }
 }
@@ -323,7 +323,7 @@ fn producer_killed_mid_put_loses_only_its_item() {
     let q = Queue::<u64>::new(256).unwrap();
     q.put(&1).unwrap();
     let qc = q.clone();
-    let mut dying = Process::fork(move || {
+    let dying = Process::fork(move || {
         let _ = qc.__put_interrupted(&999, libc::SIGKILL);
     })
     .unwrap();
@@ -351,7 +351,7 @@ fn consumer_killed_mid_get_loses_only_its_item() {
         q.put(&i).unwrap();
     }
     let qc = q.clone();
-    let mut dying = Process::fork(move || {
+    let dying = Process::fork(move || {
         let _ = qc.__get_interrupted(libc::SIGKILL);
     })
     .unwrap();
@@ -419,7 +419,7 @@ fn busy_queue_makes_almost_no_futex_calls() {
     while got.len() < 4 {
         got.push(reports.get().unwrap());
     }
-    for mut k in kids {
+    for k in kids {
         assert!(k.join().unwrap().success());
     }
     let delivered: u64 = got.iter().map(|r| r.0).sum();
@@ -442,7 +442,7 @@ fn joinable_queue_accounting() {
         Err(Error::Timeout)
     ));
     let worker = q.clone();
-    let mut p = Process::fork(move || {
+    let p = Process::fork(move || {
         for _ in 0..100 {
             worker.get().unwrap();
             std::thread::sleep(Duration::from_micros(200));
@@ -463,7 +463,7 @@ fn simple_queue() {
     let q = SimpleQueue::<String>::new().unwrap();
     assert!(q.is_empty());
     let qc = q.clone();
-    let mut p = Process::fork(move || {
+    let p = Process::fork(move || {
         for s in ["a", "b"] {
             qc.put(&s.to_string()).unwrap();
         }
@@ -483,7 +483,7 @@ fn queues_by_name_between_exec_d_binaries() {
     );
     let a = Queue::<u64>::builder().name(&from).build().unwrap();
     let b = Queue::<u64>::builder().name(&to).build().unwrap();
-    let mut child = Process::spawn("relay", &(from.clone(), to.clone())).unwrap();
+    let child = Process::spawn("relay", &(from.clone(), to.clone())).unwrap();
     for i in 0..100u64 {
         a.put(&i).unwrap();
     }

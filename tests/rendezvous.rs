@@ -90,7 +90,7 @@ fn exec_d_binaries_meet_by_name() {
     let name = unique("meet");
     let listener = Listener::bind(&name).unwrap();
     assert_eq!(listener.name(), name);
-    let mut child = Process::spawn("client", &name).unwrap();
+    let child = Process::spawn("client", &name).unwrap();
     let conn = listener.accept_timeout(Duration::from_secs(10)).unwrap();
     let hello: String = conn.recv().unwrap();
     assert_eq!(hello, format!("hello from {}", child.pid()));
@@ -137,7 +137,7 @@ fn bind_collision_and_reclaim_after_a_dead_listener() {
     // A listener that dies without closing leaves its socket behind; the next bind reclaims it.
     let name2 = unique("dead");
     let n = name2.clone();
-    let mut dying = Process::fork(move || {
+    let dying = Process::fork(move || {
         let _l = Listener::bind(&n).unwrap();
         // SAFETY: dies as SIGKILL would, without running destructors.
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
@@ -155,7 +155,7 @@ fn bind_collision_and_reclaim_after_a_dead_listener() {
     // And a stale one is what cleanup removes; a live one it keeps.
     let name3 = unique("dead2");
     let n3 = name3.clone();
-    let mut dying = Process::fork(move || {
+    let dying = Process::fork(move || {
         let _l = Listener::bind(&n3).unwrap();
         // SAFETY: as above.
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
@@ -194,9 +194,9 @@ fn connect_and_accept_errors_and_timeouts() {
 }
 
 fn spawn_returns_the_roles_code() {
-    let mut p = Process::spawn("code", &7i32).unwrap();
+    let p = Process::spawn("code", &7i32).unwrap();
     assert_eq!(p.join().unwrap().code(), Some(7));
-    let mut p = Process::spawn("no-such-role", &()).unwrap();
+    let p = Process::spawn("no-such-role", &()).unwrap();
     assert_eq!(p.join().unwrap().code(), Some(2));
 }
 
@@ -219,7 +219,7 @@ fn spawn_from_a_program_with_threads() {
     for _ in 0..5 {
         kids.push(Process::spawn("code", &0i32).unwrap());
     }
-    let mut echo = Process::spawn("echo", &h).unwrap();
+    let echo = Process::spawn("echo", &h).unwrap();
     drop(b);
     a.send_bytes(b"threads are fine").unwrap();
     assert_eq!(a.recv_bytes().unwrap(), b"threads are fine");
@@ -236,7 +236,7 @@ fn spawn_from_a_program_with_threads() {
 
 fn handles_passed_to_a_spawned_child() {
     let (a, b) = Pipe::new().unwrap();
-    let mut child = Process::spawn("echo", &b.to_handle().unwrap()).unwrap();
+    let child = Process::spawn("echo", &b.to_handle().unwrap()).unwrap();
     drop(b); // the child holds its end now: dropping ours must not close it
     for size in [0usize, 1, 1000, 5 << 20] {
         let msg: Vec<u8> = (0..size).map(|i| i as u8).collect();
@@ -256,7 +256,7 @@ fn two_handles_in_one_spawn() {
     let (a1, b1) = Pipe::new().unwrap();
     let (a2, b2) = Pipe::new().unwrap();
     let handles = (b1.to_handle().unwrap(), b2.to_handle().unwrap());
-    let mut child = Process::spawn("sum", &handles).unwrap();
+    let child = Process::spawn("sum", &handles).unwrap();
     drop((b1, b2));
     a1.send(&40u64).unwrap();
     a2.send(&2u64).unwrap();
@@ -272,7 +272,7 @@ fn named_handle_opens_by_name() {
         .unwrap();
     let h = b.to_handle().unwrap();
     assert!(matches!(h, ConnectionHandle::Named { .. }));
-    let mut child = Process::spawn("echo", &h).unwrap();
+    let child = Process::spawn("echo", &h).unwrap();
     a.send_bytes(b"by name").unwrap();
     assert_eq!(a.recv_bytes().unwrap(), b"by name");
     drop(b);
@@ -297,7 +297,7 @@ fn wait_each_kind_of_timeout() {
             .is_empty()
     );
     assert!(t.elapsed() >= Duration::from_millis(120) && t.elapsed() < Duration::from_secs(2));
-    let mut p = Process::fork(move || {
+    let p = Process::fork(move || {
         std::thread::sleep(Duration::from_millis(200));
         b.send(&1u8).unwrap();
         std::thread::sleep(Duration::from_millis(200));
@@ -388,7 +388,7 @@ fn wait_over_64_connections_and_child_exits() {
 fn wait_reports_a_killed_peer() {
     let (a, b) = Pipe::new().unwrap();
     let (c, d) = Pipe::new().unwrap();
-    let mut p = Process::fork(move || {
+    let p = Process::fork(move || {
         let _keep = (b, d);
         std::thread::sleep(Duration::from_secs(60));
     })
@@ -418,7 +418,7 @@ fn wait_on_a_listener() {
     let name = unique("waited");
     let listener = Listener::bind(&name).unwrap();
     assert!(wait(&[&listener], Duration::ZERO).unwrap().is_empty());
-    let mut child = Process::spawn("client", &name).unwrap();
+    let child = Process::spawn("client", &name).unwrap();
     assert_eq!(
         wait(&[&listener], Some(Duration::from_secs(10))).unwrap(),
         vec![0]
@@ -435,7 +435,7 @@ fn shared_memory_between_exec_d_binaries() {
     assert_eq!(m.len(), 1 << 20);
     assert!(m.as_slice().iter().all(|&b| b == 0));
     m.as_mut_slice()[..5].copy_from_slice(b"ping!");
-    let mut child = Process::spawn("shm", &name).unwrap();
+    let child = Process::spawn("shm", &name).unwrap();
     assert!(child.join().unwrap().success());
     assert_eq!(&m.as_slice()[..5], b"pong!");
     drop(m); // the last user removes the name
@@ -471,7 +471,7 @@ fn shared_memory_errors() {
 
 fn spawned_child_dies_with_its_parent() {
     let (r, w) = Pipe::simplex().unwrap();
-    let mut middle = Process::fork(move || {
+    let middle = Process::fork(move || {
         let p = Process::spawn("sleep", &()).unwrap();
         w.send(&p.pid()).unwrap();
         std::thread::sleep(Duration::from_secs(60));

@@ -76,7 +76,7 @@ fn exchange(conn: &Connection, n: u64, seed: u64) {
 fn random_sizes_both_ways_with_checksums() {
     let n = count();
     let (a, b) = Pipe::builder().capacity(64 * 1024).build().unwrap();
-    let mut child = Process::fork(move || exchange(&b, n, 2)).unwrap();
+    let child = Process::fork(move || exchange(&b, n, 2)).unwrap();
     exchange(&a, n, 3);
     assert!(child.join().unwrap().success());
 }
@@ -84,7 +84,7 @@ fn random_sizes_both_ways_with_checksums() {
 fn busy_stream_makes_almost_no_futex_calls() {
     let n = count();
     let (a, b) = Pipe::new().unwrap();
-    let mut child = Process::fork(move || {
+    let child = Process::fork(move || {
         let before = shmwire::stats::futex_calls();
         let mut buf = [0u8; 64];
         for i in 0..n {
@@ -124,7 +124,7 @@ fn no_lost_wakeups_across_spin_and_sleep() {
     ];
     for wait in waits {
         let (a, b) = Pipe::builder().wait_strategy(wait).build().unwrap();
-        let mut child = Process::fork(move || {
+        let child = Process::fork(move || {
             let mut rng = Rng(5);
             while let Ok(x) = b.recv::<u64>() {
                 if rng.below(4) == 0 {

@@ -80,7 +80,7 @@ fn lock_keeps_a_counter_exact() {
             .unwrap()
         })
         .collect();
-    for mut k in kids {
+    for k in kids {
         assert!(k.join().unwrap().success());
     }
     assert_eq!(count.get().unwrap(), 16_000);
@@ -91,7 +91,7 @@ fn lock_holder_killed_is_recovered_and_reported_until_consistent() {
     let lock = Lock::new().unwrap();
     let held = Event::new().unwrap();
     let (l, h) = (lock.clone(), held.clone());
-    let mut dying = Process::fork(move || {
+    let dying = Process::fork(move || {
         let _g = l.acquire().unwrap();
         h.set().unwrap();
         // SAFETY: dies holding the lock, as a crash would.
@@ -108,13 +108,13 @@ fn lock_holder_killed_is_recovered_and_reported_until_consistent() {
     drop(g);
     // Later lockers keep hearing it, in other processes too, until someone marks it consistent.
     let l = lock.clone();
-    let mut other = Process::fork(move || {
+    let other = Process::fork(move || {
         let g = l.acquire().unwrap();
         assert!(g.owner_died());
     })
     .unwrap();
     assert!(other.join().unwrap().success());
-    let mut g = lock.acquire().unwrap();
+    let g = lock.acquire().unwrap();
     assert!(g.owner_died());
     g.mark_consistent();
     assert!(!g.owner_died());
@@ -141,7 +141,7 @@ fn stopped_lock_holder_is_not_robbed() {
     // A holder that stops itself inside the critical section: others time out, never steal.
     let (l, held) = (lock.clone(), Event::new().unwrap());
     let h = held.clone();
-    let mut stopped = Process::fork(move || {
+    let stopped = Process::fork(move || {
         let _g = l.acquire().unwrap();
         h.set().unwrap();
         // SAFETY: stops itself while holding the lock.
@@ -159,7 +159,7 @@ fn stopped_lock_holder_is_not_robbed() {
     assert!(lock.try_acquire().unwrap().is_none());
     stopped.signal(libc::SIGCONT).unwrap();
     assert!(stopped.join().unwrap().success());
-    for mut w in workers {
+    for w in workers {
         assert!(w.join().unwrap().success());
     }
     assert_eq!(
@@ -182,7 +182,7 @@ fn rlock_recursion_and_ownership() {
         .unwrap();
     // Nor another process, which has to wait.
     let r3 = r.clone();
-    let mut p = Process::fork(move || {
+    let p = Process::fork(move || {
         assert!(matches!(r3.release(), Err(Error::NotOwner)));
         assert!(matches!(
             r3.acquire_timeout(Duration::from_millis(50)),
@@ -197,7 +197,7 @@ fn rlock_recursion_and_ownership() {
     assert_eq!(r.levels(), 0);
     assert!(matches!(r.release(), Err(Error::NotOwner)));
     let r4 = r.clone();
-    let mut p = Process::fork(move || {
+    let p = Process::fork(move || {
         let _g = r4.acquire_timeout(Duration::from_secs(5)).unwrap();
     })
     .unwrap();
@@ -207,7 +207,7 @@ fn rlock_recursion_and_ownership() {
 fn rlock_holder_killed() {
     let r = RLock::new().unwrap();
     let r2 = r.clone();
-    let mut dying = Process::fork(move || {
+    let dying = Process::fork(move || {
         let _a = r2.acquire().unwrap();
         let _b = r2.acquire().unwrap();
         // SAFETY: dies holding two levels.
@@ -246,7 +246,7 @@ fn semaphore_bounds_concurrency() {
             .unwrap()
         })
         .collect();
-    for mut k in kids {
+    for k in kids {
         assert!(k.join().unwrap().success());
     }
     assert!(
@@ -270,7 +270,7 @@ fn bounded_semaphore_refuses_extra_release() {
     assert!(matches!(s.release(), Err(Error::Misuse)));
     s.acquire().unwrap();
     let s2 = s.clone();
-    let mut p = Process::fork(move || s2.release().unwrap()).unwrap();
+    let p = Process::fork(move || s2.release().unwrap()).unwrap();
     assert!(p.join().unwrap().success());
     assert_eq!(s.value(), 1);
     assert!(matches!(s.release(), Err(Error::Misuse)));
@@ -282,7 +282,7 @@ fn event_across_processes() {
     assert!(!e.is_set());
     assert!(!e.wait_timeout(Duration::from_millis(30)).unwrap());
     let e2 = e.clone();
-    let mut p = Process::fork(move || {
+    let p = Process::fork(move || {
         std::thread::sleep(Duration::from_millis(100));
         e2.set().unwrap();
     })
@@ -324,7 +324,7 @@ fn condition_notify_all_wakes_eight_waiters() {
         go.store(1);
         cond.notify_all().unwrap();
     }
-    for mut k in kids {
+    for k in kids {
         assert!(k.join_timeout(Duration::from_secs(10)).unwrap().success());
     }
     // wait_timeout reports a timeout.
@@ -352,7 +352,7 @@ fn barrier_of_eight() {
     for _ in 0..3 {
         indices.put(&b.wait().unwrap()).unwrap();
     }
-    for mut k in kids {
+    for k in kids {
         assert!(k.join().unwrap().success());
     }
     let mut got: Vec<u32> = (0..24).map(|_| indices.get().unwrap()).collect();
@@ -364,7 +364,7 @@ fn barrier_of_eight() {
 fn barrier_abort_reset_and_timeout() {
     let b = Barrier::new(3).unwrap();
     let b2 = b.clone();
-    let mut waiter =
+    let waiter =
         Process::fork(move || assert!(matches!(b2.wait(), Err(Error::BrokenBarrier)))).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     b.abort();
@@ -375,7 +375,7 @@ fn barrier_abort_reset_and_timeout() {
     assert!(!b.broken());
     // A timeout breaks it for everyone, as in Python.
     let b3 = b.clone();
-    let mut other =
+    let other =
         Process::fork(move || assert!(matches!(b3.wait(), Err(Error::BrokenBarrier)))).unwrap();
     assert!(matches!(
         b.wait_timeout(Duration::from_millis(150)),
@@ -393,7 +393,7 @@ fn barrier_abort_reset_and_timeout() {
         })
         .collect();
     b.wait().unwrap();
-    for mut k in kids {
+    for k in kids {
         assert!(k.join().unwrap().success());
     }
     assert!(matches!(Barrier::new(0), Err(Error::Io(_))));
@@ -416,7 +416,7 @@ fn value_and_array_across_processes() {
             .unwrap()
         })
         .collect();
-    for mut k in kids {
+    for k in kids {
         assert!(k.join().unwrap().success());
     }
     assert_eq!(v.load(), 80_000);
@@ -434,7 +434,7 @@ fn value_and_array_across_processes() {
     }
     let p = Value::new(Point { x: 1.0, y: 2.0 }).unwrap();
     let p2 = p.clone();
-    let mut k = Process::fork(move || {
+    let k = Process::fork(move || {
         let mut g = p2.get_lock().unwrap();
         g.x += 10.0;
     })
@@ -461,7 +461,7 @@ fn every_object_by_name_in_an_exec_d_binary() {
         Event::open(&format!("{tag}-lock")),
         Err(Error::Incompatible)
     ));
-    let mut child = Process::spawn("by-name", &tag).unwrap();
+    let child = Process::spawn("by-name", &tag).unwrap();
     for _ in 0..1000 {
         let _g = lock.acquire().unwrap();
         count.set(count.get().unwrap() + 1).unwrap();

@@ -79,7 +79,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 pub fn rtt<L: Link>(pair: (L, L), size: usize, budget: Duration, max_iters: u64, pin: Pin) -> Lat {
     let _pin = Pinned::new(pin);
     let (mut mine, mut theirs) = pair;
-    let mut child = shmwire::Process::fork(move || {
+    let child = shmwire::Process::fork(move || {
         let mut buf = vec![0u8; size];
         while theirs.recv(&mut buf) && !is_stop(&buf) {
             theirs.send(&buf);
@@ -129,7 +129,7 @@ pub fn rtt<L: Link>(pair: (L, L), size: usize, budget: Duration, max_iters: u64,
 pub fn throughput<L: Link>(pair: (L, L), size: usize, budget: Duration, pin: Pin) -> Thr {
     let _pin = Pinned::new(pin);
     let (mut mine, mut theirs) = pair;
-    let mut child = shmwire::Process::fork(move || {
+    let child = shmwire::Process::fork(move || {
         let mut buf = vec![0u8; size];
         while theirs.recv(&mut buf) && !is_stop(&buf) {}
         theirs.send(&[1u8]);

@@ -280,7 +280,7 @@ pub fn lock_contended(budget: Duration) -> Lat {
     let count = shmwire::Value::new(0u64).expect("value");
     let stop = shmwire::Value::new(0u32).expect("value");
     let (l, c, s) = (lock.clone(), count.clone(), stop.clone());
-    let mut child = Process::fork(move || {
+    let child = Process::fork(move || {
         while s.load() == 0 {
             let _g = l.acquire().unwrap();
             c.fetch_add(1);
@@ -309,7 +309,7 @@ pub fn wake_pingpong(events: bool, budget: Duration) -> Lat {
     let (e1, e2) = (Event::new().expect("event"), Event::new().expect("event"));
     let stop = shmwire::Value::new(0u32).expect("value");
     let (a2, b2, f1, f2, s) = (a.clone(), b.clone(), e1.clone(), e2.clone(), stop.clone());
-    let mut child = Process::fork(move || {
+    let child = Process::fork(move || {
         loop {
             if events {
                 f1.wait().unwrap();
