@@ -38,8 +38,10 @@ unsafe impl SharedBlock for QueueBlock {}
 
 const PARAM_CAP: usize = 0;
 const PARAM_SLOT: usize = 1;
-/// Slots of a queue created with `maxsize == 0`.
-pub const UNBOUNDED_CAPACITY: usize = 65_536;
+/// Slots of a queue created with `maxsize == 0` (1,048,576). Pages are only allocated as slots are
+/// first used (at 256 bytes a slot with the default item size, a queue that has carried a million
+/// items holds 256 MiB of shared memory); past that many items waiting, a put blocks.
+pub const UNBOUNDED_CAPACITY: usize = 1 << 20;
 /// Default bytes per item (encoded).
 pub const DEFAULT_ITEM_SIZE: usize = 240;
 

@@ -276,7 +276,9 @@ impl Mpmc<'_> {
                 Ordering::Relaxed,
             );
         }
-        for i in 0..self.cap {
+        // Only slots ever used (never touch, and so allocate, the rest of a large ring).
+        let used = self.enq.load(Ordering::Acquire).min(self.cap);
+        for i in 0..used {
             let ctl = self.ctl(i);
             let c = ctl.load(Ordering::Acquire);
             let (lap, state, owner) = parts(c);
