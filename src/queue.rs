@@ -47,8 +47,10 @@ pub const DEFAULT_ITEM_SIZE: usize = 240;
 
 /// A multi-producer multi-consumer queue of `T` shared by processes.
 ///
-/// `Clone + Send + Sync`. Items are any serde type, encoded with postcard; an encoded item larger than
-/// the item size ([`QueueBuilder::item_size`], 240 bytes by default) is [`Error::TooLarge`].
+/// `Clone + Send + Sync`. Items are any serde type, encoded with postcard (`put`/`get`); an encoded item
+/// larger than the item size ([`QueueBuilder::item_size`], 240 bytes by default) is
+/// [`Error::TooLarge`]. A `bytemuck::Pod` item can go in as its raw bytes with no encoding at all
+/// ([`put_pod`](Queue::put_pod)/[`get_pod`](Queue::get_pod)), whether or not it is also serde.
 ///
 /// ```
 /// # fn main() -> shmwire::Result<()> {
@@ -104,7 +106,7 @@ pub struct QueueBuilder<T> {
     _t: PhantomData<fn(T) -> T>,
 }
 
-impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
+impl<T> QueueBuilder<T> {
     /// The most items it holds; 0 (the default) means as many as [`UNBOUNDED_CAPACITY`].
     pub fn maxsize(mut self, maxsize: usize) -> Self {
         self.maxsize = maxsize;
@@ -158,7 +160,7 @@ impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> Queue<T> {
+impl<T> Queue<T> {
     /// A queue of at most `maxsize` items (0: up to [`UNBOUNDED_CAPACITY`]), shared with children
     /// forked later.
     pub fn new(maxsize: usize) -> Result<Queue<T>> {
@@ -394,6 +396,46 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 }
 
+impl<T: bytemuck::Pod> Queue<T> {
+    /// Puts a plain-old-data item as its raw bytes (no encoding), waiting while the queue is full.
+    ///
+    /// ```
+    /// # fn main() -> shmwire::Result<()> {
+    /// #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, Debug, PartialEq)]
+    /// #[repr(C)]
+    /// struct Tick { seq: u64, price: f64 }
+    /// let q = shmwire::Queue::<Tick>::new(0)?;
+    /// q.put_pod(&Tick { seq: 1, price: 2.5 })?;
+    /// assert_eq!(q.get_pod()?, Tick { seq: 1, price: 2.5 });
+    /// # Ok(()) }
+    /// ```
+    pub fn put_pod(&self, item: &T) -> Result<()> {
+        self.put_bytes_at(bytemuck::bytes_of(item), Deadline::NEVER)
+    }
+
+    /// [`put_pod`](Self::put_pod) if there is room now, else [`Error::Full`].
+    pub fn put_pod_nowait(&self, item: &T) -> Result<()> {
+        match self.put_bytes_at(
+            bytemuck::bytes_of(item),
+            Deadline::after(Some(Duration::ZERO)),
+        ) {
+            Err(Error::Timeout) => Err(Error::Full),
+            other => other,
+        }
+    }
+
+    /// Takes the oldest item put with [`put_pod`](Self::put_pod); [`Error::Eof`] once closed and
+    /// drained.
+    pub fn get_pod(&self) -> Result<T> {
+        self.get_with(Deadline::NEVER, codec::decode_pod::<T>)?
+    }
+
+    /// [`get_pod`](Self::get_pod), giving up with [`Error::Timeout`] after `timeout`.
+    pub fn get_pod_timeout(&self, timeout: Duration) -> Result<T> {
+        self.get_with(Deadline::after(Some(timeout)), codec::decode_pod::<T>)?
+    }
+}
+
 /// A [`Queue`] whose consumers mark items done and whose producers can wait until all are:
 /// Python's `multiprocessing.JoinableQueue`.
 ///
@@ -440,7 +482,7 @@ impl<T> std::ops::Deref for JoinableQueue<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
+impl<T> JoinableQueue<T> {
     /// A joinable queue of at most `maxsize` items (0: unbounded up to [`UNBOUNDED_CAPACITY`]).
     pub fn new(maxsize: usize) -> Result<Self> {
         Ok(JoinableQueue {
