@@ -1,0 +1,252 @@
+//! `Connection`: one end of a pipe, as Python's `multiprocessing.connection.Connection`.
+//!
+//! Messages ride the SPSC rings of the pipe's segment. A message that fits in one frame (half the
+//! ring) is one `WHOLE` frame; a larger one is a `HEAD` frame carrying its total length followed by
+//! `CONT` frames, streamed through the ring while the reader drains it, so any size the caller can
+//! allocate passes through any ring.
+//!
+//! Two ends of a duplex pipe that both send large messages at the same moment would each wait for the
+//! other to read. A sender that finds its ring full while its peer's sender waits for room too drains
+//! its incoming ring into a private backlog (read first by later `recv`s), so both make progress.
+//!
+//! Each operation claims its side of the ring (see `sync::claim`) and checks, when it would block,
+//! whether the peer's end is still held; a blocked call probes the peer's liveness tokens between
+//! sleeps, so a dead peer is an error within [`crate::PROBE_INTERVAL`] or two, never a hang.
+//!
+//! Files: `send.rs` (sending), `recv.rs` (receiving), `poll.rs` (`wait()`, `AsFd`), and here the end
+//! itself and its lifetime.
+
+mod poll;
+mod recv;
+mod send;
+
+use crate::error::{Error, Result};
+use crate::ring::spsc::{Frame, Reservation, Spsc, TAG_CONT, TAG_HEAD, TAG_WHOLE};
+use crate::segment::Segment;
+use crate::select::{Armed, Waitable};
+use crate::sync::WaitStrategy;
+use crate::sync::claim::{ClaimGuard, claim};
+use crate::sync::eventcount::Key;
+use crate::sync::wait::{Deadline, Spinner, block_on};
+use crate::timeout::Timeout;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::cell::{Cell, OnceCell, RefCell, RefMut};
+use std::collections::VecDeque;
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One end of a [`Pipe`](crate::Pipe).
+///
+/// `Send` (move it to a thread or into a forked child) but not `Sync` (one user at a time, as a
+/// socket). Dropping it closes it. A forked child holds the ends its closure owns; the end closes when
+/// every process holding it has closed it or died.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::{Error, Pipe, Process};
+/// let (parent, child) = Pipe::new()?;
+/// let mut p = Process::fork(move || {
+///     while let Ok(n) = child.recv::<u32>() {
+///         child.send(&(n * 2)).unwrap();
+///     }
+/// })?;
+/// parent.send(&21u32)?;
+/// assert_eq!(parent.recv::<u32>()?, 42);
+/// drop(parent); // the child's recv returns Err(Eof) and its loop ends
+/// assert!(p.join()?.success());
+/// # Ok(()) }
+/// ```
+pub struct Connection {
+    seg: Arc<Segment>,
+    end: usize,
+    peer: usize,
+    tx: Option<Spsc>,
+    rx: Option<Spsc>,
+    closed: Cell<bool>,
+    st: RefCell<State>,
+    /// The eventcount registration of a `wait()` in progress.
+    armed: Cell<Option<Key>>,
+    /// A private eventfd for `as_fd` when the pipe has none its peers signal (named pipes).
+    own_fd: OnceCell<OwnedFd>,
+}
+
+/// Process-local state of an end.
+struct State {
+    send_spin: Spinner,
+    recv_spin: Spinner,
+    /// Frames drained from the incoming ring while a send waited (duplex deadlock avoidance).
+    backlog: VecDeque<(u32, Vec<u8>)>,
+    /// A streamed message received in part when a timeout or error interrupted it.
+    partial: Option<Partial>,
+}
+
+struct Partial {
+    buf: Vec<u8>,
+    got: usize,
+}
+
+/// A frame to read: in the ring, or taken earlier into the backlog.
+enum Piece {
+    Ring(Frame),
+    Owned(u32, Vec<u8>),
+}
+
+impl Piece {
+    fn tag(&self) -> u32 {
+        match self {
+            Piece::Ring(f) => f.tag,
+            Piece::Owned(t, _) => *t,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Piece::Ring(f) => f.len,
+            Piece::Owned(_, v) => v.len(),
+        }
+    }
+
+    fn read(&self, rx: &Spsc, offset: usize, dst: &mut [u8]) {
+        match self {
+            Piece::Ring(f) => rx.read_payload(f, offset, dst),
+            Piece::Owned(_, v) => dst.copy_from_slice(&v[offset..offset + dst.len()]),
+        }
+    }
+
+    /// The total length announced by a `HEAD` frame, checked.
+    fn total(&self, rx: &Spsc) -> Result<usize> {
+        if self.len() < 8 {
+            return Err(Error::Corrupt);
+        }
+        let mut b = [0u8; 8];
+        self.read(rx, 0, &mut b);
+        let total = u64::from_le_bytes(b);
+        if total < (self.len() - 8) as u64 || total > isize::MAX as u64 {
+            return Err(Error::Corrupt);
+        }
+        Ok(total as usize)
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("end", &self.end)
+            .field("readable", &self.rx.is_some())
+            .field("writable", &self.tx.is_some())
+            .field("closed", &self.closed.get())
+            .finish()
+    }
+}
+
+/// Iterations of the inline spin of `quick_frame` (a few microseconds).
+const QUICK_SPINS: u32 = 256;
+
+fn alloc(total: usize) -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(total).map_err(|_| Error::TooLarge)?;
+    v.resize(total, 0);
+    Ok(v)
+}
+
+impl Connection {
+    pub(crate) fn from_parts(
+        seg: Arc<Segment>,
+        end: usize,
+        tx: Option<Spsc>,
+        rx: Option<Spsc>,
+        wait: WaitStrategy,
+    ) -> Connection {
+        Connection {
+            seg,
+            end,
+            peer: 1 - end,
+            tx,
+            rx,
+            closed: Cell::new(false),
+            armed: Cell::new(None),
+            own_fd: OnceCell::new(),
+            st: RefCell::new(State {
+                send_spin: Spinner::new(wait),
+                recv_spin: Spinner::new(wait),
+                backlog: VecDeque::new(),
+                partial: None,
+            }),
+        }
+    }
+
+    // ---- lifetime --------------------------------------------------------------------------------
+
+    /// Closes this end (in this process). Later calls on it fail with [`Error::Misuse`]; the peer
+    /// sees [`Error::Eof`] once it has read everything, if no other process holds this end.
+    pub fn close(&self) {
+        if self.closed.replace(true) {
+            return;
+        }
+        if self.seg.ensure_owner().is_ok() {
+            self.seg.drop_role(self.end);
+        }
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    /// Whether this end can receive (false for the writing end of a simplex pipe).
+    pub fn readable(&self) -> bool {
+        self.rx.is_some()
+    }
+
+    /// Whether this end can send (false for the reading end of a simplex pipe).
+    pub fn writable(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// The wait strategy of blocked calls on this end.
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.st.borrow().send_spin.strategy()
+    }
+
+    /// Changes the wait strategy of blocked calls on this end.
+    pub fn set_wait_strategy(&self, wait: WaitStrategy) {
+        let mut st = self.st.borrow_mut();
+        st.send_spin = Spinner::new(wait);
+        st.recv_spin = Spinner::new(wait);
+    }
+
+    fn begin(&self) -> Result<RefMut<'_, State>> {
+        if self.closed.get() {
+            return Err(Error::Misuse);
+        }
+        self.seg.ensure_owner()?;
+        // A call from inside a `send_with`/`recv_with` closure on the same end is misuse, not a panic.
+        self.st.try_borrow_mut().map_err(|_| Error::Misuse)
+    }
+
+    fn claim_side<'a>(&'a self, word: &'a crate::loom::AtomicU32) -> Result<ClaimGuard<'a>> {
+        let seg = &self.seg;
+        claim(word, seg.claim_id(), |id| seg.claim_alive(id))
+    }
+
+    #[doc(hidden)]
+    /// Test hook: writes `bytes` into the outgoing ring as a raw frame with `tag` and a length field of
+    /// `len_field`, bypassing every check, as a hostile peer could.
+    pub fn __inject_raw_frame(&self, tag: u32, len_field: u32, bytes: &[u8]) -> Result<()> {
+        let tx = self.tx.as_ref().ok_or(Error::Misuse)?;
+        let r = tx.try_reserve(bytes.len())?.ok_or(Error::Full)?;
+        tx.write_payload(&r, 0, bytes);
+        tx.commit_raw(r, tag, len_field);
+        Ok(())
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        crate::process::note_moved_to_child(&self.seg, self.end);
+        self.close();
+    }
+}

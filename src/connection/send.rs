@@ -1,0 +1,207 @@
+//! Sending: whole frames, streamed messages, the in-place and plain-old-data forms, and the duplex
+//! backlog that keeps two ends sending large messages at each other from waiting on each other.
+
+use super::*;
+use crate::codec;
+
+impl Connection {
+    // ---- sending ---------------------------------------------------------------------------------
+
+    /// Sends any serde value (encoded with postcard). Blocks while the ring is full.
+    ///
+    /// Errors: [`Error::BrokenPipe`] if the other end is closed, [`Error::PeerDied`] if its holders
+    /// died, [`Error::Misuse`] on the reading end of a simplex pipe or after `close`.
+    pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        self.send_value(value, Deadline::NEVER)
+    }
+
+    /// [`send`](Self::send), giving up with [`Error::Timeout`] (nothing sent) after `timeout`.
+    pub fn send_timeout<T: Serialize + ?Sized>(&self, value: &T, timeout: Duration) -> Result<()> {
+        self.send_value(value, Deadline::after(Some(timeout)))
+    }
+
+    fn send_value<T: Serialize + ?Sized>(&self, value: &T, deadline: Deadline) -> Result<()> {
+        let len = codec::encoded_len(value)?;
+        if len <= self.max_in_place_len() {
+            return self.send_in_place(len, deadline, |buf| codec::encode_into(value, buf))?;
+        }
+        self.send_bytes_at(&codec::encode(value)?, deadline)
+    }
+
+    /// Sends `bytes` as one message, with no encoding; any length.
+    pub fn send_bytes(&self, bytes: &[u8]) -> Result<()> {
+        self.send_bytes_at(bytes, Deadline::NEVER)
+    }
+
+    /// [`send_bytes`](Self::send_bytes) with a timeout. The timeout bounds the wait for the message to
+    /// start: a message larger than half the ring is streamed, and once its first piece is out the call
+    /// completes it (or fails if the peer closes or dies), so that `Timeout` always means "nothing
+    /// sent".
+    pub fn send_bytes_timeout(&self, bytes: &[u8], timeout: Duration) -> Result<()> {
+        self.send_bytes_at(bytes, Deadline::after(Some(timeout)))
+    }
+
+    /// Writes a message of `len` bytes in place: `fill` gets the message's bytes inside the ring
+    /// (zero-copy). `len` may be at most [`max_in_place_len`](Self::max_in_place_len) (half the
+    /// ring), else [`Error::TooLarge`].
+    ///
+    /// ```
+    /// # fn main() -> shmwire::Result<()> {
+    /// let (a, b) = shmwire::Pipe::new()?;
+    /// a.send_with(8, |buf| buf.copy_from_slice(&7u64.to_le_bytes()))?;
+    /// let v = b.recv_with(|bytes| u64::from_le_bytes(bytes.try_into().unwrap()))?;
+    /// assert_eq!(v, 7);
+    /// # Ok(()) }
+    /// ```
+    pub fn send_with<R>(&self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
+        self.send_in_place(len, Deadline::NEVER, fill)
+    }
+
+    /// [`send_with`](Self::send_with), giving up with [`Error::Timeout`] (nothing sent, `fill` not
+    /// called) if the ring has no room within `timeout`.
+    pub fn send_with_timeout<R>(
+        &self,
+        len: usize,
+        timeout: Duration,
+        fill: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R> {
+        self.send_in_place(len, Deadline::after(Some(timeout)), fill)
+    }
+
+    /// Sends a plain-old-data value as its raw bytes (no encoding); receive with
+    /// [`recv_pod`](Self::recv_pod).
+    pub fn send_pod<T: bytemuck::Pod>(&self, value: &T) -> Result<()> {
+        let bytes = bytemuck::bytes_of(value);
+        if bytes.len() > self.max_in_place_len() {
+            return self.send_bytes(bytes);
+        }
+        self.send_in_place(bytes.len(), Deadline::NEVER, |buf| {
+            buf.copy_from_slice(bytes)
+        })
+    }
+
+    /// The largest message [`send_with`](Self::send_with) takes: half the ring minus a frame header.
+    pub fn max_in_place_len(&self) -> usize {
+        self.tx
+            .as_ref()
+            .or(self.rx.as_ref())
+            .map_or(0, Spsc::max_payload)
+    }
+
+    /// Bytes of the ring each direction uses.
+    pub fn capacity(&self) -> usize {
+        self.tx
+            .as_ref()
+            .or(self.rx.as_ref())
+            .map_or(0, Spsc::capacity)
+    }
+
+    fn send_in_place<R>(
+        &self,
+        len: usize,
+        deadline: Deadline,
+        fill: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R> {
+        let mut st = self.begin()?;
+        let tx = self.tx.as_ref().ok_or(Error::Misuse)?;
+        if len > tx.max_payload() {
+            return Err(Error::TooLarge);
+        }
+        let _claim = self.claim_side(&tx.ctl().tx.claim)?;
+        let r = match tx.try_reserve(len)? {
+            Some(r) if self.seg.role_open(self.peer) => r,
+            _ => self.wait_room(&mut st, tx, len, deadline)?,
+        };
+        let out = fill(tx.payload_mut(&r));
+        tx.commit(r, TAG_WHOLE);
+        Ok(out)
+    }
+
+    fn send_bytes_at(&self, data: &[u8], deadline: Deadline) -> Result<()> {
+        let mut st = self.begin()?;
+        let tx = self.tx.as_ref().ok_or(Error::Misuse)?;
+        let _claim = self.claim_side(&tx.ctl().tx.claim)?;
+        let max = tx.max_payload();
+        if data.len() <= max {
+            // Fast path: room now and the peer there; else wait (which also reports a closed peer).
+            let r = match tx.try_reserve(data.len())? {
+                Some(r) if self.seg.role_open(self.peer) => r,
+                _ => self.wait_room(&mut st, tx, data.len(), deadline)?,
+            };
+            tx.write_payload(&r, 0, data);
+            tx.commit(r, TAG_WHOLE);
+            return Ok(());
+        }
+        // Streamed: pieces of a quarter ring, so the reader drains one while the next is written.
+        let piece = (tx.capacity() / 4).min(max);
+        let first = (piece - 8).min(data.len());
+        let r = self.wait_room(&mut st, tx, 8 + first, deadline)?;
+        tx.write_payload(&r, 0, &(data.len() as u64).to_le_bytes());
+        tx.write_payload(&r, 8, &data[..first]);
+        tx.commit(r, TAG_HEAD);
+        let mut off = first;
+        while off < data.len() {
+            let n = piece.min(data.len() - off);
+            let r = self.wait_room(&mut st, tx, n, Deadline::NEVER)?;
+            tx.write_payload(&r, 0, &data[off..off + n]);
+            tx.commit(r, TAG_CONT);
+            off += n;
+        }
+        Ok(())
+    }
+
+    /// Waits until `len` bytes fit in the outgoing ring.
+    fn wait_room(
+        &self,
+        st: &mut State,
+        tx: &Spsc,
+        len: usize,
+        deadline: Deadline,
+    ) -> Result<Reservation> {
+        let State {
+            send_spin, backlog, ..
+        } = st;
+        let (seg, peer) = (&*self.seg, self.peer);
+        let co_located = send_spin.spins_now() && seg.peer_shares_cpu(peer);
+        block_on(
+            send_spin,
+            co_located,
+            &tx.ctl().space,
+            deadline,
+            || {
+                if !seg.role_open(peer) {
+                    return Err(if seg.role_died(peer) {
+                        Error::PeerDied
+                    } else {
+                        Error::BrokenPipe
+                    });
+                }
+                if let Some(r) = tx.try_reserve(len)? {
+                    return Ok(Some(r));
+                }
+                self.drain_if_peer_blocked(backlog)?;
+                Ok(None)
+            },
+            || seg.probe_role(peer),
+        )
+    }
+
+    /// If our peer waits for room in its ring while we wait for room in ours, take what it sent into
+    /// the backlog so that both sides move on.
+    fn drain_if_peer_blocked(&self, backlog: &mut VecDeque<(u32, Vec<u8>)>) -> Result<()> {
+        let Some(rx) = &self.rx else { return Ok(()) };
+        if !rx.writer_waiting() {
+            return Ok(());
+        }
+        let Ok(_claim) = self.claim_side(&rx.ctl().rx.claim) else {
+            return Ok(());
+        };
+        while let Some(f) = rx.try_peek()? {
+            let mut v = vec![0; f.len];
+            rx.read_payload(&f, 0, &mut v);
+            backlog.push_back((f.tag, v));
+            rx.consume(f);
+        }
+        Ok(())
+    }
+}
