@@ -1,19 +1,19 @@
-//! `ConnectionHandle`: a `Connection` as plain data, to be opened by a spawned child (or, for a named
-//! pipe, by any process of the same user).
+//! `ConnectionHandle`: a `Connection` as plain data, to be opened by a spawned child or by any
+//! process of the same user.
 
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::segment::registry;
 use serde::{Deserialize, Serialize};
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// A serializable handle on one end of a pipe. Make it with [`Connection::to_handle`], pass it to
-/// [`Process::spawn`](crate::Process::spawn) (or send it anywhere, for a named pipe), and
-/// [`open`](Self::open) it on the other side.
+/// [`Process::spawn`](crate::Process::spawn) or send it to any process of this user, and
+/// [`open`](Self::open) it there.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub enum ConnectionHandle {
-    /// An anonymous pipe, for the next spawned child: the descriptor numbers it inherits, the
-    /// participant slot prepared for it (already holding the end), and the file's identity.
+    /// An anonymous pipe: what the spawned child inherits (a description and participant slot
+    /// prepared for it), and what another process opens through `/proc` while the maker lives.
     Inherited {
         /// The inherited descriptor of the pipe's memory.
         fd: i32,
@@ -23,8 +23,10 @@ pub enum ConnectionHandle {
         end: u8,
         /// The inherited eventfds.
         eventfds: Vec<i32>,
-        /// Device and inode of the pipe's memory, to check the descriptor is the one meant.
+        /// Device and inode of the pipe's memory, to check a descriptor is the one meant.
         file: (u64, u64),
+        /// The maker's pid and its own descriptors of the pipe's memory and eventfds.
+        exporter: (u32, i32, Vec<i32>),
     },
     /// A named pipe, opened by name.
     Named {
@@ -35,7 +37,7 @@ pub enum ConnectionHandle {
     },
 }
 
-/// The same shape as `ConnectionHandle`, for serializing it after noting which export it carries.
+/// The same shape as `ConnectionHandle`, serialized after noting which export it carries.
 #[derive(Serialize)]
 enum Repr<'a> {
     Inherited {
@@ -44,6 +46,7 @@ enum Repr<'a> {
         end: u8,
         eventfds: &'a [i32],
         file: (u64, u64),
+        exporter: &'a (u32, i32, Vec<i32>),
     },
     Named {
         os_name: &'a str,
@@ -60,7 +63,9 @@ impl Serialize for ConnectionHandle {
                 end,
                 eventfds,
                 file,
+                exporter,
             } => {
+                // A spawn encoding its arguments takes this export for its child.
                 registry::note_handle_serialized(*fd);
                 Repr::Inherited {
                     fd: *fd,
@@ -68,6 +73,7 @@ impl Serialize for ConnectionHandle {
                     end: *end,
                     eventfds,
                     file: *file,
+                    exporter,
                 }
                 .serialize(s)
             }
@@ -79,9 +85,9 @@ impl Serialize for ConnectionHandle {
 }
 
 fn identity(fd: RawFd) -> Option<(u64, u64)> {
-    // SAFETY: `fd` is only borrowed for the fstat.
+    // SAFETY: `fd` is only borrowed for the fstat (an invalid one makes fstat fail, nothing more).
     let st = rustix::fs::fstat(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }).ok()?;
-    Some((st.st_dev as u64, st.st_ino as u64))
+    Some((st.st_dev, st.st_ino))
 }
 
 /// A copy of inherited descriptor `fd` (close-on-exec), closing the inherited one.
@@ -100,11 +106,11 @@ fn take_inherited(fd: RawFd) -> Result<OwnedFd> {
 }
 
 impl Connection {
-    /// A handle on this end for another process: for an anonymous pipe, the child started by the
-    /// [`Process::spawn`](crate::Process::spawn) whose arguments contain the handle inherits it (and
-    /// holds the end from that moment, as a forked child would); for a named pipe, any process of this
-    /// user can open it. An anonymous-pipe handle never passed to a spawn keeps the end open as long as
-    /// this process lives.
+    /// A handle on this end for another process. For an anonymous pipe: the child started by the
+    /// [`Process::spawn`](crate::Process::spawn) whose arguments contain the handle inherits the end
+    /// (and holds it from that moment, as a forked child would); any other process of this user
+    /// opens it through `/proc` as long as this end lives here. For a named pipe: any process of this
+    /// user, by name.
     pub fn to_handle(&self) -> Result<ConnectionHandle> {
         let seg = self.segment();
         let end = self.end() as u8;
@@ -116,19 +122,25 @@ impl Connection {
         }
         let (fd, slot) = registry::prepare_export(seg, self.end())?;
         let file = identity(fd).ok_or(Error::Corrupt)?;
+        let eventfds: Vec<i32> = seg.companions().collect();
+        let exporter = (std::process::id(), seg.descriptor(), eventfds.clone());
         Ok(ConnectionHandle::Inherited {
             fd,
             slot,
             end,
-            eventfds: seg.companions().collect(),
+            eventfds,
             file,
+            exporter,
         })
     }
 }
 
 impl ConnectionHandle {
-    /// Opens the end this handle names. An inherited handle opens once, in the child it was made for
-    /// (elsewhere, or twice, it is [`Error::Misuse`]).
+    /// Opens the end this handle names, making this process one more holder of it.
+    ///
+    /// Errors: `Io(NotFound)` if the process that made an anonymous-pipe handle no longer holds the
+    /// pipe (or the name is gone), [`Error::Misuse`] in the process that made it. (A second open in
+    /// the spawned child goes through the maker, like any other process's.)
     pub fn open(&self) -> Result<Connection> {
         match self {
             ConnectionHandle::Named { os_name, end } => {
@@ -140,17 +152,66 @@ impl ConnectionHandle {
                 end,
                 eventfds,
                 file,
+                exporter,
             } => {
-                if identity(*fd) != Some(*file) {
-                    return Err(Error::Misuse);
+                if exporter.0 != std::process::id() && identity(*fd) == Some(*file) {
+                    // The spawned child it was prepared for: adopt the inherited description.
+                    let memfd = take_inherited(*fd)?;
+                    let companions = eventfds
+                        .iter()
+                        .filter_map(|&e| take_inherited(e).ok())
+                        .collect();
+                    return crate::pipe::adopt_end(memfd, Some(*slot), companions, *end as usize);
                 }
-                let memfd = take_inherited(*fd)?;
-                let companions = eventfds
-                    .iter()
-                    .filter_map(|&e| take_inherited(e).ok())
-                    .collect();
-                crate::pipe::adopt_end(memfd, Some(*slot), companions, *end as usize)
+                if exporter.0 == std::process::id() {
+                    return Err(Error::Misuse); // the maker holds the end already
+                }
+                open_from(exporter, *file, *end as usize)
             }
         }
     }
+}
+
+/// Opens the pipe memory `file` through the maker's descriptor (a new open file description of our
+/// own), with its eventfds duplicated by `pidfd_getfd` where the kernel allows (else `wait()` polls).
+fn open_from(exporter: &(u32, i32, Vec<i32>), file: (u64, u64), end: usize) -> Result<Connection> {
+    use rustix::fs::{Mode, OFlags};
+    let (pid, fd, eventfds) = exporter;
+    let gone = || {
+        Error::io(
+            std::io::ErrorKind::NotFound,
+            format!("the process that made this handle (pid {pid}) no longer holds the pipe"),
+        )
+    };
+    let memfd = rustix::fs::open(
+        format!("/proc/{pid}/fd/{fd}"),
+        OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|_| gone())?;
+    if identity(memfd.as_raw_fd()) != Some(file) {
+        return Err(gone()); // the descriptor now names another file
+    }
+    let companions: Vec<OwnedFd> = rustix::process::Pid::from_raw(*pid as i32)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok())
+        .map(|pidfd| {
+            eventfds
+                .iter()
+                .filter_map(|&e| {
+                    // SAFETY: pidfd_getfd duplicates descriptor `e` of the process behind `pidfd`
+                    // into ours, or fails; on success the new descriptor is ours alone.
+                    let got =
+                        unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), e, 0) };
+                    // SAFETY: as above.
+                    (got >= 0).then(|| unsafe { OwnedFd::from_raw_fd(got as RawFd) })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let companions = if companions.len() == eventfds.len() {
+        companions
+    } else {
+        Vec::new()
+    };
+    crate::pipe::adopt_end(memfd, None, companions, end)
 }

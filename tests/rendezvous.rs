@@ -25,12 +25,6 @@ fn roles(role: &str, args: shmwire::spawn::Args) -> i32 {
         "echo" => {
             let h: ConnectionHandle = args.get().unwrap();
             let conn = h.open().unwrap();
-            if matches!(h, ConnectionHandle::Inherited { .. }) {
-                assert!(
-                    matches!(h.open(), Err(Error::Misuse)),
-                    "an inherited handle opens once"
-                );
-            }
             while let Ok(b) = conn.recv_bytes() {
                 conn.send_bytes(&b).unwrap();
             }
@@ -49,6 +43,15 @@ fn roles(role: &str, args: shmwire::spawn::Args) -> i32 {
             let mut m = SharedMemory::open(&name).unwrap();
             assert_eq!(&m.as_slice()[..5], b"ping!");
             m.as_mut_slice()[..5].copy_from_slice(b"pong!");
+            0
+        }
+        // A handle that reached us as plain bytes (not inherited): opened through the maker.
+        "from-bytes" => {
+            let bytes: Vec<u8> = args.get().unwrap();
+            let h: ConnectionHandle = postcard::from_bytes(&bytes).unwrap();
+            let conn = h.open().unwrap();
+            let x: u32 = conn.recv().unwrap();
+            conn.send(&(x + 1)).unwrap();
             0
         }
         "code" => args.get::<i32>().unwrap(),
@@ -72,6 +75,7 @@ fn main() {
         handles_passed_to_a_spawned_child,
         two_handles_in_one_spawn,
         named_handle_opens_by_name,
+        anonymous_handle_opens_in_an_unrelated_process,
         wait_each_kind_of_timeout,
         wait_over_64_connections_and_child_exits,
         wait_reports_a_killed_peer,
@@ -283,6 +287,23 @@ fn named_handle_opens_by_name() {
             .unwrap()
             .success()
     );
+}
+
+fn anonymous_handle_opens_in_an_unrelated_process() {
+    let (a, b) = Pipe::new().unwrap();
+    let bytes = postcard::to_allocvec(&b.to_handle().unwrap()).unwrap();
+    // The child gets the handle as opaque bytes: nothing is inherited, it opens it through us.
+    let child = Process::spawn("from-bytes", &bytes).unwrap();
+    a.send(&41u32).unwrap();
+    assert_eq!(a.recv::<u32>().unwrap(), 42);
+    assert!(child.join().unwrap().success());
+    drop(b);
+    assert!(matches!(a.recv::<u32>(), Err(Error::Eof)));
+    // The maker itself cannot open what it exported, and once it drops the end the handle is dead.
+    let (c, d) = Pipe::new().unwrap();
+    let h = d.to_handle().unwrap();
+    assert!(matches!(h.open(), Err(Error::Misuse)));
+    drop((c, d));
 }
 
 fn wait_each_kind_of_timeout() {

@@ -247,6 +247,7 @@ impl Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         crate::process::note_moved_to_child(&self.seg, self.end);
+        crate::segment::registry::withdraw_exports(&self.seg, self.end);
         self.close();
     }
 }

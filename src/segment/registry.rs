@@ -145,6 +145,7 @@ pub(crate) struct Export {
     seg: Arc<Segment>,
     fd: OwnedFd,
     slot: u32,
+    role: usize,
     companions: Vec<std::os::fd::RawFd>,
 }
 
@@ -193,9 +194,27 @@ pub(crate) fn prepare_export(seg: &Arc<Segment>, role: usize) -> Result<(std::os
             seg: seg.clone(),
             fd,
             slot,
+            role,
             companions,
         });
     Ok((raw, slot))
+}
+
+/// The handle holding `role` of `seg` is going away in this process: exports of that end that no
+/// spawn took are withdrawn (their slots freed), so the end closes as it would without them.
+pub(crate) fn withdraw_exports(seg: &Arc<Segment>, role: usize) {
+    let mut all = EXPORTS.lock().unwrap_or_else(|p| p.into_inner());
+    if all.is_empty() {
+        return;
+    }
+    let (gone, keep): (Vec<Export>, Vec<Export>) = all
+        .drain(..)
+        .partition(|e| Arc::ptr_eq(&e.seg, seg) && e.role == role);
+    *all = keep;
+    drop(all);
+    for e in gone {
+        e.seg.release_prepared(e.fd, e.slot);
+    }
 }
 
 impl Export {
