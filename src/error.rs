@@ -70,7 +70,7 @@ pub enum Error {
     Misuse,
     /// A message or object is larger than this path can carry.
     #[error(
-        "too large: the message exceeds what this call can carry (send_with takes at most half the ring); use send_bytes or a larger ring"
+        "too large: the message exceeds what this call can carry (send_with takes at most half the ring, a queue item at most its spill area); use send_bytes, a larger ring or QueueBuilder::spill_size"
     )]
     TooLarge,
     /// The shared object was made by an incompatible version, kind or element type.

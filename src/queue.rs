@@ -9,7 +9,8 @@
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::object::{Object, SharedBlock};
-use crate::ring::mpmc::{Attempt, Mpmc, SLOT_HEADER};
+use crate::ring::mpmc::{Attempt, Item, Mpmc, SLOT_HEADER};
+use crate::ring::spill::{self, Spill, SpillCtl};
 use crate::segment::{Kind, fingerprint_of};
 use crate::sync::eventcount::EventCount;
 use crate::sync::wait::{Deadline, Spinner, WaitStrategy, block_on};
@@ -32,25 +33,34 @@ pub(crate) struct QueueBlock {
     /// JoinableQueue: items put and not yet marked done.
     unfinished: AtomicU64,
     joined: EventCount,
+    /// The spill area's mutex and redo record.
+    spill: CachePadded<SpillCtl>,
 }
 // SAFETY: repr(C), all atomics (CachePadded only adds alignment).
 unsafe impl SharedBlock for QueueBlock {}
 
 const PARAM_CAP: usize = 0;
 const PARAM_SLOT: usize = 1;
+const PARAM_SPILL_UNITS: usize = 2;
 /// Slots of a queue created with `maxsize == 0` (1,048,576). Pages are only allocated as slots are
 /// first used (at 256 bytes a slot with the default item size, a queue that has carried a million
 /// items holds 256 MiB of shared memory); past that many items waiting, a put blocks.
 pub const UNBOUNDED_CAPACITY: usize = 1 << 20;
-/// Default bytes per item (encoded).
+/// Default bytes per item kept in the slot itself (encoded); larger items go to the spill area.
 pub const DEFAULT_ITEM_SIZE: usize = 240;
+/// Default size of the spill area, where items larger than a slot wait (64 MiB; pages are only
+/// allocated as they are first used, except for a named queue, whose segment is allocated whole).
+pub const DEFAULT_SPILL_SIZE: usize = 64 << 20;
 
 /// A multi-producer multi-consumer queue of `T` shared by processes.
 ///
-/// `Clone + Send + Sync`. Items are any serde type, encoded with postcard (`put`/`get`); an encoded item
-/// larger than the item size ([`QueueBuilder::item_size`], 240 bytes by default) is
-/// [`Error::TooLarge`]. A `bytemuck::Pod` item can go in as its raw bytes with no encoding at all
-/// ([`put_pod`](Queue::put_pod)/[`get_pod`](Queue::get_pod)), whether or not it is also serde.
+/// `Clone + Send + Sync`. Items are any serde type, encoded with postcard (`put`/`get`). An encoded item
+/// up to the item size ([`QueueBuilder::item_size`], 240 bytes by default) is copied into its slot;
+/// a larger one is written once into a block of the queue's spill area
+/// ([`QueueBuilder::spill_size`], 64 MiB by default) and the slot points to it; one larger than the
+/// whole spill area is [`Error::TooLarge`]. A `bytemuck::Pod` item can go in as its raw bytes with no
+/// encoding at all ([`put_pod`](Queue::put_pod)/[`get_pod`](Queue::get_pod)), whether or not it is
+/// also serde.
 ///
 /// ```
 /// # fn main() -> shmwire::Result<()> {
@@ -102,6 +112,7 @@ impl<T> std::fmt::Debug for Queue<T> {
 pub struct QueueBuilder<T> {
     maxsize: usize,
     item_size: usize,
+    spill_size: usize,
     name: Option<String>,
     _t: PhantomData<fn(T) -> T>,
 }
@@ -113,9 +124,19 @@ impl<T> QueueBuilder<T> {
         self
     }
 
-    /// The largest encoded item, in bytes (default 240).
+    /// The largest encoded item kept in a slot, in bytes (default 240); larger ones go to the spill
+    /// area.
     pub fn item_size(mut self, bytes: usize) -> Self {
         self.item_size = bytes;
+        self
+    }
+
+    /// Bytes of the spill area, where items larger than the item size wait (default
+    /// [`DEFAULT_SPILL_SIZE`]); it bounds the largest item and the bytes of large items waiting at
+    /// once (a put waits for room as it waits for a free slot). 0: no spill area, a larger item is
+    /// [`Error::TooLarge`].
+    pub fn spill_size(mut self, bytes: usize) -> Self {
+        self.spill_size = bytes;
         self
     }
 
@@ -133,18 +154,21 @@ impl<T> QueueBuilder<T> {
             self.maxsize
         };
         let slot = (self.item_size.max(8) + SLOT_HEADER).div_ceil(8) * 8;
+        let units = self.spill_size.div_ceil(spill::UNIT);
         let bytes = cap
             .checked_mul(slot)
+            .and_then(|b| b.checked_add(spill::area_bytes(units)))
             .filter(|&b| b <= 1 << 40)
             .ok_or_else(|| {
                 Error::io(
                     std::io::ErrorKind::InvalidInput,
-                    "maxsize x item_size is too large for one queue",
+                    "maxsize x item_size + spill_size is too large for one queue",
                 )
             })?;
         let mut p = [0u64; 6];
         p[PARAM_CAP] = cap as u64;
         p[PARAM_SLOT] = slot as u64;
+        p[PARAM_SPILL_UNITS] = units as u64;
         let obj = Object::create(
             Kind::Queue,
             fingerprint_of::<T>(),
@@ -172,6 +196,7 @@ impl<T> Queue<T> {
         QueueBuilder {
             maxsize: 0,
             item_size: DEFAULT_ITEM_SIZE,
+            spill_size: DEFAULT_SPILL_SIZE,
             name: None,
             _t: PhantomData,
         }
@@ -181,12 +206,14 @@ impl<T> Queue<T> {
     pub fn open(name: &str) -> Result<Queue<T>> {
         let obj: Object<QueueBlock> = Object::open(Kind::Queue, fingerprint_of::<T>(), name)?;
         let p = obj.params();
-        let (cap, slot) = (p[PARAM_CAP], p[PARAM_SLOT]);
+        let (cap, slot, units) = (p[PARAM_CAP], p[PARAM_SLOT], p[PARAM_SPILL_UNITS]);
         let fits = cap > 0
             && slot >= SLOT_HEADER as u64 + 8
             && slot % 8 == 0
+            && units < 1 << 40
             && cap
                 .checked_mul(slot)
+                .and_then(|b| b.checked_add(spill::area_bytes(units as usize) as u64))
                 .is_some_and(|b| b <= obj.data().1 as u64);
         if !fits {
             return Err(Error::Corrupt);
@@ -208,12 +235,23 @@ impl<T> Queue<T> {
     fn ring(&self) -> Mpmc<'_> {
         let b = self.obj.block();
         let p = self.obj.params();
+        let base = self.obj.data().0;
+        let units = p[PARAM_SPILL_UNITS] as usize;
+        let slots = (p[PARAM_CAP] * p[PARAM_SLOT]) as usize;
         Mpmc {
             enq: &b.enq,
             deq: &b.deq,
-            base: self.obj.data().0,
+            base,
             cap: p[PARAM_CAP],
             slot_size: p[PARAM_SLOT] as usize,
+            spill: (units > 0).then(|| Spill {
+                ctl: &b.spill,
+                seg: self.obj.segment(),
+                // SAFETY: the data area holds the slots, then the spill area (checked on open,
+                // sized on create); `slots` is a multiple of 8.
+                base: unsafe { base.add(slots) },
+                units,
+            }),
         }
     }
 
@@ -223,7 +261,15 @@ impl<T> Queue<T> {
 
     fn repair(&self) -> Result<()> {
         let seg = self.obj.segment();
-        self.ring().repair(|id| seg.claim_alive(id))?;
+        let ring = self.ring();
+        ring.repair(|id| seg.claim_alive(id))?;
+        if let Some(spill) = &ring.spill {
+            spill.repair(
+                self.obj.me()?,
+                |id| seg.claim_alive(id),
+                |pos| ring.slot_now(pos, |id| seg.claim_alive(id)),
+            )?;
+        }
         Ok(())
     }
 
@@ -264,17 +310,63 @@ impl<T> Queue<T> {
     }
 
     fn put_bytes_at(&self, bytes: &[u8], deadline: Deadline) -> Result<()> {
+        if bytes.len() > self.ring().max_item() {
+            return self.put_spilled(
+                bytes.len(),
+                |buf| {
+                    buf.copy_from_slice(bytes);
+                    Ok(())
+                },
+                deadline,
+            );
+        }
+        let me = self.obj.me()?;
+        self.publish(me, &self.ring(), Item::Inline(bytes), deadline)
+    }
+
+    /// Puts an item of `len` bytes (more than a slot holds) that `fill` writes into a spill block:
+    /// waits for room in the spill area, fills the block before claiming a slot, then publishes.
+    fn put_spilled(
+        &self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<()>,
+        deadline: Deadline,
+    ) -> Result<()> {
         let me = self.obj.me()?;
         let ring = self.ring();
-        if bytes.len() > ring.max_item() {
+        let spill = ring.spill.as_ref().ok_or(Error::TooLarge)?;
+        if len > spill.max_item() {
             return Err(Error::TooLarge);
         }
+        let b = self.obj.block();
+        let mut spinner = Spinner::new(WaitStrategy::Adaptive);
+        let alloc = || -> Result<Option<_>> {
+            if self.closed() {
+                return Err(Error::Closed);
+            }
+            spill.alloc(me, len, deadline)
+        };
+        let block = block_on(&mut spinner, false, &b.not_full, deadline, alloc, || {
+            self.repair()
+        })?;
+        let out = spill
+            .fill(block, len, fill)
+            .and_then(|()| self.publish(me, &ring, Item::Spilled(block, len), deadline));
+        if out.is_err() {
+            spill.free(me, block)?;
+            let _ = b.not_full.notify();
+        }
+        out
+    }
+
+    /// Claims a slot for `item` and publishes it, waiting while the queue is full.
+    fn publish(&self, me: u32, ring: &Mpmc<'_>, item: Item<'_>, deadline: Deadline) -> Result<()> {
         let b = self.obj.block();
         let attempt = || -> Result<Option<()>> {
             if self.closed() {
                 return Err(Error::Closed);
             }
-            Ok(match ring.try_put(me, bytes)? {
+            Ok(match ring.try_put(me, item)? {
                 Attempt::Done(()) => Some(()),
                 Attempt::Wait => None,
             })
@@ -325,13 +417,30 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             // SAFETY: plain syscall on ourselves.
             unsafe { libc::kill(libc::getpid(), signal) };
         };
-        match self.ring().try_put_with(me, &bytes, &mut raise)? {
+        let ring = self.ring();
+        let item = match &ring.spill {
+            Some(spill) if bytes.len() > ring.max_item() => {
+                let block = spill
+                    .alloc(me, bytes.len(), Deadline::NEVER)?
+                    .ok_or(Error::Full)?;
+                spill.fill(block, bytes.len(), |buf| buf.copy_from_slice(&bytes));
+                Item::Spilled(block, bytes.len())
+            }
+            _ => Item::Inline(&bytes),
+        };
+        match ring.try_put_with(me, item, &mut raise)? {
             Attempt::Done(()) => {
                 let _ = self.obj.block().not_empty.notify();
                 Ok(())
             }
             Attempt::Wait => Err(Error::Full),
         }
+    }
+
+    #[doc(hidden)]
+    /// Test hook: bytes of the spill area in use (in whole units), to check that nothing leaks.
+    pub fn __spill_in_use(&self) -> u64 {
+        self.obj.block().spill.used() * spill::UNIT as u64
     }
 
     #[doc(hidden)]
@@ -348,6 +457,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Encodes `item` (on the stack when small) and puts it.
     fn put_item(&self, item: &T, deadline: Deadline) -> Result<()> {
         let len = codec::encoded_len(item)?;
+        if len > self.ring().max_item() {
+            return self.put_spilled(len, |buf| codec::encode_into(item, buf), deadline);
+        }
         if len <= 256 {
             let mut buf = [0u8; 256];
             codec::encode_into(item, &mut buf[..len])?;

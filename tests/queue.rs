@@ -32,6 +32,9 @@ fn main() {
     common::run(tests![
         four_producers_four_consumers_exactly_once,
         items_of_every_size_and_too_large,
+        large_items_many_producers_and_consumers,
+        spill_area_full_waits_then_goes_on,
+        killed_mid_spilled_put_or_get_leaks_nothing,
         bounded_full_empty_and_every_timeout,
         unbounded_takes_many_without_blocking,
         close_drains_then_eof_and_refuses_puts,
@@ -119,27 +122,203 @@ fn four_producers_four_consumers_exactly_once() {
 }
 
 fn items_of_every_size_and_too_large() {
-    let q = Queue::<Vec<u8>>::builder().item_size(4096).build().unwrap();
+    // Slots of 64 bytes: most items spill; sizes from 0 to 300,000 bytes, then one of 20 MiB.
+    let q = Queue::<Vec<u8>>::builder().item_size(64).build().unwrap();
     let qc = q.clone();
+    let sizes = |rng: &mut Rng| match rng.below(10) {
+        0 => rng.below(300_000) as usize,
+        1..=4 => rng.below(80) as usize,
+        _ => rng.below(5000) as usize,
+    };
     let p = Process::fork(move || {
         let mut rng = Rng(3);
         for _ in 0..2000 {
-            let len = rng.below(4000) as usize;
-            let mut v = vec![0u8; len];
+            let mut v = vec![0u8; sizes(&mut rng)];
             rng.fill(&mut v);
             qc.put(&v).unwrap();
         }
+        qc.put(&vec![7u8; 20 << 20]).unwrap();
     })
     .unwrap();
     let mut rng = Rng(3);
-    for _ in 0..2000 {
-        let len = rng.below(4000) as usize;
-        let mut v = vec![0u8; len];
+    for i in 0..2000 {
+        let mut v = vec![0u8; sizes(&mut rng)];
         rng.fill(&mut v);
-        assert_eq!(q.get().unwrap(), v);
+        assert_eq!(q.get().unwrap(), v, "item {i}");
     }
+    assert_eq!(q.get().unwrap(), vec![7u8; 20 << 20]);
     assert!(p.join().unwrap().success());
-    assert!(matches!(q.put(&vec![0u8; 5000]), Err(Error::TooLarge)));
+    assert_eq!(q.__spill_in_use(), 0, "a spill block leaked");
+    // Larger than the whole spill area: refused, and the queue goes on.
+    let small = Queue::<Vec<u8>>::builder()
+        .item_size(64)
+        .spill_size(1 << 20)
+        .build()
+        .unwrap();
+    assert!(matches!(
+        small.put(&vec![0u8; 2 << 20]),
+        Err(Error::TooLarge)
+    ));
+    small.put(&vec![1u8; 1000]).unwrap();
+    assert_eq!(small.get_nowait().unwrap(), vec![1u8; 1000]);
+    // No spill area at all: anything beyond a slot is TooLarge.
+    let none = Queue::<Vec<u8>>::builder()
+        .item_size(64)
+        .spill_size(0)
+        .build()
+        .unwrap();
+    assert!(matches!(none.put(&vec![0u8; 100]), Err(Error::TooLarge)));
+    none.put(&vec![0u8; 10]).unwrap();
+}
+
+fn large_items_many_producers_and_consumers() {
+    // 3 producers x 2 consumers of items that spill, in a spill area small enough to fill up, so
+    // producers also wait for spill room; each item carries its producer, sequence and a checksum.
+    let q = Queue::<(u8, u64, Vec<u8>)>::builder()
+        .maxsize(64)
+        .item_size(32)
+        .spill_size(256 << 10)
+        .build()
+        .unwrap();
+    let per = 1500u64;
+    let mut kids = Vec::new();
+    for p in 0..3u8 {
+        let q = q.clone();
+        kids.push(
+            Process::fork(move || {
+                let mut rng = Rng(u64::from(p) + 10);
+                for seq in 0..per {
+                    let len = 40 + rng.below(20_000) as usize;
+                    let v = vec![(seq as u8) ^ p; len];
+                    q.put(&(p, seq, v)).unwrap();
+                }
+            })
+            .unwrap(),
+        );
+    }
+    let results = Queue::<[(u64, u64); 3]>::new(0).unwrap();
+    let mut consumers = Vec::new();
+    for _ in 0..2 {
+        let q = q.clone();
+        let tx = results.clone();
+        consumers.push(
+            Process::fork(move || {
+                let mut seen = [(0u64, 0u64); 3];
+                let mut last = [None::<u64>; 3];
+                while let Ok((p, seq, v)) = q.get() {
+                    assert!(v.iter().all(|&b| b == (seq as u8) ^ p), "a torn item");
+                    let p = p as usize;
+                    assert!(last[p].is_none_or(|l| l < seq), "out of order");
+                    last[p] = Some(seq);
+                    seen[p].0 += 1;
+                    seen[p].1 += seq;
+                }
+                tx.put(&seen).unwrap();
+            })
+            .unwrap(),
+        );
+    }
+    for k in kids {
+        assert!(k.join().unwrap().success());
+    }
+    q.close().unwrap();
+    let mut total = [(0u64, 0u64); 3];
+    for _ in 0..2 {
+        let seen = results.get().unwrap();
+        for p in 0..3 {
+            total[p].0 += seen[p].0;
+            total[p].1 += seen[p].1;
+        }
+    }
+    for c in consumers {
+        assert!(c.join().unwrap().success());
+    }
+    for (p, t) in total.iter().enumerate() {
+        assert_eq!(
+            *t,
+            (per, per * (per - 1) / 2),
+            "producer {p}: a loss or a duplicate"
+        );
+    }
+    assert_eq!(q.__spill_in_use(), 0, "a spill block leaked");
+}
+
+fn spill_area_full_waits_then_goes_on() {
+    let q = Queue::<Vec<u8>>::builder()
+        .item_size(64)
+        .spill_size(64 << 10)
+        .build()
+        .unwrap();
+    q.put(&vec![1u8; 40_000]).unwrap();
+    // The second large item does not fit beside the first: Full, Timeout, then room after a get.
+    assert!(matches!(q.put_nowait(&vec![2u8; 40_000]), Err(Error::Full)));
+    let t = Instant::now();
+    assert!(matches!(
+        q.put_timeout(&vec![2u8; 40_000], Duration::from_millis(150)),
+        Err(Error::Timeout)
+    ));
+    assert!(t.elapsed() >= Duration::from_millis(150));
+    // Small items still pass while the spill area is full.
+    q.put(&vec![3u8; 10]).unwrap();
+    let qc = q.clone();
+    let p = Process::fork(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(qc.get().unwrap(), vec![1u8; 40_000]);
+    })
+    .unwrap();
+    q.put_timeout(&vec![2u8; 40_000], Duration::from_secs(10))
+        .unwrap();
+    assert!(p.join().unwrap().success());
+    assert_eq!(q.get().unwrap(), vec![3u8; 10]);
+    assert_eq!(q.get().unwrap(), vec![2u8; 40_000]);
+    assert_eq!(q.__spill_in_use(), 0);
+}
+
+fn killed_mid_spilled_put_or_get_leaks_nothing() {
+    let q = Queue::<Vec<u8>>::builder()
+        .item_size(64)
+        .spill_size(1 << 20)
+        .build()
+        .unwrap();
+    q.put(&vec![1u8; 100_000]).unwrap();
+    let qc = q.clone();
+    let dying = Process::fork(move || {
+        let _ = qc.__put_interrupted(&vec![9u8; 100_000], libc::SIGKILL);
+    })
+    .unwrap();
+    assert_eq!(dying.join().unwrap().signal(), Some(libc::SIGKILL));
+    assert!(q.__spill_in_use() >= 200_000, "the dead producer's block");
+    q.put(&vec![2u8; 100_000]).unwrap();
+    q.put(&vec![3u8; 100_000]).unwrap();
+    // A consumer dies while reading item 1 out of its spill block.
+    let qc = q.clone();
+    let dying = Process::fork(move || {
+        let _ = qc.__get_interrupted(libc::SIGKILL);
+    })
+    .unwrap();
+    assert_eq!(dying.join().unwrap().signal(), Some(libc::SIGKILL));
+    assert!(
+        q.__spill_in_use() >= 400_000,
+        "items 1 to 3 and the dead producer's"
+    );
+    let got: Vec<u8> = (0..2)
+        .map(|_| q.get_timeout(Duration::from_secs(5)).unwrap()[0])
+        .collect();
+    assert_eq!(got, vec![2, 3]);
+    // A blocked call repairs what the dead left; then every spill byte is free again.
+    assert!(matches!(
+        q.get_timeout(shmwire::PROBE_INTERVAL * 3),
+        Err(Error::Timeout)
+    ));
+    assert_eq!(q.__spill_in_use(), 0, "a dead process's spill block leaked");
+    for i in 0..30u8 {
+        q.put_timeout(&vec![i; 200_000], Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(
+            q.get_timeout(Duration::from_secs(5)).unwrap(),
+            vec![i; 200_000]
+        );
+    }
 }
 
 fn bounded_full_empty_and_every_timeout() {

@@ -23,8 +23,12 @@
 //! marked *skip* (its `put` never returned: that item is lost, nothing else is), and a `READING` slot
 //! becomes free (its `get` never returned: that item is lost).
 //!
+//! An item larger than a slot lives in a block of the spill area (`ring::spill`), and the slot
+//! carries its length with [`SPILLED`] set and the block's first unit.
+//!
 //! Every length read from a slot is checked against the slot size before use.
 
+use super::spill::{Block, SlotNow, Spill};
 use crate::error::{Error, Result};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -41,6 +45,8 @@ const STATE_SHIFT: u64 = 30;
 const SKIP: u64 = OWNER_MASK;
 /// Bytes of a slot's header: the control word and the length.
 pub(crate) const SLOT_HEADER: usize = 16;
+/// In a slot's length field: the item is in the spill area.
+const SPILLED: u64 = 1 << 63;
 
 #[inline]
 fn word(lap: u32, state: u64, owner: u64) -> u64 {
@@ -66,6 +72,17 @@ pub(crate) struct Mpmc<'a> {
     pub(crate) base: *mut u8,
     pub(crate) cap: u64,
     pub(crate) slot_size: usize,
+    /// Where items too big for a slot go (`None`: nowhere, they are `TooLarge`).
+    pub(crate) spill: Option<Spill<'a>>,
+}
+
+/// What a put places in its slot.
+#[derive(Clone, Copy)]
+pub(crate) enum Item<'b> {
+    /// The bytes themselves (at most `max_item()`).
+    Inline(&'b [u8]),
+    /// A spill block this producer allocated and filled with `len` bytes.
+    Spilled(Block, usize),
 }
 
 /// What a non-blocking attempt found.
@@ -101,8 +118,8 @@ impl Mpmc<'_> {
         (p / self.cap) as u32
     }
 
-    /// One attempt to put `item` (at most `max_item()` bytes) as claimer `me`.
-    pub(crate) fn try_put(&self, me: u32, item: &[u8]) -> Result<Attempt<()>> {
+    /// One attempt to put `item` as claimer `me`.
+    pub(crate) fn try_put(&self, me: u32, item: Item<'_>) -> Result<Attempt<()>> {
         self.try_put_with(me, item, &mut || {})
     }
 
@@ -111,10 +128,9 @@ impl Mpmc<'_> {
     pub(crate) fn try_put_with(
         &self,
         me: u32,
-        item: &[u8],
+        item: Item<'_>,
         between: &mut dyn FnMut(),
     ) -> Result<Attempt<()>> {
-        debug_assert!(item.len() <= self.max_item());
         loop {
             let p = self.enq.load(Ordering::Acquire);
             let ctl = self.ctl(p);
@@ -138,11 +154,27 @@ impl Mpmc<'_> {
                     .compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
                 between();
                 let at = self.payload(p);
-                // SAFETY: the slot is ours (WRITING): nobody reads it; `item` fits (checked by the
-                // caller), after the 8-byte length field.
-                unsafe {
-                    std::ptr::write_volatile(at as *mut u64, item.len() as u64);
-                    std::ptr::copy_nonoverlapping(item.as_ptr(), at.add(8), item.len());
+                match item {
+                    Item::Inline(bytes) => {
+                        assert!(bytes.len() <= self.max_item());
+                        // SAFETY: the slot is ours (WRITING): nobody reads it; `bytes` fits (just
+                        // checked), after the 8-byte length field.
+                        unsafe {
+                            std::ptr::write_volatile(at as *mut u64, bytes.len() as u64);
+                            std::ptr::copy_nonoverlapping(bytes.as_ptr(), at.add(8), bytes.len());
+                        }
+                    }
+                    Item::Spilled(block, len) => {
+                        // SAFETY: ours as above; a slot holds at least 8 payload bytes after the
+                        // length (the queue's slot size is at least SLOT_HEADER + 8).
+                        unsafe {
+                            std::ptr::write_volatile(at as *mut u64, len as u64 | SPILLED);
+                            std::ptr::write_volatile(at.add(8) as *mut u64, block.0);
+                        }
+                        if let Some(spill) = &self.spill {
+                            spill.queued(block, p, me);
+                        }
+                    }
                 }
                 // ORDERING: Release publishes the item to the consumer that Acquires FULL.
                 ctl.store(word(want, FULL, 0), Ordering::Release);
@@ -210,13 +242,26 @@ impl Mpmc<'_> {
                 let _ = self
                     .deq
                     .compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
+                let at = self.payload(p);
+                // SAFETY: the slot is ours (READING); the length is read once and checked.
+                let raw = unsafe { std::ptr::read_volatile(at as *const u64) };
+                if raw & SPILLED != 0 {
+                    // SAFETY: a slot holds at least 8 payload bytes after the length.
+                    let unit = unsafe { std::ptr::read_volatile(at.add(8) as *const u64) };
+                    let len = (raw & !SPILLED) as usize;
+                    let out = self.read_spilled(me, owner == SKIP, unit, p, len, &mut read);
+                    self.free(ctl, want);
+                    match out {
+                        Ok(Some(v)) => return Ok(Attempt::Done(v)),
+                        Ok(None) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
                 if owner == SKIP {
                     self.free(ctl, want);
                     continue;
                 }
-                let at = self.payload(p);
-                // SAFETY: the slot is ours (READING); the length is read once and checked.
-                let len = unsafe { std::ptr::read_volatile(at as *const u64) } as usize;
+                let len = raw as usize;
                 if len > self.max_item() {
                     self.free(ctl, want);
                     return Err(Error::Corrupt);
@@ -237,6 +282,49 @@ impl Mpmc<'_> {
                 // EMPTY at this lap, the previous lap's slot, or WRITING: nothing to take yet.
                 return Ok(Attempt::Wait);
             }
+        }
+    }
+
+    /// Reads (or, for a skipped slot, only frees) the spill block an item at `p` points to.
+    /// `Ok(None)`: skipped.
+    fn read_spilled<R>(
+        &self,
+        me: u32,
+        skipped: bool,
+        unit: u64,
+        p: u64,
+        len: usize,
+        read: &mut impl FnMut(&[u8]) -> R,
+    ) -> Result<Option<R>> {
+        let Some(spill) = &self.spill else {
+            return if skipped {
+                Ok(None)
+            } else {
+                Err(Error::Corrupt)
+            };
+        };
+        if skipped {
+            spill.free_skipped(me, unit, p, len)?;
+            return Ok(None);
+        }
+        let bytes = spill.take(me, unit, p, len)?;
+        let out = read(bytes);
+        spill.free(me, Block(unit))?;
+        Ok(Some(out))
+    }
+
+    /// What became of the slot of position `p` (for the spill area's repair).
+    pub(crate) fn slot_now(&self, p: u64, alive: impl Fn(u32) -> Result<bool>) -> SlotNow {
+        if p >= self.deq.load(Ordering::Acquire) {
+            return SlotNow::InUse;
+        }
+        let (lap, state, owner) = parts(self.ctl(p).load(Ordering::Acquire));
+        let in_use = (state == READING && alive(owner as u32).unwrap_or(true))
+            || (lap == self.lap(p) && (state == FULL || state == WRITING));
+        if in_use {
+            SlotNow::InUse
+        } else {
+            SlotNow::Done
         }
     }
 
