@@ -59,6 +59,18 @@ impl<T: SharedBlock> Object<T> {
         data_len: usize,
         name: Option<&str>,
     ) -> Result<Self> {
+        Self::create_growable(kind, fingerprint, params, data_len, name, false)
+    }
+
+    /// [`create`](Self::create), in a segment that may grow past its first size when `growable`.
+    pub(crate) fn create_growable(
+        kind: Kind,
+        fingerprint: u64,
+        params: [u64; 6],
+        data_len: usize,
+        name: Option<&str>,
+        growable: bool,
+    ) -> Result<Self> {
         let mut p = [0u64; 8];
         p[..6].copy_from_slice(&params);
         p[7] = data_len as u64;
@@ -69,6 +81,7 @@ impl<T: SharedBlock> Object<T> {
             kind_size: data_offset::<T>() + data_len,
             n_slots: OBJECT_SLOTS,
             on_role_closed: no_roles,
+            growable,
         };
         let seg = match name {
             None => Segment::create_anonymous(&spec, Vec::new())?,

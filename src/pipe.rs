@@ -140,6 +140,7 @@ impl PipeBuilder {
             kind_size: kind_size(cap, rings),
             n_slots: PIPE_SLOTS,
             on_role_closed: wake_everyone,
+            growable: false,
         };
         let seg = match &self.name {
             None => Segment::create_anonymous(&spec, eventfds()?)?,

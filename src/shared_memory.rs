@@ -56,6 +56,7 @@ impl SharedMemory {
             kind_size: size,
             n_slots: SHM_SLOTS,
             on_role_closed: no_roles,
+            growable: false,
         };
         let seg = Segment::create_named(&names::user_name(name)?, &spec)?;
         Ok(SharedMemory {

@@ -23,6 +23,19 @@ fn roles(role: &str, args: shmwire::spawn::Args) -> i32 {
             ));
             0
         }
+        // Open a grown unbounded queue by name, take its `n` items in order, and put back `n`.
+        "drain" => {
+            let (name, n): (String, u64) = args.get().unwrap();
+            let q = Queue::<u64>::open(&name).unwrap();
+            for i in 0..n {
+                assert_eq!(q.get().unwrap(), i);
+            }
+            // Put enough to grow it again, for the parent to read.
+            for i in 0..3 * n {
+                q.put(&i).unwrap();
+            }
+            0
+        }
         _ => 2,
     }
 }
@@ -37,6 +50,8 @@ fn main() {
         killed_mid_spilled_put_or_get_leaks_nothing,
         bounded_full_empty_and_every_timeout,
         unbounded_takes_many_without_blocking,
+        unbounded_grows_under_many_producers_and_consumers,
+        grower_killed_half_way_stalls_nobody,
         close_drains_then_eof_and_refuses_puts,
         producer_may_exit_without_draining,
         consumer_stopped_mid_get_does_not_hold_up_the_others,
@@ -371,21 +386,126 @@ fn bounded_full_empty_and_every_timeout() {
 }
 
 fn unbounded_takes_many_without_blocking() {
+    // A consumer forked before the queue grows reads from rings appended after its fork.
+    let n: u64 = if common::long() { 5_000_000 } else { 1_500_000 };
     let q = Queue::<u64>::new(0).unwrap();
     assert_eq!(q.maxsize(), 0);
-    for i in 0..50_000u64 {
-        q.put_nowait(&i).unwrap();
-    }
-    assert_eq!(q.qsize(), 50_000);
+    let (go_r, go_w) = Pipe::simplex().unwrap();
     let qc = q.clone();
     let p = Process::fork(move || {
-        for i in 0..50_000u64 {
+        go_r.recv::<()>().unwrap();
+        for i in 0..n {
             assert_eq!(qc.get().unwrap(), i);
         }
+        assert!(matches!(qc.get_nowait(), Err(Error::Empty)));
     })
     .unwrap();
+    // More than one ring's worth (1,048,576) with nobody taking: no put waits.
+    for i in 0..n {
+        q.put_nowait(&i).unwrap();
+    }
+    assert_eq!(q.qsize(), n as usize);
+    assert!(!q.is_full());
+    assert!(q.__rings() >= 11, "{} rings", q.__rings());
+    go_w.send(&()).unwrap();
     assert!(p.join().unwrap().success());
     assert!(q.is_empty());
+    // And it goes on after growing: put and get through the newest ring.
+    q.put(&7).unwrap();
+    assert_eq!(q.get().unwrap(), 7);
+}
+
+fn unbounded_grows_under_many_producers_and_consumers() {
+    // Producers outrun the consumers in bursts, so rings are appended while items are taken from
+    // older ones: each item arrives exactly once and each producer's items in order.
+    let q = Queue::<(u8, u64)>::new(0).unwrap();
+    let per = if common::long() { 400_000 } else { 120_000 };
+    let results = Queue::<Tally>::builder().item_size(1024).build().unwrap();
+    // The consumers start once the queue has grown twice, so rings are appended both before and
+    // while they take.
+    let go = shmwire::Event::new().unwrap();
+    let mut consumers = Vec::new();
+    for _ in 0..2 {
+        let (q, results, go) = (q.clone(), results.clone(), go.clone());
+        consumers.push(
+            Process::fork(move || {
+                go.wait().unwrap();
+                results.put(&consume(&q, 3)).unwrap()
+            })
+            .unwrap(),
+        );
+    }
+    let mut producers = Vec::new();
+    for p in 0..3u8 {
+        let q = q.clone();
+        producers.push(
+            Process::fork(move || {
+                for seq in 0..per {
+                    q.put_nowait(&(p, seq)).unwrap();
+                }
+            })
+            .unwrap(),
+        );
+    }
+    let t = Instant::now();
+    while q.__rings() < 3 && t.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(q.__rings() >= 3, "the queue never grew");
+    go.set().unwrap();
+    for p in producers {
+        assert!(p.join().unwrap().success());
+    }
+    q.close().unwrap();
+    let mut total: Tally = vec![(0, 0, 0, true); 3];
+    for _ in 0..2 {
+        let t = results.get().unwrap();
+        for (a, b) in total.iter_mut().zip(t) {
+            a.0 += b.0;
+            a.1 += b.1;
+            a.2 += b.2;
+            a.3 &= b.3;
+        }
+    }
+    for c in consumers {
+        assert!(c.join().unwrap().success());
+    }
+    let sum: u64 = (0..per).sum();
+    let squares: u128 = (0..per).map(|x| u128::from(x) * u128::from(x)).sum();
+    for (p, e) in total.iter().enumerate() {
+        assert_eq!(
+            (e.0, e.1, e.2),
+            (per, sum, squares),
+            "producer {p}: a loss or a duplicate"
+        );
+        assert!(e.3, "producer {p}: out of order");
+    }
+}
+
+fn grower_killed_half_way_stalls_nobody() {
+    let q = Queue::<u64>::new(0).unwrap();
+    for i in 0..10u64 {
+        q.put(&i).unwrap();
+    }
+    let qc = q.clone();
+    let dying = Process::fork(move || {
+        let _ = qc.__grow_interrupted(libc::SIGKILL);
+    })
+    .unwrap();
+    assert_eq!(dying.join().unwrap().signal(), Some(libc::SIGKILL));
+    assert_eq!(q.__rings(), 2);
+    // New items go to the new ring; the old one, never sealed by its grower, is sealed by the
+    // consumer that finds it empty, and every item comes out in order.
+    for i in 10..20u64 {
+        q.put(&i).unwrap();
+    }
+    let got: Vec<u64> = (0..20)
+        .map(|_| q.get_timeout(Duration::from_secs(5)).unwrap())
+        .collect();
+    assert_eq!(got, (0..20).collect::<Vec<_>>());
+    assert!(matches!(q.get_nowait(), Err(Error::Empty)));
+    q.close().unwrap();
+    assert!(matches!(q.get(), Err(Error::Eof)));
 }
 
 fn close_drains_then_eof_and_refuses_puts() {
@@ -670,6 +790,26 @@ fn queues_by_name_between_exec_d_binaries() {
         assert_eq!(b.get_timeout(Duration::from_secs(10)).unwrap(), i * 2);
     }
     assert!(child.join().unwrap().success());
+    // An unbounded queue grown here, drained by an exec'd binary, grown again there.
+    let name = format!("qc-{}", std::process::id());
+    let c = Queue::<u64>::builder()
+        .name(&name)
+        .item_size(8)
+        .spill_size(0)
+        .build()
+        .unwrap();
+    let n = 5000u64;
+    for i in 0..n {
+        c.put_nowait(&i).unwrap();
+    }
+    assert!(c.__rings() >= 3, "{} rings", c.__rings());
+    let child = Process::spawn("drain", &(name.clone(), n)).unwrap();
+    assert!(child.join().unwrap().success());
+    assert!(c.__rings() >= 4, "{} rings", c.__rings());
+    for i in 0..3 * n {
+        assert_eq!(c.get_nowait().unwrap(), i);
+    }
+    assert!(matches!(c.get_nowait(), Err(Error::Empty)));
     assert!(matches!(
         Queue::<u64>::open("no-such-queue"),
         Err(Error::Io(_))

@@ -23,6 +23,11 @@
 //! marked *skip* (its `put` never returned: that item is lost, nothing else is), and a `READING` slot
 //! becomes free (its `get` never returned: that item is lost).
 //!
+//! A ring can be *sealed* (an unbounded queue that grew moves its producers to a new ring): a flag
+//! in `enq` stops new claims. A producer that read `enq` just before the seal may still claim the
+//! slot at the sealed position, so the consumers settle that one position (they take its item, or
+//! mark it skipped first) and then know the ring is finished.
+//!
 //! An item larger than a slot lives in a block of the spill area (`ring::spill`), and the slot
 //! carries its length with [`SPILLED`] set and the block's first unit.
 //!
@@ -47,6 +52,10 @@ const SKIP: u64 = OWNER_MASK;
 pub(crate) const SLOT_HEADER: usize = 16;
 /// In a slot's length field: the item is in the spill area.
 const SPILLED: u64 = 1 << 63;
+/// In `enq`: the ring is sealed at the position in the other bits.
+const SEALED: u64 = 1 << 63;
+/// A spill block records its ring in the top bits of its position.
+const RING_SHIFT: u32 = 48;
 
 #[inline]
 fn word(lap: u32, state: u64, owner: u64) -> u64 {
@@ -74,6 +83,8 @@ pub(crate) struct Mpmc<'a> {
     pub(crate) slot_size: usize,
     /// Where items too big for a slot go (`None`: nowhere, they are `TooLarge`).
     pub(crate) spill: Option<Spill<'a>>,
+    /// Which ring of its queue this is (recorded with spilled items).
+    pub(crate) id: u64,
 }
 
 /// What a put places in its slot.
@@ -90,6 +101,8 @@ pub(crate) enum Attempt<T> {
     Done(T),
     /// Full (put) or empty (get): wait.
     Wait,
+    /// The ring is sealed (put) or sealed and drained (get): go to the next ring.
+    Sealed,
 }
 
 impl Mpmc<'_> {
@@ -133,6 +146,9 @@ impl Mpmc<'_> {
     ) -> Result<Attempt<()>> {
         loop {
             let p = self.enq.load(Ordering::Acquire);
+            if p & SEALED != 0 {
+                return Ok(Attempt::Sealed);
+            }
             let ctl = self.ctl(p);
             let c = ctl.load(Ordering::Acquire);
             let (lap, state, _) = parts(c);
@@ -172,7 +188,7 @@ impl Mpmc<'_> {
                             std::ptr::write_volatile(at.add(8) as *mut u64, block.0);
                         }
                         if let Some(spill) = &self.spill {
-                            spill.queued(block, p, me);
+                            spill.queued(block, self.spill_pos(p), me);
                         }
                     }
                 }
@@ -279,10 +295,69 @@ impl Mpmc<'_> {
                 continue;
             }
             if self.deq.load(Ordering::Acquire) == p {
-                // EMPTY at this lap, the previous lap's slot, or WRITING: nothing to take yet.
+                // EMPTY at this lap, the previous lap's slot, or WRITING: nothing to take yet,
+                // unless the ring is sealed.
+                let e = self.enq.load(Ordering::Acquire);
+                if e & SEALED != 0 {
+                    let end = e & !SEALED;
+                    if p > end {
+                        return Ok(Attempt::Sealed);
+                    }
+                    if p == end && self.settle(p, c) {
+                        continue;
+                    }
+                }
                 return Ok(Attempt::Wait);
             }
         }
+    }
+
+    /// Seals the ring (idempotent): no producer claims a position past the current one. Whether this
+    /// call sealed it.
+    pub(crate) fn seal(&self) -> bool {
+        self.enq.fetch_or(SEALED, Ordering::AcqRel) & SEALED == 0
+    }
+
+    /// At the sealed position `p` (the consumers' next), whose slot word was `c`: makes sure no late
+    /// producer can still claim it. Whether anything changed (look again).
+    fn settle(&self, p: u64, c: u64) -> bool {
+        let want = self.lap(p);
+        let (lap, state, owner) = parts(c);
+        let ctl = self.ctl(p);
+        if lap == want && state == EMPTY {
+            // Nobody claimed it: claim it as a skipped item (the consumers then pass it).
+            let _ = ctl.compare_exchange(
+                c,
+                word(want, FULL, SKIP),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+            return true;
+        }
+        if state == READING && lap != want {
+            // An earlier lap's item is still being read: skip this position as a producer would.
+            let skip = word(want, READING, owner) | SKIP_NEXT;
+            if ctl
+                .compare_exchange(c, skip, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                let _ = self
+                    .deq
+                    .compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
+            }
+            return true;
+        }
+        false
+    }
+
+    #[inline]
+    fn spill_pos(&self, p: u64) -> u64 {
+        (self.id << RING_SHIFT) | p
+    }
+
+    /// The ring and position a spill block's recorded position names.
+    pub(crate) fn split_spill_pos(pos: u64) -> (u64, u64) {
+        (pos >> RING_SHIFT, pos & ((1 << RING_SHIFT) - 1))
     }
 
     /// Reads (or, for a skipped slot, only frees) the spill block an item at `p` points to.
@@ -303,11 +378,12 @@ impl Mpmc<'_> {
                 Err(Error::Corrupt)
             };
         };
+        let pos = self.spill_pos(p);
         if skipped {
-            spill.free_skipped(me, unit, p, len)?;
+            spill.free_skipped(me, unit, pos, len)?;
             return Ok(None);
         }
-        let bytes = spill.take(me, unit, p, len)?;
+        let bytes = spill.take(me, unit, pos, len)?;
         let out = read(bytes);
         spill.free(me, Block(unit))?;
         Ok(Some(out))
@@ -365,7 +441,7 @@ impl Mpmc<'_> {
             );
         }
         // Only slots ever used (never touch, and so allocate, the rest of a large ring).
-        let used = self.enq.load(Ordering::Acquire).min(self.cap);
+        let used = (self.enq.load(Ordering::Acquire) & !SEALED).min(self.cap);
         for i in 0..used {
             let ctl = self.ctl(i);
             let c = ctl.load(Ordering::Acquire);
@@ -393,6 +469,6 @@ impl Mpmc<'_> {
     /// Items in the ring (a snapshot).
     pub(crate) fn len(&self) -> u64 {
         let d = self.deq.load(Ordering::Acquire);
-        self.enq.load(Ordering::Acquire).saturating_sub(d)
+        (self.enq.load(Ordering::Acquire) & !SEALED).saturating_sub(d)
     }
 }

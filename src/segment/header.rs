@@ -111,7 +111,8 @@ impl HeaderFields {
         if self.kind != kind as u32 || self.fingerprint != fingerprint {
             return Err(Error::Incompatible);
         }
-        if self.size != actual_size || self.n_slots == 0 || self.n_slots > MAX_SLOTS {
+        // A growable segment (an unbounded queue) may have grown past the size it was created with.
+        if self.size > actual_size || self.n_slots == 0 || self.n_slots > MAX_SLOTS {
             return Err(Error::Corrupt);
         }
         if self.kind_offset != kind_offset(self.n_slots) as u64 || self.kind_offset > self.size {

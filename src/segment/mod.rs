@@ -67,6 +67,9 @@ pub(crate) struct Spec {
     pub n_slots: u32,
     /// Called (in whichever process notices) when the last holder of a role lets go or dies.
     pub on_role_closed: fn(&Segment, usize),
+    /// Whether the file may grow past its first size ([`Segment::extend`]); an anonymous one is then
+    /// sealed against shrinking only.
+    pub growable: bool,
 }
 
 /// A mapped segment, as one process sees it.
@@ -100,7 +103,12 @@ impl Segment {
             rustix::fs::memfd_create("shmwire", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
         let size = layout_size(spec);
         rustix::fs::ftruncate(&fd, size as u64)?;
-        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
+        let seals = if spec.growable {
+            SealFlags::SHRINK | SealFlags::SEAL
+        } else {
+            SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL
+        };
+        rustix::fs::fcntl_add_seals(&fd, seals)?;
         Self::init(fd, spec, size, None, companions)
     }
 
@@ -309,8 +317,34 @@ impl Segment {
         // SAFETY: `kind_offset <= size` was validated (or written by us), so the pointer is in bounds.
         (
             unsafe { self.map.as_mut_ptr().add(off) },
-            self.map.len() - off,
+            self.hdr.size as usize - off,
         )
+    }
+
+    /// Grows the file to at least `size` bytes, allocating the new range (a full tmpfs is an error
+    /// here, not a SIGBUS later). Idempotent; only for segments made `growable`.
+    pub(crate) fn extend(&self, size: u64) -> Result<()> {
+        let fd = self.raw_fd();
+        // SAFETY: `fd` is this segment's open descriptor, borrowed for these calls only.
+        let fd = unsafe { rustix::fd::BorrowedFd::borrow_raw(fd) };
+        let now = rustix::fs::fstat(fd)?.st_size as u64;
+        if now < size {
+            rustix::fs::fallocate(fd, rustix::fs::FallocateFlags::empty(), now, size - now)?;
+        }
+        Ok(())
+    }
+
+    /// Maps `len` bytes of the file at `offset` (page aligned), which must lie within the file.
+    pub(crate) fn map_extent(&self, offset: u64, len: usize) -> Result<MmapRaw> {
+        let fd = self.raw_fd();
+        // SAFETY: as in `extend`.
+        let bfd = unsafe { rustix::fd::BorrowedFd::borrow_raw(fd) };
+        let size = rustix::fs::fstat(bfd)?.st_size as u64;
+        let end = offset.checked_add(len as u64).ok_or(Error::Corrupt)?;
+        if offset < self.hdr.size || offset % PAGE as u64 != 0 || end > size {
+            return Err(Error::Corrupt);
+        }
+        Ok(MmapOptions::new().offset(offset).len(len).map_raw(fd)?)
     }
 
     fn raw_fd(&self) -> RawFd {

@@ -5,19 +5,30 @@
 //! draining what it put, and joining it never deadlocks), and a consumer stopped in the middle of a
 //! `get` does not hold up the others. Blocked producers and consumers spin briefly, then sleep on
 //! eventcounts, so a busy queue makes no system calls.
+//!
+//! * `rings`: the one ring of a bounded queue, or the growing chain of an unbounded one.
+//! * `joinable`: `JoinableQueue` and `SimpleQueue`.
+
+mod joinable;
+mod rings;
+
+pub use joinable::{JoinableQueue, SimpleQueue};
 
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::object::{Object, SharedBlock};
 use crate::ring::mpmc::{Attempt, Item, Mpmc, SLOT_HEADER};
-use crate::ring::spill::{self, Spill, SpillCtl};
+use crate::ring::spill::{self, SlotNow, Spill, SpillCtl};
 use crate::segment::{Kind, fingerprint_of};
 use crate::sync::eventcount::EventCount;
+use crate::sync::mutex::RawMutex;
 use crate::sync::wait::{Deadline, Spinner, WaitStrategy, block_on};
 use crossbeam_utils::CachePadded;
+use rings::{Chain, FIRST_SLOTS};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -29,22 +40,34 @@ pub(crate) struct QueueBlock {
     not_empty: CachePadded<EventCount>,
     /// Producers sleep here.
     not_full: CachePadded<EventCount>,
-    closed: AtomicU32,
+    /// Read-mostly: closed, and which rings are in use.
+    dir: CachePadded<Dir>,
     /// JoinableQueue: items put and not yet marked done.
-    unfinished: AtomicU64,
+    unfinished: CachePadded<AtomicU64>,
     joined: EventCount,
+    /// Taken to append a ring (unbounded queues).
+    grow: CachePadded<RawMutex>,
     /// The spill area's mutex and redo record.
     spill: CachePadded<SpillCtl>,
 }
 // SAFETY: repr(C), all atomics (CachePadded only adds alignment).
 unsafe impl SharedBlock for QueueBlock {}
 
+#[repr(C)]
+pub(crate) struct Dir {
+    closed: AtomicU32,
+    /// The ring consumers take from.
+    head: AtomicU32,
+    /// The newest ring, which producers put into.
+    last: AtomicU32,
+}
+
 const PARAM_CAP: usize = 0;
 const PARAM_SLOT: usize = 1;
 const PARAM_SPILL_UNITS: usize = 2;
-/// Slots of a queue created with `maxsize == 0` (1,048,576). Pages are only allocated as slots are
-/// first used (at 256 bytes a slot with the default item size, a queue that has carried a million
-/// items holds 256 MiB of shared memory); past that many items waiting, a put blocks.
+const PARAM_GROWS: usize = 3;
+/// The most slots of one ring an unbounded queue appends (1,048,576). An unbounded queue starts with
+/// 1,024 slots and appends rings of twice the slots (up to this many) as it fills, to 40 rings.
 pub const UNBOUNDED_CAPACITY: usize = 1 << 20;
 /// Default bytes per item kept in the slot itself (encoded); larger items go to the spill area.
 pub const DEFAULT_ITEM_SIZE: usize = 240;
@@ -84,6 +107,7 @@ pub const DEFAULT_SPILL_SIZE: usize = 64 << 20;
 pub struct Queue<T> {
     obj: Object<QueueBlock>,
     maxsize: usize,
+    chain: Arc<Chain>,
     _t: PhantomData<fn(T) -> T>,
 }
 
@@ -92,6 +116,7 @@ impl<T> Clone for Queue<T> {
         Queue {
             obj: self.obj.clone(),
             maxsize: self.maxsize,
+            chain: self.chain.clone(),
             _t: PhantomData,
         }
     }
@@ -101,7 +126,7 @@ impl<T> std::fmt::Debug for Queue<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Queue")
             .field("maxsize", &self.maxsize)
-            .field("len", &self.ring().len())
+            .field("len", &self.qsize())
             .finish()
     }
 }
@@ -118,7 +143,7 @@ pub struct QueueBuilder<T> {
 }
 
 impl<T> QueueBuilder<T> {
-    /// The most items it holds; 0 (the default) means as many as [`UNBOUNDED_CAPACITY`].
+    /// The most items it holds; 0 (the default) means unbounded: the queue grows as items wait.
     pub fn maxsize(mut self, maxsize: usize) -> Self {
         self.maxsize = maxsize;
         self
@@ -149,7 +174,7 @@ impl<T> QueueBuilder<T> {
     /// Creates the queue.
     pub fn build(self) -> Result<Queue<T>> {
         let cap = if self.maxsize == 0 {
-            UNBOUNDED_CAPACITY
+            FIRST_SLOTS as usize
         } else {
             self.maxsize
         };
@@ -169,24 +194,22 @@ impl<T> QueueBuilder<T> {
         p[PARAM_CAP] = cap as u64;
         p[PARAM_SLOT] = slot as u64;
         p[PARAM_SPILL_UNITS] = units as u64;
-        let obj = Object::create(
+        p[PARAM_GROWS] = u64::from(self.maxsize == 0);
+        let obj = Object::create_growable(
             Kind::Queue,
             fingerprint_of::<T>(),
             p,
             bytes,
             self.name.as_deref(),
+            self.maxsize == 0,
         )?;
-        Ok(Queue {
-            obj,
-            maxsize: self.maxsize,
-            _t: PhantomData,
-        })
+        Ok(Queue::with(obj))
     }
 }
 
 impl<T> Queue<T> {
-    /// A queue of at most `maxsize` items (0: up to [`UNBOUNDED_CAPACITY`]), shared with children
-    /// forked later.
+    /// A queue of at most `maxsize` items (0: unbounded, as in Python: it grows, a put never waits
+    /// for a consumer), shared with children forked later.
     pub fn new(maxsize: usize) -> Result<Queue<T>> {
         Self::builder().maxsize(maxsize).build()
     }
@@ -208,6 +231,7 @@ impl<T> Queue<T> {
         let p = obj.params();
         let (cap, slot, units) = (p[PARAM_CAP], p[PARAM_SLOT], p[PARAM_SPILL_UNITS]);
         let fits = cap > 0
+            && p[PARAM_GROWS] <= 1
             && slot >= SLOT_HEADER as u64 + 8
             && slot % 8 == 0
             && units < 1 << 40
@@ -218,64 +242,95 @@ impl<T> Queue<T> {
         if !fits {
             return Err(Error::Corrupt);
         }
-        let maxsize = if cap as usize == UNBOUNDED_CAPACITY {
-            0
-        } else {
-            cap as usize
-        };
-        Ok(Queue {
+        Ok(Queue::with(obj))
+    }
+
+    fn with(obj: Object<QueueBlock>) -> Queue<T> {
+        let p = obj.params();
+        let grows = p[PARAM_GROWS] == 1;
+        let chain = Chain::new(
+            p[PARAM_CAP],
+            p[PARAM_SLOT],
+            obj.segment().header().size,
+            grows,
+            UNBOUNDED_CAPACITY as u64,
+        );
+        Queue {
+            maxsize: if grows { 0 } else { p[PARAM_CAP] as usize },
             obj,
-            maxsize,
+            chain: Arc::new(chain),
             _t: PhantomData,
-        })
+        }
     }
 }
 
 impl<T> Queue<T> {
-    fn ring(&self) -> Mpmc<'_> {
-        let b = self.obj.block();
+    fn spill(&self) -> Option<Spill<'_>> {
         let p = self.obj.params();
-        let base = self.obj.data().0;
         let units = p[PARAM_SPILL_UNITS] as usize;
         let slots = (p[PARAM_CAP] * p[PARAM_SLOT]) as usize;
-        Mpmc {
-            enq: &b.enq,
-            deq: &b.deq,
-            base,
-            cap: p[PARAM_CAP],
-            slot_size: p[PARAM_SLOT] as usize,
-            spill: (units > 0).then(|| Spill {
-                ctl: &b.spill,
-                seg: self.obj.segment(),
-                // SAFETY: the data area holds the slots, then the spill area (checked on open,
-                // sized on create); `slots` is a multiple of 8.
-                base: unsafe { base.add(slots) },
-                units,
-            }),
-        }
+        (units > 0).then(|| Spill {
+            ctl: &self.obj.block().spill,
+            seg: self.obj.segment(),
+            // SAFETY: the data area holds the first ring's slots, then the spill area (checked on
+            // open, sized on create); `slots` is a multiple of 8.
+            base: unsafe { self.obj.data().0.add(slots) },
+            units,
+        })
+    }
+
+    /// Ring `i` of the queue.
+    fn ring_at(&self, i: u32) -> Result<Mpmc<'_>> {
+        let slot = self.obj.params()[PARAM_SLOT] as usize;
+        self.chain.ring(&self.obj, i, slot, self.spill())
+    }
+
+    /// The largest item a slot holds.
+    fn max_inline(&self) -> usize {
+        self.obj.params()[PARAM_SLOT] as usize - SLOT_HEADER
+    }
+
+    fn dir(&self) -> &Dir {
+        &self.obj.block().dir
     }
 
     fn closed(&self) -> bool {
-        self.obj.block().closed.load(Ordering::Acquire) != 0
+        self.dir().closed.load(Ordering::Acquire) != 0
     }
 
+    /// Repairs what dead producers and consumers left, in every ring in use and the spill area.
     fn repair(&self) -> Result<()> {
         let seg = self.obj.segment();
-        let ring = self.ring();
-        ring.repair(|id| seg.claim_alive(id))?;
-        if let Some(spill) = &ring.spill {
-            spill.repair(
-                self.obj.me()?,
-                |id| seg.claim_alive(id),
-                |pos| ring.slot_now(pos, |id| seg.claim_alive(id)),
-            )?;
+        let alive = |id| seg.claim_alive(id);
+        let (head, last) = (
+            self.dir().head.load(Ordering::Acquire),
+            self.dir().last.load(Ordering::Acquire),
+        );
+        for i in head..=last {
+            self.ring_at(i)?.repair(alive)?;
+        }
+        if let Some(spill) = self.spill() {
+            spill.repair(self.obj.me()?, alive, |pos| {
+                let (ring, p) = Mpmc::split_spill_pos(pos);
+                match u32::try_from(ring).map(|r| self.ring_at(r)) {
+                    Ok(Ok(r)) => r.slot_now(p, alive),
+                    _ => SlotNow::InUse,
+                }
+            })?;
         }
         Ok(())
     }
 
     /// Items in the queue now (a snapshot; Python's `qsize`).
     pub fn qsize(&self) -> usize {
-        self.ring().len() as usize
+        let (head, last) = (
+            self.dir().head.load(Ordering::Acquire),
+            self.dir().last.load(Ordering::Acquire),
+        );
+        (head..=last)
+            .filter_map(|i| self.ring_at(i).ok())
+            .map(|r| r.len() as usize)
+            .sum()
     }
 
     /// Whether it is empty (a snapshot).
@@ -283,9 +338,9 @@ impl<T> Queue<T> {
         self.qsize() == 0
     }
 
-    /// Whether it is full (a snapshot).
+    /// Whether it is full (a snapshot; an unbounded queue never is).
     pub fn is_full(&self) -> bool {
-        self.qsize() as u64 >= self.obj.params()[PARAM_CAP]
+        !self.chain.growable && self.qsize() as u64 >= self.obj.params()[PARAM_CAP]
     }
 
     /// The `maxsize` it was created with (0: unbounded).
@@ -298,7 +353,7 @@ impl<T> Queue<T> {
     pub fn close(&self) -> Result<()> {
         self.obj.me()?;
         let b = self.obj.block();
-        b.closed.store(1, Ordering::SeqCst);
+        b.dir.closed.store(1, Ordering::SeqCst);
         let _ = b.not_empty.notify_all_always();
         let _ = b.not_full.notify_all_always();
         Ok(())
@@ -310,7 +365,7 @@ impl<T> Queue<T> {
     }
 
     fn put_bytes_at(&self, bytes: &[u8], deadline: Deadline) -> Result<()> {
-        if bytes.len() > self.ring().max_item() {
+        if bytes.len() > self.max_inline() {
             return self.put_spilled(
                 bytes.len(),
                 |buf| {
@@ -321,7 +376,7 @@ impl<T> Queue<T> {
             );
         }
         let me = self.obj.me()?;
-        self.publish(me, &self.ring(), Item::Inline(bytes), deadline)
+        self.publish(me, Item::Inline(bytes), deadline)
     }
 
     /// Puts an item of `len` bytes (more than a slot holds) that `fill` writes into a spill block:
@@ -333,8 +388,7 @@ impl<T> Queue<T> {
         deadline: Deadline,
     ) -> Result<()> {
         let me = self.obj.me()?;
-        let ring = self.ring();
-        let spill = ring.spill.as_ref().ok_or(Error::TooLarge)?;
+        let spill = self.spill().ok_or(Error::TooLarge)?;
         if len > spill.max_item() {
             return Err(Error::TooLarge);
         }
@@ -351,7 +405,7 @@ impl<T> Queue<T> {
         })?;
         let out = spill
             .fill(block, len, fill)
-            .and_then(|()| self.publish(me, &ring, Item::Spilled(block, len), deadline));
+            .and_then(|()| self.publish(me, Item::Spilled(block, len), deadline));
         if out.is_err() {
             spill.free(me, block)?;
             let _ = b.not_full.notify();
@@ -359,21 +413,40 @@ impl<T> Queue<T> {
         out
     }
 
-    /// Claims a slot for `item` and publishes it, waiting while the queue is full.
-    fn publish(&self, me: u32, ring: &Mpmc<'_>, item: Item<'_>, deadline: Deadline) -> Result<()> {
-        let b = self.obj.block();
-        let attempt = || -> Result<Option<()>> {
+    /// One attempt to put `item` into the newest ring; an unbounded queue whose newest ring is full
+    /// grows. `Ok(None)`: full.
+    fn try_put(&self, me: u32, item: Item<'_>, deadline: Deadline) -> Result<Option<()>> {
+        loop {
             if self.closed() {
                 return Err(Error::Closed);
             }
-            Ok(match ring.try_put(me, item)? {
-                Attempt::Done(()) => Some(()),
-                Attempt::Wait => None,
-            })
-        };
+            let last = self.dir().last.load(Ordering::Acquire);
+            let ring = self.ring_at(last)?;
+            match ring.try_put(me, item)? {
+                Attempt::Done(()) => return Ok(Some(())),
+                // Sealed: a newer ring exists (unless the queue is damaged: then wait).
+                Attempt::Sealed if self.dir().last.load(Ordering::Acquire) != last => {}
+                Attempt::Sealed => return Ok(None),
+                Attempt::Wait => {
+                    let seal = || {
+                        ring.seal();
+                        Ok(())
+                    };
+                    if !self.chain.grow(&self.obj, me, last, deadline, seal)? {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Claims a slot for `item` and publishes it, waiting while the queue is full.
+    fn publish(&self, me: u32, item: Item<'_>, deadline: Deadline) -> Result<()> {
+        let b = self.obj.block();
         // Counted before it is visible, so a consumer's task_done never runs ahead of it.
         b.unfinished.fetch_add(1, Ordering::AcqRel);
         let mut spinner = Spinner::new(WaitStrategy::Adaptive);
+        let attempt = || self.try_put(me, item, deadline);
         if let Err(e) = block_on(&mut spinner, false, &b.not_full, deadline, attempt, || {
             self.repair()
         }) {
@@ -386,17 +459,39 @@ impl<T> Queue<T> {
         Ok(())
     }
 
+    /// One attempt to take the oldest item: from the head ring, moving on to the next ring once the
+    /// head is sealed and drained. `Ok(None)`: empty.
+    fn try_get<R>(&self, me: u32, read: &mut impl FnMut(&[u8]) -> R) -> Result<Option<R>> {
+        let dir = self.dir();
+        loop {
+            let head = dir.head.load(Ordering::Acquire);
+            let ring = self.ring_at(head)?;
+            let newer = head < dir.last.load(Ordering::Acquire);
+            match ring.try_get(me, &mut *read)? {
+                Attempt::Done(v) => return Ok(Some(v)),
+                Attempt::Sealed if newer => {
+                    let _ = dir.head.compare_exchange(
+                        head,
+                        head + 1,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    );
+                }
+                // Producers moved to a newer ring: make sure this one ends (a grower that died
+                // before sealing it), then look again.
+                Attempt::Wait if newer && ring.seal() => {}
+                Attempt::Wait if !newer && self.closed() && !ring.has_pending() => {
+                    return Err(Error::Eof);
+                }
+                Attempt::Wait | Attempt::Sealed => return Ok(None),
+            }
+        }
+    }
+
     fn get_with<R>(&self, deadline: Deadline, mut read: impl FnMut(&[u8]) -> R) -> Result<R> {
         let me = self.obj.me()?;
-        let ring = self.ring();
         let b = self.obj.block();
-        let attempt = || -> Result<Option<R>> {
-            match ring.try_get(me, &mut read)? {
-                Attempt::Done(v) => Ok(Some(v)),
-                Attempt::Wait if self.closed() && !ring.has_pending() => Err(Error::Eof),
-                Attempt::Wait => Ok(None),
-            }
-        };
+        let attempt = || self.try_get(me, &mut read);
         let mut spinner = Spinner::new(WaitStrategy::Adaptive);
         let out = block_on(&mut spinner, false, &b.not_empty, deadline, attempt, || {
             self.repair()
@@ -417,7 +512,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             // SAFETY: plain syscall on ourselves.
             unsafe { libc::kill(libc::getpid(), signal) };
         };
-        let ring = self.ring();
+        let ring = self.ring_at(self.dir().last.load(Ordering::Acquire))?;
         let item = match &ring.spill {
             Some(spill) if bytes.len() > ring.max_item() => {
                 let block = spill
@@ -433,8 +528,32 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 let _ = self.obj.block().not_empty.notify();
                 Ok(())
             }
-            Attempt::Wait => Err(Error::Full),
+            Attempt::Wait | Attempt::Sealed => Err(Error::Full),
         }
+    }
+
+    #[doc(hidden)]
+    /// Test hook: appends a ring, then raises `signal` in this process before sealing the old one: a
+    /// grower that dies half way.
+    pub fn __grow_interrupted(&self, signal: i32) -> Result<()> {
+        let me = self.obj.me()?;
+        let last = self.dir().last.load(Ordering::Acquire);
+        let ring = self.ring_at(last)?;
+        let seal = || {
+            // SAFETY: plain syscall on ourselves.
+            unsafe { libc::kill(libc::getpid(), signal) };
+            ring.seal();
+            Ok(())
+        };
+        self.chain
+            .grow(&self.obj, me, last, Deadline::NEVER, seal)?;
+        Ok(())
+    }
+
+    #[doc(hidden)]
+    /// Test hook: how many rings the queue has (1 until an unbounded queue grows).
+    pub fn __rings(&self) -> u32 {
+        self.dir().last.load(Ordering::Acquire) + 1
     }
 
     #[doc(hidden)]
@@ -457,7 +576,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Encodes `item` (on the stack when small) and puts it.
     fn put_item(&self, item: &T, deadline: Deadline) -> Result<()> {
         let len = codec::encoded_len(item)?;
-        if len > self.ring().max_item() {
+        if len > self.max_inline() {
             return self.put_spilled(len, |buf| codec::encode_into(item, buf), deadline);
         }
         if len <= 256 {
@@ -545,165 +664,5 @@ impl<T: bytemuck::Pod> Queue<T> {
     /// [`get_pod`](Self::get_pod), giving up with [`Error::Timeout`] after `timeout`.
     pub fn get_pod_timeout(&self, timeout: Duration) -> Result<T> {
         self.get_with(Deadline::after(Some(timeout)), codec::decode_pod::<T>)?
-    }
-}
-
-/// A [`Queue`] whose consumers mark items done and whose producers can wait until all are:
-/// Python's `multiprocessing.JoinableQueue`.
-///
-/// ```
-/// # fn main() -> shmwire::Result<()> {
-/// use shmwire::{JoinableQueue, Process};
-/// let q = JoinableQueue::<u32>::new(0)?;
-/// let worker = q.clone();
-/// let mut p = Process::fork(move || {
-///     while let Ok(_job) = worker.get() {
-///         worker.task_done().unwrap();
-///     }
-/// })?;
-/// for i in 0..10 {
-///     q.put(&i)?;
-/// }
-/// q.join()?; // every item was taken and marked done
-/// q.close()?;
-/// p.join()?;
-/// # Ok(()) }
-/// ```
-pub struct JoinableQueue<T> {
-    q: Queue<T>,
-}
-
-impl<T> Clone for JoinableQueue<T> {
-    fn clone(&self) -> Self {
-        JoinableQueue { q: self.q.clone() }
-    }
-}
-
-impl<T> std::fmt::Debug for JoinableQueue<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JoinableQueue")
-            .field("queue", &self.q)
-            .finish()
-    }
-}
-
-impl<T> std::ops::Deref for JoinableQueue<T> {
-    type Target = Queue<T>;
-    fn deref(&self) -> &Queue<T> {
-        &self.q
-    }
-}
-
-impl<T> JoinableQueue<T> {
-    /// A joinable queue of at most `maxsize` items (0: unbounded up to [`UNBOUNDED_CAPACITY`]).
-    pub fn new(maxsize: usize) -> Result<Self> {
-        Ok(JoinableQueue {
-            q: Queue::new(maxsize)?,
-        })
-    }
-
-    /// Wraps a queue made with [`Queue::builder`] (or opened by name).
-    pub fn from_queue(q: Queue<T>) -> Self {
-        JoinableQueue { q }
-    }
-
-    /// Marks one item taken by `get` as done; more calls than items is [`Error::Misuse`].
-    pub fn task_done(&self) -> Result<()> {
-        self.q.obj.me()?;
-        let b = self.q.obj.block();
-        let mut cur = b.unfinished.load(Ordering::Acquire);
-        loop {
-            if cur == 0 {
-                return Err(Error::Misuse); // task_done() called too many times
-            }
-            match b.unfinished.compare_exchange_weak(
-                cur,
-                cur - 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => break,
-                Err(now) => cur = now,
-            }
-        }
-        if cur == 1 {
-            let _ = b.joined.notify();
-        }
-        Ok(())
-    }
-
-    /// Waits until every item put has been marked done.
-    pub fn join(&self) -> Result<()> {
-        self.join_at(Deadline::NEVER)
-    }
-
-    /// [`join`](Self::join), giving up with [`Error::Timeout`] after `timeout`.
-    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
-        self.join_at(Deadline::after(Some(timeout)))
-    }
-
-    fn join_at(&self, deadline: Deadline) -> Result<()> {
-        self.q.obj.me()?;
-        let b = self.q.obj.block();
-        let mut spinner = Spinner::new(WaitStrategy::Adaptive);
-        block_on(
-            &mut spinner,
-            false,
-            &b.joined,
-            deadline,
-            || Ok((b.unfinished.load(Ordering::Acquire) == 0).then_some(())),
-            || Ok(()),
-        )
-    }
-
-    /// Items put and not yet marked done.
-    pub fn unfinished(&self) -> u64 {
-        self.q.obj.block().unfinished.load(Ordering::Acquire)
-    }
-}
-
-/// The plain queue of Python's `multiprocessing.SimpleQueue`: `put`, `get`, `is_empty`, `close`.
-pub struct SimpleQueue<T> {
-    q: Queue<T>,
-}
-
-impl<T> Clone for SimpleQueue<T> {
-    fn clone(&self) -> Self {
-        SimpleQueue { q: self.q.clone() }
-    }
-}
-
-impl<T> std::fmt::Debug for SimpleQueue<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimpleQueue")
-            .field("queue", &self.q)
-            .finish()
-    }
-}
-
-impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
-    /// A new queue (up to [`UNBOUNDED_CAPACITY`] items), shared with children forked later.
-    pub fn new() -> Result<Self> {
-        Ok(SimpleQueue { q: Queue::new(0)? })
-    }
-
-    /// Puts `item`.
-    pub fn put(&self, item: &T) -> Result<()> {
-        self.q.put(item)
-    }
-
-    /// Takes the oldest item, waiting for one; [`Error::Eof`] once closed and drained.
-    pub fn get(&self) -> Result<T> {
-        self.q.get()
-    }
-
-    /// Whether it is empty.
-    pub fn is_empty(&self) -> bool {
-        self.q.is_empty()
-    }
-
-    /// Closes it (see [`Queue::close`]).
-    pub fn close(&self) -> Result<()> {
-        self.q.close()
     }
 }

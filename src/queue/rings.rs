@@ -1,0 +1,158 @@
+//! The rings of a queue. A bounded queue has one, in its segment. An unbounded one starts with a ring
+//! of [`FIRST_SLOTS`] slots and, when the newest ring is full, appends a ring twice as large (up to
+//! [`UNBOUNDED_CAPACITY`](super::UNBOUNDED_CAPACITY) slots) to the same file, so a producer never waits
+//! for a consumer.
+//!
+//! Growing: under the queue's grow mutex, the file is extended (and its pages allocated: a full tmpfs
+//! is `Error::Io` from that `put`), the ring count is bumped (producers move to the new ring), and the
+//! old ring is sealed. Consumers drain a ring up to its seal, then move on to the next, so every
+//! producer's items still come out in the order it put them. Every process maps a new ring the first
+//! time it meets it, checking that it lies within the file.
+//!
+//! The memory of a drained ring stays with the queue until the queue goes away: the rings grow by
+//! doubling, so a queue holds at most about twice the most items that ever waited in it at once.
+
+use super::QueueBlock;
+use crate::error::{Error, Result};
+use crate::object::Object;
+use crate::ring::mpmc::Mpmc;
+use crate::ring::spill::Spill;
+use crate::sync::wait::Deadline;
+use memmap2::MmapRaw;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Slots of an unbounded queue's first ring.
+pub(crate) const FIRST_SLOTS: u64 = 1024;
+/// Rings an unbounded queue may have (past the last, a put waits as in a bounded queue).
+pub(crate) const MAX_RINGS: usize = 40;
+/// Bytes before an appended ring's slots: `enq` and `deq`, each on its own 128-byte line.
+const RING_HEAD: usize = 256;
+const PAGE: u64 = 4096;
+
+/// Where each ring lives (computed once per handle) and this process's mappings of the appended ones.
+pub(crate) struct Chain {
+    /// Slots of ring `i`.
+    caps: [u64; MAX_RINGS],
+    /// File offset of ring `i` (`i >= 1`) and its length in bytes.
+    extents: [(u64, usize); MAX_RINGS],
+    maps: [OnceLock<MmapRaw>; MAX_RINGS],
+    /// Whether the queue may grow (unbounded).
+    pub(crate) growable: bool,
+}
+
+impl Chain {
+    /// The layout of a queue whose first ring has `cap0` slots of `slot` bytes, in a segment of
+    /// `base_size` bytes. `max_cap` bounds an appended ring.
+    pub(crate) fn new(cap0: u64, slot: u64, base_size: u64, growable: bool, max_cap: u64) -> Self {
+        let mut caps = [0u64; MAX_RINGS];
+        let mut extents = [(0u64, 0usize); MAX_RINGS];
+        caps[0] = cap0;
+        let mut off = base_size.div_ceil(PAGE) * PAGE;
+        for i in 1..MAX_RINGS {
+            caps[i] = (caps[i - 1] * 2).min(max_cap.max(cap0));
+            let len = (RING_HEAD as u64 + caps[i] * slot).div_ceil(PAGE) * PAGE;
+            extents[i] = (off, len as usize);
+            off += len;
+        }
+        Chain {
+            caps,
+            extents,
+            maps: std::array::from_fn(|_| OnceLock::new()),
+            growable,
+        }
+    }
+
+    /// The view of ring `i` (which must exist: `i <= last`).
+    pub(crate) fn ring<'a>(
+        &'a self,
+        obj: &'a Object<QueueBlock>,
+        i: u32,
+        slot_size: usize,
+        spill: Option<Spill<'a>>,
+    ) -> Result<Mpmc<'a>> {
+        let b = obj.block();
+        if i == 0 {
+            return Ok(Mpmc {
+                enq: &b.enq,
+                deq: &b.deq,
+                base: obj.data().0,
+                cap: self.caps[0],
+                slot_size,
+                spill,
+                id: 0,
+            });
+        }
+        let i = i as usize;
+        if i >= MAX_RINGS || i as u32 > b.dir.last.load(Ordering::Acquire) {
+            return Err(Error::Corrupt);
+        }
+        let map = match self.maps[i].get() {
+            Some(m) => m,
+            None => {
+                let (off, len) = self.extents[i];
+                let m = obj.segment().map_extent(off, len)?;
+                let _ = self.maps[i].set(m);
+                self.maps[i].get().ok_or(Error::Corrupt)?
+            }
+        };
+        let p = map.as_mut_ptr();
+        // SAFETY: the mapping is `RING_HEAD + cap * slot` bytes or more (sized by `extents`, checked
+        // against the file by `map_extent`), page aligned: `enq` at 0 and `deq` at 128 are aligned
+        // atomics, the slots follow; the mapping lives as long as `self`.
+        unsafe {
+            Ok(Mpmc {
+                enq: &*(p as *const AtomicU64),
+                deq: &*(p.add(128) as *const AtomicU64),
+                base: p.add(RING_HEAD),
+                cap: self.caps[i],
+                slot_size,
+                spill,
+                id: i as u64,
+            })
+        }
+    }
+
+    /// Appends ring `last + 1` if `last` is still the newest; then seals `last`. `Ok(false)`: the
+    /// queue cannot grow (bounded, or at its last ring).
+    pub(crate) fn grow(
+        &self,
+        obj: &Object<QueueBlock>,
+        me: u32,
+        last: u32,
+        deadline: Deadline,
+        seal: impl FnOnce() -> Result<()>,
+    ) -> Result<bool> {
+        let next = last as usize + 1;
+        if !self.growable || next >= MAX_RINGS {
+            return Ok(false);
+        }
+        let b = obj.block();
+        let seg = obj.segment();
+        if b.dir.last.load(Ordering::Acquire) == last {
+            // Another producer may be growing it right now: even `put_nowait` waits for that (a
+            // short wait), since an unbounded queue is never full.
+            let floor = std::time::Duration::from_secs(1);
+            let deadline = match deadline.remaining() {
+                None => Deadline::NEVER,
+                Some(r) => Deadline::after(Some(r.max(floor))),
+            };
+            b.grow.lock(seg, me, deadline)?;
+            // Each step is idempotent, so a grower that died half way left nothing to undo.
+            b.grow.mark_consistent();
+            let grown = (|| -> Result<()> {
+                if b.dir.last.load(Ordering::Acquire) == last {
+                    let (off, len) = self.extents[next];
+                    seg.extend(off + len as u64)?;
+                    // ORDERING: Release: the new ring's file range exists before anyone reads it.
+                    b.dir.last.store(next as u32, Ordering::Release);
+                }
+                Ok(())
+            })();
+            b.grow.unlock();
+            grown?;
+        }
+        seal()?;
+        Ok(true)
+    }
+}
