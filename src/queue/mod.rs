@@ -251,6 +251,7 @@ impl<T> Queue<T> {
         let chain = Chain::new(
             p[PARAM_CAP],
             p[PARAM_SLOT],
+            p[PARAM_SPILL_UNITS] as usize,
             obj.segment().header().size,
             grows,
             UNBOUNDED_CAPACITY as u64,
@@ -266,28 +267,29 @@ impl<T> Queue<T> {
 
 impl<T> Queue<T> {
     fn spill(&self) -> Option<Spill<'_>> {
-        let p = self.obj.params();
-        let units = p[PARAM_SPILL_UNITS] as usize;
-        let slots = (p[PARAM_CAP] * p[PARAM_SLOT]) as usize;
-        (units > 0).then(|| Spill {
-            ctl: &self.obj.block().spill,
-            seg: self.obj.segment(),
-            // SAFETY: the data area holds the first ring's slots, then the spill area (checked on
-            // open, sized on create); `slots` is a multiple of 8.
-            base: unsafe { self.obj.data().0.add(slots) },
-            units,
-        })
+        self.chain.spill(&self.obj)
     }
 
     /// Ring `i` of the queue.
     fn ring_at(&self, i: u32) -> Result<Mpmc<'_>> {
-        let slot = self.obj.params()[PARAM_SLOT] as usize;
-        self.chain.ring(&self.obj, i, slot, self.spill())
+        self.chain.ring(&self.obj, i)
+    }
+
+    /// Ring `i`, from `cache` when it holds that ring (a blocked call retries without rebuilding it).
+    fn ring_cached<'s, 'c>(
+        &'s self,
+        i: u32,
+        cache: &'c mut Option<(u32, Mpmc<'s>)>,
+    ) -> Result<&'c Mpmc<'s>> {
+        if cache.as_ref().is_none_or(|(j, _)| *j != i) {
+            *cache = Some((i, self.ring_at(i)?));
+        }
+        cache.as_ref().map(|(_, r)| r).ok_or(Error::Corrupt)
     }
 
     /// The largest item a slot holds.
     fn max_inline(&self) -> usize {
-        self.obj.params()[PARAM_SLOT] as usize - SLOT_HEADER
+        self.chain.slot - SLOT_HEADER
     }
 
     fn dir(&self) -> &Dir {
@@ -415,13 +417,19 @@ impl<T> Queue<T> {
 
     /// One attempt to put `item` into the newest ring; an unbounded queue whose newest ring is full
     /// grows. `Ok(None)`: full.
-    fn try_put(&self, me: u32, item: Item<'_>, deadline: Deadline) -> Result<Option<()>> {
+    fn try_put<'s>(
+        &'s self,
+        me: u32,
+        item: Item<'_>,
+        deadline: Deadline,
+        cache: &mut Option<(u32, Mpmc<'s>)>,
+    ) -> Result<Option<()>> {
         loop {
             if self.closed() {
                 return Err(Error::Closed);
             }
             let last = self.dir().last.load(Ordering::Acquire);
-            let ring = self.ring_at(last)?;
+            let ring = self.ring_cached(last, cache)?;
             match ring.try_put(me, item)? {
                 Attempt::Done(()) => return Ok(Some(())),
                 // Sealed: a newer ring exists (unless the queue is damaged: then wait).
@@ -446,7 +454,8 @@ impl<T> Queue<T> {
         // Counted before it is visible, so a consumer's task_done never runs ahead of it.
         b.unfinished.fetch_add(1, Ordering::AcqRel);
         let mut spinner = Spinner::new(WaitStrategy::Adaptive);
-        let attempt = || self.try_put(me, item, deadline);
+        let mut cache = None;
+        let attempt = || self.try_put(me, item, deadline, &mut cache);
         if let Err(e) = block_on(&mut spinner, false, &b.not_full, deadline, attempt, || {
             self.repair()
         }) {
@@ -461,13 +470,18 @@ impl<T> Queue<T> {
 
     /// One attempt to take the oldest item: from the head ring, moving on to the next ring once the
     /// head is sealed and drained. `Ok(None)`: empty.
-    fn try_get<R>(&self, me: u32, read: &mut impl FnMut(&[u8]) -> R) -> Result<Option<R>> {
+    fn try_get<'s, R>(
+        &'s self,
+        me: u32,
+        read: &mut impl FnMut(&[u8]) -> R,
+        cache: &mut Option<(u32, Mpmc<'s>)>,
+    ) -> Result<Option<R>> {
         let dir = self.dir();
         loop {
             let head = dir.head.load(Ordering::Acquire);
-            let ring = self.ring_at(head)?;
+            let ring = self.ring_cached(head, cache)?;
             let newer = head < dir.last.load(Ordering::Acquire);
-            match ring.try_get(me, &mut *read)? {
+            match ring.try_get(me, newer, &mut *read)? {
                 Attempt::Done(v) => return Ok(Some(v)),
                 Attempt::Sealed if newer => {
                     let _ = dir.head.compare_exchange(
@@ -491,7 +505,8 @@ impl<T> Queue<T> {
     fn get_with<R>(&self, deadline: Deadline, mut read: impl FnMut(&[u8]) -> R) -> Result<R> {
         let me = self.obj.me()?;
         let b = self.obj.block();
-        let attempt = || self.try_get(me, &mut read);
+        let mut cache = None;
+        let attempt = || self.try_get(me, &mut read, &mut cache);
         let mut spinner = Spinner::new(WaitStrategy::Adaptive);
         let out = block_on(&mut spinner, false, &b.not_empty, deadline, attempt, || {
             self.repair()

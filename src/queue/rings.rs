@@ -39,12 +39,23 @@ pub(crate) struct Chain {
     maps: [OnceLock<MmapRaw>; MAX_RINGS],
     /// Whether the queue may grow (unbounded).
     pub(crate) growable: bool,
+    /// Bytes per slot.
+    pub(crate) slot: usize,
+    /// Units of the spill area (after the first ring's slots).
+    spill_units: usize,
 }
 
 impl Chain {
     /// The layout of a queue whose first ring has `cap0` slots of `slot` bytes, in a segment of
     /// `base_size` bytes. `max_cap` bounds an appended ring.
-    pub(crate) fn new(cap0: u64, slot: u64, base_size: u64, growable: bool, max_cap: u64) -> Self {
+    pub(crate) fn new(
+        cap0: u64,
+        slot: u64,
+        spill_units: usize,
+        base_size: u64,
+        growable: bool,
+        max_cap: u64,
+    ) -> Self {
         let mut caps = [0u64; MAX_RINGS];
         let mut extents = [(0u64, 0usize); MAX_RINGS];
         caps[0] = cap0;
@@ -60,17 +71,29 @@ impl Chain {
             extents,
             maps: std::array::from_fn(|_| OnceLock::new()),
             growable,
+            slot: slot as usize,
+            spill_units,
         }
     }
 
+    /// The spill area, if the queue has one.
+    #[inline]
+    pub(crate) fn spill<'a>(&'a self, obj: &'a Object<QueueBlock>) -> Option<Spill<'a>> {
+        let slots = self.caps[0] as usize * self.slot;
+        (self.spill_units > 0).then(|| Spill {
+            ctl: &obj.block().spill,
+            seg: obj.segment(),
+            // SAFETY: the data area holds the first ring's slots, then the spill area (checked on
+            // open, sized on create); `slots` is a multiple of 8.
+            base: unsafe { obj.data().0.add(slots) },
+            units: self.spill_units,
+        })
+    }
+
     /// The view of ring `i` (which must exist: `i <= last`).
-    pub(crate) fn ring<'a>(
-        &'a self,
-        obj: &'a Object<QueueBlock>,
-        i: u32,
-        slot_size: usize,
-        spill: Option<Spill<'a>>,
-    ) -> Result<Mpmc<'a>> {
+    #[inline]
+    pub(crate) fn ring<'a>(&'a self, obj: &'a Object<QueueBlock>, i: u32) -> Result<Mpmc<'a>> {
+        let (slot_size, spill) = (self.slot, self.spill(obj));
         let b = obj.block();
         if i == 0 {
             return Ok(Mpmc {

@@ -231,10 +231,13 @@ impl Mpmc<'_> {
         }
     }
 
-    /// One attempt to take an item as claimer `me`; `read` gets its bytes.
+    /// One attempt to take an item as claimer `me`; `read` gets its bytes. `may_be_sealed`: a newer
+    /// ring exists, so this one may be sealed (otherwise an empty ring does not look at `enq`, which
+    /// the producers write, at all).
     pub(crate) fn try_get<R>(
         &self,
         me: u32,
+        may_be_sealed: bool,
         mut read: impl FnMut(&[u8]) -> R,
     ) -> Result<Attempt<R>> {
         loop {
@@ -297,7 +300,11 @@ impl Mpmc<'_> {
             if self.deq.load(Ordering::Acquire) == p {
                 // EMPTY at this lap, the previous lap's slot, or WRITING: nothing to take yet,
                 // unless the ring is sealed.
-                let e = self.enq.load(Ordering::Acquire);
+                let e = if may_be_sealed {
+                    self.enq.load(Ordering::Acquire)
+                } else {
+                    0
+                };
                 if e & SEALED != 0 {
                     let end = e & !SEALED;
                     if p > end {
