@@ -196,10 +196,22 @@ fn run_thr(path: &str, size: usize, budget: Duration) -> Thr {
 
 /// Runs the iceoryx2 peer binary (built by `benches/run.sh`) and parses its `lat iceoryx2 ...` line.
 fn run_iceoryx2(bin: &str) -> Option<Lat> {
-    let out = std::process::Command::new(bin)
-        .arg("100000")
-        .output()
-        .ok()?;
+    // iceoryx2 leaves its global management files in /dev/shm; remove the ones this run made.
+    let iox = || -> std::collections::BTreeSet<std::ffi::OsString> {
+        std::fs::read_dir("/dev/shm")
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.file_name()))
+                    .filter(|n| n.to_string_lossy().starts_with("iox2_"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let before = iox();
+    let out = std::process::Command::new(bin).arg("100000").output();
+    for name in iox().difference(&before) {
+        let _ = std::fs::remove_file(std::path::Path::new("/dev/shm").join(name));
+    }
+    let out = out.ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().find(|l| l.starts_with("lat iceoryx2"))?;
     let field = |k: &str| -> Option<f64> {
