@@ -3,15 +3,20 @@
 //!
 //! One shared word holds the generation and the count of arrivals, so an arrival learns both at once
 //! (`fetch_add`). `abort` breaks the barrier for everyone waiting and everyone who comes later, until
-//! `reset`; a waiter whose timeout passes breaks it too, as in Python. A party that dies without
-//! arriving leaves the others waiting: give them a timeout.
+//! `reset`; a waiter whose timeout passes breaks it too, as in Python.
+//!
+//! A party that is gone never arrives, so waiting for it would be waiting forever: the barrier
+//! remembers (by participant slot) every process that has waited on it since it was made or reset,
+//! and a waiter checks their liveness tokens between sleeps. One that died (or exited) breaks the
+//! barrier for the others, within about two `PROBE_INTERVAL`s. A process that dies before it first
+//! waits is not known as a party yet: give the waiters a timeout for that case.
 
 use crate::error::{Error, Result};
 use crate::object::{Object, SharedBlock};
 use crate::segment::{Kind, fingerprint_of};
 use crate::sync::futex;
 use crate::sync::wait::PROBE_INTERVAL;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 #[repr(C)]
@@ -21,6 +26,8 @@ pub(crate) struct BarrierBlock {
     broken: AtomicU32,
     /// Bumped by `reset`: waiters from before it are told the barrier broke.
     resets: AtomicU32,
+    /// The participant slots of the processes that have waited since creation or the last reset.
+    waited: [AtomicU64; 4],
 }
 // SAFETY: repr(C), all atomics.
 unsafe impl SharedBlock for BarrierBlock {}
@@ -131,6 +138,13 @@ impl Barrier {
             return Err(Error::BrokenBarrier);
         }
         let resets = b.resets.load(Ordering::Acquire);
+        let me = self.obj.segment().my_slot() as usize;
+        if let Some(w) = b.waited.get(me / 64) {
+            let bit = 1u64 << (me % 64);
+            if w.load(Ordering::Relaxed) & bit == 0 {
+                w.fetch_or(bit, Ordering::AcqRel);
+            }
+        }
         let s = b.state.fetch_add(1, Ordering::AcqRel);
         let (generation, index) = (s >> 16, s & 0xffff);
         if index >= self.parties {
@@ -164,7 +178,27 @@ impl Barrier {
                 slice = slice.min(left);
             }
             futex::wait(&b.state, now, Some(slice));
+            if b.state.load(Ordering::Acquire) == now && self.a_party_is_gone()? {
+                self.abort();
+                return Err(Error::BrokenBarrier);
+            }
         }
+    }
+
+    /// Whether a process that has waited on the barrier (since it was made or reset) is gone.
+    fn a_party_is_gone(&self) -> Result<bool> {
+        let seg = self.obj.segment();
+        for (k, w) in self.obj.block().waited.iter().enumerate() {
+            let mut bits = w.load(Ordering::Acquire);
+            while bits != 0 {
+                let i = bits.trailing_zeros();
+                bits &= bits - 1;
+                if !seg.slot_alive(k as u32 * 64 + i)? {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     }
 
     /// Breaks the barrier: every waiter, and every later arrival, gets [`Error::BrokenBarrier`].
@@ -179,6 +213,9 @@ impl Barrier {
         self.obj.me()?;
         let b = self.obj.block();
         b.resets.fetch_add(1, Ordering::SeqCst);
+        for w in &b.waited {
+            w.store(0, Ordering::Release);
+        }
         let s = b.state.load(Ordering::Acquire);
         b.state.store(
             ((s >> 16).wrapping_add(1) & 0xffff) << 16,

@@ -58,6 +58,7 @@ fn main() {
         condition_notify_all_wakes_eight_waiters,
         barrier_of_eight,
         barrier_abort_reset_and_timeout,
+        barrier_breaks_when_a_party_dies,
         value_and_array_across_processes,
         every_object_by_name_in_an_exec_d_binary,
     ]);
@@ -359,6 +360,50 @@ fn barrier_of_eight() {
     got.sort_unstable();
     let want: Vec<u32> = (0..8).flat_map(|i| [i, i, i]).collect();
     assert_eq!(got, want, "each round hands out 0..8 once");
+}
+
+fn barrier_breaks_when_a_party_dies() {
+    // Three parties pass one round together; then one is killed before the second round. The other
+    // two, waiting for it, get BrokenBarrier instead of waiting forever.
+    let b = Barrier::new(3).unwrap();
+    let (b1, b2) = (b.clone(), b.clone());
+    let doomed = Process::fork(move || {
+        b1.wait().unwrap();
+        std::thread::sleep(Duration::from_secs(60));
+    })
+    .unwrap();
+    let other = Process::fork(move || {
+        b2.wait().unwrap();
+        assert!(matches!(b2.wait(), Err(Error::BrokenBarrier)));
+    })
+    .unwrap();
+    b.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    doomed.kill().unwrap();
+    let t = Instant::now();
+    assert!(matches!(b.wait(), Err(Error::BrokenBarrier)));
+    let took = t.elapsed();
+    assert!(
+        took < shmwire::PROBE_INTERVAL * 20,
+        "a dead party noticed after {took:?}"
+    );
+    assert!(other.join().unwrap().success());
+    let _ = doomed.join();
+    // After a reset it works again for the parties that are left (and new ones).
+    b.reset().unwrap();
+    let b3 = b.clone();
+    let k = Process::fork(move || {
+        b3.wait().unwrap();
+    })
+    .unwrap();
+    let b4 = b.clone();
+    let k2 = Process::fork(move || {
+        b4.wait().unwrap();
+    })
+    .unwrap();
+    b.wait_timeout(Duration::from_secs(10)).unwrap();
+    assert!(k.join().unwrap().success());
+    assert!(k2.join().unwrap().success());
 }
 
 fn barrier_abort_reset_and_timeout() {
