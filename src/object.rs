@@ -59,10 +59,11 @@ impl<T: SharedBlock> Object<T> {
         data_len: usize,
         name: Option<&str>,
     ) -> Result<Self> {
-        Self::create_growable(kind, fingerprint, params, data_len, name, false)
+        Self::create_growable(kind, fingerprint, params, data_len, name, false, 0)
     }
 
-    /// [`create`](Self::create), in a segment that may grow past its first size when `growable`.
+    /// [`create`](Self::create), in a segment that may grow past its first size when `growable`,
+    /// and, if named, whose last `lazy_tail` data bytes are allocated as the kind first uses them.
     pub(crate) fn create_growable(
         kind: Kind,
         fingerprint: u64,
@@ -70,6 +71,7 @@ impl<T: SharedBlock> Object<T> {
         data_len: usize,
         name: Option<&str>,
         growable: bool,
+        lazy_tail: usize,
     ) -> Result<Self> {
         let mut p = [0u64; 8];
         p[..6].copy_from_slice(&params);
@@ -82,6 +84,7 @@ impl<T: SharedBlock> Object<T> {
             n_slots: OBJECT_SLOTS,
             on_role_closed: no_roles,
             growable,
+            lazy_tail,
         };
         let seg = match name {
             None => Segment::create_anonymous(&spec, Vec::new())?,

@@ -141,6 +141,7 @@ impl PipeBuilder {
             n_slots: PIPE_SLOTS,
             on_role_closed: wake_everyone,
             growable: false,
+            lazy_tail: 0,
         };
         let seg = match &self.name {
             None => Segment::create_anonymous(&spec, eventfds()?)?,

@@ -57,6 +57,7 @@ impl SharedMemory {
             n_slots: SHM_SLOTS,
             on_role_closed: no_roles,
             growable: false,
+            lazy_tail: 0,
         };
         let seg = Segment::create_named(&names::user_name(name)?, &spec)?;
         Ok(SharedMemory {

@@ -23,6 +23,14 @@ fn roles(role: &str, args: shmwire::spawn::Args) -> i32 {
             ));
             0
         }
+        // Open a named queue, take a large item and put it back changed.
+        "echo-large" => {
+            let name: String = args.get().unwrap();
+            let q = Queue::<Vec<u8>>::open(&name).unwrap();
+            let v = q.get().unwrap();
+            q.put(&v.iter().map(|b| b + 1).collect()).unwrap();
+            0
+        }
         // Open a grown unbounded queue by name, take its `n` items in order, and put back `n`.
         "drain" => {
             let (name, n): (String, u64) = args.get().unwrap();
@@ -47,6 +55,7 @@ fn main() {
         items_of_every_size_and_too_large,
         large_items_many_producers_and_consumers,
         spill_area_full_waits_then_goes_on,
+        named_queue_allocates_its_spill_area_as_used,
         killed_mid_spilled_put_or_get_leaks_nothing,
         bounded_full_empty_and_every_timeout,
         unbounded_takes_many_without_blocking,
@@ -256,6 +265,34 @@ fn large_items_many_producers_and_consumers() {
         );
     }
     assert_eq!(q.__spill_in_use(), 0, "a spill block leaked");
+}
+
+fn named_queue_allocates_its_spill_area_as_used() {
+    use std::os::unix::fs::MetadataExt;
+    let name = format!("qspill-{}", std::process::id());
+    let q = Queue::<Vec<u8>>::builder().name(&name).build().unwrap();
+    let file = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .ends_with(&format!("u.{name}"))
+        })
+        .expect("the named queue's file")
+        .path();
+    let allocated = || std::fs::metadata(&file).unwrap().blocks() * 512;
+    let at_first = allocated();
+    assert!(at_first < 8 << 20, "{at_first} bytes allocated up front");
+    let child = Process::spawn("echo-large", &name).unwrap();
+    q.put(&vec![5u8; 3 << 20]).unwrap();
+    assert!(
+        allocated() >= at_first + (3 << 20),
+        "the spill block's pages"
+    );
+    assert!(child.join().unwrap().success());
+    assert_eq!(q.get().unwrap(), vec![6u8; 3 << 20]);
+    assert_eq!(q.__spill_in_use(), 0);
 }
 
 fn spill_area_full_waits_then_goes_on() {

@@ -71,8 +71,9 @@ const PARAM_GROWS: usize = 3;
 pub const UNBOUNDED_CAPACITY: usize = 1 << 20;
 /// Default bytes per item kept in the slot itself (encoded); larger items go to the spill area.
 pub const DEFAULT_ITEM_SIZE: usize = 240;
-/// Default size of the spill area, where items larger than a slot wait (64 MiB; pages are only
-/// allocated as they are first used, except for a named queue, whose segment is allocated whole).
+/// Default size of the spill area, where items larger than a slot wait (64 MiB; its pages are only
+/// allocated as they are first used: by touch for an anonymous queue, 1 MiB at a time with
+/// `fallocate` for a named one, so a full tmpfs is an `Io` error from `put`, never a SIGBUS).
 pub const DEFAULT_SPILL_SIZE: usize = 64 << 20;
 
 /// A multi-producer multi-consumer queue of `T` shared by processes.
@@ -202,6 +203,7 @@ impl<T> QueueBuilder<T> {
             bytes,
             self.name.as_deref(),
             self.maxsize == 0,
+            units * spill::UNIT,
         )?;
         Ok(Queue::with(obj))
     }

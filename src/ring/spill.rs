@@ -54,7 +54,13 @@ pub(crate) struct SpillCtl {
     intent_units: AtomicU64,
     /// Units in use.
     used: AtomicU64,
+    /// Units from the start whose pages are allocated (a named queue's spill area is allocated as
+    /// it is first used).
+    reserved: AtomicU64,
 }
+
+/// Units reserved at a time (1 MiB).
+const RESERVE_UNITS: usize = 4096;
 
 #[repr(C)]
 struct Header {
@@ -231,6 +237,7 @@ impl<'a> Spill<'a> {
         let Some(start) = self.find(n) else {
             return Ok(None);
         };
+        self.reserve_to(start + n)?;
         let h = self.header(start as u64);
         h.pos.store(u64::MAX, Ordering::Relaxed);
         h.len.store(len as u64, Ordering::Relaxed);
@@ -238,6 +245,19 @@ impl<'a> Spill<'a> {
         h.ctl.store(ctl_word(WRITING, me), Ordering::Release);
         self.change(start, n, true);
         Ok(Some(Block(start as u64)))
+    }
+
+    /// Makes sure the pages of units `[0, end)` are allocated (named segments; the mutex held).
+    fn reserve_to(&self, end: usize) -> Result<()> {
+        let reserved = (self.ctl.reserved.load(Ordering::Relaxed) as usize).min(self.units);
+        if end <= reserved {
+            return Ok(());
+        }
+        let new = (end.div_ceil(RESERVE_UNITS) * RESERVE_UNITS).min(self.units);
+        let offset = self.unit_ptr(reserved as u64) as usize - self.seg.kind_area().0 as usize;
+        self.seg.reserve(offset, (new - reserved) * UNIT)?;
+        self.ctl.reserved.store(new as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Lets `f` write the bytes of a block this process allocated (`WRITING`, ours).

@@ -70,6 +70,9 @@ pub(crate) struct Spec {
     /// Whether the file may grow past its first size ([`Segment::extend`]); an anonymous one is then
     /// sealed against shrinking only.
     pub growable: bool,
+    /// Bytes at the end of the kind's area that a named segment does not allocate at creation: the
+    /// kind allocates them as it first uses them ([`Segment::reserve`]).
+    pub lazy_tail: usize,
 }
 
 /// A mapped segment, as one process sees it.
@@ -137,7 +140,8 @@ impl Segment {
                 return Err(Error::Corrupt);
             }
             rustix::fs::ftruncate(&fd, size as u64)?;
-            rustix::fs::fallocate(&fd, rustix::fs::FallocateFlags::empty(), 0, size as u64)?;
+            let eager = size - spec.lazy_tail.min(size - kind_offset(spec.n_slots)) / PAGE * PAGE;
+            rustix::fs::fallocate(&fd, rustix::fs::FallocateFlags::empty(), 0, eager as u64)?;
             Self::init(fd, spec, size, Some(os_name.to_owned()), Vec::new())
         })();
         if made.is_err() {
@@ -331,6 +335,23 @@ impl Segment {
         if now < size {
             rustix::fs::fallocate(fd, rustix::fs::FallocateFlags::empty(), now, size - now)?;
         }
+        Ok(())
+    }
+
+    /// Allocates `len` bytes of the kind's area from `offset` if the segment is named (its tmpfs may
+    /// be full: an error here rather than a SIGBUS on first touch); an anonymous segment's pages come
+    /// as they are touched.
+    pub(crate) fn reserve(&self, offset: usize, len: usize) -> Result<()> {
+        if self.name.is_none() || len == 0 {
+            return Ok(());
+        }
+        let start = self.hdr.kind_offset + offset as u64;
+        if start + len as u64 > self.hdr.size {
+            return Err(Error::Corrupt);
+        }
+        // SAFETY: `fd` is this segment's open descriptor, borrowed for this call only.
+        let fd = unsafe { rustix::fd::BorrowedFd::borrow_raw(self.raw_fd()) };
+        rustix::fs::fallocate(fd, rustix::fs::FallocateFlags::KEEP_SIZE, start, len as u64)?;
         Ok(())
     }
 
