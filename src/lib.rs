@@ -117,7 +117,10 @@ pub use {
     condition::Condition,
     event::Event,
     lock::{Lock, LockGuard, RLock, RLockGuard},
-    queue::{JoinableQueue, Queue, QueueBuilder, SimpleQueue, UNBOUNDED_CAPACITY},
+    queue::{
+        DEFAULT_ITEM_SIZE, DEFAULT_SPILL_SIZE, JoinableQueue, Queue, QueueBuilder, SimpleQueue,
+        UNBOUNDED_CAPACITY,
+    },
     semaphore::{BoundedSemaphore, Semaphore},
     value::{Array, AtomicInt, Value, ValueGuard},
 };

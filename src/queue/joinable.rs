@@ -55,7 +55,7 @@ impl<T> std::ops::Deref for JoinableQueue<T> {
 }
 
 impl<T> JoinableQueue<T> {
-    /// A joinable queue of at most `maxsize` items (0: unbounded up to [`UNBOUNDED_CAPACITY`]).
+    /// A joinable queue of at most `maxsize` items (0: unbounded, see [`Queue::new`]).
     pub fn new(maxsize: usize) -> Result<Self> {
         Ok(JoinableQueue {
             q: Queue::new(maxsize)?,
@@ -142,7 +142,7 @@ impl<T> std::fmt::Debug for SimpleQueue<T> {
 }
 
 impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
-    /// A new queue (up to [`UNBOUNDED_CAPACITY`] items), shared with children forked later.
+    /// A new (unbounded) queue, shared with children forked later.
     pub fn new() -> Result<Self> {
         Ok(SimpleQueue { q: Queue::new(0)? })
     }
