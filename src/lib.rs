@@ -62,6 +62,8 @@ mod error;
 mod event;
 #[cfg(not(loom))]
 mod handle;
+#[doc(hidden)]
+pub mod hooks;
 #[cfg(not(loom))]
 mod listener;
 #[cfg(not(loom))]

@@ -121,11 +121,8 @@ impl Lock {
     pub fn try_acquire(&self) -> Result<Option<LockGuard<'_>>> {
         let me = self.obj.me()?;
         let m = &self.obj.block().m;
-        if !m.try_lock(me) {
-            m.recover_if_holder_died(self.obj.segment())?;
-            if !m.try_lock(me) {
-                return Ok(None);
-            }
+        if !m.try_lock(me) && !m.take_over_if_holder_died(self.obj.segment(), me)? {
+            return Ok(None);
         }
         Ok(Some(LockGuard {
             lock: self,

@@ -4,6 +4,7 @@
 mod common;
 
 use common::Rng;
+use shmwire::hooks::Point;
 use shmwire::{Error, JoinableQueue, Pipe, Process, Queue, SimpleQueue};
 use std::time::{Duration, Instant};
 
@@ -70,6 +71,10 @@ fn main() {
         joinable_queue_accounting,
         simple_queue,
         queues_by_name_between_exec_d_binaries,
+        one_slot_queue_with_its_reader_stopped_times_out_then_goes_on,
+        every_slot_being_read_at_once_times_out_then_goes_on,
+        random_kills_lose_nothing_acknowledged,
+        random_kills_lose_no_spilled_item,
     ]);
 }
 
@@ -335,7 +340,8 @@ fn killed_mid_spilled_put_or_get_leaks_nothing() {
     q.put(&vec![1u8; 100_000]).unwrap();
     let qc = q.clone();
     let dying = Process::fork(move || {
-        let _ = qc.__put_interrupted(&vec![9u8; 100_000], libc::SIGKILL);
+        shmwire::hooks::__arm(Point::PutClaimed, libc::SIGKILL, 0);
+        let _ = qc.put(vec![9u8; 100_000]);
     })
     .unwrap();
     assert_eq!(dying.join().unwrap().signal(), Some(libc::SIGKILL));
@@ -345,7 +351,8 @@ fn killed_mid_spilled_put_or_get_leaks_nothing() {
     // A consumer dies while reading item 1 out of its spill block.
     let qc = q.clone();
     let dying = Process::fork(move || {
-        let _ = qc.__get_interrupted(libc::SIGKILL);
+        shmwire::hooks::__arm(Point::GetClaimed, libc::SIGKILL, 0);
+        let _ = qc.get();
     })
     .unwrap();
     assert_eq!(dying.join().unwrap().signal(), Some(libc::SIGKILL));
@@ -526,20 +533,26 @@ fn grower_killed_half_way_stalls_nobody() {
     }
     let qc = q.clone();
     let dying = Process::fork(move || {
-        let _ = qc.__grow_interrupted(libc::SIGKILL);
+        shmwire::hooks::__arm(Point::GrowAppended, libc::SIGKILL, 0);
+        for i in 0..2000u64 {
+            let _ = qc.put(i + 1000);
+        }
     })
     .unwrap();
     assert_eq!(dying.join().unwrap().signal(), Some(libc::SIGKILL));
     assert_eq!(q.__rings(), 2);
-    // New items go to the new ring; the old one, never sealed by its grower, is sealed by the
-    // consumer that finds it empty, and every item comes out in order.
+    // The grower filled the first ring (1,024 slots: our 10 and its 1,014) and died between
+    // appending the second and sealing the first. New items go to the new ring; the old one, never
+    // sealed by its grower, is sealed by the consumer that finds it empty, and every item comes out
+    // in order.
     for i in 10..20u64 {
         q.put(&i).unwrap();
     }
-    let got: Vec<u64> = (0..20)
+    let got: Vec<u64> = (0..1034)
         .map(|_| q.get_timeout(Duration::from_secs(5)).unwrap())
         .collect();
-    assert_eq!(got, (0..20).collect::<Vec<_>>());
+    let want: Vec<u64> = (0..10).chain(1000..2014).chain(10..20).collect();
+    assert_eq!(got, want);
     assert!(matches!(q.get_nowait(), Err(Error::Empty)));
     q.close().unwrap();
     assert!(matches!(q.get(), Err(Error::Eof)));
@@ -599,7 +612,8 @@ fn consumer_stopped_mid_get_does_not_hold_up_the_others() {
     let w = &res;
     let stalled = Process::fork(move || {
         stop_w.send(&()).unwrap();
-        let v = qs.__get_interrupted(libc::SIGSTOP).unwrap();
+        shmwire::hooks::__arm(Point::GetClaimed, libc::SIGSTOP, 0);
+        let v = qs.get().unwrap();
         w.put(&vec![v]).unwrap();
     })
     .unwrap();
@@ -660,7 +674,8 @@ fn producer_killed_mid_put_loses_only_its_item() {
     q.put(&1).unwrap();
     let qc = q.clone();
     let dying = Process::fork(move || {
-        let _ = qc.__put_interrupted(&999, libc::SIGKILL);
+        shmwire::hooks::__arm(Point::PutClaimed, libc::SIGKILL, 0);
+        let _ = qc.put(999);
     })
     .unwrap();
     assert_eq!(dying.join().unwrap().signal(), Some(libc::SIGKILL));
@@ -688,7 +703,8 @@ fn consumer_killed_mid_get_loses_only_its_item() {
     }
     let qc = q.clone();
     let dying = Process::fork(move || {
-        let _ = qc.__get_interrupted(libc::SIGKILL);
+        shmwire::hooks::__arm(Point::GetClaimed, libc::SIGKILL, 0);
+        let _ = qc.get();
     })
     .unwrap();
     assert_eq!(dying.join().unwrap().signal(), Some(libc::SIGKILL));
@@ -851,4 +867,294 @@ fn queues_by_name_between_exec_d_binaries() {
         Queue::<u64>::open("no-such-queue"),
         Err(Error::Io(_))
     ));
+}
+
+/// Waits until process `pid` is stopped (state `T` in /proc).
+fn wait_until_stopped(pid: u32) {
+    let t = Instant::now();
+    while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_default()
+        .contains(") T ")
+    {
+        assert!(t.elapsed() < Duration::from_secs(10), "{pid} did not stop");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn one_slot_queue_with_its_reader_stopped_times_out_then_goes_on() {
+    let q = Queue::<u64>::new(1).unwrap();
+    q.put(7).unwrap();
+    let qc = q.clone();
+    let reader = Process::fork(move || {
+        shmwire::hooks::__arm(Point::GetClaimed, libc::SIGSTOP, 0);
+        assert_eq!(qc.get().unwrap(), 7);
+        assert_eq!(qc.get_timeout(Duration::from_secs(10)).unwrap(), 8);
+    })
+    .unwrap();
+    wait_until_stopped(reader.pid());
+    // The one slot is being read: a put waits for room, and honours its deadline.
+    let (r, took) = common::within(Duration::from_secs(3), || {
+        q.put_timeout(8, Duration::from_millis(300))
+    });
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    assert!(took >= Duration::from_millis(300));
+    assert!(matches!(q.put_nowait(8), Err(Error::Full)));
+    assert_eq!(
+        q.qsize(),
+        0,
+        "the item being read is no longer in the queue"
+    );
+    // Once the reader goes on and frees the slot, the put goes through and the reader gets it.
+    reader.signal(libc::SIGCONT).unwrap();
+    q.put_timeout(8, Duration::from_secs(10)).unwrap();
+    assert!(reader.join().unwrap().success());
+    assert!(q.is_empty());
+}
+
+fn every_slot_being_read_at_once_times_out_then_goes_on() {
+    // maxsize = the number of consumers, each stopped while it reads a large (spilled) item.
+    let q = Queue::<Vec<u8>>::builder()
+        .maxsize(3)
+        .item_size(64)
+        .build()
+        .unwrap();
+    for i in 0..3u8 {
+        q.put(vec![i; 1000]).unwrap();
+    }
+    let readers: Vec<Process> = (0..3)
+        .map(|_| {
+            let qc = q.clone();
+            Process::fork(move || {
+                shmwire::hooks::__arm(Point::GetClaimed, libc::SIGSTOP, 0);
+                let v = qc.get().unwrap();
+                assert_eq!(v.len(), 1000);
+                let w = qc.get_timeout(Duration::from_secs(10)).unwrap();
+                assert_eq!(w.len(), 1000);
+            })
+            .unwrap()
+        })
+        .collect();
+    for r in &readers {
+        wait_until_stopped(r.pid());
+    }
+    let (r, _) = common::within(Duration::from_secs(3), || {
+        q.put_timeout(vec![9; 1000], Duration::from_millis(300))
+    });
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    for r in &readers {
+        r.signal(libc::SIGCONT).unwrap();
+    }
+    for i in 0..3u8 {
+        q.put_timeout(vec![10 + i; 1000], Duration::from_secs(10))
+            .unwrap();
+    }
+    for r in readers {
+        assert!(r.join().unwrap().success());
+    }
+    assert!(q.is_empty());
+    assert_eq!(q.__spill_in_use(), 0);
+}
+
+/// Counters shared by the processes of `random_kills` (an anonymous shared mapping made before the
+/// forks, independent of the library under test).
+struct Ledger {
+    base: *mut std::sync::atomic::AtomicU64,
+    incarnations: usize,
+    per: u64,
+}
+
+// SAFETY: the mapping is shared memory made of atomics; the pointer stays valid for the test.
+unsafe impl Send for Ledger {}
+unsafe impl Sync for Ledger {}
+
+const L_STOP: usize = 0;
+const L_ERRORS: usize = 1;
+const L_DUPLICATES: usize = 2;
+const L_TORN: usize = 3;
+const L_ACKS: usize = 8;
+
+impl Ledger {
+    fn new(incarnations: usize, per: u64) -> Ledger {
+        let words = L_ACKS + incarnations + incarnations * (per as usize).div_ceil(64);
+        // SAFETY: a fresh anonymous shared mapping, zero-filled, of `words` u64s.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                words * 8,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        Ledger {
+            base: p.cast(),
+            incarnations,
+            per,
+        }
+    }
+
+    fn word(&self, i: usize) -> &std::sync::atomic::AtomicU64 {
+        // SAFETY: every index used is below `words` (see `new`); atomics in shared memory.
+        unsafe { &*self.base.add(i) }
+    }
+
+    fn ack(&self, inc: usize) -> &std::sync::atomic::AtomicU64 {
+        self.word(L_ACKS + inc)
+    }
+
+    /// Marks item `seq` of incarnation `inc` received; whether it was already.
+    fn receive(&self, inc: usize, seq: u64) -> bool {
+        let bit = L_ACKS + self.incarnations + inc * (self.per as usize).div_ceil(64);
+        let w = self.word(bit + (seq / 64) as usize);
+        w.fetch_or(1 << (seq % 64), std::sync::atomic::Ordering::SeqCst) & (1 << (seq % 64)) != 0
+    }
+
+    fn received(&self, inc: usize, seq: u64) -> bool {
+        let bit = L_ACKS + self.incarnations + inc * (self.per as usize).div_ceil(64);
+        self.word(bit + (seq / 64) as usize)
+            .load(std::sync::atomic::Ordering::SeqCst)
+            & (1 << (seq % 64))
+            != 0
+    }
+}
+
+/// The payload of item `seq` of incarnation `inc`: `len` bytes that say who they are.
+fn payload(inc: usize, seq: u64, len: usize) -> Vec<u8> {
+    let mut r = common::Rng((inc as u64) << 40 ^ seq ^ 0x9e37_79b9_7f4a_7c15);
+    let mut v = vec![0u8; len];
+    r.fill(&mut v);
+    v
+}
+
+/// Issue 8, item 8: three producers and two consumers on `maxsize(16)`, a random one SIGKILLed and
+/// replaced every 2-32 ms; every item whose `put` returned Ok arrives exactly once, but for at most
+/// one in flight per killed consumer, and no honest call sees `Corrupt`.
+fn random_kills(len: usize, kills: usize) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let per = 50_000u64;
+    let incarnations = kills + 8;
+    let ledger = Ledger::new(incarnations, per);
+    let l = &ledger;
+    let q = Queue::<(u32, u64, Vec<u8>)>::builder()
+        .maxsize(16)
+        .build()
+        .unwrap();
+    let producer = |inc: usize| {
+        let q = q.clone();
+        Process::fork(move || {
+            for seq in 0..per {
+                if l.word(L_STOP).load(SeqCst) != 0 {
+                    break;
+                }
+                match q.put_timeout(
+                    (inc as u32, seq, payload(inc, seq, len)),
+                    Duration::from_millis(200),
+                ) {
+                    Ok(()) => l.ack(inc).store(seq + 1, SeqCst),
+                    Err(Error::Timeout) => break, // this incarnation ends: later seqs never acked
+                    Err(e) => {
+                        eprintln!("producer {inc}: {e:?}");
+                        l.word(L_ERRORS).fetch_add(1, SeqCst);
+                        break;
+                    }
+                }
+            }
+            while l.word(L_STOP).load(SeqCst) == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+        .unwrap()
+    };
+    let consumer = || {
+        let q = q.clone();
+        Process::fork(move || {
+            loop {
+                match q.get_timeout(Duration::from_millis(200)) {
+                    Ok((inc, seq, bytes)) => {
+                        // Recorded first, so that a kill right after `get` leaves as little as possible
+                        // in flight; checked after.
+                        let inc = inc as usize;
+                        if inc >= l.incarnations || seq >= per {
+                            l.word(L_TORN).fetch_add(1, SeqCst);
+                        } else if l.receive(inc, seq) {
+                            l.word(L_DUPLICATES).fetch_add(1, SeqCst);
+                        } else if bytes != payload(inc, seq, len) {
+                            l.word(L_TORN).fetch_add(1, SeqCst);
+                        }
+                    }
+                    Err(Error::Timeout) => {}
+                    Err(Error::Eof) => break,
+                    Err(e) => {
+                        eprintln!("consumer: {e:?}");
+                        l.word(L_ERRORS).fetch_add(1, SeqCst);
+                        break;
+                    }
+                }
+            }
+        })
+        .unwrap()
+    };
+    let mut next_inc = 0usize;
+    let mut producers: Vec<(usize, Process)> = (0..3)
+        .map(|_| {
+            next_inc += 1;
+            (next_inc - 1, producer(next_inc - 1))
+        })
+        .collect();
+    let mut consumers: Vec<Process> = (0..2).map(|_| consumer()).collect();
+    let mut rng = common::Rng(0x5eed ^ len as u64);
+    let (mut producer_kills, mut consumer_kills) = (0usize, 0usize);
+    while producer_kills + consumer_kills < kills {
+        std::thread::sleep(Duration::from_millis(2 + rng.below(31)));
+        if rng.below(4) == 0 {
+            let i = rng.below(2) as usize;
+            consumers[i].kill().unwrap();
+            consumers[i].join().unwrap();
+            consumers[i] = consumer();
+            consumer_kills += 1;
+        } else {
+            let i = rng.below(3) as usize;
+            producers[i].1.kill().unwrap();
+            producers[i].1.join().unwrap();
+            producers[i] = (next_inc, producer(next_inc));
+            next_inc += 1;
+            producer_kills += 1;
+        }
+    }
+    ledger.word(L_STOP).store(1, SeqCst);
+    for (_, p) in producers {
+        assert!(p.join().unwrap().success());
+    }
+    q.close().unwrap();
+    for c in consumers {
+        assert!(c.join().unwrap().success());
+    }
+    let mut lost = 0u64;
+    for inc in 0..next_inc {
+        let acked = ledger.ack(inc).load(SeqCst);
+        lost += (0..acked).filter(|&s| !ledger.received(inc, s)).count() as u64;
+    }
+    let (errors, dups, torn) = (
+        ledger.word(L_ERRORS).load(SeqCst),
+        ledger.word(L_DUPLICATES).load(SeqCst),
+        ledger.word(L_TORN).load(SeqCst),
+    );
+    eprint!(
+        "[{len} B items: {producer_kills} producers and {consumer_kills} consumers killed; lost {lost}, duplicated {dups}, torn {torn}, errors {errors}] "
+    );
+    assert_eq!((errors, dups, torn), (0, 0, 0));
+    assert!(
+        lost <= consumer_kills as u64,
+        "{lost} acknowledged items lost, more than the {consumer_kills} killed consumers could hold"
+    );
+}
+
+fn random_kills_lose_nothing_acknowledged() {
+    random_kills(16, if common::long() { 1000 } else { 200 });
+}
+
+fn random_kills_lose_no_spilled_item() {
+    random_kills(4000, if common::long() { 1000 } else { 150 });
 }

@@ -148,7 +148,7 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     }
 
     /// Puts `item`.
-    pub fn put(&self, item: &T) -> Result<()> {
+    pub fn put(&self, item: impl std::borrow::Borrow<T>) -> Result<()> {
         self.q.put(item)
     }
 

@@ -27,6 +27,7 @@ use crossbeam_utils::CachePadded;
 use rings::{Chain, FIRST_SLOTS};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::borrow::Borrow;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -302,14 +303,24 @@ impl<T> Queue<T> {
         self.dir().closed.load(Ordering::Acquire) != 0
     }
 
-    /// Repairs what dead producers and consumers left, in every ring in use and the spill area.
-    fn repair(&self) -> Result<()> {
-        let seg = self.obj.segment();
-        let alive = |id| seg.claim_alive(id);
+    /// The rings in use, `head..=last`, checked: a scribbled directory is `Corrupt`, never a long
+    /// walk.
+    fn span(&self) -> Result<(u32, u32)> {
         let (head, last) = (
             self.dir().head.load(Ordering::Acquire),
             self.dir().last.load(Ordering::Acquire),
         );
+        if head > last || last as usize >= rings::MAX_RINGS || (!self.chain.growable && last != 0) {
+            return Err(Error::Corrupt);
+        }
+        Ok((head, last))
+    }
+
+    /// Repairs what dead producers and consumers left, in every ring in use and the spill area.
+    fn repair(&self) -> Result<()> {
+        let seg = self.obj.segment();
+        let alive = |id| seg.claim_alive(id);
+        let (head, last) = self.span()?;
         for i in head..=last {
             self.ring_at(i)?.repair(alive)?;
         }
@@ -325,12 +336,12 @@ impl<T> Queue<T> {
         Ok(())
     }
 
-    /// Items in the queue now (a snapshot; Python's `qsize`).
+    /// Items in the queue now (a snapshot; Python's `qsize`): those waiting, and those being put.
+    /// An item a consumer is taking is no longer counted.
     pub fn qsize(&self) -> usize {
-        let (head, last) = (
-            self.dir().head.load(Ordering::Acquire),
-            self.dir().last.load(Ordering::Acquire),
-        );
+        let Ok((head, last)) = self.span() else {
+            return 0;
+        };
         (head..=last)
             .filter_map(|i| self.ring_at(i).ok())
             .map(|r| r.len() as usize)
@@ -407,6 +418,7 @@ impl<T> Queue<T> {
         let block = block_on(&mut spinner, false, &b.not_full, deadline, alloc, || {
             self.repair()
         })?;
+        crate::hooks::hit(crate::hooks::Point::SpillAllocated);
         let out = spill
             .fill(block, len, fill)
             .and_then(|()| self.publish(me, Item::Spilled(block, len), deadline));
@@ -518,78 +530,26 @@ impl<T> Queue<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> Queue<T> {
+impl<T> Queue<T> {
     #[doc(hidden)]
-    /// Test hook: claims a slot for `item`, raises `signal` in this process (SIGSTOP, SIGKILL), and,
-    /// if it lives on, publishes it: a producer stopped or killed in the middle of a put.
-    pub fn __put_interrupted(&self, item: &T, signal: i32) -> Result<()> {
-        let me = self.obj.me()?;
-        let bytes = codec::encode(item)?;
-        let mut raise = || {
-            // SAFETY: plain syscall on ourselves.
-            unsafe { libc::kill(libc::getpid(), signal) };
-        };
-        let ring = self.ring_at(self.dir().last.load(Ordering::Acquire))?;
-        let item = match &ring.spill {
-            Some(spill) if bytes.len() > ring.max_item() => {
-                let block = spill
-                    .alloc(me, bytes.len(), Deadline::NEVER)?
-                    .ok_or(Error::Full)?;
-                spill.fill(block, bytes.len(), |buf| buf.copy_from_slice(&bytes));
-                Item::Spilled(block, bytes.len())
-            }
-            _ => Item::Inline(&bytes),
-        };
-        match ring.try_put_with(me, item, &mut raise)? {
-            Attempt::Done(()) => {
-                let _ = self.obj.block().not_empty.notify();
-                Ok(())
-            }
-            Attempt::Wait | Attempt::Sealed => Err(Error::Full),
-        }
-    }
-
-    #[doc(hidden)]
-    /// Test hook: appends a ring, then raises `signal` in this process before sealing the old one: a
-    /// grower that dies half way.
-    pub fn __grow_interrupted(&self, signal: i32) -> Result<()> {
-        let me = self.obj.me()?;
-        let last = self.dir().last.load(Ordering::Acquire);
-        let ring = self.ring_at(last)?;
-        let seal = || {
-            // SAFETY: plain syscall on ourselves.
-            unsafe { libc::kill(libc::getpid(), signal) };
-            ring.seal();
-            Ok(())
-        };
-        self.chain
-            .grow(&self.obj, me, last, Deadline::NEVER, seal)?;
-        Ok(())
-    }
-
-    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     /// Test hook: how many rings the queue has (1 until an unbounded queue grows).
     pub fn __rings(&self) -> u32 {
         self.dir().last.load(Ordering::Acquire) + 1
     }
 
     #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     /// Test hook: bytes of the spill area in use (in whole units), to check that nothing leaks.
     pub fn __spill_in_use(&self) -> u64 {
-        self.obj.block().spill.used() * spill::UNIT as u64
+        match (self.spill(), self.obj.me()) {
+            (Some(spill), Ok(me)) => spill.in_use(me).unwrap_or(u64::MAX),
+            _ => 0,
+        }
     }
+}
 
-    #[doc(hidden)]
-    /// Test hook: takes an item, raising `signal` in this process while it holds the slot: a consumer
-    /// stopped or killed in the middle of a get.
-    pub fn __get_interrupted(&self, signal: i32) -> Result<T> {
-        self.get_with(Deadline::NEVER, |bytes| {
-            // SAFETY: plain syscall on ourselves.
-            unsafe { libc::kill(libc::getpid(), signal) };
-            codec::decode::<T>(bytes)
-        })?
-    }
-
+impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Encodes `item` (on the stack when small) and puts it.
     fn put_item(&self, item: &T, deadline: Deadline) -> Result<()> {
         let len = codec::encoded_len(item)?;
@@ -605,18 +565,33 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// Puts `item`, waiting while the queue is full.
-    pub fn put(&self, item: &T) -> Result<()> {
-        self.put_item(item, Deadline::NEVER)
+    ///
+    /// The item goes in by value or by reference (`q.put(5)`, `q.put(&x)`, `q.put(s)` for a
+    /// `Queue<String>`):
+    ///
+    /// ```
+    /// # fn main() -> shmwire::Result<()> {
+    /// let q = shmwire::Queue::<String>::new(0)?;
+    /// let s = String::from("a");
+    /// q.put(&s)?;
+    /// q.put(s)?;
+    /// let n = shmwire::Queue::<u64>::new(0)?;
+    /// n.put(5)?;
+    /// n.put(&6)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn put(&self, item: impl Borrow<T>) -> Result<()> {
+        self.put_item(item.borrow(), Deadline::NEVER)
     }
 
     /// [`put`](Self::put), giving up with [`Error::Timeout`] (nothing put) after `timeout`.
-    pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<()> {
-        self.put_item(item, Deadline::after(Some(timeout)))
+    pub fn put_timeout(&self, item: impl Borrow<T>, timeout: Duration) -> Result<()> {
+        self.put_item(item.borrow(), Deadline::after(Some(timeout)))
     }
 
     /// Puts `item` if there is room now, else [`Error::Full`].
-    pub fn put_nowait(&self, item: &T) -> Result<()> {
-        match self.put_item(item, Deadline::after(Some(Duration::ZERO))) {
+    pub fn put_nowait(&self, item: impl Borrow<T>) -> Result<()> {
+        match self.put_item(item.borrow(), Deadline::after(Some(Duration::ZERO))) {
             Err(Error::Timeout) => Err(Error::Full),
             other => other,
         }

@@ -175,6 +175,7 @@ impl Chain {
             b.grow.unlock();
             grown?;
         }
+        crate::hooks::hit(crate::hooks::Point::GrowAppended);
         seal()?;
         Ok(true)
     }

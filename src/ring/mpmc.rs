@@ -35,6 +35,7 @@
 
 use super::spill::{Block, SlotNow, Spill};
 use crate::error::{Error, Result};
+use crate::hooks;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 const EMPTY: u64 = 0;
@@ -54,8 +55,18 @@ pub(crate) const SLOT_HEADER: usize = 16;
 const SPILLED: u64 = 1 << 63;
 /// In `enq`: the ring is sealed at the position in the other bits.
 const SEALED: u64 = 1 << 63;
+/// Items up to this size are copied out of their slot onto the stack (larger ones into a `Vec`).
+const SMALL: usize = 256;
 /// A spill block records its ring in the top bits of its position.
 const RING_SHIFT: u32 = 48;
+
+const _: () = assert!(crate::segment::CLAIM_BITS as u64 <= OWNER_BITS);
+
+/// Whether lap `a` comes after lap `b` (laps wrap around).
+#[inline]
+fn ahead(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
 
 #[inline]
 fn word(lap: u32, state: u64, owner: u64) -> u64 {
@@ -131,20 +142,31 @@ impl Mpmc<'_> {
         (p / self.cap) as u32
     }
 
-    /// One attempt to put `item` as claimer `me`.
-    pub(crate) fn try_put(&self, me: u32, item: Item<'_>) -> Result<Attempt<()>> {
-        self.try_put_with(me, item, &mut || {})
+    /// Iterations one attempt may take before it reports `Wait` (the caller then checks its deadline
+    /// and retries): far more than honest contention needs, so that no sequence of words written by
+    /// others keeps a call looping.
+    #[inline]
+    fn budget(&self) -> u64 {
+        2 * self.cap + 1024
     }
 
-    /// [`try_put`](Self::try_put), calling `between` after the claim and before the publish (a test
-    /// hook: a producer that stops or dies there).
-    pub(crate) fn try_put_with(
-        &self,
-        me: u32,
-        item: Item<'_>,
-        between: &mut dyn FnMut(),
-    ) -> Result<Attempt<()>> {
+    /// Whether a producer at `p` may skip the slot a consumer is still reading: only when the
+    /// positions after `p` hold a free slot (some item before `p` was taken), else the skip would
+    /// only leave a hole in front of a full ring. A stale view errs either way, harmlessly: a skip
+    /// that finds the ring full waits, a wait retries.
+    #[inline]
+    fn room_to_skip(&self, p: u64) -> bool {
+        p.saturating_sub(self.deq.load(Ordering::Acquire)) + 1 < self.cap
+    }
+
+    /// One attempt to put `item` as claimer `me`.
+    pub(crate) fn try_put(&self, me: u32, item: Item<'_>) -> Result<Attempt<()>> {
+        let mut budget = self.budget();
         loop {
+            budget = match budget.checked_sub(1) {
+                Some(b) => b,
+                None => return Ok(Attempt::Wait),
+            };
             let p = self.enq.load(Ordering::Acquire);
             if p & SEALED != 0 {
                 return Ok(Attempt::Sealed);
@@ -168,65 +190,79 @@ impl Mpmc<'_> {
                 let _ = self
                     .enq
                     .compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
-                between();
-                let at = self.payload(p);
-                match item {
-                    Item::Inline(bytes) => {
-                        assert!(bytes.len() <= self.max_item());
-                        // SAFETY: the slot is ours (WRITING): nobody reads it; `bytes` fits (just
-                        // checked), after the 8-byte length field.
-                        unsafe {
-                            std::ptr::write_volatile(at as *mut u64, bytes.len() as u64);
-                            std::ptr::copy_nonoverlapping(bytes.as_ptr(), at.add(8), bytes.len());
-                        }
-                    }
-                    Item::Spilled(block, len) => {
-                        // SAFETY: ours as above; a slot holds at least 8 payload bytes after the
-                        // length (the queue's slot size is at least SLOT_HEADER + 8).
-                        unsafe {
-                            std::ptr::write_volatile(at as *mut u64, len as u64 | SPILLED);
-                            std::ptr::write_volatile(at.add(8) as *mut u64, block.0);
-                        }
-                        if let Some(spill) = &self.spill {
-                            spill.queued(block, self.spill_pos(p), me);
-                        }
-                    }
-                }
+                hooks::hit(hooks::Point::PutClaimed);
+                self.fill(p, me, item);
+                hooks::hit(hooks::Point::PutFilled);
                 // ORDERING: Release publishes the item to the consumer that Acquires FULL.
                 ctl.store(word(want, FULL, 0), Ordering::Release);
                 return Ok(Attempt::Done(()));
             }
             if lap == want {
-                // Claimed at this lap by someone else: help move the position on.
+                // Claimed (or skipped) at this lap by someone else: help move the position on.
                 let _ = self
                     .enq
                     .compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
                 continue;
             }
-            if state == READING && lap != want {
-                // A consumer still copies an earlier lap's item out of this slot: skip this position
-                // rather than wait for it (it may be stopped). The slot's lap field records the last
-                // lap skipped, so the consumer frees the slot for the lap after it.
-                let skip = word(want, READING, owner_of(c)) | SKIP_NEXT;
-                if ctl
-                    .compare_exchange(c, skip, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    let _ =
-                        self.enq
-                            .compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
-                }
-                continue;
-            }
             if lap.wrapping_add(1) == want {
-                // The previous lap's item is still there: full.
+                // The previous lap's item is still here. Being read (by a slow, stopped or dead
+                // consumer): skip this position rather than wait, if the ring has room further on.
+                // The CAS from the word we read (whose lap is `want - 1`, which a slot never returns
+                // to) means `p` is still unclaimed, so a stale producer cannot move a lap backwards;
+                // the lap field records the last lap skipped, and the consumer frees the slot for
+                // the lap after it.
+                if state == READING && self.room_to_skip(p) {
+                    let skip = word(want, READING, owner_of(c)) | SKIP_NEXT;
+                    if ctl
+                        .compare_exchange(c, skip, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        let _ = self.enq.compare_exchange(
+                            p,
+                            p + 1,
+                            Ordering::AcqRel,
+                            Ordering::Relaxed,
+                        );
+                    }
+                    continue;
+                }
+                // Not yet taken, or nowhere to skip to: full.
                 if self.enq.load(Ordering::Acquire) == p {
                     return Ok(Attempt::Wait);
                 }
                 continue;
             }
             if self.enq.load(Ordering::Acquire) == p {
-                return Err(Error::Corrupt); // a lap that cannot be
+                return Err(Error::Corrupt); // a lap that cannot be at the producers' position
+            }
+        }
+    }
+
+    /// Writes `item` into the slot of `p`, which `me` claimed.
+    #[inline]
+    fn fill(&self, p: u64, me: u32, item: Item<'_>) {
+        let at = self.payload(p);
+        match item {
+            Item::Inline(bytes) => {
+                // The caller checked the size; an oversized item here is a bug, not input.
+                let len = bytes.len().min(self.max_item());
+                // SAFETY: the slot is ours (WRITING): nobody reads it; `len` fits, after the 8-byte
+                // length field.
+                unsafe {
+                    std::ptr::write_volatile(at as *mut u64, len as u64);
+                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), at.add(8), len);
+                }
+            }
+            Item::Spilled(block, len) => {
+                // SAFETY: ours as above; a slot holds at least 8 payload bytes after the length
+                // (the queue's slot size is at least SLOT_HEADER + 8).
+                unsafe {
+                    std::ptr::write_volatile(at as *mut u64, len as u64 | SPILLED);
+                    std::ptr::write_volatile(at.add(8) as *mut u64, block.0);
+                }
+                if let Some(spill) = &self.spill {
+                    spill.queued(block, self.spill_pos(p), me);
+                }
             }
         }
     }
@@ -240,7 +276,12 @@ impl Mpmc<'_> {
         may_be_sealed: bool,
         mut read: impl FnMut(&[u8]) -> R,
     ) -> Result<Attempt<R>> {
+        let mut budget = self.budget();
         loop {
+            budget = match budget.checked_sub(1) {
+                Some(b) => b,
+                None => return Ok(Attempt::Wait),
+            };
             let p = self.deq.load(Ordering::Acquire);
             let ctl = self.ctl(p);
             let c = ctl.load(Ordering::Acquire);
@@ -261,62 +302,92 @@ impl Mpmc<'_> {
                 let _ = self
                     .deq
                     .compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
-                let at = self.payload(p);
-                // SAFETY: the slot is ours (READING); the length is read once and checked.
-                let raw = unsafe { std::ptr::read_volatile(at as *const u64) };
-                if raw & SPILLED != 0 {
-                    // SAFETY: a slot holds at least 8 payload bytes after the length.
-                    let unit = unsafe { std::ptr::read_volatile(at.add(8) as *const u64) };
-                    let len = (raw & !SPILLED) as usize;
-                    let out = self.read_spilled(me, owner == SKIP, unit, p, len, &mut read);
-                    self.free(ctl, want);
-                    match out {
-                        Ok(Some(v)) => return Ok(Attempt::Done(v)),
-                        Ok(None) => continue,
-                        Err(e) => return Err(e),
-                    }
+                hooks::hit(hooks::Point::GetClaimed);
+                let out = self.take(ctl, p, me, owner == SKIP, &mut read);
+                hooks::hit(hooks::Point::GetRead);
+                self.free(ctl);
+                match out {
+                    Ok(Some(v)) => return Ok(Attempt::Done(v)),
+                    Ok(None) => continue, // a skipped item
+                    Err(e) => return Err(e),
                 }
-                if owner == SKIP {
-                    self.free(ctl, want);
-                    continue;
-                }
-                let len = raw as usize;
-                if len > self.max_item() {
-                    self.free(ctl, want);
-                    return Err(Error::Corrupt);
-                }
-                // SAFETY: `len` bytes after the length field lie within the slot.
-                let out = read(unsafe { std::slice::from_raw_parts(at.add(8), len) });
-                self.free(ctl, want);
-                return Ok(Attempt::Done(out));
             }
-            if (lap == want && state == READING) || lap == want.wrapping_add(1) {
-                // Taken at this position by another consumer, or skipped by the producers: move on.
+            if (lap == want && state == READING) || ahead(lap, want) {
+                // Taken at this position by another consumer, or skipped by the producers, or
+                // done with and reused by a later lap: move on.
                 let _ = self
                     .deq
                     .compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
                 continue;
             }
-            if self.deq.load(Ordering::Acquire) == p {
-                // EMPTY at this lap, the previous lap's slot, or WRITING: nothing to take yet,
-                // unless the ring is sealed.
-                let e = if may_be_sealed {
-                    self.enq.load(Ordering::Acquire)
-                } else {
-                    0
-                };
-                if e & SEALED != 0 {
-                    let end = e & !SEALED;
-                    if p > end {
-                        return Ok(Attempt::Sealed);
-                    }
-                    if p == end && self.settle(p, c) {
-                        continue;
-                    }
-                }
-                return Ok(Attempt::Wait);
+            if self.deq.load(Ordering::Acquire) != p {
+                continue;
             }
+            if lap != want && !(lap.wrapping_add(1) == want && state == READING) {
+                // Only two words can stand at the consumers' position: this lap's (empty or being
+                // written), or the previous lap's item still being read (producers will skip it).
+                return Err(Error::Corrupt);
+            }
+            // Nothing to take yet, unless the ring is sealed.
+            let e = if may_be_sealed {
+                self.enq.load(Ordering::Acquire)
+            } else {
+                0
+            };
+            if e & SEALED != 0 {
+                let end = e & !SEALED;
+                if p > end {
+                    return Ok(Attempt::Sealed);
+                }
+                if p == end && self.settle(p, c) {
+                    continue;
+                }
+            }
+            return Ok(Attempt::Wait);
         }
+    }
+
+    /// Reads the item of the slot of `p`, which `me` took (`READING`); `skipped`: its producer died
+    /// before publishing it (only its spill block, if any, is freed). `Ok(None)`: skipped.
+    fn take<R>(
+        &self,
+        ctl: &AtomicU64,
+        p: u64,
+        me: u32,
+        skipped: bool,
+        read: &mut impl FnMut(&[u8]) -> R,
+    ) -> Result<Option<R>> {
+        let _ = ctl;
+        let at = self.payload(p);
+        // SAFETY: the slot is ours (READING); the length is read once and checked.
+        let raw = unsafe { std::ptr::read_volatile(at as *const u64) };
+        if raw & SPILLED != 0 {
+            // SAFETY: a slot holds at least 8 payload bytes after the length.
+            let unit = unsafe { std::ptr::read_volatile(at.add(8) as *const u64) };
+            let len = usize::try_from(raw & !SPILLED).map_err(|_| Error::Corrupt)?;
+            return self.read_spilled(me, skipped, unit, p, len, read);
+        }
+        if skipped {
+            return Ok(None);
+        }
+        let len = usize::try_from(raw).map_err(|_| Error::Corrupt)?;
+        if len > self.max_item() {
+            return Err(Error::Corrupt);
+        }
+        // The bytes are copied out before anything reads them: the slot is shared memory, which a
+        // scribbling peer could change under a decoder.
+        let mut small = [0u8; SMALL];
+        let mut big = Vec::new();
+        let buf: &mut [u8] = if len <= SMALL {
+            &mut small[..len]
+        } else {
+            big.resize(len, 0);
+            &mut big
+        };
+        // SAFETY: `len` bytes after the length field lie within the slot (checked just above), which
+        // is ours (READING); copied through raw pointers into private memory of `len` bytes.
+        unsafe { std::ptr::copy_nonoverlapping(at.add(8), buf.as_mut_ptr(), len) };
+        Ok(Some(read(buf)))
     }
 
     /// Seals the ring (idempotent): no producer claims a position past the current one. Whether this
@@ -341,8 +412,9 @@ impl Mpmc<'_> {
             );
             return true;
         }
-        if state == READING && lap != want {
-            // An earlier lap's item is still being read: skip this position as a producer would.
+        if state == READING && lap.wrapping_add(1) == want {
+            // The previous lap's item is still being read: skip this position as a producer would
+            // (no producer comes after the seal, so no room is needed beyond it).
             let skip = word(want, READING, owner) | SKIP_NEXT;
             if ctl
                 .compare_exchange(c, skip, Ordering::AcqRel, Ordering::Relaxed)
@@ -390,10 +462,11 @@ impl Mpmc<'_> {
             spill.free_skipped(me, unit, pos, len)?;
             return Ok(None);
         }
-        let bytes = spill.take(me, unit, pos, len)?;
-        let out = read(bytes);
+        let mut bytes = Vec::new();
+        let taken = spill.take(me, unit, pos, len, &mut bytes);
         spill.free(me, Block(unit))?;
-        Ok(Some(out))
+        taken?;
+        Ok(Some(read(&bytes)))
     }
 
     /// What became of the slot of position `p` (for the spill area's repair).
@@ -413,7 +486,7 @@ impl Mpmc<'_> {
 
     /// Frees the slot a consumer is done with: ready for the lap after the one it read, or after the
     /// last lap producers skipped while it was reading.
-    fn free(&self, ctl: &AtomicU64, _read_lap: u32) {
+    fn free(&self, ctl: &AtomicU64) {
         let mut c = ctl.load(Ordering::Acquire);
         loop {
             let (lap, _, _) = parts(c);
@@ -473,9 +546,17 @@ impl Mpmc<'_> {
         lap == self.lap(p) && (state == FULL || state == WRITING)
     }
 
-    /// Items in the ring (a snapshot).
+    /// Items in the ring (a snapshot): positions between the consumers' and the producers' whose slot
+    /// holds an item or one being written (skipped positions and skipped items are not counted). At
+    /// most `cap` slots are looked at, whatever the positions say.
     pub(crate) fn len(&self) -> u64 {
         let d = self.deq.load(Ordering::Acquire);
-        (self.enq.load(Ordering::Acquire) & !SEALED).saturating_sub(d)
+        let e = self.enq.load(Ordering::Acquire) & !SEALED;
+        (d..e.min(d.saturating_add(self.cap)))
+            .filter(|&p| {
+                let (lap, state, owner) = parts(self.ctl(p).load(Ordering::Acquire));
+                lap == self.lap(p) && (state == WRITING || (state == FULL && owner != SKIP))
+            })
+            .count() as u64
     }
 }

@@ -9,13 +9,17 @@
 //!
 //! A block's life: `WRITING` (allocated by a producer, filled before the producer even claims a
 //! slot), `QUEUED` (its position recorded; then the slot is published), `READING` (a consumer took the
-//! slot and the block), free. Who frees it:
-//! * the consumer that read it, before it frees the slot;
+//! slot and the block), `RELEASED` (done with), free. Releasing is one CAS on the block's control
+//! word, with no lock, so that a consumer never waits for the allocator's mutex (whose holder may be
+//! stopped); the units of a released block go back to the bitmap right away if the mutex is free, else
+//! at the next sweep (an allocation that finds no room, or a repair). Who releases a block:
+//! * the consumer that read it, before it frees the slot (or the producer whose put failed);
 //! * the consumer that meets the slot of a producer that died after claiming it (a *skipped* slot), if
 //!   the slot points to a block recorded at that position;
 //! * [`repair`](Spill::repair), under the mutex: a `WRITING` or `READING` block whose owner is dead, and
 //!   a `QUEUED` block whose slot has moved on without it (a consumer died between taking the slot and
-//!   the block).
+//!   the block). Repair only tries the mutex: a stopped holder makes it skip the spill area, never
+//!   wait.
 //!
 //! Every offset, length and unit count read from shared memory is checked before use.
 
@@ -34,6 +38,7 @@ const FREE: u64 = 0;
 const WRITING: u64 = 1;
 const QUEUED: u64 = 2;
 const READING: u64 = 3;
+const RELEASED: u64 = 4;
 
 const OP_NONE: u64 = 0;
 const OP_SET: u64 = 1;
@@ -156,12 +161,25 @@ impl<'a> Spill<'a> {
     /// Takes the mutex; if a holder died, finishes the bitmap change it left.
     fn lock(&self, me: u32, deadline: Deadline) -> Result<Held<'_, 'a>> {
         self.ctl.mutex.lock(self.seg, me, deadline)?;
+        Ok(self.held())
+    }
+
+    /// Takes the mutex if it is free now (or its holder died).
+    fn try_lock(&self, me: u32) -> Result<Option<Held<'_, 'a>>> {
+        let m = &self.ctl.mutex;
+        if m.try_lock(me) || m.take_over_if_holder_died(self.seg, me)? {
+            return Ok(Some(self.held()));
+        }
+        Ok(None)
+    }
+
+    fn held(&self) -> Held<'_, 'a> {
         let held = Held { spill: self };
         if self.ctl.mutex.is_inconsistent() {
             self.redo();
             self.ctl.mutex.mark_consistent();
         }
-        Ok(held)
+        held
     }
 
     /// Applies the redo record, if any.
@@ -193,11 +211,20 @@ impl<'a> Spill<'a> {
                 .ctl
                 .store(ctl_word(FREE, 0), Ordering::Release);
         }
+        if n > 1 {
+            self.mark(start, n / 2, set);
+            crate::hooks::hit(crate::hooks::Point::SpillMidChange);
+        }
         self.mark(start, n, set);
         if set {
             self.ctl.used.fetch_add(n as u64, Ordering::Relaxed);
         } else {
-            self.ctl.used.fetch_sub(n as u64, Ordering::Relaxed);
+            let _ = self
+                .ctl
+                .used
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                    Some(u.saturating_sub(n as u64))
+                });
         }
         self.ctl.intent_op.store(OP_NONE, Ordering::Release);
     }
@@ -234,7 +261,14 @@ impl<'a> Spill<'a> {
         }
         let n = (len + HDR).div_ceil(UNIT);
         let _held = self.lock(me, deadline)?;
-        let Some(start) = self.find(n) else {
+        let found = match self.find(n) {
+            Some(start) => Some(start),
+            None => {
+                self.sweep(|_, _| Ok(false))?;
+                self.find(n)
+            }
+        };
+        let Some(start) = found else {
             return Ok(None);
         };
         self.reserve_to(start + n)?;
@@ -260,15 +294,27 @@ impl<'a> Spill<'a> {
         Ok(())
     }
 
-    /// Lets `f` write the bytes of a block this process allocated (`WRITING`, ours).
-    pub(crate) fn fill<R>(&self, b: Block, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
-        assert!((b.0 as usize) < self.units);
-        let units = self.header(b.0).units.load(Ordering::Relaxed) as usize;
-        assert!(units <= self.units - b.0 as usize && HDR + len <= units * UNIT);
-        // SAFETY: checked just above: the block's units lie in the area and hold `HDR + len` bytes;
-        // `alloc` gave them to us, nobody else
-        // touches a `WRITING` block whose owner lives, and the slice lives only for this call.
-        f(unsafe { std::slice::from_raw_parts_mut(self.unit_ptr(b.0).add(HDR), len) })
+    /// Lets `f` write the bytes of a block this process allocated (`WRITING`, ours). The block's
+    /// bounds come from `alloc`, not from shared memory. `f` gets a private buffer when the block may
+    /// be written by others (never for an honest peer): it writes through a raw copy.
+    pub(crate) fn fill<R>(
+        &self,
+        b: Block,
+        len: usize,
+        f: impl FnOnce(&mut [u8]) -> Result<R>,
+    ) -> Result<R> {
+        let n = (len + HDR).div_ceil(UNIT);
+        if b.0 as usize >= self.units || n > self.units - b.0 as usize {
+            return Err(Error::Corrupt);
+        }
+        // The item is encoded into private memory and then copied in: no Rust reference is formed
+        // over the shared block, which a scribbling peer could write while we hold it.
+        let mut buf = vec![0u8; len];
+        let out = f(&mut buf)?;
+        // SAFETY: checked just above: the block's `n` units lie in the area and hold `HDR + len`
+        // bytes; the copy goes through raw pointers.
+        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), self.unit_ptr(b.0).add(HDR), len) };
+        Ok(out)
     }
 
     /// Records that the block's item is published at position `pos` (before the slot is).
@@ -298,9 +344,17 @@ impl<'a> Spill<'a> {
             .then_some((h, c))
     }
 
-    /// Takes the block of the item at `pos` (a `FULL` slot this consumer took): its bytes, valid until
-    /// [`free`](Self::free). A block that does not match is [`Error::Corrupt`].
-    pub(crate) fn take(&self, me: u32, unit: u64, pos: u64, len: usize) -> Result<&[u8]> {
+    /// Takes the block of the item at `pos` (a `FULL` slot this consumer took) and copies its bytes
+    /// into `out` (a private copy: the block is shared memory). A block that does not match is
+    /// [`Error::Corrupt`]. Release it with [`free`](Self::free) after.
+    pub(crate) fn take(
+        &self,
+        me: u32,
+        unit: u64,
+        pos: u64,
+        len: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         let (h, c) = self
             .check(unit, pos, len, &[QUEUED])
             .ok_or(Error::Corrupt)?;
@@ -312,49 +366,78 @@ impl<'a> Spill<'a> {
                 Ordering::Relaxed,
             )
             .map_err(|_| Error::Corrupt)?;
-        // SAFETY: checked: the block's units lie in the area and hold `HDR + len` bytes; it is ours
-        // (READING) until we free it.
-        Ok(unsafe { std::slice::from_raw_parts(self.unit_ptr(unit).add(HDR), len) })
+        out.clear();
+        out.reserve_exact(len);
+        // SAFETY: checked: the block's units lie in the area and hold `HDR + len` bytes (`len` was
+        // checked against the block's units, themselves bounded by the area, so this allocation is
+        // bounded by the spill area's size, not by a peer); copied through raw pointers into spare
+        // capacity of `out`, then the length is set to what was written.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.unit_ptr(unit).add(HDR), out.as_mut_ptr(), len);
+            out.set_len(len);
+        }
+        Ok(())
     }
 
-    /// Frees a block this process holds (`WRITING` or `READING`).
+    /// Releases a block this process holds (`WRITING` or `READING`): one CAS, then its units go back
+    /// to the bitmap if the mutex is free now (else at the next sweep). Never waits.
     pub(crate) fn free(&self, me: u32, b: Block) -> Result<()> {
-        let _held = self.lock(me, Deadline::NEVER)?;
+        if b.0 as usize >= self.units {
+            return Err(Error::Corrupt);
+        }
         let h = self.header(b.0);
         let c = h.ctl.load(Ordering::Acquire);
-        let units = h.units.load(Ordering::Relaxed) as usize;
-        if c & 0xffff_ffff == u64::from(me)
-            && matches!(c >> 32, WRITING | READING)
-            && units >= 1
-            && units <= self.units - b.0 as usize
-        {
-            self.change(b.0 as usize, units, false);
+        if c & 0xffff_ffff == u64::from(me) && matches!(c >> 32, WRITING | READING) {
+            self.release(me, b.0, c)?;
         }
         Ok(())
     }
 
-    /// Frees the block a skipped slot (its producer died) points to, if it is that position's.
+    /// Releases the block a skipped slot (its producer died) points to, if it is that position's.
     pub(crate) fn free_skipped(&self, me: u32, unit: u64, pos: u64, len: usize) -> Result<()> {
-        let _held = self.lock(me, Deadline::NEVER)?;
-        if let Some((h, _)) = self.check(unit, pos, len, &[WRITING, QUEUED]) {
-            let units = h.units.load(Ordering::Relaxed) as usize;
-            self.change(unit as usize, units, false);
+        if let Some((_, c)) = self.check(unit, pos, len, &[WRITING, QUEUED]) {
+            self.release(me, unit, c)?;
         }
         Ok(())
     }
 
-    /// Frees blocks that dead processes left: `alive` says who lives, `slot(pos)` what became of the
-    /// slot a `QUEUED` block was published at.
-    pub(crate) fn repair(
-        &self,
-        me: u32,
-        alive: impl Fn(u32) -> Result<bool>,
-        slot: impl Fn(u64) -> SlotNow,
-    ) -> Result<()> {
-        if self.ctl.used.load(Ordering::Relaxed) == 0 {
-            return Ok(());
+    /// Moves block `u`'s control word from `c` to `RELEASED`, then reclaims it if the mutex is free.
+    fn release(&self, me: u32, u: u64, c: u64) -> Result<()> {
+        let h = self.header(u);
+        // ORDERING: Release: we are done with the bytes before anyone reuses the units.
+        if h.ctl
+            .compare_exchange(
+                c,
+                ctl_word(RELEASED, 0),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return Ok(()); // repaired meanwhile
         }
-        let _held = self.lock(me, Deadline::NEVER)?;
+        if let Some(_held) = self.try_lock(me)? {
+            self.reclaim(u as usize);
+        }
+        Ok(())
+    }
+
+    /// Gives a released block's units back to the bitmap (the mutex held).
+    fn reclaim(&self, u: usize) {
+        let h = self.header(u as u64);
+        let units = h.units.load(Ordering::Relaxed) as usize;
+        if h.ctl.load(Ordering::Acquire) >> 32 == RELEASED
+            && self.is_set(u)
+            && units >= 1
+            && units <= self.units - u
+        {
+            self.change(u, units, false);
+        }
+    }
+
+    /// Walks the blocks in use (the mutex held) and gives back those released, and those for which
+    /// `orphan(state, header)` says so. A walk that meets a broken header stops: `Corrupt`.
+    fn sweep(&self, orphan: impl Fn(u64, &Header) -> Result<bool>) -> Result<()> {
         let mut u = 0usize;
         while u < self.units {
             if u % 64 == 0 && self.bit_word(u / 64).load(Ordering::Relaxed) == 0 {
@@ -370,25 +453,45 @@ impl<'a> Spill<'a> {
             if units == 0 || units > self.units - u {
                 return Err(Error::Corrupt);
             }
-            let c = h.ctl.load(Ordering::Acquire);
-            let owner = (c & 0xffff_ffff) as u32;
-            let orphan = match c >> 32 {
-                WRITING | READING => !alive(owner)?,
-                QUEUED => matches!(slot(h.pos.load(Ordering::Relaxed)), SlotNow::Done),
-                _ => false,
-            };
-            if orphan {
+            let state = h.ctl.load(Ordering::Acquire) >> 32;
+            if state == RELEASED || orphan(state, h)? {
                 self.change(u, units, false);
             }
             u += units;
         }
         Ok(())
     }
-}
 
-impl SpillCtl {
-    /// Units in use (a snapshot).
-    pub(crate) fn used(&self) -> u64 {
-        self.used.load(Ordering::Relaxed)
+    /// Gives back blocks that dead processes left, and released ones: `alive` says who lives,
+    /// `slot(pos)` what became of the slot a `QUEUED` block was published at. Only tries the mutex:
+    /// if a live (perhaps stopped) process holds it, the repair waits for another time.
+    pub(crate) fn repair(
+        &self,
+        me: u32,
+        alive: impl Fn(u32) -> Result<bool>,
+        slot: impl Fn(u64) -> SlotNow,
+    ) -> Result<()> {
+        if self.ctl.used.load(Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
+        let Some(_held) = self.try_lock(me)? else {
+            return Ok(());
+        };
+        self.sweep(|state, h| {
+            let owner = (h.ctl.load(Ordering::Acquire) & 0xffff_ffff) as u32;
+            Ok(match state {
+                WRITING | READING => !alive(owner)?,
+                QUEUED => matches!(slot(h.pos.load(Ordering::Relaxed)), SlotNow::Done),
+                _ => false,
+            })
+        })
+    }
+
+    /// Bytes in use, after giving back released blocks (waits for the mutex).
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn in_use(&self, me: u32) -> Result<u64> {
+        let _held = self.lock(me, Deadline::NEVER)?;
+        self.sweep(|_, _| Ok(false))?;
+        Ok(self.ctl.used.load(Ordering::Relaxed) * UNIT as u64)
     }
 }

@@ -31,8 +31,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Bits of a slot's generation kept in a claim id (29 bits in all with the slot).
-const CLAIM_GEN_MASK: u32 = 0x1f_ffff;
+/// A claim id is `generation << CLAIM_SLOT_BITS | slot`: 29 bits in all, so that a queue slot's control
+/// word can hold it beside its lap and state (see `ring::mpmc`).
+pub(crate) const CLAIM_BITS: u32 = 29;
+const CLAIM_SLOT_BITS: u32 = 8;
+/// Generations of a claim id run from 1 to this (never 0, so an id is never 0; never all ones, so an
+/// id is never `ring::mpmc`'s SKIP marker). A slot taken again gets the next generation, so a stale
+/// claim id (of a dead holder) could name a live process only after its slot was taken 2^21 - 2 more
+/// times, each by a process that opened the segment, before anyone repaired what the id marks; and
+/// even then the kernel, not shared memory, says whether the id's holder lives (see `token`).
+pub(crate) const CLAIM_GEN_MAX: u32 = (1 << (CLAIM_BITS - CLAIM_SLOT_BITS)) - 2;
+const _: () = assert!(MAX_SLOTS <= 1 << CLAIM_SLOT_BITS);
+const _: () = assert!(
+    ((CLAIM_GEN_MAX as u64) << CLAIM_SLOT_BITS | (MAX_SLOTS as u64 - 1)) < (1 << CLAIM_BITS) - 1
+);
 const SLOT_FREE: u32 = 0;
 const SLOT_LIVE: u32 = 1;
 
@@ -82,6 +94,9 @@ pub(crate) struct Segment {
     fd: AtomicI32,
     /// This process's participant slot.
     slot: AtomicU32,
+    /// This process's claim id (see [`Segment::claim_id`]); 0 until first asked for after the slot
+    /// changed.
+    claim: AtomicU32,
     /// The fork generation in which `fd` and `slot` were taken (see [`registry::fork_generation`]).
     owner_gen: AtomicU64,
     hdr: HeaderFields,
@@ -179,6 +194,7 @@ impl Segment {
             map,
             fd: AtomicI32::new(fd.into_raw_fd()),
             slot: AtomicU32::new(0),
+            claim: AtomicU32::new(0),
             owner_gen: AtomicU64::new(registry::fork_generation()),
             hdr,
             name,
@@ -190,7 +206,7 @@ impl Segment {
         if !token::try_take(seg.raw_fd(), 0)? {
             return Err(Error::Corrupt);
         }
-        seg.fill_slot(0);
+        seg.fill_slot(seg.raw_fd(), 0)?;
         // ORDERING: Release publishes the header and slot 0 to openers that Acquire `ready`.
         seg.ready_word().store(READY, Ordering::Release);
         registry::register(&seg);
@@ -227,6 +243,7 @@ impl Segment {
             map,
             fd: AtomicI32::new(fd.into_raw_fd()),
             slot: AtomicU32::new(u32::MAX),
+            claim: AtomicU32::new(0),
             owner_gen: AtomicU64::new(registry::fork_generation()),
             hdr,
             name: Some(os_name.to_owned()),
@@ -234,7 +251,7 @@ impl Segment {
             companions: Vec::new(),
         });
         let slot = seg.claim_slot(seg.raw_fd())?;
-        seg.slot.store(slot, Ordering::Relaxed);
+        seg.set_slot(slot);
         registry::register(&seg);
         Ok(seg)
     }
@@ -276,6 +293,7 @@ impl Segment {
             map,
             fd: AtomicI32::new(fd.into_raw_fd()),
             slot: AtomicU32::new(u32::MAX),
+            claim: AtomicU32::new(0),
             owner_gen: AtomicU64::new(registry::fork_generation()),
             hdr,
             name: None,
@@ -290,7 +308,7 @@ impl Segment {
             Some(_) => return Err(Error::Corrupt),
             None => seg.claim_slot(seg.raw_fd())?,
         };
-        seg.slot.store(slot, Ordering::Relaxed);
+        seg.set_slot(slot);
         registry::register(&seg);
         Ok(seg)
     }
@@ -410,7 +428,7 @@ impl Segment {
         let old = self.fd.swap(new_fd.into_raw_fd(), Ordering::Relaxed);
         // SAFETY: `old` was this handle's own descriptor (a copy of the parent's); nothing else owns it.
         drop(unsafe { OwnedFd::from_raw_fd(old) });
-        self.slot.store(slot, Ordering::Relaxed);
+        self.set_slot(slot);
         self.owner_gen.store(gen_now, Ordering::Relaxed);
         Ok(())
     }
@@ -421,29 +439,48 @@ impl Segment {
         self.slot.load(Ordering::Relaxed)
     }
 
-    /// An identity for claim words: slot and generation (29 bits in all, so that a queue slot's control
-    /// word can hold it beside a flag), never 0.
-    #[inline]
-    pub(crate) fn claim_id(&self) -> u32 {
-        let s = self.my_slot();
-        let generation = self.slot_at(s).generation.load(Ordering::Relaxed);
-        ((generation & CLAIM_GEN_MASK) << 8) | (s + 1)
+    /// Switches this handle to participant slot `slot` (its claim id is worked out on first use).
+    pub(crate) fn set_slot(&self, slot: u32) {
+        self.slot.store(slot, Ordering::Relaxed);
+        self.claim.store(0, Ordering::Relaxed);
     }
 
-    /// Whether the claim `id` (from [`claim_id`](Self::claim_id)) belongs to a live participant.
+    /// This process's identity for claim words (lock owners, queue slots): its slot and the slot's
+    /// generation, never 0 (see [`CLAIM_BITS`]). Its holder keeps the claim token of that id (see
+    /// `token`), so [`claim_alive`](Self::claim_alive) asks the kernel alone.
+    #[inline]
+    pub(crate) fn claim_id(&self) -> u32 {
+        match self.claim.load(Ordering::Relaxed) {
+            0 => self.claim_id_slow(),
+            id => id,
+        }
+    }
+
+    #[cold]
+    fn claim_id_slow(&self) -> u32 {
+        let s = self.my_slot();
+        let id = claim_of(s, self.slot_at(s).generation.load(Ordering::Relaxed));
+        // The slot was prepared for us (a forked or spawned child) with this id's token on our open
+        // file description: taking it again is a no-op (and takes it if it somehow was not).
+        let _ = token::try_take_claim(self.raw_fd(), id);
+        self.claim.store(id, Ordering::Relaxed);
+        id
+    }
+
+    /// Whether the claim `id` (from [`claim_id`](Self::claim_id)) belongs to a live participant. Only
+    /// the kernel decides: an id that is not well formed names nobody (false).
     pub(crate) fn claim_alive(&self, id: u32) -> Result<bool> {
-        let slot = (id & 0xff).wrapping_sub(1);
-        if slot >= self.hdr.n_slots {
-            return Ok(false); // garbage: nobody
-        }
-        if slot == self.my_slot() {
-            return Ok(id == self.claim_id());
-        }
-        let generation = self.slot_at(slot).generation.load(Ordering::Acquire);
-        if generation & CLAIM_GEN_MASK != id >> 8 {
+        let (slot, generation) = (id & ((1 << CLAIM_SLOT_BITS) - 1), id >> CLAIM_SLOT_BITS);
+        if generation == 0 || generation > CLAIM_GEN_MAX || slot >= self.hdr.n_slots {
             return Ok(false);
         }
-        Ok(token::is_held(self.raw_fd(), slot)?)
+        if id == self.claim_id() {
+            return Ok(true);
+        }
+        if slot == self.my_slot() {
+            return Ok(false); // an earlier holder of our slot: it left or died before we came
+        }
+        Ok(token::claim_held(self.raw_fd(), id)?)
     }
 
     /// Whether participant slot `i` is held by a live process (this one included).
@@ -457,11 +494,28 @@ impl Segment {
         Ok(token::is_held(self.raw_fd(), i)?)
     }
 
-    fn fill_slot(&self, i: u32) {
+    /// Fills slot `i`, whose token `fd` holds: a new generation, and that claim id's token, taken
+    /// through `fd`. Returns the claim id.
+    fn fill_slot(&self, fd: RawFd, i: u32) -> Result<u32> {
         let s = self.slot_at(i);
-        s.generation.fetch_add(1, Ordering::Relaxed);
-        s.pid.store(std::process::id(), Ordering::Relaxed);
-        s.state.store(SLOT_LIVE, Ordering::Release);
+        // A claim token still held by a holder on its way out (or a scribbled generation) makes us
+        // move on to the next generation; a few tries suffice.
+        for _ in 0..16 {
+            let g = s.generation.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+            let g = if (1..=CLAIM_GEN_MAX).contains(&g) {
+                g
+            } else {
+                s.generation.store(1, Ordering::Relaxed);
+                1
+            };
+            let id = claim_of(i, g);
+            if token::try_take_claim(fd, id)? {
+                s.pid.store(std::process::id(), Ordering::Relaxed);
+                s.state.store(SLOT_LIVE, Ordering::Release);
+                return Ok(id);
+            }
+        }
+        Err(Error::Corrupt)
     }
 
     /// Takes a free (or dead) slot through `fd`'s open file description.
@@ -469,7 +523,10 @@ impl Segment {
         for i in 0..self.hdr.n_slots {
             if token::try_take(fd, i)? {
                 self.reap_held(i);
-                self.fill_slot(i);
+                if let Err(e) = self.fill_slot(fd, i) {
+                    let _ = token::release(fd, i);
+                    return Err(e);
+                }
                 return Ok(i);
             }
         }
@@ -665,6 +722,7 @@ impl Drop for Segment {
         if owned && me < self.hdr.n_slots {
             self.drop_all_roles();
             self.slot_at(me).state.store(SLOT_FREE, Ordering::Release);
+            let _ = token::release_claim(fd, self.claim_id());
             let _ = token::release(fd, me);
             if let Some(name) = &self.name {
                 // The last participant out removes the name.
@@ -677,6 +735,11 @@ impl Drop for Segment {
         // SAFETY: `fd` is this handle's own descriptor and is closed exactly once, here.
         drop(unsafe { OwnedFd::from_raw_fd(fd) });
     }
+}
+
+/// The claim id of generation `generation` of slot `slot`.
+fn claim_of(slot: u32, generation: u32) -> u32 {
+    (generation << CLAIM_SLOT_BITS) | slot
 }
 
 /// Whether this process may run on one CPU only: `sched_getaffinity`, asked only when the peer was last

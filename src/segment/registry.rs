@@ -100,7 +100,7 @@ impl ForkPrep {
             // SAFETY: in the child, `old` is a copy of the parent's descriptor that only this handle
             // refers to; closing it does not touch the parent's token (the parent keeps its copy).
             unsafe { libc::close(old) };
-            seg.slot.store(slot, Ordering::Relaxed);
+            seg.set_slot(slot);
             seg.owner_gen.store(generation, Ordering::Relaxed);
             seg.set_slot_pid(slot, std::process::id());
         }

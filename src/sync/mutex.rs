@@ -1,16 +1,19 @@
 //! A robust cross-process mutex on one futex word: the holder's identity (its participant slot and
 //! the slot's generation, see `Segment::claim_id`) or 0.
 //!
-//! Acquire is one CAS from 0; a waiter spins briefly, then sleeps on an eventcount, and between
-//! sleeps of at most `PROBE_INTERVAL` it checks the holder's liveness token. A holder that died (its
-//! token released; a stopped holder keeps it) is replaced by 0 and the mutex marked *inconsistent*:
-//! every later acquirer is told `owner_died` (as `EOWNERDEAD` does) until one calls
-//! `mark_consistent`. Nothing is ever stolen from a live holder.
+//! Acquire is one CAS from 0 and release one store of 0; a waiter spins briefly, then sleeps on an
+//! eventcount, and between sleeps of at most `PROBE_INTERVAL` it asks the kernel whether the holder's
+//! claim token is still held (a stopped holder keeps it). A dead holder's id is replaced by the
+//! waiter's own in one CAS (the only CAS besides acquire's): the waiter holds the mutex from that
+//! instant, so nobody can slip in while it resets the RLock state and marks the mutex *inconsistent*.
+//! Every later acquirer is told `owner_died` (as `EOWNERDEAD` does) until one calls
+//! `mark_consistent`. Nothing is ever taken from a live holder, and a dead one makes no more stores.
 
 use super::eventcount::EventCount;
 use super::wait::{Deadline, Spinner, WaitStrategy, block_on};
 use crate::error::Result;
 use crate::segment::Segment;
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// The shared words of a mutex (plus the owner-thread and count an `RLock` keeps).
@@ -35,38 +38,48 @@ impl RawMutex {
             .is_ok()
     }
 
-    /// Acquires, waiting until `deadline` (`Error::Timeout`). Recovers from a dead holder.
+    /// Acquires, waiting until `deadline` (`Error::Timeout`). Takes over from a dead holder.
     pub(crate) fn lock(&self, seg: &Segment, me: u32, deadline: Deadline) -> Result<()> {
         if self.try_lock(me) {
             return Ok(());
         }
         let mut spinner = Spinner::new(WaitStrategy::Adaptive);
+        let took_over = Cell::new(false);
         block_on(
             &mut spinner,
             false,
             &self.ec,
             deadline,
-            || Ok(self.try_lock(me).then_some(())),
-            || self.recover_if_holder_died(seg),
+            || Ok((took_over.get() || self.try_lock(me)).then_some(())),
+            || {
+                if self.take_over_if_holder_died(seg, me)? {
+                    took_over.set(true);
+                }
+                Ok(())
+            },
         )
     }
 
-    /// If the holder is dead, frees the mutex on its behalf and marks it inconsistent.
-    pub(crate) fn recover_if_holder_died(&self, seg: &Segment) -> Result<()> {
+    /// If the holder is dead, takes the mutex from it for `me` and marks it inconsistent.
+    /// `Ok(true)`: `me` holds it now.
+    pub(crate) fn take_over_if_holder_died(&self, seg: &Segment, me: u32) -> Result<bool> {
         let cur = self.owner.load(Ordering::Acquire);
-        if cur != 0
-            && !seg.claim_alive(cur)?
-            && self
-                .owner
-                .compare_exchange(cur, 0, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        {
-            self.thread.store(0, Ordering::Relaxed);
-            self.count.store(0, Ordering::Relaxed);
-            self.inconsistent.store(1, Ordering::Release);
-            let _ = self.ec.notify_all_always();
+        if cur == 0 || cur == me || seg.claim_alive(cur)? {
+            return Ok(false);
         }
-        Ok(())
+        // SYNC POINT: from the dead id straight to ours; a plain store by the dead holder cannot
+        // follow (the kernel released its token: it is gone).
+        if self
+            .owner
+            .compare_exchange(cur, me, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return Ok(false);
+        }
+        self.thread.store(0, Ordering::Relaxed);
+        self.count.store(0, Ordering::Relaxed);
+        self.inconsistent.store(1, Ordering::Release);
+        Ok(true)
     }
 
     /// Releases (the caller is the holder).

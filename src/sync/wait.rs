@@ -111,13 +111,52 @@ impl Spinner {
     }
 }
 
+/// Process-local: when each object (known by the address of its eventcount) was last probed. A loop of
+/// short waits on one object thus still probes it every [`PROBE_INTERVAL`], while a busy object whose
+/// waits are short and frequent pays for a probe at most that often.
+#[cfg(not(loom))]
+static LAST_PROBES: std::sync::Mutex<Vec<(usize, Instant)>> = std::sync::Mutex::new(Vec::new());
+/// Objects remembered at once (the oldest entry goes first; forgetting one only makes its next
+/// probe come early).
+#[cfg(not(loom))]
+const PROBES_KEPT: usize = 64;
+
+/// Whether the object whose eventcount is `ec` is due for a probe; if so, records it as probed now.
+#[cfg(not(loom))]
+fn probe_due(ec: &EventCount) -> bool {
+    let key = ec as *const EventCount as usize;
+    let now = Instant::now();
+    let mut last = LAST_PROBES.lock().unwrap_or_else(|p| p.into_inner());
+    match last.iter().position(|(k, _)| *k == key) {
+        Some(i) if now.duration_since(last[i].1) < PROBE_INTERVAL => false,
+        Some(i) => {
+            last[i].1 = now;
+            true
+        }
+        None => {
+            if last.len() >= PROBES_KEPT {
+                last.remove(0);
+            }
+            last.push((key, now));
+            true
+        }
+    }
+}
+
+/// Under loom every slice probes (the model has no clock).
+#[cfg(loom)]
+fn probe_due(_ec: &EventCount) -> bool {
+    true
+}
+
 /// Blocks until `check` returns `Ok(Some(_))` or an error, or the deadline passes (`Error::Timeout`).
 ///
 /// `co_located`: the peer last waited on this CPU, so spinning cannot win this time.
 /// `check` is the whole condition, including "the peer closed" (it returns the error then). It is
-/// called after registering on `ec`, so a notify between the check and the sleep is never lost. Between
-/// sleeps of at most [`PROBE_INTERVAL`], `probe` checks that the peer lives (it reaps dead peers so
-/// that the next `check` sees them closed, or returns an error itself).
+/// called after registering on `ec`, so a notify between the check and the sleep is never lost. After a
+/// sleep (of at most [`PROBE_INTERVAL`]), if this process has not probed the object for that long (in
+/// this call or an earlier one), `probe` checks that the peer lives (it reaps dead peers so that the
+/// next `check` sees them closed, or returns an error itself).
 pub(crate) fn block_on<T>(
     spinner: &mut Spinner,
     co_located: bool,
@@ -139,7 +178,6 @@ pub(crate) fn block_on<T>(
             return Ok(v);
         }
     }
-    let mut last_probe = Instant::now();
     loop {
         let key = ec.prepare(spin && spinner.prefers_asym());
         match check() {
@@ -165,9 +203,8 @@ pub(crate) fn block_on<T>(
         if let Some(v) = check()? {
             return Ok(v);
         }
-        if last_probe.elapsed() >= PROBE_INTERVAL {
+        if probe_due(ec) {
             probe()?;
-            last_probe = Instant::now();
         }
     }
 }

@@ -1,0 +1,91 @@
+//! Kill and stop points inside the real put, get and allocator paths, for the fault tests.
+//!
+//! With the cargo feature `test-hooks`, a test arms a [`Point`] with a signal
+//! ([`__arm`]); the next time this process passes that point it raises the signal on itself (SIGKILL:
+//! a peer dying there; SIGSTOP: a peer stopped there). Without the feature every point compiles to
+//! nothing. With it, an unarmed point costs one load of a process-local word.
+
+/// A place in the library where a test may stop or kill the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+#[non_exhaustive]
+pub enum Point {
+    /// A producer holds a queue slot (`WRITING`) and has not filled it.
+    PutClaimed = 0,
+    /// A producer has filled its slot and not published it.
+    PutFilled = 1,
+    /// A consumer holds a queue slot (`READING`) and has not read it.
+    GetClaimed = 2,
+    /// A consumer has read its item and not freed the slot.
+    GetRead = 3,
+    /// A producer holds a spill block it allocated and has not claimed a slot for it.
+    SpillAllocated = 4,
+    /// The spill allocator's holder has written its redo record and changed part of the bitmap.
+    SpillMidChange = 5,
+    /// A grower has appended a ring and not sealed the old one.
+    GrowAppended = 6,
+    /// A producer has counted its item as unfinished (`JoinableQueue`) and not claimed a slot.
+    PutCounted = 7,
+}
+
+#[cfg(feature = "test-hooks")]
+mod armed {
+    use super::Point;
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+    /// Bit `p` set: point `p` is armed.
+    static ARMED: AtomicU32 = AtomicU32::new(0);
+    /// Per point: the signal, and how many passes to let by first (`signal | skip << 8`).
+    static PLAN: [AtomicU64; 32] = [const { AtomicU64::new(0) }; 32];
+
+    #[inline]
+    pub(crate) fn hit(p: Point) {
+        if ARMED.load(Ordering::Relaxed) & (1 << p as u32) != 0 {
+            fire(p);
+        }
+    }
+
+    #[cold]
+    fn fire(p: Point) {
+        let plan = &PLAN[p as usize];
+        let v = plan.load(Ordering::Relaxed);
+        if v >> 8 > 0 {
+            plan.store(v - (1 << 8), Ordering::Relaxed);
+            return;
+        }
+        ARMED.fetch_and(!(1 << p as u32), Ordering::Relaxed);
+        // SAFETY: plain syscalls on this process.
+        unsafe { libc::kill(libc::getpid(), (v & 0xff) as i32) };
+    }
+
+    pub(crate) fn arm(p: Point, signal: i32, skip: u64) {
+        PLAN[p as usize].store((signal as u64 & 0xff) | skip << 8, Ordering::Relaxed);
+        ARMED.fetch_or(1 << p as u32, Ordering::Relaxed);
+    }
+
+    pub(crate) fn disarm_all() {
+        ARMED.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Marks point `p` on a real path (see the module docs).
+#[inline(always)]
+pub(crate) fn hit(p: Point) {
+    #[cfg(feature = "test-hooks")]
+    armed::hit(p);
+    #[cfg(not(feature = "test-hooks"))]
+    let _ = p;
+}
+
+/// Test hook: the `skip + 1`th pass of this process through `p` raises `signal` (SIGKILL, SIGSTOP) on
+/// the process; the point is then disarmed.
+#[cfg(feature = "test-hooks")]
+pub fn __arm(p: Point, signal: i32, skip: u64) {
+    armed::arm(p, signal, skip);
+}
+
+/// Test hook: disarms every point.
+#[cfg(feature = "test-hooks")]
+pub fn __disarm_all() {
+    armed::disarm_all();
+}
