@@ -75,6 +75,8 @@ fn main() {
         every_slot_being_read_at_once_times_out_then_goes_on,
         random_kills_lose_nothing_acknowledged,
         random_kills_lose_no_spilled_item,
+        join_returns_after_a_producer_dies_mid_put,
+        join_reports_a_consumer_that_died_holding_a_task,
     ]);
 }
 
@@ -1157,4 +1159,61 @@ fn random_kills_lose_nothing_acknowledged() {
 
 fn random_kills_lose_no_spilled_item() {
     random_kills(4000, if common::long() { 1000 } else { 150 });
+}
+
+fn join_returns_after_a_producer_dies_mid_put() {
+    for point in [Point::PutClaimed, Point::PutFilled] {
+        let q = JoinableQueue::<u32>::new(0).unwrap();
+        for i in 0..10 {
+            q.put(i).unwrap();
+        }
+        let qc = q.clone();
+        let dying = Process::fork(move || {
+            shmwire::hooks::__arm(point, libc::SIGKILL, 0);
+            let _ = qc.put(99);
+        })
+        .unwrap();
+        assert_eq!(dying.join().unwrap().signal(), Some(libc::SIGKILL));
+        q.put(10).unwrap();
+        let worker = q.clone();
+        let p = Process::fork(move || {
+            while let Ok(v) = worker.get() {
+                assert_ne!(v, 99, "the dead producer's item was never published");
+                worker.task_done().unwrap();
+            }
+        })
+        .unwrap();
+        let (r, _) = common::within(Duration::from_secs(5), || {
+            q.join_timeout(Duration::from_secs(4))
+        });
+        r.unwrap_or_else(|e| panic!("{point:?}: join {e:?}"));
+        assert_eq!(q.unfinished(), 0);
+        q.close().unwrap();
+        assert!(p.join().unwrap().success());
+    }
+}
+
+fn join_reports_a_consumer_that_died_holding_a_task() {
+    let q = JoinableQueue::<u32>::new(0).unwrap();
+    for i in 0..3 {
+        q.put(i).unwrap();
+    }
+    let qc = q.clone();
+    let dying = Process::fork(move || {
+        qc.get().unwrap();
+        qc.task_done().unwrap();
+        qc.get().unwrap(); // taken, never marked done
+        // SAFETY: plain syscall on ourselves.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    })
+    .unwrap();
+    assert_eq!(dying.join().unwrap().signal(), Some(libc::SIGKILL));
+    assert_eq!(q.get().unwrap(), 2);
+    q.task_done().unwrap();
+    let (r, _) = common::within(Duration::from_secs(5), || {
+        q.join_timeout(Duration::from_secs(4))
+    });
+    assert!(matches!(r, Err(Error::PeerDied)), "{r:?}");
+    // Reported once: the abandoned task is then forgotten.
+    q.join_timeout(Duration::from_secs(1)).unwrap();
 }

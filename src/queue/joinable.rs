@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::sync::wait::{Deadline, Spinner, WaitStrategy, block_on};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// A [`Queue`] whose consumers mark items done and whose producers can wait until all are:
@@ -57,42 +57,29 @@ impl<T> std::ops::Deref for JoinableQueue<T> {
 impl<T> JoinableQueue<T> {
     /// A joinable queue of at most `maxsize` items (0: unbounded, see [`Queue::new`]).
     pub fn new(maxsize: usize) -> Result<Self> {
-        Ok(JoinableQueue {
-            q: Queue::new(maxsize)?,
-        })
+        Ok(Self::from_queue(Queue::new(maxsize)?))
     }
 
-    /// Wraps a queue made with [`Queue::builder`] (or opened by name).
+    /// Wraps a queue made with [`Queue::builder`] (or opened by name). Items taken before the
+    /// queue was first wrapped (in any process) are not counted.
     pub fn from_queue(q: Queue<T>) -> Self {
+        q.obj.block().joinable.store(1, Ordering::Relaxed);
         JoinableQueue { q }
     }
 
-    /// Marks one item taken by `get` as done; more calls than items is [`Error::Misuse`].
+    /// Marks one item taken by `get` as done; more calls than items taken is [`Error::Misuse`].
+    /// (An item taken in another process may be marked done here too.)
     pub fn task_done(&self) -> Result<()> {
-        self.q.obj.me()?;
+        let me = self.q.obj.me()?;
         let b = self.q.obj.block();
-        let mut cur = b.unfinished.load(Ordering::Acquire);
-        loop {
-            if cur == 0 {
-                return Err(Error::Misuse); // task_done() called too many times
-            }
-            match b.unfinished.compare_exchange_weak(
-                cur,
-                cur - 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => break,
-                Err(now) => cur = now,
-            }
-        }
-        if cur == 1 {
-            let _ = b.joined.notify();
-        }
+        b.held.done(me, self.q.obj.segment().my_slot())?;
+        let _ = b.joined.notify();
         Ok(())
     }
 
-    /// Waits until every item put has been marked done.
+    /// Waits until every item put has been taken and marked done. A consumer that died holding
+    /// items it had not marked done makes this [`Error::PeerDied`] (once: those items are then
+    /// forgotten); a producer that died in the middle of a `put` is no item.
     pub fn join(&self) -> Result<()> {
         self.join_at(Deadline::NEVER)
     }
@@ -105,20 +92,177 @@ impl<T> JoinableQueue<T> {
     fn join_at(&self, deadline: Deadline) -> Result<()> {
         self.q.obj.me()?;
         let b = self.q.obj.block();
+        let seg = self.q.obj.segment();
         let mut spinner = Spinner::new(WaitStrategy::Adaptive);
         block_on(
             &mut spinner,
             false,
             &b.joined,
             deadline,
-            || Ok((b.unfinished.load(Ordering::Acquire) == 0).then_some(())),
-            || Ok(()),
+            || {
+                if self.q.qsize() != 0 {
+                    return Ok(None);
+                }
+                let (live, dead) = b.held.count(|id| seg.claim_alive(id))?;
+                if live != 0 {
+                    return Ok(None);
+                }
+                if dead != 0 {
+                    b.held.forget_dead(|id| seg.claim_alive(id))?;
+                    return Err(Error::PeerDied);
+                }
+                Ok(Some(()))
+            },
+            // Dead producers' slots become skipped items, so they stop counting.
+            || self.q.repair(),
         )
     }
 
-    /// Items put and not yet marked done.
+    /// Items put and not yet marked done: those in the queue and those taken and not marked done
+    /// (a snapshot).
     pub fn unfinished(&self) -> u64 {
-        self.q.obj.block().unfinished.load(Ordering::Acquire)
+        let seg = self.q.obj.segment();
+        let held = self
+            .q
+            .obj
+            .block()
+            .held
+            .count(|id| seg.claim_alive(id))
+            .map_or(0, |(live, _)| live);
+        self.q.qsize() as u64 + held
+    }
+}
+
+/// Per participant slot: `claim id << 32 | items held`, on its own cache line. The holder counts an
+/// item before it claims it and its `task_done` counts it off; a word whose claim id is dead holds
+/// items nobody will mark done.
+#[repr(C)]
+pub(crate) struct Held {
+    words: [Line; crate::object::OBJECT_SLOTS as usize],
+    /// Items held by dead participants whose slot was taken since.
+    abandoned: AtomicU64,
+}
+
+#[repr(C, align(64))]
+struct Line(HeldWord);
+
+const COUNT: u64 = 0xffff_ffff;
+
+impl Held {
+    /// Counts one more item held by participant slot `slot` (this process's), as `me`.
+    #[inline]
+    pub(crate) fn hold(&self, slot: u32, me: u32) {
+        self.of(slot).hold(me, &self.abandoned);
+    }
+
+    /// Takes back a count of [`hold`](Self::hold): the attempt found nothing.
+    #[inline]
+    pub(crate) fn unhold(&self, slot: u32, me: u32) {
+        self.of(slot).release(me);
+    }
+
+    fn of(&self, slot: u32) -> &HeldWord {
+        &self.words[(slot as usize).min(self.words.len() - 1)].0
+    }
+
+    /// Counts one item of those held as done: this slot's if it holds any, else any other's (an
+    /// item taken in another process). [`Error::Misuse`] if nobody holds one.
+    fn done(&self, me: u32, slot: u32) -> Result<()> {
+        if self.of(slot).release(me) {
+            return Ok(());
+        }
+        for line in &self.words {
+            let w = &line.0.0;
+            let mut cur = w.load(Ordering::Acquire);
+            while cur & COUNT != 0 {
+                match w.compare_exchange_weak(cur, cur - 1, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => return Ok(()),
+                    Err(now) => cur = now,
+                }
+            }
+        }
+        Err(Error::Misuse) // task_done() called more times than items were taken
+    }
+
+    /// Items held by live and by dead participants.
+    fn count(&self, alive: impl Fn(u32) -> Result<bool>) -> Result<(u64, u64)> {
+        let (mut live, mut dead) = (0, self.abandoned.load(Ordering::Acquire));
+        for line in &self.words {
+            let w = line.0.0.load(Ordering::Acquire);
+            if w & COUNT != 0 {
+                if alive((w >> 32) as u32)? {
+                    live += w & COUNT;
+                } else {
+                    dead += w & COUNT;
+                }
+            }
+        }
+        Ok((live, dead))
+    }
+
+    /// Forgets what dead participants held.
+    fn forget_dead(&self, alive: impl Fn(u32) -> Result<bool>) -> Result<()> {
+        self.abandoned.store(0, Ordering::Release);
+        for line in &self.words {
+            let w = line.0.0.load(Ordering::Acquire);
+            if w & COUNT != 0 && !alive((w >> 32) as u32)? {
+                let _ = line
+                    .0
+                    .0
+                    .compare_exchange(w, 0, Ordering::AcqRel, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One participant's word of [`Held`].
+#[repr(C)]
+pub(crate) struct HeldWord(AtomicU64);
+
+impl HeldWord {
+    /// Counts one more item held by `me`.
+    #[inline]
+    pub(crate) fn hold(&self, me: u32, abandoned: &AtomicU64) {
+        let mut cur = self.0.load(Ordering::Relaxed);
+        loop {
+            let next = if cur >> 32 == u64::from(me) && cur & COUNT != COUNT {
+                cur + 1
+            } else {
+                // Ours from scratch; if an earlier holder of our slot (dead: the slot is ours now)
+                // left items it never marked done, they move to `abandoned`, for `join` to report.
+                u64::from(me) << 32 | 1
+            };
+            // ORDERING: AcqRel, and the claim that follows is ordered after it: `join` never sees
+            // an item neither in the ring nor held.
+            match self
+                .0
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    if cur >> 32 != u64::from(me) && cur & COUNT != 0 {
+                        abandoned.fetch_add(cur & COUNT, Ordering::AcqRel);
+                    }
+                    return;
+                }
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Takes back one count of `me`'s; whether there was one.
+    fn release(&self, me: u32) -> bool {
+        let mut cur = self.0.load(Ordering::Acquire);
+        while cur >> 32 == u64::from(me) && cur & COUNT != 0 {
+            match self
+                .0
+                .compare_exchange_weak(cur, cur - 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+        false
     }
 }
 

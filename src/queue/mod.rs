@@ -43,13 +43,15 @@ pub(crate) struct QueueBlock {
     not_full: CachePadded<EventCount>,
     /// Read-mostly: closed, and which rings are in use.
     dir: CachePadded<Dir>,
-    /// JoinableQueue: items put and not yet marked done.
-    unfinished: CachePadded<AtomicU64>,
+    /// Non-zero once the queue is used as a `JoinableQueue`: consumers then count what they hold.
+    joinable: CachePadded<AtomicU64>,
     joined: EventCount,
     /// Taken to append a ring (unbounded queues).
     grow: CachePadded<RawMutex>,
     /// The spill area's mutex and redo record.
     spill: CachePadded<SpillCtl>,
+    /// JoinableQueue: per participant slot, the items its holder took and has not marked done.
+    held: joinable::Held,
 }
 // SAFETY: repr(C), all atomics (CachePadded only adds alignment).
 unsafe impl SharedBlock for QueueBlock {}
@@ -465,19 +467,12 @@ impl<T> Queue<T> {
     /// Claims a slot for `item` and publishes it, waiting while the queue is full.
     fn publish(&self, me: u32, item: Item<'_>, deadline: Deadline) -> Result<()> {
         let b = self.obj.block();
-        // Counted before it is visible, so a consumer's task_done never runs ahead of it.
-        b.unfinished.fetch_add(1, Ordering::AcqRel);
         let mut spinner = Spinner::new(WaitStrategy::Adaptive);
         let mut cache = None;
         let attempt = || self.try_put(me, item, deadline, &mut cache);
-        if let Err(e) = block_on(&mut spinner, false, &b.not_full, deadline, attempt, || {
+        block_on(&mut spinner, false, &b.not_full, deadline, attempt, || {
             self.repair()
-        }) {
-            if b.unfinished.fetch_sub(1, Ordering::AcqRel) == 1 {
-                let _ = b.joined.notify();
-            }
-            return Err(e);
-        }
+        })?;
         let _ = b.not_empty.notify();
         Ok(())
     }
@@ -520,7 +515,20 @@ impl<T> Queue<T> {
         let me = self.obj.me()?;
         let b = self.obj.block();
         let mut cache = None;
-        let attempt = || self.try_get(me, &mut read, &mut cache);
+        // A JoinableQueue's consumer counts the item as held *before* it claims it (and takes the
+        // count back if it finds nothing), so that `join` never sees an item in neither place.
+        let joinable = b.joinable.load(Ordering::Relaxed) != 0;
+        let slot = self.obj.segment().my_slot();
+        let attempt = || {
+            if joinable {
+                b.held.hold(slot, me);
+            }
+            let got = self.try_get(me, &mut read, &mut cache);
+            if joinable && !matches!(got, Ok(Some(_))) {
+                b.held.unhold(slot, me);
+            }
+            got
+        };
         let mut spinner = Spinner::new(WaitStrategy::Adaptive);
         let out = block_on(&mut spinner, false, &b.not_empty, deadline, attempt, || {
             self.repair()
