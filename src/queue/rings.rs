@@ -15,6 +15,7 @@
 use super::QueueBlock;
 use crate::error::{Error, Result};
 use crate::object::Object;
+use crate::ring::buf::RingBuf;
 use crate::ring::mpmc::Mpmc;
 use crate::ring::spill::Spill;
 use crate::sync::wait::Deadline;
@@ -99,7 +100,9 @@ impl Chain {
             return Ok(Mpmc {
                 enq: &b.enq,
                 deq: &b.deq,
-                base: obj.data().0,
+                // SAFETY: the data area starts with the first ring's `cap * slot` bytes (checked on
+                // open, sized on create), mapped as long as `obj`.
+                slots: unsafe { RingBuf::new(obj.data().0, self.caps[0] as usize * slot_size) },
                 cap: self.caps[0],
                 slot_size,
                 spill,
@@ -127,7 +130,7 @@ impl Chain {
             Ok(Mpmc {
                 enq: &*(p as *const AtomicU64),
                 deq: &*(p.add(128) as *const AtomicU64),
-                base: p.add(RING_HEAD),
+                slots: RingBuf::new(p.add(RING_HEAD), self.caps[i] as usize * slot_size),
                 cap: self.caps[i],
                 slot_size,
                 spill,

@@ -33,10 +33,11 @@
 //!
 //! Every length read from a slot is checked against the slot size before use.
 
+use super::buf::RingBuf;
 use super::spill::{Block, SlotNow, Spill};
 use crate::error::{Error, Result};
 use crate::hooks;
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::loom::{AtomicU64, Ordering};
 
 const EMPTY: u64 = 0;
 const WRITING: u64 = 1;
@@ -60,6 +61,7 @@ const SMALL: usize = 256;
 /// A spill block records its ring in the top bits of its position.
 const RING_SHIFT: u32 = 48;
 
+#[cfg(not(loom))]
 const _: () = assert!(crate::segment::CLAIM_BITS as u64 <= OWNER_BITS);
 
 /// Whether lap `a` comes after lap `b` (laps wrap around).
@@ -89,7 +91,9 @@ fn parts(w: u64) -> (u32, u64, u64) {
 pub(crate) struct Mpmc<'a> {
     pub(crate) enq: &'a AtomicU64,
     pub(crate) deq: &'a AtomicU64,
-    pub(crate) base: *mut u8,
+    /// The slots: `cap` of `slot_size` bytes (a multiple of 8, at least `SLOT_HEADER + 8`), each
+    /// `[control word][length][payload]`.
+    pub(crate) slots: RingBuf,
     pub(crate) cap: u64,
     pub(crate) slot_size: usize,
     /// Where items too big for a slot go (`None`: nowhere, they are `TooLarge`).
@@ -117,19 +121,31 @@ pub(crate) enum Attempt<T> {
 }
 
 impl Mpmc<'_> {
+    /// Offset of the slot of position `p`.
     #[inline]
-    fn ctl(&self, p: u64) -> &AtomicU64 {
-        let i = (p % self.cap) as usize;
-        // SAFETY: `i < cap`, and the data area holds `cap` slots of `slot_size` (a multiple of 8)
-        // bytes: the control word is in bounds and aligned; atomics may alias shared memory.
-        unsafe { &*(self.base.add(i * self.slot_size) as *const AtomicU64) }
+    fn slot(&self, p: u64) -> usize {
+        (p % self.cap) as usize * self.slot_size
     }
 
     #[inline]
-    fn payload(&self, p: u64) -> *mut u8 {
-        let i = (p % self.cap) as usize;
-        // SAFETY: in bounds as above; the payload follows the 16-byte slot header.
-        unsafe { self.base.add(i * self.slot_size + 8) }
+    fn ctl(&self, p: u64) -> &AtomicU64 {
+        // SAFETY: `slot(p) + 8 <= cap * slot_size`, 8-aligned (slot sizes are multiples of 8).
+        unsafe { self.slots.word(self.slot(p)) }
+    }
+
+    /// The length word of the slot of `p` (the slot must be this caller's: WRITING or READING).
+    #[inline]
+    fn read_len(&self, p: u64) -> u64 {
+        let mut w = [0u8; 8];
+        // SAFETY: the length field is bytes 8..16 of the slot, in bounds; the slot is ours.
+        unsafe { self.slots.read(self.slot(p) + 8, &mut w) };
+        u64::from_ne_bytes(w)
+    }
+
+    #[inline]
+    fn write_len(&self, p: u64, len: u64) {
+        // SAFETY: as in `read_len`.
+        unsafe { self.slots.write(self.slot(p) + 8, &len.to_ne_bytes()) };
     }
 
     /// The largest item a slot holds.
@@ -241,25 +257,22 @@ impl Mpmc<'_> {
     /// Writes `item` into the slot of `p`, which `me` claimed.
     #[inline]
     fn fill(&self, p: u64, me: u32, item: Item<'_>) {
-        let at = self.payload(p);
         match item {
             Item::Inline(bytes) => {
                 // The caller checked the size; an oversized item here is a bug, not input.
-                let len = bytes.len().min(self.max_item());
-                // SAFETY: the slot is ours (WRITING): nobody reads it; `len` fits, after the 8-byte
-                // length field.
-                unsafe {
-                    std::ptr::write_volatile(at as *mut u64, len as u64);
-                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), at.add(8), len);
-                }
+                let bytes = &bytes[..bytes.len().min(self.max_item())];
+                self.write_len(p, bytes.len() as u64);
+                // SAFETY: the slot is ours (WRITING): nobody reads it; the bytes fit after the
+                // slot header.
+                unsafe { self.slots.write(self.slot(p) + SLOT_HEADER, bytes) };
             }
             Item::Spilled(block, len) => {
-                // SAFETY: ours as above; a slot holds at least 8 payload bytes after the length
-                // (the queue's slot size is at least SLOT_HEADER + 8).
+                self.write_len(p, len as u64 | SPILLED);
+                // SAFETY: ours as above; a slot holds at least 8 payload bytes.
                 unsafe {
-                    std::ptr::write_volatile(at as *mut u64, len as u64 | SPILLED);
-                    std::ptr::write_volatile(at.add(8) as *mut u64, block.0);
-                }
+                    self.slots
+                        .write(self.slot(p) + SLOT_HEADER, &block.0.to_ne_bytes())
+                };
                 if let Some(spill) = &self.spill {
                     spill.queued(block, self.spill_pos(p), me);
                 }
@@ -303,7 +316,7 @@ impl Mpmc<'_> {
                     .deq
                     .compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
                 hooks::hit(hooks::Point::GetClaimed);
-                let out = self.take(ctl, p, me, owner == SKIP, &mut read);
+                let out = self.take(p, me, owner == SKIP, &mut read);
                 hooks::hit(hooks::Point::GetRead);
                 self.free(ctl);
                 match out {
@@ -351,21 +364,18 @@ impl Mpmc<'_> {
     /// before publishing it (only its spill block, if any, is freed). `Ok(None)`: skipped.
     fn take<R>(
         &self,
-        ctl: &AtomicU64,
         p: u64,
         me: u32,
         skipped: bool,
         read: &mut impl FnMut(&[u8]) -> R,
     ) -> Result<Option<R>> {
-        let _ = ctl;
-        let at = self.payload(p);
-        // SAFETY: the slot is ours (READING); the length is read once and checked.
-        let raw = unsafe { std::ptr::read_volatile(at as *const u64) };
+        let raw = self.read_len(p);
         if raw & SPILLED != 0 {
-            // SAFETY: a slot holds at least 8 payload bytes after the length.
-            let unit = unsafe { std::ptr::read_volatile(at.add(8) as *const u64) };
+            let mut unit = [0u8; 8];
+            // SAFETY: a slot holds at least 8 payload bytes; ours (READING).
+            unsafe { self.slots.read(self.slot(p) + SLOT_HEADER, &mut unit) };
             let len = usize::try_from(raw & !SPILLED).map_err(|_| Error::Corrupt)?;
-            return self.read_spilled(me, skipped, unit, p, len, read);
+            return self.read_spilled(me, skipped, u64::from_ne_bytes(unit), p, len, read);
         }
         if skipped {
             return Ok(None);
@@ -384,9 +394,9 @@ impl Mpmc<'_> {
             big.resize(len, 0);
             &mut big
         };
-        // SAFETY: `len` bytes after the length field lie within the slot (checked just above), which
-        // is ours (READING); copied through raw pointers into private memory of `len` bytes.
-        unsafe { std::ptr::copy_nonoverlapping(at.add(8), buf.as_mut_ptr(), len) };
+        // SAFETY: `len` bytes after the slot header lie within the slot (checked just above); ours
+        // (READING); copied into private memory.
+        unsafe { self.slots.read(self.slot(p) + SLOT_HEADER, buf) };
         Ok(Some(read(buf)))
     }
 
