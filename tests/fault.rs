@@ -534,8 +534,28 @@ fn process_join_timeout_terminate_kill() {
     assert_eq!(s.signal(), Some(libc::SIGTERM));
     assert_eq!(s.exitcode(), -15);
     assert!(!p.is_alive());
-    // Signalling a reaped child is a no-op, never a stray kill.
-    p.kill().unwrap();
+    // Signalling a reaped child is a no-op, never a stray kill: a process that now has its pid
+    // (made with clone3's set_tid, which needs root) is left alone.
+    match fork_with_pid(p.pid() as i32) {
+        Some(impostor) => {
+            p.kill().unwrap();
+            p.terminate().unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            let mut status = 0;
+            // SAFETY: `impostor` is our unreaped child; `status` is a valid out-pointer.
+            let r = unsafe { libc::waitpid(impostor, &mut status, libc::WNOHANG) };
+            assert_eq!(r, 0, "the process that reused the pid was signalled");
+            // SAFETY: as above.
+            unsafe {
+                libc::kill(impostor, libc::SIGKILL);
+                libc::waitpid(impostor, &mut status, 0);
+            }
+        }
+        None => {
+            println!("[no clone3 set_tid here: the reused-pid check did not run] ");
+            p.kill().unwrap();
+        }
+    }
     let q = Process::fork(|| std::thread::sleep(Duration::from_secs(30))).unwrap();
     q.kill().unwrap();
     assert_eq!(q.join().unwrap().exitcode(), -9);
@@ -544,4 +564,59 @@ fn process_join_timeout_terminate_kill() {
         quick.join_timeout(Duration::from_secs(5)).unwrap().code(),
         Some(3)
     );
+}
+
+/// Forks a child that sleeps until killed, with pid `pid` (clone3's `set_tid`); `None` if this system
+/// does not allow it (not root, an older kernel, or the pid is taken).
+fn fork_with_pid(pid: i32) -> Option<i32> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    let tid = [pid];
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: tid.as_ptr() as u64,
+        set_tid_size: 1,
+        ..Default::default()
+    };
+    // SAFETY: a fork (no CLONE_VM) of this single-threaded test process; `args` and `tid` outlive
+    // the call. The child only makes plain syscalls and never returns.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if r == 0 {
+        // SAFETY: plain syscalls in the child.
+        unsafe {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    (r > 0).then(|| {
+        assert_eq!(r as i32, pid);
+        pid
+    })
 }
