@@ -16,6 +16,14 @@ fn fork_generation() -> u64 {
 }
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// Number of `membarrier` system calls this process has made through shmwire (heavy barriers and
+/// the registration's query and register).
+pub(crate) fn calls() -> u64 {
+    CALLS.load(Relaxed)
+}
+
 /// `fork_generation() + 1` of the last successful registration, 0 if none (a forked child sees its
 /// parent's value, which no longer matches, until it registers itself).
 static REGISTERED_IN: AtomicU64 = AtomicU64::new(0);
@@ -26,12 +34,15 @@ pub(crate) fn register() {
         return;
     }
     use rustix::thread::{MembarrierCommand, MembarrierQuery, membarrier, membarrier_query};
+    CALLS.fetch_add(1, Relaxed);
     let q = membarrier_query();
     if q.contains(MembarrierQuery::REGISTER_GLOBAL_EXPEDITED)
         && q.contains(MembarrierQuery::GLOBAL_EXPEDITED)
-        && membarrier(MembarrierCommand::RegisterGlobalExpedited).is_ok()
     {
-        REGISTERED_IN.store(fork_generation() + 1, Relaxed);
+        CALLS.fetch_add(1, Relaxed);
+        if membarrier(MembarrierCommand::RegisterGlobalExpedited).is_ok() {
+            REGISTERED_IN.store(fork_generation() + 1, Relaxed);
+        }
     }
 }
 
@@ -44,6 +55,7 @@ pub(crate) fn registered() -> bool {
 /// A full barrier on every CPU running a registered process. Only called when [`registered`].
 pub(crate) fn heavy() {
     use rustix::thread::{MembarrierCommand, membarrier};
+    CALLS.fetch_add(1, Relaxed);
     if membarrier(MembarrierCommand::GlobalExpedited).is_err() {
         // Cannot happen once registered; stay correct regardless.
         crate::loom::full_fence();
