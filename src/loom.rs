@@ -38,3 +38,40 @@ pub(crate) fn full_fence() {
     #[cfg(not(all(target_arch = "x86_64", not(loom))))]
     fence(Ordering::SeqCst);
 }
+
+/// Under loom: the loop of `sync::wait::block_on` with a spinning strategy, minus its clock (loom
+/// needs every execution to be deterministic, so the spin is `spins` checks, not a time budget),
+/// its deadline and its probes: check; spin; then register on `ec` (asking for the asymmetric mode
+/// when `prefer_asym`, as a spinning waiter does), re-check, sleep, re-check, and again.
+///
+/// `block_on` itself cannot run a spinning strategy under loom (its spin reads the clock and it
+/// never asks for the asymmetric mode there), so the models of the spinning and asymmetric modes run
+/// the eventcount through this copy of its loop.
+#[cfg(loom)]
+pub(crate) fn wait_until<T>(
+    ec: &crate::sync::eventcount::EventCount,
+    spins: usize,
+    prefer_asym: bool,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    if let Some(v) = check() {
+        return v;
+    }
+    for _ in 0..spins {
+        spin_hint();
+        if let Some(v) = check() {
+            return v;
+        }
+    }
+    loop {
+        let key = ec.prepare(prefer_asym);
+        if let Some(v) = check() {
+            ec.cancel(key);
+            return v;
+        }
+        ec.wait(key, None);
+        if let Some(v) = check() {
+            return v;
+        }
+    }
+}

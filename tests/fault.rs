@@ -364,8 +364,48 @@ fn segments_are_private_to_the_user() {
 }
 
 fn failed_allocation_is_an_error_and_leaves_nothing() {
-    // A file size limit makes the segment's allocation fail as a full /dev/shm would: an error at
-    // creation, never a SIGBUS later, and no half-made segment left.
+    use std::os::unix::fs::MetadataExt;
+    // The whole segment is allocated when it is made, not as its pages are first touched.
+    let (a, b) = Pipe::builder()
+        .name("reserved")
+        .capacity(4 << 20)
+        .build()
+        .unwrap();
+    let meta = std::fs::metadata(shm_path("reserved")).unwrap();
+    assert!(
+        meta.blocks() * 512 >= meta.size(),
+        "{} of {} bytes reserved",
+        meta.blocks() * 512,
+        meta.size()
+    );
+    drop((a, b));
+    // A /dev/shm too small for the segment (a tmpfs of 1 MiB, mounted over it in a mount namespace
+    // of the child's own): an error at creation, never a SIGBUS later, and no half-made segment left.
+    let child = Process::fork_with(|| {
+        if !private_small_dev_shm() {
+            return 77; // no mount namespace here (not root, no user namespaces)
+        }
+        let r = Pipe::builder().name("too-big").capacity(4 << 20).build();
+        assert!(
+            matches!(&r, Err(Error::Io(e)) if e.raw_os_error() == Some(libc::ENOSPC)),
+            "{r:?}"
+        );
+        assert_eq!(std::fs::read_dir("/dev/shm").unwrap().count(), 0);
+        // What fits is made.
+        let (_a, _b) = Pipe::builder()
+            .name("fits")
+            .capacity(64 << 10)
+            .build()
+            .unwrap();
+        0
+    })
+    .unwrap();
+    match child.join().unwrap().code() {
+        Some(0) => {}
+        Some(77) => println!("[no mount namespace: the small tmpfs case did not run] "),
+        c => panic!("small tmpfs: {c:?}"),
+    }
+    // A file size limit makes the segment's allocation fail too.
     let child = Process::fork(|| {
         // SAFETY: plain syscalls in the child: ignore SIGXFSZ and cap file sizes at 1 MiB.
         unsafe {
@@ -382,6 +422,46 @@ fn failed_allocation_is_an_error_and_leaves_nothing() {
     })
     .unwrap();
     assert!(child.join().unwrap().success());
+}
+
+/// In a forked child: enters a mount namespace of its own (as root, else through a user namespace)
+/// and mounts a 1 MiB tmpfs on `/dev/shm`. False if this system allows neither.
+fn private_small_dev_shm() -> bool {
+    use std::ffi::CString;
+    // SAFETY: plain syscalls in a single-threaded forked child, on C strings that outlive them.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            let (uid, gid) = (libc::getuid(), libc::getgid());
+            if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
+                return false;
+            }
+            let _ = std::fs::write("/proc/self/setgroups", "deny");
+            if std::fs::write("/proc/self/uid_map", format!("{uid} {uid} 1")).is_err()
+                || std::fs::write("/proc/self/gid_map", format!("{gid} {gid} 1")).is_err()
+            {
+                return false;
+            }
+        }
+        let none = CString::new("none").unwrap();
+        let root = CString::new("/").unwrap();
+        let shm = CString::new("/dev/shm").unwrap();
+        let tmpfs = CString::new("tmpfs").unwrap();
+        let opts = CString::new("size=1m,mode=1777").unwrap();
+        libc::mount(
+            none.as_ptr(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) == 0
+            && libc::mount(
+                tmpfs.as_ptr(),
+                shm.as_ptr(),
+                tmpfs.as_ptr(),
+                0,
+                opts.as_ptr().cast(),
+            ) == 0
+    }
 }
 
 fn child_dies_with_its_parent() {
@@ -454,8 +534,28 @@ fn process_join_timeout_terminate_kill() {
     assert_eq!(s.signal(), Some(libc::SIGTERM));
     assert_eq!(s.exitcode(), -15);
     assert!(!p.is_alive());
-    // Signalling a reaped child is a no-op, never a stray kill.
-    p.kill().unwrap();
+    // Signalling a reaped child is a no-op, never a stray kill: a process that now has its pid
+    // (made with clone3's set_tid, which needs root) is left alone.
+    match fork_with_pid(p.pid() as i32) {
+        Some(impostor) => {
+            p.kill().unwrap();
+            p.terminate().unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            let mut status = 0;
+            // SAFETY: `impostor` is our unreaped child; `status` is a valid out-pointer.
+            let r = unsafe { libc::waitpid(impostor, &mut status, libc::WNOHANG) };
+            assert_eq!(r, 0, "the process that reused the pid was signalled");
+            // SAFETY: as above.
+            unsafe {
+                libc::kill(impostor, libc::SIGKILL);
+                libc::waitpid(impostor, &mut status, 0);
+            }
+        }
+        None => {
+            println!("[no clone3 set_tid here: the reused-pid check did not run] ");
+            p.kill().unwrap();
+        }
+    }
     let q = Process::fork(|| std::thread::sleep(Duration::from_secs(30))).unwrap();
     q.kill().unwrap();
     assert_eq!(q.join().unwrap().exitcode(), -9);
@@ -464,4 +564,59 @@ fn process_join_timeout_terminate_kill() {
         quick.join_timeout(Duration::from_secs(5)).unwrap().code(),
         Some(3)
     );
+}
+
+/// Forks a child that sleeps until killed, with pid `pid` (clone3's `set_tid`); `None` if this system
+/// does not allow it (not root, an older kernel, or the pid is taken).
+fn fork_with_pid(pid: i32) -> Option<i32> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    let tid = [pid];
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: tid.as_ptr() as u64,
+        set_tid_size: 1,
+        ..Default::default()
+    };
+    // SAFETY: a fork (no CLONE_VM) of this single-threaded test process; `args` and `tid` outlive
+    // the call. The child only makes plain syscalls and never returns.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if r == 0 {
+        // SAFETY: plain syscalls in the child.
+        unsafe {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    (r > 0).then(|| {
+        assert_eq!(r as i32, pid);
+        pid
+    })
 }

@@ -75,7 +75,7 @@ fn main() {
         handles_passed_to_a_spawned_child,
         two_handles_in_one_spawn,
         named_handle_opens_by_name,
-        anonymous_handle_opens_in_an_unrelated_process,
+        anonymous_handle_as_bytes_opens_through_the_maker,
         wait_each_kind_of_timeout,
         wait_over_64_connections_and_child_exits,
         wait_reports_a_killed_peer,
@@ -289,21 +289,32 @@ fn named_handle_opens_by_name() {
     );
 }
 
-fn anonymous_handle_opens_in_an_unrelated_process() {
+fn anonymous_handle_as_bytes_opens_through_the_maker() {
     let (a, b) = Pipe::new().unwrap();
     let bytes = postcard::to_allocvec(&b.to_handle().unwrap()).unwrap();
-    // The child gets the handle as opaque bytes: nothing is inherited, it opens it through us.
+    // The child gets the handle as opaque bytes: nothing is inherited, it opens it through us (as
+    // any process of this user would, through our /proc/PID/fd).
     let child = Process::spawn("from-bytes", &bytes).unwrap();
     a.send(&41u32).unwrap();
     assert_eq!(a.recv::<u32>().unwrap(), 42);
     assert!(child.join().unwrap().success());
     drop(b);
     assert!(matches!(a.recv::<u32>(), Err(Error::Eof)));
-    // The maker itself cannot open what it exported, and once it drops the end the handle is dead.
+    // The maker itself cannot open what it exported, and once it drops the end the handle is dead:
+    // another process that opens it then is told the maker no longer holds the pipe.
     let (c, d) = Pipe::new().unwrap();
     let h = d.to_handle().unwrap();
     assert!(matches!(h.open(), Err(Error::Misuse)));
     drop((c, d));
+    let late = Process::fork(move || {
+        let r = h.open();
+        assert!(
+            matches!(&r, Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound),
+            "{r:?}"
+        );
+    })
+    .unwrap();
+    assert!(late.join().unwrap().success());
 }
 
 fn wait_each_kind_of_timeout() {

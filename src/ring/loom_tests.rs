@@ -1,11 +1,15 @@
 //! loom models of the ring and its wait/wake protocol: the crate's own code, run over loom's atomics,
-//! cells and a futex modelled as a mutex and condition variable (so a lost wake-up is a deadlock).
+//! cells and a futex modelled per word (so a lost wake-up, or one sent to the wrong word, is a
+//! deadlock). The `_spinning` models run both sides as a spinning waiter in a process registered for
+//! membarrier: the eventcounts go asymmetric, and the writer's notifies have no fence.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --lib loom`
 
 use super::buf::RingBuf;
 use super::spsc::{Frame, RingCtl, Spsc, TAG_WHOLE};
 use crate::error::Result;
+use crate::loom::wait_until;
+use crate::sync::membarrier;
 use crate::sync::wait::{Deadline, Spinner, WaitStrategy, block_on};
 use loom::sync::Arc;
 
@@ -44,6 +48,24 @@ fn recv(rx: &Spsc, spin: &mut Spinner) -> Vec<u8> {
         || Ok(()),
     )
     .unwrap();
+    let mut out = vec![0; f.len];
+    rx.read_payload(&f, 0, &mut out);
+    rx.consume(f);
+    out
+}
+
+/// `send` for a spinning writer (one spin, then the asymmetric mode): see `crate::loom::wait_until`.
+fn send_spinning(tx: &Spsc, msg: &[u8]) {
+    let r = wait_until(&tx.ctl().space, 1, true, || {
+        tx.try_reserve(msg.len()).unwrap()
+    });
+    tx.write_payload(&r, 0, msg);
+    tx.commit(r, TAG_WHOLE);
+}
+
+/// `recv` for a spinning reader.
+fn recv_spinning(rx: &Spsc) -> Vec<u8> {
+    let f = wait_until(&rx.ctl().data, 1, true, || rx.try_peek().unwrap());
     let mut out = vec![0; f.len];
     rx.read_payload(&f, 0, &mut out);
     rx.consume(f);
@@ -106,6 +128,28 @@ fn loom_spsc_guard_hides_old_laps() {
         let mut spin = Spinner::new(WaitStrategy::Sleep);
         for m in &expect {
             assert_eq!(&recv(&rx, &mut spin), m);
+        }
+        t.join().unwrap();
+    });
+}
+
+/// `loom_spsc_wraps_and_blocks` with both sides spinning first, in the asymmetric mode: the
+/// writer's commit and the reader's consume notify without a fence, and each side's heavy barrier
+/// before it sleeps is all that orders the pairs.
+#[test]
+fn loom_spsc_wraps_and_blocks_spinning() {
+    loom::model(|| {
+        membarrier::model_registered(true);
+        let (tx, rx) = pair();
+        let msgs: Vec<Vec<u8>> = vec![vec![1; 16], vec![2; 8], vec![3; 16]];
+        let expect = msgs.clone();
+        let t = loom::thread::spawn(move || {
+            for m in &msgs {
+                send_spinning(&tx, m);
+            }
+        });
+        for m in &expect {
+            assert_eq!(&recv_spinning(&rx), m);
         }
         t.join().unwrap();
     });

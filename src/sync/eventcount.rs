@@ -35,7 +35,6 @@
 
 use super::{futex, membarrier};
 use crate::loom::{AtomicU32, Ordering, full_fence};
-use std::sync::atomic::compiler_fence;
 use std::time::Duration;
 
 const WAITER: u32 = 1;
@@ -148,8 +147,9 @@ impl EventCount {
     #[must_use]
     pub(crate) fn notify(&self) -> bool {
         // ORDERING: the waker's half of the Dekker pair. In the asymmetric mode the waiter's heavy
-        // barrier orders our publish before this load; the compiler must not reorder them either.
-        compiler_fence(Ordering::SeqCst);
+        // barrier orders our publish before this load, through this light barrier (a compiler
+        // barrier; the pairing itself under loom).
+        membarrier::light();
         let mut s = self.state.load(Ordering::Relaxed);
         if s & ASYM == 0 || !membarrier::registered() {
             full_fence();

@@ -41,26 +41,80 @@ pub(crate) fn wake(word: &AtomicU32, n: u32) {
     let _ = futex::wake(word, futex::Flags::empty(), n.min(i32::MAX as u32));
 }
 
-// Under loom a futex is a (model-wide) mutex and condition variable: the check-and-sleep is atomic with
-// respect to wakers, exactly as the kernel makes it, so a lost wake-up shows as a deadlock in the model.
+// Under loom a futex is a model-wide wait queue keyed by the word's address, behind a mutex and a
+// condition variable: the check-and-sleep is atomic with respect to wakers, exactly as the kernel
+// makes it, and a wake reaches only the sleepers on its own word (up to `n` of them), so a lost
+// wake-up, or a wake sent to the wrong word, shows as a deadlock in the model.
+#[cfg(loom)]
+struct Sleeper {
+    word: usize,
+    id: u64,
+    woken: bool,
+}
+
+#[cfg(loom)]
+#[derive(Default)]
+struct Queue {
+    sleepers: Vec<Sleeper>,
+    next_id: u64,
+}
+
 #[cfg(loom)]
 loom::lazy_static! {
-    static ref PARK: (loom::sync::Mutex<()>, loom::sync::Condvar) =
-        (loom::sync::Mutex::new(()), loom::sync::Condvar::new());
+    static ref PARK: (loom::sync::Mutex<Queue>, loom::sync::Condvar) =
+        (loom::sync::Mutex::new(Queue::default()), loom::sync::Condvar::new());
+}
+
+#[cfg(loom)]
+fn key(word: &AtomicU32) -> usize {
+    word as *const AtomicU32 as usize
 }
 
 #[cfg(loom)]
 pub(crate) fn wait(word: &AtomicU32, expected: u32, _timeout: Option<Duration>) {
     CALLS.fetch_add(1, Relaxed);
-    let guard = PARK.0.lock().unwrap();
-    if word.load(crate::loom::Ordering::SeqCst) == expected {
-        drop(PARK.1.wait(guard).unwrap());
+    let mut q = PARK.0.lock().unwrap();
+    if word.load(crate::loom::Ordering::SeqCst) != expected {
+        return;
+    }
+    let id = q.next_id;
+    q.next_id += 1;
+    q.sleepers.push(Sleeper {
+        word: key(word),
+        id,
+        woken: false,
+    });
+    loop {
+        q = PARK.1.wait(q).unwrap();
+        if let Some(i) = q.sleepers.iter().position(|s| s.id == id && s.woken) {
+            q.sleepers.swap_remove(i);
+            return;
+        }
     }
 }
 
 #[cfg(loom)]
-pub(crate) fn wake(_word: &AtomicU32, _n: u32) {
+pub(crate) fn wake(word: &AtomicU32, n: u32) {
     CALLS.fetch_add(1, Relaxed);
-    let _guard = PARK.0.lock().unwrap();
+    let mut q = PARK.0.lock().unwrap();
+    let k = key(word);
+    let mut left = n;
+    for s in q.sleepers.iter_mut().filter(|s| s.word == k && !s.woken) {
+        if left == 0 {
+            break;
+        }
+        s.woken = true;
+        left -= 1;
+    }
     PARK.1.notify_all();
+}
+
+/// Under loom: how many sleepers on `word` have not been woken yet (for the model of this model).
+#[cfg(all(loom, test))]
+pub(crate) fn model_sleepers(word: &AtomicU32) -> usize {
+    let q = PARK.0.lock().unwrap();
+    q.sleepers
+        .iter()
+        .filter(|s| s.word == key(word) && !s.woken)
+        .count()
 }

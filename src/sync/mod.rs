@@ -10,3 +10,6 @@ pub(crate) mod mutex;
 pub(crate) mod wait;
 
 pub use wait::{PROBE_INTERVAL, WaitStrategy};
+
+#[cfg(all(test, loom))]
+mod loom_tests;
