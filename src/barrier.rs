@@ -210,6 +210,21 @@ impl Barrier {
 
     /// Makes the barrier usable again (waiters still inside get [`Error::BrokenBarrier`]).
     pub fn reset(&self) -> Result<()> {
+        self.reset_with(|| {})
+    }
+
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    /// Test hook: [`reset`](Self::reset), raising `signal` in this process between reading the
+    /// barrier's state and replacing it.
+    pub fn __reset_interrupted(&self, signal: i32) -> Result<()> {
+        self.reset_with(|| {
+            // SAFETY: plain syscall on ourselves.
+            unsafe { libc::kill(libc::getpid(), signal) };
+        })
+    }
+
+    fn reset_with(&self, mut between: impl FnMut()) -> Result<()> {
         self.obj.me()?;
         let b = self.obj.block();
         b.resets.fetch_add(1, Ordering::SeqCst);
@@ -217,6 +232,7 @@ impl Barrier {
             w.store(0, Ordering::Release);
         }
         let s = b.state.load(Ordering::Acquire);
+        between();
         b.state.store(
             ((s >> 16).wrapping_add(1) & 0xffff) << 16,
             Ordering::Release,

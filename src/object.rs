@@ -22,6 +22,28 @@ const OBJECT_SLOTS: u32 = 256;
 
 fn no_roles(_: &Segment, _: usize) {}
 
+/// Test hooks (`test-hooks` feature).
+#[cfg(feature = "test-hooks")]
+pub(crate) mod hooks {
+    use std::sync::atomic::{AtomicI32, Ordering};
+
+    /// A signal to raise in this process right after the next object is published (`READY`).
+    static RAISE_AFTER_PUBLISH: AtomicI32 = AtomicI32::new(0);
+
+    /// Arms [`after_publish`] for the next object this process creates.
+    pub(crate) fn raise_after_publish(signal: i32) {
+        RAISE_AFTER_PUBLISH.store(signal, Ordering::SeqCst);
+    }
+
+    pub(super) fn after_publish() {
+        let signal = RAISE_AFTER_PUBLISH.swap(0, Ordering::SeqCst);
+        if signal != 0 {
+            // SAFETY: plain syscall on ourselves.
+            unsafe { libc::kill(libc::getpid(), signal) };
+        }
+    }
+}
+
 /// A control block `T` followed by `data_len` bytes, in a segment.
 pub(crate) struct Object<T: SharedBlock> {
     seg: Arc<Segment>,
@@ -90,6 +112,8 @@ impl<T: SharedBlock> Object<T> {
             None => Segment::create_anonymous(&spec, Vec::new())?,
             Some(n) => Segment::create_named(&names::user_name(n)?, &spec)?,
         };
+        #[cfg(feature = "test-hooks")]
+        hooks::after_publish();
         Ok(Object {
             seg,
             data_len,

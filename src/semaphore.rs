@@ -73,6 +73,15 @@ impl Semaphore {
         Self::make(value, UNBOUNDED, Some(name))
     }
 
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    /// Test hook: [`create`](Self::create), raising `signal` in this process as soon as the object
+    /// can be opened by name.
+    pub fn __create_interrupted(name: &str, value: u32, signal: i32) -> Result<Semaphore> {
+        crate::object::hooks::raise_after_publish(signal);
+        Self::create(name, value)
+    }
+
     /// Opens the semaphore named `name`.
     pub fn open(name: &str) -> Result<Semaphore> {
         Ok(Semaphore {

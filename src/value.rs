@@ -131,6 +131,15 @@ impl<T: Pod> Value<T> {
         Self::make(v, Some(name))
     }
 
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    /// Test hook: [`create`](Self::create), raising `signal` in this process as soon as the object
+    /// can be opened by name (a creator stopped or killed half way).
+    pub fn __create_interrupted(name: &str, v: T, signal: i32) -> Result<Self> {
+        crate::object::hooks::raise_after_publish(signal);
+        Self::create(name, v)
+    }
+
     /// Opens the value named `name`, which must hold a `T`.
     pub fn open(name: &str) -> Result<Self> {
         let obj: Object<ValueBlock> = Object::open(Kind::Value, fingerprint_of::<T>(), name)?;
@@ -316,6 +325,15 @@ impl<T: Pod> Array<T> {
     /// A named array holding a copy of `items`.
     pub fn create(name: &str, items: &[T]) -> Result<Self> {
         Self::make(items, Some(name))
+    }
+
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    /// Test hook: [`create`](Self::create), raising `signal` in this process as soon as the object
+    /// can be opened by name.
+    pub fn __create_interrupted(name: &str, items: &[T], signal: i32) -> Result<Self> {
+        crate::object::hooks::raise_after_publish(signal);
+        Self::create(name, items)
     }
 
     /// Opens the array named `name`, which must hold `T`s.
