@@ -18,7 +18,7 @@ use std::sync::Arc;
 pub(crate) unsafe trait SharedBlock: Sized {}
 
 /// Participants a shared object accepts (a lock used by a hundred processes at once, for example).
-const OBJECT_SLOTS: u32 = 256;
+pub(crate) const OBJECT_SLOTS: u32 = 256;
 
 fn no_roles(_: &Segment, _: usize) {}
 
