@@ -446,17 +446,6 @@ impl Segment {
         Ok(token::is_held(self.raw_fd(), slot)?)
     }
 
-    /// Whether participant slot `i` is held by a live process (this one included).
-    pub(crate) fn slot_alive(&self, i: u32) -> Result<bool> {
-        if i >= self.hdr.n_slots {
-            return Ok(false);
-        }
-        if i == self.my_slot() {
-            return Ok(true);
-        }
-        Ok(token::is_held(self.raw_fd(), i)?)
-    }
-
     fn fill_slot(&self, i: u32) {
         let s = self.slot_at(i);
         s.generation.fetch_add(1, Ordering::Relaxed);
