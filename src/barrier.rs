@@ -82,7 +82,7 @@ const PARAM_PARTIES: usize = 0;
 /// })?;
 /// let index = b.wait()?;
 /// assert!(index < 2);
-/// p.join()?;
+/// assert!(p.join()?.success());
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]

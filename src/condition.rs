@@ -40,7 +40,7 @@ struct CondTag;
 /// let g = cond.acquire()?;
 /// let g = cond.wait_while(g, || ready.get().unwrap() == 0)?;
 /// drop(g);
-/// p.join()?;
+/// assert!(p.join()?.success());
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]

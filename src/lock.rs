@@ -45,8 +45,8 @@ struct RLockTag;
 ///         }
 ///     })?);
 /// }
-/// for mut k in kids {
-///     k.join()?;
+/// for k in kids {
+///     assert!(k.join()?.success());
 /// }
 /// assert_eq!(count.get()?, 400);
 /// # Ok(()) }
