@@ -6,7 +6,7 @@ mod common;
 use common::within;
 use shmwire::{
     Array, Barrier, BoundedSemaphore, Condition, Error, Event, Lock, Process, Queue, RLock,
-    Semaphore, Value,
+    Semaphore, SharedMemory, Value,
 };
 use std::time::{Duration, Instant};
 
@@ -67,6 +67,7 @@ fn main() {
         named_objects_hold_their_first_value_as_soon_as_they_open,
         value_and_array_across_processes,
         value_guard_is_a_private_copy,
+        shared_memory_copies_in_and_out,
         every_object_by_name_in_an_exec_d_binary,
     ]);
 }
@@ -526,7 +527,10 @@ fn barrier_breaks_when_a_party_dies_inside_wait() {
     let (st, took) = within(shmwire::PROBE_INTERVAL * 20, || {
         other.join_timeout(Duration::from_secs(10)).unwrap()
     });
-    assert!(st.success(), "the party waiting beside the dead one: {st} after {took:?}");
+    assert!(
+        st.success(),
+        "the party waiting beside the dead one: {st} after {took:?}"
+    );
     assert!(b.broken());
     assert!(matches!(b.wait(), Err(Error::BrokenBarrier)));
 }
@@ -689,7 +693,10 @@ fn named_objects_hold_their_first_value_as_soon_as_they_open() {
     let seen = v.get().unwrap();
     c.signal(libc::SIGCONT).unwrap();
     assert!(c.join().unwrap().success());
-    assert_eq!(seen, 42, "a named Value opened before its first value was written");
+    assert_eq!(
+        seen, 42,
+        "a named Value opened before its first value was written"
+    );
 
     let n = an.clone();
     let c = Process::fork(move || {
@@ -713,7 +720,10 @@ fn named_objects_hold_their_first_value_as_soon_as_they_open() {
     let seen = s.value();
     c.signal(libc::SIGCONT).unwrap();
     assert!(c.join().unwrap().success());
-    assert_eq!(seen, 3, "a named Semaphore opened before its count was written");
+    assert_eq!(
+        seen, 3,
+        "a named Semaphore opened before its count was written"
+    );
 }
 
 fn value_guard_is_a_private_copy() {
@@ -734,7 +744,11 @@ fn value_guard_is_a_private_copy() {
     let second = *g;
     drop(g);
     assert!(p.join().unwrap().success());
-    assert_eq!((first, second), (1, 1), "the value changed under a live guard");
+    assert_eq!(
+        (first, second),
+        (1, 1),
+        "the value changed under a live guard"
+    );
     assert_eq!(v.load(), 7);
     {
         let mut g = v.get_lock().unwrap();
@@ -785,6 +799,35 @@ fn value_and_array_across_processes() {
     .unwrap();
     assert!(k.join().unwrap().success());
     assert_eq!(p.get().unwrap(), Point { x: 11.0, y: 2.0 });
+}
+
+fn shared_memory_copies_in_and_out() {
+    // The safe accessors copy (at any alignment) and refuse a range past the end, writing nothing.
+    let name = format!("blk{}", std::process::id());
+    let m = SharedMemory::create(&name, 1000).unwrap();
+    let pattern: Vec<u8> = (0..997u32).map(|i| (i * 7 + 3) as u8).collect();
+    let n = name.clone();
+    let p = Process::fork(move || {
+        let m = SharedMemory::open(&n).unwrap();
+        m.write(3, &pattern).unwrap();
+    })
+    .unwrap();
+    assert!(p.join().unwrap().success());
+    let mut got = vec![0u8; 997];
+    m.read(3, &mut got).unwrap();
+    assert!(
+        got.iter()
+            .enumerate()
+            .all(|(i, &b)| b == (i as u32 * 7 + 3) as u8)
+    );
+    let mut one = [0u8; 1];
+    m.read(999, &mut one).unwrap();
+    assert_eq!(one[0], (996u32 * 7 + 3) as u8);
+    let before = m.to_vec();
+    assert!(matches!(m.write(998, b"abc"), Err(Error::Io(_))));
+    assert!(matches!(m.read(usize::MAX, &mut one), Err(Error::Io(_))));
+    assert!(matches!(m.read(0, &mut [0u8; 1001]), Err(Error::Io(_))));
+    assert_eq!(m.to_vec(), before, "a refused write changed the block");
 }
 
 fn every_object_by_name_in_an_exec_d_binary() {
