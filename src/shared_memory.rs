@@ -44,7 +44,7 @@ fn no_roles(_: &Segment, _: usize) {}
 ///
 /// A slice into the block is `unsafe`, since other processes may write it:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0133
 /// # let m = shmwire::SharedMemory::create("doc-shm-cf", 16).unwrap();
 /// let bytes: &[u8] = m.as_slice(); // error: call to unsafe function
 /// ```
