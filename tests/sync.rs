@@ -645,7 +645,8 @@ fn barrier_reset_racing_an_arrival_loses_nothing() {
 
 fn event_set_then_clear_wakes_the_waiters() {
     // Python wakes a process already waiting on `set(); clear()`; `wait(timeout)` then answers with
-    // the flag as it finds it (false: multiprocessing.Event), and `wait()` returns.
+    // the flag as it finds it (multiprocessing.Event), and `wait()` returns. The waiters are stopped
+    // while they sleep, so that both calls land before either can look: the flag is then clear.
     let e = Event::new().unwrap();
     let (e1, e2) = (e.clone(), e.clone());
     let timed = Process::fork(move || {
@@ -659,10 +660,16 @@ fn event_set_then_clear_wakes_the_waiters() {
     await_state(timed.pid(), "S");
     await_state(untimed.pid(), "S");
     std::thread::sleep(Duration::from_millis(50)); // past any spinning, asleep on the word
-    await_state(timed.pid(), "S");
-    await_state(untimed.pid(), "S");
+    for p in [&timed, &untimed] {
+        await_state(p.pid(), "S");
+        p.signal(libc::SIGSTOP).unwrap();
+        await_state(p.pid(), "T");
+    }
     e.set().unwrap();
     e.clear().unwrap();
+    for p in [&timed, &untimed] {
+        p.signal(libc::SIGCONT).unwrap();
+    }
     for p in [timed, untimed] {
         let (st, _) = within(shmwire::PROBE_INTERVAL * 20, || {
             p.join_timeout(Duration::from_secs(5))
