@@ -163,7 +163,8 @@ impl Barrier {
     /// [`wait`](Self::wait) for at most `timeout`; on timeout the barrier breaks for everyone
     /// ([`Error::BrokenBarrier`]), as in Python.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<u32> {
-        self.wait_until(Some(Instant::now() + timeout))
+        // A timeout past the end of time is none.
+        self.wait_until(Instant::now().checked_add(timeout))
     }
 
     fn wait_until(&self, until: Option<Instant>) -> Result<u32> {

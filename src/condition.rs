@@ -117,7 +117,8 @@ impl Condition {
         guard: LockGuard<'a>,
         timeout: Duration,
     ) -> Result<(LockGuard<'a>, bool)> {
-        self.wait_for(guard, Some(Instant::now() + timeout))
+        // A timeout past the end of time is none.
+        self.wait_for(guard, Instant::now().checked_add(timeout))
     }
 
     /// Waits while `condition()` is true (checked under the lock), then returns the guard.

@@ -64,6 +64,7 @@ fn main() {
         barrier_reset_breaks_the_parties_waiting,
         barrier_reset_racing_an_arrival_loses_nothing,
         event_set_then_clear_wakes_the_waiters,
+        huge_timeouts_wait_without_panicking,
         named_objects_hold_their_first_value_as_soon_as_they_open,
         value_and_array_across_processes,
         value_guard_is_a_private_copy,
@@ -679,6 +680,41 @@ fn event_set_then_clear_wakes_the_waiters() {
     }
     assert!(!e.is_set());
     assert!(!e.wait_timeout(Duration::from_millis(20)).unwrap());
+}
+
+fn huge_timeouts_wait_without_panicking() {
+    // `Duration::MAX` is a timeout that never comes, not an overflow.
+    let b = Barrier::new(2).unwrap();
+    let (cond, sem, ev) = (
+        Condition::new().unwrap(),
+        Semaphore::new(0).unwrap(),
+        Event::new().unwrap(),
+    );
+    let (b2, c2, s2, e2) = (b.clone(), cond.clone(), sem.clone(), ev.clone());
+    let p = Process::fork(move || {
+        b2.wait_timeout(Duration::MAX).unwrap();
+        // The parent is waiting on the condition once it can take the lock after us.
+        loop {
+            let _g = c2.acquire().unwrap();
+            c2.notify_all().unwrap();
+            if s2.value() == 1 {
+                break;
+            }
+            drop(_g);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        e2.set().unwrap();
+    })
+    .unwrap();
+    b.wait_timeout(Duration::MAX).unwrap();
+    let g = cond.acquire().unwrap();
+    sem.release().unwrap(); // under the lock: the child notifies only once we wait
+    let (g, notified) = cond.wait_timeout(g, Duration::MAX).unwrap();
+    assert!(notified);
+    drop(g);
+    assert!(ev.wait_timeout(Duration::MAX).unwrap());
+    sem.acquire_timeout(Duration::MAX).unwrap();
+    assert!(p.join().unwrap().success());
 }
 
 fn named_objects_hold_their_first_value_as_soon_as_they_open() {
