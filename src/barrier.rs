@@ -1,33 +1,68 @@
 //! `Barrier`: `parties` processes wait until all of them have arrived; Python's
 //! `multiprocessing.Barrier`.
 //!
-//! One shared word holds the generation and the count of arrivals, so an arrival learns both at once
-//! (`fetch_add`). `abort` breaks the barrier for everyone waiting and everyone who comes later, until
-//! `reset`; a waiter whose timeout passes breaks it too, as in Python.
+//! One shared word, `state`, holds the generation, how the generation before it ended, and the count
+//! of arrivals, so an arrival learns its generation and its index at once (`fetch_add`). Every
+//! change of `state` is a read-modify-write, and a generation ends by exactly one compare-and-swap
+//! from a value of that generation: by its last arrival (the round passed) or by `reset` (the round
+//! was cancelled). That CAS writes the next generation with `PREV_RESET` saying which it was, so a
+//! waiter that sees the generation move on reads its round's outcome from the same load. A waiter
+//! that looks only after a later generation has ended too (it was descheduled, or stopped) reads it
+//! from `history`: whoever ends generation `g + 1` first copies `g`'s outcome there (it is fixed by
+//! then), before its CAS publishes `g + 2`. The record is exact for as long as the generation number
+//! is, 2^15 generations.
+//!
+//! `abort` breaks the barrier for everyone waiting and everyone who comes later, until `reset`; a
+//! waiter whose timeout passes breaks it too, as in Python. `reset` makes it usable again at once;
+//! the parties waiting at that moment get [`Error::BrokenBarrier`], as in Python.
 //!
 //! A party that is gone never arrives, so waiting for it would be waiting forever: the barrier
-//! remembers (by participant slot) every process that has waited on it since it was made or reset,
-//! and a waiter checks their liveness tokens between sleeps. One that died (or exited) breaks the
-//! barrier for the others, within about two `PROBE_INTERVAL`s. A process that dies before it first
-//! waits is not known as a party yet: give the waiters a timeout for that case.
+//! remembers the claim (participant slot and the slot's generation, so a process that later takes
+//! the same slot is not mistaken for it) of every process that has waited on it since it was made or
+//! reset, and a waiter checks them between sleeps. One that died (or exited) breaks the barrier for
+//! the others within about two `PROBE_INTERVAL`s. A process that dies before it first waits is not
+//! known as a party yet: give the waiters a timeout for that case.
 
 use crate::error::{Error, Result};
-use crate::object::{Object, SharedBlock};
+use crate::object::{OBJECT_SLOTS, Object, SharedBlock};
 use crate::segment::{Kind, fingerprint_of};
 use crate::sync::futex;
 use crate::sync::wait::PROBE_INTERVAL;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// `state`: arrivals in the current generation.
+const ARRIVALS: u32 = 0xffff;
+/// `state`: the generation before the current one ended by `reset`.
+const PREV_RESET: u32 = 1 << 16;
+/// `state`: the generation number, in the bits above.
+const GEN_SHIFT: u32 = 17;
+const GENERATIONS: usize = 1 << (32 - GEN_SHIFT);
+const MAX_PARTIES: u32 = ARRIVALS;
+const _: () = assert!(PREV_RESET > ARRIVALS && PREV_RESET < 1 << GEN_SHIFT);
+
+#[inline]
+fn generation(s: u32) -> u32 {
+    s >> GEN_SHIFT
+}
+
+/// The first state of the generation after `s`'s.
+#[inline]
+fn next_generation(s: u32, by_reset: bool) -> u32 {
+    let g = generation(s).wrapping_add(1) << GEN_SHIFT;
+    if by_reset { g | PREV_RESET } else { g }
+}
+
 #[repr(C)]
 pub(crate) struct BarrierBlock {
-    /// generation << 16 | arrivals
+    /// generation << 17 | PREV_RESET | arrivals (module docs); also the futex word.
     state: AtomicU32,
     broken: AtomicU32,
-    /// Bumped by `reset`: waiters from before it are told the barrier broke.
-    resets: AtomicU32,
-    /// The participant slots of the processes that have waited since creation or the last reset.
-    waited: [AtomicU64; 4],
+    /// Bit `g`: generation `g` ended by `reset` (written before generation `g + 1` ends).
+    history: [AtomicU64; GENERATIONS / 64],
+    /// By participant slot, the claim of the process in it that has waited since creation or the
+    /// last reset (0: none).
+    parties: [AtomicU32; OBJECT_SLOTS as usize],
 }
 // SAFETY: repr(C), all atomics.
 unsafe impl SharedBlock for BarrierBlock {}
@@ -47,7 +82,7 @@ const PARAM_PARTIES: usize = 0;
 /// })?;
 /// let index = b.wait()?;
 /// assert!(index < 2);
-/// p.join()?;
+/// assert!(p.join()?.success());
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -67,7 +102,7 @@ impl std::fmt::Debug for Barrier {
 
 impl Barrier {
     fn make(parties: u32, name: Option<&str>) -> Result<Barrier> {
-        if parties == 0 || parties > 0xffff {
+        if parties == 0 || parties > MAX_PARTIES {
             return Err(Error::io(
                 std::io::ErrorKind::InvalidInput,
                 "a barrier has 1 to 65535 parties",
@@ -96,7 +131,7 @@ impl Barrier {
         let obj: Object<BarrierBlock> =
             Object::open(Kind::Sync, fingerprint_of::<BarrierTag>(), name)?;
         let parties = obj.params()[PARAM_PARTIES];
-        if parties == 0 || parties > 0xffff {
+        if parties == 0 || parties > u64::from(MAX_PARTIES) {
             return Err(Error::Corrupt);
         }
         Ok(Barrier {
@@ -112,7 +147,7 @@ impl Barrier {
 
     /// How many are waiting now.
     pub fn n_waiting(&self) -> u32 {
-        self.obj.block().state.load(Ordering::Acquire) & 0xffff
+        self.obj.block().state.load(Ordering::Acquire) & ARRIVALS
     }
 
     /// Whether it is broken (aborted, or a waiter timed out) and not yet reset.
@@ -128,45 +163,53 @@ impl Barrier {
     /// [`wait`](Self::wait) for at most `timeout`; on timeout the barrier breaks for everyone
     /// ([`Error::BrokenBarrier`]), as in Python.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<u32> {
-        self.wait_until(Some(Instant::now() + timeout))
+        // A timeout past the end of time is none.
+        self.wait_until(Instant::now().checked_add(timeout))
     }
 
     fn wait_until(&self, until: Option<Instant>) -> Result<u32> {
-        self.obj.me()?;
+        let me = self.obj.me()?;
         let b = self.obj.block();
         if self.broken() {
             return Err(Error::BrokenBarrier);
         }
-        let resets = b.resets.load(Ordering::Acquire);
-        let me = self.obj.segment().my_slot() as usize;
-        if let Some(w) = b.waited.get(me / 64) {
-            let bit = 1u64 << (me % 64);
-            if w.load(Ordering::Relaxed) & bit == 0 {
-                w.fetch_or(bit, Ordering::AcqRel);
+        let seat = b.parties.get(self.obj.segment().my_slot() as usize);
+        if let Some(seat) = seat {
+            if seat.load(Ordering::Relaxed) != me {
+                seat.store(me, Ordering::Release);
             }
         }
+        // ORDERING: AcqRel, like every change of `state`: the word carries the protocol.
         let s = b.state.fetch_add(1, Ordering::AcqRel);
-        let (generation, index) = (s >> 16, s & 0xffff);
+        // A reset that forgot the parties just before our arrival: be remembered in the new round.
+        // (Its CAS came before our fetch_add, so its clearing of the seats is visible here.)
+        if let Some(seat) = seat {
+            if seat.load(Ordering::Acquire) != me {
+                seat.store(me, Ordering::Release);
+            }
+        }
+        let (generation, index) = (generation(s), s & ARRIVALS);
         if index >= self.parties {
             // More arrivals than parties: the barrier is being misused; break it for all.
             self.abort();
             return Err(Error::BrokenBarrier);
         }
         if index + 1 == self.parties {
-            b.state.store(
-                (generation.wrapping_add(1) & 0xffff) << 16,
-                Ordering::Release,
-            );
-            futex::wake(&b.state, u32::MAX);
-            return Ok(index);
+            // The round passes, unless a reset ended it first.
+            if self.end_generation(generation, false) {
+                futex::wake(&b.state, u32::MAX);
+                return Ok(index);
+            }
+            return self.outcome(generation).map(|()| index);
         }
         loop {
             let now = b.state.load(Ordering::Acquire);
-            if now >> 16 != generation {
-                return Ok(index);
+            if self::generation(now) != generation {
+                return self.outcome(generation).map(|()| index);
             }
-            if self.broken() || b.resets.load(Ordering::Acquire) != resets {
-                return Err(Error::BrokenBarrier);
+            if self.broken() {
+                // Unless our round passed just before the barrier broke.
+                return self.outcome(generation).map(|()| index);
             }
             let mut slice = PROBE_INTERVAL;
             if let Some(u) = until {
@@ -185,17 +228,67 @@ impl Barrier {
         }
     }
 
+    /// Ends `generation` if it is still the current one (see the module docs): passed, or cancelled
+    /// `by_reset`. Whether this call ended it.
+    fn end_generation(&self, generation: u32, by_reset: bool) -> bool {
+        let b = self.obj.block();
+        let mut s = b.state.load(Ordering::Acquire);
+        while self::generation(s) == generation {
+            self.record_outcome(generation.wrapping_sub(1), s & PREV_RESET != 0);
+            // ORDERING: Release publishes the record above to whoever sees a later generation.
+            match b.state.compare_exchange_weak(
+                s,
+                next_generation(s, by_reset),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => s = now,
+            }
+        }
+        false
+    }
+
+    /// Records in `history` how `generation` ended.
+    fn record_outcome(&self, generation: u32, by_reset: bool) {
+        let g = generation as usize % GENERATIONS;
+        let (word, bit) = (&self.obj.block().history[g / 64], 1u64 << (g % 64));
+        if (word.load(Ordering::Relaxed) & bit != 0) != by_reset {
+            if by_reset {
+                word.fetch_or(bit, Ordering::Relaxed);
+            } else {
+                word.fetch_and(!bit, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The outcome of `generation` for a party that arrived in it: `Ok` if the round passed,
+    /// [`Error::BrokenBarrier`] if a reset cancelled it or the barrier broke while it ran.
+    fn outcome(&self, generation: u32) -> Result<()> {
+        let b = self.obj.block();
+        let now = b.state.load(Ordering::Acquire);
+        let by_reset = if self::generation(now) == generation {
+            return Err(Error::BrokenBarrier); // still running: the barrier is broken
+        } else if self::generation(now) == generation.wrapping_add(1) % GENERATIONS as u32 {
+            now & PREV_RESET != 0
+        } else {
+            let g = generation as usize % GENERATIONS;
+            b.history[g / 64].load(Ordering::Relaxed) & (1u64 << (g % 64)) != 0
+        };
+        if by_reset {
+            Err(Error::BrokenBarrier)
+        } else {
+            Ok(())
+        }
+    }
+
     /// Whether a process that has waited on the barrier (since it was made or reset) is gone.
     fn a_party_is_gone(&self) -> Result<bool> {
         let seg = self.obj.segment();
-        for (k, w) in self.obj.block().waited.iter().enumerate() {
-            let mut bits = w.load(Ordering::Acquire);
-            while bits != 0 {
-                let i = bits.trailing_zeros();
-                bits &= bits - 1;
-                if !seg.slot_alive(k as u32 * 64 + i)? {
-                    return Ok(true);
-                }
+        for seat in &self.obj.block().parties {
+            let id = seat.load(Ordering::Acquire);
+            if id != 0 && !seg.claim_alive(id)? {
+                return Ok(true);
             }
         }
         Ok(false)
@@ -208,19 +301,52 @@ impl Barrier {
         futex::wake(&b.state, u32::MAX);
     }
 
-    /// Makes the barrier usable again (waiters still inside get [`Error::BrokenBarrier`]).
+    /// Makes the barrier usable again: the parties waiting in it now get [`Error::BrokenBarrier`]
+    /// (as in Python), the next arrivals start a new round, and the processes that waited before are
+    /// forgotten (a dead one no longer breaks it).
     pub fn reset(&self) -> Result<()> {
+        self.reset_with(|| {})
+    }
+
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    /// Test hook: [`reset`](Self::reset), raising `signal` in this process between reading the
+    /// barrier's state and replacing it.
+    pub fn __reset_interrupted(&self, signal: i32) -> Result<()> {
+        self.reset_with(|| {
+            // SAFETY: plain syscall on ourselves.
+            unsafe { libc::kill(libc::getpid(), signal) };
+        })
+    }
+
+    fn reset_with(&self, between: impl FnOnce()) -> Result<()> {
         self.obj.me()?;
         let b = self.obj.block();
-        b.resets.fetch_add(1, Ordering::SeqCst);
-        for w in &b.waited {
-            w.store(0, Ordering::Release);
+        for seat in &b.parties {
+            seat.store(0, Ordering::Release);
         }
-        let s = b.state.load(Ordering::Acquire);
-        b.state.store(
-            ((s >> 16).wrapping_add(1) & 0xffff) << 16,
-            Ordering::Release,
-        );
+        let mut s = b.state.load(Ordering::Acquire);
+        between();
+        loop {
+            let arrivals = s & ARRIVALS;
+            let generation = generation(s);
+            let next = if arrivals == 0 {
+                s // nobody to cancel: the CAS only orders us after every arrival so far
+            } else {
+                // Everyone arrived: the round has passed, its last arrival is only slow to say so.
+                let by_reset = arrivals < self.parties;
+                self.record_outcome(generation.wrapping_sub(1), s & PREV_RESET != 0);
+                next_generation(s, by_reset)
+            };
+            // ORDERING: as in `end_generation`; after our clearing of the seats, for arrivals.
+            match b
+                .state
+                .compare_exchange(s, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(now) => s = now,
+            }
+        }
         b.broken.store(0, Ordering::SeqCst);
         futex::wake(&b.state, u32::MAX);
         Ok(())

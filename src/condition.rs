@@ -40,7 +40,7 @@ struct CondTag;
 /// let g = cond.acquire()?;
 /// let g = cond.wait_while(g, || ready.get().unwrap() == 0)?;
 /// drop(g);
-/// p.join()?;
+/// assert!(p.join()?.success());
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -117,7 +117,8 @@ impl Condition {
         guard: LockGuard<'a>,
         timeout: Duration,
     ) -> Result<(LockGuard<'a>, bool)> {
-        self.wait_for(guard, Some(Instant::now() + timeout))
+        // A timeout past the end of time is none.
+        self.wait_for(guard, Instant::now().checked_add(timeout))
     }
 
     /// Waits while `condition()` is true (checked under the lock), then returns the guard.

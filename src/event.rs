@@ -1,4 +1,11 @@
 //! `Event`: a flag processes can wait for, Python's `multiprocessing.Event`.
+//!
+//! One shared word: the flag in bit 0, and above it the number of `set` calls (wrapping, 31 bits).
+//! `set` raises the flag and counts itself in one read-modify-write, then wakes the waiters (an
+//! eventcount); `clear` lowers the flag only. A waiter that finds the flag clear sleeps until the
+//! flag is up *or the count moved*: so a `set()` followed at once by `clear()` still releases every
+//! process that was waiting at that moment, as in Python. (A waiter would miss one only if exactly
+//! 2^31 `set` calls came, each followed by a `clear`, between two of its looks at the word.)
 
 use crate::error::Result;
 use crate::object::{Object, SharedBlock};
@@ -8,9 +15,15 @@ use crate::sync::wait::{Deadline, Spinner, WaitStrategy, block_on};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+/// `state`: the flag.
+const FLAG: u32 = 1;
+/// `state`: one `set` call, counted in the bits above the flag.
+const ONE_SET: u32 = 2;
+
 #[repr(C)]
 pub(crate) struct EventBlock {
-    flag: AtomicU32,
+    /// The `set` count << 1 | the flag (module docs).
+    state: AtomicU32,
     ec: EventCount,
 }
 // SAFETY: repr(C), all atomics.
@@ -28,7 +41,7 @@ struct EventTag;
 /// let mut p = Process::fork(move || r.set().unwrap())?;
 /// ready.wait()?;
 /// assert!(ready.is_set());
-/// p.join()?;
+/// assert!(p.join()?.success());
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -72,49 +85,65 @@ impl Event {
         })
     }
 
-    /// Sets the flag and wakes every waiter.
+    /// Sets the flag and wakes every process waiting for it.
     pub fn set(&self) -> Result<()> {
         self.obj.me()?;
-        self.obj.block().flag.store(1, Ordering::SeqCst);
-        let _ = self.obj.block().ec.notify();
+        let b = self.obj.block();
+        // ORDERING: SeqCst RMW: the publish half of the eventcount's Dekker pair (see `notify`).
+        let _ = b
+            .state
+            .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |s| {
+                Some((s | FLAG).wrapping_add(ONE_SET))
+            });
+        let _ = b.ec.notify();
         Ok(())
     }
 
-    /// Clears the flag.
+    /// Clears the flag. The processes a `set` just before it released still return from their wait.
     pub fn clear(&self) -> Result<()> {
         self.obj.me()?;
-        self.obj.block().flag.store(0, Ordering::SeqCst);
+        self.obj.block().state.fetch_and(!FLAG, Ordering::SeqCst);
         Ok(())
     }
 
     /// Whether the flag is set.
     pub fn is_set(&self) -> bool {
-        self.obj.block().flag.load(Ordering::Acquire) != 0
+        self.obj.block().state.load(Ordering::Acquire) & FLAG != 0
     }
 
-    /// Waits until the flag is set.
+    /// Waits until the flag is set: returns at once if it is, else once some process calls
+    /// [`set`](Self::set). The flag may be clear again by the time it returns, if someone called
+    /// [`clear`](Self::clear) right after that `set` (Python's `wait()` returns then too).
     pub fn wait(&self) -> Result<()> {
         self.wait_at(Deadline::NEVER)
     }
 
-    /// Waits until the flag is set or `timeout` passes: whether it is set (Python's `wait(timeout)`).
+    /// Waits until the flag is set or `timeout` passes, and returns the flag as it is then, as
+    /// `multiprocessing.Event.wait(timeout)` does: `false` after a timeout, and also when a `set`
+    /// released this waiter but a `clear` came before it looked. (`threading.Event` answers `true`
+    /// in that second case.)
     pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
         match self.wait_at(Deadline::after(Some(timeout))) {
-            Ok(()) => Ok(true),
-            Err(crate::Error::Timeout) => Ok(false),
+            Ok(()) | Err(crate::Error::Timeout) => Ok(self.is_set()),
             Err(e) => Err(e),
         }
     }
 
     fn wait_at(&self, deadline: Deadline) -> Result<()> {
         self.obj.me()?;
+        let b = self.obj.block();
+        let first = b.state.load(Ordering::Acquire);
+        let released = || {
+            let s = b.state.load(Ordering::Acquire);
+            s & FLAG != 0 || s & !FLAG != first & !FLAG
+        };
         let mut spinner = Spinner::new(WaitStrategy::Adaptive);
         block_on(
             &mut spinner,
             false,
-            &self.obj.block().ec,
+            &b.ec,
             deadline,
-            || Ok(self.is_set().then_some(())),
+            || Ok(released().then_some(())),
             || Ok(()),
         )
     }

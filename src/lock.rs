@@ -12,6 +12,7 @@ use crate::segment::{Kind, fingerprint_of};
 use crate::sync::mutex::RawMutex;
 use crate::sync::wait::Deadline;
 use std::cell::Cell;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -45,8 +46,8 @@ struct RLockTag;
 ///         }
 ///     })?);
 /// }
-/// for mut k in kids {
-///     k.join()?;
+/// for k in kids {
+///     assert!(k.join()?.success());
 /// }
 /// assert_eq!(count.get()?, 400);
 /// # Ok(()) }
@@ -218,11 +219,24 @@ impl std::fmt::Debug for RLock {
 }
 
 /// Holds one level of an [`RLock`]; dropping it releases that level.
+///
+/// The lock belongs to the thread that took it, so the guard stays on that thread (it is not
+/// `Send`: dropped on another thread it could not release the lock):
+///
+/// ```compile_fail,E0277
+/// let lock = shmwire::RLock::new().unwrap();
+/// let g = lock.acquire().unwrap();
+/// std::thread::scope(|s| {
+///     s.spawn(move || drop(g)); // error: `RLockGuard` cannot be sent between threads
+/// });
+/// ```
 #[must_use = "the level is released as soon as the guard is dropped"]
 #[derive(Debug)]
 pub struct RLockGuard<'a> {
     lock: &'a RLock,
     owner_died: std::cell::Cell<bool>,
+    /// Not `Send` (nor `Sync`): the level belongs to this thread.
+    _thread: PhantomData<*const ()>,
 }
 
 impl RLock {
@@ -272,6 +286,7 @@ impl RLock {
             return Ok(RLockGuard {
                 lock: self,
                 owner_died: std::cell::Cell::new(m.is_inconsistent()),
+                _thread: PhantomData,
             });
         }
         m.lock(self.obj.segment(), me, deadline)?;
@@ -280,6 +295,7 @@ impl RLock {
         Ok(RLockGuard {
             lock: self,
             owner_died: std::cell::Cell::new(m.is_inconsistent()),
+            _thread: PhantomData,
         })
     }
 

@@ -22,6 +22,28 @@ pub(crate) const OBJECT_SLOTS: u32 = 256;
 
 fn no_roles(_: &Segment, _: usize) {}
 
+/// Test hooks (`test-hooks` feature).
+#[cfg(feature = "test-hooks")]
+pub(crate) mod hooks {
+    use std::sync::atomic::{AtomicI32, Ordering};
+
+    /// A signal to raise in this process right after the next object is published (`READY`).
+    static RAISE_AFTER_PUBLISH: AtomicI32 = AtomicI32::new(0);
+
+    /// Arms [`after_publish`] for the next object this process creates.
+    pub(crate) fn raise_after_publish(signal: i32) {
+        RAISE_AFTER_PUBLISH.store(signal, Ordering::SeqCst);
+    }
+
+    pub(super) fn after_publish() {
+        let signal = RAISE_AFTER_PUBLISH.swap(0, Ordering::SeqCst);
+        if signal != 0 {
+            // SAFETY: plain syscall on ourselves.
+            unsafe { libc::kill(libc::getpid(), signal) };
+        }
+    }
+}
+
 /// A control block `T` followed by `data_len` bytes, in a segment.
 pub(crate) struct Object<T: SharedBlock> {
     seg: Arc<Segment>,
@@ -62,6 +84,20 @@ impl<T: SharedBlock> Object<T> {
         Self::create_growable(kind, fingerprint, params, data_len, name, false, 0)
     }
 
+    /// [`create`](Self::create), with the kind's first state written by `init` (given the control
+    /// block and the data area) before a named object can be opened: an opener never sees the zeroes
+    /// that come before it.
+    pub(crate) fn create_with(
+        kind: Kind,
+        fingerprint: u64,
+        params: [u64; 6],
+        data_len: usize,
+        name: Option<&str>,
+        init: &dyn Fn(&T, *mut u8),
+    ) -> Result<Self> {
+        Self::make(kind, fingerprint, params, data_len, name, false, 0, init)
+    }
+
     /// [`create`](Self::create), in a segment that may grow past its first size when `growable`,
     /// and, if named, whose last `lazy_tail` data bytes are allocated as the kind first uses them.
     pub(crate) fn create_growable(
@@ -72,6 +108,30 @@ impl<T: SharedBlock> Object<T> {
         name: Option<&str>,
         growable: bool,
         lazy_tail: usize,
+    ) -> Result<Self> {
+        let no_init = |_: &T, _: *mut u8| {};
+        Self::make(
+            kind,
+            fingerprint,
+            params,
+            data_len,
+            name,
+            growable,
+            lazy_tail,
+            &no_init,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn make(
+        kind: Kind,
+        fingerprint: u64,
+        params: [u64; 6],
+        data_len: usize,
+        name: Option<&str>,
+        growable: bool,
+        lazy_tail: usize,
+        init: &dyn Fn(&T, *mut u8),
     ) -> Result<Self> {
         let mut p = [0u64; 8];
         p[..6].copy_from_slice(&params);
@@ -86,10 +146,25 @@ impl<T: SharedBlock> Object<T> {
             growable,
             lazy_tail,
         };
-        let seg = match name {
-            None => Segment::create_anonymous(&spec, Vec::new())?,
-            Some(n) => Segment::create_named(&names::user_name(n)?, &spec)?,
+        let fill = |seg: &Segment| {
+            let base = seg.kind_area().0;
+            // SAFETY: the kind area starts page-aligned and holds the block and `data_len` bytes
+            // after it (sized by `spec`); `T` is valid for any bytes (`SharedBlock`).
+            init(unsafe { &*(base as *const T) }, unsafe {
+                base.add(data_offset::<T>())
+            });
         };
+        let seg = match name {
+            None => {
+                // Nobody else can see an anonymous segment before it is returned.
+                let seg = Segment::create_anonymous(&spec, Vec::new())?;
+                fill(&seg);
+                seg
+            }
+            Some(n) => Segment::create_named_with(&names::user_name(n)?, &spec, &fill)?,
+        };
+        #[cfg(feature = "test-hooks")]
+        hooks::after_publish();
         Ok(Object {
             seg,
             data_len,

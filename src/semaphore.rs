@@ -57,9 +57,15 @@ impl Semaphore {
     fn make(value: u32, bound: u64, name: Option<&str>) -> Result<Semaphore> {
         let mut p = [0u64; 6];
         p[PARAM_BOUND] = bound;
-        let obj: Object<SemBlock> =
-            Object::create(Kind::Sync, fingerprint_of::<SemTag>(), p, 0, name)?;
-        obj.block().value.store(value, Ordering::Release);
+        // The count is in place before a named semaphore can be opened (published with it).
+        let obj: Object<SemBlock> = Object::create_with(
+            Kind::Sync,
+            fingerprint_of::<SemTag>(),
+            p,
+            0,
+            name,
+            &|b: &SemBlock, _| b.value.store(value, Ordering::Relaxed),
+        )?;
         Ok(Semaphore { obj })
     }
 
@@ -71,6 +77,15 @@ impl Semaphore {
     /// A semaphore named `name`, holding `value`.
     pub fn create(name: &str, value: u32) -> Result<Semaphore> {
         Self::make(value, UNBOUNDED, Some(name))
+    }
+
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    /// Test hook: [`create`](Self::create), raising `signal` in this process as soon as the object
+    /// can be opened by name.
+    pub fn __create_interrupted(name: &str, value: u32, signal: i32) -> Result<Semaphore> {
+        crate::object::hooks::raise_after_publish(signal);
+        Self::create(name, value)
     }
 
     /// Opens the semaphore named `name`.

@@ -8,6 +8,7 @@
 use crate::error::{Error, Result};
 use crate::segment::{Kind, Segment, Spec, names};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 const PARAM_LEN: usize = 0;
 const SHM_SLOTS: u32 = 256;
@@ -17,19 +18,35 @@ fn no_roles(_: &Segment, _: usize) {}
 /// A named block of shared bytes.
 ///
 /// The bytes are shared with every process that opened the block: another process may change them
-/// at any moment. Treat them as you would a file others write (coordinate with a lock or a message);
-/// the slices never move and never shrink while this handle lives.
+/// at any moment. So the safe accessors copy: [`read`](Self::read) and [`write`](Self::write) (and
+/// [`to_vec`](Self::to_vec)) move bytes between the block and your buffers, by relaxed atomic loads
+/// and stores, so a concurrent writer gives a mix of old and new bytes, never undefined behaviour.
+/// Coordinate with a lock or a message as you would for a file others write. For atomics in the
+/// block, or zero-copy access, [`as_ptr`](Self::as_ptr) and the `unsafe`
+/// [`as_slice`](Self::as_slice) / [`as_mut_slice`](Self::as_mut_slice) (whose caller promises that
+/// nobody writes the bytes while the slice lives). The block never moves and never shrinks while
+/// this handle lives.
 ///
 /// ```
 /// # fn main() -> shmwire::Result<()> {
 /// use shmwire::SharedMemory;
 /// let name = format!("doc-shm-{}", std::process::id());
-/// let mut a = SharedMemory::create(&name, 4096)?;
-/// a.as_mut_slice()[..5].copy_from_slice(b"hello");
+/// let a = SharedMemory::create(&name, 4096)?;
+/// a.write(0, b"hello")?;
 /// let b = SharedMemory::open(&name)?;
-/// assert_eq!(&b.as_slice()[..5], b"hello");
+/// let mut buf = [0u8; 5];
+/// b.read(0, &mut buf)?;
+/// assert_eq!(&buf, b"hello");
 /// assert_eq!(b.len(), 4096);
+/// assert!(b.write(4094, b"abc").is_err()); // past the end: nothing written
 /// # Ok(()) }
+/// ```
+///
+/// A slice into the block is `unsafe`, since other processes may write it:
+///
+/// ```compile_fail,E0133
+/// # let m = shmwire::SharedMemory::create("doc-shm-cf", 16).unwrap();
+/// let bytes: &[u8] = m.as_slice(); // error: call to unsafe function
 /// ```
 #[derive(Debug)]
 pub struct SharedMemory {
@@ -96,19 +113,70 @@ impl SharedMemory {
         self.len == 0
     }
 
-    /// The bytes.
-    pub fn as_slice(&self) -> &[u8] {
+    fn check_range(&self, offset: usize, len: usize) -> Result<()> {
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(Error::io(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "{len} bytes at offset {offset} do not fit in a block of {} bytes",
+                    self.len
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Copies `buf.len()` bytes from the block, starting at `offset`, into `buf`. A range past the
+    /// end is an `Io(InvalidInput)` error and copies nothing.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        self.check_range(offset, buf.len())?;
+        // SAFETY: `offset + buf.len() <= len` (checked), within the mapping `self.seg` keeps.
+        unsafe { read_shared(self.seg.kind_area().0.add(offset), buf) };
+        Ok(())
+    }
+
+    /// Copies `data` into the block at `offset`. A range past the end is an `Io(InvalidInput)`
+    /// error and writes nothing.
+    pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
+        self.check_range(offset, data.len())?;
+        // SAFETY: as in `read`.
+        unsafe { write_shared(self.seg.kind_area().0.add(offset), data) };
+        Ok(())
+    }
+
+    /// A copy of the whole block.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0; self.len];
         // SAFETY: the kind area holds `len` bytes (checked on open), mapped while `self.seg` lives.
+        unsafe { read_shared(self.seg.kind_area().0, &mut v) };
+        v
+    }
+
+    /// The bytes, in place.
+    ///
+    /// # Safety
+    /// No process (this one included, through another handle or [`write`](Self::write)) may write
+    /// the block's bytes while the slice lives: Rust assumes the bytes behind a shared reference do
+    /// not change. Use [`read`](Self::read) when that cannot be promised.
+    pub unsafe fn as_slice(&self) -> &[u8] {
+        // SAFETY: the kind area holds `len` bytes (checked on open), mapped while `self.seg` lives;
+        // the caller promises nobody writes them meanwhile.
         unsafe { std::slice::from_raw_parts(self.seg.kind_area().0, self.len) }
     }
 
-    /// The bytes, writable.
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as above; `&mut self` makes this the only slice this handle gives out.
+    /// The bytes, writable in place.
+    ///
+    /// # Safety
+    /// No other process, and no other handle or slice of this process, may read or write the block's
+    /// bytes while the slice lives: Rust assumes a mutable reference is the only access. Use
+    /// [`write`](Self::write) when that cannot be promised.
+    pub unsafe fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`; the caller promises exclusive access.
         unsafe { std::slice::from_raw_parts_mut(self.seg.kind_area().0, self.len) }
     }
 
-    /// A raw pointer to the first byte (for atomics or volatile access across processes).
+    /// A raw pointer to the first byte (for atomics, or volatile access, across processes). It is
+    /// page-aligned and valid for [`len`](Self::len) bytes while this handle lives.
     pub fn as_ptr(&self) -> *mut u8 {
         self.seg.kind_area().0
     }
@@ -116,5 +184,57 @@ impl SharedMemory {
     /// Removes the name now: later `open`s fail, existing handles keep working.
     pub fn unlink(&self) -> Result<()> {
         self.seg.unlink_name()
+    }
+}
+
+/// Copies `dst.len()` bytes from shared memory at `src` into `dst`, by relaxed atomic loads (a word
+/// at a time where aligned): bytes that other processes write meanwhile are read as some mix of old
+/// and new, and no reference to a non-atomic place in shared memory is formed.
+///
+/// # Safety
+/// `src` is valid for reads of `dst.len()` bytes for the duration of the call.
+pub(crate) unsafe fn read_shared(src: *const u8, dst: &mut [u8]) {
+    const W: usize = std::mem::size_of::<usize>();
+    let len = dst.len();
+    let head = src.align_offset(W).min(len);
+    let mut i = 0;
+    while i < len {
+        if i >= head && len - i >= W {
+            // SAFETY: `src + i` is in bounds and `usize`-aligned (past the head); an atomic may alias
+            // bytes other processes write.
+            let w =
+                unsafe { AtomicUsize::from_ptr(src.add(i) as *mut usize) }.load(Ordering::Relaxed);
+            dst[i..i + W].copy_from_slice(&w.to_ne_bytes());
+            i += W;
+        } else {
+            // SAFETY: `src + i` is in bounds.
+            dst[i] = unsafe { AtomicU8::from_ptr(src.add(i) as *mut u8) }.load(Ordering::Relaxed);
+            i += 1;
+        }
+    }
+}
+
+/// Copies `src` into shared memory at `dst`, by relaxed atomic stores (see [`read_shared`]).
+///
+/// # Safety
+/// `dst` is valid for writes of `src.len()` bytes for the duration of the call.
+pub(crate) unsafe fn write_shared(dst: *mut u8, src: &[u8]) {
+    const W: usize = std::mem::size_of::<usize>();
+    let len = src.len();
+    let head = dst.align_offset(W).min(len);
+    let mut i = 0;
+    while i < len {
+        if i >= head && len - i >= W {
+            let mut word = [0u8; W];
+            word.copy_from_slice(&src[i..i + W]);
+            let w = usize::from_ne_bytes(word);
+            // SAFETY: `dst + i` is in bounds and `usize`-aligned (past the head).
+            unsafe { AtomicUsize::from_ptr(dst.add(i) as *mut usize) }.store(w, Ordering::Relaxed);
+            i += W;
+        } else {
+            // SAFETY: `dst + i` is in bounds.
+            unsafe { AtomicU8::from_ptr(dst.add(i)) }.store(src[i], Ordering::Relaxed);
+            i += 1;
+        }
     }
 }

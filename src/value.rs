@@ -1,9 +1,23 @@
 //! `Value` and `Array`: plain data (`bytemuck::Pod`) in shared memory, each with its own lock; and,
 //! for integers, atomic operations that need no lock. Python's `multiprocessing.Value` and `Array`.
+//!
+//! The data lives in memory that other processes may write at any moment (a process that skips the
+//! lock, or a buggy one), so no Rust reference into it is ever formed, except to atomics for the
+//! lock-free operations. [`Value::get`]/[`Value::set`] (and [`Array::get`]/[`Array::set`]) copy
+//! under the lock; a guard from `get_lock` holds a private copy taken under the lock, which it writes
+//! back, still under the lock, when it drops (if it was changed through `DerefMut`). The bytes are
+//! copied by relaxed atomic loads and stores: what another process writes at the same time can give
+//! a mix of old and new bytes (any bytes are a valid `Pod`), never undefined behaviour.
+//!
+//! The lock coordinates the processes that take it, and only them: `fetch_add` and the other atomic
+//! operations do not wait for it. A value updated both ways can lose updates (a `fetch_add` made
+//! while another process holds a changed guard is overwritten when that guard drops): use the lock
+//! or the atomics for a given value, not both.
 
 use crate::error::{Error, Result};
 use crate::object::{Object, SharedBlock};
 use crate::segment::{Kind, fingerprint_of};
+use crate::shared_memory::{read_shared, write_shared};
 use crate::sync::mutex::RawMutex;
 use crate::sync::wait::Deadline;
 use bytemuck::Pod;
@@ -24,8 +38,20 @@ struct ArrayOf<T>(PhantomData<T>);
 /// A `T` in shared memory, with a lock: Python's `multiprocessing.Value`.
 ///
 /// `get` and `set` take the lock; [`get_lock`](Self::get_lock) holds it across a read-modify-write;
-/// for integers, [`fetch_add`](Value::fetch_add) and friends are atomic without it. Opening a named
-/// value with another `T` is [`Error::Incompatible`].
+/// for integers, [`fetch_add`](Value::fetch_add) and friends are atomic without it (do not mix the
+/// two on one value: see the module docs). Opening a named value with another `T` is
+/// [`Error::Incompatible`].
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// let v = shmwire::Value::new(41u64)?;
+/// {
+///     let mut g = v.get_lock()?; // a private copy, taken under the lock
+///     *g += 1;
+/// } // written back, then unlocked
+/// assert_eq!(v.get()?, 42);
+/// # Ok(()) }
+/// ```
 pub struct Value<T: Pod> {
     obj: Object<ValueBlock>,
     _t: PhantomData<T>,
@@ -48,13 +74,24 @@ impl<T: Pod + std::fmt::Debug> std::fmt::Debug for Value<T> {
     }
 }
 
-/// Holds a value's (or array's) lock and gives access to the data.
+/// Holds a value's (or array's) lock, with a private copy of the data taken under it.
+///
+/// It dereferences to that copy; if it was changed (through `DerefMut`), the copy is written back
+/// to shared memory when the guard drops, before the lock is released. So what the guard shows
+/// does not change under it, whatever other processes do.
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ValueGuard<'a, T: ?Sized> {
     lock: &'a RawMutex,
-    data: &'a mut T,
+    /// Where the data lives in shared memory.
+    shared: *mut u8,
+    copy: Box<T>,
+    changed: bool,
     owner_died: std::cell::Cell<bool>,
 }
+
+// SAFETY: the guard owns its copy and a pointer into a mapping its `'a` borrow keeps alive; the lock
+// is the process's (any thread may release it).
+unsafe impl<T: ?Sized + Send> Send for ValueGuard<'_, T> {}
 
 impl<T: ?Sized> ValueGuard<'_, T> {
     /// Whether a process died holding this lock (the data may be half written).
@@ -72,53 +109,91 @@ impl<T: ?Sized> ValueGuard<'_, T> {
 impl<T: ?Sized> Deref for ValueGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        self.data
+        &self.copy
     }
 }
 
 impl<T: ?Sized> DerefMut for ValueGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
-        self.data
+        self.changed = true;
+        &mut self.copy
     }
 }
 
 impl<T: ?Sized> Drop for ValueGuard<'_, T> {
     fn drop(&mut self) {
+        if self.changed {
+            let len = std::mem::size_of_val(&*self.copy);
+            // SAFETY: guards are made only over `Pod` data (a `T` or a `[T]`, see `lock_copy`), whose
+            // bytes have no padding; `shared` holds `len` bytes, mapped while `'a` lives.
+            unsafe {
+                let bytes = std::slice::from_raw_parts(&*self.copy as *const T as *const u8, len);
+                write_shared(self.shared, bytes);
+            }
+        }
         self.lock.unlock();
     }
 }
 
-fn lock_data<'a, T: ?Sized>(
-    obj: &'a Object<ValueBlock>,
-    data: &'a mut T,
-) -> Result<ValueGuard<'a, T>> {
+/// Takes `obj`'s lock; whether a holder died (since the last `mark_consistent`).
+fn lock(obj: &Object<ValueBlock>) -> Result<(&RawMutex, bool)> {
     let me = obj.me()?;
     let lock = &obj.block().lock;
     lock.lock(obj.segment(), me, Deadline::NEVER)?;
+    Ok((lock, lock.is_inconsistent()))
+}
+
+/// Releases a lock taken by [`lock`] when dropped.
+struct Unlock<'a>(&'a RawMutex);
+
+impl Drop for Unlock<'_> {
+    fn drop(&mut self) {
+        self.0.unlock();
+    }
+}
+
+/// Takes the lock and a copy of the data at `shared`, which must be `Pod` data (a `T` or `[T]`)
+/// of `copy`'s size; `copy` is filled in place.
+///
+/// # Safety
+/// `shared` holds `size_of_val(copy)` bytes, mapped while `obj` lives; `T` is `Pod` (or `[Pod]`).
+unsafe fn lock_copy<'a, T: ?Sized>(
+    obj: &'a Object<ValueBlock>,
+    shared: *mut u8,
+    mut copy: Box<T>,
+) -> Result<ValueGuard<'a, T>> {
+    let (lock, died) = lock(obj)?;
+    let len = std::mem::size_of_val(&*copy);
+    // SAFETY: `copy` is `Pod` data of `len` bytes, so any bytes written into it are valid; `shared`
+    // holds `len` bytes (the caller's promise).
+    unsafe {
+        let bytes = std::slice::from_raw_parts_mut(&mut *copy as *mut T as *mut u8, len);
+        read_shared(shared, bytes);
+    }
     Ok(ValueGuard {
         lock,
-        data,
-        owner_died: std::cell::Cell::new(lock.is_inconsistent()),
+        shared,
+        copy,
+        changed: false,
+        owner_died: std::cell::Cell::new(died),
     })
 }
 
 impl<T: Pod> Value<T> {
     fn make(v: T, name: Option<&str>) -> Result<Self> {
-        let obj = Object::create(
+        let obj = Object::create_with(
             Kind::Value,
             fingerprint_of::<T>(),
             [0; 6],
             std::mem::size_of::<T>().max(1),
             name,
+            // SAFETY: the data area holds a `T` (sized so); nobody reads it before it is published.
+            &|_, data| unsafe { write_shared(data, bytemuck::bytes_of(&v)) },
         )?;
-        let me = Value {
+        Ok(Value {
             obj,
             _t: PhantomData,
-        };
-        // SAFETY: nobody else can see a fresh anonymous object; a fresh named one is read only after
-        // `create` returns to its creator... and is zero (a valid Pod) until then.
-        unsafe { std::ptr::write(me.ptr(), v) };
-        Ok(me)
+        })
     }
 
     /// A value holding `v`, shared with children forked later.
@@ -129,6 +204,15 @@ impl<T: Pod> Value<T> {
     /// A value named `name` holding `v`.
     pub fn create(name: &str, v: T) -> Result<Self> {
         Self::make(v, Some(name))
+    }
+
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    /// Test hook: [`create`](Self::create), raising `signal` in this process as soon as the object
+    /// can be opened by name (a creator stopped or killed half way).
+    pub fn __create_interrupted(name: &str, v: T, signal: i32) -> Result<Self> {
+        crate::object::hooks::raise_after_publish(signal);
+        Self::create(name, v)
     }
 
     /// Opens the value named `name`, which must hold a `T`.
@@ -143,39 +227,48 @@ impl<T: Pod> Value<T> {
         })
     }
 
-    fn ptr(&self) -> *mut T {
-        self.obj.data().0 as *mut T
+    fn ptr(&self) -> *mut u8 {
+        self.obj.data().0
     }
 
     fn read_unlocked(&self) -> T {
-        // SAFETY: the data area holds a T (checked), 128-aligned; a Pod has no invalid bit patterns;
-        // volatile, since other processes may write it.
-        unsafe { std::ptr::read_volatile(self.ptr()) }
+        let mut v = T::zeroed();
+        // SAFETY: the data area holds a T (checked on open), mapped while `self` lives.
+        unsafe { read_shared(self.ptr(), bytemuck::bytes_of_mut(&mut v)) };
+        v
     }
 
     /// Reads it (under the lock).
     pub fn get(&self) -> Result<T> {
-        let g = self.get_lock()?;
-        Ok(*g)
+        let _held = Unlock(lock(&self.obj)?.0);
+        Ok(self.read_unlocked())
     }
 
     /// Writes it (under the lock).
     pub fn set(&self, v: T) -> Result<()> {
-        let mut g = self.get_lock()?;
-        *g = v;
+        let _held = Unlock(lock(&self.obj)?.0);
+        // SAFETY: the data area holds a T (checked on open), mapped while `self` lives.
+        unsafe { write_shared(self.ptr(), bytemuck::bytes_of(&v)) };
         Ok(())
     }
 
-    /// Takes the lock and gives access to the value until the guard is dropped.
+    /// Takes the lock and gives a copy of the value to read and change until the guard is dropped
+    /// (changes are written back then).
     pub fn get_lock(&self) -> Result<ValueGuard<'_, T>> {
-        // SAFETY: as in `read_unlocked`; the `&mut` is handed out only under the lock.
-        let data = unsafe { &mut *self.ptr() };
-        lock_data(&self.obj, data)
+        // SAFETY: the data area holds a T (checked on open), mapped while `self` lives; T is Pod.
+        unsafe { lock_copy(&self.obj, self.ptr(), Box::new(T::zeroed())) }
     }
 }
 
-/// Integers a [`Value`] can update atomically, without its lock.
-pub trait AtomicInt: Pod {
+mod sealed {
+    /// Only this crate implements [`AtomicInt`](super::AtomicInt): `Value` relies on `Atomic` being
+    /// the atomic type of `Self`'s size and alignment.
+    pub trait Sealed {}
+}
+
+/// Integers a [`Value`] can update atomically, without its lock (sealed: the integer types of 32
+/// and 64 bits).
+pub trait AtomicInt: Pod + sealed::Sealed {
     #[doc(hidden)]
     type Atomic;
     #[doc(hidden)]
@@ -196,6 +289,7 @@ pub trait AtomicInt: Pod {
 
 macro_rules! atomic_int {
     ($($t:ty => $a:ty),*) => {$(
+        impl sealed::Sealed for $t {}
         impl AtomicInt for $t {
             type Atomic = $a;
             fn fetch_add(a: &$a, v: $t) -> $t { a.fetch_add(v, std::sync::atomic::Ordering::SeqCst) }
@@ -215,7 +309,8 @@ atomic_int!(i32 => std::sync::atomic::AtomicI32, u32 => std::sync::atomic::Atomi
 impl<T: AtomicInt> Value<T> {
     fn atomic(&self) -> &T::Atomic {
         // SAFETY: the data is 128-aligned and holds a `T`, which has the size and alignment of its
-        // atomic counterpart; atomics may alias memory other processes access atomically too.
+        // atomic counterpart (`AtomicInt` is sealed); a reference to an atomic may alias memory
+        // that other processes write.
         unsafe { &*(self.ptr() as *const T::Atomic) }
     }
 
@@ -286,21 +381,21 @@ impl<T: Pod> Array<T> {
         let bytes = std::mem::size_of_val(items);
         let mut p = [0u64; 6];
         p[PARAM_LEN] = items.len() as u64;
-        let obj = Object::create(
+        let obj = Object::create_with(
             Kind::Value,
             fingerprint_of::<ArrayOf<T>>(),
             p,
             bytes.max(1),
             name,
+            // SAFETY: the data area holds `len` Ts (sized so); nobody reads it before it is
+            // published.
+            &|_, data| unsafe { write_shared(data, bytemuck::cast_slice(items)) },
         )?;
-        let me = Array {
+        Ok(Array {
             obj,
             len: items.len(),
             _t: PhantomData,
-        };
-        // SAFETY: the data area holds `len` Ts; nobody else sees a fresh object before we return.
-        unsafe { std::ptr::copy_nonoverlapping(items.as_ptr(), me.ptr(), items.len()) };
-        Ok(me)
+        })
     }
 
     /// An array holding a copy of `items`, shared with children forked later.
@@ -316,6 +411,15 @@ impl<T: Pod> Array<T> {
     /// A named array holding a copy of `items`.
     pub fn create(name: &str, items: &[T]) -> Result<Self> {
         Self::make(items, Some(name))
+    }
+
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    /// Test hook: [`create`](Self::create), raising `signal` in this process as soon as the object
+    /// can be opened by name.
+    pub fn __create_interrupted(name: &str, items: &[T], signal: i32) -> Result<Self> {
+        crate::object::hooks::raise_after_publish(signal);
+        Self::create(name, items)
     }
 
     /// Opens the array named `name`, which must hold `T`s.
@@ -336,8 +440,11 @@ impl<T: Pod> Array<T> {
         })
     }
 
-    fn ptr(&self) -> *mut T {
-        self.obj.data().0 as *mut T
+    /// Where element `i` lives; `i <= len`.
+    fn ptr(&self, i: usize) -> *mut u8 {
+        debug_assert!(i <= self.len);
+        // SAFETY: the data area holds `len` Ts (checked on open), so the offset is in bounds.
+        unsafe { self.obj.data().0.add(i * std::mem::size_of::<T>()) }
     }
 
     /// Its length.
@@ -352,26 +459,42 @@ impl<T: Pod> Array<T> {
 
     /// Element `i` (under the lock); out of range is [`Error::Misuse`].
     pub fn get(&self, i: usize) -> Result<T> {
-        let g = self.get_lock()?;
-        g.get(i).copied().ok_or(Error::Misuse)
+        if i >= self.len {
+            return Err(Error::Misuse);
+        }
+        let mut v = T::zeroed();
+        let _held = Unlock(lock(&self.obj)?.0);
+        // SAFETY: element `i < len` lies in the data area, mapped while `self` lives.
+        unsafe { read_shared(self.ptr(i), bytemuck::bytes_of_mut(&mut v)) };
+        Ok(v)
     }
 
-    /// Sets element `i` (under the lock).
+    /// Sets element `i` (under the lock); out of range is [`Error::Misuse`].
     pub fn set(&self, i: usize, v: T) -> Result<()> {
-        let mut g = self.get_lock()?;
-        *g.get_mut(i).ok_or(Error::Misuse)? = v;
+        if i >= self.len {
+            return Err(Error::Misuse);
+        }
+        let _held = Unlock(lock(&self.obj)?.0);
+        // SAFETY: element `i < len` lies in the data area, mapped while `self` lives.
+        unsafe { write_shared(self.ptr(i), bytemuck::bytes_of(&v)) };
         Ok(())
     }
 
     /// A copy of all elements (under the lock).
     pub fn to_vec(&self) -> Result<Vec<T>> {
-        Ok(self.get_lock()?.to_vec())
+        let mut v = vec![T::zeroed(); self.len];
+        let _held = Unlock(lock(&self.obj)?.0);
+        // SAFETY: the data area holds `len` Ts, mapped while `self` lives.
+        unsafe { read_shared(self.ptr(0), bytemuck::cast_slice_mut(&mut v)) };
+        Ok(v)
     }
 
-    /// Takes the lock and gives access to the elements until the guard is dropped.
+    /// Takes the lock and gives a copy of the elements to read and change until the guard is
+    /// dropped (changes are written back then). It copies the whole array in (and out, if changed):
+    /// for a few elements of a large array, [`get`](Self::get) and [`set`](Self::set) cost less.
     pub fn get_lock(&self) -> Result<ValueGuard<'_, [T]>> {
-        // SAFETY: the data area holds `len` Ts (checked on open), aligned; handed out under the lock.
-        let data = unsafe { std::slice::from_raw_parts_mut(self.ptr(), self.len) };
-        lock_data(&self.obj, data)
+        let copy = vec![T::zeroed(); self.len].into_boxed_slice();
+        // SAFETY: the data area holds `len` Ts (checked on open), mapped while `self` lives; T is Pod.
+        unsafe { lock_copy(&self.obj, self.ptr(0), copy) }
     }
 }

@@ -40,9 +40,11 @@ fn roles(role: &str, args: shmwire::spawn::Args) -> i32 {
         }
         "shm" => {
             let name: String = args.get().unwrap();
-            let mut m = SharedMemory::open(&name).unwrap();
-            assert_eq!(&m.as_slice()[..5], b"ping!");
-            m.as_mut_slice()[..5].copy_from_slice(b"pong!");
+            let m = SharedMemory::open(&name).unwrap();
+            let mut got = [0u8; 5];
+            m.read(0, &mut got).unwrap();
+            assert_eq!(&got, b"ping!");
+            m.write(0, b"pong!").unwrap();
             0
         }
         // A handle that reached us as plain bytes (not inherited): opened through the maker.
@@ -463,13 +465,13 @@ fn wait_on_a_listener() {
 
 fn shared_memory_between_exec_d_binaries() {
     let name = unique("block");
-    let mut m = SharedMemory::create(&name, 1 << 20).unwrap();
+    let m = SharedMemory::create(&name, 1 << 20).unwrap();
     assert_eq!(m.len(), 1 << 20);
-    assert!(m.as_slice().iter().all(|&b| b == 0));
-    m.as_mut_slice()[..5].copy_from_slice(b"ping!");
+    assert!(m.to_vec().iter().all(|&b| b == 0));
+    m.write(0, b"ping!").unwrap();
     let child = Process::spawn("shm", &name).unwrap();
     assert!(child.join().unwrap().success());
-    assert_eq!(&m.as_slice()[..5], b"pong!");
+    assert_eq!(&m.to_vec()[..5], b"pong!");
     drop(m); // the last user removes the name
     assert!(
         matches!(SharedMemory::open(&name), Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound)

@@ -6,7 +6,7 @@ mod common;
 use common::within;
 use shmwire::{
     Array, Barrier, BoundedSemaphore, Condition, Error, Event, Lock, Process, Queue, RLock,
-    Semaphore, Value,
+    Semaphore, SharedMemory, Value,
 };
 use std::time::{Duration, Instant};
 
@@ -59,9 +59,46 @@ fn main() {
         barrier_of_eight,
         barrier_abort_reset_and_timeout,
         barrier_breaks_when_a_party_dies,
+        barrier_breaks_when_a_party_dies_inside_wait,
+        barrier_notices_a_dead_party_whose_slot_was_reused,
+        barrier_reset_breaks_the_parties_waiting,
+        barrier_reset_racing_an_arrival_loses_nothing,
+        event_set_then_clear_wakes_the_waiters,
+        huge_timeouts_wait_without_panicking,
+        named_objects_hold_their_first_value_as_soon_as_they_open,
         value_and_array_across_processes,
+        value_guard_is_a_private_copy,
+        shared_memory_copies_in_and_out,
         every_object_by_name_in_an_exec_d_binary,
     ]);
+}
+
+/// The state letter of process `pid` (`R`, `S`, `T`, `Z`, ...), from `/proc/PID/stat`.
+fn proc_state(pid: u32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit(')').next()?.trim_start().chars().next()
+}
+
+/// Waits (at most 10 s) until process `pid` is in one of `states` (for example `"T"`, stopped).
+fn await_state(pid: u32, states: &str) {
+    let t = Instant::now();
+    while !proc_state(pid).is_some_and(|c| states.contains(c)) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "process {pid} never reached {states:?} (it is {:?})",
+            proc_state(pid)
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Waits (at most 10 s) until `cond()` holds.
+fn await_true(what: &str, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < Duration::from_secs(10), "never saw {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 fn lock_keeps_a_counter_exact() {
@@ -124,22 +161,12 @@ fn lock_holder_killed_is_recovered_and_reported_until_consistent() {
 }
 
 fn stopped_lock_holder_is_not_robbed() {
+    // A holder stops itself inside the critical section; only then are the workers let go, so that
+    // they contend (and probe the holder, again and again) while it holds the lock. Nobody may take
+    // it until the holder is continued and releases it.
     let lock = Lock::new().unwrap();
     let count = Value::new(0u64).unwrap();
-    let workers: Vec<Process> = (0..4)
-        .map(|_| {
-            let (lock, count) = (lock.clone(), count.clone());
-            Process::fork(move || {
-                for _ in 0..3000 {
-                    let _g = lock.acquire().unwrap();
-                    let v = count.get().unwrap();
-                    count.set(v + 1).unwrap();
-                }
-            })
-            .unwrap()
-        })
-        .collect();
-    // A holder that stops itself inside the critical section: others time out, never steal.
+    let go = Event::new().unwrap();
     let (l, held) = (lock.clone(), Event::new().unwrap());
     let h = held.clone();
     let stopped = Process::fork(move || {
@@ -150,7 +177,27 @@ fn stopped_lock_holder_is_not_robbed() {
     })
     .unwrap();
     held.wait().unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    await_state(stopped.pid(), "T");
+    let started = Value::new(0u32).unwrap();
+    let workers: Vec<Process> = (0..4)
+        .map(|_| {
+            let (lock, count, go, started) =
+                (lock.clone(), count.clone(), go.clone(), started.clone());
+            Process::fork(move || {
+                go.wait().unwrap();
+                started.fetch_add(1);
+                for _ in 0..3000 {
+                    let g = lock.acquire().unwrap();
+                    assert!(!g.owner_died(), "a stopped holder was taken for dead");
+                    let v = count.get().unwrap();
+                    count.set(v + 1).unwrap();
+                }
+            })
+            .unwrap()
+        })
+        .collect();
+    go.set().unwrap();
+    await_true("every worker started", || started.load() == 4);
     let t = Instant::now();
     assert!(matches!(
         lock.acquire_timeout(shmwire::PROBE_INTERVAL * 3),
@@ -158,6 +205,17 @@ fn stopped_lock_holder_is_not_robbed() {
     ));
     assert!(t.elapsed() >= shmwire::PROBE_INTERVAL * 3);
     assert!(lock.try_acquire().unwrap().is_none());
+    // The workers have been probing the stopped holder for several intervals by now.
+    std::thread::sleep(shmwire::PROBE_INTERVAL * 3);
+    assert_eq!(
+        count.load(),
+        0,
+        "a worker got the lock while its holder was stopped"
+    );
+    for w in &workers {
+        assert!(w.is_alive(), "a worker ended while the lock was held");
+    }
+    assert_eq!(proc_state(stopped.pid()), Some('T'));
     stopped.signal(libc::SIGCONT).unwrap();
     assert!(stopped.join().unwrap().success());
     for w in workers {
@@ -444,6 +502,304 @@ fn barrier_abort_reset_and_timeout() {
     assert!(matches!(Barrier::new(0), Err(Error::Io(_))));
 }
 
+fn barrier_breaks_when_a_party_dies_inside_wait() {
+    // Three parties: one arrives and is killed while it waits; the one waiting beside it and the
+    // last to arrive get BrokenBarrier, within the documented bound (two PROBE_INTERVALs), x10.
+    let b = Barrier::new(3).unwrap();
+    let b1 = b.clone();
+    let doomed = Process::fork(move || {
+        let _ = b1.wait();
+        std::process::exit(3); // never reached: the barrier cannot trip without the third party
+    })
+    .unwrap();
+    await_true("the first party waiting", || b.n_waiting() == 1);
+    let b2 = b.clone();
+    let other = Process::fork(move || {
+        let t = Instant::now();
+        let got = b2.wait_timeout(Duration::from_secs(30));
+        assert!(matches!(got, Err(Error::BrokenBarrier)), "got {got:?}");
+        assert!(t.elapsed() < Duration::from_secs(10));
+    })
+    .unwrap();
+    await_true("two parties waiting", || b.n_waiting() == 2);
+    await_state(doomed.pid(), "S");
+    doomed.kill().unwrap();
+    assert_eq!(doomed.join().unwrap().signal(), Some(libc::SIGKILL));
+    let (st, took) = within(shmwire::PROBE_INTERVAL * 20, || {
+        other.join_timeout(Duration::from_secs(10)).unwrap()
+    });
+    assert!(
+        st.success(),
+        "the party waiting beside the dead one: {st} after {took:?}"
+    );
+    assert!(b.broken());
+    assert!(matches!(b.wait(), Err(Error::BrokenBarrier)));
+}
+
+fn barrier_notices_a_dead_party_whose_slot_was_reused() {
+    // A party dies inside `wait`; a new process then takes its participant slot (the lowest free
+    // one) and never touches the barrier. The dead party must still count as dead.
+    let b = Barrier::new(3).unwrap();
+    let b1 = b.clone();
+    let doomed = Process::fork(move || {
+        let _ = b1.wait();
+        std::process::exit(3);
+    })
+    .unwrap();
+    await_true("the first party waiting", || b.n_waiting() == 1);
+    await_state(doomed.pid(), "S");
+    doomed.kill().unwrap();
+    assert_eq!(doomed.join().unwrap().signal(), Some(libc::SIGKILL));
+    let (b2, quit) = (b.clone(), Event::new().unwrap());
+    let q = quit.clone();
+    let heir = Process::fork(move || {
+        let _keep = b2; // holds the dead party's slot, alive, and never waits
+        q.wait_timeout(Duration::from_secs(30)).unwrap();
+    })
+    .unwrap();
+    let t = Instant::now();
+    let got = b.wait_timeout(Duration::from_secs(10));
+    let took = t.elapsed();
+    assert!(matches!(got, Err(Error::BrokenBarrier)), "got {got:?}");
+    assert!(
+        took < shmwire::PROBE_INTERVAL * 20,
+        "the dead party was noticed only after {took:?}"
+    );
+    quit.set().unwrap();
+    assert!(heir.join().unwrap().success());
+}
+
+fn barrier_reset_breaks_the_parties_waiting() {
+    // Python: "any threads currently waiting receive BrokenBarrierError".
+    let b = Barrier::new(3).unwrap();
+    let kids: Vec<Process> = (0..2)
+        .map(|_| {
+            let b = b.clone();
+            Process::fork(move || {
+                let got = b.wait_timeout(Duration::from_secs(20));
+                assert!(
+                    matches!(got, Err(Error::BrokenBarrier)),
+                    "a party waiting through reset() got {got:?}"
+                );
+            })
+            .unwrap()
+        })
+        .collect();
+    await_true("two parties waiting", || b.n_waiting() == 2);
+    b.reset().unwrap();
+    for k in kids {
+        let st = k.join_timeout(Duration::from_secs(10)).unwrap();
+        assert!(st.success(), "{st}");
+    }
+    assert!(!b.broken());
+    assert_eq!(b.n_waiting(), 0);
+    // A full round passes after the reset.
+    let kids: Vec<Process> = (0..2)
+        .map(|_| {
+            let b = b.clone();
+            Process::fork(move || {
+                b.wait_timeout(Duration::from_secs(10)).unwrap();
+            })
+            .unwrap()
+        })
+        .collect();
+    b.wait_timeout(Duration::from_secs(10)).unwrap();
+    for k in kids {
+        assert!(k.join().unwrap().success());
+    }
+}
+
+fn barrier_reset_racing_an_arrival_loses_nothing() {
+    // A reset stopped between reading the barrier's state and writing it; meanwhile a round passes
+    // and a party arrives for the next one. When the reset goes on, that party was waiting through
+    // it: it gets BrokenBarrier at once, instead of waiting in a round whose count forgot it.
+    let b = Barrier::new(2).unwrap();
+    let br = b.clone();
+    let resetter = Process::fork(move || br.__reset_interrupted(libc::SIGSTOP).unwrap()).unwrap();
+    await_state(resetter.pid(), "T");
+    let ba = b.clone();
+    let a = Process::fork(move || {
+        ba.wait_timeout(Duration::from_secs(10)).unwrap();
+        let got = ba.wait_timeout(Duration::from_secs(10));
+        assert!(matches!(got, Err(Error::BrokenBarrier)), "got {got:?}");
+    })
+    .unwrap();
+    b.wait_timeout(Duration::from_secs(10)).unwrap();
+    await_true("the party waiting in the next round", || b.n_waiting() == 1);
+    resetter.signal(libc::SIGCONT).unwrap();
+    assert!(resetter.join().unwrap().success());
+    let (st, _) = within(shmwire::PROBE_INTERVAL * 20, || {
+        a.join_timeout(Duration::from_secs(10)).unwrap()
+    });
+    assert!(st.success(), "{st}");
+    assert!(!b.broken());
+    assert_eq!(b.n_waiting(), 0);
+    // Two parties pass the next round, and only two.
+    let b2 = b.clone();
+    let k = Process::fork(move || {
+        b2.wait_timeout(Duration::from_secs(10)).unwrap();
+    })
+    .unwrap();
+    b.wait_timeout(Duration::from_secs(10)).unwrap();
+    assert!(k.join().unwrap().success());
+}
+
+fn event_set_then_clear_wakes_the_waiters() {
+    // Python wakes a process already waiting on `set(); clear()`; `wait(timeout)` then answers with
+    // the flag as it finds it (multiprocessing.Event), and `wait()` returns. The waiters are stopped
+    // while they sleep, so that both calls land before either can look: the flag is then clear.
+    let e = Event::new().unwrap();
+    let (e1, e2) = (e.clone(), e.clone());
+    let timed = Process::fork(move || {
+        let t = Instant::now();
+        let got = e1.wait_timeout(Duration::from_secs(30)).unwrap();
+        assert!(!got, "the flag was clear again");
+        assert!(t.elapsed() < Duration::from_secs(10), "not woken");
+    })
+    .unwrap();
+    let untimed = Process::fork(move || e2.wait().unwrap()).unwrap();
+    await_state(timed.pid(), "S");
+    await_state(untimed.pid(), "S");
+    std::thread::sleep(Duration::from_millis(50)); // past any spinning, asleep on the word
+    for p in [&timed, &untimed] {
+        await_state(p.pid(), "S");
+        p.signal(libc::SIGSTOP).unwrap();
+        await_state(p.pid(), "T");
+    }
+    e.set().unwrap();
+    e.clear().unwrap();
+    for p in [&timed, &untimed] {
+        p.signal(libc::SIGCONT).unwrap();
+    }
+    for p in [timed, untimed] {
+        let (st, _) = within(shmwire::PROBE_INTERVAL * 20, || {
+            p.join_timeout(Duration::from_secs(5))
+        });
+        let st = st.expect("a waiter slept through set(); clear()");
+        assert!(st.success(), "{st}");
+    }
+    assert!(!e.is_set());
+    assert!(!e.wait_timeout(Duration::from_millis(20)).unwrap());
+}
+
+fn huge_timeouts_wait_without_panicking() {
+    // `Duration::MAX` is a timeout that never comes, not an overflow.
+    let b = Barrier::new(2).unwrap();
+    let (cond, sem, ev) = (
+        Condition::new().unwrap(),
+        Semaphore::new(0).unwrap(),
+        Event::new().unwrap(),
+    );
+    let (b2, c2, s2, e2) = (b.clone(), cond.clone(), sem.clone(), ev.clone());
+    let p = Process::fork(move || {
+        b2.wait_timeout(Duration::MAX).unwrap();
+        // The parent is waiting on the condition once it can take the lock after us.
+        loop {
+            let _g = c2.acquire().unwrap();
+            c2.notify_all().unwrap();
+            if s2.value() == 1 {
+                break;
+            }
+            drop(_g);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        e2.set().unwrap();
+    })
+    .unwrap();
+    b.wait_timeout(Duration::MAX).unwrap();
+    let g = cond.acquire().unwrap();
+    sem.release().unwrap(); // under the lock: the child notifies only once we wait
+    let (g, notified) = cond.wait_timeout(g, Duration::MAX).unwrap();
+    assert!(notified);
+    drop(g);
+    assert!(ev.wait_timeout(Duration::MAX).unwrap());
+    sem.acquire_timeout(Duration::MAX).unwrap();
+    assert!(p.join().unwrap().success());
+}
+
+fn named_objects_hold_their_first_value_as_soon_as_they_open() {
+    // The creator is stopped as soon as the object can be opened by name: it must already hold the
+    // value it was created with.
+    let tag = format!("init{}", std::process::id());
+    let (vn, an, sn) = (
+        format!("{tag}-value"),
+        format!("{tag}-array"),
+        format!("{tag}-sem"),
+    );
+    let n = vn.clone();
+    let c = Process::fork(move || {
+        let _v = Value::<u64>::__create_interrupted(&n, 42, libc::SIGSTOP).unwrap();
+    })
+    .unwrap();
+    await_state(c.pid(), "T");
+    let v = Value::<u64>::open(&vn).unwrap();
+    let seen = v.get().unwrap();
+    c.signal(libc::SIGCONT).unwrap();
+    assert!(c.join().unwrap().success());
+    assert_eq!(
+        seen, 42,
+        "a named Value opened before its first value was written"
+    );
+
+    let n = an.clone();
+    let c = Process::fork(move || {
+        let _a = Array::<u32>::__create_interrupted(&n, &[1, 2, 3], libc::SIGSTOP).unwrap();
+    })
+    .unwrap();
+    await_state(c.pid(), "T");
+    let a = Array::<u32>::open(&an).unwrap();
+    let seen = a.to_vec().unwrap();
+    c.signal(libc::SIGCONT).unwrap();
+    assert!(c.join().unwrap().success());
+    assert_eq!(seen, [1, 2, 3], "a named Array opened before it was filled");
+
+    let n = sn.clone();
+    let c = Process::fork(move || {
+        let _s = Semaphore::__create_interrupted(&n, 3, libc::SIGSTOP).unwrap();
+    })
+    .unwrap();
+    await_state(c.pid(), "T");
+    let s = Semaphore::open(&sn).unwrap();
+    let seen = s.value();
+    c.signal(libc::SIGCONT).unwrap();
+    assert!(c.join().unwrap().success());
+    assert_eq!(
+        seen, 3,
+        "a named Semaphore opened before its count was written"
+    );
+}
+
+fn value_guard_is_a_private_copy() {
+    // No reference into bytes another process writes: what a guard shows does not change under it,
+    // even when a process writes the value without the lock; the guard's changes are written back
+    // when it drops.
+    let v = Value::new(1u64).unwrap();
+    let wrote = Event::new().unwrap();
+    let g = v.get_lock().unwrap();
+    let first = *g;
+    let (v2, w2) = (v.clone(), wrote.clone());
+    let p = Process::fork(move || {
+        v2.store(7); // lock-free: it does not wait for the guard
+        w2.set().unwrap();
+    })
+    .unwrap();
+    wrote.wait().unwrap();
+    let second = *g;
+    drop(g);
+    assert!(p.join().unwrap().success());
+    assert_eq!(
+        (first, second),
+        (1, 1),
+        "the value changed under a live guard"
+    );
+    assert_eq!(v.load(), 7);
+    {
+        let mut g = v.get_lock().unwrap();
+        *g += 1;
+    }
+    assert_eq!(v.load(), 8);
+}
+
 fn value_and_array_across_processes() {
     let v = Value::new(0i64).unwrap();
     let a = Array::<u64>::zeroed(9).unwrap();
@@ -486,6 +842,35 @@ fn value_and_array_across_processes() {
     .unwrap();
     assert!(k.join().unwrap().success());
     assert_eq!(p.get().unwrap(), Point { x: 11.0, y: 2.0 });
+}
+
+fn shared_memory_copies_in_and_out() {
+    // The safe accessors copy (at any alignment) and refuse a range past the end, writing nothing.
+    let name = format!("blk{}", std::process::id());
+    let m = SharedMemory::create(&name, 1000).unwrap();
+    let pattern: Vec<u8> = (0..997u32).map(|i| (i * 7 + 3) as u8).collect();
+    let n = name.clone();
+    let p = Process::fork(move || {
+        let m = SharedMemory::open(&n).unwrap();
+        m.write(3, &pattern).unwrap();
+    })
+    .unwrap();
+    assert!(p.join().unwrap().success());
+    let mut got = vec![0u8; 997];
+    m.read(3, &mut got).unwrap();
+    assert!(
+        got.iter()
+            .enumerate()
+            .all(|(i, &b)| b == (i as u32 * 7 + 3) as u8)
+    );
+    let mut one = [0u8; 1];
+    m.read(999, &mut one).unwrap();
+    assert_eq!(one[0], (996u32 * 7 + 3) as u8);
+    let before = m.to_vec();
+    assert!(matches!(m.write(998, b"abc"), Err(Error::Io(_))));
+    assert!(matches!(m.read(usize::MAX, &mut one), Err(Error::Io(_))));
+    assert!(matches!(m.read(0, &mut [0u8; 1001]), Err(Error::Io(_))));
+    assert_eq!(m.to_vec(), before, "a refused write changed the block");
 }
 
 fn every_object_by_name_in_an_exec_d_binary() {

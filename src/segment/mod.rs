@@ -127,11 +127,21 @@ impl Segment {
             SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL
         };
         rustix::fs::fcntl_add_seals(&fd, seals)?;
-        Self::init(fd, spec, size, None, companions)
+        Self::init(fd, spec, size, None, companions, &|_| {})
     }
 
     /// Creates a named segment; fails with `AlreadyExists` if the name is taken.
     pub(crate) fn create_named(os_name: &str, spec: &Spec) -> Result<Arc<Segment>> {
+        Self::create_named_with(os_name, spec, &|_| {})
+    }
+
+    /// [`create_named`](Self::create_named), calling `fill` on the new segment before it is published
+    /// (`READY`): what `fill` writes in the kind's area is there for every opener.
+    pub(crate) fn create_named_with(
+        os_name: &str,
+        spec: &Spec,
+        fill: &dyn Fn(&Segment),
+    ) -> Result<Arc<Segment>> {
         use rustix::shm::{Mode, OFlags};
         let fd = rustix::shm::open(
             os_name,
@@ -157,7 +167,7 @@ impl Segment {
             rustix::fs::ftruncate(&fd, size as u64)?;
             let eager = size - spec.lazy_tail.min(size - kind_offset(spec.n_slots)) / PAGE * PAGE;
             rustix::fs::fallocate(&fd, rustix::fs::FallocateFlags::empty(), 0, eager as u64)?;
-            Self::init(fd, spec, size, Some(os_name.to_owned()), Vec::new())
+            Self::init(fd, spec, size, Some(os_name.to_owned()), Vec::new(), fill)
         })();
         if made.is_err() {
             let _ = rustix::shm::unlink(os_name);
@@ -171,6 +181,7 @@ impl Segment {
         size: usize,
         name: Option<String>,
         companions: Vec<OwnedFd>,
+        fill: &dyn Fn(&Segment),
     ) -> Result<Arc<Segment>> {
         assert!(spec.n_slots >= 1 && spec.n_slots <= MAX_SLOTS);
         let map = map_fd(&fd, size)?;
@@ -207,7 +218,9 @@ impl Segment {
             return Err(Error::Corrupt);
         }
         seg.fill_slot(seg.raw_fd(), 0)?;
-        // ORDERING: Release publishes the header and slot 0 to openers that Acquire `ready`.
+        fill(&seg);
+        // ORDERING: Release publishes the header, slot 0 and what `fill` wrote to openers that
+        // Acquire `ready`.
         seg.ready_word().store(READY, Ordering::Release);
         registry::register(&seg);
         Ok(seg)
@@ -481,17 +494,6 @@ impl Segment {
             return Ok(false); // an earlier holder of our slot: it left or died before we came
         }
         Ok(token::claim_held(self.raw_fd(), id)?)
-    }
-
-    /// Whether participant slot `i` is held by a live process (this one included).
-    pub(crate) fn slot_alive(&self, i: u32) -> Result<bool> {
-        if i >= self.hdr.n_slots {
-            return Ok(false);
-        }
-        if i == self.my_slot() {
-            return Ok(true);
-        }
-        Ok(token::is_held(self.raw_fd(), i)?)
     }
 
     /// Fills slot `i`, whose token `fd` holds: a new generation, and that claim id's token, taken
