@@ -118,3 +118,10 @@ impl SharedMemory {
         self.seg.unlink_name()
     }
 }
+
+impl Drop for SharedMemory {
+    fn drop(&mut self) {
+        // Dropped with a closure just forked: the child owns this handle (see `segment::registry`).
+        crate::process::note_segment_moved(&self.seg);
+    }
+}
