@@ -66,7 +66,7 @@ impl Serialize for ConnectionHandle {
                 exporter,
             } => {
                 // A spawn encoding its arguments takes this export for its child.
-                registry::note_handle_serialized(*fd);
+                registry::note_handle_serialized(*fd, *slot, *end as usize);
                 Repr::Inherited {
                     fd: *fd,
                     slot: *slot,
@@ -89,7 +89,6 @@ fn identity(fd: RawFd) -> Option<(u64, u64)> {
     let st = rustix::fs::fstat(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }).ok()?;
     Some((st.st_dev, st.st_ino))
 }
-
 
 impl Connection {
     /// A handle on this end for another process. For an anonymous pipe: the child started by the

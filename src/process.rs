@@ -61,7 +61,10 @@ thread_local! {
 }
 
 fn noting(f: impl FnOnce(&mut Moved)) -> bool {
-    MOVING.with(|m| m.borrow_mut().as_mut().map(f).is_some())
+    // `try_with`: a handle may be dropped by another thread-local's destructor.
+    MOVING
+        .try_with(|m| m.borrow_mut().as_mut().map(f).is_some())
+        .unwrap_or(false)
 }
 
 /// Called by a pipe end on drop: if the parent is dropping a closure it just forked, this end went
@@ -210,17 +213,18 @@ impl Process {
         let parent = rustix::process::getpid().as_raw_nonzero().get();
         let _ = std::io::stdout().flush(); // or the child would print the parent's buffered output too
         let mut dropped = Some(reap::for_fork());
-        let mut prep = Some(registry::prepare_fork()?);
-        let channel = match prep.as_ref().is_some_and(|p| p.needs_verdict()) {
+        let mut prep = registry::prepare_fork()?;
+        let channel = match prep.needs_verdict() {
             false => None,
             true => match verdict_channel() {
                 Ok(c) => Some(c),
                 Err(e) => {
-                    prep.as_mut().map(|p| p.abort());
+                    prep.abort();
                     return Err(e);
                 }
             },
         };
+        let mut prep = Some(prep);
         let ends = channel
             .as_ref()
             .map(|(c, p)| (c.as_raw_fd(), p.as_raw_fd()));
@@ -510,15 +514,16 @@ fn verdict_channel() -> Result<(OwnedFd, OwnedFd)> {
 }
 
 fn send_verdict(to: &OwnedFd, v: &registry::Verdict) {
+    // Little-endian words: two counts (u32), the segment addresses (u64), the listeners (u32).
     let mut msg = Vec::with_capacity(8 + 8 * v.segments.len() + 4 * v.listeners.len());
-    msg.extend_from_slice(&(v.segments.len() as u32).to_ne_bytes());
-    msg.extend_from_slice(&(v.listeners.len() as u32).to_ne_bytes());
+    msg.extend_from_slice(&(v.segments.len() as u32).to_le_bytes());
+    msg.extend_from_slice(&(v.listeners.len() as u32).to_le_bytes());
     v.segments
         .iter()
-        .for_each(|s| msg.extend_from_slice(&(*s as u64).to_ne_bytes()));
+        .for_each(|s| msg.extend_from_slice(&(*s as u64).to_le_bytes()));
     v.listeners
         .iter()
-        .for_each(|l| msg.extend_from_slice(&l.to_ne_bytes()));
+        .for_each(|l| msg.extend_from_slice(&(*l as u32).to_le_bytes()));
     let mut rest = &msg[..];
     while !rest.is_empty() {
         match rustix::net::send(to, rest, rustix::net::SendFlags::NOSIGNAL) {
@@ -546,19 +551,19 @@ fn recv_verdict(from: RawFd) -> Option<registry::Verdict> {
         }
         Some(buf)
     };
+    let word = |c: &[u8]| c.iter().rev().fold(0u64, |w, &b| w << 8 | b as u64);
     let head = read(8)?;
-    let n_segs = u32::from_ne_bytes(head[..4].try_into().ok()?) as usize;
-    let n_lis = u32::from_ne_bytes(head[4..].try_into().ok()?) as usize;
+    let (n_segs, n_lis) = (word(&head[..4]) as usize, word(&head[4..]) as usize);
+    if n_segs > 1 << 24 || n_lis > 1 << 24 {
+        return None; // not a verdict of ours
+    }
     let body = read(8 * n_segs + 4 * n_lis)?;
     let (segs, lis) = body.split_at(8 * n_segs);
     Some(registry::Verdict {
-        segments: segs
-            .chunks_exact(8)
-            .map(|c| u64::from_ne_bytes(c.try_into().unwrap()) as usize)
-            .collect(),
+        segments: segs.chunks_exact(8).map(|c| word(c) as usize).collect(),
         listeners: lis
             .chunks_exact(4)
-            .map(|c| i32::from_ne_bytes(c.try_into().unwrap()))
+            .map(|c| word(c) as u32 as RawFd)
             .collect(),
     })
 }

@@ -32,6 +32,21 @@ fn roles(role: &str, args: shmwire::spawn::Args) -> i32 {
             }
             0
         }
+        // Forks a child that owns nothing, then opens the handle it was given and reports the
+        // grandchild's pid; exits when told.
+        "fork-then-open" => {
+            let h: ConnectionHandle = args.get().unwrap();
+            let (r, w) = Pipe::simplex().unwrap();
+            let g = Process::fork(move || {
+                let _ = r.recv::<()>();
+            })
+            .unwrap();
+            let conn = h.open().unwrap();
+            conn.send(&g.pid()).unwrap();
+            let _ = conn.recv::<()>();
+            drop(w);
+            g.join().unwrap().code().unwrap_or(-1)
+        }
         "sleep" => {
             std::thread::sleep(Duration::from_secs(60));
             0
@@ -47,6 +62,7 @@ fn main() {
         a_spawned_childs_death_is_seen_while_a_forked_sibling_lives,
         repeated_to_handle_reuses_one_export,
         a_forked_child_holds_only_the_tokens_its_closure_owns,
+        a_spawned_childs_forked_child_does_not_hold_its_inherited_handles,
         a_forked_child_does_not_hold_a_listener_it_does_not_own,
         a_listener_moved_into_a_forked_child_keeps_its_name,
         the_childs_exit_never_returns_into_the_caller,
@@ -184,7 +200,10 @@ fn repeated_to_handle_reuses_one_export() {
         "200 to_handle calls hold {} descriptors",
         open_fds() - fds
     );
-    let echo = Process::spawn("echo", &last.unwrap()).unwrap();
+    let last = last.unwrap();
+    let echo = Process::spawn("echo", &last).unwrap();
+    // The spawn took the export: the next call prepares a new one (withdrawn when `b` goes).
+    assert_ne!(b.to_handle().unwrap(), last);
     drop(b);
     a.send_bytes(b"one export").unwrap();
     assert_eq!(a.recv_bytes().unwrap(), b"one export");
@@ -196,11 +215,7 @@ fn a_forked_child_holds_only_the_tokens_its_closure_owns() {
     // What the children must not hold: a named pipe whose table is full (64 participants, all
     // this process), an anonymous lock, a named queue, a pending export.
     let full = unique("full");
-    let (_f0, _f1) = Pipe::builder()
-        .name(&full)
-        .capacity(4096)
-        .build()
-        .unwrap();
+    let (_f0, _f1) = Pipe::builder().name(&full).capacity(4096).build().unwrap();
     let _more: Vec<_> = (0..63).map(|_| Pipe::open(&full, 0).unwrap()).collect();
     let lock = Lock::new().unwrap();
     let _q: Queue<u32> = Queue::builder().name(&unique("not-mine")).build().unwrap();
@@ -229,6 +244,21 @@ fn a_forked_child_holds_only_the_tokens_its_closure_owns() {
     }
 }
 
+fn a_spawned_childs_forked_child_does_not_hold_its_inherited_handles() {
+    let (a, b) = Pipe::new().unwrap();
+    let s = Process::spawn("fork-then-open", &b.to_handle().unwrap()).unwrap();
+    drop(b);
+    let grandchild: u32 = a.recv().unwrap();
+    let held = tokens_of(grandchild);
+    assert_eq!(
+        held.len(),
+        1,
+        "the grandchild owns one pipe end, and holds these tokens: {held:?}"
+    );
+    a.send(&()).unwrap();
+    assert!(s.join().unwrap().success());
+}
+
 fn a_forked_child_does_not_hold_a_listener_it_does_not_own() {
     let name = unique("lis");
     let listener = Listener::bind(&name).unwrap();
@@ -246,7 +276,10 @@ fn a_forked_child_does_not_hold_a_listener_it_does_not_own() {
     let t = Instant::now();
     let got = waiting.read(&mut [0u8; 8]);
     assert!(
-        matches!(&got, Ok(0)) || got.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        matches!(&got, Ok(0))
+            || got
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
         "a client of a closed listener waited {:?} and got {got:?}: a forked sibling holds the socket",
         t.elapsed()
     );
@@ -268,7 +301,10 @@ fn a_listener_moved_into_a_forked_child_keeps_its_name() {
     assert_eq!(c.recv::<String>().unwrap(), "from the child's listener");
     drop(c);
     assert!(child.join().unwrap().success());
-    assert!(!socket_path(&name).exists(), "the child's drop removes the name");
+    assert!(
+        !socket_path(&name).exists(),
+        "the child's drop removes the name"
+    );
 }
 
 // ---- item: nothing after the fork returns into the caller -------------------------------------
@@ -338,14 +374,20 @@ fn a_process_dropped_while_running_is_reaped_later() {
         go_w.send(&()).unwrap();
         let t = Instant::now();
         while !gone(pid) {
-            assert!(t.elapsed() < Duration::from_secs(10), "the child did not end");
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "the child did not end"
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
         match reaper {
             "next fork" => assert!(Process::fork(|| ()).unwrap().join().unwrap().success()),
             _ => drop(shmwire::cleanup().unwrap()),
         }
-        assert!(!unreaped(pid), "a dropped Process's child is a zombie after the {reaper}");
+        assert!(
+            !unreaped(pid),
+            "a dropped Process's child is a zombie after the {reaper}"
+        );
     }
 }
 
@@ -399,7 +441,10 @@ fn a_child_of_a_thread_dies_with_the_parent_process() {
     .unwrap();
     let (forked, spawned): (u32, u32) = r.recv().unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    assert!(!gone(forked) && !gone(spawned), "the children died with the thread");
+    assert!(
+        !gone(forked) && !gone(spawned),
+        "the children died with the thread"
+    );
     middle.kill().unwrap();
     middle.join().unwrap();
     let t = Instant::now();

@@ -367,16 +367,18 @@ pub(crate) struct Export {
 }
 
 thread_local! {
-    /// While `Process::spawn` encodes its arguments: the descriptors of the handles they contain.
-    static SPAWNING: std::cell::RefCell<Option<Vec<RawFd>>> = const { std::cell::RefCell::new(None) };
+    /// While `Process::spawn` encodes its arguments: (descriptor, slot, role) of the handles they
+    /// contain.
+    static SPAWNING: std::cell::RefCell<Option<Vec<(RawFd, u32, usize)>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Called when a handle prepared by [`prepare_export`] is serialized: if that happens while
-/// `Process::spawn` encodes its arguments, the export goes to that child.
-pub(crate) fn note_handle_serialized(fd: RawFd) {
+/// `Process::spawn` encodes its arguments, the export goes to that child. (A handle names its export
+/// by descriptor, slot and role, so a stale handle whose descriptor number was reused takes nothing.)
+pub(crate) fn note_handle_serialized(fd: RawFd, slot: u32, role: usize) {
     SPAWNING.with(|s| {
         if let Some(v) = s.borrow_mut().as_mut() {
-            v.push(fd);
+            v.push((fd, slot, role));
         }
     });
 }
@@ -390,7 +392,7 @@ pub(crate) fn exports_serialized_by<T>(encode: impl FnOnce() -> T) -> (T, Vec<Ex
     let (mine, rest): (Vec<Export>, Vec<Export>) = all
         .exports
         .drain(..)
-        .partition(|e| fds.contains(&e.fd.as_raw_fd()));
+        .partition(|e| fds.contains(&(e.fd.as_raw_fd(), e.slot, e.role)));
     all.exports = rest;
     (out, mine)
 }
