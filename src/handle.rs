@@ -147,6 +147,8 @@ impl ConnectionHandle {
                 file,
                 exporter,
             } => {
+                // Until the segment is registered, a fork must not copy the inherited token.
+                let _gate = registry::fork_gate();
                 if let Some(memfd) = registry::take_inherited(*fd) {
                     // The spawned child it was prepared for: adopt the inherited description.
                     let mut companions: Vec<OwnedFd> = eventfds

@@ -229,8 +229,9 @@ impl Listener {
 impl Drop for Listener {
     fn drop(&mut self) {
         let fd = self.sock.as_raw_fd();
-        crate::segment::registry::untrack_listener(fd);
-        if crate::process::note_listener_moved(fd) {
+        let moved = crate::process::note_listener_moved(fd);
+        crate::segment::registry::close_listener(fd);
+        if moved {
             return; // dropped with a closure just forked: the child owns the socket and its name
         }
         // Remove the name only if it is still ours (not rebound by someone after a reclaim).

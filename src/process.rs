@@ -31,13 +31,14 @@
 
 mod forker;
 mod reap;
+mod verdict;
 
 use crate::error::{Error, Result};
 use crate::segment::{Segment, registry};
 use std::cell::RefCell;
 use std::fmt;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -214,10 +215,10 @@ impl Process {
         let _ = std::io::stdout().flush(); // or the child would print the parent's buffered output too
         let mut dropped = Some(reap::for_fork());
         let mut prep = registry::prepare_fork()?;
-        let channel = match prep.needs_verdict() {
+        let page = match prep.needs_verdict() {
             false => None,
-            true => match verdict_channel() {
-                Ok(c) => Some(c),
+            true => match verdict::Page::new(prep.capacity().0, prep.capacity().1) {
+                Ok(p) => Some(p),
                 Err(e) => {
                     prep.abort();
                     return Err(e);
@@ -225,9 +226,6 @@ impl Process {
             },
         };
         let mut prep = Some(prep);
-        let ends = channel
-            .as_ref()
-            .map(|(c, p)| (c.as_raw_fd(), p.as_raw_fd()));
         let mut f = Some(f);
         let mut pid: libc::pid_t = -1;
         let mut err = None;
@@ -236,7 +234,7 @@ impl Process {
             // never returns. Hazards with other threads are documented above.
             pid = unsafe { libc::fork() };
             if pid == 0 {
-                child_main(parent, &mut f, &mut prep, &mut dropped, ends);
+                child_main(parent, &mut f, &mut prep, &mut dropped, page.as_ref());
             }
             if pid < 0 {
                 err = Some(std::io::Error::last_os_error());
@@ -255,9 +253,8 @@ impl Process {
         let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(f.take())));
         let moved = MOVING.with(|m| m.replace(outer)).unwrap_or_default();
         let verdict = parent_half.finish(pid as u32, &moved.roles, moved.segments, moved.listeners);
-        if let Some((theirs, ours)) = channel {
-            drop(theirs);
-            send_verdict(&ours, &verdict); // a child that died meanwhile needs none
+        if let Some(page) = &page {
+            page.send(&verdict);
         }
         let child = Process::from_pid(pid);
         if let Err(panic) = unwound {
@@ -444,7 +441,7 @@ fn child_main<F, R>(
     f: &mut Option<F>,
     prep: &mut Option<registry::ForkPrep>,
     dropped: &mut Option<std::sync::MutexGuard<'static, Vec<reap::Dropped>>>,
-    channel: Option<(RawFd, RawFd)>,
+    page: Option<&verdict::Page>,
 ) -> !
 where
     F: FnOnce() -> R,
@@ -468,16 +465,7 @@ where
             d.clear(); // our parent's children, not ours
         }
         if let Some(p) = prep.take() {
-            p.in_child(|| {
-                let (mine, parents) = channel?;
-                // SAFETY: the copies of the channel in this process are used by nobody else; each
-                // is closed once, here.
-                unsafe { libc::close(parents) };
-                let v = recv_verdict(mine);
-                // SAFETY: as above.
-                unsafe { libc::close(mine) };
-                v
-            });
+            p.in_child(|| page?.wait(parent));
         }
         let f = f.take().expect("the closure runs once");
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
@@ -499,71 +487,4 @@ where
     });
     // SAFETY: ends the child without running the parent's destructors or atexit handlers.
     unsafe { libc::_exit(code) }
-}
-
-/// The channel on which the parent tells the child what its closure owns: (child's end, parent's
-/// end), a socket pair so that a write to a child that died is an error, never a SIGPIPE.
-fn verdict_channel() -> Result<(OwnedFd, OwnedFd)> {
-    use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
-    Ok(socketpair(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC,
-        None,
-    )?)
-}
-
-fn send_verdict(to: &OwnedFd, v: &registry::Verdict) {
-    // Little-endian words: two counts (u32), the segment addresses (u64), the listeners (u32).
-    let mut msg = Vec::with_capacity(8 + 8 * v.segments.len() + 4 * v.listeners.len());
-    msg.extend_from_slice(&(v.segments.len() as u32).to_le_bytes());
-    msg.extend_from_slice(&(v.listeners.len() as u32).to_le_bytes());
-    v.segments
-        .iter()
-        .for_each(|s| msg.extend_from_slice(&(*s as u64).to_le_bytes()));
-    v.listeners
-        .iter()
-        .for_each(|l| msg.extend_from_slice(&(*l as u32).to_le_bytes()));
-    let mut rest = &msg[..];
-    while !rest.is_empty() {
-        match rustix::net::send(to, rest, rustix::net::SendFlags::NOSIGNAL) {
-            Ok(n) => rest = &rest[n..],
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(_) => return,
-        }
-    }
-}
-
-/// The verdict, or `None` if the parent went away before sending it (the child then keeps all).
-fn recv_verdict(from: RawFd) -> Option<registry::Verdict> {
-    // SAFETY: the child's end of the verdict channel, open until the child exits.
-    let from = unsafe { std::os::fd::BorrowedFd::borrow_raw(from) };
-    let read = |n: usize| -> Option<Vec<u8>> {
-        let mut buf = vec![0u8; n];
-        let mut got = 0;
-        while got < n {
-            match rustix::io::read(from, &mut buf[got..]) {
-                Ok(0) => return None,
-                Ok(k) => got += k,
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(_) => return None,
-            }
-        }
-        Some(buf)
-    };
-    let word = |c: &[u8]| c.iter().rev().fold(0u64, |w, &b| w << 8 | b as u64);
-    let head = read(8)?;
-    let (n_segs, n_lis) = (word(&head[..4]) as usize, word(&head[4..]) as usize);
-    if n_segs > 1 << 24 || n_lis > 1 << 24 {
-        return None; // not a verdict of ours
-    }
-    let body = read(8 * n_segs + 4 * n_lis)?;
-    let (segs, lis) = body.split_at(8 * n_segs);
-    Some(registry::Verdict {
-        segments: segs.chunks_exact(8).map(|c| word(c) as usize).collect(),
-        listeners: lis
-            .chunks_exact(4)
-            .map(|c| word(c) as u32 as RawFd)
-            .collect(),
-    })
 }

@@ -125,18 +125,18 @@ impl Process {
     pub fn spawn<A: Serialize + ?Sized>(role: &str, args: &A) -> Result<Process> {
         crate::process::reap_dropped();
         let (payload, exports) = registry::exports_serialized_by(|| codec::encode(args));
-        let payload = match payload {
-            Ok(p) => hex(&p),
-            Err(e) => {
-                exports.into_iter().for_each(registry::Export::put_back);
+        let (payload, exe) = match (payload, std::env::current_exe()) {
+            (Ok(p), Ok(exe)) => (hex(&p), exe),
+            (Err(e), _) => {
+                exports.put_back();
                 return Err(e);
             }
+            (_, Err(e)) => {
+                exports.put_back();
+                return Err(e.into());
+            }
         };
-        let exe = std::env::current_exe()?;
-        let keep: Vec<RawFd> = exports
-            .iter()
-            .flat_map(|e| e.inherited().collect::<Vec<_>>())
-            .collect();
+        let keep: Vec<RawFd> = exports.inherited().to_vec();
         let fd_list: Vec<String> = keep.iter().map(|f| f.to_string()).collect();
         let mut cmd = std::process::Command::new(exe);
         cmd.env(ROLE, role)
@@ -164,23 +164,20 @@ impl Process {
         }
         // On a thread that lives as long as this process: the death signal follows the thread.
         let mut spawned = None;
-        if let Err(e) = crate::process::on_forker(&mut || spawned = Some(cmd.spawn())) {
-            exports.into_iter().for_each(registry::Export::put_back);
-            return Err(e);
-        }
-        match spawned.expect("the forker ran the spawn") {
-            Ok(child) => {
+        let ran = crate::process::on_forker(&mut || spawned = Some(cmd.spawn()));
+        match (ran, spawned) {
+            (Ok(()), Some(Ok(child))) => {
                 let pid = child.id();
-                for e in exports {
-                    e.handed_to(pid);
-                }
+                exports.handed_to(pid);
                 Ok(Process::from_pid(pid as libc::pid_t))
             }
-            Err(e) => {
-                for x in exports {
-                    x.put_back();
-                }
-                Err(Error::Io(e))
+            (ran, spawned) => {
+                exports.put_back();
+                Err(match (ran, spawned) {
+                    (_, Some(Err(e))) => Error::Io(e),
+                    (Err(e), _) => e,
+                    _ => Error::io(std::io::ErrorKind::Other, "the spawn did not run"),
+                })
             }
         }
     }

@@ -63,6 +63,7 @@ fn main() {
         repeated_to_handle_reuses_one_export,
         a_forked_child_holds_only_the_tokens_its_closure_owns,
         a_spawned_childs_forked_child_does_not_hold_its_inherited_handles,
+        forks_while_other_threads_make_handles,
         a_forked_child_does_not_hold_a_listener_it_does_not_own,
         a_listener_moved_into_a_forked_child_keeps_its_name,
         the_childs_exit_never_returns_into_the_caller,
@@ -103,6 +104,27 @@ fn tokens_of(pid: u32) -> BTreeSet<String> {
         }
     }
     out
+}
+
+/// How many listening Unix sockets process `pid` holds.
+fn listening_sockets(pid: u32) -> usize {
+    const ACCEPTCON: u32 = 0x10000; // the "Flags" of a listening socket in /proc/net/unix
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/unix")).unwrap();
+    let listening: BTreeSet<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let flags = u32::from_str_radix(f.get(3)?, 16).ok()?;
+            let inode = f.get(6)?;
+            (flags & ACCEPTCON != 0).then(|| format!("socket:[{inode}]"))
+        })
+        .collect();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| listening.contains(l.to_string_lossy().as_ref()))
+        .count()
 }
 
 /// Whether `pid` is a child of ours that has ended and not been reaped.
@@ -257,6 +279,57 @@ fn a_spawned_childs_forked_child_does_not_hold_its_inherited_handles() {
     );
     a.send(&()).unwrap();
     assert!(s.join().unwrap().success());
+}
+
+/// Forks (from the main thread and from another) while other threads make and drop objects, pipes
+/// and listeners: no child holds a token or socket it was not given, and nothing deadlocks.
+fn forks_while_other_threads_make_handles() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let makers: Vec<_> = (0..2)
+        .map(|i| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let l = Lock::new().unwrap();
+                    let named = Lock::create(&unique(&format!("churn{i}-{n}"))).unwrap();
+                    let p = Pipe::builder().capacity(4096).build().unwrap();
+                    let export = p.1.to_handle().unwrap();
+                    let lis = Listener::bind(&unique(&format!("churn{i}-{n}"))).unwrap();
+                    drop((l, named, p, export, lis));
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    let check = |from: &str| {
+        for _ in 0..40 {
+            let (mine, theirs) = Pipe::new().unwrap();
+            let child = Process::fork(move || {
+                theirs.send(&()).unwrap();
+                let _ = theirs.recv::<()>();
+            })
+            .unwrap();
+            mine.recv::<()>().unwrap();
+            let (held, listening) = (tokens_of(child.pid()), listening_sockets(child.pid()));
+            drop(mine);
+            assert!(child.join().unwrap().success());
+            assert_eq!(held.len(), 1, "forked from {from}: {held:?}");
+            assert_eq!(
+                listening, 0,
+                "forked from {from}: a listener it was not given"
+            );
+        }
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| check("a thread"));
+        check("main");
+    });
+    stop.store(true, Ordering::Relaxed);
+    for m in makers {
+        m.join().unwrap();
+    }
 }
 
 fn a_forked_child_does_not_hold_a_listener_it_does_not_own() {

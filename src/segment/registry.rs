@@ -133,9 +133,13 @@ pub(crate) fn track_listener(fd: RawFd) {
     pending().listeners.push(fd);
 }
 
-/// The `Listener` owning socket `fd` is going away in this process.
-pub(crate) fn untrack_listener(fd: RawFd) {
+/// The `Listener` owning socket `fd` is going away in this process: its socket is closed now, under
+/// the fork gate, so no child forked meanwhile copies it untracked (the descriptor holds an inert
+/// socket until the `Listener` closes it).
+pub(crate) fn close_listener(fd: RawFd) {
+    let _gate = fork_gate();
     pending().listeners.retain(|&l| l != fd);
+    inert(fd); // if it fails, the socket closes with the `Listener` a moment later
 }
 
 /// A segment prepared for the child: its new description and slot (`NO_SLOT`: the table was full).
@@ -265,17 +269,30 @@ impl ForkPrep {
         let keep: Vec<RawFd> = self.pending.listeners.clone();
         for fd in keep {
             if !v.listeners.contains(&fd) {
-                inert(fd);
+                if !inert(fd) {
+                    // SAFETY: no closure of this child owns the listener: nobody may use it here.
+                    unsafe { libc::close(fd) };
+                }
                 self.pending.listeners.retain(|&l| l != fd);
             }
         }
     }
 
-    /// In the parent, right after the fork: let other threads go on (the closure's drop may make
-    /// handles) and keep the prepared descriptions for [`ForkedParent::finish`].
+    /// How many segments and listeners a verdict may name (those the child may own).
+    pub(crate) fn capacity(&self) -> (usize, usize) {
+        (self.items.len(), self.pending.listeners.len())
+    }
+
+    /// In the parent, right after the fork: close our copies of the child's descriptions (while the
+    /// locks still keep other forks out, so no other child ever copies them) and let other threads go
+    /// on (the closure's drop may make handles); keep the slots for [`ForkedParent::finish`].
     pub(crate) fn forked(mut self) -> ForkedParent {
         ForkedParent {
-            items: std::mem::take(&mut self.items),
+            items: std::mem::take(&mut self.items)
+                .into_iter()
+                .map(|p| (p.seg, p.slot))
+                .collect(),
+            listeners: self.pending.listeners.clone(),
         }
     }
 
@@ -289,25 +306,28 @@ impl ForkPrep {
     }
 }
 
-/// Replaces descriptor `fd` by a socket that neither listens nor connects: a borrowed `Listener`
-/// then fails (`accept` is an error, `poll` says hang-up) instead of touching a reused number.
-fn inert(fd: RawFd) {
-    // SAFETY: plain syscalls; `fd` is a listener socket of this process that no closure owns; dup2
-    // replaces it atomically, and on failure it is closed (nobody in this process may use it).
+/// Replaces descriptor `fd` by a socket that neither listens nor connects, closing what it was: a
+/// `Listener` still holding the number then fails (`accept` is an error, `poll` says hang-up)
+/// instead of touching a reused number. False if no socket could be made (`fd` is as it was).
+fn inert(fd: RawFd) -> bool {
+    // SAFETY: plain syscalls on a new socket of ours and on `fd`, a listener socket of this process,
+    // which dup3 replaces atomically.
     unsafe {
         let s = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if s < 0 || libc::dup3(s, fd, libc::O_CLOEXEC) < 0 {
-            libc::close(fd);
+        if s < 0 {
+            return false;
         }
-        if s >= 0 {
-            libc::close(s);
-        }
+        let done = libc::dup3(s, fd, libc::O_CLOEXEC) >= 0;
+        libc::close(s);
+        done
     }
 }
 
-/// The parent's half of a fork, once the child exists.
+/// The parent's half of a fork, once the child exists: the segments and the child's slots in them,
+/// and the listeners the child had a copy of.
 pub(crate) struct ForkedParent {
-    items: Vec<Prepared>,
+    items: Vec<(Arc<Segment>, u32)>,
+    listeners: Vec<RawFd>,
 }
 
 impl ForkedParent {
@@ -321,26 +341,33 @@ impl ForkedParent {
         segments: Vec<usize>,
         listeners: Vec<RawFd>,
     ) -> Verdict {
-        for p in self.items {
-            if p.slot == NO_SLOT {
+        let keys: Vec<usize> = self
+            .items
+            .iter()
+            .map(|(s, _)| Arc::as_ptr(s) as usize)
+            .collect();
+        for (seg, slot) in &self.items {
+            if *slot == NO_SLOT {
                 continue;
             }
-            p.seg.set_slot_pid(p.slot, child);
-            let key = Arc::as_ptr(&p.seg) as usize;
+            seg.set_slot_pid(*slot, child);
+            let key = Arc::as_ptr(seg) as usize;
             for role in 0..super::header::MAX_ROLES {
                 if !moved.contains(&(key, role)) {
-                    p.seg.drop_role_of(p.slot, role);
+                    seg.drop_role_of(*slot, role);
                 }
             }
-            drop(p.fd); // the child's copy keeps its token
         }
         let mut segs = segments;
         segs.extend(moved.iter().map(|&(s, _)| s));
+        segs.retain(|s| keys.contains(s));
         segs.sort_unstable();
         segs.dedup();
+        let mut lis = listeners;
+        lis.retain(|l| self.listeners.contains(l));
         Verdict {
             segments: segs,
-            listeners,
+            listeners: lis,
         }
     }
 }
@@ -358,12 +385,24 @@ pub(crate) fn release_at_exit() {
 
 /// A description and slot prepared for a child that will be *spawned* (re-executed), holding the role
 /// of the handle it will open (see `ConnectionHandle`).
-pub(crate) struct Export {
+///
+/// It stays in the process's list (so that a forked child closes its descriptor) until a spawned
+/// child has it (then its descriptor is closed under the list's lock) or its end goes.
+struct Export {
     seg: Arc<Segment>,
     fd: OwnedFd,
     slot: u32,
     role: usize,
     companions: Vec<RawFd>,
+    /// Taken by a spawn in progress.
+    taken: bool,
+}
+
+/// The exports a spawn takes: (descriptor, slot, role) of each, and the descriptors its child
+/// inherits.
+pub(crate) struct Taken {
+    keys: Vec<(RawFd, u32, usize)>,
+    inherited: Vec<RawFd>,
 }
 
 thread_local! {
@@ -383,18 +422,26 @@ pub(crate) fn note_handle_serialized(fd: RawFd, slot: u32, role: usize) {
     });
 }
 
-/// Runs `encode` and returns, with its result, the exports whose handles it serialized.
-pub(crate) fn exports_serialized_by<T>(encode: impl FnOnce() -> T) -> (T, Vec<Export>) {
+/// Runs `encode` and returns, with its result, the exports whose handles it serialized (taken for
+/// the spawn: give them with [`Taken::handed_to`] or back with [`Taken::put_back`]).
+pub(crate) fn exports_serialized_by<T>(encode: impl FnOnce() -> T) -> (T, Taken) {
     SPAWNING.with(|s| *s.borrow_mut() = Some(Vec::new()));
     let out = encode();
-    let fds = SPAWNING.with(|s| s.borrow_mut().take()).unwrap_or_default();
-    let mut all = pending();
-    let (mine, rest): (Vec<Export>, Vec<Export>) = all
-        .exports
-        .drain(..)
-        .partition(|e| fds.contains(&(e.fd.as_raw_fd(), e.slot, e.role)));
-    all.exports = rest;
-    (out, mine)
+    let keys = SPAWNING.with(|s| s.borrow_mut().take()).unwrap_or_default();
+    let mut taken = Taken {
+        keys: Vec::new(),
+        inherited: Vec::new(),
+    };
+    for e in pending().exports.iter_mut() {
+        let key = (e.fd.as_raw_fd(), e.slot, e.role);
+        if !e.taken && keys.contains(&key) {
+            e.taken = true;
+            taken.keys.push(key);
+            taken.inherited.push(key.0);
+            taken.inherited.extend_from_slice(&e.companions);
+        }
+    }
+    (out, taken)
 }
 
 /// Prepares `role` of `seg` for the next spawned child: a new open file description (its token) and
@@ -406,7 +453,7 @@ pub(crate) fn prepare_export(seg: &Arc<Segment>, role: usize) -> Result<(RawFd, 
     if let Some(e) = all
         .exports
         .iter()
-        .find(|e| Arc::ptr_eq(&e.seg, seg) && e.role == role)
+        .find(|e| Arc::ptr_eq(&e.seg, seg) && e.role == role && !e.taken)
     {
         return Ok((e.fd.as_raw_fd(), e.slot));
     }
@@ -421,12 +468,14 @@ pub(crate) fn prepare_export(seg: &Arc<Segment>, role: usize) -> Result<(RawFd, 
         slot,
         role,
         companions: seg.companions().collect(),
+        taken: false,
     });
     Ok((raw, slot))
 }
 
 /// The handle holding `role` of `seg` is going away in this process: exports of that end that no
-/// spawn took are withdrawn (their slots freed), so the end closes as it would without them.
+/// spawn took are withdrawn (their slots freed, their descriptors closed under the list's lock), so
+/// the end closes as it would without them.
 pub(crate) fn withdraw_exports(seg: &Arc<Segment>, role: usize) {
     let mut all = pending();
     if all.exports.is_empty() {
@@ -435,28 +484,49 @@ pub(crate) fn withdraw_exports(seg: &Arc<Segment>, role: usize) {
     let (gone, keep): (Vec<Export>, Vec<Export>) = all
         .exports
         .drain(..)
-        .partition(|e| Arc::ptr_eq(&e.seg, seg) && e.role == role);
+        .partition(|e| Arc::ptr_eq(&e.seg, seg) && e.role == role && !e.taken);
     all.exports = keep;
-    drop(all);
+    let mut segs = Vec::with_capacity(gone.len());
     for e in gone {
         e.seg.release_prepared(e.fd, e.slot);
+        segs.push(e.seg);
     }
+    drop(all);
+    drop(segs); // after the lock: a segment's drop may take the fork gate
 }
 
-impl Export {
+impl Taken {
     /// The descriptors the child must inherit.
-    pub(crate) fn inherited(&self) -> impl Iterator<Item = RawFd> + '_ {
-        std::iter::once(self.fd.as_raw_fd()).chain(self.companions.iter().copied())
+    pub(crate) fn inherited(&self) -> &[RawFd] {
+        &self.inherited
     }
 
-    /// The child was spawned: it holds its copy of the description; give up ours.
+    /// The child was spawned: it holds its copies of the descriptions; close ours (under the lock, so
+    /// a concurrent fork never copies them).
     pub(crate) fn handed_to(self, child: u32) {
-        self.seg.set_slot_pid(self.slot, child);
+        let mut all = pending();
+        let (mine, rest): (Vec<Export>, Vec<Export>) = all
+            .exports
+            .drain(..)
+            .partition(|e| e.taken && self.keys.contains(&(e.fd.as_raw_fd(), e.slot, e.role)));
+        all.exports = rest;
+        let mut segs = Vec::with_capacity(mine.len());
+        for e in mine {
+            e.seg.set_slot_pid(e.slot, child);
+            drop(e.fd);
+            segs.push(e.seg);
+        }
+        drop(all);
+        drop(segs); // after the lock: a segment's drop may take the fork gate
     }
 
-    /// The spawn failed: keep the export for a later spawn.
+    /// The spawn failed: keep the exports for a later spawn.
     pub(crate) fn put_back(self) {
-        pending().exports.push(self);
+        for e in pending().exports.iter_mut() {
+            if e.taken && self.keys.contains(&(e.fd.as_raw_fd(), e.slot, e.role)) {
+                e.taken = false;
+            }
+        }
     }
 }
 
