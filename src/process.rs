@@ -229,9 +229,9 @@ impl Process {
         let mut f = Some(f);
         let mut pid: libc::pid_t = -1;
         let mut err = None;
-        let forked = on_forker(&mut || {
-            // SAFETY: fork has no memory-safety preconditions; the child only runs `child_main`, which
-            // never returns. Hazards with other threads are documented above.
+        let mut job = || {
+            // SAFETY: fork has no memory-safety preconditions; the child only runs `child_main`,
+            // which never returns. Hazards with other threads are documented above.
             pid = unsafe { libc::fork() };
             if pid == 0 {
                 child_main(parent, &mut f, &mut prep, &mut dropped, page.as_ref());
@@ -239,7 +239,10 @@ impl Process {
             if pid < 0 {
                 err = Some(std::io::Error::last_os_error());
             }
-        });
+        };
+        // SAFETY (on_forker): in this process the job touches only `pid` and `err`; the closure,
+        // the prepared slots and the guards are used only in the child, which has no other thread.
+        let forked = unsafe { on_forker(&mut job) };
         let mut prep = prep.take().expect("taken only in the child");
         if let Err(e) = forked.and(err.map_or(Ok(()), |e| Err(Error::Io(e)))) {
             prep.abort();

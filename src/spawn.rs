@@ -31,7 +31,7 @@
 //! In tests, use a `harness = false` target whose `main` calls `enter` (libtest's own `main` cannot).
 //! The child gets the role and its arguments (any serde value, postcard-encoded) in its environment,
 //! dies with its parent process (`PR_SET_PDEATHSIG`, set by a thread that lives as long as the
-//! process, see [`Process`](crate::Process); and a check of `getppid()` in `enter`), and inherits
+//! process, see [`Process`]; and a check of `getppid()` in `enter`), and inherits
 //! the descriptors of the handles prepared for it
 //! ([`Connection::to_handle`](crate::Connection::to_handle)). It holds them (and the pipe ends they
 //! stand for) until it opens them or exits; children it forks or starts do not inherit them.
@@ -164,7 +164,9 @@ impl Process {
         }
         // On a thread that lives as long as this process: the death signal follows the thread.
         let mut spawned = None;
-        let ran = crate::process::on_forker(&mut || spawned = Some(cmd.spawn()));
+        // SAFETY (on_forker): the job touches `cmd` (a `Command`, which is `Send`) and `spawned`
+        // (its result, `Send` too).
+        let ran = unsafe { crate::process::on_forker(&mut || spawned = Some(cmd.spawn())) };
         match (ran, spawned) {
             (Ok(()), Some(Ok(child))) => {
                 let pid = child.id();

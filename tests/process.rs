@@ -336,7 +336,11 @@ fn a_forked_child_does_not_hold_a_listener_it_does_not_own() {
     let name = unique("lis");
     let listener = Listener::bind(&name).unwrap();
     let (stop_r, stop_w) = Pipe::simplex().unwrap();
+    let borrowed = &listener;
     let sibling = Process::fork(move || {
+        // A listener the closure only borrows is the parent's: here it fails, and never hangs.
+        let got = borrowed.accept_timeout(Duration::from_secs(5));
+        assert!(matches!(got, Err(Error::Io(_))), "{got:?}");
         let _ = stop_r.recv::<()>();
     })
     .unwrap();

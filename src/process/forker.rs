@@ -8,10 +8,10 @@
 //!
 //! The child of a handed-over fork is a copy of the forker thread: it runs the closure (moved in
 //! through the parent's memory, which the child has a copy of) on the forker's stack
-//! ([`FORKER_STACK`] bytes, as much as a main thread gets), and sees the forker's thread-locals, not
-//! those of the thread that called `fork` (`std::thread::current()` is named `shmwire-forker`). In the
-//! parent, the forker touches nothing but the `fork` call: the calling thread's data is used only by
-//! the child, which has no other thread.
+//! ([`FORKER_STACK`] bytes, as much as a main thread gets), with the calling thread's signal mask,
+//! and sees the forker's thread-locals, not those of the thread that called `fork`
+//! (`std::thread::current()` is named `shmwire-forker`). In the parent, the forker touches nothing but
+//! the `fork` call: the calling thread's data is used only by the child, which has no other thread.
 //!
 //! A forked child of ours starts its own forker when one of its threads forks (the parent's does not
 //! exist in it: the fork generation tells them apart).
@@ -26,11 +26,13 @@ pub(crate) const FORKER_STACK: usize = 8 << 20;
 
 struct Job {
     run: *mut (dyn FnMut() + 'static),
+    /// The submitting thread's signal mask, which the child inherits as from a fork of its own.
+    mask: libc::sigset_t,
     done: mpsc::SyncSender<()>,
 }
 
 // SAFETY: the pointer is used by the forker thread only while the submitting thread waits for
-// `done` (see `run`); the closure it points to runs its code only in the forked child.
+// `done`, and the closure touches in this process only data that may be sent (see `run`).
 unsafe impl Send for Job {}
 
 struct Forker {
@@ -62,8 +64,14 @@ fn forker() -> Result<&'static Forker> {
             .stack_size(FORKER_STACK)
             .spawn(move || {
                 for job in rx {
-                    // SAFETY: see `Job`; the submitter waits until `done` is sent.
-                    unsafe { (*job.run)() };
+                    // SAFETY: see `Job`; the submitter waits until `done` is sent. The masks are
+                    // valid sigsets (filled by pthread_sigmask).
+                    unsafe {
+                        let mut ours: libc::sigset_t = std::mem::zeroed();
+                        libc::pthread_sigmask(libc::SIG_SETMASK, &job.mask, &mut ours);
+                        (*job.run)();
+                        libc::pthread_sigmask(libc::SIG_SETMASK, &ours, std::ptr::null_mut());
+                    }
                     let _ = job.done.send(());
                 }
             })?;
@@ -83,18 +91,32 @@ fn forker() -> Result<&'static Forker> {
 /// Runs `job` on a thread that lives as long as this process: here if this is the main thread,
 /// else on the forker, waiting for it. `job` forks (or spawns); in a forked child it must never
 /// return.
-pub(crate) fn run(job: &mut dyn FnMut()) -> Result<()> {
+///
+/// # Safety
+/// `job` may run on another thread, although it need not be `Send`: in this process it must touch
+/// only data that may be sent to another thread (what it does in a forked child, which has no other
+/// thread, is not restricted).
+pub(crate) unsafe fn run(job: &mut dyn FnMut()) -> Result<()> {
     if is_main_thread() {
         job();
         return Ok(());
     }
     let forker = forker()?;
     let (done, finished) = mpsc::sync_channel(1);
+    // SAFETY: a zeroed sigset is valid; pthread_sigmask with no new set only reads the mask.
+    let mask = unsafe {
+        let mut m: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut m);
+        m
+    };
     let job: *mut (dyn FnMut() + '_) = job;
     // SAFETY: only the lifetime is erased; this thread waits below until the forker has run the job,
     // so the closure outlives every use of the pointer.
     let run: *mut (dyn FnMut() + 'static) = unsafe { std::mem::transmute(job) };
     let gone = || Error::io(std::io::ErrorKind::Other, "the forker thread is gone");
-    forker.jobs.send(Job { run, done }).map_err(|_| gone())?;
+    forker
+        .jobs
+        .send(Job { run, mask, done })
+        .map_err(|_| gone())?;
     finished.recv().map_err(|_| gone())
 }
