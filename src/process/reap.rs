@@ -44,17 +44,28 @@ fn reap(list: &mut Vec<Dropped>) {
 
 /// Whether `d` has been reaped now (or is no child of ours to reap).
 fn reaped(d: &Dropped) -> bool {
-    let (idtype, id) = match &d.pidfd {
-        Some(fd) => (libc::P_PIDFD, fd.as_raw_fd() as libc::id_t),
-        None => (libc::P_PID, d.pid as libc::id_t),
-    };
+    match &d.pidfd {
+        // A kernel without P_PIDFD (before 5.4) says EINVAL: then by pid, which is still ours.
+        Some(fd) => match wait_nohang(libc::P_PIDFD, fd.as_raw_fd() as libc::id_t) {
+            Err(libc::EINVAL) => wait_nohang(libc::P_PID, d.pid as libc::id_t),
+            r => r,
+        },
+        None => wait_nohang(libc::P_PID, d.pid as libc::id_t),
+    }
+    // ECHILD: not our child (reaped by someone else); EINTR: try again next time.
+    .unwrap_or_else(|e| e != libc::EINTR)
+}
+
+/// `waitid(.., WEXITED | WNOHANG)`: whether a child was reaped, or the errno.
+fn wait_nohang(idtype: libc::idtype_t, id: libc::id_t) -> Result<bool, i32> {
     // SAFETY: `info` is a valid out-pointer; WNOHANG never blocks.
     unsafe {
         let mut info: libc::siginfo_t = std::mem::zeroed();
         if libc::waitid(idtype, id, &mut info, libc::WEXITED | libc::WNOHANG) == 0 {
-            return info.si_pid() != 0;
+            return Ok(info.si_pid() != 0);
         }
     }
-    // ECHILD: not our child (reaped by someone else); EINTR: try again next time.
-    std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)
+    Err(std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EINVAL))
 }

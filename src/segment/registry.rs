@@ -13,9 +13,10 @@
 //! 2. forks; the child switches every segment to its new description (closing its copies of the
 //!    parent's, so it holds none of the parent's tokens) and closes the descriptors of pending
 //!    exports and of inherited descriptors not yet opened;
-//! 3. the parent drops its copy of the closure, noting which handles it owned (their `Drop` asks
-//!    `crate::process`), takes from the child's slots the roles that did not move, closes its copies
-//!    of the child's descriptions and sends the child that verdict;
+//! 3. the parent closes its copies of the child's descriptions at once, still under the locks (so no
+//!    other child ever copies them), then drops its copy of the closure, noting which handles it
+//!    owned (their `Drop` asks `crate::process`), takes from the child's slots the roles that did not
+//!    move, and sends the child that verdict (through a page of shared memory, not a descriptor);
 //! 4. the child, before it runs the closure, leaves the segments its closure does not own (a handle
 //!    the closure only borrows takes a slot of its own on first use) and closes the listener sockets it
 //!    does not own (replaced by an inert socket, so their numbers are never reused under a borrowed
@@ -25,7 +26,10 @@
 //! (`libc::fork`) is caught by a `pthread_atfork` handler that bumps [`fork_generation`]; its handles
 //! take their own slot on first use. Code that creates a process-local token (a segment, a listener)
 //! holds the [`fork_gate`] for reading until the token is registered, so a fork from another thread
-//! never copies one unregistered.
+//! never copies one unregistered; descriptors that leave the lists (an export handed over or
+//! withdrawn, a listener dropped) are closed under their lock or the gate. (A segment whose last
+//! handle another thread is dropping at the moment of the fork is not in the list; the child may copy
+//! its descriptor, but that drop releases the token through the shared description a moment later.)
 //!
 //! When a child (forked or spawned) exits, [`release_at_exit`] gives up what it still holds, as the
 //! handles' `Drop` would (roles, slots, tokens, names it was the last to hold), without running any
