@@ -66,7 +66,7 @@ impl Serialize for ConnectionHandle {
                 exporter,
             } => {
                 // A spawn encoding its arguments takes this export for its child.
-                registry::note_handle_serialized(*fd);
+                registry::note_handle_serialized(*fd, *slot, *end as usize);
                 Repr::Inherited {
                     fd: *fd,
                     slot: *slot,
@@ -90,28 +90,20 @@ fn identity(fd: RawFd) -> Option<(u64, u64)> {
     Some((st.st_dev, st.st_ino))
 }
 
-/// A copy of inherited descriptor `fd` (close-on-exec), closing the inherited one.
-fn take_inherited(fd: RawFd) -> Result<OwnedFd> {
-    // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor sharing the open file description.
-    let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-    if copy < 0 {
-        return Err(Error::Misuse);
-    }
-    // SAFETY: `fd` was inherited for this handle and is consumed here, once (a second open finds it
-    // closed); `copy` is ours.
-    unsafe {
-        libc::close(fd);
-        Ok(OwnedFd::from_raw_fd(copy))
-    }
-}
-
 impl Connection {
     /// A handle on this end for another process. For an anonymous pipe: the child started by the
     /// [`Process::spawn`](crate::Process::spawn) whose arguments contain the handle inherits the end
     /// (and holds it from that moment, as a forked child would); any other process of this user
     /// opens it through `/proc` as long as this end lives here. For a named pipe: any process of this
     /// user, by name.
+    ///
+    /// An anonymous pipe's end has at most one export waiting for a spawn: calling this again before
+    /// a spawn takes it returns the same handle (a spawn that takes it makes the next call prepare a
+    /// new one). A closed end is [`Error::Misuse`].
     pub fn to_handle(&self) -> Result<ConnectionHandle> {
+        if self.is_closed() {
+            return Err(Error::Misuse);
+        }
         let seg = self.segment();
         let end = self.end() as u8;
         if let Some(os_name) = seg.os_name() {
@@ -139,8 +131,9 @@ impl ConnectionHandle {
     /// Opens the end this handle names, making this process one more holder of it.
     ///
     /// Errors: `Io(NotFound)` if the process that made an anonymous-pipe handle no longer holds the
-    /// pipe (or the name is gone), [`Error::Misuse`] in the process that made it. (A second open in
-    /// the spawned child goes through the maker, like any other process's.)
+    /// pipe (or the name is gone), [`Error::Misuse`] in the process that made it. The spawned child
+    /// it was made for adopts the descriptors it inherited for it (those `spawn::enter` recorded, and
+    /// only once: a second open goes through the maker, like any other process's).
     pub fn open(&self) -> Result<Connection> {
         match self {
             ConnectionHandle::Named { os_name, end } => {
@@ -154,13 +147,20 @@ impl ConnectionHandle {
                 file,
                 exporter,
             } => {
-                if exporter.0 != std::process::id() && identity(*fd) == Some(*file) {
+                // Until the segment is registered, a fork must not copy the inherited token.
+                let _gate = registry::fork_gate();
+                if let Some(memfd) = registry::take_inherited(*fd) {
                     // The spawned child it was prepared for: adopt the inherited description.
-                    let memfd = take_inherited(*fd)?;
-                    let companions = eventfds
+                    let mut companions: Vec<OwnedFd> = eventfds
                         .iter()
-                        .filter_map(|&e| take_inherited(e).ok())
+                        .filter_map(|&e| registry::take_inherited(e))
                         .collect();
+                    if companions.len() != eventfds.len() {
+                        companions.clear(); // all or none (`wait()` then polls)
+                    }
+                    if identity(memfd.as_raw_fd()) != Some(*file) {
+                        return Err(Error::Corrupt); // not the pipe this handle names
+                    }
                     return crate::pipe::adopt_end(memfd, Some(*slot), companions, *end as usize);
                 }
                 if exporter.0 == std::process::id() {

@@ -115,6 +115,8 @@ impl Listener {
     pub fn bind(name: &str) -> Result<Listener> {
         let path = socket_path(name)?;
         let addr = SocketAddrUnix::new(path.as_path())?;
+        // A fork from another thread must not copy the socket before it is tracked.
+        let _gate = crate::segment::registry::fork_gate();
         for attempt in 0..2 {
             let sock = unix_socket()?;
             match rustix::net::bind(&sock, &addr) {
@@ -123,6 +125,8 @@ impl Listener {
                     rustix::fs::chmod(path.as_path(), Mode::RUSR | Mode::WUSR)?;
                     rustix::net::listen(&sock, 128)?;
                     let st = rustix::fs::stat(path.as_path())?;
+                    // A forked child closes it unless its closure owns this listener.
+                    crate::segment::registry::track_listener(sock.as_raw_fd());
                     return Ok(Listener {
                         sock,
                         path,
@@ -224,6 +228,12 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
+        let fd = self.sock.as_raw_fd();
+        let moved = crate::process::note_listener_moved(fd);
+        crate::segment::registry::close_listener(fd);
+        if moved {
+            return; // dropped with a closure just forked: the child owns the socket and its name
+        }
         // Remove the name only if it is still ours (not rebound by someone after a reclaim).
         if let Ok(st) = rustix::fs::stat(self.path.as_path()) {
             if (st.st_dev, st.st_ino) == self.inode {

@@ -223,3 +223,10 @@ impl<T: SharedBlock> Object<T> {
         Ok(self.seg.claim_id())
     }
 }
+
+impl<T: SharedBlock> Drop for Object<T> {
+    fn drop(&mut self) {
+        // Dropped with a closure just forked: the child owns this handle (see `segment::registry`).
+        crate::process::note_segment_moved(&self.seg);
+    }
+}

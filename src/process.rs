@@ -1,43 +1,87 @@
 //! `Process`: run a closure in a child process (the POSIX "fork" start method).
 //!
-//! The child runs the closure under `catch_unwind` and always leaves with `_exit`: it never returns
-//! into the caller's stack (a test harness included). It sets `PR_SET_PDEATHSIG`, so it dies with the
-//! thread that forked it, and checks `getppid()` right after, so that a parent that died during the
-//! fork is noticed too.
+//! The child runs the closure under `catch_unwind` and always leaves with `_exit`: nothing after the
+//! fork returns into the caller's stack (a test harness included), whatever panics (the closure, its
+//! value's [`ChildOutcome::exit_code`], printing its error; a panic there is exit code 101). It sets
+//! `PR_SET_PDEATHSIG`, and checks `getppid()` right after, so that a parent that died during the fork
+//! is noticed too. The death signal follows the *thread* that forks, so only long-lived threads fork:
+//! the main thread, or for any other thread the crate's forker thread (see `process/forker.rs`); a
+//! child lives as long as its parent *process*, whichever thread asked for it.
 //!
-//! **Handles and fork.** The child holds the handles its closure *owns* (moved in): they stay open in
-//! the child after the parent drops its copies (dropping the closure in the parent is that). Handles the
-//! parent keeps are not held by the child, even though their bytes are in its memory, so an end the
-//! parent closes is closed: `while let Ok(x) = conn.recv()` in the child ends. (Handles a closure only
-//! borrows work in the child, but the parent's close closes them.)
+//! **Handles and fork.** The child holds exactly the handles its closure *owns* (moved in): they stay
+//! open in the child after the parent drops its copies (dropping the closure in the parent is that),
+//! and a named object whose last user is the child goes away when the child exits. Handles the parent
+//! keeps are not held by the child, even though their bytes are in its memory: the child holds none of
+//! their liveness tokens, so an end the parent closes is closed (`while let Ok(x) = conn.recv()` in the
+//! child ends), and neither are a [`Listener`](crate::Listener)'s socket it does not own, exports
+//! waiting for a [`spawn`](Process::spawn), nor anything the parent's other threads were making.
+//! Handles a closure only borrows work in the child (each takes a participant slot of its own on first
+//! use), but the parent's close closes them, and a borrowed `Listener` fails (its socket stays the
+//! parent's). A handle the parent shares with the closure through an `Rc`/`Arc` stays the parent's.
+//!
+//! The child learns what its closure owns from the parent, which finds out by dropping its copy of
+//! the closure: the child waits for that verdict before it runs the closure, so the destructors of
+//! what the closure captured must not wait for the child.
 //!
 //! **Threads.** Forking a program that runs other threads is hazardous, as in C: a lock held by another
 //! thread at the moment of the fork stays locked in the child for ever (allocator locks are handled by
-//! the C library; others, such as a `Mutex` of yours or stdout's lock, are not). Fork before starting
-//! threads, or fork from a process whose other threads hold no locks the child needs.
+//! the C library, the crate's own locks are held across the fork; others, such as a `Mutex` of yours
+//! or stdout's lock, are not). Fork before starting threads, or fork from a process whose other
+//! threads hold no locks the child needs.
+
+mod forker;
+mod reap;
+mod verdict;
 
 use crate::error::{Error, Result};
 use crate::segment::{Segment, registry};
 use std::cell::RefCell;
 use std::fmt;
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-thread_local! {
-    /// While the parent drops a forked closure: the (segment, role) pairs that moved to the child.
-    static MOVING: RefCell<Option<Vec<(usize, usize)>>> = const { RefCell::new(None) };
+pub(crate) use forker::run as on_forker;
+pub(crate) use reap::reap_dropped;
+
+/// What the handles dropped with a forked closure in the parent moved to the child.
+#[derive(Default)]
+struct Moved {
+    /// (segment address, role) of the pipe ends.
+    roles: Vec<(usize, usize)>,
+    /// Addresses of the segments of other handles.
+    segments: Vec<usize>,
+    /// Listening sockets.
+    listeners: Vec<RawFd>,
 }
 
-/// Called by handles on drop: if the parent is dropping a closure it just forked, this handle went to
-/// the child.
+thread_local! {
+    /// While the parent drops a forked closure: what moved to the child.
+    static MOVING: RefCell<Option<Moved>> = const { RefCell::new(None) };
+}
+
+fn noting(f: impl FnOnce(&mut Moved)) -> bool {
+    // `try_with`: a handle may be dropped by another thread-local's destructor.
+    MOVING
+        .try_with(|m| m.borrow_mut().as_mut().map(f).is_some())
+        .unwrap_or(false)
+}
+
+/// Called by a pipe end on drop: if the parent is dropping a closure it just forked, this end went
+/// to the child.
 pub(crate) fn note_moved_to_child(seg: &Arc<Segment>, role: usize) {
-    MOVING.with(|m| {
-        if let Some(v) = m.borrow_mut().as_mut() {
-            v.push((Arc::as_ptr(seg) as usize, role));
-        }
-    });
+    noting(|m| m.roles.push((Arc::as_ptr(seg) as usize, role)));
+}
+
+/// Called by other handles on drop: the same, for a handle without roles.
+pub(crate) fn note_segment_moved(seg: &Arc<Segment>) {
+    noting(|m| m.segments.push(Arc::as_ptr(seg) as usize));
+}
+
+/// Called by a `Listener` on drop: whether it is moving to a child (then its name is the child's).
+pub(crate) fn note_listener_moved(fd: RawFd) -> bool {
+    noting(|m| m.listeners.push(fd))
 }
 
 /// What a child's closure may return; it becomes the exit code.
@@ -63,7 +107,8 @@ impl<E: fmt::Debug> ChildOutcome for std::result::Result<(), E> {
         match self {
             Ok(()) => 0,
             Err(e) => {
-                eprintln!("Error: {e:?}");
+                // Not `eprintln!`: it panics when stderr is gone (EPIPE); the code is 1 regardless.
+                let _ = writeln!(std::io::stderr(), "Error: {e:?}");
                 1
             }
         }
@@ -166,29 +211,60 @@ impl Process {
         F: FnOnce() -> R,
         R: ChildOutcome,
     {
-        // SAFETY: getpid has no preconditions.
-        let parent = unsafe { libc::getpid() };
+        let parent = rustix::process::getpid().as_raw_nonzero().get();
         let _ = std::io::stdout().flush(); // or the child would print the parent's buffered output too
+        let mut dropped = Some(reap::for_fork());
         let mut prep = registry::prepare_fork()?;
-        // SAFETY: fork has no memory-safety preconditions; the child only runs `child_main`, which
-        // never returns. Hazards with other threads are documented above.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            let e = std::io::Error::last_os_error();
+        let page = match prep.needs_verdict() {
+            false => None,
+            true => match verdict::Page::new(prep.capacity().0, prep.capacity().1) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    prep.abort();
+                    return Err(e);
+                }
+            },
+        };
+        let mut prep = Some(prep);
+        let mut f = Some(f);
+        let mut pid: libc::pid_t = -1;
+        let mut err = None;
+        let mut job = || {
+            // SAFETY: fork has no memory-safety preconditions; the child only runs `child_main`,
+            // which never returns. Hazards with other threads are documented above.
+            pid = unsafe { libc::fork() };
+            if pid == 0 {
+                child_main(parent, &mut f, &mut prep, &mut dropped, page.as_ref());
+            }
+            if pid < 0 {
+                err = Some(std::io::Error::last_os_error());
+            }
+        };
+        // SAFETY (on_forker): in this process the job touches only `pid` and `err`; the closure,
+        // the prepared slots and the guards are used only in the child, which has no other thread.
+        let forked = unsafe { on_forker(&mut job) };
+        let mut prep = prep.take().expect("taken only in the child");
+        if let Err(e) = forked.and(err.map_or(Ok(()), |e| Err(Error::Io(e)))) {
             prep.abort();
-            return Err(Error::Io(e));
+            return Err(e);
         }
-        if pid == 0 {
-            prep.in_child();
-            child_main(parent, f);
-        }
+        let parent_half = prep.forked(); // other threads may go on from here
+        drop(dropped.take());
         // The closure (and every handle it owns) now belongs to the child: drop the parent's copy,
-        // noting which handles moved, so the child keeps exactly those.
-        MOVING.with(|m| *m.borrow_mut() = Some(Vec::new()));
-        drop(f);
-        let moved = MOVING.with(|m| m.borrow_mut().take()).unwrap_or_default();
-        prep.in_parent(pid as u32, &moved);
-        Ok(Process::from_pid(pid))
+        // noting what moved, so the child keeps exactly that.
+        let outer = MOVING.with(|m| m.replace(Some(Moved::default())));
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(f.take())));
+        let moved = MOVING.with(|m| m.replace(outer)).unwrap_or_default();
+        let verdict = parent_half.finish(pid as u32, &moved.roles, moved.segments, moved.listeners);
+        if let Some(page) = &page {
+            page.send(&verdict);
+        }
+        let child = Process::from_pid(pid);
+        if let Err(panic) = unwound {
+            drop(child); // reaped later
+            std::panic::resume_unwind(panic);
+        }
+        Ok(child)
     }
 
     /// A handle on our child `pid`.
@@ -354,37 +430,64 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        // Reap it if it is done; a running child goes on (and dies with us).
-        let _ = self.try_join();
+        // Reap it if it is done; a running child goes on (and dies with us), and is reaped later.
+        if let Ok(None) = self.try_join() {
+            reap::keep(self.pid, self.pidfd.take());
+        }
     }
 }
 
-fn child_main<F, R>(parent: libc::pid_t, f: F) -> !
+/// The child's whole life: nothing here returns or unwinds into the caller (every panic, in the
+/// closure or after it, is caught and becomes exit code 101), and it ends in `_exit`.
+fn child_main<F, R>(
+    parent: libc::pid_t,
+    f: &mut Option<F>,
+    prep: &mut Option<registry::ForkPrep>,
+    dropped: &mut Option<std::sync::MutexGuard<'static, Vec<reap::Dropped>>>,
+    page: Option<&verdict::Page>,
+) -> !
 where
     F: FnOnce() -> R,
     R: ChildOutcome,
 {
-    // SAFETY: prctl/getppid/_exit are plain syscalls.
-    unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        );
-        if libc::getppid() != parent {
-            libc::_exit(1);
+    let life = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: plain syscalls.
+        unsafe {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
         }
-    }
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    let code = match outcome {
-        Ok(r) => r.exit_code(),
-        Err(_) => 101, // the panic hook already printed the message on stderr
-    };
-    registry::release_all();
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
+        if let Some(mut d) = dropped.take() {
+            d.clear(); // our parent's children, not ours
+        }
+        if let Some(p) = prep.take() {
+            p.in_child(|| page?.wait(parent));
+        }
+        let f = f.take().expect("the closure runs once");
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(r) => r.exit_code(),
+            Err(payload) => {
+                std::mem::forget(payload); // its destructor is the caller's code
+                101 // the panic hook already printed the message on stderr
+            }
+        }
+    }));
+    let code = life.unwrap_or_else(|payload| {
+        std::mem::forget(payload);
+        101
+    });
+    let _ = std::panic::catch_unwind(|| {
+        registry::release_at_exit();
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+    });
     // SAFETY: ends the child without running the parent's destructors or atexit handlers.
     unsafe { libc::_exit(code) }
 }

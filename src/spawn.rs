@@ -30,8 +30,11 @@
 //!
 //! In tests, use a `harness = false` target whose `main` calls `enter` (libtest's own `main` cannot).
 //! The child gets the role and its arguments (any serde value, postcard-encoded) in its environment,
-//! dies with its parent (`PR_SET_PDEATHSIG`, and a check of `getppid()` in `enter`), and inherits the
-//! descriptors of the handles prepared for it ([`Connection::to_handle`](crate::Connection::to_handle)).
+//! dies with its parent process (`PR_SET_PDEATHSIG`, set by a thread that lives as long as the
+//! process, see [`Process`]; and a check of `getppid()` in `enter`), and inherits
+//! the descriptors of the handles prepared for it
+//! ([`Connection::to_handle`](crate::Connection::to_handle)). It holds them (and the pipe ends they
+//! stand for) until it opens them or exits; children it forks or starts do not inherit them.
 
 use crate::codec;
 use crate::error::{Error, Result};
@@ -46,6 +49,7 @@ use std::os::unix::process::CommandExt;
 const ROLE: &str = "SHMWIRE_SPAWN_ROLE";
 const ARGS: &str = "SHMWIRE_SPAWN_ARGS";
 const PARENT: &str = "SHMWIRE_SPAWN_PARENT";
+const FDS: &str = "SHMWIRE_SPAWN_FDS";
 
 /// The arguments a spawned role was given.
 #[derive(Debug, Clone)]
@@ -85,13 +89,20 @@ pub fn enter(run: impl FnOnce(&str, Args) -> i32) {
         .and_then(|a| unhex(&a))
         .unwrap_or_default();
     let parent: Option<i32> = std::env::var(PARENT).ok().and_then(|p| p.parse().ok());
+    let fds: Vec<RawFd> = std::env::var(FDS)
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|f| f.parse().ok())
+        .collect();
     // SAFETY: called first thing in `main`, before any thread of ours exists; the variables must not
     // leak into processes this child starts.
     unsafe {
         std::env::remove_var(ROLE);
         std::env::remove_var(ARGS);
         std::env::remove_var(PARENT);
+        std::env::remove_var(FDS);
     }
+    registry::set_inherited(&fds);
     // SAFETY: plain syscall. The death signal was set before exec; a parent that died before that
     // is noticed here.
     if parent.is_some_and(|p| unsafe { libc::getppid() } != p) {
@@ -100,7 +111,7 @@ pub fn enter(run: impl FnOnce(&str, Args) -> i32) {
     let code =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&role, Args { bytes })))
             .unwrap_or(101); // a panic: its message is on stderr
-    registry::release_all();
+    registry::release_at_exit();
     let _ = std::io::stdout().flush();
     std::process::exit(code);
 }
@@ -110,25 +121,28 @@ impl Process {
     /// `args` (any serde value). The handles made by
     /// [`Connection::to_handle`](crate::Connection::to_handle) that `args` contains go to this child:
     /// it inherits their descriptors and holds their ends from this moment. The child dies with its
-    /// parent.
+    /// parent process, whichever thread spawned it.
     pub fn spawn<A: Serialize + ?Sized>(role: &str, args: &A) -> Result<Process> {
+        crate::process::reap_dropped();
         let (payload, exports) = registry::exports_serialized_by(|| codec::encode(args));
-        let payload = match payload {
-            Ok(p) => hex(&p),
-            Err(e) => {
-                exports.into_iter().for_each(registry::Export::put_back);
+        let (payload, exe) = match (payload, std::env::current_exe()) {
+            (Ok(p), Ok(exe)) => (hex(&p), exe),
+            (Err(e), _) => {
+                exports.put_back();
                 return Err(e);
             }
+            (_, Err(e)) => {
+                exports.put_back();
+                return Err(e.into());
+            }
         };
-        let exe = std::env::current_exe()?;
-        let keep: Vec<RawFd> = exports
-            .iter()
-            .flat_map(|e| e.inherited().collect::<Vec<_>>())
-            .collect();
+        let keep: Vec<RawFd> = exports.inherited().to_vec();
+        let fd_list: Vec<String> = keep.iter().map(|f| f.to_string()).collect();
         let mut cmd = std::process::Command::new(exe);
         cmd.env(ROLE, role)
             .env(ARGS, payload)
-            .env(PARENT, std::process::id().to_string());
+            .env(PARENT, std::process::id().to_string())
+            .env(FDS, fd_list.join(","));
         // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
         // system calls (fcntl, prctl) on descriptors it does not free.
         unsafe {
@@ -148,19 +162,24 @@ impl Process {
                 Ok(())
             });
         }
-        match cmd.spawn() {
-            Ok(child) => {
+        // On a thread that lives as long as this process: the death signal follows the thread.
+        let mut spawned = None;
+        // SAFETY (on_forker): the job touches `cmd` (a `Command`, which is `Send`) and `spawned`
+        // (its result, `Send` too).
+        let ran = unsafe { crate::process::on_forker(&mut || spawned = Some(cmd.spawn())) };
+        match (ran, spawned) {
+            (Ok(()), Some(Ok(child))) => {
                 let pid = child.id();
-                for e in exports {
-                    e.handed_to(pid);
-                }
+                exports.handed_to(pid);
                 Ok(Process::from_pid(pid as libc::pid_t))
             }
-            Err(e) => {
-                for x in exports {
-                    x.put_back();
-                }
-                Err(Error::Io(e))
+            (ran, spawned) => {
+                exports.put_back();
+                Err(match (ran, spawned) {
+                    (_, Some(Err(e))) => Error::Io(e),
+                    (Err(e), _) => e,
+                    _ => Error::io(std::io::ErrorKind::Other, "the spawn did not run"),
+                })
             }
         }
     }

@@ -47,6 +47,10 @@ const _: () = assert!(
 );
 const SLOT_FREE: u32 = 0;
 const SLOT_LIVE: u32 = 1;
+/// `Segment::slot` when this process holds no slot (it takes one on first use, see `ensure_owner`).
+pub(crate) const NO_SLOT: u32 = u32::MAX;
+/// `Segment::owner_gen` that no fork generation equals: the next use takes a slot.
+const STALE: u64 = u64::MAX;
 
 /// One participant slot in shared memory.
 #[repr(C)]
@@ -117,6 +121,7 @@ impl Segment {
     /// Creates an anonymous segment (a sealed memfd) for this process and its forked children.
     pub(crate) fn create_anonymous(spec: &Spec, companions: Vec<OwnedFd>) -> Result<Arc<Segment>> {
         use rustix::fs::{MemfdFlags, SealFlags};
+        let _gate = registry::fork_gate(); // until registered (see `registry`)
         let fd =
             rustix::fs::memfd_create("shmwire", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
         let size = layout_size(spec);
@@ -143,6 +148,7 @@ impl Segment {
         fill: &dyn Fn(&Segment),
     ) -> Result<Arc<Segment>> {
         use rustix::shm::{Mode, OFlags};
+        let _gate = registry::fork_gate(); // until registered (see `registry`)
         let fd = rustix::shm::open(
             os_name,
             OFlags::CREATE | OFlags::EXCL | OFlags::RDWR,
@@ -234,6 +240,7 @@ impl Segment {
         on_role_closed: fn(&Segment, usize),
     ) -> Result<Arc<Segment>> {
         use rustix::shm::{Mode, OFlags};
+        let _gate = registry::fork_gate(); // until registered (see `registry`)
         let fd = rustix::shm::open(os_name, OFlags::RDWR, Mode::empty()).map_err(|e| {
             if e == rustix::io::Errno::NOENT {
                 Error::io(
@@ -282,6 +289,7 @@ impl Segment {
         on_role_closed: fn(&Segment, usize),
         companions: Vec<OwnedFd>,
     ) -> Result<Arc<Segment>> {
+        let _gate = registry::fork_gate(); // until registered (see `registry`)
         let fd = match prepared_slot {
             Some(_) => fd,
             None => reopen(fd.as_raw_fd())?, // the sender's description stays the sender's
@@ -431,8 +439,11 @@ impl Segment {
         self.adopt_after_fork()
     }
 
+    /// Also the first use, in a forked child, of a handle its closure does not own (its slot is
+    /// `NO_SLOT`: no roles to copy).
     #[cold]
     fn adopt_after_fork(&self) -> Result<()> {
+        let _gate = registry::fork_gate(); // the new token is ours before a fork can copy it
         let gen_now = registry::fork_generation();
         crate::sync::membarrier::register();
         let new_fd = reopen(self.raw_fd())?;
@@ -714,28 +725,50 @@ impl std::fmt::Debug for Segment {
     }
 }
 
+impl Segment {
+    /// Gives up this process's participation: its roles, its slot and its token; the last participant
+    /// of a named segment removes the name, if the name still leads to this segment. The caller owns
+    /// its slot (`ensure_owner`); the slot number stays as it was (the handle is going away).
+    pub(crate) fn leave(&self) {
+        let fd = self.raw_fd();
+        let me = self.my_slot();
+        if me >= self.hdr.n_slots {
+            return;
+        }
+        self.drop_all_roles();
+        self.slot_at(me).state.store(SLOT_FREE, Ordering::Release);
+        let _ = token::release_claim(fd, self.claim_id());
+        let _ = token::release(fd, me);
+        if let Some(name) = &self.name {
+            // The last participant out removes the name.
+            let anyone = (0..self.hdr.n_slots).any(|i| token::is_held(fd, i).unwrap_or(true));
+            if !anyone && names_this_file(name, fd) {
+                let _ = rustix::shm::unlink(name.as_str());
+            }
+        }
+    }
+}
+
+/// Whether `name` still leads to the file open as `fd` (not to one made since under the same name).
+fn names_this_file(name: &str, fd: RawFd) -> bool {
+    use rustix::shm::{Mode, OFlags};
+    let Ok(named) = rustix::shm::open(name, OFlags::RDONLY, Mode::empty()) else {
+        return false;
+    };
+    // SAFETY: `fd` is this segment's open descriptor, borrowed for the call only.
+    let ours = rustix::fs::fstat(unsafe { rustix::fd::BorrowedFd::borrow_raw(fd) });
+    matches!((rustix::fs::fstat(&named), ours), (Ok(a), Ok(b)) if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino))
+}
+
 impl Drop for Segment {
     fn drop(&mut self) {
         // A handle dropped in a child forked behind our back takes its own slot first, so that it never
-        // releases its parent's.
-        let owned = self.ensure_owner().is_ok();
-        let fd = self.raw_fd();
-        let me = self.my_slot();
-        if owned && me < self.hdr.n_slots {
-            self.drop_all_roles();
-            self.slot_at(me).state.store(SLOT_FREE, Ordering::Release);
-            let _ = token::release_claim(fd, self.claim_id());
-            let _ = token::release(fd, me);
-            if let Some(name) = &self.name {
-                // The last participant out removes the name.
-                let anyone = (0..self.hdr.n_slots).any(|i| token::is_held(fd, i).unwrap_or(true));
-                if !anyone {
-                    let _ = rustix::shm::unlink(name.as_str());
-                }
-            }
+        // releases its parent's; one that holds no slot (see `registry`) has nothing to give up.
+        if self.my_slot() != NO_SLOT && self.ensure_owner().is_ok() {
+            self.leave();
         }
         // SAFETY: `fd` is this handle's own descriptor and is closed exactly once, here.
-        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        drop(unsafe { OwnedFd::from_raw_fd(self.raw_fd()) });
     }
 }
 

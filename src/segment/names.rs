@@ -160,7 +160,11 @@ pub fn list() -> Result<Vec<SegmentInfo>> {
 
 /// Removes the segments whose participants are all dead, and returns their names. Live segments are
 /// never touched: liveness is the kernel's lock state, not a pid that may have been reused.
+///
+/// Also reaps, without waiting, the children whose [`Process`](crate::Process) was dropped while
+/// they ran and that have ended since (as the next fork or spawn does), so none stays a zombie.
 pub fn cleanup() -> Result<Vec<String>> {
+    crate::process::reap_dropped();
     let mut removed = Vec::new();
     for info in list()? {
         if !info.is_stale() {
