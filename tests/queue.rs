@@ -77,6 +77,7 @@ fn main() {
         random_kills_lose_no_spilled_item,
         join_returns_after_a_producer_dies_mid_put,
         join_reports_a_consumer_that_died_holding_a_task,
+        hostile_writes_never_crash_or_hang_the_honest_side,
     ]);
 }
 
@@ -1216,4 +1217,102 @@ fn join_reports_a_consumer_that_died_holding_a_task() {
     assert!(matches!(r, Err(Error::PeerDied)), "{r:?}");
     // Reported once: the abandoned task is then forgotten.
     q.join_timeout(Duration::from_secs(1)).unwrap();
+}
+
+/// The path in /dev/shm of the object named `name`.
+fn shm_path(name: &str) -> String {
+    let prefix = std::env::var("SHMWIRE_PREFIX").unwrap_or_default();
+    format!("/dev/shm/shmwire.{prefix}.u.{name}")
+}
+
+/// Writes hostile words into `path` from `from` on, for `how_long`: mostly over words in use (non-zero)
+/// among the first `hot` bytes, where the control words, positions, slot words and lengths are, and
+/// sometimes anywhere: zeros, all ones, small numbers, lap-like and owner-like values, random bits.
+fn scribble(path: &str, from: u64, hot: u64, how_long: Duration, seed: u64) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let len = f.metadata().unwrap().len();
+    let hot = hot.min(len - from) as usize;
+    let mut r = common::Rng(seed);
+    let mut view = vec![0u8; hot];
+    let t = Instant::now();
+    let mut writes = 0;
+    while t.elapsed() < how_long {
+        f.read_exact_at(&mut view, from).unwrap();
+        let live: Vec<usize> = (0..hot / 8)
+            .filter(|&i| view[i * 8..i * 8 + 8] != [0; 8])
+            .collect();
+        for _ in 0..16 {
+            let at = if !live.is_empty() && r.below(4) != 0 {
+                from + live[r.below(live.len() as u64) as usize] as u64 * 8
+            } else {
+                from + r.below((len - from) / 8) * 8
+            };
+            let v: u64 = match r.below(6) {
+                0 => 0,
+                1 => u64::MAX,
+                2 => r.below(64),
+                3 => r.below(8) << 32 | r.below(4) << 30 | r.below(1 << 12),
+                4 => 1 << r.below(64),
+                _ => r.next(),
+            };
+            f.write_at(&v.to_ne_bytes(), at).unwrap();
+            writes += 1;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    writes
+}
+
+/// Claims nothing backed before: hostile bytes in a queue's slot words, lengths, positions, spill
+/// headers and bitmap, and lock words, written while honest processes put and get. The honest side
+/// gets errors (or garbage it can decode), never a crash, a panic or a call past its deadline.
+fn hostile_writes_never_crash_or_hang_the_honest_side() {
+    let name = "hostile-q";
+    let q = Queue::<Vec<u8>>::builder()
+        .name(name)
+        .maxsize(8)
+        .item_size(64)
+        .spill_size(1 << 20)
+        .build()
+        .unwrap();
+    let timeout = Duration::from_millis(50);
+    let slack = Duration::from_secs(2);
+    let honest: Vec<Process> = (0..3)
+        .map(|k| {
+            let q = q.clone();
+            Process::fork_with(move || -> Result<(), String> {
+                let mut r = common::Rng(k + 1);
+                let t = Instant::now();
+                let mut worst = Duration::ZERO;
+                while t.elapsed() < Duration::from_secs(2) {
+                    let len = [8usize, 60, 300, 5000][r.below(4) as usize];
+                    let s = Instant::now();
+                    let _ = if r.below(2) == 0 {
+                        q.put_timeout(vec![k as u8; len], timeout).map(|_| ())
+                    } else {
+                        q.get_timeout(timeout).map(|_| ())
+                    };
+                    let _ = q.qsize();
+                    worst = worst.max(s.elapsed());
+                }
+                if worst > timeout + slack {
+                    return Err(format!("a call took {worst:?}"));
+                }
+                Ok(())
+            })
+            .unwrap()
+        })
+        .collect();
+    // Everything after the header page: the control block, the slots, the spill area.
+    let writes = scribble(&shm_path(name), 4096, 32 << 10, Duration::from_secs(2), 7);
+    for p in honest {
+        let st = p.join().unwrap();
+        assert!(st.success(), "an honest process failed: {st:?}");
+    }
+    eprint!("[{writes} hostile writes] ");
 }

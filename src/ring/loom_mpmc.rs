@@ -77,7 +77,9 @@ fn loom_mpmc_wraps_and_skips_without_losing_or_wedging() {
         let p2 = loom::thread::spawn(move || {
             let r = r2.view();
             let mut tries = 4;
-            (200..203).take_while(|&v| put(&r, 2, v, &mut tries)).count()
+            (200..203)
+                .take_while(|&v| put(&r, 2, v, &mut tries))
+                .count()
         });
         let c = loom::thread::spawn(move || {
             let r = rc.view();
@@ -101,12 +103,23 @@ fn loom_mpmc_wraps_and_skips_without_losing_or_wedging() {
             got.push(v);
         }
         let p2_got: Vec<u64> = got.iter().copied().filter(|&v| v >= 200).collect();
-        assert_eq!(p2_got, (200..200 + n2).collect::<Vec<_>>(), "lost, duplicated or reordered: {got:?}");
-        assert_eq!(got.iter().filter(|&&v| v == 100).count(), usize::from(one), "{got:?}");
+        assert_eq!(
+            p2_got,
+            (200..200 + n2).collect::<Vec<_>>(),
+            "lost, duplicated or reordered: {got:?}"
+        );
+        assert_eq!(
+            got.iter().filter(|&&v| v == 100).count(),
+            usize::from(one),
+            "{got:?}"
+        );
         // Whole again: room for CAP items, which come back in order.
         for v in 0..CAP {
             assert!(
-                matches!(r.try_put(4, Item::Inline(&v.to_ne_bytes())).unwrap(), Attempt::Done(())),
+                matches!(
+                    r.try_put(4, Item::Inline(&v.to_ne_bytes())).unwrap(),
+                    Attempt::Done(())
+                ),
                 "an empty ring refused a put (wedged)"
             );
         }

@@ -163,7 +163,12 @@ impl Mpmc<'_> {
     /// others keeps a call looping.
     #[inline]
     fn budget(&self) -> u64 {
-        2 * self.cap + 1024
+        // Under loom a small budget keeps the models finite (a retry is the caller's).
+        if cfg!(loom) {
+            2 * self.cap + 2
+        } else {
+            2 * self.cap + 1024
+        }
     }
 
     /// Whether a producer at `p` may skip the slot a consumer is still reading: only when the
@@ -203,9 +208,12 @@ impl Mpmc<'_> {
                 {
                     continue;
                 }
-                let _ = self
-                    .enq
-                    .compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
+                let _ = self.enq.compare_exchange(
+                    p,
+                    p.wrapping_add(1),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
                 hooks::hit(hooks::Point::PutClaimed);
                 self.fill(p, me, item);
                 hooks::hit(hooks::Point::PutFilled);
@@ -215,9 +223,12 @@ impl Mpmc<'_> {
             }
             if lap == want {
                 // Claimed (or skipped) at this lap by someone else: help move the position on.
-                let _ = self
-                    .enq
-                    .compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
+                let _ = self.enq.compare_exchange(
+                    p,
+                    p.wrapping_add(1),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
                 continue;
             }
             if lap.wrapping_add(1) == want {
@@ -235,7 +246,7 @@ impl Mpmc<'_> {
                     {
                         let _ = self.enq.compare_exchange(
                             p,
-                            p + 1,
+                            p.wrapping_add(1),
                             Ordering::AcqRel,
                             Ordering::Relaxed,
                         );
@@ -312,9 +323,12 @@ impl Mpmc<'_> {
                 {
                     continue;
                 }
-                let _ = self
-                    .deq
-                    .compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
+                let _ = self.deq.compare_exchange(
+                    p,
+                    p.wrapping_add(1),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
                 hooks::hit(hooks::Point::GetClaimed);
                 let out = self.take(p, me, owner == SKIP, &mut read);
                 hooks::hit(hooks::Point::GetRead);
@@ -328,9 +342,12 @@ impl Mpmc<'_> {
             if (lap == want && state == READING) || ahead(lap, want) {
                 // Taken at this position by another consumer, or skipped by the producers, or
                 // done with and reused by a later lap: move on.
-                let _ = self
-                    .deq
-                    .compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
+                let _ = self.deq.compare_exchange(
+                    p,
+                    p.wrapping_add(1),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
                 continue;
             }
             if self.deq.load(Ordering::Acquire) != p {
@@ -430,9 +447,12 @@ impl Mpmc<'_> {
                 .compare_exchange(c, skip, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
-                let _ = self
-                    .deq
-                    .compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
+                let _ = self.deq.compare_exchange(
+                    p,
+                    p.wrapping_add(1),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
             }
             return true;
         }
