@@ -242,6 +242,27 @@ impl Connection {
         tx.commit_raw(r, tag, len_field);
         Ok(())
     }
+
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    /// Test hook: publishes `bytes` as one frame and kills this process (SIGKILL) before it stores the
+    /// ring's `tail`, as a writer killed between those two stores would leave the ring.
+    pub fn __send_bytes_then_die_before_tail(&self, bytes: &[u8]) -> ! {
+        let _st = self.begin().expect("usable end");
+        let tx = self.tx.as_ref().expect("a writing end");
+        let _claim = self.claim_side(&tx.ctl().tx.claim).expect("the writer's claim");
+        let r = tx
+            .try_reserve(bytes.len())
+            .expect("a sound ring")
+            .expect("room in the ring");
+        tx.write_payload(&r, 0, bytes);
+        tx.publish(r, TAG_WHOLE, bytes.len() as u32);
+        // SAFETY: plain syscalls; the process dies here.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+            libc::_exit(99)
+        }
+    }
 }
 
 impl Drop for Connection {

@@ -282,6 +282,19 @@ impl Spsc {
     /// [`commit`](Self::commit) with any length field (test hook: what a hostile writer could do).
     #[inline]
     pub(crate) fn commit_raw(&self, r: Reservation, tag: u32, len_field: u32) {
+        let new_tail = r.new_tail;
+        self.publish(r, tag, len_field);
+        // A writer killed here has published a frame without moving `tail`: the next holder of the
+        // writer's claim walks over it (`recover_tail`).
+        self.ctl().tx.pos.store(new_tail, Ordering::Relaxed);
+        if self.ctl().data.notify() {
+            self.signal_data_fd();
+        }
+    }
+
+    /// Writes the guard and the frame's header (the publish point), and nothing else.
+    #[inline]
+    pub(crate) fn publish(&self, r: Reservation, tag: u32, len_field: u32) {
         let mask = self.mask();
         // The guard: the next frame's header slot reads "nothing here" until that frame is published.
         self.slot((r.new_tail & mask) as usize)
@@ -302,10 +315,58 @@ impl Spsc {
                     .store(header(TAG_WRAP, 0), Ordering::Release);
             }
         }
-        self.ctl().tx.pos.store(r.new_tail, Ordering::Relaxed);
-        if self.ctl().data.notify() {
-            self.signal_data_fd();
+    }
+
+    /// Brings `tail` up to date after the writer's claim was taken over from a dead writer, which may
+    /// have published a frame (and the wrap filler before it) without storing `tail`: from the stored
+    /// `tail`, walks forward over published headers up to the first empty slot (the guard the dead
+    /// writer zeroed before publishing). Without this, the next frame would be written over one the
+    /// reader may be reading (a torn or lost message), or behind one it has read already (`head` past
+    /// `tail`: `Corrupt` for ever).
+    ///
+    /// The walk is bounded by the capacity and checks every header it crosses, then the result against
+    /// `head`; a position that makes no sense is `Corrupt`.
+    #[cold]
+    pub(crate) fn recover_tail(&self) -> Result<()> {
+        let ctl = self.ctl();
+        let start = ctl.tx.pos.load(Ordering::Relaxed);
+        if start % 8 != 0 {
+            return Err(Error::Corrupt);
         }
+        let mut tail = start;
+        loop {
+            let pos = (tail & self.mask()) as usize;
+            // ORDERING: Acquire, as the reader loads headers: the frame behind a header is complete.
+            let h = self.slot(pos).load(Ordering::Acquire);
+            if h == 0 {
+                break;
+            }
+            let (tag, len) = ((h >> 32) as u32, (h & 0xffff_ffff) as usize);
+            let step = match tag {
+                TAG_WRAP if pos != 0 => self.cap - pos as u64,
+                TAG_WHOLE..=TAG_CONT if len <= self.max_payload() => {
+                    let need = FRAME_HDR + pad8(len);
+                    if pos + need > self.cap as usize {
+                        return Err(Error::Corrupt);
+                    }
+                    need as u64
+                }
+                _ => return Err(Error::Corrupt),
+            };
+            tail += step;
+            if tail - start > self.cap {
+                return Err(Error::Corrupt); // more than a ring's worth of "unaccounted" frames
+            }
+        }
+        // ORDERING: Acquire pairs with the reader's Release store of `head` (as in `try_reserve`).
+        let head = ctl.rx.pos.load(Ordering::Acquire);
+        if head % 8 != 0 || tail.wrapping_sub(head) > self.cap {
+            return Err(Error::Corrupt);
+        }
+        if tail != start {
+            ctl.tx.pos.store(tail, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     // ---- reader side -------------------------------------------------------------------------------
