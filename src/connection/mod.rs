@@ -232,6 +232,25 @@ impl Connection {
         claim(word, seg.claim_id(), |id| seg.claim_alive(id))
     }
 
+    /// Claims the writing side of `tx`. A claim taken over from a dead writer may come with a frame
+    /// that writer published without storing `tail`: the ring's tail is brought up to date first.
+    /// (The reading side needs no such repair: a reader's only store is `head`, one word, so a dead
+    /// reader left the frame either consumed or not.)
+    #[inline]
+    fn claim_tx<'a>(&'a self, tx: &'a Spsc) -> Result<ClaimGuard<'a>> {
+        let seg = &self.seg;
+        let mut took_over = false;
+        let guard = claim(&tx.ctl().tx.claim, seg.claim_id(), |id| {
+            let alive = seg.claim_alive(id)?;
+            took_over = !alive;
+            Ok(alive)
+        })?;
+        if took_over {
+            tx.recover_tail()?;
+        }
+        Ok(guard)
+    }
+
     #[doc(hidden)]
     /// Test hook: writes `bytes` into the outgoing ring as a raw frame with `tag` and a length field of
     /// `len_field`, bypassing every check, as a hostile peer could.
@@ -250,7 +269,7 @@ impl Connection {
     pub fn __send_bytes_then_die_before_tail(&self, bytes: &[u8]) -> ! {
         let _st = self.begin().expect("usable end");
         let tx = self.tx.as_ref().expect("a writing end");
-        let _claim = self.claim_side(&tx.ctl().tx.claim).expect("the writer's claim");
+        let _claim = self.claim_tx(tx).expect("the writer's claim");
         let r = tx
             .try_reserve(bytes.len())
             .expect("a sound ring")

@@ -107,7 +107,7 @@ impl Connection {
         if len > tx.max_payload() {
             return Err(Error::TooLarge);
         }
-        let _claim = self.claim_side(&tx.ctl().tx.claim)?;
+        let _claim = self.claim_tx(tx)?;
         let r = match tx.try_reserve(len)? {
             Some(r) if self.seg.role_open(self.peer) => r,
             _ => self.wait_room(&mut st, tx, len, deadline)?,
@@ -120,7 +120,7 @@ impl Connection {
     fn send_bytes_at(&self, data: &[u8], deadline: Deadline) -> Result<()> {
         let mut st = self.begin()?;
         let tx = self.tx.as_ref().ok_or(Error::Misuse)?;
-        let _claim = self.claim_side(&tx.ctl().tx.claim)?;
+        let _claim = self.claim_tx(tx)?;
         let max = tx.max_payload();
         if data.len() <= max {
             // Fast path: room now and the peer there; else wait (which also reports a closed peer).
