@@ -263,8 +263,7 @@ fn writer_killed_between_header_and_tail_loses_nothing() {
 fn graceful_close_after_a_death_is_eof() {
     let name = format!("reborn-{}", std::process::id());
     let (a, b) = Pipe::builder().name(&name).build().unwrap();
-    drop(b);
-    // A first holder of end 1 opens it and dies.
+    // A first holder of end 1 opens it (then holds it alone) and dies.
     let n = name.clone();
     let first = Process::fork(move || {
         let end = Pipe::open(&n, 1).unwrap();
@@ -275,6 +274,7 @@ fn graceful_close_after_a_death_is_eof() {
     })
     .unwrap();
     assert_eq!(a.recv::<u8>().unwrap(), 1);
+    drop(b);
     first.kill().unwrap();
     first.join().unwrap();
     assert!(matches!(a.recv::<u8>(), Err(Error::PeerDied)));

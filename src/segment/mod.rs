@@ -547,9 +547,19 @@ impl Segment {
             return;
         }
         let bit = 1u64 << slot;
+        let mask = &self.roles().masks[role];
+        if mask.load(Ordering::Acquire) & bit == 0 {
+            return; // not a holder (only the holder, or its reaper, removes its bit)
+        }
+        // A graceful way out: `died` says how the role's *last* holder left, and an earlier holder's
+        // death is history once someone else held the role. Cleared before our bit goes, so a peer
+        // that sees the role closed by us reads it clear; a holder that dies later sets it again.
+        self.roles()
+            .died
+            .fetch_and(!(1u32 << role), Ordering::AcqRel);
         // ORDERING: Release, so that everything published before closing is visible to a peer that
         // Acquires the closed role.
-        let prev = self.roles().masks[role].fetch_and(!bit, Ordering::AcqRel);
+        let prev = mask.fetch_and(!bit, Ordering::AcqRel);
         if prev & bit != 0 && prev & !bit == 0 {
             (self.on_role_closed)(self, role);
         }
