@@ -215,6 +215,29 @@ impl Segment {
                 e.into()
             }
         })?;
+        // Peers are processes of this user: an object another user owns, or one that others may
+        // open (shmwire creates them 0600), is refused before we map a byte of it.
+        let st = rustix::fs::fstat(&fd)?;
+        let me = rustix::process::geteuid().as_raw();
+        if st.st_uid != me {
+            return Err(Error::io(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{os_name} belongs to uid {}, not to this user (uid {me}): refused",
+                    st.st_uid
+                ),
+            ));
+        }
+        if st.st_mode & 0o077 != 0 {
+            return Err(Error::io(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{os_name} has mode {:o}: other users may open it, so it is refused \
+                     (shmwire makes them 0600)",
+                    st.st_mode & 0o777
+                ),
+            ));
+        }
         let (map, size) = wait_ready(&fd)?;
         // SAFETY: `map` is at least one page long (checked by `wait_ready`), so the header is in bounds;
         // the header is plain data, copied out once and validated as a copy.
