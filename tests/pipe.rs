@@ -613,30 +613,50 @@ fn two_writers_is_misuse() {
 }
 
 fn sender_does_not_take_messages_another_holder_reads() {
-    // End `a` is held by us (we send a large message on it) and by a child that reads it. The peer
-    // sends 64 messages before it reads anything, so both rings fill and both senders wait for room:
-    // our waiting send must not drain the messages meant for the child into a backlog of its own.
-    let (a, b) = Pipe::builder().capacity(4096).build().unwrap();
-    let big = vec![9u8; 64 << 10];
-    let peer = Process::fork(move || {
-        for i in 0..64u8 {
-            b.send_bytes(&[i; 1000]).unwrap();
-        }
-        assert_eq!(b.recv_bytes().unwrap(), vec![9u8; 64 << 10]);
-    })
-    .unwrap();
-    let a_ref = &a;
-    let reader = Process::fork(|| {
-        for i in 0..64u8 {
-            std::thread::sleep(Duration::from_millis(2));
-            let m = a_ref.recv_bytes_timeout(Duration::from_secs(10));
-            assert_eq!(m.unwrap(), [i; 1000], "message {i}");
-        }
-    })
-    .unwrap();
-    a.send_bytes(&big).unwrap();
-    assert!(reader.join().unwrap().success(), "the reader lost messages");
-    assert!(peer.join().unwrap().success());
+    // End 0 is used by us (we send a large message on it) and read by a second process: one that
+    // opened it by name (a holder of its own), or a forked copy of ours that has read from it. The
+    // peer sends 64 messages before it reads anything, so both rings fill and both senders wait for
+    // room: our waiting send must not drain the messages meant for the reader into a backlog of our
+    // own.
+    for by_name in [true, false] {
+        let name = format!("shared-end-{}", std::process::id());
+        let (a, b) = Pipe::builder().name(&name).capacity(4096).build().unwrap();
+        let (ready_r, ready_w) = Pipe::simplex().unwrap();
+        let peer = Process::fork(move || {
+            for i in 0..64u8 {
+                b.send_bytes(&[i; 1000]).unwrap();
+            }
+            assert_eq!(b.recv_bytes().unwrap(), vec![9u8; 64 << 10]);
+        })
+        .unwrap();
+        let a_ref = &a;
+        let reader = Process::fork(|| {
+            let opened;
+            let end = if by_name {
+                opened = Pipe::open(&name, 0).unwrap();
+                ready_w.send(&()).unwrap(); // a holder now
+                &opened
+            } else {
+                a_ref
+            };
+            for i in 0..64u8 {
+                let m = end.recv_bytes_timeout(Duration::from_secs(10));
+                assert_eq!(m.unwrap(), [i; 1000], "message {i}");
+                if i == 0 && !by_name {
+                    ready_w.send(&()).unwrap(); // its last reader now
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+        .unwrap();
+        ready_r.recv::<()>().unwrap();
+        a.send_bytes(&vec![9u8; 64 << 10]).unwrap();
+        assert!(
+            reader.join().unwrap().success(),
+            "the reader lost messages (by name: {by_name})"
+        );
+        assert!(peer.join().unwrap().success());
+    }
 }
 
 /// Serializes as `u64::MAX` on even calls; on odd calls it fails (`fail`) or gives a shorter value.

@@ -7,7 +7,8 @@
 //!
 //! Two ends of a duplex pipe that both send large messages at the same moment would each wait for the
 //! other to read. A sender that finds its ring full while its peer's sender waits for room too drains
-//! its incoming ring into a private backlog (read first by later `recv`s), so both make progress.
+//! its incoming ring into a private backlog (read first by later `recv`s), so both make progress;
+//! only when it is the sole holder of its end, since another holder may be the one reading it.
 //!
 //! Each operation claims its side of the ring (see `sync::claim`) and checks, when it would block,
 //! whether the peer's end is still held; a blocked call probes the peer's liveness tokens between
@@ -227,9 +228,14 @@ impl Connection {
         self.st.try_borrow_mut().map_err(|_| Error::Misuse)
     }
 
-    fn claim_side<'a>(&'a self, word: &'a crate::loom::AtomicU32) -> Result<ClaimGuard<'a>> {
+    /// Claims the reading side of `rx`, and records this process as its last reader.
+    #[inline]
+    fn claim_rx<'a>(&'a self, rx: &'a Spsc) -> Result<ClaimGuard<'a>> {
         let seg = &self.seg;
-        claim(word, seg.claim_id(), |id| seg.claim_alive(id))
+        let me = seg.claim_id();
+        let guard = claim(&rx.ctl().rx.claim, me, |id| seg.claim_alive(id))?;
+        rx.note_reader(me);
+        Ok(guard)
     }
 
     /// Claims the writing side of `tx`. A claim taken over from a dead writer may come with a frame

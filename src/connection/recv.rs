@@ -111,14 +111,14 @@ impl Connection {
     fn recv_bytes_at(&self, deadline: Deadline) -> Result<Vec<u8>> {
         let mut st = self.begin()?;
         let rx = self.rx.as_ref().ok_or(Error::Misuse)?;
-        let _claim = self.claim_side(&rx.ctl().rx.claim)?;
+        let _claim = self.claim_rx(rx)?;
         self.next_owned(&mut st, rx, deadline)
     }
 
     fn recv_with_at<R>(&self, deadline: Deadline, read: impl FnOnce(&[u8]) -> R) -> Result<R> {
         let mut st = self.begin()?;
         let rx = self.rx.as_ref().ok_or(Error::Misuse)?;
-        let _claim = self.claim_side(&rx.ctl().rx.claim)?;
+        let _claim = self.claim_rx(rx)?;
         if st.partial.is_none() {
             let quick = if st.backlog.is_empty() {
                 self.quick_frame(&mut st, rx)?
@@ -146,7 +146,7 @@ impl Connection {
     fn recv_into_at(&self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
         let mut st = self.begin()?;
         let rx = self.rx.as_ref().ok_or(Error::Misuse)?;
-        let _claim = self.claim_side(&rx.ctl().rx.claim)?;
+        let _claim = self.claim_rx(rx)?;
         // Fast path: a whole message arrives within a short inline spin and nothing was set aside
         // earlier. It keeps the generic waiting machinery off the critical path of a ping-pong.
         if st.partial.is_none() && st.backlog.is_empty() {

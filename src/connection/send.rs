@@ -182,18 +182,29 @@ impl Connection {
                 self.drain_if_peer_blocked(backlog)?;
                 Ok(None)
             },
-            || seg.probe_role(peer),
+            || {
+                seg.probe_role(peer)?;
+                // A dead co-holder of our end would keep us from draining (below) until reaped.
+                seg.probe_role(self.end)
+            },
         )
     }
 
     /// If our peer waits for room in its ring while we wait for room in ours, take what it sent into
-    /// the backlog so that both sides move on.
+    /// the backlog so that both sides move on. Only the process that reads our end may do so: not if
+    /// another process holds our end (it may be the one reading it), nor if another live process
+    /// (a forked copy of this end) read it last, since what we took would be lost to it. (Then we wait
+    /// for that reader, as with any pipe.)
     fn drain_if_peer_blocked(&self, backlog: &mut VecDeque<(u32, Vec<u8>)>) -> Result<()> {
         let Some(rx) = &self.rx else { return Ok(()) };
-        if !rx.writer_waiting() {
+        if !rx.writer_waiting() || !self.seg.role_held_only_by_me(self.end) {
             return Ok(());
         }
-        let Ok(_claim) = self.claim_side(&rx.ctl().rx.claim) else {
+        let last = rx.last_reader();
+        if last != 0 && last != self.seg.claim_id() && self.seg.claim_alive(last)? {
+            return Ok(());
+        }
+        let Ok(_claim) = self.claim_rx(rx) else {
             return Ok(());
         };
         while let Some(f) = rx.try_peek()? {

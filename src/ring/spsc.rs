@@ -53,6 +53,10 @@ pub(crate) const MAX_CAPACITY: usize = 1 << 31;
 pub(crate) struct Side {
     pub(crate) pos: AtomicU64,
     pub(crate) claim: AtomicU32,
+    /// The claim id of the last process that read the ring (reader side only; 0: nobody yet),
+    /// stored only when it changes. A sender may take this ring's frames into a private backlog only
+    /// if no other live process reads it (see `Connection`).
+    pub(crate) last: AtomicU32,
 }
 
 /// The shared control block of one ring (four cache lines). The reader never reads `tx` and the writer
@@ -80,6 +84,7 @@ impl RingCtl {
             CachePadded::new(Side {
                 pos: AtomicU64::new(0),
                 claim: AtomicU32::new(0),
+                last: AtomicU32::new(0),
             })
         };
         RingCtl {
@@ -428,6 +433,21 @@ impl Spsc {
         // ORDERING: Release: we are done reading the frame before the writer may reuse it.
         self.ctl().rx.pos.store(f.next_head, Ordering::Release);
         let _ = self.ctl().space.notify(); // nobody polls a descriptor for room
+    }
+
+    /// Records `me` as the last reader of the ring (we hold the reader's claim): a load of a line the
+    /// reader writes anyway, and a store only when the reader changes.
+    #[inline]
+    pub(crate) fn note_reader(&self, me: u32) {
+        let last = &self.ctl().rx.last;
+        if last.load(Ordering::Relaxed) != me {
+            last.store(me, Ordering::Relaxed);
+        }
+    }
+
+    /// The claim id of the last process that read the ring (0: nobody yet).
+    pub(crate) fn last_reader(&self) -> u32 {
+        self.ctl().rx.last.load(Ordering::Relaxed)
     }
 
     /// Whether a writer is registered as waiting for room.

@@ -594,6 +594,12 @@ impl Segment {
         self.roles().masks[role].load(Ordering::Acquire) != 0
     }
 
+    /// Whether this process is the only holder of `role` (a dead holder not yet reaped still counts).
+    pub(crate) fn role_held_only_by_me(&self, role: usize) -> bool {
+        let me = self.my_slot();
+        me < 64 && self.roles().masks[role].load(Ordering::Acquire) == 1u64 << me
+    }
+
     /// Whether `role` closed because its last holder died.
     pub(crate) fn role_died(&self, role: usize) -> bool {
         self.roles().died.load(Ordering::Acquire) & (1 << role) != 0
