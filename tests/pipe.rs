@@ -659,7 +659,8 @@ fn sender_does_not_take_messages_another_holder_reads() {
     }
 }
 
-/// Serializes as `u64::MAX` on even calls; on odd calls it fails (`fail`) or gives a shorter value.
+/// Serializes as `u64::MAX` on even calls; on odd calls it fails (`fail`) or gives a shorter value
+/// (0).
 struct Flaky {
     calls: std::cell::Cell<u32>,
     fail: bool,
@@ -697,7 +698,9 @@ fn failed_encoding_sends_nothing() {
         let r = a.send(&flaky);
         a.send(&7u64).unwrap();
         if r.is_ok() {
-            assert_eq!(b.recv::<u64>().unwrap(), u64::MAX);
+            // One of the values it encodes as, whole.
+            let v = b.recv::<u64>().unwrap();
+            assert!(v == u64::MAX || v == 0, "{v}");
         }
         let next = b.recv::<u64>();
         assert!(matches!(next, Ok(7)), "send said {r:?}; then came {next:?}");

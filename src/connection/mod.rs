@@ -82,11 +82,27 @@ struct State {
     backlog: VecDeque<(u32, Vec<u8>)>,
     /// A streamed message received in part when a timeout or error interrupted it.
     partial: Option<Partial>,
+    /// A reused private buffer: values are encoded here before they are copied into the ring, and
+    /// frames too large for the stack are copied here before they are decoded.
+    scratch: Vec<u8>,
 }
 
+/// A streamed message being assembled. `buf` holds what arrived and grows as more does (by at most
+/// doubling): the total its first piece announces is checked against what arrives, never trusted
+/// for an allocation.
 struct Partial {
     buf: Vec<u8>,
-    got: usize,
+    total: usize,
+}
+
+/// Makes room in `buf` for `n` more bytes of a message of `total`.
+fn grow(buf: &mut Vec<u8>, n: usize, total: usize) -> Result<()> {
+    if buf.capacity() - buf.len() < n {
+        let want = (buf.len() + n).max(buf.capacity().saturating_mul(2)).min(total);
+        buf.try_reserve_exact(want - buf.len())
+            .map_err(|_| Error::TooLarge)?;
+    }
+    Ok(())
 }
 
 /// A frame to read: in the ring, or taken earlier into the backlog.
@@ -114,6 +130,20 @@ impl Piece {
         match self {
             Piece::Ring(f) => rx.read_payload(f, offset, dst),
             Piece::Owned(_, v) => dst.copy_from_slice(&v[offset..offset + dst.len()]),
+        }
+    }
+
+    /// Appends the payload from `offset` to `dst` (whose spare capacity the caller made room in).
+    fn append_to(&self, rx: &Spsc, offset: usize, dst: &mut Vec<u8>) {
+        match self {
+            Piece::Ring(f) => {
+                let n = f.len - offset;
+                let at = dst.len();
+                rx.read_payload_uninit(f, offset, &mut dst.spare_capacity_mut()[..n]);
+                // SAFETY: the `n` bytes after the old length were just initialised.
+                unsafe { dst.set_len(at + n) };
+            }
+            Piece::Owned(_, v) => dst.extend_from_slice(&v[offset..]),
         }
     }
 
@@ -146,13 +176,6 @@ impl fmt::Debug for Connection {
 /// Iterations of the inline spin of `quick_frame` (a few microseconds).
 const QUICK_SPINS: u32 = 256;
 
-fn alloc(total: usize) -> Result<Vec<u8>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(total).map_err(|_| Error::TooLarge)?;
-    v.resize(total, 0);
-    Ok(v)
-}
-
 impl Connection {
     pub(crate) fn from_parts(
         seg: Arc<Segment>,
@@ -175,6 +198,7 @@ impl Connection {
                 recv_spin: Spinner::new(wait),
                 backlog: VecDeque::new(),
                 partial: None,
+                scratch: Vec::new(),
             }),
         }
     }

@@ -53,8 +53,7 @@ pub(crate) const MAX_CAPACITY: usize = 1 << 31;
 pub(crate) struct Side {
     pub(crate) pos: AtomicU64,
     pub(crate) claim: AtomicU32,
-    /// The claim id of the last process that read the ring (reader side only; 0: nobody yet),
-    /// stored only when it changes. A sender may take this ring's frames into a private backlog only
+    /// The claim id of the last process that read the ring (reader side only; 0: nobody yet). A sender may take this ring's frames into a private backlog only
     /// if no other live process reads it (see `Connection`).
     pub(crate) last: AtomicU32,
 }
@@ -110,6 +109,24 @@ pub(crate) struct Reservation {
     new_tail: u64,
 }
 
+impl Reservation {
+    /// The payload length reserved.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Gives back the end of the room: the frame will carry `len` bytes (at most those reserved).
+    #[inline]
+    pub(crate) fn shrink(&mut self, len: usize) {
+        if len != self.len {
+            assert!(len < self.len);
+            self.len = len;
+            self.new_tail = self.frame_at + (FRAME_HDR + pad8(len)) as u64;
+        }
+    }
+}
+
 /// A published frame the reader may look at.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Frame {
@@ -124,6 +141,8 @@ pub(crate) struct Spsc {
     ctl: CtlRef,
     buf: RingBuf,
     cap: u64,
+    /// `max_payload()`, computed once.
+    max_len: usize,
     cached_head: Cell<u64>,
     /// An eventfd to signal when a frame is published and a descriptor-polling reader waits.
     data_fd: Option<RawFd>,
@@ -158,6 +177,7 @@ impl Spsc {
             ctl,
             buf,
             cap: cap as u64,
+            max_len: cap / 2 - 2 * FRAME_HDR,
             cached_head: Cell::new(0),
             data_fd: None,
         }
@@ -169,6 +189,7 @@ impl Spsc {
             ctl,
             buf,
             cap: cap as u64,
+            max_len: cap / 2 - 2 * FRAME_HDR,
             cached_head: Cell::new(0),
             data_fd: None,
         }
@@ -194,7 +215,7 @@ impl Spsc {
     /// a frame of this size always fits in an empty ring.
     #[inline]
     pub(crate) fn max_payload(&self) -> usize {
-        self.cap as usize / 2 - 2 * FRAME_HDR
+        self.max_len
     }
 
     /// The header word at buffer offset `pos` (8-aligned, below `cap`).
@@ -266,6 +287,15 @@ impl Spsc {
         unsafe { self.buf.write(at, src) }
     }
 
+    /// The reserved payload as a raw pointer, valid for `r.len()` bytes of writes until `commit`.
+    #[cfg(not(loom))]
+    #[inline]
+    pub(crate) fn payload_ptr(&self, r: &Reservation) -> *mut u8 {
+        let at = (r.frame_at & self.mask()) as usize + FRAME_HDR;
+        // SAFETY: the reservation lies within the buffer (frames never straddle its end).
+        unsafe { self.buf.ptr_at(at, r.len) }
+    }
+
     /// The reserved payload, to be written in place.
     #[cfg(not(loom))]
     #[inline]
@@ -278,14 +308,14 @@ impl Spsc {
     }
 
     /// Publishes the reserved frame with `tag` and wakes the reader if it sleeps.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn commit(&self, r: Reservation, tag: u32) {
         let len = r.len as u32;
         self.commit_raw(r, tag, len);
     }
 
     /// [`commit`](Self::commit) with any length field (test hook: what a hostile writer could do).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn commit_raw(&self, r: Reservation, tag: u32, len_field: u32) {
         let new_tail = r.new_tail;
         self.publish(r, tag, len_field);
@@ -298,7 +328,7 @@ impl Spsc {
     }
 
     /// Writes the guard and the frame's header (the publish point), and nothing else.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn publish(&self, r: Reservation, tag: u32, len_field: u32) {
         let mask = self.mask();
         // The guard: the next frame's header slot reads "nothing here" until that frame is published.
@@ -419,6 +449,27 @@ impl Spsc {
         unsafe { self.buf.read(f.payload_at + offset, dst) }
     }
 
+    /// Copies `dst.len()` bytes of `f`'s payload from `offset` into private memory that may be
+    /// uninitialised, and returns it as initialised bytes.
+    #[cfg(not(loom))]
+    #[inline]
+    pub(crate) fn read_payload_uninit<'d>(
+        &self,
+        f: &Frame,
+        offset: usize,
+        dst: &'d mut [std::mem::MaybeUninit<u8>],
+    ) -> &'d mut [u8] {
+        assert!(offset + dst.len() <= f.len);
+        let len = dst.len();
+        let ptr = dst.as_mut_ptr().cast::<u8>();
+        // SAFETY: the frame was validated to lie within the buffer and is published; `dst` is valid
+        // for `len` bytes, which the copy initialises, so the slice over them is sound.
+        unsafe {
+            self.buf.read_raw(f.payload_at + offset, ptr, len);
+            std::slice::from_raw_parts_mut(ptr, len)
+        }
+    }
+
     /// The payload of `f`, borrowed in place until `consume`.
     #[cfg(not(loom))]
     #[inline]
@@ -435,14 +486,11 @@ impl Spsc {
         let _ = self.ctl().space.notify(); // nobody polls a descriptor for room
     }
 
-    /// Records `me` as the last reader of the ring (we hold the reader's claim): a load of a line the
-    /// reader writes anyway, and a store only when the reader changes.
+    /// Records `me` as the last reader of the ring (we hold the reader's claim): one store to the
+    /// line `consume` writes anyway.
     #[inline]
     pub(crate) fn note_reader(&self, me: u32) {
-        let last = &self.ctl().rx.last;
-        if last.load(Ordering::Relaxed) != me {
-            last.store(me, Ordering::Relaxed);
-        }
+        self.ctl().rx.last.store(me, Ordering::Relaxed);
     }
 
     /// The claim id of the last process that read the ring (0: nobody yet).
