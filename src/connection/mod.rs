@@ -68,10 +68,12 @@ pub struct Connection {
     rx: Option<Spsc>,
     closed: Cell<bool>,
     st: RefCell<State>,
-    /// The eventcount registration of a `wait()` in progress.
+    /// The eventcount registration of a `wait()` or `prepare_poll` in progress.
     armed: Cell<Option<Key>>,
-    /// A private eventfd for `as_fd` when the pipe has none its peers signal (named pipes).
-    own_fd: OnceCell<OwnedFd>,
+    /// What `as_fd` returns (see `poll.rs`), made on first use.
+    poller: OnceCell<poll::Poller>,
+    /// When `prepare_poll` last probed the peer.
+    last_probe: Cell<Option<std::time::Instant>>,
 }
 
 /// Process-local state of an end.
@@ -192,7 +194,8 @@ impl Connection {
             rx,
             closed: Cell::new(false),
             armed: Cell::new(None),
-            own_fd: OnceCell::new(),
+            poller: OnceCell::new(),
+            last_probe: Cell::new(None),
             st: RefCell::new(State {
                 send_spin: Spinner::new(wait),
                 recv_spin: Spinner::new(wait),
