@@ -121,7 +121,10 @@ fn is_local_failure(e: &Error) -> bool {
     match e {
         Error::Io(io) => {
             io.kind() == ErrorKind::OutOfMemory
-                || matches!(io.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM))
+                || matches!(
+                    io.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+                )
         }
         _ => false,
     }
@@ -400,7 +403,12 @@ impl Client {
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS))];
         let mut cmsg = SendAncillaryBuffer::new(&mut space);
         cmsg.push(SendAncillaryMessage::ScmRights(&borrowed));
-        match rustix::net::sendmsg(&sock, &[IoSlice::new(HELLO)], &mut cmsg, SendFlags::NOSIGNAL) {
+        match rustix::net::sendmsg(
+            &sock,
+            &[IoSlice::new(HELLO)],
+            &mut cmsg,
+            SendFlags::NOSIGNAL,
+        ) {
             Ok(_) => {}
             Err(rustix::io::Errno::AGAIN) => return Err(Error::Timeout),
             Err(e) => return Err(e.into()),

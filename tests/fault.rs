@@ -241,7 +241,10 @@ fn writer_killed_between_header_and_tail_loses_nothing() {
         |msg: &'static [u8]| Process::fork(move || a_ref.__send_bytes_then_die_before_tail(msg));
     let child = die_mid_send(b"first").unwrap();
     assert_eq!(child.join().unwrap().signal(), Some(libc::SIGKILL));
-    let next = || b.recv_bytes_timeout(Duration::from_secs(5)).map(String::from_utf8);
+    let next = || {
+        b.recv_bytes_timeout(Duration::from_secs(5))
+            .map(String::from_utf8)
+    };
     // The reader took the frame before the next writer came: that writer must not write behind it.
     assert_eq!(next().unwrap().unwrap(), "first");
     a.send_bytes(b"second").unwrap();
@@ -445,9 +448,8 @@ fn sealed_pipe_memory_cannot_be_resized() {
             .open(format!("/proc/self/fd/{fd}"))
             .unwrap();
         let own = std::os::fd::AsRawFd::as_raw_fd(&own);
-        let eperm = |r: i32| {
-            r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-        };
+        let eperm =
+            |r: i32| r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
         // SAFETY: plain syscalls on open descriptors and a valid buffer.
         unsafe {
             let mut st: libc::stat = std::mem::zeroed();
@@ -529,7 +531,7 @@ fn hostile_frame_lengths_are_corrupt() {
         (0, 1, 1 << 20, vec![0; 8], false),     // beyond half the ring
         (0, 9, 8, vec![0; 8], false),           // unknown tag
         (0, 2, 16, [u64::MAX.to_le_bytes(), [0; 8]].concat(), true), // message of impossible size
-        (511, 1, 4000, vec![], false), // a frame running past the buffer's end
+        (511, 1, 4000, vec![], false),          // a frame running past the buffer's end
     ];
     for (fillers, tag, len, payload, moves_on) in cases {
         let (a, b) = Pipe::builder().capacity(8192).build().unwrap();

@@ -595,7 +595,10 @@ fn two_writers_is_misuse() {
     .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let t = Duration::from_millis(100);
-    assert!(matches!(a.send_bytes_timeout(&[3; 512], t), Err(Error::Misuse)));
+    assert!(matches!(
+        a.send_bytes_timeout(&[3; 512], t),
+        Err(Error::Misuse)
+    ));
     assert!(matches!(a.send_timeout(&3u8, t), Err(Error::Misuse)));
     assert!(matches!(
         a.send_with_timeout(8, t, |_| ()),

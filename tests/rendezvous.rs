@@ -527,7 +527,8 @@ fn socket_path(name: &str) -> String {
 
 /// A Unix stream socket connected to `path`; `Err(errno)` if the connection fails.
 fn raw_connect(path: &str, nonblocking: bool) -> Result<OwnedFd, i32> {
-    let flags = libc::SOCK_STREAM | libc::SOCK_CLOEXEC | if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
+    let flags =
+        libc::SOCK_STREAM | libc::SOCK_CLOEXEC | if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
     // SAFETY: plain syscalls with a zeroed, then filled, address.
     unsafe {
         let fd = libc::socket(libc::AF_UNIX, flags, 0);
@@ -581,7 +582,10 @@ fn answered_nothing(sock: &OwnedFd) -> bool {
     };
     let mut b = [0u8; 2];
     // SAFETY: valid buffers.
-    unsafe { libc::poll(&mut p, 1, 5000) == 1 && libc::read(sock.as_raw_fd(), b.as_mut_ptr().cast(), 2) == 0 }
+    unsafe {
+        libc::poll(&mut p, 1, 5000) == 1
+            && libc::read(sock.as_raw_fd(), b.as_mut_ptr().cast(), 2) == 0
+    }
 }
 
 /// The descriptors of shmwire memfds and of eventfds that `make` opens, by their `/proc` links.
@@ -630,7 +634,10 @@ fn listener_refuses_unsafe_descriptors() {
             libc::eventfd(0, libc::EFD_CLOEXEC),
         ];
         let mut p = [0; 2];
-        assert_eq!(libc::pipe2(p.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC), 0);
+        assert_eq!(
+            libc::pipe2(p.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC),
+            0
+        );
         (copy, blocking, p)
     };
     let cases = [
@@ -644,7 +651,10 @@ fn listener_refuses_unsafe_descriptors() {
         let sock = raw_connect(&path, false).unwrap();
         send_hello(&sock, &fds);
         let r = listener.accept_timeout(Duration::from_millis(300));
-        assert!(matches!(r, Err(Error::Timeout)), "{what} was accepted: {r:?}");
+        assert!(
+            matches!(r, Err(Error::Timeout)),
+            "{what} was accepted: {r:?}"
+        );
         assert!(answered_nothing(&sock), "{what}");
     }
     // An honest client is accepted after them.
@@ -699,12 +709,20 @@ fn accept_timeout_is_bounded_by_silent_clients() {
     let t = Instant::now();
     let r = listener.accept_timeout(Duration::from_millis(10));
     assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
-    assert!(t.elapsed() < Duration::from_millis(100), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "took {:?}",
+        t.elapsed()
+    );
     // An honest client behind them is accepted at once.
     let child = Process::spawn("client", &name).unwrap();
     let t = Instant::now();
     let conn = listener.accept_timeout(Duration::from_secs(30)).unwrap();
-    assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t.elapsed()
+    );
     assert_eq!(
         conn.recv::<String>().unwrap(),
         format!("hello from {}", child.pid())
@@ -734,7 +752,11 @@ fn connect_list_and_bind_are_bounded_when_the_backlog_is_full() {
         let t = Instant::now();
         let r = Client::connect_timeout(&n, Duration::from_millis(200));
         assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
-        assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            t.elapsed()
+        );
         let listed = shmwire::segment::list().unwrap();
         assert!(
             listed.iter().any(|s| s.name.ends_with(&n) && !s.is_stale()),

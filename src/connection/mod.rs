@@ -100,7 +100,9 @@ struct Partial {
 /// Makes room in `buf` for `n` more bytes of a message of `total`.
 fn grow(buf: &mut Vec<u8>, n: usize, total: usize) -> Result<()> {
     if buf.capacity() - buf.len() < n {
-        let want = (buf.len() + n).max(buf.capacity().saturating_mul(2)).min(total);
+        let want = (buf.len() + n)
+            .max(buf.capacity().saturating_mul(2))
+            .min(total);
         buf.try_reserve_exact(want - buf.len())
             .map_err(|_| Error::TooLarge)?;
     }

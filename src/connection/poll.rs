@@ -68,7 +68,7 @@ impl Poller {
 
     /// Makes the timer fire once, one tick from now.
     fn arm(&self) -> Result<()> {
-        use rustix::time::{Itimerspec, Timespec, TimerfdTimerFlags, timerfd_settime};
+        use rustix::time::{Itimerspec, TimerfdTimerFlags, Timespec, timerfd_settime};
         let spec = Itimerspec {
             it_interval: Timespec {
                 tv_sec: 0,
@@ -120,7 +120,11 @@ impl Connection {
         poller.drain(rx.data_fd());
         // A tick may have fired: the peer may have died (nothing signals that).
         let now = Instant::now();
-        if self.last_probe.get().is_none_or(|t| now - t >= PROBE_INTERVAL) {
+        if self
+            .last_probe
+            .get()
+            .is_none_or(|t| now - t >= PROBE_INTERVAL)
+        {
             self.last_probe.set(Some(now));
             self.seg.probe_role(self.peer)?;
         }

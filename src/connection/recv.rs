@@ -20,9 +20,9 @@ const STACK_COPY: usize = 256;
 trait Take {
     type Out;
     /// From a published frame in the ring; consumes it.
-    fn from_ring(self, rx: &Spsc, f: Frame, scratch: &mut Vec<u8>) -> Self::Out;
+    fn take_frame(self, rx: &Spsc, f: Frame, scratch: &mut Vec<u8>) -> Self::Out;
     /// From bytes already in private memory (the backlog, a streamed message).
-    fn from_bytes(self, bytes: &[u8]) -> Self::Out;
+    fn take_bytes(self, bytes: &[u8]) -> Self::Out;
 }
 
 /// Lends the frame in place (`recv_with`: trusts the peer).
@@ -31,12 +31,12 @@ struct Lend<F>(F);
 impl<R, F: FnOnce(&[u8]) -> R> Take for Lend<F> {
     type Out = R;
     #[inline]
-    fn from_ring(self, rx: &Spsc, f: Frame, _: &mut Vec<u8>) -> R {
+    fn take_frame(self, rx: &Spsc, f: Frame, _: &mut Vec<u8>) -> R {
         let out = (self.0)(rx.payload(&f));
         rx.consume(f);
         out
     }
-    fn from_bytes(self, bytes: &[u8]) -> R {
+    fn take_bytes(self, bytes: &[u8]) -> R {
         (self.0)(bytes)
     }
 }
@@ -48,7 +48,7 @@ struct Copied<F>(F);
 impl<R, F: FnOnce(&[u8]) -> R> Take for Copied<F> {
     type Out = R;
     #[inline]
-    fn from_ring(self, rx: &Spsc, f: Frame, scratch: &mut Vec<u8>) -> R {
+    fn take_frame(self, rx: &Spsc, f: Frame, scratch: &mut Vec<u8>) -> R {
         if f.len <= STACK_COPY {
             let mut tmp = [MaybeUninit::<u8>::uninit(); STACK_COPY];
             let bytes = rx.read_payload_uninit(&f, 0, &mut tmp[..f.len]);
@@ -64,7 +64,7 @@ impl<R, F: FnOnce(&[u8]) -> R> Take for Copied<F> {
         codec::trim_scratch(scratch);
         out
     }
-    fn from_bytes(self, bytes: &[u8]) -> R {
+    fn take_bytes(self, bytes: &[u8]) -> R {
         (self.0)(bytes)
     }
 }
@@ -75,7 +75,7 @@ struct PodOf<T>(std::marker::PhantomData<T>);
 impl<T: bytemuck::Pod> Take for PodOf<T> {
     type Out = Result<T>;
     #[inline]
-    fn from_ring(self, rx: &Spsc, f: Frame, _: &mut Vec<u8>) -> Result<T> {
+    fn take_frame(self, rx: &Spsc, f: Frame, _: &mut Vec<u8>) -> Result<T> {
         let size = std::mem::size_of::<T>();
         if f.len != size {
             rx.consume(f);
@@ -89,7 +89,7 @@ impl<T: bytemuck::Pod> Take for PodOf<T> {
         // SAFETY: all `size_of::<T>()` bytes were written, and any bytes are a valid `Pod` value.
         Ok(unsafe { v.assume_init() })
     }
-    fn from_bytes(self, bytes: &[u8]) -> Result<T> {
+    fn take_bytes(self, bytes: &[u8]) -> Result<T> {
         codec::decode_pod(bytes)
     }
 }
@@ -218,7 +218,7 @@ impl Connection {
             // Fast path: a whole message is there, or arrives within a short inline spin.
             if let Some(f) = self.quick_frame(&mut st, rx)? {
                 if f.tag == TAG_WHOLE {
-                    return Ok(take.from_ring(rx, f, &mut st.scratch));
+                    return Ok(take.take_frame(rx, f, &mut st.scratch));
                 }
             }
         }
@@ -237,14 +237,14 @@ impl Connection {
         if st.partial.is_none() {
             match self.next_piece(st, rx, deadline)? {
                 Piece::Ring(f) if f.tag == TAG_WHOLE => {
-                    return Ok(take.from_ring(rx, f, &mut st.scratch));
+                    return Ok(take.take_frame(rx, f, &mut st.scratch));
                 }
-                Piece::Owned(TAG_WHOLE, v) => return Ok(take.from_bytes(&v)),
+                Piece::Owned(TAG_WHOLE, v) => return Ok(take.take_bytes(&v)),
                 other => self.put_back(st, other),
             }
         }
         let v = self.next_owned(st, rx, deadline)?;
-        Ok(take.from_bytes(&v))
+        Ok(take.take_bytes(&v))
     }
 
     fn recv_into_at(&self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
