@@ -27,6 +27,78 @@ pub(crate) fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>> {
     postcard::to_extend(v, Vec::new()).map_err(encode_error)
 }
 
+/// A postcard output that writes through a raw pointer range: the payload of a reserved ring frame,
+/// memory the peer could also write, to which no reference is ever formed.
+struct RawOut {
+    start: *mut u8,
+    cursor: *mut u8,
+    end: *mut u8,
+}
+
+impl postcard::ser_flavors::Flavor for RawOut {
+    type Output = usize;
+
+    #[inline(always)]
+    fn try_push(&mut self, b: u8) -> postcard::Result<()> {
+        if self.cursor == self.end {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        // SAFETY: `cursor` is below `end`, within the range `encode_raw`'s caller vouched for.
+        unsafe {
+            self.cursor.write(b);
+            self.cursor = self.cursor.add(1);
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn try_extend(&mut self, b: &[u8]) -> postcard::Result<()> {
+        if b.len() > self.end as usize - self.cursor as usize {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        // SAFETY: `b.len()` bytes fit before `end`; `b` is our own memory, not the range.
+        unsafe {
+            std::ptr::copy_nonoverlapping(b.as_ptr(), self.cursor, b.len());
+            self.cursor = self.cursor.add(b.len());
+        }
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<usize> {
+        Ok(self.cursor as usize - self.start as usize)
+    }
+}
+
+/// Encodes `v` into the `len` bytes at `dst` and returns how many it used (a value that encodes
+/// differently from one pass to the next may use fewer than it was sized for; more is an error).
+///
+/// # Safety
+/// `dst..dst + len` must be valid for writes for the duration of the call.
+#[inline(never)] // keeps the encoder out of the send fast path's body (which it would bloat)
+pub(crate) unsafe fn encode_raw<T: Serialize + ?Sized>(
+    v: &T,
+    dst: *mut u8,
+    len: usize,
+) -> Result<usize> {
+    let out = RawOut {
+        start: dst,
+        cursor: dst,
+        // SAFETY: one past the end of the caller's range.
+        end: unsafe { dst.add(len) },
+    };
+    postcard::serialize_with_flavor(v, out).map_err(encode_error)
+}
+
+/// A reused buffer larger than this is freed after use rather than kept.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+/// Frees a reused buffer that a large message grew past what is worth keeping.
+pub(crate) fn trim_scratch(buf: &mut Vec<u8>) {
+    if buf.capacity() > SCRATCH_KEEP {
+        *buf = Vec::new();
+    }
+}
+
 /// Decodes a `T` that must span all of `bytes`; anything else is [`Error::Corrupt`] (a damaged message,
 /// or a sender that sent another type).
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {

@@ -1,10 +1,12 @@
 //! `Listener` and `Client`: unrelated processes meet by name and get a [`Connection`].
 //!
-//! The name is a Unix socket in `/dev/shm` (`shmwire.[$SHMWIRE_PREFIX.]l.NAME`, mode 0600, and the peer's
-//! uid is checked on accept). The socket only carries the introduction: the client creates an ordinary
-//! shared-memory pipe (a sealed memfd and its eventfds) and passes its descriptors over the socket
-//! (`SCM_RIGHTS`); the listener opens its own description of it, takes end 0 and says so; the client
-//! keeps end 1. From then on the socket is closed and everything runs over shared memory; no segment
+//! The name is a Unix socket in `/dev/shm` (`shmwire.[$SHMWIRE_PREFIX.]l.NAME`, mode 0600). Each side
+//! checks the other's uid (`SO_PEERCRED`): a listener serves clients of its own user only, and a client
+//! sends nothing to a listener of another user. The socket only carries the introduction: the client
+//! creates an ordinary shared-memory pipe (a sealed memfd and its eventfds) and passes its descriptors
+//! over the socket (`SCM_RIGHTS`); the listener checks them (the memfd sealed against resizing, the
+//! eventfds eventfds and non-blocking), opens its own description of the memory, takes end 0 and says
+//! so; the client keeps end 1. From then on the socket is closed and everything runs over shared memory; no segment
 //! ever has a name, so nothing can be left in `/dev/shm` but the listener's socket, which the next
 //! `bind` of the name reclaims if its listener died (and `shmwire::cleanup()` removes).
 //!
@@ -20,7 +22,7 @@
 //! })?;
 //! let conn = listener.accept()?;
 //! assert_eq!(conn.recv::<String>()?, "hello");
-//! p.join()?;
+//! assert!(p.join()?.success());
 //! # Ok(()) }
 //! ```
 
@@ -36,11 +38,12 @@ use std::io::{ErrorKind, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 const HELLO: &[u8; 8] = b"SHMWp\x01\0\0"; // "SHMW", kind pipe, protocol 1
 const OK: &[u8; 2] = b"OK";
-/// How long an accepted client may take to introduce itself.
+/// How long an accepted client may take to introduce itself (across `accept` calls).
 const INTRO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Descriptors a client sends: the pipe's memfd and its two eventfds.
 const FDS: usize = 3;
@@ -59,43 +62,72 @@ fn socket_path(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn unix_socket() -> Result<OwnedFd> {
+fn unix_socket(flags: SocketFlags) -> Result<OwnedFd> {
     Ok(rustix::net::socket_with(
         AddressFamily::UNIX,
         SocketType::STREAM,
-        SocketFlags::CLOEXEC,
+        SocketFlags::CLOEXEC | flags,
         None,
     )?)
 }
 
-fn poll_in(fd: BorrowedFd<'_>, deadline: Deadline) -> Result<bool> {
+fn timespec(d: Duration) -> rustix::time::Timespec {
+    rustix::time::Timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: d.subsec_nanos() as _,
+    }
+}
+
+/// Polls `fds` for input for up to `wait` (`None`: no limit); which are readable (or hung up).
+fn poll_all(fds: &[BorrowedFd<'_>], wait: Option<Duration>) -> Result<Vec<bool>> {
     use rustix::event::{PollFd, PollFlags, poll};
+    let mut pfds: Vec<PollFd<'_>> = fds.iter().map(|f| PollFd::new(f, PollFlags::IN)).collect();
+    match poll(&mut pfds, wait.map(timespec).as_ref()) {
+        Ok(_) => Ok(pfds.iter().map(|p| !p.revents().is_empty()).collect()),
+        Err(rustix::io::Errno::INTR) => Ok(vec![false; fds.len()]),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn poll_in(fd: BorrowedFd<'_>, deadline: Deadline) -> Result<bool> {
     loop {
-        let left = deadline.remaining();
-        let ts = left.map(|d| rustix::time::Timespec {
-            tv_sec: d.as_secs() as i64,
-            tv_nsec: d.subsec_nanos() as _,
-        });
-        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-        match poll(&mut fds, ts.as_ref()) {
-            Ok(0) => return Ok(false),
-            Ok(_) => return Ok(true),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
+        if poll_all(&[fd], deadline.remaining())?[0] {
+            return Ok(true);
+        }
+        if deadline.is_immediate_or_past() {
+            return Ok(false);
         }
     }
 }
 
-/// Whether the socket at `path` has no live listener (refused, or gone).
-fn is_stale(path: &std::path::Path) -> bool {
+/// Whether the socket at `path` has no live listener (refused, or gone). Never waits: a live
+/// listener whose backlog is full (`EAGAIN`) is alive.
+pub(crate) fn is_stale(path: &std::path::Path) -> bool {
     let Ok(addr) = SocketAddrUnix::new(path) else {
         return false;
     };
-    let Ok(s) = unix_socket() else { return false };
+    let Ok(s) = unix_socket(SocketFlags::NONBLOCK) else {
+        return false;
+    };
     matches!(
         rustix::net::connect(&s, &addr),
         Err(rustix::io::Errno::CONNREFUSED) | Err(rustix::io::Errno::NOENT)
     )
+}
+
+/// Whether an error in introducing one client is this process's problem (out of memory or
+/// descriptors) rather than that client's: then `accept` reports it instead of dropping the client.
+fn is_local_failure(e: &Error) -> bool {
+    match e {
+        Error::Io(io) => {
+            io.kind() == ErrorKind::OutOfMemory
+                || matches!(
+                    io.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+                )
+        }
+        _ => false,
+    }
 }
 
 /// A named rendezvous point: [`Client::connect`] to the same name from any process of this user.
@@ -105,6 +137,9 @@ pub struct Listener {
     path: PathBuf,
     inode: (u64, u64),
     name: String,
+    /// Clients accepted whose introduction has not arrived yet, each with the instant it must have
+    /// arrived by: a call whose own deadline ran out leaves them to the next call.
+    pending: Mutex<Vec<(OwnedFd, Instant)>>,
 }
 
 impl Listener {
@@ -118,7 +153,7 @@ impl Listener {
         // A fork from another thread must not copy the socket before it is tracked.
         let _gate = crate::segment::registry::fork_gate();
         for attempt in 0..2 {
-            let sock = unix_socket()?;
+            let sock = unix_socket(SocketFlags::empty())?;
             match rustix::net::bind(&sock, &addr) {
                 Ok(()) => {
                     use rustix::fs::Mode;
@@ -132,6 +167,7 @@ impl Listener {
                         path,
                         inode: (st.st_dev, st.st_ino),
                         name: name.to_owned(),
+                        pending: Mutex::new(Vec::new()),
                     });
                 }
                 Err(rustix::io::Errno::ADDRINUSE) if attempt == 0 && is_stale(&path) => {
@@ -158,46 +194,81 @@ impl Listener {
     }
 
     /// Waits for a client and returns the connection to it (end 0 of a new pipe).
+    ///
+    /// A client that fails its introduction (another user, bad descriptors, silence for 5 s, gone
+    /// before the answer) is dropped and the wait goes on.
     pub fn accept(&self) -> Result<Connection> {
         self.accept_at(Deadline::NEVER)
     }
 
-    /// [`accept`](Self::accept), giving up with [`Error::Timeout`] after `timeout`.
+    /// [`accept`](Self::accept), giving up with [`Error::Timeout`] after `timeout`. A client that has
+    /// connected but not yet introduced itself when the time is up is kept for the next call.
     pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection> {
         self.accept_at(Deadline::after(Some(timeout)))
     }
 
+    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<(OwnedFd, Instant)>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn accept_at(&self, deadline: Deadline) -> Result<Connection> {
+        let mut pending = self.pending();
         loop {
-            if !poll_in(self.sock.as_fd(), deadline)? {
-                return Err(Error::Timeout);
-            }
-            let conn = match rustix::net::accept_with(&self.sock, SocketFlags::CLOEXEC) {
-                Ok(c) => c,
-                Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(e.into()),
+            let now = Instant::now();
+            pending.retain(|(_, by)| *by > now); // silent for INTRO_TIMEOUT: dropped
+            // Sleep until a client connects or introduces itself, the call's deadline, or the next
+            // pending client's time runs out.
+            let expiry = pending.iter().map(|(_, by)| *by - now).min();
+            let wait = match (deadline.remaining(), expiry) {
+                (Some(d), Some(e)) => Some(d.min(e)),
+                (d, e) => d.or(e),
             };
-            // A client that fails its introduction is dropped; the listener goes on waiting.
-            match self.introduce(&conn) {
-                Ok(c) => return Ok(c),
-                Err(Error::Io(e)) if e.kind() == ErrorKind::PermissionDenied => continue,
-                Err(Error::Timeout | Error::Corrupt | Error::Incompatible | Error::Eof) => continue,
-                Err(e) => return Err(e),
+            let fds: Vec<BorrowedFd<'_>> = std::iter::once(self.sock.as_fd())
+                .chain(pending.iter().map(|(c, _)| c.as_fd()))
+                .collect();
+            let ready = poll_all(&fds, wait)?;
+            drop(fds);
+            // Introductions that arrived, oldest first.
+            let mut arrived = Vec::new();
+            for i in (0..pending.len()).rev() {
+                if ready[i + 1] {
+                    arrived.push(pending.remove(i).0);
+                }
+            }
+            for conn in arrived.into_iter().rev() {
+                match self.introduce(&conn) {
+                    Ok(c) => return Ok(c),
+                    Err(e) if is_local_failure(&e) => return Err(e),
+                    Err(_) => {} // that client is dropped; the others wait their turn
+                }
+            }
+            if ready[0] {
+                match rustix::net::accept_with(&self.sock, SocketFlags::CLOEXEC) {
+                    Ok(c) => {
+                        let cred = rustix::net::sockopt::socket_peercred(&c);
+                        if cred.is_ok_and(|c| c.uid == rustix::process::geteuid()) {
+                            // Its introduction is usually there already: the next round takes it.
+                            pending.push((c, Instant::now() + INTRO_TIMEOUT));
+                            continue;
+                        } // a client of another user is refused (dropped unread)
+                    }
+                    Err(
+                        rustix::io::Errno::AGAIN
+                        | rustix::io::Errno::INTR
+                        | rustix::io::Errno::CONNABORTED,
+                    ) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if deadline.is_immediate_or_past() {
+                return Err(Error::Timeout);
             }
         }
     }
 
+    /// Reads a client's introduction (it is there: `conn` polled readable), checks and adopts the
+    /// pipe it passes, and answers. Never blocks.
     fn introduce(&self, conn: &OwnedFd) -> Result<Connection> {
-        let cred = rustix::net::sockopt::socket_peercred(conn)?;
-        if cred.uid != rustix::process::geteuid() {
-            return Err(Error::io(
-                ErrorKind::PermissionDenied,
-                "a client of another user was refused",
-            ));
-        }
-        if !poll_in(conn.as_fd(), Deadline::after(Some(INTRO_TIMEOUT)))? {
-            return Err(Error::Timeout);
-        }
         let mut hello = [0u8; 8];
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS))];
         let mut cmsg = RecvAncillaryBuffer::new(&mut space);
@@ -205,7 +276,7 @@ impl Listener {
             conn,
             &mut [IoSliceMut::new(&mut hello)],
             &mut cmsg,
-            RecvFlags::CMSG_CLOEXEC,
+            RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT,
         )?;
         let mut fds: Vec<OwnedFd> = Vec::new();
         for msg in cmsg.drain() {
@@ -220,8 +291,10 @@ impl Listener {
             return Err(Error::Incompatible);
         }
         let memfd = fds.remove(0);
+        // `adopt_end` checks the descriptors (seals, eventfds, blocking mode) before using them.
         let conn_end = crate::pipe::adopt_end(memfd, None, fds, 0)?;
-        rustix::net::send(conn, OK, SendFlags::NOSIGNAL)?;
+        // A client gone by now (EPIPE) is dropped like any other that fails its introduction.
+        rustix::net::send(conn, OK, SendFlags::NOSIGNAL | SendFlags::DONTWAIT)?;
         Ok(conn_end)
     }
 }
@@ -252,6 +325,12 @@ impl AsFd for Listener {
 
 impl Waitable for Listener {
     fn __arm(&self) -> Result<Armed> {
+        // A client kept from an earlier call may have introduced itself since.
+        let pending = self.pending();
+        let fds: Vec<BorrowedFd<'_>> = pending.iter().map(|(c, _)| c.as_fd()).collect();
+        if !fds.is_empty() && poll_all(&fds, Some(Duration::ZERO))?.contains(&true) {
+            return Ok(Armed::Ready);
+        }
         Ok(Armed::Fd(self.sock.as_raw_fd()))
     }
 
@@ -268,12 +347,14 @@ impl Client {
     /// Connects to the listener `name` and waits until it accepts; returns end 1 of a new pipe.
     ///
     /// Errors: `Io(NotFound)` if no listener has the name, `Io(ConnectionRefused)` if its listener
-    /// died, [`Error::Eof`] if the listener closed without accepting.
+    /// died, `Io(PermissionDenied)` if it runs as another user (nothing is sent to it),
+    /// [`Error::Eof`] if the listener closed without accepting.
     pub fn connect(name: &str) -> Result<Connection> {
         Self::connect_at(name, Deadline::NEVER)
     }
 
-    /// [`connect`](Self::connect), giving up with [`Error::Timeout`] if not accepted within `timeout`.
+    /// [`connect`](Self::connect), giving up with [`Error::Timeout`] if not accepted within `timeout`
+    /// (a listener whose backlog is full included).
     pub fn connect_timeout(name: &str, timeout: Duration) -> Result<Connection> {
         Self::connect_at(name, Deadline::after(Some(timeout)))
     }
@@ -281,9 +362,22 @@ impl Client {
     fn connect_at(name: &str, deadline: Deadline) -> Result<Connection> {
         let path = socket_path(name)?;
         let addr = SocketAddrUnix::new(path.as_path())?;
-        let sock = unix_socket()?;
+        let sock = unix_socket(SocketFlags::empty())?;
+        if let Some(left) = deadline.remaining() {
+            // A Unix socket's connect waits while the listener's backlog is full, for as long as the
+            // socket's send timeout allows (which then also bounds sending the introduction).
+            let left = left.max(Duration::from_micros(1));
+            rustix::net::sockopt::set_socket_timeout(
+                &sock,
+                rustix::net::sockopt::Timeout::Send,
+                Some(left),
+            )?;
+        }
         match rustix::net::connect(&sock, &addr) {
             Ok(()) => {}
+            Err(rustix::io::Errno::AGAIN) if deadline.remaining().is_some() => {
+                return Err(Error::Timeout);
+            }
             Err(rustix::io::Errno::NOENT) => {
                 return Err(Error::io(
                     ErrorKind::NotFound,
@@ -298,6 +392,19 @@ impl Client {
             }
             Err(e) => return Err(e.into()),
         }
+        // The pipe's descriptors go to a process of this user only.
+        let cred = rustix::net::sockopt::socket_peercred(&sock)?;
+        let me = rustix::process::geteuid();
+        if cred.uid != me {
+            return Err(Error::io(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "the listener {name:?} runs as uid {}, not as this user (uid {}): refused",
+                    cred.uid.as_raw(),
+                    me.as_raw()
+                ),
+            ));
+        }
         let (theirs, mine) = crate::Pipe::new()?;
         let fds = theirs.descriptors();
         let borrowed: Vec<BorrowedFd<'_>> =
@@ -306,12 +413,16 @@ impl Client {
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS))];
         let mut cmsg = SendAncillaryBuffer::new(&mut space);
         cmsg.push(SendAncillaryMessage::ScmRights(&borrowed));
-        rustix::net::sendmsg(
+        match rustix::net::sendmsg(
             &sock,
             &[IoSlice::new(HELLO)],
             &mut cmsg,
             SendFlags::NOSIGNAL,
-        )?;
+        ) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::AGAIN) => return Err(Error::Timeout),
+            Err(e) => return Err(e.into()),
+        }
         if !poll_in(sock.as_fd(), deadline)? {
             return Err(Error::Timeout);
         }

@@ -10,6 +10,7 @@ use crate::ring::buf::RingBuf;
 use crate::ring::spsc::{CTL_SIZE, MAX_CAPACITY, MIN_CAPACITY, RingCtl, Spsc};
 use crate::segment::{Kind, Segment, Spec};
 use crate::sync::WaitStrategy;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 /// Default capacity of each direction's ring.
@@ -245,6 +246,7 @@ pub(crate) fn adopt_end(
     if end > 1 {
         return Err(Error::Corrupt);
     }
+    check_received(memfd.as_fd(), &companions)?;
     let seg = Segment::adopt(
         memfd,
         prepared_slot,
@@ -258,6 +260,36 @@ pub(crate) fn adopt_end(
         seg.take_role(end);
     }
     open_end(&seg, end, WaitStrategy::default())
+}
+
+/// Checks descriptors that another process handed us, before they are used: the memory must be a
+/// memfd sealed against shrinking and growing (else whoever holds it could truncate it under our
+/// mapping, and we would die of SIGBUS), and each companion an eventfd in non-blocking mode (we read
+/// and write them, and must never block on them).
+fn check_received(memfd: BorrowedFd<'_>, companions: &[OwnedFd]) -> Result<()> {
+    use rustix::fs::SealFlags;
+    let refused = |why: String| Error::io(std::io::ErrorKind::InvalidData, why);
+    let seals = rustix::fs::fcntl_get_seals(memfd)
+        .map_err(|_| refused("the pipe's memory is not a memfd".into()))?;
+    if !seals.contains(SealFlags::SHRINK | SealFlags::GROW) {
+        return Err(refused(
+            "the pipe's memory is not sealed against resizing".into(),
+        ));
+    }
+    for e in companions {
+        let fd = e.as_raw_fd();
+        let link = std::fs::read_link(format!("/proc/self/fd/{fd}"))?;
+        if link.as_os_str() != "anon_inode:[eventfd]" {
+            return Err(refused(format!(
+                "a descriptor passed as the pipe's eventfd is {}",
+                link.display()
+            )));
+        }
+        if !rustix::fs::fcntl_getfl(e)?.contains(rustix::fs::OFlags::NONBLOCK) {
+            return Err(refused("the pipe's eventfd is in blocking mode".into()));
+        }
+    }
+    Ok(())
 }
 
 /// The `Connection` for `end` of the pipe in `seg` (the caller has taken the role).

@@ -53,7 +53,7 @@ pub trait Waitable {
 /// let ready = wait(&[&a, &c], Some(Duration::from_secs(5)))?;
 /// assert_eq!(ready, vec![1]);
 /// assert_eq!(c.recv::<String>()?, "second");
-/// p.join()?;
+/// assert!(p.join()?.success());
 /// # drop(b); Ok(()) }
 /// ```
 pub fn wait(objects: &[&dyn Waitable], timeout: impl Into<Timeout>) -> Result<Vec<usize>> {

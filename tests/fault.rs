@@ -23,9 +23,15 @@ fn main() {
         stopped_peer_is_alive_and_delivers_after_sigcont,
         stopped_peer_with_full_ring_times_out,
         dead_readers_claim_is_taken_over,
+        writer_killed_between_header_and_tail_loses_nothing,
+        graceful_close_after_a_death_is_eof,
         corrupted_header_is_refused,
         hostile_frame_lengths_are_corrupt,
         hostile_counters_are_corrupt,
+        hostile_streamed_totals_are_not_allocated_up_front,
+        scribbled_ring_never_yields_an_invalid_string,
+        named_objects_of_another_user_or_wider_mode_are_refused,
+        sealed_pipe_memory_cannot_be_resized,
         cleanup_removes_only_dead_segments,
         segments_are_private_to_the_user,
         failed_allocation_is_an_error_and_leaves_nothing,
@@ -126,9 +132,17 @@ fn killed_mid_stream_is_peer_died() {
         b.send_bytes(&vec![1u8; 10 << 20]).unwrap();
     })
     .unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    // Part of the message has arrived (its first piece announces the whole size; the ring holds a
+    // few KiB of it, so the sender is blocked in the middle), and is kept for the next call.
+    let mut small = [0u8; 16];
+    let r = a.recv_bytes_into_timeout(&mut small, Duration::from_secs(10));
+    assert!(
+        matches!(r, Err(Error::BufferTooShort { needed }) if needed == 10 << 20),
+        "{r:?}"
+    );
     child.kill().unwrap();
-    child.join().unwrap();
+    // Killed, not finished: it was blocked mid-stream.
+    assert_eq!(child.join().unwrap().signal(), Some(libc::SIGKILL));
     // The first pieces arrived, the rest never will: an error, not a hang and not a torn message.
     let r = a.recv_bytes();
     assert!(
@@ -219,6 +233,246 @@ fn dead_readers_claim_is_taken_over() {
     assert_eq!(b.recv::<u8>().unwrap(), 3);
 }
 
+fn writer_killed_between_header_and_tail_loses_nothing() {
+    let (a, b) = Pipe::new().unwrap();
+    let a_ref = &a;
+    // A holder of the writing end publishes a frame and is killed before it stores the ring's tail.
+    let die_mid_send =
+        |msg: &'static [u8]| Process::fork(move || a_ref.__send_bytes_then_die_before_tail(msg));
+    let child = die_mid_send(b"first").unwrap();
+    assert_eq!(child.join().unwrap().signal(), Some(libc::SIGKILL));
+    let next = || {
+        b.recv_bytes_timeout(Duration::from_secs(5))
+            .map(String::from_utf8)
+    };
+    // The reader took the frame before the next writer came: that writer must not write behind it.
+    assert_eq!(next().unwrap().unwrap(), "first");
+    a.send_bytes(b"second").unwrap();
+    assert_eq!(next().unwrap().unwrap(), "second");
+    // The frame is still unread when the next writer comes: that writer must not write over it.
+    let child = die_mid_send(b"third").unwrap();
+    assert_eq!(child.join().unwrap().signal(), Some(libc::SIGKILL));
+    a.send_bytes(b"fourth").unwrap();
+    assert_eq!(next().unwrap().unwrap(), "third");
+    assert_eq!(next().unwrap().unwrap(), "fourth");
+    assert!(!b.poll(Duration::ZERO).unwrap());
+    // And the ring goes on.
+    for i in 0..10_000u32 {
+        a.send(&i).unwrap();
+        assert_eq!(b.recv::<u32>().unwrap(), i);
+    }
+}
+
+fn graceful_close_after_a_death_is_eof() {
+    let name = format!("reborn-{}", std::process::id());
+    let (a, b) = Pipe::builder().name(&name).build().unwrap();
+    // A first holder of end 1 opens it (then holds it alone) and dies.
+    let n = name.clone();
+    let first = Process::fork(move || {
+        let end = Pipe::open(&n, 1).unwrap();
+        end.send(&1u8).unwrap();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
+    .unwrap();
+    assert_eq!(a.recv::<u8>().unwrap(), 1);
+    drop(b);
+    first.kill().unwrap();
+    first.join().unwrap();
+    assert!(matches!(a.recv::<u8>(), Err(Error::PeerDied)));
+    // A second holder opens it again, sends, and closes it gracefully: that is the end of the
+    // stream, not a death.
+    let n = name.clone();
+    let second = Process::fork(move || {
+        let end = Pipe::open(&n, 1).unwrap();
+        end.send(&2u8).unwrap();
+    })
+    .unwrap();
+    assert!(second.join().unwrap().success());
+    assert_eq!(a.recv::<u8>().unwrap(), 2);
+    let r = a.recv::<u8>();
+    assert!(matches!(r, Err(Error::Eof)), "{r:?}");
+    let r = a.send(&3u8);
+    assert!(matches!(r, Err(Error::BrokenPipe)), "{r:?}");
+}
+
+/// This process's peak resident set, in KiB.
+fn vm_hwm_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn hostile_streamed_totals_are_not_allocated_up_front() {
+    // A first piece announcing 512 MiB (or 1 TiB) followed by nothing of the kind: the reader must
+    // not allocate (let alone zero) the announced size, must not jam on it, and goes on to the next
+    // message.
+    for total in [512u64 << 20, 1 << 40] {
+        let (a, b) = Pipe::builder().capacity(8192).build().unwrap();
+        let child = Process::fork(move || {
+            let before = vm_hwm_kib();
+            let r = b.recv_bytes_timeout(Duration::from_secs(10));
+            assert_eq!(r.unwrap(), b"honest", "after a HEAD of {total}");
+            let grew = vm_hwm_kib() - before;
+            assert!(grew < 64 << 10, "the peak RSS grew by {grew} KiB");
+        })
+        .unwrap();
+        let head = [total.to_le_bytes(), [0; 8]].concat();
+        a.__inject_raw_frame(2, 16, &head).unwrap(); // TAG_HEAD
+        a.send_bytes(b"honest").unwrap();
+        assert!(child.join().unwrap().success(), "total {total}");
+    }
+}
+
+fn scribbled_ring_never_yields_an_invalid_string() {
+    // A peer scribbles on the payload bytes of the ring (alternating b'a' and 0xFF, never touching the
+    // frame headers) while we receive Strings: each `recv` must give a valid String or an error, never
+    // a String whose bytes changed after they were checked as UTF-8.
+    let name = format!("scribbled-{}", std::process::id());
+    let cap = 8192;
+    let (a, b) = Pipe::builder().name(&name).capacity(cap).build().unwrap();
+    // 2,038 characters encode in 2,040 bytes: frames of exactly 2 KiB, so the headers of ring 0 are
+    // always at offsets 0, 2048, 4096 and 6144 of its buffer (page 2 of the file).
+    let text = "a".repeat(2038);
+    let ring_at = 2 * 4096;
+    let path = shm_path(&name);
+    let scribbler = Process::fork(move || {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let len = ring_at + cap;
+        // SAFETY: a shared mapping of the file, used through raw volatile writes only.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        let mut v = b'a';
+        loop {
+            v = if v == b'a' { 0xFF } else { b'a' };
+            for frame in 0..4 {
+                for off in frame * 2048 + 10..(frame + 1) * 2048 {
+                    // SAFETY: within the mapping.
+                    unsafe { std::ptr::write_volatile((base as *mut u8).add(ring_at + off), v) };
+                }
+            }
+        }
+    })
+    .unwrap();
+    let (mut clean, mut refused) = (0u64, 0u64);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        a.send(&text).unwrap();
+        match b.recv::<String>() {
+            Ok(s) => {
+                assert!(
+                    std::str::from_utf8(s.as_bytes()).is_ok(),
+                    "recv returned a String that is not UTF-8 (after {clean} clean ones)"
+                );
+                assert_eq!(s.len(), 2038);
+                clean += 1;
+            }
+            Err(Error::Corrupt) => refused += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    scribbler.kill().unwrap();
+    scribbler.join().unwrap();
+    assert!(clean > 0 && refused > 0, "clean {clean}, refused {refused}");
+}
+
+fn named_objects_of_another_user_or_wider_mode_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let name = format!("foreign-{}", std::process::id());
+    let (_a, _b) = Pipe::builder().name(&name).build().unwrap();
+    let path = shm_path(&name);
+    let refused = |why: &str| {
+        let r = Pipe::open(&name, 1);
+        assert!(
+            matches!(&r, Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied),
+            "{why}: {r:?}"
+        );
+    };
+    for mode in [0o644, 0o660, 0o606, 0o700] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        if mode == 0o700 {
+            // Not wider than 0600 towards others: fine.
+            Pipe::open(&name, 1).unwrap();
+        } else {
+            refused(&format!("mode {mode:o}"));
+        }
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // SAFETY: plain syscall.
+    if unsafe { libc::geteuid() } == 0 {
+        let c = std::ffi::CString::new(path.clone()).unwrap();
+        // SAFETY: a valid path; give the object to `nobody`, then take it back.
+        assert_eq!(unsafe { libc::chown(c.as_ptr(), 65534, 65534) }, 0);
+        refused("owned by another user");
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::chown(c.as_ptr(), 0, 0) }, 0);
+    } else {
+        println!("(the other-user case needs root: not run) ");
+    }
+    Pipe::open(&name, 1).unwrap();
+}
+
+fn sealed_pipe_memory_cannot_be_resized() {
+    let (a, b) = Pipe::new().unwrap();
+    // A peer (a child holding end 1) tries to resize the pipe's memory, through its descriptor and
+    // through a description of its own.
+    let child = Process::fork(move || {
+        let memfds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let link = std::fs::read_link(e.path()).ok()?;
+                link.to_str()?.starts_with("/memfd:shmwire").then_some(())?;
+                e.file_name().to_str()?.parse().ok()
+            })
+            .collect();
+        assert_eq!(memfds.len(), 1, "the child holds one pipe");
+        let fd = memfds[0];
+        let own = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/self/fd/{fd}"))
+            .unwrap();
+        let own = std::os::fd::AsRawFd::as_raw_fd(&own);
+        let eperm =
+            |r: i32| r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        // SAFETY: plain syscalls on open descriptors and a valid buffer.
+        unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            assert_eq!(libc::fstat(fd, &mut st), 0);
+            let size = st.st_size;
+            let seals = libc::fcntl(fd, libc::F_GET_SEALS);
+            let want = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+            assert_eq!(seals & want, want, "seals {seals:#x}");
+            for d in [fd, own] {
+                assert!(eperm(libc::ftruncate(d, 0)), "shrunk");
+                assert!(eperm(libc::ftruncate(d, size / 2)), "shrunk");
+                assert!(eperm(libc::ftruncate(d, size * 2)), "grown");
+                assert!(eperm(libc::fallocate(d, 0, size, 4096)), "grown");
+                assert!(eperm(libc::fcntl(d, libc::F_ADD_SEALS, libc::F_SEAL_WRITE)));
+            }
+        }
+        b.send(&"still fine").unwrap();
+    })
+    .unwrap();
+    assert!(child.join().unwrap().success());
+    assert_eq!(a.recv::<String>().unwrap(), "still fine");
+}
+
 fn shm_path(name: &str) -> String {
     format!(
         "/dev/shm/shmwire.{}.u.{name}",
@@ -268,15 +522,18 @@ fn corrupted_header_is_refused() {
 }
 
 fn hostile_frame_lengths_are_corrupt() {
-    // (fillers first, tag, length field, payload): each must be refused by the reader, never trusted.
-    let cases: [(usize, u32, u32, Vec<u8>); 5] = [
-        (0, 1, 0xFFFF_FFF0, vec![0; 8]), // length beyond the ring
-        (0, 1, 1 << 20, vec![0; 8]),     // beyond half the ring
-        (0, 9, 8, vec![0; 8]),           // unknown tag
-        (0, 2, 16, [u64::MAX.to_le_bytes(), [0; 8]].concat()), // streamed message of impossible size
-        (511, 1, 4000, vec![]), // a frame running past the buffer's end
+    // (fillers first, tag, length field, payload, whether the ring is still usable after it): each
+    // must be refused by the reader, never trusted. A frame whose length cannot be trusted leaves no
+    // way to find the next one: the ring stays refused. A well-formed frame announcing an impossible
+    // message is dropped, and the reader goes on with the next message.
+    let cases: [(usize, u32, u32, Vec<u8>, bool); 5] = [
+        (0, 1, 0xFFFF_FFF0, vec![0; 8], false), // length beyond the ring
+        (0, 1, 1 << 20, vec![0; 8], false),     // beyond half the ring
+        (0, 9, 8, vec![0; 8], false),           // unknown tag
+        (0, 2, 16, [u64::MAX.to_le_bytes(), [0; 8]].concat(), true), // message of impossible size
+        (511, 1, 4000, vec![], false),          // a frame running past the buffer's end
     ];
-    for (fillers, tag, len, payload) in cases {
+    for (fillers, tag, len, payload, moves_on) in cases {
         let (a, b) = Pipe::builder().capacity(8192).build().unwrap();
         let child = Process::fork(move || {
             for _ in 0..fillers {
@@ -287,8 +544,12 @@ fn hostile_frame_lengths_are_corrupt() {
                 matches!(r, Err(Error::Corrupt)),
                 "tag {tag} len {len}: {r:?}"
             );
-            // It stays refused, and nothing panicked.
-            assert!(matches!(b.recv_bytes(), Err(Error::Corrupt)));
+            if moves_on {
+                assert_eq!(b.recv_bytes().unwrap(), b"next");
+            } else {
+                // It stays refused, and nothing panicked.
+                assert!(matches!(b.recv_bytes(), Err(Error::Corrupt)));
+            }
         })
         .unwrap();
         for _ in 0..fillers {
@@ -297,6 +558,9 @@ fn hostile_frame_lengths_are_corrupt() {
         // Let the reader drain the fillers so the injected frame has room.
         while a.__inject_raw_frame(tag, len, &payload).is_err() {
             std::thread::sleep(Duration::from_millis(1));
+        }
+        if moves_on {
+            a.send_bytes(b"next").unwrap();
         }
         assert!(child.join().unwrap().success(), "tag {tag} len {len}");
     }

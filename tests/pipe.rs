@@ -3,7 +3,8 @@
 mod common;
 
 use common::{Rng, checksum};
-use shmwire::{Error, Pipe, Process, Timeout, WaitStrategy};
+use shmwire::{Error, PROBE_INTERVAL, Pipe, Process, Timeout, WaitStrategy};
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 fn main() {
@@ -27,6 +28,12 @@ fn main() {
         pod_values,
         simplex_roles_and_misuse,
         two_readers_is_misuse,
+        two_writers_is_misuse,
+        sender_does_not_take_messages_another_holder_reads,
+        failed_encoding_sends_nothing,
+        as_fd_under_epoll_wakes_and_does_not_spin,
+        as_fd_wakes_when_the_peer_is_killed,
+        as_fd_of_a_named_pipe_is_signalled,
         use_after_close_is_misuse,
         child_keeps_moved_end_after_parent_drops_its_copy,
         named_pipe_between_processes,
@@ -567,4 +574,273 @@ fn every_blocking_call_has_a_timeout_form() {
     ));
     assert!(!called);
     assert_eq!(b.recv_with_timeout(t, |x| x.len()).unwrap(), 1000);
+}
+
+fn two_writers_is_misuse() {
+    let (a, b) = Pipe::builder().capacity(4096).build().unwrap();
+    let mut queued = 0;
+    while a
+        .send_bytes_timeout(&[1; 512], Duration::from_millis(50))
+        .is_ok()
+    {
+        queued += 1;
+    }
+    let a_ref = &a;
+    // The child blocks writing a forked copy of `a` (holding its write claim) on the full ring.
+    let child = Process::fork(|| {
+        a_ref
+            .send_bytes_timeout(&[2; 512], Duration::from_secs(10))
+            .unwrap();
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Duration::from_millis(100);
+    assert!(matches!(
+        a.send_bytes_timeout(&[3; 512], t),
+        Err(Error::Misuse)
+    ));
+    assert!(matches!(a.send_timeout(&3u8, t), Err(Error::Misuse)));
+    assert!(matches!(
+        a.send_with_timeout(8, t, |_| ()),
+        Err(Error::Misuse)
+    ));
+    for _ in 0..queued {
+        assert_eq!(b.recv_bytes().unwrap(), [1; 512]);
+    }
+    assert_eq!(b.recv_bytes().unwrap(), [2; 512]);
+    assert!(child.join().unwrap().success());
+    // The child is done with it: the parent may write now.
+    a.send(&4u8).unwrap();
+    assert_eq!(b.recv::<u8>().unwrap(), 4);
+    assert!(!b.poll(Duration::ZERO).unwrap());
+}
+
+fn sender_does_not_take_messages_another_holder_reads() {
+    // End 0 is used by us (we send a large message on it) and read by a second process: one that
+    // opened it by name (a holder of its own), or a forked copy of ours that has read from it. The
+    // peer sends 64 messages before it reads anything, so both rings fill and both senders wait for
+    // room: our waiting send must not drain the messages meant for the reader into a backlog of our
+    // own.
+    for by_name in [true, false] {
+        let name = format!("shared-end-{}", std::process::id());
+        let (a, b) = Pipe::builder().name(&name).capacity(4096).build().unwrap();
+        let (ready_r, ready_w) = Pipe::simplex().unwrap();
+        let peer = Process::fork(move || {
+            for i in 0..64u8 {
+                b.send_bytes(&[i; 1000]).unwrap();
+            }
+            assert_eq!(b.recv_bytes().unwrap(), vec![9u8; 64 << 10]);
+        })
+        .unwrap();
+        let a_ref = &a;
+        let reader = Process::fork(|| {
+            let opened;
+            let end = if by_name {
+                opened = Pipe::open(&name, 0).unwrap();
+                ready_w.send(&()).unwrap(); // a holder now
+                &opened
+            } else {
+                a_ref
+            };
+            for i in 0..64u8 {
+                let m = end.recv_bytes_timeout(Duration::from_secs(10));
+                assert_eq!(m.unwrap(), [i; 1000], "message {i}");
+                if i == 0 && !by_name {
+                    ready_w.send(&()).unwrap(); // its last reader now
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+        .unwrap();
+        ready_r.recv::<()>().unwrap();
+        a.send_bytes(&vec![9u8; 64 << 10]).unwrap();
+        assert!(
+            reader.join().unwrap().success(),
+            "the reader lost messages (by name: {by_name})"
+        );
+        assert!(peer.join().unwrap().success());
+    }
+}
+
+/// Serializes as `u64::MAX` on even calls; on odd calls it fails (`fail`) or gives a shorter value
+/// (0).
+struct Flaky {
+    calls: std::cell::Cell<u32>,
+    fail: bool,
+}
+
+impl serde::Serialize for Flaky {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let n = self.calls.get();
+        self.calls.set(n + 1);
+        match (n % 2, self.fail) {
+            (0, _) => s.serialize_u64(u64::MAX),
+            (_, true) => Err(serde::ser::Error::custom("flaky")),
+            (_, false) => s.serialize_u64(0),
+        }
+    }
+}
+
+fn failed_encoding_sends_nothing() {
+    struct Never;
+    impl serde::Serialize for Never {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("never"))
+        }
+    }
+    let (a, b) = Pipe::new().unwrap();
+    assert!(matches!(a.send(&Never), Err(Error::Io(_))));
+    assert!(matches!(a.send(&vec![Never]), Err(Error::Io(_))));
+    // A value that encodes differently from one pass to the next: whatever `send` says, what arrives
+    // is one well-formed message if it said Ok, and nothing if it failed.
+    for fail in [true, false] {
+        let flaky = Flaky {
+            calls: std::cell::Cell::new(0),
+            fail,
+        };
+        let r = a.send(&flaky);
+        a.send(&7u64).unwrap();
+        if r.is_ok() {
+            // One of the values it encodes as, whole.
+            let v = b.recv::<u64>().unwrap();
+            assert!(v == u64::MAX || v == 0, "{v}");
+        }
+        let next = b.recv::<u64>();
+        assert!(matches!(next, Ok(7)), "send said {r:?}; then came {next:?}");
+    }
+    assert!(!b.poll(Duration::ZERO).unwrap());
+}
+
+/// A level-triggered epoll instance watching one descriptor.
+struct Epoll(i32);
+
+impl Epoll {
+    fn new(fd: std::os::fd::BorrowedFd<'_>) -> Epoll {
+        // SAFETY: plain syscalls with valid arguments.
+        unsafe {
+            let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+            assert!(ep >= 0);
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: 0,
+            };
+            assert_eq!(
+                libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut ev),
+                0
+            );
+            Epoll(ep)
+        }
+    }
+
+    /// Whether the descriptor became readable within `ms`.
+    fn wait(&self, ms: i32) -> bool {
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        loop {
+            // SAFETY: a valid epoll descriptor and room for one event.
+            let n = unsafe { libc::epoll_wait(self.0, &mut ev, 1, ms) };
+            if n >= 0 {
+                return n > 0;
+            }
+            assert_eq!(
+                std::io::Error::last_os_error().raw_os_error(),
+                Some(libc::EINTR)
+            );
+        }
+    }
+}
+
+impl Drop for Epoll {
+    fn drop(&mut self) {
+        // SAFETY: our own descriptor, closed once.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+fn as_fd_under_epoll_wakes_and_does_not_spin() {
+    let (a, b) = Pipe::new().unwrap();
+    let child = Process::fork(move || {
+        for i in 0..20u32 {
+            std::thread::sleep(Duration::from_millis(20));
+            a.send(&i).unwrap();
+        }
+    })
+    .unwrap();
+    let ep = Epoll::new(b.as_fd());
+    let start = Instant::now();
+    let (mut got, mut wakeups) = (Vec::new(), 0u64);
+    loop {
+        if b.prepare_poll().unwrap() {
+            match b.recv::<u32>() {
+                Ok(x) => got.push(x),
+                Err(Error::Eof) => break,
+                Err(e) => panic!("{e:?}"),
+            }
+            continue;
+        }
+        assert!(ep.wait(5000), "nothing woke the poller (got {got:?})");
+        wakeups += 1;
+        assert!(
+            wakeups < 1000,
+            "a level-triggered loop spins: {wakeups} wake-ups for {} messages",
+            got.len()
+        );
+    }
+    assert_eq!(got, (0..20).collect::<Vec<_>>());
+    // One wake-up per message and for the end, plus at most the periodic ticks (one per probe
+    // interval), with room to spare.
+    let ticks = (start.elapsed().as_millis() / PROBE_INTERVAL.as_millis()) as u64 + 1;
+    assert!(wakeups <= 21 + 2 * ticks, "{wakeups} wake-ups");
+    assert!(child.join().unwrap().success());
+}
+
+fn as_fd_wakes_when_the_peer_is_killed() {
+    let (a, b) = Pipe::new().unwrap();
+    let child = Process::fork(move || {
+        let _keep = a;
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
+    .unwrap();
+    let pid = child.pid();
+    let ep = Epoll::new(b.as_fd());
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        // SAFETY: kills our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        Instant::now()
+    });
+    while !b.prepare_poll().unwrap() {
+        assert!(ep.wait(5000), "the poller was never woken");
+    }
+    let noticed = Instant::now();
+    let killed = killer.join().unwrap();
+    assert!(
+        noticed - killed <= PROBE_INTERVAL * 20,
+        "noticed after {:?}",
+        noticed - killed
+    );
+    assert!(matches!(b.recv::<u8>(), Err(Error::PeerDied)));
+    child.join().unwrap();
+}
+
+fn as_fd_of_a_named_pipe_is_signalled() {
+    let name = format!("polled-{}", std::process::id());
+    let (a, b) = Pipe::builder().name(&name).build().unwrap();
+    let n = name.clone();
+    let child = Process::fork(move || {
+        let mine = Pipe::open(&n, 1).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        mine.send(&7u32).unwrap();
+    })
+    .unwrap();
+    let ep = Epoll::new(a.as_fd());
+    let start = Instant::now();
+    while !a.prepare_poll().unwrap() {
+        assert!(ep.wait(5000), "the poller was never woken");
+    }
+    assert!(start.elapsed() < Duration::from_millis(200) + PROBE_INTERVAL * 20);
+    assert_eq!(a.recv::<u32>().unwrap(), 7);
+    assert!(child.join().unwrap().success());
+    drop(b);
 }

@@ -5,6 +5,7 @@ mod common;
 
 use common::gone;
 use shmwire::{Client, ConnectionHandle, Error, Listener, Pipe, Process, SharedMemory, wait};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// The roles this test binary plays when it is spawned (re-executed) by a test.
@@ -82,6 +83,11 @@ fn main() {
         wait_over_64_connections_and_child_exits,
         wait_reports_a_killed_peer,
         wait_on_a_listener,
+        listener_refuses_unsafe_descriptors,
+        client_refuses_a_listener_of_another_user,
+        accept_timeout_is_bounded_by_silent_clients,
+        connect_list_and_bind_are_bounded_when_the_backlog_is_full,
+        accept_moves_on_when_a_client_leaves_before_the_answer,
         shared_memory_between_exec_d_binaries,
         shared_memory_errors,
         spawned_child_dies_with_its_parent,
@@ -522,4 +528,284 @@ fn spawned_child_dies_with_its_parent() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// The socket path of the listener `name`.
+fn socket_path(name: &str) -> String {
+    format!(
+        "/dev/shm/shmwire.{}.l.{name}",
+        std::env::var("SHMWIRE_PREFIX").unwrap()
+    )
+}
+
+/// A Unix stream socket connected to `path`; `Err(errno)` if the connection fails.
+fn raw_connect(path: &str, nonblocking: bool) -> Result<OwnedFd, i32> {
+    let flags =
+        libc::SOCK_STREAM | libc::SOCK_CLOEXEC | if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
+    // SAFETY: plain syscalls with a zeroed, then filled, address.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, flags, 0);
+        assert!(fd >= 0);
+        let fd = OwnedFd::from_raw_fd(fd);
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        addr.sun_family = libc::AF_UNIX as _;
+        for (d, s) in addr.sun_path.iter_mut().zip(path.bytes()) {
+            *d = s as _;
+        }
+        let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        if libc::connect(fd.as_raw_fd(), (&raw const addr).cast(), len) == 0 {
+            Ok(fd)
+        } else {
+            Err(std::io::Error::last_os_error().raw_os_error().unwrap())
+        }
+    }
+}
+
+/// What a client says, with the descriptors it passes (the pipe's memfd and two eventfds).
+fn send_hello(sock: &OwnedFd, fds: &[i32]) {
+    let hello = *b"SHMWp\x01\0\0";
+    // SAFETY: a msghdr over valid buffers with one SCM_RIGHTS message.
+    unsafe {
+        let mut iov = libc::iovec {
+            iov_base: hello.as_ptr() as *mut _,
+            iov_len: hello.len(),
+        };
+        let payload = std::mem::size_of_val(fds) as u32;
+        let mut cbuf = vec![0u8; libc::CMSG_SPACE(payload) as usize];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = cbuf.len();
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(payload) as usize;
+        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c).cast::<i32>(), fds.len());
+        assert_eq!(libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL), 8);
+    }
+}
+
+/// Whether `sock` reaches its end with no answer (within 5 s).
+fn answered_nothing(sock: &OwnedFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let mut b = [0u8; 2];
+    // SAFETY: valid buffers.
+    unsafe {
+        libc::poll(&mut p, 1, 5000) == 1
+            && libc::read(sock.as_raw_fd(), b.as_mut_ptr().cast(), 2) == 0
+    }
+}
+
+/// The descriptors of shmwire memfds and of eventfds that `make` opens, by their `/proc` links.
+fn new_fds<T>(make: impl FnOnce() -> T) -> (T, Vec<i32>, Vec<i32>) {
+    let links = || -> Vec<(i32, String)> {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let fd = e.file_name().to_str()?.parse().ok()?;
+                Some((fd, std::fs::read_link(e.path()).ok()?.display().to_string()))
+            })
+            .collect()
+    };
+    let before = links();
+    let v = make();
+    let mut fresh: Vec<(i32, String)> = links()
+        .into_iter()
+        .filter(|x| !before.contains(x))
+        .collect();
+    fresh.sort();
+    let pick = |p: &str| -> Vec<i32> {
+        fresh
+            .iter()
+            .filter(|(_, l)| l.starts_with(p))
+            .map(|(fd, _)| *fd)
+            .collect()
+    };
+    (v, pick("/memfd:shmwire"), pick("anon_inode:[eventfd]"))
+}
+
+fn listener_refuses_unsafe_descriptors() {
+    let name = unique("picky");
+    let listener = Listener::bind(&name).unwrap();
+    let (_pipe, memfds, efds) = new_fds(|| Pipe::builder().capacity(4096).build().unwrap());
+    let (memfd, e0, e1) = (memfds[0], efds[0], efds[1]);
+    // SAFETY: plain syscalls; the descriptors are closed when the test process ends.
+    let (unsealed, blocking, pipes) = unsafe {
+        // The same bytes in a memfd that anyone holding it could truncate under us.
+        let copy = libc::memfd_create(c"copy".as_ptr(), libc::MFD_CLOEXEC);
+        let mut src = std::fs::File::open(format!("/proc/self/fd/{memfd}")).unwrap();
+        let mut dst = std::fs::File::from_raw_fd(libc::dup(copy));
+        std::io::copy(&mut src, &mut dst).unwrap();
+        let blocking = [
+            libc::eventfd(0, libc::EFD_CLOEXEC),
+            libc::eventfd(0, libc::EFD_CLOEXEC),
+        ];
+        let mut p = [0; 2];
+        assert_eq!(
+            libc::pipe2(p.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC),
+            0
+        );
+        (copy, blocking, p)
+    };
+    let cases = [
+        ("an unsealed memfd", [unsealed, e0, e1]),
+        ("blocking eventfds", [memfd, blocking[0], blocking[1]]),
+        ("pipes for eventfds", [memfd, pipes[0], pipes[1]]),
+        ("a memfd for an eventfd", [memfd, e0, memfd]),
+    ];
+    let path = socket_path(&name);
+    for (what, fds) in cases {
+        let sock = raw_connect(&path, false).unwrap();
+        send_hello(&sock, &fds);
+        let r = listener.accept_timeout(Duration::from_millis(300));
+        assert!(
+            matches!(r, Err(Error::Timeout)),
+            "{what} was accepted: {r:?}"
+        );
+        assert!(answered_nothing(&sock), "{what}");
+    }
+    // An honest client is accepted after them.
+    let child = Process::spawn("client", &name).unwrap();
+    let conn = listener.accept_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        conn.recv::<String>().unwrap(),
+        format!("hello from {}", child.pid())
+    );
+    drop(conn);
+    assert!(child.join().unwrap().success());
+}
+
+fn client_refuses_a_listener_of_another_user() {
+    // SAFETY: plain syscall.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("(needs root to run a listener as another user: not run) ");
+        return;
+    }
+    let name = unique("foreign");
+    let n = name.clone();
+    let listener = Process::fork(move || {
+        // SAFETY: plain syscalls: become `nobody`.
+        unsafe {
+            assert_eq!(libc::setgroups(0, std::ptr::null()), 0);
+            assert_eq!(libc::setgid(65534), 0);
+            assert_eq!(libc::setuid(65534), 0);
+        }
+        let l = Listener::bind(&n).unwrap();
+        let _ = l.accept_timeout(Duration::from_secs(3));
+    })
+    .unwrap();
+    let path = socket_path(&name);
+    let t = Instant::now();
+    while !std::path::Path::new(&path).exists() {
+        assert!(t.elapsed() < Duration::from_secs(5), "no listener");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let r = Client::connect_timeout(&name, Duration::from_secs(2));
+    assert!(
+        matches!(&r, Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied),
+        "{r:?}"
+    );
+    assert!(listener.join().unwrap().success());
+}
+
+fn accept_timeout_is_bounded_by_silent_clients() {
+    let name = unique("silent");
+    let listener = Listener::bind(&name).unwrap();
+    let path = socket_path(&name);
+    let silent: Vec<OwnedFd> = (0..3).map(|_| raw_connect(&path, false).unwrap()).collect();
+    let t = Instant::now();
+    let r = listener.accept_timeout(Duration::from_millis(10));
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "took {:?}",
+        t.elapsed()
+    );
+    // An honest client behind them is accepted at once.
+    let child = Process::spawn("client", &name).unwrap();
+    let t = Instant::now();
+    let conn = listener.accept_timeout(Duration::from_secs(30)).unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        conn.recv::<String>().unwrap(),
+        format!("hello from {}", child.pid())
+    );
+    drop(conn);
+    assert!(child.join().unwrap().success());
+    drop(silent);
+}
+
+fn connect_list_and_bind_are_bounded_when_the_backlog_is_full() {
+    let name = unique("full");
+    let _listener = Listener::bind(&name).unwrap();
+    let path = socket_path(&name);
+    // Fill its backlog with connections nobody accepts.
+    let mut queued = Vec::new();
+    loop {
+        match raw_connect(&path, true) {
+            Ok(s) => queued.push(s),
+            Err(libc::EAGAIN) => break,
+            Err(e) => panic!("errno {e}"),
+        }
+        assert!(queued.len() < 100_000);
+    }
+    let n = name.clone();
+    // In a child, so that a hang fails the test rather than eating its time limit.
+    let child = Process::fork(move || {
+        let t = Instant::now();
+        let r = Client::connect_timeout(&n, Duration::from_millis(200));
+        assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            t.elapsed()
+        );
+        let listed = shmwire::segment::list().unwrap();
+        assert!(
+            listed.iter().any(|s| s.name.ends_with(&n) && !s.is_stale()),
+            "{listed:?}"
+        );
+        let again = Listener::bind(&n);
+        assert!(
+            matches!(&again, Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::AddrInUse),
+            "{again:?}"
+        );
+    })
+    .unwrap();
+    match child.join_timeout(Duration::from_secs(10)) {
+        Ok(status) => assert!(status.success()),
+        Err(e) => {
+            child.kill().unwrap();
+            panic!("connect, list or bind hung on a full backlog: {e:?}");
+        }
+    }
+    drop(queued);
+}
+
+fn accept_moves_on_when_a_client_leaves_before_the_answer() {
+    let name = unique("leaver");
+    let listener = Listener::bind(&name).unwrap();
+    let (_pipe, memfds, efds) = new_fds(|| Pipe::new().unwrap());
+    // A client says hello with sound descriptors, and is gone before the listener answers.
+    let sock = raw_connect(&socket_path(&name), false).unwrap();
+    send_hello(&sock, &[memfds[0], efds[0], efds[1]]);
+    drop(sock);
+    let child = Process::spawn("client", &name).unwrap();
+    let conn = listener.accept_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        conn.recv::<String>().unwrap(),
+        format!("hello from {}", child.pid())
+    );
+    drop(conn);
+    assert!(child.join().unwrap().success());
 }

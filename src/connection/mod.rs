@@ -7,7 +7,8 @@
 //!
 //! Two ends of a duplex pipe that both send large messages at the same moment would each wait for the
 //! other to read. A sender that finds its ring full while its peer's sender waits for room too drains
-//! its incoming ring into a private backlog (read first by later `recv`s), so both make progress.
+//! its incoming ring into a private backlog (read first by later `recv`s), so both make progress;
+//! only when it is the sole holder of its end, since another holder may be the one reading it.
 //!
 //! Each operation claims its side of the ring (see `sync::claim`) and checks, when it would block,
 //! whether the peer's end is still held; a blocked call probes the peer's liveness tokens between
@@ -67,10 +68,12 @@ pub struct Connection {
     rx: Option<Spsc>,
     closed: Cell<bool>,
     st: RefCell<State>,
-    /// The eventcount registration of a `wait()` in progress.
+    /// The eventcount registration of a `wait()` or `prepare_poll` in progress.
     armed: Cell<Option<Key>>,
-    /// A private eventfd for `as_fd` when the pipe has none its peers signal (named pipes).
-    own_fd: OnceCell<OwnedFd>,
+    /// What `as_fd` returns (see `poll.rs`), made on first use.
+    poller: OnceCell<poll::Poller>,
+    /// When `prepare_poll` last probed the peer.
+    last_probe: Cell<Option<std::time::Instant>>,
 }
 
 /// Process-local state of an end.
@@ -81,11 +84,29 @@ struct State {
     backlog: VecDeque<(u32, Vec<u8>)>,
     /// A streamed message received in part when a timeout or error interrupted it.
     partial: Option<Partial>,
+    /// A reused private buffer: values are encoded here before they are copied into the ring, and
+    /// frames too large for the stack are copied here before they are decoded.
+    scratch: Vec<u8>,
 }
 
+/// A streamed message being assembled. `buf` holds what arrived and grows as more does (by at most
+/// doubling): the total its first piece announces is checked against what arrives, never trusted
+/// for an allocation.
 struct Partial {
     buf: Vec<u8>,
-    got: usize,
+    total: usize,
+}
+
+/// Makes room in `buf` for `n` more bytes of a message of `total`.
+fn grow(buf: &mut Vec<u8>, n: usize, total: usize) -> Result<()> {
+    if buf.capacity() - buf.len() < n {
+        let want = (buf.len() + n)
+            .max(buf.capacity().saturating_mul(2))
+            .min(total);
+        buf.try_reserve_exact(want - buf.len())
+            .map_err(|_| Error::TooLarge)?;
+    }
+    Ok(())
 }
 
 /// A frame to read: in the ring, or taken earlier into the backlog.
@@ -113,6 +134,20 @@ impl Piece {
         match self {
             Piece::Ring(f) => rx.read_payload(f, offset, dst),
             Piece::Owned(_, v) => dst.copy_from_slice(&v[offset..offset + dst.len()]),
+        }
+    }
+
+    /// Appends the payload from `offset` to `dst` (whose spare capacity the caller made room in).
+    fn append_to(&self, rx: &Spsc, offset: usize, dst: &mut Vec<u8>) {
+        match self {
+            Piece::Ring(f) => {
+                let n = f.len - offset;
+                let at = dst.len();
+                rx.read_payload_uninit(f, offset, &mut dst.spare_capacity_mut()[..n]);
+                // SAFETY: the `n` bytes after the old length were just initialised.
+                unsafe { dst.set_len(at + n) };
+            }
+            Piece::Owned(_, v) => dst.extend_from_slice(&v[offset..]),
         }
     }
 
@@ -145,13 +180,6 @@ impl fmt::Debug for Connection {
 /// Iterations of the inline spin of `quick_frame` (a few microseconds).
 const QUICK_SPINS: u32 = 256;
 
-fn alloc(total: usize) -> Result<Vec<u8>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(total).map_err(|_| Error::TooLarge)?;
-    v.resize(total, 0);
-    Ok(v)
-}
-
 impl Connection {
     pub(crate) fn from_parts(
         seg: Arc<Segment>,
@@ -168,12 +196,14 @@ impl Connection {
             rx,
             closed: Cell::new(false),
             armed: Cell::new(None),
-            own_fd: OnceCell::new(),
+            poller: OnceCell::new(),
+            last_probe: Cell::new(None),
             st: RefCell::new(State {
                 send_spin: Spinner::new(wait),
                 recv_spin: Spinner::new(wait),
                 backlog: VecDeque::new(),
                 partial: None,
+                scratch: Vec::new(),
             }),
         }
     }
@@ -227,9 +257,33 @@ impl Connection {
         self.st.try_borrow_mut().map_err(|_| Error::Misuse)
     }
 
-    fn claim_side<'a>(&'a self, word: &'a crate::loom::AtomicU32) -> Result<ClaimGuard<'a>> {
+    /// Claims the reading side of `rx`, and records this process as its last reader.
+    #[inline]
+    fn claim_rx<'a>(&'a self, rx: &'a Spsc) -> Result<ClaimGuard<'a>> {
         let seg = &self.seg;
-        claim(word, seg.claim_id(), |id| seg.claim_alive(id))
+        let me = seg.claim_id();
+        let guard = claim(&rx.ctl().rx.claim, me, |id| seg.claim_alive(id))?;
+        rx.note_reader(me);
+        Ok(guard)
+    }
+
+    /// Claims the writing side of `tx`. A claim taken over from a dead writer may come with a frame
+    /// that writer published without storing `tail`: the ring's tail is brought up to date first.
+    /// (The reading side needs no such repair: a reader's only store is `head`, one word, so a dead
+    /// reader left the frame either consumed or not.)
+    #[inline]
+    fn claim_tx<'a>(&'a self, tx: &'a Spsc) -> Result<ClaimGuard<'a>> {
+        let seg = &self.seg;
+        let mut took_over = false;
+        let guard = claim(&tx.ctl().tx.claim, seg.claim_id(), |id| {
+            let alive = seg.claim_alive(id)?;
+            took_over = !alive;
+            Ok(alive)
+        })?;
+        if took_over {
+            tx.recover_tail()?;
+        }
+        Ok(guard)
     }
 
     #[doc(hidden)]
@@ -241,6 +295,27 @@ impl Connection {
         tx.write_payload(&r, 0, bytes);
         tx.commit_raw(r, tag, len_field);
         Ok(())
+    }
+
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    /// Test hook: publishes `bytes` as one frame and kills this process (SIGKILL) before it stores the
+    /// ring's `tail`, as a writer killed between those two stores would leave the ring.
+    pub fn __send_bytes_then_die_before_tail(&self, bytes: &[u8]) -> ! {
+        let _st = self.begin().expect("usable end");
+        let tx = self.tx.as_ref().expect("a writing end");
+        let _claim = self.claim_tx(tx).expect("the writer's claim");
+        let r = tx
+            .try_reserve(bytes.len())
+            .expect("a sound ring")
+            .expect("room in the ring");
+        tx.write_payload(&r, 0, bytes);
+        tx.publish(r, TAG_WHOLE, bytes.len() as u32);
+        // SAFETY: plain syscalls; the process dies here.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+            libc::_exit(99)
+        }
     }
 }
 

@@ -1,15 +1,152 @@
-//! Taking part in `shmwire::wait` and in the caller's own poll loop: the eventfd a sender signals only
-//! while somebody polls.
+//! Taking part in `shmwire::wait` and in the caller's own poll loop.
+//!
+//! A sender writes the ring's eventfd only when a reader registered as polling (`prepare_fd` on the
+//! data eventcount), so the fast path stays free of system calls. `wait()` polls that eventfd
+//! directly, in slices of [`PROBE_INTERVAL`] between which it re-checks and probes the peer.
+//!
+//! For the caller's own loop, [`AsFd`] gives a descriptor that cannot sleep for ever: an epoll
+//! instance private to this process, holding the ring's eventfd (if this process has it) and a timer
+//! that [`prepare_poll`](Connection::prepare_poll) arms. It becomes readable when a sender signals, and
+//! in any case when the timer fires, after [`PROBE_INTERVAL`] (or `TICK_WITHOUT_EVENTFD`, 10 ms,
+//! when this process holds no eventfd): so a sender that cannot signal (a pipe opened by name shares no
+//! eventfd; nor does one opened through a handle when the kernel refuses `pidfd_getfd`) is seen at
+//! the next tick, and a peer that died, which signals nothing, is found by the probe `prepare_poll`
+//! makes when a tick is due. `prepare_poll` empties the eventfd and the timer before it registers, so
+//! a level-triggered loop does not spin on a descriptor that stays readable.
 
 use super::*;
+use crate::PROBE_INTERVAL;
+use std::os::fd::RawFd;
+use std::time::Instant;
+
+/// The tick of a poller that holds no eventfd: every message waits for it.
+const TICK_WITHOUT_EVENTFD: Duration = Duration::from_millis(10);
+
+/// The descriptor `as_fd` returns, and the timer in it.
+pub(super) struct Poller {
+    epoll: OwnedFd,
+    timer: OwnedFd,
+    tick: Duration,
+}
+
+impl Poller {
+    fn new(data_fd: Option<RawFd>) -> Result<Poller> {
+        use rustix::event::epoll;
+        use rustix::time::{TimerfdClockId, TimerfdFlags, timerfd_create};
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        let timer = timerfd_create(
+            TimerfdClockId::Monotonic,
+            TimerfdFlags::CLOEXEC | TimerfdFlags::NONBLOCK,
+        )?;
+        let data = epoll::EventData::new_u64(0);
+        epoll::add(&epoll, &timer, data, epoll::EventFlags::IN)?;
+        if let Some(fd) = data_fd {
+            // SAFETY: the segment keeps its companion descriptors open as long as this end exists,
+            // and the epoll instance is the end's own (closing the eventfd first would only remove it
+            // from the interest list).
+            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+            epoll::add(&epoll, fd, data, epoll::EventFlags::IN)?;
+        }
+        let tick = if data_fd.is_some() {
+            PROBE_INTERVAL
+        } else {
+            TICK_WITHOUT_EVENTFD
+        };
+        Ok(Poller { epoll, timer, tick })
+    }
+
+    /// Empties the timer and the eventfd (non-blocking reads), so the epoll instance is no longer
+    /// readable for what they reported.
+    fn drain(&self, data_fd: Option<RawFd>) {
+        let mut b = [0u8; 8];
+        let _ = rustix::io::read(&self.timer, &mut b);
+        if let Some(fd) = data_fd {
+            // SAFETY: as in `new`.
+            let _ = rustix::io::read(unsafe { BorrowedFd::borrow_raw(fd) }, &mut b);
+        }
+    }
+
+    /// Makes the timer fire once, one tick from now.
+    fn arm(&self) -> Result<()> {
+        use rustix::time::{Itimerspec, TimerfdTimerFlags, Timespec, timerfd_settime};
+        let spec = Itimerspec {
+            it_interval: Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: Timespec {
+                tv_sec: self.tick.as_secs() as i64,
+                tv_nsec: self.tick.subsec_nanos() as _,
+            },
+        };
+        timerfd_settime(&self.timer, TimerfdTimerFlags::empty(), &spec)?;
+        Ok(())
+    }
+}
 
 impl Connection {
-    /// For your own `poll`/`epoll`/mio/tokio loop: call before waiting for [`as_fd`](AsFd::as_fd) to
-    /// become readable. `Ok(true)`: a message (or the end of the stream) is ready now, do not wait.
-    /// `Ok(false)`: the sender will signal the descriptor when one arrives; after it fires, receive as
-    /// usual (a pipe opened by name has no shared descriptor: poll it with a timeout instead).
+    /// For your own `poll`/`epoll`/mio/tokio loop, with [`as_fd`](AsFd::as_fd): call it before each
+    /// wait. `Ok(true)`: a message (or the end of the stream) is ready now; receive, then call again.
+    /// `Ok(false)`: wait for the descriptor to become readable, then call again.
+    ///
+    /// The descriptor is a hint that never sleeps for ever: it fires when a message may have
+    /// arrived, and at the latest one tick after this call ([`PROBE_INTERVAL`], or 10 ms for a
+    /// pipe opened by name, whose processes share no eventfd), so a sender that cannot signal it and a
+    /// peer that died are noticed too (then `Ok(true)`, and `recv` reports the end).
+    ///
+    /// ```
+    /// # fn main() -> shmwire::Result<()> {
+    /// use std::os::fd::AsFd;
+    /// let (a, b) = shmwire::Pipe::new()?;
+    /// a.send(&5u8)?;
+    /// let fd = b.as_fd();
+    /// let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
+    /// while !b.prepare_poll()? {
+    ///     rustix::event::poll(&mut fds, None)?;
+    /// }
+    /// assert_eq!(b.recv::<u8>()?, 5);
+    /// # Ok(()) }
+    /// ```
     pub fn prepare_poll(&self) -> Result<bool> {
-        Ok(matches!(self.__arm()?, Armed::Ready))
+        let st = self.begin()?;
+        let rx = self.rx.as_ref().ok_or(Error::Misuse)?;
+        if let Some(key) = self.armed.take() {
+            rx.ctl().data.cancel(key); // each call registers anew
+        }
+        if self.ready_now(&st, rx) {
+            return Ok(true);
+        }
+        let poller = self.poller()?;
+        poller.drain(rx.data_fd());
+        // A tick may have fired: the peer may have died (nothing signals that).
+        let now = Instant::now();
+        if self
+            .last_probe
+            .get()
+            .is_none_or(|t| now - t >= PROBE_INTERVAL)
+        {
+            self.last_probe.set(Some(now));
+            self.seg.probe_role(self.peer)?;
+        }
+        // Register, then look again: a sender that published before it could see us registered
+        // is seen here; one that publishes later signals the eventfd.
+        let key = rx.ctl().data.prepare_fd();
+        if self.ready_now(&st, rx) {
+            rx.ctl().data.cancel(key);
+            return Ok(true);
+        }
+        self.armed.set(Some(key));
+        poller.arm()?;
+        Ok(false)
+    }
+
+    /// This end's poller, made on first use.
+    fn poller(&self) -> Result<&Poller> {
+        if let Some(p) = self.poller.get() {
+            return Ok(p);
+        }
+        let p = Poller::new(self.rx.as_ref().and_then(Spsc::data_fd))?;
+        Ok(self.poller.get_or_init(|| p))
     }
 
     /// The pipe's memfd and its eventfds, to pass to another process.
@@ -39,6 +176,9 @@ impl Waitable for Connection {
     fn __arm(&self) -> Result<Armed> {
         let st = self.begin()?;
         let rx = self.rx.as_ref().ok_or(Error::Misuse)?;
+        if let Some(key) = self.armed.take() {
+            rx.ctl().data.cancel(key);
+        }
         if self.ready_now(&st, rx) {
             return Ok(Armed::Ready);
         }
@@ -56,8 +196,8 @@ impl Waitable for Connection {
         let rx = self.rx.as_ref().ok_or(Error::Misuse)?;
         if let Some(fd) = rx.data_fd() {
             let mut b = [0u8; 8];
-            // SAFETY: a non-blocking read of the eventfd's counter into a valid buffer.
-            let _ = unsafe { libc::read(fd, b.as_mut_ptr().cast(), 8) };
+            // SAFETY: the segment keeps the eventfd open; a non-blocking read of its counter.
+            let _ = rustix::io::read(unsafe { BorrowedFd::borrow_raw(fd) }, &mut b);
         }
         if self.ready_now(&st, rx) {
             return Ok(true);
@@ -77,18 +217,17 @@ impl Waitable for Connection {
 }
 
 impl AsFd for Connection {
-    /// The eventfd that becomes readable when a message arrives, once
-    /// [`prepare_poll`](Connection::prepare_poll) has said so.
+    /// A descriptor that becomes readable when a message may have arrived, and at the latest one tick
+    /// after [`prepare_poll`](Connection::prepare_poll) (see there): call `prepare_poll` before each
+    /// wait on it. It belongs to this end, in this process.
+    ///
+    /// # Panics
+    /// If the process has no file descriptors left to make it (two: an epoll instance and a timer);
+    /// call `prepare_poll` first to get that as an error instead.
     fn as_fd(&self) -> BorrowedFd<'_> {
-        if let Some(fd) = self.rx.as_ref().and_then(Spsc::data_fd) {
-            // SAFETY: the segment keeps its companion descriptors open as long as this end exists.
-            return unsafe { BorrowedFd::borrow_raw(fd) };
+        match self.poller() {
+            Ok(p) => p.epoll.as_fd(),
+            Err(e) => panic!("Connection::as_fd: cannot make its descriptor: {e}"),
         }
-        self.own_fd
-            .get_or_init(|| {
-                use rustix::event::{EventfdFlags, eventfd};
-                eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).expect("eventfd")
-            })
-            .as_fd()
     }
 }

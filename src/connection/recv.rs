@@ -1,9 +1,98 @@
-//! Receiving: whole frames in place, streamed messages assembled (kept across a timeout), the
+//! Receiving: whole frames (copied to private memory before decoding, or lent in place to
+//! `recv_with`), streamed messages assembled as their pieces arrive (kept across a timeout), the
 //! backlog first, `BufferTooShort` without loss, and the waits that turn a closed or dead peer into
 //! `Eof` or `PeerDied`.
+//!
+//! The bytes of a frame lie in memory the peer can write. The decoding paths (`recv`, `recv_pod`)
+//! copy a frame (through raw pointers) to the stack, or to the reused scratch buffer if it is large,
+//! and decode the copy: a scribbling peer can garble what we receive, never change bytes while our
+//! code looks at them. Only `recv_with` lends the ring's bytes in place, and says so.
 
 use super::*;
 use crate::codec;
+use std::mem::MaybeUninit;
+
+/// Frames up to this size are copied to the stack before decoding; larger ones to the reused scratch
+/// buffer. Either way no allocation per message.
+const STACK_COPY: usize = 256;
+
+/// How a receive hands one whole message over.
+trait Take {
+    type Out;
+    /// From a published frame in the ring; consumes it.
+    fn take_frame(self, rx: &Spsc, f: Frame, scratch: &mut Vec<u8>) -> Self::Out;
+    /// From bytes already in private memory (the backlog, a streamed message).
+    fn take_bytes(self, bytes: &[u8]) -> Self::Out;
+}
+
+/// Lends the frame in place (`recv_with`: trusts the peer).
+struct Lend<F>(F);
+
+impl<R, F: FnOnce(&[u8]) -> R> Take for Lend<F> {
+    type Out = R;
+    #[inline]
+    fn take_frame(self, rx: &Spsc, f: Frame, _: &mut Vec<u8>) -> R {
+        let out = (self.0)(rx.payload(&f));
+        rx.consume(f);
+        out
+    }
+    fn take_bytes(self, bytes: &[u8]) -> R {
+        (self.0)(bytes)
+    }
+}
+
+/// Copies the frame (through raw pointers) to the stack, or to the scratch buffer if it is large,
+/// releases it, and hands the copy over.
+struct Copied<F>(F);
+
+impl<R, F: FnOnce(&[u8]) -> R> Take for Copied<F> {
+    type Out = R;
+    #[inline]
+    fn take_frame(self, rx: &Spsc, f: Frame, scratch: &mut Vec<u8>) -> R {
+        if f.len <= STACK_COPY {
+            let mut tmp = [MaybeUninit::<u8>::uninit(); STACK_COPY];
+            let bytes = rx.read_payload_uninit(&f, 0, &mut tmp[..f.len]);
+            rx.consume(f);
+            return (self.0)(bytes);
+        }
+        if scratch.len() < f.len {
+            scratch.resize(f.len, 0); // at most the ring's largest frame
+        }
+        rx.read_payload(&f, 0, &mut scratch[..f.len]);
+        rx.consume(f);
+        let out = (self.0)(&scratch[..f.len]);
+        codec::trim_scratch(scratch);
+        out
+    }
+    fn take_bytes(self, bytes: &[u8]) -> R {
+        (self.0)(bytes)
+    }
+}
+
+/// Reads a plain-old-data value straight from the frame (one copy of its exact size).
+struct PodOf<T>(std::marker::PhantomData<T>);
+
+impl<T: bytemuck::Pod> Take for PodOf<T> {
+    type Out = Result<T>;
+    #[inline]
+    fn take_frame(self, rx: &Spsc, f: Frame, _: &mut Vec<u8>) -> Result<T> {
+        let size = std::mem::size_of::<T>();
+        if f.len != size {
+            rx.consume(f);
+            return Err(Error::Corrupt);
+        }
+        let mut v = MaybeUninit::<T>::uninit();
+        // SAFETY: the bytes of a `MaybeUninit<T>`, as many as `T` has.
+        let dst = unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), size) };
+        rx.read_payload_uninit(&f, 0, dst);
+        rx.consume(f);
+        // SAFETY: all `size_of::<T>()` bytes were written, and any bytes are a valid `Pod` value.
+        Ok(unsafe { v.assume_init() })
+    }
+    fn take_bytes(self, bytes: &[u8]) -> Result<T> {
+        codec::decode_pod(bytes)
+    }
+}
 
 impl Connection {
     // ---- receiving -------------------------------------------------------------------------------
@@ -14,18 +103,18 @@ impl Connection {
     /// [`Error::PeerDied`] once drained if its holders died, [`Error::Corrupt`] if the bytes are not a
     /// `T`.
     pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
-        self.recv_with_at(Deadline::NEVER, codec::decode::<T>)?
+        self.recv_at(Deadline::NEVER, Copied(codec::decode::<T>))?
     }
 
     /// [`recv`](Self::recv), giving up with [`Error::Timeout`] after `timeout` (nothing consumed).
     pub fn recv_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T> {
-        self.recv_with_at(Deadline::after(Some(timeout)), codec::decode::<T>)?
+        self.recv_at(Deadline::after(Some(timeout)), Copied(codec::decode::<T>))?
     }
 
     /// Receives a value sent with [`send_pod`](Self::send_pod); a message of another size is
     /// [`Error::Corrupt`].
     pub fn recv_pod<T: bytemuck::Pod>(&self) -> Result<T> {
-        self.recv_with_at(Deadline::NEVER, codec::decode_pod::<T>)?
+        self.recv_at(Deadline::NEVER, PodOf(std::marker::PhantomData))?
     }
 
     /// Receives one message as bytes.
@@ -66,19 +155,24 @@ impl Connection {
     /// Reads one message in place: `read` gets a slice of the message (inside the ring when it was
     /// sent in one piece: zero-copy), and the message is consumed when it returns.
     ///
-    /// The bytes lie in memory the peer can write: a well-behaved peer does not touch them until
-    /// consumed, a hostile one could change them while `read` looks.
+    /// **This form trusts the peer.** The slice lies in memory the peer can write: a well-behaved
+    /// peer does not touch it until it is consumed, but a buggy or hostile one could change the bytes
+    /// while `read` looks at them, so that two reads of one byte disagree (validate-then-use logic in
+    /// `read` can be fooled). Use it with peers you trust, or copy the bytes before you check them;
+    /// [`recv`](Self::recv), [`recv_bytes`](Self::recv_bytes) and the other forms decode from a
+    /// private copy and are safe whatever the peer does.
     pub fn recv_with<R>(&self, read: impl FnOnce(&[u8]) -> R) -> Result<R> {
-        self.recv_with_at(Deadline::NEVER, read)
+        self.recv_at(Deadline::NEVER, Lend(read))
     }
 
-    /// [`recv_with`](Self::recv_with), giving up with [`Error::Timeout`] after `timeout`.
+    /// [`recv_with`](Self::recv_with), giving up with [`Error::Timeout`] after `timeout`. The same
+    /// trust in the peer applies.
     pub fn recv_with_timeout<R>(
         &self,
         timeout: Duration,
         read: impl FnOnce(&[u8]) -> R,
     ) -> Result<R> {
-        self.recv_with_at(Deadline::after(Some(timeout)), read)
+        self.recv_at(Deadline::after(Some(timeout)), Lend(read))
     }
 
     /// Whether a message can be received without blocking, waiting up to `timeout`: `Duration::ZERO`
@@ -111,42 +205,52 @@ impl Connection {
     fn recv_bytes_at(&self, deadline: Deadline) -> Result<Vec<u8>> {
         let mut st = self.begin()?;
         let rx = self.rx.as_ref().ok_or(Error::Misuse)?;
-        let _claim = self.claim_side(&rx.ctl().rx.claim)?;
+        let _claim = self.claim_rx(rx)?;
         self.next_owned(&mut st, rx, deadline)
     }
 
-    fn recv_with_at<R>(&self, deadline: Deadline, read: impl FnOnce(&[u8]) -> R) -> Result<R> {
+    /// One whole message, handed over by `take`.
+    fn recv_at<T: Take>(&self, deadline: Deadline, take: T) -> Result<T::Out> {
         let mut st = self.begin()?;
         let rx = self.rx.as_ref().ok_or(Error::Misuse)?;
-        let _claim = self.claim_side(&rx.ctl().rx.claim)?;
-        if st.partial.is_none() {
-            let quick = if st.backlog.is_empty() {
-                self.quick_frame(&mut st, rx)?
-            } else {
-                None
-            };
-            let piece = match quick {
-                Some(f) => Piece::Ring(f), // fast path: it is there
-                None => self.next_piece(&mut st, rx, deadline)?,
-            };
-            match piece {
-                Piece::Ring(f) if f.tag == TAG_WHOLE => {
-                    let out = read(rx.payload(&f));
-                    rx.consume(f);
-                    return Ok(out);
+        let _claim = self.claim_rx(rx)?;
+        if st.partial.is_none() && st.backlog.is_empty() {
+            // Fast path: a whole message is there, or arrives within a short inline spin.
+            if let Some(f) = self.quick_frame(&mut st, rx)? {
+                if f.tag == TAG_WHOLE {
+                    return Ok(take.take_frame(rx, f, &mut st.scratch));
                 }
-                Piece::Owned(TAG_WHOLE, v) => return Ok(read(&v)),
-                other => self.put_back(&mut st, other),
             }
         }
-        let v = self.next_owned(&mut st, rx, deadline)?;
-        Ok(read(&v))
+        self.recv_at_slow(&mut st, rx, deadline, take)
+    }
+
+    /// The rest of `recv_at`: the backlog, streamed messages, waiting.
+    #[inline(never)]
+    fn recv_at_slow<T: Take>(
+        &self,
+        st: &mut State,
+        rx: &Spsc,
+        deadline: Deadline,
+        take: T,
+    ) -> Result<T::Out> {
+        if st.partial.is_none() {
+            match self.next_piece(st, rx, deadline)? {
+                Piece::Ring(f) if f.tag == TAG_WHOLE => {
+                    return Ok(take.take_frame(rx, f, &mut st.scratch));
+                }
+                Piece::Owned(TAG_WHOLE, v) => return Ok(take.take_bytes(&v)),
+                other => self.put_back(st, other),
+            }
+        }
+        let v = self.next_owned(st, rx, deadline)?;
+        Ok(take.take_bytes(&v))
     }
 
     fn recv_into_at(&self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
         let mut st = self.begin()?;
         let rx = self.rx.as_ref().ok_or(Error::Misuse)?;
-        let _claim = self.claim_side(&rx.ctl().rx.claim)?;
+        let _claim = self.claim_rx(rx)?;
         // Fast path: a whole message arrives within a short inline spin and nothing was set aside
         // earlier. It keeps the generic waiting machinery off the critical path of a ping-pong.
         if st.partial.is_none() && st.backlog.is_empty() {
@@ -161,22 +265,39 @@ impl Connection {
                 }
             }
         }
+        self.recv_into_slow(&mut st, rx, buf, deadline)
+    }
+
+    /// The rest of `recv_into_at`: the backlog, streamed messages, waiting.
+    #[inline(never)]
+    fn recv_into_slow(
+        &self,
+        st: &mut State,
+        rx: &Spsc,
+        buf: &mut [u8],
+        deadline: Deadline,
+    ) -> Result<usize> {
         loop {
             if let Some(p) = &st.partial {
-                let total = p.buf.len();
-                if total > buf.len() {
-                    return Err(Error::BufferTooShort { needed: total });
+                if p.total > buf.len() {
+                    return Err(Error::BufferTooShort { needed: p.total });
                 }
-                let v = self.next_owned(&mut st, rx, deadline)?;
+                let v = self.next_owned(st, rx, deadline)?;
+                if v.len() > buf.len() {
+                    // The partial message was given up by its sender and a larger one came next.
+                    let needed = v.len();
+                    st.backlog.push_front((TAG_WHOLE, v));
+                    return Err(Error::BufferTooShort { needed });
+                }
                 buf[..v.len()].copy_from_slice(&v);
                 return Ok(v.len());
             }
-            let piece = self.next_piece(&mut st, rx, deadline)?;
+            let piece = self.next_piece(st, rx, deadline)?;
             match piece.tag() {
                 TAG_WHOLE => {
                     let n = piece.len();
                     if n > buf.len() {
-                        self.put_back(&mut st, piece);
+                        self.put_back(st, piece);
                         return Err(Error::BufferTooShort { needed: n });
                     }
                     piece.read(rx, 0, &mut buf[..n]);
@@ -184,23 +305,25 @@ impl Connection {
                     return Ok(n);
                 }
                 TAG_HEAD => {
-                    let total = piece.total(rx)?;
+                    let total = self.total_or_drop(rx, &piece)?;
                     if total > buf.len() {
-                        self.put_back(&mut st, piece);
+                        self.put_back(st, piece);
                         return Err(Error::BufferTooShort { needed: total });
                     }
                     let first = piece.len() - 8;
                     piece.read(rx, 8, &mut buf[..first]);
                     self.finish(rx, piece);
                     let mut got = first;
-                    match self.fill(&mut st, rx, deadline, &mut buf[..total], &mut got) {
+                    match self.fill_slice(st, rx, deadline, &mut buf[..total], &mut got) {
                         Ok(true) => return Ok(total),
                         Ok(false) => continue, // the sender gave the message up; read the next one
+                        Err(Error::Corrupt) => return Err(Error::Corrupt), // dropped
                         Err(e) => {
                             // Keep what arrived for the next call.
-                            let mut kept = alloc(total)?;
-                            kept[..got].copy_from_slice(&buf[..got]);
-                            st.partial = Some(Partial { buf: kept, got });
+                            let mut kept = Vec::new();
+                            grow(&mut kept, got, total)?;
+                            kept.extend_from_slice(&buf[..got]);
+                            st.partial = Some(Partial { buf: kept, total });
                             return Err(e);
                         }
                     }
@@ -210,14 +333,24 @@ impl Connection {
         }
     }
 
+    /// The total a `HEAD` piece announces; a piece whose total is impossible is consumed (the
+    /// message is lost, the stream goes on) and the call fails with `Corrupt`.
+    fn total_or_drop(&self, rx: &Spsc, piece: &Piece) -> Result<usize> {
+        piece.total(rx).inspect_err(|_| {
+            if let Piece::Ring(f) = piece {
+                rx.consume(*f);
+            }
+        })
+    }
+
     /// The next whole message, assembled if it was streamed.
     fn next_owned(&self, st: &mut State, rx: &Spsc, deadline: Deadline) -> Result<Vec<u8>> {
         loop {
             if let Some(mut p) = st.partial.take() {
-                let res = self.fill(st, rx, deadline, &mut p.buf, &mut p.got);
-                match res {
+                match self.fill_vec(st, rx, deadline, &mut p) {
                     Ok(true) => return Ok(p.buf),
                     Ok(false) => continue,
+                    Err(Error::Corrupt) => return Err(Error::Corrupt), // the message is dropped
                     Err(e) => {
                         st.partial = Some(p);
                         return Err(e);
@@ -230,8 +363,8 @@ impl Connection {
                     let v = match piece {
                         Piece::Owned(_, v) => v,
                         Piece::Ring(f) => {
-                            let mut v = vec![0; f.len];
-                            rx.read_payload(&f, 0, &mut v);
+                            let mut v = Vec::with_capacity(f.len);
+                            piece.append_to(rx, 0, &mut v);
                             rx.consume(f);
                             v
                         }
@@ -239,21 +372,48 @@ impl Connection {
                     return Ok(v);
                 }
                 TAG_HEAD => {
-                    let total = piece.total(rx)?;
-                    let mut buf = alloc(total)?;
+                    let total = self.total_or_drop(rx, &piece)?;
                     let first = piece.len() - 8;
-                    piece.read(rx, 8, &mut buf[..first]);
+                    let mut buf = Vec::new();
+                    if let Err(e) = grow(&mut buf, first, total) {
+                        self.put_back(st, piece);
+                        return Err(e);
+                    }
+                    piece.append_to(rx, 8, &mut buf);
                     self.finish(rx, piece);
-                    st.partial = Some(Partial { buf, got: first });
+                    st.partial = Some(Partial { buf, total });
                 }
                 _ => self.finish(rx, piece),
             }
         }
     }
 
-    /// Reads `CONT` pieces into `dst[*got..]` until it is full (`Ok(true)`). `Ok(false)` if another
-    /// message starts first (its sender died mid-message and another holder of the end went on).
-    fn fill(
+    /// The next `CONT` piece of a streamed message, checked against room for `room` more bytes:
+    /// `None` if another message starts first (its sender died mid-message and another holder of the
+    /// end went on; the piece stays for the next call). A piece longer than the message has room for
+    /// is consumed and `Corrupt`.
+    fn next_cont(
+        &self,
+        st: &mut State,
+        rx: &Spsc,
+        deadline: Deadline,
+        room: usize,
+    ) -> Result<Option<Piece>> {
+        let piece = self.next_piece(st, rx, deadline)?;
+        if piece.tag() != TAG_CONT {
+            self.put_back(st, piece);
+            return Ok(None);
+        }
+        if piece.len() > room {
+            self.finish(rx, piece);
+            return Err(Error::Corrupt);
+        }
+        Ok(Some(piece))
+    }
+
+    /// Reads `CONT` pieces into `dst[*got..]` until it is full (`Ok(true)`); `Ok(false)` if another
+    /// message starts first.
+    fn fill_slice(
         &self,
         st: &mut State,
         rx: &Spsc,
@@ -262,18 +422,36 @@ impl Connection {
         got: &mut usize,
     ) -> Result<bool> {
         while *got < dst.len() {
-            let piece = self.next_piece(st, rx, deadline)?;
-            if piece.tag() != TAG_CONT {
-                self.put_back(st, piece);
+            let Some(piece) = self.next_cont(st, rx, deadline, dst.len() - *got)? else {
                 return Ok(false);
-            }
+            };
             let n = piece.len();
-            if n > dst.len() - *got {
-                return Err(Error::Corrupt);
-            }
             piece.read(rx, 0, &mut dst[*got..*got + n]);
             self.finish(rx, piece);
             *got += n;
+        }
+        Ok(true)
+    }
+
+    /// Appends `CONT` pieces to `p` until it holds its total (`Ok(true)`), growing it as they come;
+    /// `Ok(false)` if another message starts first.
+    fn fill_vec(
+        &self,
+        st: &mut State,
+        rx: &Spsc,
+        deadline: Deadline,
+        p: &mut Partial,
+    ) -> Result<bool> {
+        while p.buf.len() < p.total {
+            let Some(piece) = self.next_cont(st, rx, deadline, p.total - p.buf.len())? else {
+                return Ok(false);
+            };
+            if let Err(e) = grow(&mut p.buf, piece.len(), p.total) {
+                self.put_back(st, piece);
+                return Err(e);
+            }
+            piece.append_to(rx, 0, &mut p.buf);
+            self.finish(rx, piece);
         }
         Ok(true)
     }

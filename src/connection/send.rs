@@ -1,5 +1,10 @@
 //! Sending: whole frames, streamed messages, the in-place and plain-old-data forms, and the duplex
 //! backlog that keeps two ends sending large messages at each other from waiting on each other.
+//!
+//! A value is encoded into its reserved frame through raw pointers (the ring is memory the peer could
+//! write: no reference to it is handed to the encoder), and the frame is published only if encoding
+//! succeeded: a value that fails to encode sends nothing. Only `send_with` lends the ring's bytes,
+//! and says so.
 
 use super::*;
 use crate::codec;
@@ -22,9 +27,18 @@ impl Connection {
 
     fn send_value<T: Serialize + ?Sized>(&self, value: &T, deadline: Deadline) -> Result<()> {
         let len = codec::encoded_len(value)?;
-        if len <= self.max_in_place_len() {
-            return self.send_in_place(len, deadline, |buf| codec::encode_into(value, buf))?;
+        let mut st = self.begin()?;
+        let tx = self.tx.as_ref().ok_or(Error::Misuse)?;
+        if len <= tx.max_payload() {
+            return self.send_in_place_locked(&mut st, tx, len, deadline, |tx, r| {
+                // SAFETY: the reservation's payload is ours until it is committed, and valid for
+                // `r.len()` bytes.
+                let n = unsafe { codec::encode_raw(value, tx.payload_ptr(r), r.len())? };
+                r.shrink(n); // it may encode shorter the second time
+                Ok(())
+            });
         }
+        drop(st);
         self.send_bytes_at(&codec::encode(value)?, deadline)
     }
 
@@ -43,7 +57,12 @@ impl Connection {
 
     /// Writes a message of `len` bytes in place: `fill` gets the message's bytes inside the ring
     /// (zero-copy). `len` may be at most [`max_in_place_len`](Self::max_in_place_len) (half the
-    /// ring), else [`Error::TooLarge`].
+    /// ring), else [`Error::TooLarge`]. The message is sent when `fill` returns.
+    ///
+    /// **This form trusts the peer**, as [`recv_with`](Self::recv_with) does: the slice lies in
+    /// memory the peer can write, so `fill` should only write it (what it reads back may have been
+    /// changed by a buggy or hostile peer). [`send`](Self::send) and
+    /// [`send_bytes`](Self::send_bytes) never lend the ring's bytes.
     ///
     /// ```
     /// # fn main() -> shmwire::Result<()> {
@@ -54,7 +73,7 @@ impl Connection {
     /// # Ok(()) }
     /// ```
     pub fn send_with<R>(&self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
-        self.send_in_place(len, Deadline::NEVER, fill)
+        self.send_in_place(len, Deadline::NEVER, |tx, r| Ok(fill(tx.payload_mut(r))))
     }
 
     /// [`send_with`](Self::send_with), giving up with [`Error::Timeout`] (nothing sent, `fill` not
@@ -65,7 +84,9 @@ impl Connection {
         timeout: Duration,
         fill: impl FnOnce(&mut [u8]) -> R,
     ) -> Result<R> {
-        self.send_in_place(len, Deadline::after(Some(timeout)), fill)
+        self.send_in_place(len, Deadline::after(Some(timeout)), |tx, r| {
+            Ok(fill(tx.payload_mut(r)))
+        })
     }
 
     /// Sends a plain-old-data value as its raw bytes (no encoding); receive with
@@ -75,8 +96,9 @@ impl Connection {
         if bytes.len() > self.max_in_place_len() {
             return self.send_bytes(bytes);
         }
-        self.send_in_place(bytes.len(), Deadline::NEVER, |buf| {
-            buf.copy_from_slice(bytes)
+        self.send_in_place(bytes.len(), Deadline::NEVER, |tx, r| {
+            tx.write_payload(r, 0, bytes);
+            Ok(())
         })
     }
 
@@ -96,37 +118,53 @@ impl Connection {
             .map_or(0, Spsc::capacity)
     }
 
+    /// Reserves a frame of `len` bytes, lets `fill` write it, and publishes it if `fill` succeeded
+    /// (else nothing is published: an unpublished reservation is simply written over later).
     fn send_in_place<R>(
         &self,
         len: usize,
         deadline: Deadline,
-        fill: impl FnOnce(&mut [u8]) -> R,
+        fill: impl FnOnce(&Spsc, &mut Reservation) -> Result<R>,
     ) -> Result<R> {
         let mut st = self.begin()?;
         let tx = self.tx.as_ref().ok_or(Error::Misuse)?;
         if len > tx.max_payload() {
             return Err(Error::TooLarge);
         }
-        let _claim = self.claim_side(&tx.ctl().tx.claim)?;
-        let r = match tx.try_reserve(len)? {
+        self.send_in_place_locked(&mut st, tx, len, deadline, fill)
+    }
+
+    /// `send_in_place` once the end is ours and `len` checked.
+    #[inline]
+    fn send_in_place_locked<R>(
+        &self,
+        st: &mut State,
+        tx: &Spsc,
+        len: usize,
+        deadline: Deadline,
+        fill: impl FnOnce(&Spsc, &mut Reservation) -> Result<R>,
+    ) -> Result<R> {
+        let _claim = self.claim_tx(tx)?;
+        let mut r = match tx.try_reserve(len)? {
             Some(r) if self.seg.role_open(self.peer) => r,
-            _ => self.wait_room(&mut st, tx, len, deadline)?,
+            _ => self.wait_room(st, tx, len, deadline)?,
         };
-        let out = fill(tx.payload_mut(&r));
+        let out = fill(tx, &mut r)?;
         tx.commit(r, TAG_WHOLE);
         Ok(out)
     }
 
     fn send_bytes_at(&self, data: &[u8], deadline: Deadline) -> Result<()> {
         let mut st = self.begin()?;
+        let st = &mut *st;
         let tx = self.tx.as_ref().ok_or(Error::Misuse)?;
-        let _claim = self.claim_side(&tx.ctl().tx.claim)?;
+        let _claim = self.claim_tx(tx)?;
         let max = tx.max_payload();
         if data.len() <= max {
             // Fast path: room now and the peer there; else wait (which also reports a closed peer).
             let r = match tx.try_reserve(data.len())? {
                 Some(r) if self.seg.role_open(self.peer) => r,
-                _ => self.wait_room(&mut st, tx, data.len(), deadline)?,
+                _ => self.wait_room(st, tx, data.len(), deadline)?,
             };
             tx.write_payload(&r, 0, data);
             tx.commit(r, TAG_WHOLE);
@@ -135,14 +173,14 @@ impl Connection {
         // Streamed: pieces of a quarter ring, so the reader drains one while the next is written.
         let piece = (tx.capacity() / 4).min(max);
         let first = (piece - 8).min(data.len());
-        let r = self.wait_room(&mut st, tx, 8 + first, deadline)?;
+        let r = self.wait_room(st, tx, 8 + first, deadline)?;
         tx.write_payload(&r, 0, &(data.len() as u64).to_le_bytes());
         tx.write_payload(&r, 8, &data[..first]);
         tx.commit(r, TAG_HEAD);
         let mut off = first;
         while off < data.len() {
             let n = piece.min(data.len() - off);
-            let r = self.wait_room(&mut st, tx, n, Deadline::NEVER)?;
+            let r = self.wait_room(st, tx, n, Deadline::NEVER)?;
             tx.write_payload(&r, 0, &data[off..off + n]);
             tx.commit(r, TAG_CONT);
             off += n;
@@ -182,18 +220,29 @@ impl Connection {
                 self.drain_if_peer_blocked(backlog)?;
                 Ok(None)
             },
-            || seg.probe_role(peer),
+            || {
+                seg.probe_role(peer)?;
+                // A dead co-holder of our end would keep us from draining (below) until reaped.
+                seg.probe_role(self.end)
+            },
         )
     }
 
     /// If our peer waits for room in its ring while we wait for room in ours, take what it sent into
-    /// the backlog so that both sides move on.
+    /// the backlog so that both sides move on. Only the process that reads our end may do so: not if
+    /// another process holds our end (it may be the one reading it), nor if another live process
+    /// (a forked copy of this end) read it last, since what we took would be lost to it. (Then we wait
+    /// for that reader, as with any pipe.)
     fn drain_if_peer_blocked(&self, backlog: &mut VecDeque<(u32, Vec<u8>)>) -> Result<()> {
         let Some(rx) = &self.rx else { return Ok(()) };
-        if !rx.writer_waiting() {
+        if !rx.writer_waiting() || !self.seg.role_held_only_by_me(self.end) {
             return Ok(());
         }
-        let Ok(_claim) = self.claim_side(&rx.ctl().rx.claim) else {
+        let last = rx.last_reader();
+        if last != 0 && last != self.seg.claim_id() && self.seg.claim_alive(last)? {
+            return Ok(());
+        }
+        let Ok(_claim) = self.claim_rx(rx) else {
             return Ok(());
         };
         while let Some(f) = rx.try_peek()? {

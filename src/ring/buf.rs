@@ -68,6 +68,30 @@ mod imp {
             };
         }
 
+        /// Copies `len` bytes from offset `off` to `dst`, through raw pointers only (no reference to
+        /// the shared bytes is formed, so a peer writing them meanwhile cannot break what our own
+        /// code assumes of a `&[u8]`: the copy is private, whatever it holds).
+        ///
+        /// # Safety
+        /// `off + len <= len`, and `dst` is valid for `len` bytes of writes.
+        #[inline]
+        pub(crate) unsafe fn read_raw(&self, off: usize, dst: *mut u8, len: usize) {
+            debug_assert!(off + len <= self.len);
+            // SAFETY: in bounds per the caller; `dst` is private memory the caller owns.
+            unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(off), dst, len) };
+        }
+
+        /// A raw pointer to offset `off`, for writes of up to `len` bytes by the writer that owns them.
+        ///
+        /// # Safety
+        /// `off + len <= len` of the window.
+        #[inline]
+        pub(crate) unsafe fn ptr_at(&self, off: usize, len: usize) -> *mut u8 {
+            debug_assert!(off + len <= self.len);
+            // SAFETY: in bounds per the caller.
+            unsafe { self.ptr.add(off) }
+        }
+
         /// The 8-byte word at `off`, as an atomic (frame headers are published and polled through it).
         ///
         /// # Safety

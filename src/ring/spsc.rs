@@ -53,6 +53,9 @@ pub(crate) const MAX_CAPACITY: usize = 1 << 31;
 pub(crate) struct Side {
     pub(crate) pos: AtomicU64,
     pub(crate) claim: AtomicU32,
+    /// The claim id of the last process that read the ring (reader side only; 0: nobody yet). A sender may take this ring's frames into a private backlog only
+    /// if no other live process reads it (see `Connection`).
+    pub(crate) last: AtomicU32,
 }
 
 /// The shared control block of one ring (four cache lines). The reader never reads `tx` and the writer
@@ -80,6 +83,7 @@ impl RingCtl {
             CachePadded::new(Side {
                 pos: AtomicU64::new(0),
                 claim: AtomicU32::new(0),
+                last: AtomicU32::new(0),
             })
         };
         RingCtl {
@@ -105,6 +109,24 @@ pub(crate) struct Reservation {
     new_tail: u64,
 }
 
+impl Reservation {
+    /// The payload length reserved.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Gives back the end of the room: the frame will carry `len` bytes (at most those reserved).
+    #[inline]
+    pub(crate) fn shrink(&mut self, len: usize) {
+        if len != self.len {
+            assert!(len < self.len);
+            self.len = len;
+            self.new_tail = self.frame_at + (FRAME_HDR + pad8(len)) as u64;
+        }
+    }
+}
+
 /// A published frame the reader may look at.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Frame {
@@ -119,6 +141,8 @@ pub(crate) struct Spsc {
     ctl: CtlRef,
     buf: RingBuf,
     cap: u64,
+    /// `max_payload()`, computed once.
+    max_len: usize,
     cached_head: Cell<u64>,
     /// An eventfd to signal when a frame is published and a descriptor-polling reader waits.
     data_fd: Option<RawFd>,
@@ -153,6 +177,7 @@ impl Spsc {
             ctl,
             buf,
             cap: cap as u64,
+            max_len: cap / 2 - 2 * FRAME_HDR,
             cached_head: Cell::new(0),
             data_fd: None,
         }
@@ -164,6 +189,7 @@ impl Spsc {
             ctl,
             buf,
             cap: cap as u64,
+            max_len: cap / 2 - 2 * FRAME_HDR,
             cached_head: Cell::new(0),
             data_fd: None,
         }
@@ -189,7 +215,7 @@ impl Spsc {
     /// a frame of this size always fits in an empty ring.
     #[inline]
     pub(crate) fn max_payload(&self) -> usize {
-        self.cap as usize / 2 - 2 * FRAME_HDR
+        self.max_len
     }
 
     /// The header word at buffer offset `pos` (8-aligned, below `cap`).
@@ -261,6 +287,15 @@ impl Spsc {
         unsafe { self.buf.write(at, src) }
     }
 
+    /// The reserved payload as a raw pointer, valid for `r.len()` bytes of writes until `commit`.
+    #[cfg(not(loom))]
+    #[inline]
+    pub(crate) fn payload_ptr(&self, r: &Reservation) -> *mut u8 {
+        let at = (r.frame_at & self.mask()) as usize + FRAME_HDR;
+        // SAFETY: the reservation lies within the buffer (frames never straddle its end).
+        unsafe { self.buf.ptr_at(at, r.len) }
+    }
+
     /// The reserved payload, to be written in place.
     #[cfg(not(loom))]
     #[inline]
@@ -273,15 +308,28 @@ impl Spsc {
     }
 
     /// Publishes the reserved frame with `tag` and wakes the reader if it sleeps.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn commit(&self, r: Reservation, tag: u32) {
         let len = r.len as u32;
         self.commit_raw(r, tag, len);
     }
 
     /// [`commit`](Self::commit) with any length field (test hook: what a hostile writer could do).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn commit_raw(&self, r: Reservation, tag: u32, len_field: u32) {
+        let new_tail = r.new_tail;
+        self.publish(r, tag, len_field);
+        // A writer killed here has published a frame without moving `tail`: the next holder of the
+        // writer's claim walks over it (`recover_tail`).
+        self.ctl().tx.pos.store(new_tail, Ordering::Relaxed);
+        if self.ctl().data.notify() {
+            self.signal_data_fd();
+        }
+    }
+
+    /// Writes the guard and the frame's header (the publish point), and nothing else.
+    #[inline(always)]
+    pub(crate) fn publish(&self, r: Reservation, tag: u32, len_field: u32) {
         let mask = self.mask();
         // The guard: the next frame's header slot reads "nothing here" until that frame is published.
         self.slot((r.new_tail & mask) as usize)
@@ -302,10 +350,58 @@ impl Spsc {
                     .store(header(TAG_WRAP, 0), Ordering::Release);
             }
         }
-        self.ctl().tx.pos.store(r.new_tail, Ordering::Relaxed);
-        if self.ctl().data.notify() {
-            self.signal_data_fd();
+    }
+
+    /// Brings `tail` up to date after the writer's claim was taken over from a dead writer, which may
+    /// have published a frame (and the wrap filler before it) without storing `tail`: from the stored
+    /// `tail`, walks forward over published headers up to the first empty slot (the guard the dead
+    /// writer zeroed before publishing). Without this, the next frame would be written over one the
+    /// reader may be reading (a torn or lost message), or behind one it has read already (`head` past
+    /// `tail`: `Corrupt` for ever).
+    ///
+    /// The walk is bounded by the capacity and checks every header it crosses, then the result against
+    /// `head`; a position that makes no sense is `Corrupt`.
+    #[cold]
+    pub(crate) fn recover_tail(&self) -> Result<()> {
+        let ctl = self.ctl();
+        let start = ctl.tx.pos.load(Ordering::Relaxed);
+        if start % 8 != 0 {
+            return Err(Error::Corrupt);
         }
+        let mut tail = start;
+        loop {
+            let pos = (tail & self.mask()) as usize;
+            // ORDERING: Acquire, as the reader loads headers: the frame behind a header is complete.
+            let h = self.slot(pos).load(Ordering::Acquire);
+            if h == 0 {
+                break;
+            }
+            let (tag, len) = ((h >> 32) as u32, (h & 0xffff_ffff) as usize);
+            let step = match tag {
+                TAG_WRAP if pos != 0 => self.cap - pos as u64,
+                TAG_WHOLE..=TAG_CONT if len <= self.max_payload() => {
+                    let need = FRAME_HDR + pad8(len);
+                    if pos + need > self.cap as usize {
+                        return Err(Error::Corrupt);
+                    }
+                    need as u64
+                }
+                _ => return Err(Error::Corrupt),
+            };
+            tail += step;
+            if tail - start > self.cap {
+                return Err(Error::Corrupt); // more than a ring's worth of "unaccounted" frames
+            }
+        }
+        // ORDERING: Acquire pairs with the reader's Release store of `head` (as in `try_reserve`).
+        let head = ctl.rx.pos.load(Ordering::Acquire);
+        if head % 8 != 0 || tail.wrapping_sub(head) > self.cap {
+            return Err(Error::Corrupt);
+        }
+        if tail != start {
+            ctl.tx.pos.store(tail, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     // ---- reader side -------------------------------------------------------------------------------
@@ -353,6 +449,27 @@ impl Spsc {
         unsafe { self.buf.read(f.payload_at + offset, dst) }
     }
 
+    /// Copies `dst.len()` bytes of `f`'s payload from `offset` into private memory that may be
+    /// uninitialised, and returns it as initialised bytes.
+    #[cfg(not(loom))]
+    #[inline]
+    pub(crate) fn read_payload_uninit<'d>(
+        &self,
+        f: &Frame,
+        offset: usize,
+        dst: &'d mut [std::mem::MaybeUninit<u8>],
+    ) -> &'d mut [u8] {
+        assert!(offset + dst.len() <= f.len);
+        let len = dst.len();
+        let ptr = dst.as_mut_ptr().cast::<u8>();
+        // SAFETY: the frame was validated to lie within the buffer and is published; `dst` is valid
+        // for `len` bytes, which the copy initialises, so the slice over them is sound.
+        unsafe {
+            self.buf.read_raw(f.payload_at + offset, ptr, len);
+            std::slice::from_raw_parts_mut(ptr, len)
+        }
+    }
+
     /// The payload of `f`, borrowed in place until `consume`.
     #[cfg(not(loom))]
     #[inline]
@@ -367,6 +484,18 @@ impl Spsc {
         // ORDERING: Release: we are done reading the frame before the writer may reuse it.
         self.ctl().rx.pos.store(f.next_head, Ordering::Release);
         let _ = self.ctl().space.notify(); // nobody polls a descriptor for room
+    }
+
+    /// Records `me` as the last reader of the ring (we hold the reader's claim): one store to the
+    /// line `consume` writes anyway.
+    #[inline]
+    pub(crate) fn note_reader(&self, me: u32) {
+        self.ctl().rx.last.store(me, Ordering::Relaxed);
+    }
+
+    /// The claim id of the last process that read the ring (0: nobody yet).
+    pub(crate) fn last_reader(&self) -> u32 {
+        self.ctl().rx.last.load(Ordering::Relaxed)
     }
 
     /// Whether a writer is registered as waiting for room.

@@ -251,6 +251,29 @@ impl Segment {
                 e.into()
             }
         })?;
+        // Peers are processes of this user: an object another user owns, or one that others may
+        // open (shmwire creates them 0600), is refused before we map a byte of it.
+        let st = rustix::fs::fstat(&fd)?;
+        let me = rustix::process::geteuid().as_raw();
+        if st.st_uid != me {
+            return Err(Error::io(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{os_name} belongs to uid {}, not to this user (uid {me}): refused",
+                    st.st_uid
+                ),
+            ));
+        }
+        if st.st_mode & 0o077 != 0 {
+            return Err(Error::io(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{os_name} has mode {:o}: other users may open it, so it is refused \
+                     (shmwire makes them 0600)",
+                    st.st_mode & 0o777
+                ),
+            ));
+        }
         let (map, size) = wait_ready(&fd)?;
         // SAFETY: `map` is at least one page long (checked by `wait_ready`), so the header is in bounds;
         // the header is plain data, copied out once and validated as a copy.
@@ -617,9 +640,19 @@ impl Segment {
             return;
         }
         let bit = 1u64 << slot;
+        let mask = &self.roles().masks[role];
+        if mask.load(Ordering::Acquire) & bit == 0 {
+            return; // not a holder (only the holder, or its reaper, removes its bit)
+        }
+        // A graceful way out: `died` says how the role's *last* holder left, and an earlier holder's
+        // death is history once someone else held the role. Cleared before our bit goes, so a peer
+        // that sees the role closed by us reads it clear; a holder that dies later sets it again.
+        self.roles()
+            .died
+            .fetch_and(!(1u32 << role), Ordering::AcqRel);
         // ORDERING: Release, so that everything published before closing is visible to a peer that
         // Acquires the closed role.
-        let prev = self.roles().masks[role].fetch_and(!bit, Ordering::AcqRel);
+        let prev = mask.fetch_and(!bit, Ordering::AcqRel);
         if prev & bit != 0 && prev & !bit == 0 {
             (self.on_role_closed)(self, role);
         }
@@ -629,6 +662,12 @@ impl Segment {
     #[inline]
     pub(crate) fn role_open(&self, role: usize) -> bool {
         self.roles().masks[role].load(Ordering::Acquire) != 0
+    }
+
+    /// Whether this process is the only holder of `role` (a dead holder not yet reaped still counts).
+    pub(crate) fn role_held_only_by_me(&self, role: usize) -> bool {
+        let me = self.my_slot();
+        me < 64 && self.roles().masks[role].load(Ordering::Acquire) == 1u64 << me
     }
 
     /// Whether `role` closed because its last holder died.

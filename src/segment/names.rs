@@ -113,18 +113,10 @@ fn inspect(file_name: &str) -> Option<SegmentInfo> {
     Some(info)
 }
 
-/// A listener's socket: alive if something accepts connections on it.
+/// A listener's socket: alive unless connecting to it is refused (never waits: a live listener with
+/// a full backlog is alive).
 fn inspect_listener(name: &str, path: &str) -> SegmentInfo {
-    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
-    let alive = SocketAddrUnix::new(path).ok().is_some_and(|addr| {
-        rustix::net::socket_with(
-            AddressFamily::UNIX,
-            SocketType::STREAM,
-            SocketFlags::CLOEXEC,
-            None,
-        )
-        .is_ok_and(|s| rustix::net::connect(&s, &addr).is_ok())
-    });
+    let alive = !crate::listener::is_stale(std::path::Path::new(path));
     SegmentInfo {
         name: name.to_owned(),
         kind: Some(Kind::Listener),
