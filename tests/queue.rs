@@ -78,6 +78,8 @@ fn main() {
         join_returns_after_a_producer_dies_mid_put,
         join_reports_a_consumer_that_died_holding_a_task,
         hostile_writes_never_crash_or_hang_the_honest_side,
+        spill_changes_left_half_done_by_the_dead_are_finished,
+        a_stopped_holder_of_the_spill_mutex_delays_no_deadline,
     ]);
 }
 
@@ -1315,4 +1317,94 @@ fn hostile_writes_never_crash_or_hang_the_honest_side() {
         assert!(st.success(), "an honest process failed: {st:?}");
     }
     eprint!("[{writes} hostile writes] ");
+}
+
+fn spill_queue() -> Queue<Vec<u8>> {
+    Queue::<Vec<u8>>::builder()
+        .item_size(64)
+        .spill_size(1 << 20)
+        .build()
+        .unwrap()
+}
+
+/// The spill allocator's redo record: a producer killed half way through marking its block in the
+/// bitmap, and a consumer killed half way through clearing one; the next holder of the mutex
+/// finishes each change, and a repair gives the dead producer's block back.
+fn spill_changes_left_half_done_by_the_dead_are_finished() {
+    let q = spill_queue();
+    let qc = q.clone();
+    let dying = Process::fork(move || {
+        shmwire::hooks::__arm(Point::SpillMidChange, libc::SIGKILL, 0);
+        let _ = qc.put(vec![1u8; 100_000]);
+    })
+    .unwrap();
+    assert_eq!(dying.join().unwrap().signal(), Some(libc::SIGKILL));
+    q.put(vec![2u8; 100_000]).unwrap();
+    q.put(vec![3u8; 100_000]).unwrap();
+    assert_eq!(
+        q.get_timeout(Duration::from_secs(5)).unwrap(),
+        vec![2u8; 100_000]
+    );
+    // A consumer dies while giving its block back (after reading item 3).
+    let qc = q.clone();
+    let dying = Process::fork(move || {
+        shmwire::hooks::__arm(Point::SpillMidChange, libc::SIGKILL, 0);
+        let _ = qc.get();
+    })
+    .unwrap();
+    assert_eq!(dying.join().unwrap().signal(), Some(libc::SIGKILL));
+    // A blocked call repairs: nothing of either dead process's stays allocated.
+    assert!(matches!(
+        q.get_timeout(shmwire::PROBE_INTERVAL * 3),
+        Err(Error::Timeout)
+    ));
+    assert_eq!(q.__spill_in_use(), 0, "a half-done change leaked units");
+    // And the area still works: it fills and empties.
+    for i in 0..8u8 {
+        q.put(vec![i; 100_000]).unwrap();
+    }
+    for i in 0..8u8 {
+        assert_eq!(
+            q.get_timeout(Duration::from_secs(5)).unwrap(),
+            vec![i; 100_000]
+        );
+    }
+    assert_eq!(q.__spill_in_use(), 0);
+}
+
+/// A process stopped while it holds the spill allocator's mutex holds up no call past its deadline:
+/// a consumer still takes (and releases) spilled items, a blocked get still probes, and a spilled put
+/// times out; all goes on after SIGCONT.
+fn a_stopped_holder_of_the_spill_mutex_delays_no_deadline() {
+    let q = spill_queue();
+    for i in 0..3u8 {
+        q.put(vec![i; 50_000]).unwrap();
+    }
+    let qc = q.clone();
+    let stopped = Process::fork(move || {
+        shmwire::hooks::__arm(Point::SpillMidChange, libc::SIGSTOP, 0);
+        qc.put(vec![9u8; 50_000]).unwrap();
+    })
+    .unwrap();
+    wait_until_stopped(stopped.pid());
+    let slack = Duration::from_secs(2);
+    for i in 0..3u8 {
+        let (v, _) = common::within(slack, || q.get_timeout(Duration::from_millis(500)));
+        assert_eq!(v.unwrap(), vec![i; 50_000]);
+    }
+    let (r, _) = common::within(Duration::from_millis(300) + slack, || {
+        q.get_timeout(Duration::from_millis(300))
+    });
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    let (r, _) = common::within(Duration::from_millis(300) + slack, || {
+        q.put_timeout(vec![7u8; 50_000], Duration::from_millis(300))
+    });
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    stopped.signal(libc::SIGCONT).unwrap();
+    assert!(stopped.join().unwrap().success());
+    assert_eq!(
+        q.get_timeout(Duration::from_secs(5)).unwrap(),
+        vec![9u8; 50_000]
+    );
+    assert_eq!(q.__spill_in_use(), 0);
 }

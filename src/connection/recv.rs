@@ -216,7 +216,7 @@ impl Connection {
         let _claim = self.claim_rx(rx)?;
         if st.partial.is_none() && st.backlog.is_empty() {
             // Fast path: a whole message is there, or arrives within a short inline spin.
-            if let Some(f) = self.quick_frame(&mut st, rx)? {
+            if let Some(f) = self.quick_frame(&mut st, rx, deadline)? {
                 if f.tag == TAG_WHOLE {
                     return Ok(take.take_frame(rx, f, &mut st.scratch));
                 }
@@ -254,7 +254,7 @@ impl Connection {
         // Fast path: a whole message arrives within a short inline spin and nothing was set aside
         // earlier. It keeps the generic waiting machinery off the critical path of a ping-pong.
         if st.partial.is_none() && st.backlog.is_empty() {
-            if let Some(f) = self.quick_frame(&mut st, rx)? {
+            if let Some(f) = self.quick_frame(&mut st, rx, deadline)? {
                 if f.tag == TAG_WHOLE {
                     if f.len > buf.len() {
                         return Err(Error::BufferTooShort { needed: f.len });
@@ -478,11 +478,15 @@ impl Connection {
     /// The next frame if it is there or arrives within a short inline spin (only when the wait
     /// strategy spins at all); the slow path does the rest (closed peers, sleeping, timeouts).
     #[inline]
-    fn quick_frame(&self, st: &mut State, rx: &Spsc) -> Result<Option<Frame>> {
+    fn quick_frame(&self, st: &mut State, rx: &Spsc, deadline: Deadline) -> Result<Option<Frame>> {
         if let Some(f) = rx.try_peek()? {
             return Ok(Some(f));
         }
-        if st.recv_spin.spins_now() && !self.seg.peer_shares_cpu(self.peer) {
+        // A call that may not wait looks once (and never asks where the peer runs: a system call).
+        if !deadline.is_immediate_or_past()
+            && st.recv_spin.spins_now()
+            && !self.seg.peer_shares_cpu(self.peer)
+        {
             for _ in 0..QUICK_SPINS {
                 crate::loom::spin_hint();
                 if let Some(f) = rx.try_peek()? {

@@ -200,7 +200,8 @@ impl Connection {
             send_spin, backlog, ..
         } = st;
         let (seg, peer) = (&*self.seg, self.peer);
-        let co_located = send_spin.spins_now() && seg.peer_shares_cpu(peer);
+        let co_located =
+            !deadline.is_immediate_or_past() && send_spin.spins_now() && seg.peer_shares_cpu(peer);
         block_on(
             send_spin,
             co_located,

@@ -529,6 +529,8 @@ impl Spsc {
             let one = 1u64.to_ne_bytes();
             // SAFETY: writing 8 bytes from a valid buffer to a descriptor the segment keeps open.
             let _ = unsafe { libc::write(fd, one.as_ptr().cast(), 8) };
+            #[cfg(not(loom))]
+            crate::stats::note_other_call();
         }
     }
 }

@@ -828,6 +828,7 @@ fn pinned_to_one_cpu() -> bool {
     if c != 0 && now_ms.saturating_sub(c >> 1) < 50 {
         return c & 1 == 1;
     }
+    crate::stats::note_other_call();
     // SAFETY: cpu_set_t is plain data and sched_getaffinity fills it.
     let pinned = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();

@@ -46,6 +46,7 @@ fn flock(typ: libc::c_int, byte: i64) -> libc::flock {
 
 fn fcntl_lock(fd: RawFd, cmd: libc::c_int, fl: &mut libc::flock) -> io::Result<()> {
     loop {
+        crate::stats::note_other_call();
         // SAFETY: `fl` is a valid, exclusively borrowed `flock`; fcntl reads and (for GETLK) writes it.
         let r = unsafe { libc::fcntl(fd, cmd, fl as *mut libc::flock) };
         if r != -1 {
