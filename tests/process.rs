@@ -99,8 +99,12 @@ fn tokens_of(pid: u32) -> BTreeSet<String> {
             continue; // closed meanwhile
         };
         for line in info.lines().filter(|l| l.contains("OFDLCK")) {
+            // A participant holds a slot token (offsets from 2^44) and a claim token (from 2^45):
+            // the slot tokens say which participants a process is.
             let f: Vec<&str> = line.split_whitespace().collect();
-            out.insert(format!("{}@{}", f[6], f[7]));
+            if f[7].parse::<u64>().is_ok_and(|o| o < 1 << 45) {
+                out.insert(format!("{}@{}", f[6], f[7]));
+            }
         }
     }
     out

@@ -223,7 +223,8 @@ impl Segment {
         if !token::try_take(seg.raw_fd(), 0)? {
             return Err(Error::Corrupt);
         }
-        seg.fill_slot(seg.raw_fd(), 0)?;
+        let id = seg.fill_slot(seg.raw_fd(), 0)?;
+        seg.claim.store(id, Ordering::Relaxed);
         fill(&seg);
         // ORDERING: Release publishes the header, slot 0 and what `fill` wrote to openers that
         // Acquire `ready`.
@@ -486,10 +487,21 @@ impl Segment {
         self.slot.load(Ordering::Relaxed)
     }
 
-    /// Switches this handle to participant slot `slot` (its claim id is worked out on first use).
+    /// Switches this handle to participant slot `slot`, whose token its descriptor holds, and works
+    /// out its claim id: from the slot's generation, whose claim token was taken on this descriptor
+    /// when the slot was filled (for a forked or spawned child, by its parent). Taking it again is a
+    /// no-op, and takes it if it somehow was not (a scribbled generation), so the id we use is always
+    /// backed by a token. Never on a fast path (one `fcntl`).
     pub(crate) fn set_slot(&self, slot: u32) {
         self.slot.store(slot, Ordering::Relaxed);
-        self.claim.store(0, Ordering::Relaxed);
+        let id = if slot < self.hdr.n_slots {
+            let id = claim_of(slot, self.slot_at(slot).generation.load(Ordering::Relaxed));
+            let _ = token::try_take_claim(self.raw_fd(), id);
+            id
+        } else {
+            0
+        };
+        self.claim.store(id, Ordering::Relaxed);
     }
 
     /// This process's identity for claim words (lock owners, queue slots): its slot and the slot's
@@ -497,21 +509,7 @@ impl Segment {
     /// `token`), so [`claim_alive`](Self::claim_alive) asks the kernel alone.
     #[inline]
     pub(crate) fn claim_id(&self) -> u32 {
-        match self.claim.load(Ordering::Relaxed) {
-            0 => self.claim_id_slow(),
-            id => id,
-        }
-    }
-
-    #[cold]
-    fn claim_id_slow(&self) -> u32 {
-        let s = self.my_slot();
-        let id = claim_of(s, self.slot_at(s).generation.load(Ordering::Relaxed));
-        // The slot was prepared for us (a forked or spawned child) with this id's token on our open
-        // file description: taking it again is a no-op (and takes it if it somehow was not).
-        let _ = token::try_take_claim(self.raw_fd(), id);
-        self.claim.store(id, Ordering::Relaxed);
-        id
+        self.claim.load(Ordering::Relaxed)
     }
 
     /// Whether the claim `id` (from [`claim_id`](Self::claim_id)) belongs to a live participant. Only
