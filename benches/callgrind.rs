@@ -41,7 +41,7 @@ fn main() {
         "lock" => {
             let l = Lock::new().unwrap();
             for _ in 0..n {
-                black_box(l.acquire().unwrap());
+                drop(black_box(l.acquire().unwrap()));
             }
         }
         _ => panic!("op: pipe, queue or lock"),

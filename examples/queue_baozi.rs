@@ -21,7 +21,7 @@ fn main() -> shmwire::Result<()> {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         std::thread::sleep(Duration::from_millis(20 + (seed >> 33) % 80));
-        q.put(&format!("包子 {i}"))?;
+        q.put(format!("包子 {i}"))?;
     }
     q.close()?;
     consumer.join()?;

@@ -12,7 +12,7 @@ fn main() -> shmwire::Result<()> {
         println!("Process to write: {}", std::process::id());
         for value in ["A", "B", "C"] {
             println!("Put {value} to queue...");
-            qw.put(&value.to_string()).unwrap();
+            qw.put(value.to_string()).unwrap();
             std::thread::sleep(Duration::from_millis(100));
         }
     })?;

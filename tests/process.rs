@@ -159,7 +159,7 @@ fn named_segment_goes_when_a_forked_child_is_its_last_user() {
     let lock_ref = &lock;
     let child = Process::fork(move || {
         go_r.recv::<()>().unwrap();
-        qc.put(&7).unwrap();
+        qc.put(7).unwrap();
         assert!(matches!(p1.recv::<u32>(), Err(Error::Eof)));
         drop(lock_ref.acquire().unwrap());
     })

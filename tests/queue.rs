@@ -16,7 +16,7 @@ fn roles(role: &str, args: shmwire::spawn::Args) -> i32 {
             let a = Queue::<u64>::open(&from).unwrap();
             let b = Queue::<u64>::open(&to).unwrap();
             for _ in 0..100 {
-                b.put(&(a.get().unwrap() * 2)).unwrap();
+                b.put(a.get().unwrap() * 2).unwrap();
             }
             assert!(matches!(
                 Queue::<String>::open(&from),
@@ -29,7 +29,7 @@ fn roles(role: &str, args: shmwire::spawn::Args) -> i32 {
             let name: String = args.get().unwrap();
             let q = Queue::<Vec<u8>>::open(&name).unwrap();
             let v = q.get().unwrap();
-            q.put(&v.iter().map(|b| b + 1).collect()).unwrap();
+            q.put(v.iter().map(|b| b + 1).collect::<Vec<u8>>()).unwrap();
             0
         }
         // Open a grown unbounded queue by name, take its `n` items in order, and put back `n`.
@@ -41,7 +41,7 @@ fn roles(role: &str, args: shmwire::spawn::Args) -> i32 {
             }
             // Put enough to grow it again, for the parent to read.
             for i in 0..3 * n {
-                q.put(&i).unwrap();
+                q.put(i).unwrap();
             }
             0
         }
@@ -114,7 +114,7 @@ fn four_producers_four_consumers_exactly_once() {
     let mut consumers = Vec::new();
     for _ in 0..4 {
         let (q, results) = (q.clone(), results.clone());
-        consumers.push(Process::fork(move || results.put(&consume(&q, 4)).unwrap()).unwrap());
+        consumers.push(Process::fork(move || results.put(consume(&q, 4)).unwrap()).unwrap());
     }
     let mut producers = Vec::new();
     for p in 0..4u8 {
@@ -122,7 +122,7 @@ fn four_producers_four_consumers_exactly_once() {
         producers.push(
             Process::fork(move || {
                 for seq in 0..n {
-                    q.put(&(p, seq)).unwrap();
+                    q.put((p, seq)).unwrap();
                 }
             })
             .unwrap(),
@@ -171,7 +171,7 @@ fn items_of_every_size_and_too_large() {
             rng.fill(&mut v);
             qc.put(&v).unwrap();
         }
-        qc.put(&vec![7u8; 20 << 20]).unwrap();
+        qc.put(vec![7u8; 20 << 20]).unwrap();
     })
     .unwrap();
     let mut rng = Rng(3);
@@ -190,10 +190,10 @@ fn items_of_every_size_and_too_large() {
         .build()
         .unwrap();
     assert!(matches!(
-        small.put(&vec![0u8; 2 << 20]),
+        small.put(vec![0u8; 2 << 20]),
         Err(Error::TooLarge)
     ));
-    small.put(&vec![1u8; 1000]).unwrap();
+    small.put(vec![1u8; 1000]).unwrap();
     assert_eq!(small.get_nowait().unwrap(), vec![1u8; 1000]);
     // No spill area at all: anything beyond a slot is TooLarge.
     let none = Queue::<Vec<u8>>::builder()
@@ -201,8 +201,8 @@ fn items_of_every_size_and_too_large() {
         .spill_size(0)
         .build()
         .unwrap();
-    assert!(matches!(none.put(&vec![0u8; 100]), Err(Error::TooLarge)));
-    none.put(&vec![0u8; 10]).unwrap();
+    assert!(matches!(none.put(vec![0u8; 100]), Err(Error::TooLarge)));
+    none.put(vec![0u8; 10]).unwrap();
 }
 
 fn large_items_many_producers_and_consumers() {
@@ -247,7 +247,7 @@ fn large_items_many_producers_and_consumers() {
                     seen[p].0 += 1;
                     seen[p].1 += seq;
                 }
-                tx.put(&seen).unwrap();
+                tx.put(seen).unwrap();
             })
             .unwrap(),
         );
@@ -295,7 +295,7 @@ fn named_queue_allocates_its_spill_area_as_used() {
     let at_first = allocated();
     assert!(at_first < 8 << 20, "{at_first} bytes allocated up front");
     let child = Process::spawn("echo-large", &name).unwrap();
-    q.put(&vec![5u8; 3 << 20]).unwrap();
+    q.put(vec![5u8; 3 << 20]).unwrap();
     assert!(
         allocated() >= at_first + (3 << 20),
         "the spill block's pages"
@@ -311,24 +311,24 @@ fn spill_area_full_waits_then_goes_on() {
         .spill_size(64 << 10)
         .build()
         .unwrap();
-    q.put(&vec![1u8; 40_000]).unwrap();
+    q.put(vec![1u8; 40_000]).unwrap();
     // The second large item does not fit beside the first: Full, Timeout, then room after a get.
-    assert!(matches!(q.put_nowait(&vec![2u8; 40_000]), Err(Error::Full)));
+    assert!(matches!(q.put_nowait(vec![2u8; 40_000]), Err(Error::Full)));
     let t = Instant::now();
     assert!(matches!(
-        q.put_timeout(&vec![2u8; 40_000], Duration::from_millis(150)),
+        q.put_timeout(vec![2u8; 40_000], Duration::from_millis(150)),
         Err(Error::Timeout)
     ));
     assert!(t.elapsed() >= Duration::from_millis(150));
     // Small items still pass while the spill area is full.
-    q.put(&vec![3u8; 10]).unwrap();
+    q.put(vec![3u8; 10]).unwrap();
     let qc = q.clone();
     let p = Process::fork(move || {
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(qc.get().unwrap(), vec![1u8; 40_000]);
     })
     .unwrap();
-    q.put_timeout(&vec![2u8; 40_000], Duration::from_secs(10))
+    q.put_timeout(vec![2u8; 40_000], Duration::from_secs(10))
         .unwrap();
     assert!(p.join().unwrap().success());
     assert_eq!(q.get().unwrap(), vec![3u8; 10]);
@@ -342,7 +342,7 @@ fn killed_mid_spilled_put_or_get_leaks_nothing() {
         .spill_size(1 << 20)
         .build()
         .unwrap();
-    q.put(&vec![1u8; 100_000]).unwrap();
+    q.put(vec![1u8; 100_000]).unwrap();
     let qc = q.clone();
     let dying = Process::fork(move || {
         shmwire::hooks::__arm(Point::PutClaimed, libc::SIGKILL, 0);
@@ -351,8 +351,8 @@ fn killed_mid_spilled_put_or_get_leaks_nothing() {
     .unwrap();
     assert_eq!(dying.join().unwrap().signal(), Some(libc::SIGKILL));
     assert!(q.__spill_in_use() >= 200_000, "the dead producer's block");
-    q.put(&vec![2u8; 100_000]).unwrap();
-    q.put(&vec![3u8; 100_000]).unwrap();
+    q.put(vec![2u8; 100_000]).unwrap();
+    q.put(vec![3u8; 100_000]).unwrap();
     // A consumer dies while reading item 1 out of its spill block.
     let qc = q.clone();
     let dying = Process::fork(move || {
@@ -376,7 +376,7 @@ fn killed_mid_spilled_put_or_get_leaks_nothing() {
     ));
     assert_eq!(q.__spill_in_use(), 0, "a dead process's spill block leaked");
     for i in 0..30u8 {
-        q.put_timeout(&vec![i; 200_000], Duration::from_secs(5))
+        q.put_timeout(vec![i; 200_000], Duration::from_secs(5))
             .unwrap();
         assert_eq!(
             q.get_timeout(Duration::from_secs(5)).unwrap(),
@@ -396,14 +396,14 @@ fn bounded_full_empty_and_every_timeout() {
     ));
     assert!(t.elapsed() >= Duration::from_millis(100));
     for i in 0..3 {
-        q.put_nowait(&i).unwrap();
+        q.put_nowait(i).unwrap();
     }
     assert!(q.is_full());
     assert_eq!(q.qsize(), 3);
-    assert!(matches!(q.put_nowait(&9), Err(Error::Full)));
+    assert!(matches!(q.put_nowait(9), Err(Error::Full)));
     let t = Instant::now();
     assert!(matches!(
-        q.put_timeout(&9, Duration::from_millis(100)),
+        q.put_timeout(9, Duration::from_millis(100)),
         Err(Error::Timeout)
     ));
     assert!(t.elapsed() >= Duration::from_millis(100));
@@ -415,7 +415,7 @@ fn bounded_full_empty_and_every_timeout() {
     })
     .unwrap();
     let t = Instant::now();
-    q.put(&3).unwrap();
+    q.put(3).unwrap();
     assert!(t.elapsed() >= Duration::from_millis(100));
     assert!(p.join().unwrap().success());
     assert_eq!(
@@ -427,7 +427,7 @@ fn bounded_full_empty_and_every_timeout() {
     let qc = q.clone();
     let p = Process::fork(move || {
         std::thread::sleep(Duration::from_millis(100));
-        qc.put(&42).unwrap();
+        qc.put(42).unwrap();
     })
     .unwrap();
     assert_eq!(q.get().unwrap(), 42);
@@ -451,7 +451,7 @@ fn unbounded_takes_many_without_blocking() {
     .unwrap();
     // More than one ring's worth (1,048,576) with nobody taking: no put waits.
     for i in 0..n {
-        q.put_nowait(&i).unwrap();
+        q.put_nowait(i).unwrap();
     }
     assert_eq!(q.qsize(), n as usize);
     assert!(!q.is_full());
@@ -460,7 +460,7 @@ fn unbounded_takes_many_without_blocking() {
     assert!(p.join().unwrap().success());
     assert!(q.is_empty());
     // And it goes on after growing: put and get through the newest ring.
-    q.put(&7).unwrap();
+    q.put(7).unwrap();
     assert_eq!(q.get().unwrap(), 7);
 }
 
@@ -479,7 +479,7 @@ fn unbounded_grows_under_many_producers_and_consumers() {
         consumers.push(
             Process::fork(move || {
                 go.wait().unwrap();
-                results.put(&consume(&q, 3)).unwrap()
+                results.put(consume(&q, 3)).unwrap()
             })
             .unwrap(),
         );
@@ -490,7 +490,7 @@ fn unbounded_grows_under_many_producers_and_consumers() {
         producers.push(
             Process::fork(move || {
                 for seq in 0..per {
-                    q.put_nowait(&(p, seq)).unwrap();
+                    q.put_nowait((p, seq)).unwrap();
                 }
             })
             .unwrap(),
@@ -534,7 +534,7 @@ fn unbounded_grows_under_many_producers_and_consumers() {
 fn grower_killed_half_way_stalls_nobody() {
     let q = Queue::<u64>::new(0).unwrap();
     for i in 0..10u64 {
-        q.put(&i).unwrap();
+        q.put(i).unwrap();
     }
     let qc = q.clone();
     let dying = Process::fork(move || {
@@ -551,7 +551,7 @@ fn grower_killed_half_way_stalls_nobody() {
     // sealed by its grower, is sealed by the consumer that finds it empty, and every item comes out
     // in order.
     for i in 10..20u64 {
-        q.put(&i).unwrap();
+        q.put(i).unwrap();
     }
     let got: Vec<u64> = (0..1034)
         .map(|_| q.get_timeout(Duration::from_secs(5)).unwrap())
@@ -566,14 +566,14 @@ fn grower_killed_half_way_stalls_nobody() {
 fn close_drains_then_eof_and_refuses_puts() {
     let q = Queue::<u32>::new(0).unwrap();
     for i in 0..5 {
-        q.put(&i).unwrap();
+        q.put(i).unwrap();
     }
     let qc = q.clone();
     let p = Process::fork(move || qc.close().unwrap()).unwrap();
     assert!(p.join().unwrap().success());
     assert!(q.is_closed());
-    assert!(matches!(q.put(&9), Err(Error::Closed)));
-    assert!(matches!(q.put_nowait(&9), Err(Error::Closed)));
+    assert!(matches!(q.put(9), Err(Error::Closed)));
+    assert!(matches!(q.put_nowait(9), Err(Error::Closed)));
     let mut got = vec![];
     while let Ok(v) = q.get() {
         got.push(v);
@@ -592,7 +592,7 @@ fn producer_may_exit_without_draining() {
     let qc = q.clone();
     let p = Process::fork(move || {
         for i in 0..1000 {
-            qc.put(&i).unwrap();
+            qc.put(i).unwrap();
         }
     })
     .unwrap();
@@ -619,10 +619,10 @@ fn consumer_stopped_mid_get_does_not_hold_up_the_others() {
         stop_w.send(&()).unwrap();
         shmwire::hooks::__arm(Point::GetClaimed, libc::SIGSTOP, 0);
         let v = qs.get().unwrap();
-        w.put(&vec![v]).unwrap();
+        w.put(vec![v]).unwrap();
     })
     .unwrap();
-    q.put(&0).unwrap();
+    q.put(0).unwrap();
     stop_r.recv::<()>().unwrap();
     // Wait until it is stopped.
     let pid = stalled.pid();
@@ -652,7 +652,7 @@ fn consumer_stopped_mid_get_does_not_hold_up_the_others() {
         );
     }
     for i in 1..n {
-        q.put_timeout(&i, Duration::from_secs(10))
+        q.put_timeout(i, Duration::from_secs(10))
             .expect("the producer must not be held up by the stopped consumer");
     }
     q.close().unwrap();
@@ -676,7 +676,7 @@ fn consumer_stopped_mid_get_does_not_hold_up_the_others() {
 
 fn producer_killed_mid_put_loses_only_its_item() {
     let q = Queue::<u64>::new(256).unwrap();
-    q.put(&1).unwrap();
+    q.put(1).unwrap();
     let qc = q.clone();
     let dying = Process::fork(move || {
         shmwire::hooks::__arm(Point::PutClaimed, libc::SIGKILL, 0);
@@ -685,7 +685,7 @@ fn producer_killed_mid_put_loses_only_its_item() {
     .unwrap();
     assert_eq!(dying.join().unwrap().signal(), Some(libc::SIGKILL));
     for i in 2..=100u64 {
-        q.put(&i).unwrap();
+        q.put(i).unwrap();
     }
     // The dead producer's slot sits between 1 and 2; after its death is noticed it is skipped.
     let t = Instant::now();
@@ -704,7 +704,7 @@ fn producer_killed_mid_put_loses_only_its_item() {
 fn consumer_killed_mid_get_loses_only_its_item() {
     let q = Queue::<u64>::new(4).unwrap();
     for i in 0..4 {
-        q.put(&i).unwrap();
+        q.put(i).unwrap();
     }
     let qc = q.clone();
     let dying = Process::fork(move || {
@@ -721,7 +721,7 @@ fn consumer_killed_mid_get_loses_only_its_item() {
         .collect();
     assert_eq!(got, vec![1, 2, 3]);
     for i in 4..20u64 {
-        q.put_timeout(&i, Duration::from_secs(5)).unwrap();
+        q.put_timeout(i, Duration::from_secs(5)).unwrap();
         assert_eq!(q.get_timeout(Duration::from_secs(5)).unwrap(), i);
     }
     assert!(t.elapsed() < shmwire::PROBE_INTERVAL * 20);
@@ -746,7 +746,7 @@ fn busy_queue_makes_almost_no_futex_calls() {
                 while q.get().is_ok() {
                     count += 1;
                 }
-                w.put(&(count, shmwire::stats::futex_calls() - before))
+                w.put((count, shmwire::stats::futex_calls() - before))
                     .unwrap();
                 let _ = c;
             })
@@ -759,9 +759,9 @@ fn busy_queue_makes_almost_no_futex_calls() {
             Process::fork(move || {
                 let before = shmwire::stats::futex_calls();
                 for i in 0..n / 2 {
-                    q.put(&i).unwrap();
+                    q.put(i).unwrap();
                 }
-                w.put(&(0u64, shmwire::stats::futex_calls() - before))
+                w.put((0u64, shmwire::stats::futex_calls() - before))
                     .unwrap();
             })
             .unwrap(),
@@ -791,7 +791,7 @@ fn joinable_queue_accounting() {
     let q = JoinableQueue::<u32>::new(0).unwrap();
     assert!(matches!(q.task_done(), Err(Error::Misuse)));
     for i in 0..100 {
-        q.put(&i).unwrap();
+        q.put(i).unwrap();
     }
     assert_eq!(q.unfinished(), 100);
     assert!(matches!(
@@ -822,7 +822,7 @@ fn simple_queue() {
     let qc = q.clone();
     let p = Process::fork(move || {
         for s in ["a", "b"] {
-            qc.put(&s.to_string()).unwrap();
+            qc.put(s.to_string()).unwrap();
         }
         qc.close().unwrap();
     })
@@ -842,7 +842,7 @@ fn queues_by_name_between_exec_d_binaries() {
     let b = Queue::<u64>::builder().name(&to).build().unwrap();
     let child = Process::spawn("relay", &(from.clone(), to.clone())).unwrap();
     for i in 0..100u64 {
-        a.put(&i).unwrap();
+        a.put(i).unwrap();
     }
     for i in 0..100u64 {
         assert_eq!(b.get_timeout(Duration::from_secs(10)).unwrap(), i * 2);
@@ -858,7 +858,7 @@ fn queues_by_name_between_exec_d_binaries() {
         .unwrap();
     let n = 5000u64;
     for i in 0..n {
-        c.put_nowait(&i).unwrap();
+        c.put_nowait(i).unwrap();
     }
     assert!(c.__rings() >= 3, "{} rings", c.__rings());
     let child = Process::spawn("drain", &(name.clone(), n)).unwrap();

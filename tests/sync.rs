@@ -402,14 +402,14 @@ fn barrier_of_eight() {
             let (b, q) = (b.clone(), indices.clone());
             Process::fork(move || {
                 for _ in 0..3 {
-                    q.put(&b.wait().unwrap()).unwrap();
+                    q.put(b.wait().unwrap()).unwrap();
                 }
             })
             .unwrap()
         })
         .collect();
     for _ in 0..3 {
-        indices.put(&b.wait().unwrap()).unwrap();
+        indices.put(b.wait().unwrap()).unwrap();
     }
     for k in kids {
         assert!(k.join().unwrap().success());

@@ -33,7 +33,7 @@ pub fn shm_queue(producers: usize, consumers: usize, amount: Amount) -> Thr {
                 while q.get().is_ok() {
                     n += 1;
                 }
-                done.put(&n).unwrap();
+                done.put(n).unwrap();
             })
             .expect("fork"),
         );
@@ -47,7 +47,7 @@ pub fn shm_queue(producers: usize, consumers: usize, amount: Amount) -> Thr {
                 let mut i = 0u64;
                 while stop.load() == 0 && i < quota {
                     for _ in 0..256.min(quota - i) {
-                        q.put(&i).unwrap();
+                        q.put(i).unwrap();
                         i += 1;
                     }
                 }
@@ -153,7 +153,7 @@ pub fn pipe_lock_queue(producers: usize, consumers: usize, amount: Amount) -> Th
                 while rl.with(|| read_exact(rfd, &mut len) && read_exact(rfd, &mut item)) {
                     n += 1;
                 }
-                done.put(&n).unwrap();
+                done.put(n).unwrap();
             })
             .expect("fork"),
         );
