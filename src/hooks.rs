@@ -1,7 +1,7 @@
 //! Kill and stop points inside the real put, get and allocator paths, for the fault tests.
 //!
 //! With the cargo feature `test-hooks`, a test arms a [`Point`] with a signal
-//! ([`__arm`]); the next time this process passes that point it raises the signal on itself (SIGKILL:
+//! (`__arm`); the next time this process passes that point it raises the signal on itself (SIGKILL:
 //! a peer dying there; SIGSTOP: a peer stopped there). Without the feature every point compiles to
 //! nothing. With it, an unarmed point costs one load of a process-local word.
 

@@ -13,6 +13,7 @@ fn main() {
         short_gets_in_a_loop_repair_a_dead_producer,
         short_acquires_in_a_loop_recover_a_dead_holder,
         rlock_taken_over_from_a_dead_holder_works_for_its_new_holders,
+        hostile_writes_to_lock_words_never_crash_or_hang,
     ]);
 }
 
@@ -164,4 +165,61 @@ fn rlock_taken_over_from_a_dead_holder_works_for_its_new_holders() {
         1,
         "exactly one new holder is told the owner died"
     );
+}
+
+/// Hostile words in a lock's shared words (owner, state, eventcount, RLock thread and count) while
+/// honest processes take and release it: errors or a lock marked inconsistent, never a crash, a
+/// panic, or a call past its deadline.
+fn hostile_writes_to_lock_words_never_crash_or_hang() {
+    let (lname, rname) = ("hostile-lock", "hostile-rlock");
+    let lock = Lock::create(lname).unwrap();
+    let rlock = RLock::create(rname).unwrap();
+    let timeout = Duration::from_millis(50);
+    let honest: Vec<Process> = (0..3)
+        .map(|_| {
+            let (l, r) = (lock.clone(), rlock.clone());
+            Process::fork_with(move || -> Result<(), String> {
+                let t = Instant::now();
+                let mut worst = Duration::ZERO;
+                while t.elapsed() < Duration::from_secs(2) {
+                    let s = Instant::now();
+                    if let Ok(g) = l.acquire_timeout(timeout) {
+                        if g.owner_died() {
+                            g.mark_consistent();
+                        }
+                    }
+                    if let Ok(g) = r.acquire_timeout(timeout) {
+                        let _ = r.acquire_timeout(timeout);
+                        let _ = r.release();
+                        drop(g);
+                    }
+                    worst = worst.max(s.elapsed());
+                }
+                if worst > 2 * timeout + Duration::from_secs(2) {
+                    return Err(format!("a call took {worst:?}"));
+                }
+                Ok(())
+            })
+            .unwrap()
+        })
+        .collect();
+    let prefix = std::env::var("SHMWIRE_PREFIX").unwrap_or_default();
+    let (mut writes, t) = (0, Instant::now());
+    while t.elapsed() < Duration::from_secs(2) {
+        for (i, name) in [lname, rname].into_iter().enumerate() {
+            let path = format!("/dev/shm/shmwire.{prefix}.u.{name}");
+            writes += common::scribble(
+                &path,
+                4096,
+                16 << 10,
+                Duration::from_millis(20),
+                i as u64 + writes,
+            );
+        }
+    }
+    for p in honest {
+        let st = p.join().unwrap();
+        assert!(st.success(), "an honest process failed: {st:?}");
+    }
+    eprint!("[{writes} hostile writes] ");
 }

@@ -80,6 +80,8 @@ fn main() {
         hostile_writes_never_crash_or_hang_the_honest_side,
         spill_changes_left_half_done_by_the_dead_are_finished,
         a_stopped_holder_of_the_spill_mutex_delays_no_deadline,
+        qsize_counts_items_not_skipped_positions,
+        a_scribbled_ring_directory_is_no_long_walk,
     ]);
 }
 
@@ -1227,49 +1229,6 @@ fn shm_path(name: &str) -> String {
     format!("/dev/shm/shmwire.{prefix}.u.{name}")
 }
 
-/// Writes hostile words into `path` from `from` on, for `how_long`: mostly over words in use (non-zero)
-/// among the first `hot` bytes, where the control words, positions, slot words and lengths are, and
-/// sometimes anywhere: zeros, all ones, small numbers, lap-like and owner-like values, random bits.
-fn scribble(path: &str, from: u64, hot: u64, how_long: Duration, seed: u64) -> u64 {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let len = f.metadata().unwrap().len();
-    let hot = hot.min(len - from) as usize;
-    let mut r = common::Rng(seed);
-    let mut view = vec![0u8; hot];
-    let t = Instant::now();
-    let mut writes = 0;
-    while t.elapsed() < how_long {
-        f.read_exact_at(&mut view, from).unwrap();
-        let live: Vec<usize> = (0..hot / 8)
-            .filter(|&i| view[i * 8..i * 8 + 8] != [0; 8])
-            .collect();
-        for _ in 0..16 {
-            let at = if !live.is_empty() && r.below(4) != 0 {
-                from + live[r.below(live.len() as u64) as usize] as u64 * 8
-            } else {
-                from + r.below((len - from) / 8) * 8
-            };
-            let v: u64 = match r.below(6) {
-                0 => 0,
-                1 => u64::MAX,
-                2 => r.below(64),
-                3 => r.below(8) << 32 | r.below(4) << 30 | r.below(1 << 12),
-                4 => 1 << r.below(64),
-                _ => r.next(),
-            };
-            f.write_at(&v.to_ne_bytes(), at).unwrap();
-            writes += 1;
-        }
-        std::thread::sleep(Duration::from_micros(100));
-    }
-    writes
-}
-
 /// Claims nothing backed before: hostile bytes in a queue's slot words, lengths, positions, spill
 /// headers and bitmap, and lock words, written while honest processes put and get. The honest side
 /// gets errors (or garbage it can decode), never a crash, a panic or a call past its deadline.
@@ -1311,7 +1270,7 @@ fn hostile_writes_never_crash_or_hang_the_honest_side() {
         })
         .collect();
     // Everything after the header page: the control block, the slots, the spill area.
-    let writes = scribble(&shm_path(name), 4096, 32 << 10, Duration::from_secs(2), 7);
+    let writes = common::scribble(&shm_path(name), 4096, 32 << 10, Duration::from_secs(2), 7);
     for p in honest {
         let st = p.join().unwrap();
         assert!(st.success(), "an honest process failed: {st:?}");
@@ -1407,4 +1366,61 @@ fn a_stopped_holder_of_the_spill_mutex_delays_no_deadline() {
         vec![9u8; 50_000]
     );
     assert_eq!(q.__spill_in_use(), 0);
+}
+
+/// `qsize` counts items, not positions: a position the producers skipped (its slot still being read)
+/// and the item being read are not in it.
+fn qsize_counts_items_not_skipped_positions() {
+    let q = Queue::<u64>::new(4).unwrap();
+    for i in 0..4 {
+        q.put(i).unwrap();
+    }
+    let qc = q.clone();
+    let reader = Process::fork(move || {
+        shmwire::hooks::__arm(Point::GetClaimed, libc::SIGSTOP, 0);
+        assert_eq!(qc.get().unwrap(), 0);
+    })
+    .unwrap();
+    wait_until_stopped(reader.pid());
+    assert_eq!(q.get().unwrap(), 1);
+    // Slot 0 is still being read: the next put skips its position and goes into slot 1.
+    q.put(4).unwrap();
+    assert_eq!(q.qsize(), 3, "items 2, 3 and 4");
+    assert!(!q.is_full());
+    reader.signal(libc::SIGCONT).unwrap();
+    assert!(reader.join().unwrap().success());
+    let rest: Vec<u64> = (0..3).map(|_| q.get_nowait().unwrap()).collect();
+    assert_eq!(rest, vec![2, 3, 4]);
+    assert_eq!(q.qsize(), 0);
+    assert!(q.is_empty());
+}
+
+/// A scribbled ring directory (which rings are in use) is `Corrupt` for the calls that need it and
+/// never a walk of four billion rings.
+fn a_scribbled_ring_directory_is_no_long_walk() {
+    use std::os::unix::fs::FileExt;
+    let name = "hostile-dir";
+    let q = Queue::<u64>::builder()
+        .name(name)
+        .maxsize(4)
+        .build()
+        .unwrap();
+    q.put(1).unwrap();
+    // The queue's control block starts at the kind area (8192: after the header page and the
+    // participant table); its ring directory {closed, head, last} is its fifth 128-byte line.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(shm_path(name))
+        .unwrap();
+    let last_at = 8192 + 4 * 128 + 8;
+    f.write_at(&u32::MAX.to_ne_bytes(), last_at).unwrap();
+    let (n, _) = common::within(Duration::from_secs(1), || q.qsize());
+    assert_eq!(n, 0);
+    let (r, _) = common::within(Duration::from_secs(2), || {
+        q.get_timeout(Duration::from_millis(300))
+    });
+    assert!(matches!(r, Err(Error::Corrupt)), "{r:?}");
+    f.write_at(&0u32.to_ne_bytes(), last_at).unwrap();
+    assert_eq!(q.qsize(), 1);
+    assert_eq!(q.get().unwrap(), 1);
 }

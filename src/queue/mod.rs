@@ -487,9 +487,9 @@ impl<T> Queue<T> {
     ) -> Result<Option<R>> {
         let dir = self.dir();
         loop {
-            let head = dir.head.load(Ordering::Acquire);
+            let (head, last) = self.span()?;
             let ring = self.ring_cached(head, cache)?;
-            let newer = head < dir.last.load(Ordering::Acquire);
+            let newer = head < last;
             match ring.try_get(me, newer, &mut *read)? {
                 Attempt::Done(v) => return Ok(Some(v)),
                 Attempt::Sealed if newer => {

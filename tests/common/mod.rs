@@ -607,3 +607,46 @@ pub fn gone(pid: u32) -> bool {
             .is_some_and(|rest| rest.trim_start().starts_with('Z')),
     }
 }
+
+/// Writes hostile words into `path` from `from` on, for `how_long`: mostly over words in use (non-zero)
+/// among the first `hot` bytes, where the control words, positions, slot words and lengths are, and
+/// sometimes anywhere: zeros, all ones, small numbers, lap-like and owner-like values, random bits.
+pub fn scribble(path: &str, from: u64, hot: u64, how_long: Duration, seed: u64) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let len = f.metadata().unwrap().len();
+    let hot = hot.min(len - from) as usize;
+    let mut r = Rng(seed);
+    let mut view = vec![0u8; hot];
+    let t = Instant::now();
+    let mut writes = 0;
+    while t.elapsed() < how_long {
+        f.read_exact_at(&mut view, from).unwrap();
+        let live: Vec<usize> = (0..hot / 8)
+            .filter(|&i| view[i * 8..i * 8 + 8] != [0; 8])
+            .collect();
+        for _ in 0..16 {
+            let at = if !live.is_empty() && r.below(4) != 0 {
+                from + live[r.below(live.len() as u64) as usize] as u64 * 8
+            } else {
+                from + r.below((len - from) / 8) * 8
+            };
+            let v: u64 = match r.below(6) {
+                0 => 0,
+                1 => u64::MAX,
+                2 => r.below(64),
+                3 => r.below(8) << 32 | r.below(4) << 30 | r.below(1 << 12),
+                4 => 1 << r.below(64),
+                _ => r.next(),
+            };
+            f.write_at(&v.to_ne_bytes(), at).unwrap();
+            writes += 1;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    writes
+}
