@@ -24,8 +24,8 @@ pub enum Point {
     SpillMidChange = 5,
     /// A grower has appended a ring and not sealed the old one.
     GrowAppended = 6,
-    /// A producer has counted its item as unfinished (`JoinableQueue`) and not claimed a slot.
-    PutCounted = 7,
+    /// A producer holds a queue slot (`WRITING`) and has not yet moved the producers' position past it.
+    PutClaimedUnmoved = 7,
 }
 
 #[cfg(feature = "test-hooks")]

@@ -82,6 +82,11 @@ fn main() {
         a_stopped_holder_of_the_spill_mutex_delays_no_deadline,
         qsize_counts_items_not_skipped_positions,
         a_scribbled_ring_directory_is_no_long_walk,
+        a_producer_killed_before_moving_the_position_wedges_nothing,
+        a_loop_of_get_nowait_repairs_a_dead_producer,
+        put_nowait_of_spilled_items_is_not_full_under_contention,
+        task_done_from_another_process_lets_join_return,
+        an_idle_consumer_killed_is_no_peer_died,
     ]);
 }
 
@@ -1423,4 +1428,140 @@ fn a_scribbled_ring_directory_is_no_long_walk() {
     f.write_at(&0u32.to_ne_bytes(), last_at).unwrap();
     assert_eq!(q.qsize(), 1);
     assert_eq!(q.get().unwrap(), 1);
+}
+
+/// A producer killed between claiming its slot and moving the producers' position past it: after
+/// the repair lets the consumers pass its slot, the next producer moves the position on for it
+/// (it once got `Corrupt` for ever).
+fn a_producer_killed_before_moving_the_position_wedges_nothing() {
+    let q = Queue::<u64>::new(4).unwrap();
+    let qc = q.clone();
+    let dying = Process::fork(move || {
+        shmwire::hooks::__arm(Point::PutClaimedUnmoved, libc::SIGKILL, 0);
+        let _ = qc.put(1);
+    })
+    .unwrap();
+    assert_eq!(dying.join().unwrap().signal(), Some(libc::SIGKILL));
+    // A blocked get repairs the dead producer's slot and passes it.
+    assert!(matches!(
+        q.get_timeout(shmwire::PROBE_INTERVAL * 3),
+        Err(Error::Timeout)
+    ));
+    for i in 2..12u64 {
+        q.put_timeout(i, Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("put {i}: {e:?}"));
+        assert_eq!(q.get_timeout(Duration::from_secs(2)).unwrap(), i);
+    }
+}
+
+/// Calls that may not wait still probe now and then: a loop of `get_nowait` gets past a dead
+/// producer's slot.
+fn a_loop_of_get_nowait_repairs_a_dead_producer() {
+    let q = Queue::<u64>::new(8).unwrap();
+    let qc = q.clone();
+    let dying = Process::fork(move || {
+        shmwire::hooks::__arm(Point::PutClaimed, libc::SIGKILL, 0);
+        let _ = qc.put(1);
+    })
+    .unwrap();
+    assert_eq!(dying.join().unwrap().signal(), Some(libc::SIGKILL));
+    q.put(2).unwrap();
+    let t = Instant::now();
+    loop {
+        match q.get_nowait() {
+            Ok(v) => break assert_eq!(v, 2),
+            Err(Error::Empty) => {
+                assert!(t.elapsed() < shmwire::PROBE_INTERVAL * 20, "never repaired");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}
+
+/// `put_nowait` of a spilled item says `Full` only when the spill area has no room, not because
+/// another process holds the allocator's mutex for a moment.
+fn put_nowait_of_spilled_items_is_not_full_under_contention() {
+    let q = Queue::<Vec<u8>>::builder()
+        .maxsize(4096)
+        .item_size(64)
+        .build()
+        .unwrap();
+    let workers: Vec<Process> = (0..2)
+        .map(|_| {
+            let q = q.clone();
+            Process::fork_with(move || -> Result<(), String> {
+                let mut full = 0;
+                for _ in 0..5_000 {
+                    match q.put_nowait(vec![1u8; 1000]) {
+                        Ok(()) => {}
+                        Err(Error::Full) => full += 1,
+                        Err(e) => return Err(format!("{e:?}")),
+                    }
+                    let _ = q.get_nowait();
+                }
+                if full > 0 {
+                    return Err(format!("{full} puts said Full with room to spare"));
+                }
+                Ok(())
+            })
+            .unwrap()
+        })
+        .collect();
+    for w in workers {
+        let st = w.join().unwrap();
+        assert!(st.success(), "{st:?}");
+    }
+}
+
+/// `task_done` called by another process than the one that took the item (the consumers forward
+/// results, the parent marks them done) while consumers keep trying to take more: `join` returns.
+fn task_done_from_another_process_lets_join_return() {
+    let n = 2000u64;
+    let q = JoinableQueue::<u64>::new(0).unwrap();
+    let results = Queue::<u64>::new(0).unwrap();
+    let workers: Vec<Process> = (0..3)
+        .map(|_| {
+            let (q, r) = (q.clone(), results.clone());
+            Process::fork(move || {
+                while let Ok(v) = q.get() {
+                    r.put(v).unwrap();
+                }
+            })
+            .unwrap()
+        })
+        .collect();
+    for i in 0..n {
+        q.put(i).unwrap();
+    }
+    for _ in 0..n {
+        results.get_timeout(Duration::from_secs(10)).unwrap();
+        q.task_done().unwrap();
+    }
+    let (r, _) = common::within(Duration::from_secs(6), || {
+        q.join_timeout(Duration::from_secs(5))
+    });
+    r.unwrap();
+    q.close().unwrap();
+    for w in workers {
+        assert!(w.join().unwrap().success());
+    }
+}
+
+/// A consumer killed while it only waited for items (it held none) is no reason for `PeerDied`.
+fn an_idle_consumer_killed_is_no_peer_died() {
+    for _ in 0..10 {
+        let q = JoinableQueue::<u64>::new(0).unwrap();
+        let qc = q.clone();
+        let idle = Process::fork(move || {
+            loop {
+                let _ = qc.get_nowait();
+            }
+        })
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        idle.kill().unwrap();
+        idle.join().unwrap();
+        q.join_timeout(Duration::from_secs(2)).unwrap();
+    }
 }

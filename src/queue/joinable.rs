@@ -93,6 +93,7 @@ impl<T> JoinableQueue<T> {
         self.q.obj.me()?;
         let b = self.q.obj.block();
         let seg = self.q.obj.segment();
+        let died = std::cell::Cell::new(false);
         let mut spinner = Spinner::new(WaitStrategy::Adaptive);
         block_on(
             &mut spinner,
@@ -100,169 +101,180 @@ impl<T> JoinableQueue<T> {
             &b.joined,
             deadline,
             || {
-                if self.q.qsize() != 0 {
+                if self.q.qsize() != 0 || b.held.busy() {
                     return Ok(None);
                 }
-                let (live, dead) = b.held.count(|id| seg.claim_alive(id))?;
-                if live != 0 {
-                    return Ok(None);
-                }
-                if dead != 0 {
-                    b.held.forget_dead(|id| seg.claim_alive(id))?;
+                if died.get() {
                     return Err(Error::PeerDied);
                 }
                 Ok(Some(()))
             },
-            // Dead producers' slots become skipped items, so they stop counting.
-            || self.q.repair(),
+            // Dead producers' slots become skipped items, a dead consumer's slot an abandoned
+            // item; what dead consumers held is forgotten here, and reported once all else is done.
+            || {
+                self.q.repair()?;
+                if b.held.forget_dead(|id| seg.claim_alive(id))? != 0 {
+                    died.set(true);
+                }
+                Ok(())
+            },
         )
     }
 
     /// Items put and not yet marked done: those in the queue and those taken and not marked done
     /// (a snapshot).
     pub fn unfinished(&self) -> u64 {
-        let seg = self.q.obj.segment();
-        let held = self
-            .q
-            .obj
-            .block()
-            .held
-            .count(|id| seg.claim_alive(id))
-            .map_or(0, |(live, _)| live);
-        self.q.qsize() as u64 + held
+        self.q.qsize() as u64 + self.q.obj.block().held.held()
     }
 }
 
-/// Per participant slot: `claim id << 32 | items held`, on its own cache line. The holder counts an
-/// item before it claims it and its `task_done` counts it off; a word whose claim id is dead holds
-/// items nobody will mark done.
+/// Per participant slot, two words of `claim id << 32 | n`, on the slot's own cache line:
+/// `pending`, the attempts to take an item now under way (counted before the claim, so that `join`
+/// never sees an item in neither the ring nor here), and `count`, the items taken and not yet marked
+/// done. A successful claim moves one from `pending` to `count`. Words of a dead claimer: its pending
+/// attempts were no items, its count is items nobody will mark done (`join` reports them, once).
 #[repr(C)]
 pub(crate) struct Held {
-    words: [Line; crate::object::OBJECT_SLOTS as usize],
-    /// Items held by dead participants whose slot was taken since.
+    lines: [Line; crate::object::OBJECT_SLOTS as usize],
+    /// Items lost with dead participants, not yet reported: counts of an earlier holder of a slot
+    /// found by its new holder, and items whose consumer died in the middle of taking them.
     abandoned: AtomicU64,
 }
 
 #[repr(C, align(64))]
-struct Line(HeldWord);
+struct Line {
+    pending: AtomicU64,
+    count: AtomicU64,
+}
 
-const COUNT: u64 = 0xffff_ffff;
+const N: u64 = 0xffff_ffff;
+
+#[inline]
+fn id_of(w: u64) -> u64 {
+    w >> 32
+}
+
+/// Adds one to `w` for `me`. A word of another id (an earlier holder of our slot: it left or died)
+/// starts over; its count is returned, for `abandoned`.
+#[inline]
+fn bump(w: &AtomicU64, me: u32) -> u64 {
+    let me = u64::from(me);
+    let mut cur = w.load(Ordering::Relaxed);
+    loop {
+        let next = if id_of(cur) == me && cur & N != N {
+            cur + 1
+        } else {
+            me << 32 | 1
+        };
+        // ORDERING: AcqRel: the claim that follows is ordered after it.
+        match w.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) if id_of(cur) != me => return cur & N,
+            Ok(_) => return 0,
+            Err(now) => cur = now,
+        }
+    }
+}
+
+/// Takes one from `w` if it is `me`'s (any id's, with `None`) and non-zero; whether it did.
+fn drop_one(w: &AtomicU64, me: Option<u32>) -> bool {
+    let mut cur = w.load(Ordering::Acquire);
+    while cur & N != 0 && me.is_none_or(|me| id_of(cur) == u64::from(me)) {
+        match w.compare_exchange_weak(cur, cur - 1, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return true,
+            Err(now) => cur = now,
+        }
+    }
+    false
+}
 
 impl Held {
-    /// Counts one more item held by participant slot `slot` (this process's), as `me`.
+    fn line(&self, slot: u32) -> &Line {
+        &self.lines[(slot as usize).min(self.lines.len() - 1)]
+    }
+
+    /// Before an attempt to take an item (participant slot `slot`, claim id `me`).
     #[inline]
     pub(crate) fn hold(&self, slot: u32, me: u32) {
-        self.of(slot).hold(me, &self.abandoned);
+        bump(&self.line(slot).pending, me);
     }
 
-    /// Takes back a count of [`hold`](Self::hold): the attempt found nothing.
+    /// The attempt claimed an item: it is held until marked done.
     #[inline]
-    pub(crate) fn unhold(&self, slot: u32, me: u32) {
-        self.of(slot).release(me);
-    }
-
-    fn of(&self, slot: u32) -> &HeldWord {
-        &self.words[(slot as usize).min(self.words.len() - 1)].0
-    }
-
-    /// Counts one item of those held as done: this slot's if it holds any, else any other's (an
-    /// item taken in another process). [`Error::Misuse`] if nobody holds one.
-    fn done(&self, me: u32, slot: u32) -> Result<()> {
-        if self.of(slot).release(me) {
-            return Ok(());
+    pub(crate) fn claimed(&self, slot: u32, me: u32) {
+        let line = self.line(slot);
+        let left = bump(&line.count, me);
+        if left != 0 {
+            self.abandoned.fetch_add(left, Ordering::AcqRel);
         }
-        for line in &self.words {
-            let w = &line.0.0;
-            let mut cur = w.load(Ordering::Acquire);
-            while cur & COUNT != 0 {
-                match w.compare_exchange_weak(cur, cur - 1, Ordering::AcqRel, Ordering::Acquire) {
-                    Ok(_) => return Ok(()),
-                    Err(now) => cur = now,
-                }
-            }
+        drop_one(&line.pending, Some(me));
+    }
+
+    /// The attempt is over without an item, or with one it could not deliver (`claimed`: counted
+    /// already, so counted off).
+    #[inline]
+    pub(crate) fn unhold(&self, slot: u32, me: u32, claimed: bool) {
+        let line = self.line(slot);
+        if claimed {
+            drop_one(&line.count, Some(me));
+        } else {
+            drop_one(&line.pending, Some(me));
+        }
+    }
+
+    /// Items lost with dead consumers in the middle of a `get` (found by the ring's repair).
+    pub(crate) fn lost(&self, n: u64) {
+        if n != 0 {
+            self.abandoned.fetch_add(n, Ordering::AcqRel);
+        }
+    }
+
+    /// Counts one item as done: this slot's if it holds any, else any other's (an item taken in
+    /// another process). [`Error::Misuse`] if nobody holds one.
+    fn done(&self, me: u32, slot: u32) -> Result<()> {
+        if drop_one(&self.line(slot).count, Some(me))
+            || self.lines.iter().any(|l| drop_one(&l.count, None))
+        {
+            return Ok(());
         }
         Err(Error::Misuse) // task_done() called more times than items were taken
     }
 
-    /// Items held by live and by dead participants.
-    fn count(&self, alive: impl Fn(u32) -> Result<bool>) -> Result<(u64, u64)> {
-        let (mut live, mut dead) = (0, self.abandoned.load(Ordering::Acquire));
-        for line in &self.words {
-            let w = line.0.0.load(Ordering::Acquire);
-            if w & COUNT != 0 {
-                if alive((w >> 32) as u32)? {
-                    live += w & COUNT;
-                } else {
-                    dead += w & COUNT;
+    /// Whether any attempt is under way or any item held (dead or alive), or lost items are still to
+    /// be reported: loads only, no system call.
+    fn busy(&self) -> bool {
+        self.abandoned.load(Ordering::Acquire) != 0
+            || self.lines.iter().any(|l| {
+                l.pending.load(Ordering::Acquire) & N != 0
+                    || l.count.load(Ordering::Acquire) & N != 0
+            })
+    }
+
+    /// Items held (a snapshot, dead holders included).
+    fn held(&self) -> u64 {
+        self.lines
+            .iter()
+            .map(|l| l.count.load(Ordering::Acquire) & N)
+            .sum()
+    }
+
+    /// Clears the words of dead claimers; returns how many items they held (and lost items), each
+    /// counted by the one call that removed it.
+    fn forget_dead(&self, alive: impl Fn(u32) -> Result<bool>) -> Result<u64> {
+        let mut removed = self.abandoned.swap(0, Ordering::AcqRel);
+        for l in &self.lines {
+            for (w, items) in [(&l.pending, false), (&l.count, true)] {
+                let cur = w.load(Ordering::Acquire);
+                if cur & N != 0
+                    && !alive(id_of(cur) as u32)?
+                    && w.compare_exchange(cur, 0, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                    && items
+                {
+                    removed += cur & N;
                 }
             }
         }
-        Ok((live, dead))
-    }
-
-    /// Forgets what dead participants held.
-    fn forget_dead(&self, alive: impl Fn(u32) -> Result<bool>) -> Result<()> {
-        self.abandoned.store(0, Ordering::Release);
-        for line in &self.words {
-            let w = line.0.0.load(Ordering::Acquire);
-            if w & COUNT != 0 && !alive((w >> 32) as u32)? {
-                let _ = line
-                    .0
-                    .0
-                    .compare_exchange(w, 0, Ordering::AcqRel, Ordering::Relaxed);
-            }
-        }
-        Ok(())
-    }
-}
-
-/// One participant's word of [`Held`].
-#[repr(C)]
-pub(crate) struct HeldWord(AtomicU64);
-
-impl HeldWord {
-    /// Counts one more item held by `me`.
-    #[inline]
-    pub(crate) fn hold(&self, me: u32, abandoned: &AtomicU64) {
-        let mut cur = self.0.load(Ordering::Relaxed);
-        loop {
-            let next = if cur >> 32 == u64::from(me) && cur & COUNT != COUNT {
-                cur + 1
-            } else {
-                // Ours from scratch; if an earlier holder of our slot (dead: the slot is ours now)
-                // left items it never marked done, they move to `abandoned`, for `join` to report.
-                u64::from(me) << 32 | 1
-            };
-            // ORDERING: AcqRel, and the claim that follows is ordered after it: `join` never sees
-            // an item neither in the ring nor held.
-            match self
-                .0
-                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed)
-            {
-                Ok(_) => {
-                    if cur >> 32 != u64::from(me) && cur & COUNT != 0 {
-                        abandoned.fetch_add(cur & COUNT, Ordering::AcqRel);
-                    }
-                    return;
-                }
-                Err(now) => cur = now,
-            }
-        }
-    }
-
-    /// Takes back one count of `me`'s; whether there was one.
-    fn release(&self, me: u32) -> bool {
-        let mut cur = self.0.load(Ordering::Acquire);
-        while cur >> 32 == u64::from(me) && cur & COUNT != 0 {
-            match self
-                .0
-                .compare_exchange_weak(cur, cur - 1, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return true,
-                Err(now) => cur = now,
-            }
-        }
-        false
+        Ok(removed)
     }
 }
 

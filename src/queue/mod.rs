@@ -324,7 +324,10 @@ impl<T> Queue<T> {
         let alive = |id| seg.claim_alive(id);
         let (head, last) = self.span()?;
         for i in head..=last {
-            self.ring_at(i)?.repair(alive)?;
+            let lost = self.ring_at(i)?.repair(alive)?;
+            if self.obj.block().joinable.load(Ordering::Relaxed) != 0 {
+                self.obj.block().held.lost(lost);
+            }
         }
         if let Some(spill) = self.spill() {
             spill.repair(self.obj.me()?, alive, |pos| {
@@ -484,13 +487,14 @@ impl<T> Queue<T> {
         me: u32,
         read: &mut impl FnMut(&[u8]) -> R,
         cache: &mut Option<(u32, Mpmc<'s>)>,
+        claimed: &mut dyn FnMut(),
     ) -> Result<Option<R>> {
         let dir = self.dir();
         loop {
             let (head, last) = self.span()?;
             let ring = self.ring_cached(head, cache)?;
             let newer = head < last;
-            match ring.try_get(me, newer, &mut *read)? {
+            match ring.try_get(me, newer, &mut *read, &mut *claimed)? {
                 Attempt::Done(v) => return Ok(Some(v)),
                 Attempt::Sealed if newer => {
                     let _ = dir.head.compare_exchange(
@@ -520,12 +524,17 @@ impl<T> Queue<T> {
         let joinable = b.joinable.load(Ordering::Relaxed) != 0;
         let slot = self.obj.segment().my_slot();
         let attempt = || {
-            if joinable {
-                b.held.hold(slot, me);
+            if !joinable {
+                return self.try_get(me, &mut read, &mut cache, &mut || {});
             }
-            let got = self.try_get(me, &mut read, &mut cache);
-            if joinable && !matches!(got, Ok(Some(_))) {
-                b.held.unhold(slot, me);
+            b.held.hold(slot, me);
+            let mut claimed = false;
+            let got = self.try_get(me, &mut read, &mut cache, &mut || {
+                claimed = true;
+                b.held.claimed(slot, me);
+            });
+            if !matches!(got, Ok(Some(_))) {
+                b.held.unhold(slot, me, claimed);
             }
             got
         };

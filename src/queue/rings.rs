@@ -156,12 +156,13 @@ impl Chain {
         let b = obj.block();
         let seg = obj.segment();
         if b.dir.last.load(Ordering::Acquire) == last {
-            // Another producer may be growing it right now: even `put_nowait` waits for that (a
-            // short wait), since an unbounded queue is never full.
-            let floor = std::time::Duration::from_secs(1);
+            // Another producer may be growing it right now: even `put_nowait` waits a little for
+            // that, since an unbounded queue is never full (a grower stopped for longer makes it
+            // `Full`); a call with a timeout waits as long as its timeout allows.
+            let floor = std::time::Duration::from_millis(100);
             let deadline = match deadline.remaining() {
-                None => Deadline::NEVER,
-                Some(r) => Deadline::after(Some(r.max(floor))),
+                Some(r) if r.is_zero() => Deadline::after(Some(floor)),
+                _ => deadline,
             };
             b.grow.lock(seg, me, deadline)?;
             // Each step is idempotent, so a grower that died half way left nothing to undo.

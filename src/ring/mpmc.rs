@@ -208,6 +208,7 @@ impl Mpmc<'_> {
                 {
                     continue;
                 }
+                hooks::hit(hooks::Point::PutClaimedUnmoved);
                 let _ = self.enq.compare_exchange(
                     p,
                     p.wrapping_add(1),
@@ -259,6 +260,18 @@ impl Mpmc<'_> {
                 }
                 continue;
             }
+            if ahead(lap, want) {
+                // Taken at this lap and already consumed: its claimer moved on without moving the
+                // position (it died between its two CASes, and a repair let the consumers take its
+                // slot). Move the position on for it, as the consumers do.
+                let _ = self.enq.compare_exchange(
+                    p,
+                    p.wrapping_add(1),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
+                continue;
+            }
             if self.enq.load(Ordering::Acquire) == p {
                 return Err(Error::Corrupt); // a lap that cannot be at the producers' position
             }
@@ -294,11 +307,15 @@ impl Mpmc<'_> {
     /// One attempt to take an item as claimer `me`; `read` gets its bytes. `may_be_sealed`: a newer
     /// ring exists, so this one may be sealed (otherwise an empty ring does not look at `enq`, which
     /// the producers write, at all).
+    ///
+    /// `claimed` runs right after this consumer claims an item (not a skipped one), before anything
+    /// else: a `JoinableQueue` counts the item as held there.
     pub(crate) fn try_get<R>(
         &self,
         me: u32,
         may_be_sealed: bool,
         mut read: impl FnMut(&[u8]) -> R,
+        mut claimed: impl FnMut(),
     ) -> Result<Attempt<R>> {
         let mut budget = self.budget();
         loop {
@@ -312,16 +329,21 @@ impl Mpmc<'_> {
             let (lap, state, owner) = parts(c);
             let want = self.lap(p);
             if lap == want && state == FULL {
+                // ORDERING: AcqRel: what this consumer did before (a JoinableQueue's hold) is
+                // visible to whoever sees the slot taken.
                 if ctl
                     .compare_exchange(
                         c,
                         word(want, READING, u64::from(me)),
-                        Ordering::Acquire,
+                        Ordering::AcqRel,
                         Ordering::Relaxed,
                     )
                     .is_err()
                 {
                     continue;
+                }
+                if owner != SKIP {
+                    claimed();
                 }
                 let _ = self.deq.compare_exchange(
                     p,
@@ -332,7 +354,7 @@ impl Mpmc<'_> {
                 hooks::hit(hooks::Point::GetClaimed);
                 let out = self.take(p, me, owner == SKIP, &mut read);
                 hooks::hit(hooks::Point::GetRead);
-                self.free(ctl);
+                self.free(ctl, me);
                 match out {
                     Ok(Some(v)) => return Ok(Attempt::Done(v)),
                     Ok(None) => continue, // a skipped item
@@ -516,10 +538,15 @@ impl Mpmc<'_> {
 
     /// Frees the slot a consumer is done with: ready for the lap after the one it read, or after the
     /// last lap producers skipped while it was reading.
-    fn free(&self, ctl: &AtomicU64) {
+    /// If the slot is no longer `me`'s (a repair judged us dead: it cannot be, while we live, but a
+    /// scribbler could have written it), nothing is done.
+    fn free(&self, ctl: &AtomicU64, me: u32) {
         let mut c = ctl.load(Ordering::Acquire);
         loop {
-            let (lap, _, _) = parts(c);
+            let (lap, state, owner) = parts(c);
+            if state != READING || owner != u64::from(me) {
+                return;
+            }
             // ORDERING: Release: we are done with the bytes before a producer reuses the slot.
             match ctl.compare_exchange(
                 c,
@@ -537,35 +564,55 @@ impl Mpmc<'_> {
     /// becomes a skipped item; any slot a dead consumer was reading is freed. Runs only while some
     /// caller is blocked, between sleeps, so its cost (one pass over the slots, a liveness check per
     /// slot being read) stays off the fast path.
-    pub(crate) fn repair(&self, alive: impl Fn(u32) -> Result<bool>) -> Result<()> {
+    ///
+    /// Returns how many slots of dead consumers it freed (items lost with them).
+    pub(crate) fn repair(&self, alive: impl Fn(u32) -> Result<bool>) -> Result<u64> {
         let p = self.deq.load(Ordering::Acquire);
         let ctl = self.ctl(p);
         let c = ctl.load(Ordering::Acquire);
         let (lap, state, owner) = parts(c);
-        if lap == self.lap(p) && state == WRITING && !alive(owner as u32)? {
-            let _ = ctl.compare_exchange(
-                c,
-                word(lap, FULL, SKIP),
+        if lap == self.lap(p)
+            && state == WRITING
+            && !alive(owner as u32)?
+            && ctl
+                .compare_exchange(
+                    c,
+                    word(lap, FULL, SKIP),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            // The producer may have died before moving the position past its claim.
+            let _ = self.enq.compare_exchange(
+                p,
+                p.wrapping_add(1),
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             );
         }
+        let mut freed = 0;
         // Only slots ever used (never touch, and so allocate, the rest of a large ring).
         let used = (self.enq.load(Ordering::Acquire) & !SEALED).min(self.cap);
         for i in 0..used {
             let ctl = self.ctl(i);
             let c = ctl.load(Ordering::Acquire);
             let (lap, state, owner) = parts(c);
-            if state == READING && !alive(owner as u32)? {
-                let _ = ctl.compare_exchange(
-                    c,
-                    word(lap.wrapping_add(1), EMPTY, 0),
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                );
+            if state == READING
+                && !alive(owner as u32)?
+                && ctl
+                    .compare_exchange(
+                        c,
+                        word(lap.wrapping_add(1), EMPTY, 0),
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+            {
+                freed += 1;
             }
         }
-        Ok(())
+        Ok(freed)
     }
 
     /// Whether the slot at `deq` has a finished item or one being written (so a closed queue still

@@ -164,10 +164,11 @@ impl<'a> Spill<'a> {
         Ok(self.held())
     }
 
-    /// Takes the mutex if it is free now (or its holder died).
-    fn try_lock(&self, me: u32) -> Result<Option<Held<'_, 'a>>> {
+    /// Takes the mutex if it is free now, or (with `take_over`) if its holder died, which costs a
+    /// system call to ask the kernel.
+    fn try_lock(&self, me: u32, take_over: bool) -> Result<Option<Held<'_, 'a>>> {
         let m = &self.ctl.mutex;
-        if m.try_lock(me) || m.take_over_if_holder_died(self.seg, me)? {
+        if m.try_lock(me) || (take_over && m.take_over_if_holder_died(self.seg, me)?) {
             return Ok(Some(self.held()));
         }
         Ok(None)
@@ -182,7 +183,15 @@ impl<'a> Spill<'a> {
         held
     }
 
-    /// Applies the redo record, if any.
+    /// Units marked in the bitmap.
+    fn count_bits(&self) -> u64 {
+        (0..self.units.div_ceil(64))
+            .map(|i| u64::from(self.bit_word(i).load(Ordering::Relaxed).count_ones()))
+            .sum()
+    }
+
+    /// Applies the redo record, if any, and recounts the units in use (a holder that died in the
+    /// middle of a change may have counted it or not).
     fn redo(&self) {
         let op = self.ctl.intent_op.load(Ordering::Acquire);
         let start = self.ctl.intent_start.load(Ordering::Relaxed) as usize;
@@ -198,6 +207,7 @@ impl<'a> Spill<'a> {
             self.mark(start, n, op == OP_SET);
         }
         self.ctl.intent_op.store(OP_NONE, Ordering::Release);
+        self.ctl.used.store(self.count_bits(), Ordering::Relaxed);
     }
 
     fn change(&self, start: usize, n: usize, set: bool) {
@@ -260,6 +270,14 @@ impl<'a> Spill<'a> {
             return Err(Error::TooLarge);
         }
         let n = (len + HDR).div_ceil(UNIT);
+        // The mutex guards a short critical section: even a call that may not wait (`put_nowait`)
+        // waits that long for it, so that only a spill area with no room, not a busy allocator,
+        // says `Full`. (A stopped holder costs it that much, then `Full`.)
+        let floor = std::time::Duration::from_millis(1);
+        let deadline = match deadline.remaining() {
+            Some(r) if r < floor => Deadline::after(Some(floor)),
+            _ => deadline,
+        };
         let _held = self.lock(me, deadline)?;
         let found = match self.find(n) {
             Some(start) => Some(start),
@@ -416,7 +434,9 @@ impl<'a> Spill<'a> {
         {
             return Ok(()); // repaired meanwhile
         }
-        if let Some(_held) = self.try_lock(me)? {
+        // Only a free mutex: a busy one is no reason for a system call here (the units come back
+        // at the next sweep).
+        if let Some(_held) = self.try_lock(me, false)? {
             self.reclaim(u as usize);
         }
         Ok(())
@@ -471,10 +491,7 @@ impl<'a> Spill<'a> {
         alive: impl Fn(u32) -> Result<bool>,
         slot: impl Fn(u64) -> SlotNow,
     ) -> Result<()> {
-        if self.ctl.used.load(Ordering::Relaxed) == 0 {
-            return Ok(());
-        }
-        let Some(_held) = self.try_lock(me)? else {
+        let Some(_held) = self.try_lock(me, true)? else {
             return Ok(());
         };
         self.sweep(|state, h| {
@@ -492,6 +509,6 @@ impl<'a> Spill<'a> {
     pub(crate) fn in_use(&self, me: u32) -> Result<u64> {
         let _held = self.lock(me, Deadline::NEVER)?;
         self.sweep(|_, _| Ok(false))?;
-        Ok(self.ctl.used.load(Ordering::Relaxed) * UNIT as u64)
+        Ok(self.count_bits() * UNIT as u64)
     }
 }

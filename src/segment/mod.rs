@@ -496,8 +496,11 @@ impl Segment {
         self.slot.store(slot, Ordering::Relaxed);
         let id = if slot < self.hdr.n_slots {
             let id = claim_of(slot, self.slot_at(slot).generation.load(Ordering::Relaxed));
-            let _ = token::try_take_claim(self.raw_fd(), id);
-            id
+            match token::try_take_claim(self.raw_fd(), id) {
+                Ok(true) => id,
+                // Someone else holds that id's token (a scribbled generation): take a new one.
+                _ => self.fill_slot(self.raw_fd(), slot).unwrap_or(id),
+            }
         } else {
             0
         };
@@ -774,7 +777,8 @@ impl Segment {
         }
         self.drop_all_roles();
         self.slot_at(me).state.store(SLOT_FREE, Ordering::Release);
-        let _ = token::release_claim(fd, self.claim_id());
+        // The claim token stays until the descriptor is closed (or the process exits): threads of
+        // this process may still act under its claim id until then, and must not be judged dead.
         let _ = token::release(fd, me);
         if let Some(name) = &self.name {
             // The last participant out removes the name.

@@ -81,11 +81,6 @@ pub(crate) fn try_take_claim(fd: RawFd, id: u32) -> io::Result<bool> {
     try_take_at(fd, claim_byte(id))
 }
 
-/// Releases the token of claim id `id` held through `fd`.
-pub(crate) fn release_claim(fd: RawFd, id: u32) -> io::Result<()> {
-    release_at(fd, claim_byte(id))
-}
-
 /// Whether another open file description than `fd`'s holds the token of claim id `id`: whether the
 /// claimer lives. Never call it on the caller's own id.
 pub(crate) fn claim_held(fd: RawFd, id: u32) -> io::Result<bool> {
