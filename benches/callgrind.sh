@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Instructions per fast-path operation (see benches/callgrind.rs). Usage: benches/callgrind.sh
+# Instructions per fast-path operation (see benches/callgrind/src/main.rs), on the library as users
+# build it. Usage: benches/callgrind.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
-cargo bench --bench callgrind --no-run 2>/dev/null
-bin=$(ls -t target/release/deps/callgrind-* | grep -v '\.d$' | head -1)
+cd "$(dirname "$0")/callgrind"
+CARGO_TARGET_DIR=../../target/callgrind cargo build --release -q
+bin=../../target/callgrind/release/shmwire-callgrind
 count() {
   valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" "$1" "$2" 2>&1 \
     | sed -n 's/.*Collected : *\([0-9]*\).*/\1/p'

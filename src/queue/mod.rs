@@ -487,14 +487,14 @@ impl<T> Queue<T> {
         me: u32,
         read: &mut impl FnMut(&[u8]) -> R,
         cache: &mut Option<(u32, Mpmc<'s>)>,
-        claimed: &mut dyn FnMut(),
+        mut claimed: impl FnMut(),
     ) -> Result<Option<R>> {
         let dir = self.dir();
         loop {
             let (head, last) = self.span()?;
             let ring = self.ring_cached(head, cache)?;
             let newer = head < last;
-            match ring.try_get(me, newer, &mut *read, &mut *claimed)? {
+            match ring.try_get(me, newer, &mut *read, &mut claimed)? {
                 Attempt::Done(v) => return Ok(Some(v)),
                 Attempt::Sealed if newer => {
                     let _ = dir.head.compare_exchange(
@@ -521,27 +521,30 @@ impl<T> Queue<T> {
         let mut cache = None;
         // A JoinableQueue's consumer counts the item as held *before* it claims it (and takes the
         // count back if it finds nothing), so that `join` never sees an item in neither place.
-        let joinable = b.joinable.load(Ordering::Relaxed) != 0;
-        let slot = self.obj.segment().my_slot();
-        let attempt = || {
-            if !joinable {
-                return self.try_get(me, &mut read, &mut cache, &mut || {});
-            }
-            b.held.hold(slot, me);
-            let mut claimed = false;
-            let got = self.try_get(me, &mut read, &mut cache, &mut || {
-                claimed = true;
-                b.held.claimed(slot, me);
-            });
-            if !matches!(got, Ok(Some(_))) {
-                b.held.unhold(slot, me, claimed);
-            }
-            got
-        };
         let mut spinner = Spinner::new(WaitStrategy::Adaptive);
-        let out = block_on(&mut spinner, false, &b.not_empty, deadline, attempt, || {
-            self.repair()
-        })?;
+        let out = if b.joinable.load(Ordering::Relaxed) == 0 {
+            let attempt = || self.try_get(me, &mut read, &mut cache, || {});
+            block_on(&mut spinner, false, &b.not_empty, deadline, attempt, || {
+                self.repair()
+            })?
+        } else {
+            let slot = self.obj.segment().my_slot();
+            let attempt = || {
+                b.held.hold(slot, me);
+                let mut claimed = false;
+                let got = self.try_get(me, &mut read, &mut cache, || {
+                    claimed = true;
+                    b.held.claimed(slot, me);
+                });
+                if !matches!(got, Ok(Some(_))) {
+                    b.held.unhold(slot, me, claimed);
+                }
+                got
+            };
+            block_on(&mut spinner, false, &b.not_empty, deadline, attempt, || {
+                self.repair()
+            })?
+        };
         let _ = b.not_full.notify();
         Ok(out)
     }

@@ -78,7 +78,7 @@ mod imp {
         pub(crate) unsafe fn read_raw(&self, off: usize, dst: *mut u8, len: usize) {
             debug_assert!(off + len <= self.len);
             // SAFETY: in bounds per the caller; `dst` is private memory the caller owns.
-            unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(off), dst, len) };
+            unsafe { copy(self.ptr.add(off), dst, len) };
         }
 
         /// A raw pointer to offset `off`, for writes of up to `len` bytes by the writer that owns them.

@@ -57,6 +57,7 @@ const SPILLED: u64 = 1 << 63;
 /// In `enq`: the ring is sealed at the position in the other bits.
 const SEALED: u64 = 1 << 63;
 /// Items up to this size are copied out of their slot onto the stack (larger ones into a `Vec`).
+#[cfg(not(loom))]
 const SMALL: usize = 256;
 /// A spill block records its ring in the top bits of its position.
 const RING_SHIFT: u32 = 48;
@@ -425,18 +426,23 @@ impl Mpmc<'_> {
         }
         // The bytes are copied out before anything reads them: the slot is shared memory, which a
         // scribbling peer could change under a decoder.
-        let mut small = [0u8; SMALL];
-        let mut big = Vec::new();
-        let buf: &mut [u8] = if len <= SMALL {
-            &mut small[..len]
-        } else {
-            big.resize(len, 0);
-            &mut big
-        };
-        // SAFETY: `len` bytes after the slot header lie within the slot (checked just above); ours
-        // (READING); copied into private memory.
-        unsafe { self.slots.read(self.slot(p) + SLOT_HEADER, buf) };
-        Ok(Some(read(buf)))
+        let off = self.slot(p) + SLOT_HEADER;
+        #[cfg(not(loom))]
+        if len <= SMALL {
+            let mut small = std::mem::MaybeUninit::<[u8; SMALL]>::uninit();
+            // SAFETY: `len` bytes after the slot header lie within the slot (checked just above),
+            // which is ours (READING); they are copied into the first `len` bytes of `small`, which
+            // are then initialised, and only those are read.
+            let bytes = unsafe {
+                self.slots.read_raw(off, small.as_mut_ptr().cast(), len);
+                std::slice::from_raw_parts(small.as_ptr().cast::<u8>(), len)
+            };
+            return Ok(Some(read(bytes)));
+        }
+        let mut buf = vec![0u8; len];
+        // SAFETY: as above, into a private buffer of `len` bytes.
+        unsafe { self.slots.read(off, &mut buf) };
+        Ok(Some(read(&buf)))
     }
 
     /// Seals the ring (idempotent): no producer claims a position past the current one. Whether this

@@ -1,19 +1,16 @@
 //! Instructions per operation on the fast paths, for `valgrind --tool=callgrind` (which counts
 //! instructions, so the figure repeats on a noisy machine). Single process, a non-empty ring.
 //!
-//! `cargo bench --bench callgrind --no-run`, then for OP in pipe queue lock:
-//! `valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/deps/callgrind-* OP N`
-//! for two values of N; (instructions at N2 - instructions at N1) / (N2 - N1) is the cost of one
-//! operation (`benches/callgrind.sh` does this).
+//! Built as users build the library (no test hooks), in its own crate. For OP in pipe queue lock:
+//! `valgrind --tool=callgrind --callgrind-out-file=/dev/null shmwire-callgrind OP N` for two values
+//! of N; (instructions at N2 - instructions at N1) / (N2 - N1) is the cost of one operation
+//! (`benches/callgrind.sh` does this).
 
 use shmwire::{Lock, Pipe, Queue};
 use std::hint::black_box;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--bench") {
-        return; // `cargo bench` runs nothing here
-    }
     let op = args.get(1).map(String::as_str).unwrap_or("pipe");
     let n: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
     match op {
