@@ -56,7 +56,12 @@ fn put(r: &Mpmc<'_>, me: u32, v: u64, tries: &mut u32) -> bool {
 
 fn try_get(r: &Mpmc<'_>, me: u32) -> Option<u64> {
     match r
-        .try_get(me, false, |b| u64::from_ne_bytes(b.try_into().unwrap()))
+        .try_get(
+            me,
+            false,
+            |b| u64::from_ne_bytes(b.try_into().unwrap()),
+            || {},
+        )
         .unwrap()
     {
         Attempt::Done(v) => Some(v),
@@ -151,6 +156,46 @@ fn loom_mpmc_skips_a_slot_being_read() {
         } else {
             vec![10, 11]
         };
+        assert_eq!(got, want);
+    });
+}
+
+/// A producer that died between claiming slot 0 and moving `enq` past it (`enq` still 0, the slot
+/// `WRITING` for a dead id): while a consumer repairs the slot, passes it and takes what follows, a
+/// live producer puts two items. Both arrive, in order, and the ring is whole after.
+#[test]
+fn loom_mpmc_claimer_dead_before_moving_the_position() {
+    const DEAD: u32 = 7;
+    loom::model(|| {
+        let ring = Ring::new();
+        // The dead producer's claim: what its `try_put` leaves after the claim CAS.
+        let r = ring.view();
+        r.__claim_only(DEAD);
+        let rc = ring.clone();
+        let c = loom::thread::spawn(move || {
+            let r = rc.view();
+            let mut got = Vec::new();
+            for _ in 0..4 {
+                r.repair(|id| Ok(id != DEAD)).unwrap();
+                if let Some(v) = try_get(&r, 3) {
+                    got.push(v);
+                }
+                if got.len() == 2 {
+                    break;
+                }
+                loom::thread::yield_now();
+            }
+            got
+        });
+        let mut tries = 4;
+        let ok1 = put(&r, 1, 100, &mut tries);
+        let ok2 = ok1 && put(&r, 1, 101, &mut tries);
+        let mut got = c.join().unwrap();
+        drain_and_check_whole(&r, &mut got);
+        let want: Vec<u64> = [(ok1, 100), (ok2, 101)]
+            .into_iter()
+            .filter_map(|(ok, v)| ok.then_some(v))
+            .collect();
         assert_eq!(got, want);
     });
 }

@@ -445,6 +445,22 @@ impl Mpmc<'_> {
         Ok(Some(read(&buf)))
     }
 
+    /// Model hook: claims the producers' next slot as `me` and stops there (a producer that dies
+    /// before moving the position past its claim).
+    #[cfg(all(test, loom))]
+    pub(crate) fn __claim_only(&self, me: u32) {
+        let p = self.enq.load(Ordering::Acquire);
+        let ctl = self.ctl(p);
+        let c = ctl.load(Ordering::Acquire);
+        ctl.compare_exchange(
+            c,
+            word(self.lap(p), WRITING, u64::from(me)),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        )
+        .unwrap();
+    }
+
     /// Seals the ring (idempotent): no producer claims a position past the current one. Whether this
     /// call sealed it.
     pub(crate) fn seal(&self) -> bool {
