@@ -164,6 +164,7 @@ impl Segment {
                 e.into()
             }
         })?;
+        crate::hooks::hit(crate::hooks::Point::NamedCreating);
         let size = layout_size(spec);
         let made = (|| -> Result<Arc<Segment>> {
             // Take slot 0 before the file has a size, so an opener never sees a creator-less segment.
@@ -580,6 +581,9 @@ impl Segment {
             let bit = 1u64 << i;
             for r in 0..MAX_ROLES {
                 let prev = self.roles().masks[r].fetch_and(!bit, Ordering::AcqRel);
+                if prev & bit != 0 {
+                    crate::hooks::hit(crate::hooks::Point::RoleReaped);
+                }
                 if prev & bit != 0 && prev & !bit == 0 {
                     self.roles().died.fetch_or(1 << r, Ordering::AcqRel);
                     (self.on_role_closed)(self, r);
@@ -596,6 +600,7 @@ impl Segment {
         for r in 0..MAX_ROLES {
             let m = &self.roles().masks[r];
             if m.load(Ordering::Acquire) & (1 << from) != 0 {
+                crate::hooks::hit(crate::hooks::Point::CopyingRoles);
                 m.fetch_or(1 << to, Ordering::AcqRel);
             }
         }
