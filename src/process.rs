@@ -24,10 +24,14 @@
 //! what the closure captured must not wait for the child.
 //!
 //! **Threads.** Forking a program that runs other threads is hazardous, as in C: a lock held by another
-//! thread at the moment of the fork stays locked in the child for ever (allocator locks are handled by
-//! the C library, the crate's own locks are held across the fork; others, such as a `Mutex` of yours
-//! or stdout's lock, are not). Fork before starting threads, or fork from a process whose other
-//! threads hold no locks the child needs.
+//! thread at the moment of the fork stays locked in the child for ever. Allocator locks are handled by
+//! the C library; the crate's own locks, and stdout's and stderr's, are held across the fork (the
+//! child unlocks its copies first thing, so it prints, flushes and exits even while another thread
+//! of the parent prints). Others are not: a `Mutex` of yours, std's lock around panic messages (a
+//! child that panics while another thread of the parent was printing a panic may hang), or stdout
+//! locked by the forking thread itself when that is not the main thread (its child runs on the
+//! forker thread, so the lock stays another thread's). Fork before starting threads, or fork from a
+//! process whose other threads hold no locks the child needs.
 
 mod forker;
 mod reap;
@@ -212,7 +216,10 @@ impl Process {
         R: ChildOutcome,
     {
         let parent = rustix::process::getpid().as_raw_nonzero().get();
-        let _ = std::io::stdout().flush(); // or the child would print the parent's buffered output too
+        // Held across the fork, so no other thread holds them then; the child unlocks its copies.
+        let mut out = std::io::stdout().lock();
+        let _ = out.flush(); // or the child would print the parent's buffered output too
+        let mut stdio = Some((out, std::io::stderr().lock()));
         let mut dropped = Some(reap::for_fork());
         let mut prep = registry::prepare_fork()?;
         let page = match prep.needs_verdict() {
@@ -234,6 +241,7 @@ impl Process {
             // which never returns. Hazards with other threads are documented above.
             pid = unsafe { libc::fork() };
             if pid == 0 {
+                drop(stdio.take()); // first: the child may print from here on
                 child_main(parent, &mut f, &mut prep, &mut dropped, page.as_ref());
             }
             if pid < 0 {
@@ -242,7 +250,10 @@ impl Process {
         };
         // SAFETY (on_forker): in this process the job touches only `pid` and `err`; the closure,
         // the prepared slots and the guards are used only in the child, which has no other thread.
+        // (Dropping a stdio guard there unlocks it whichever thread locked it: std's reentrant lock
+        // only counts down and unlocks.)
         let forked = unsafe { on_forker(&mut job) };
+        drop(stdio.take());
         let mut prep = prep.take().expect("taken only in the child");
         if let Err(e) = forked.and(err.map_or(Ok(()), |e| Err(Error::Io(e)))) {
             prep.abort();
