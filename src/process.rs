@@ -176,7 +176,10 @@ impl fmt::Display for ExitStatus {
 #[derive(Debug)]
 pub struct Process {
     pid: libc::pid_t,
+    /// Names the child for good (a pid names whoever has it now): signals go through it.
     pidfd: Option<OwnedFd>,
+    /// The process that made this handle (the child's parent): only there is the raw pid safe.
+    owner: libc::pid_t,
     /// Set once reaped (then the pid may be reused: never signal it again).
     status: std::cell::Cell<Option<ExitStatus>>,
 }
@@ -286,6 +289,7 @@ impl Process {
         Process {
             pid,
             pidfd,
+            owner: rustix::process::getpid().as_raw_nonzero().get(),
             status: std::cell::Cell::new(None),
         }
     }
@@ -385,13 +389,39 @@ impl Process {
         self.signal(libc::SIGKILL)
     }
 
-    /// Sends `sig` to the child, if it has not been reaped (so never to a recycled pid).
+    /// Sends `sig` to the child, if it has not ended (so never to a recycled pid). Through its pidfd:
+    /// a `Process` copied into a forked child names a sibling, which its parent may have reaped and
+    /// whose pid may be another process's by now. Without pidfds (Linux before 5.3), only the
+    /// process that made the `Process` may signal (the pid stays its child until it reaps it).
     pub fn signal(&self, sig: i32) -> Result<()> {
         if self.status.get().is_some() {
             return Ok(());
         }
-        // SAFETY: plain syscall; the pid is our unreaped child, so it cannot have been reused.
-        if unsafe { libc::kill(self.pid, sig) } != 0 {
+        let r = match &self.pidfd {
+            // SAFETY: plain syscall on our pidfd (no siginfo, no flags).
+            Some(fd) => unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    std::os::fd::AsRawFd::as_raw_fd(fd),
+                    sig,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                ) as libc::c_int
+            },
+            // SAFETY: plain syscall; in the process that made this handle the pid is our unreaped
+            // child (`status` is unset), so it cannot have been reused.
+            None if rustix::process::getpid().as_raw_nonzero().get() == self.owner => unsafe {
+                libc::kill(self.pid, sig)
+            },
+            None => {
+                return Err(Error::io(
+                    std::io::ErrorKind::Unsupported,
+                    "this Process belongs to another process, and without a pidfd its pid may \
+                     name someone else by now: not signalled",
+                ));
+            }
+        };
+        if r != 0 {
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() != Some(libc::ESRCH) {
                 return Err(Error::Io(e));
