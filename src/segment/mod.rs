@@ -3,8 +3,9 @@
 //!
 //! * Anonymous segments (shared only with forked children) are sealed memfds: no name to leak, and
 //!   `F_SEAL_SHRINK | F_SEAL_GROW` so no participant can truncate them under the others.
-//! * Named segments are POSIX shared memory objects (`/dev/shm/shmwire.*`), created `O_EXCL`, mode
-//!   0600, and `fallocate`d so that a full tmpfs is an error at creation rather than a SIGBUS later.
+//! * Named segments are POSIX shared memory objects (`/dev/shm/shmwire.*`), mode 0600, `fallocate`d so
+//!   that a full tmpfs is an error at creation rather than a SIGBUS later, and made without a name
+//!   (`O_TMPFILE`), linked under it only once complete (a name already taken is an error).
 //!   The last participant to drop its handle unlinks the name; [`cleanup`] removes names whose
 //!   participants all died. A peer that shrinks a named segment can still make the others fault: only
 //!   seals prevent that, and POSIX shm cannot be sealed.
@@ -142,17 +143,37 @@ impl Segment {
 
     /// [`create_named`](Self::create_named), calling `fill` on the new segment before it is published
     /// (`READY`): what `fill` writes in the kind's area is there for every opener.
+    ///
+    /// The file is made without a name (`O_TMPFILE` in `/dev/shm`) and linked under `os_name` only
+    /// once it is complete and its creator holds slot 0: no one (an opener, or [`cleanup`] judging
+    /// a file without a live participant stale) ever sees a half-made segment under the name, and a
+    /// creator that dies half way leaves nothing behind. `linkat` fails if the name exists, as
+    /// `O_EXCL` would.
     pub(crate) fn create_named_with(
         os_name: &str,
         spec: &Spec,
         fill: &dyn Fn(&Segment),
     ) -> Result<Arc<Segment>> {
-        use rustix::shm::{Mode, OFlags};
+        use rustix::fs::{AtFlags, CWD, Mode, OFlags};
         let _gate = registry::fork_gate(); // until registered (see `registry`)
-        let fd = rustix::shm::open(
-            os_name,
-            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR,
+        let fd = rustix::fs::open(
+            names::SHM_DIR,
+            OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
             Mode::RUSR | Mode::WUSR,
+        )?;
+        crate::hooks::hit(crate::hooks::Point::NamedCreating);
+        let size = layout_size(spec);
+        rustix::fs::ftruncate(&fd, size as u64)?;
+        let eager = size - spec.lazy_tail.min(size - kind_offset(spec.n_slots)) / PAGE * PAGE;
+        rustix::fs::fallocate(&fd, rustix::fs::FallocateFlags::empty(), 0, eager as u64)?;
+        let seg = Self::init(fd, spec, size, Some(os_name.to_owned()), Vec::new(), fill)?;
+        // Published: a failure drops `seg`, whose `leave` removes no name that leads elsewhere.
+        rustix::fs::linkat(
+            CWD,
+            format!("/proc/self/fd/{}", seg.raw_fd()),
+            CWD,
+            names::path_of(os_name),
+            AtFlags::SYMLINK_FOLLOW,
         )
         .map_err(|e| {
             if e == rustix::io::Errno::EXIST {
@@ -164,22 +185,7 @@ impl Segment {
                 e.into()
             }
         })?;
-        crate::hooks::hit(crate::hooks::Point::NamedCreating);
-        let size = layout_size(spec);
-        let made = (|| -> Result<Arc<Segment>> {
-            // Take slot 0 before the file has a size, so an opener never sees a creator-less segment.
-            if !token::try_take(fd.as_raw_fd(), 0)? {
-                return Err(Error::Corrupt);
-            }
-            rustix::fs::ftruncate(&fd, size as u64)?;
-            let eager = size - spec.lazy_tail.min(size - kind_offset(spec.n_slots)) / PAGE * PAGE;
-            rustix::fs::fallocate(&fd, rustix::fs::FallocateFlags::empty(), 0, eager as u64)?;
-            Self::init(fd, spec, size, Some(os_name.to_owned()), Vec::new(), fill)
-        })();
-        if made.is_err() {
-            let _ = rustix::shm::unlink(os_name);
-        }
-        made
+        Ok(seg)
     }
 
     fn init(
