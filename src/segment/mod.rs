@@ -581,33 +581,67 @@ impl Segment {
     }
 
     /// Clears whatever a dead holder of slot `i` left; the caller holds `i`'s token.
+    ///
+    /// Where the dead holder was a role's last, `died` is set *before* its bit goes: whoever sees the
+    /// role closed then reads how it closed (set after, a peer could read a death as a graceful
+    /// close). If someone took the role in between (the exchange fails), the role is not closing:
+    /// `died` is cleared again, as a graceful close would leave it (`drop_role_of`).
     fn reap_held(&self, i: u32) {
         let s = self.slot_at(i);
         if i < 64 {
             let bit = 1u64 << i;
+            let died = &self.roles().died;
             for r in 0..MAX_ROLES {
-                let prev = self.roles().masks[r].fetch_and(!bit, Ordering::AcqRel);
-                if prev & bit != 0 {
-                    crate::hooks::hit(crate::hooks::Point::RoleReaped);
-                }
-                if prev & bit != 0 && prev & !bit == 0 {
-                    self.roles().died.fetch_or(1 << r, Ordering::AcqRel);
-                    (self.on_role_closed)(self, r);
+                let mask = &self.roles().masks[r];
+                let mut cur = mask.load(Ordering::Acquire);
+                while cur & bit != 0 {
+                    let last = cur == bit;
+                    if last {
+                        died.fetch_or(1 << r, Ordering::AcqRel);
+                    }
+                    // ORDERING: AcqRel: `died` (above) is visible to whoever Acquires the closed mask.
+                    match mask.compare_exchange(
+                        cur,
+                        cur & !bit,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => {
+                            crate::hooks::hit(crate::hooks::Point::RoleReaped);
+                            if last {
+                                (self.on_role_closed)(self, r);
+                            }
+                            break;
+                        }
+                        Err(now) => {
+                            if last {
+                                died.fetch_and(!(1 << r), Ordering::AcqRel);
+                            }
+                            cur = now;
+                        }
+                    }
                 }
             }
         }
         s.state.store(SLOT_FREE, Ordering::Release);
     }
 
+    /// Gives slot `to` every role slot `from` holds (a child's slot, its parent's roles), each only
+    /// while `from` still holds it: a role its holder closes meanwhile stays closed (an exchange, not
+    /// a load and an OR, which would reopen it).
     fn copy_roles(&self, from: u32, to: u32) {
         if from >= 64 || to >= 64 {
             return;
         }
         for r in 0..MAX_ROLES {
             let m = &self.roles().masks[r];
-            if m.load(Ordering::Acquire) & (1 << from) != 0 {
+            let mut cur = m.load(Ordering::Acquire);
+            while cur & (1 << from) != 0 {
                 crate::hooks::hit(crate::hooks::Point::CopyingRoles);
-                m.fetch_or(1 << to, Ordering::AcqRel);
+                match m.compare_exchange(cur, cur | 1 << to, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => break,
+                    Err(now) => cur = now,
+                }
             }
         }
     }
