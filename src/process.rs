@@ -205,6 +205,10 @@ impl Process {
     /// [`fork`](Self::fork) where the closure's value becomes the exit code: `()` is 0, an `i32` is
     /// itself, `Ok(())` is 0 and `Err(e)` prints `e` on stderr and is 1.
     ///
+    /// Fails with `Io(QuotaExceeded)` when the closure owns a pipe end on a segment whose participant
+    /// slots are all taken (the child could not hold it): the child is undone, dropping the closure
+    /// unrun, and is reaped before this returns.
+    ///
     /// ```
     /// # fn main() -> shmwire::Result<()> {
     /// let mut child = shmwire::Process::fork_with(|| 7)?;
@@ -274,9 +278,21 @@ impl Process {
             page.send(&verdict);
         }
         let child = Process::from_pid(pid);
+        if verdict.abort {
+            // It drops the closure it was given, unrun (releasing what it owns), and exits.
+            let _ = child.join();
+        }
         if let Err(panic) = unwound {
             drop(child); // reaped later
             std::panic::resume_unwind(panic);
+        }
+        if verdict.abort {
+            return Err(Error::io(
+                std::io::ErrorKind::QuotaExceeded,
+                "the closure owns a pipe end on a segment whose participant slots are all taken: \
+                 no slot for the child to hold it, so the fork was undone (the child exited without \
+                 running the closure, which it dropped)",
+            ));
         }
         Ok(child)
     }
@@ -508,10 +524,15 @@ where
         if let Some(mut d) = dropped.take() {
             d.clear(); // our parent's children, not ours
         }
-        if let Some(p) = prep.take() {
-            p.in_child(|| page?.wait(parent));
-        }
+        let run = match prep.take() {
+            Some(p) => p.in_child(|| page?.wait(parent)),
+            None => true,
+        };
         let f = f.take().expect("the closure runs once");
+        if !run {
+            drop(f); // the parent undid the fork: what the closure owns goes, unused
+            return 1;
+        }
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
             Ok(r) => r.exit_code(),
             Err(payload) => {
@@ -525,9 +546,11 @@ where
         101
     });
     let _ = std::panic::catch_unwind(|| {
-        registry::release_at_exit();
+        // Output first, while the child still holds everything: a peer that sees its ends close
+        // has its output, and a flush that blocks leaves nothing released under running threads.
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
+        registry::release_at_exit(); // roles, slots, names; what `leave` keeps goes with `_exit`
     });
     // SAFETY: ends the child without running the parent's destructors or atexit handlers.
     unsafe { libc::_exit(code) }

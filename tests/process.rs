@@ -41,14 +41,14 @@ fn roles(role: &str, args: shmwire::spawn::Args) -> i32 {
         "fork-then-open" => {
             let h: ConnectionHandle = args.get().unwrap();
             let (r, w) = Pipe::simplex().unwrap();
-            let (up_r, up_w) = Pipe::simplex().unwrap();
+            // Not a pipe of ours: the grandchild would hold its token too.
+            let (mut up_r, mut up_w) = std::os::unix::net::UnixStream::pair().unwrap();
             let g = Process::fork(move || {
-                up_w.send(&()).unwrap(); // it runs its closure: it gave up what it does not own
-                drop(up_w);
+                up_w.write_all(b"u").unwrap(); // it runs its closure: it gave up what it does not own
                 let _ = r.recv::<()>();
             })
             .unwrap();
-            up_r.recv::<()>().unwrap();
+            up_r.read_exact(&mut [0u8]).unwrap();
             let conn = h.open().unwrap();
             conn.send(&g.pid()).unwrap();
             let _ = conn.recv::<()>();

@@ -713,6 +713,14 @@ impl Segment {
         me < 64 && self.roles().masks[role].load(Ordering::Acquire) == 1u64 << me
     }
 
+    /// The roles this process holds now (bit `r`: role `r`).
+    pub(crate) fn my_roles(&self) -> u32 {
+        let me = self.my_slot();
+        (0..MAX_ROLES)
+            .filter(|&r| me < 64 && self.roles().masks[r].load(Ordering::Acquire) & 1 << me != 0)
+            .fold(0, |acc, r| acc | 1 << r)
+    }
+
     /// Whether `role` closed because its last holder died.
     pub(crate) fn role_died(&self, role: usize) -> bool {
         self.roles().died.load(Ordering::Acquire) & (1 << role) != 0

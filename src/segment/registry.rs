@@ -13,10 +13,12 @@
 //! 2. forks; the child switches every segment to its new description (closing its copies of the
 //!    parent's, so it holds none of the parent's tokens) and closes the descriptors of pending
 //!    exports and of inherited descriptors not yet opened;
-//! 3. the parent closes its copies of the child's descriptions at once, still under the locks (so no
-//!    other child ever copies them), then drops its copy of the closure, noting which handles it
-//!    owned (their `Drop` asks `crate::process`), takes from the child's slots the roles that did not
-//!    move, and sends the child that verdict (through a page of shared memory, not a descriptor);
+//! 3. the parent moves its copies of the child's descriptions to the pending list, still under the
+//!    locks (so a child forked later closes them), then drops its copy of the closure, noting which
+//!    handles it owned (their `Drop` asks `crate::process`), takes from the child's slots the roles
+//!    that did not move (holding their tokens: a child killed meanwhile keeps its slot until then),
+//!    closes its copies, and sends the child that verdict (through a page of shared memory, not a
+//!    descriptor); an end that moved into a segment where the child has no slot undoes the fork;
 //! 4. the child, before it runs the closure, leaves the segments its closure does not own (a handle
 //!    the closure only borrows takes a slot of its own on first use) and closes the listener sockets it
 //!    does not own (replaced by an inert socket, so their numbers are never reused under a borrowed
@@ -47,6 +49,7 @@ static PENDING: Mutex<Pending> = Mutex::new(Pending {
     exports: Vec::new(),
     inherited: Vec::new(),
     listeners: Vec::new(),
+    unfinished: Vec::new(),
 });
 static GATE: RwLock<()> = RwLock::new(());
 static HANDLER: Once = Once::new();
@@ -59,6 +62,9 @@ struct Pending {
     inherited: Vec<RawFd>,
     /// Listening sockets of the live `Listener`s.
     listeners: Vec<RawFd>,
+    /// Our copies of the descriptions of children just forked, kept until [`ForkedParent::finish`]
+    /// has trimmed their slots (see there); a child forked meanwhile closes its copies.
+    unfinished: Vec<OwnedFd>,
 }
 
 /// How many forks separate this process from the first process that loaded the crate.
@@ -151,6 +157,8 @@ struct Prepared {
     seg: Arc<Segment>,
     fd: OwnedFd,
     slot: u32,
+    /// No slot because every slot was taken: the roles we held then (none if we hold no slot).
+    stranded: u32,
 }
 
 /// What the parent found the closure to own: segments (by address) and listener sockets.
@@ -158,6 +166,9 @@ struct Prepared {
 pub(crate) struct Verdict {
     pub(crate) segments: Vec<usize>,
     pub(crate) listeners: Vec<RawFd>,
+    /// The fork is undone: the child gives up what it owns and exits without running its closure
+    /// (an end moved into it on a segment where it has no slot, see [`ForkedParent::finish`]).
+    pub(crate) abort: bool,
 }
 
 /// Descriptions and slots prepared for a child about to be forked, with the locks that keep them
@@ -214,7 +225,13 @@ impl ForkPrep {
                 Err(e) => return Err(e),
             }
         };
-        self.items.push(Prepared { seg, fd, slot });
+        let stranded = if slot == NO_SLOT { seg.my_roles() } else { 0 };
+        self.items.push(Prepared {
+            seg,
+            fd,
+            slot,
+            stranded,
+        });
         Ok(())
     }
 
@@ -225,8 +242,9 @@ impl ForkPrep {
 
     /// In the child, before anything else (steps 2 and 4): hold only the new descriptions, give up
     /// pending descriptors, then leave what `verdict` (read from the parent) says the closure does
-    /// not own. The child is single-threaded here; the locks are released at the end.
-    pub(crate) fn in_child(mut self, verdict: impl FnOnce() -> Option<Verdict>) {
+    /// not own. The child is single-threaded here; the locks are released at the end. Returns whether
+    /// the child runs its closure (false: the parent undid the fork).
+    pub(crate) fn in_child(mut self, verdict: impl FnOnce() -> Option<Verdict>) -> bool {
         let generation = fork_generation();
         crate::sync::membarrier::register();
         for p in &self.items {
@@ -256,8 +274,13 @@ impl ForkPrep {
             // SAFETY: descriptors inherited for handles not opened yet belong to this list alone.
             unsafe { libc::close(fd) };
         }
-        if let Some(v) = verdict() {
-            self.apply(&v);
+        drop(std::mem::take(&mut self.pending.unfinished)); // other children's tokens: never ours
+        match verdict() {
+            Some(v) => {
+                self.apply(&v);
+                !v.abort
+            }
+            None => true,
         }
     }
 
@@ -265,9 +288,7 @@ impl ForkPrep {
         for seg in self.segments.iter().filter_map(Weak::upgrade) {
             let key = Arc::as_ptr(&seg) as usize;
             if !v.segments.contains(&key) && seg.my_slot() != NO_SLOT {
-                seg.leave();
-                seg.set_slot(NO_SLOT);
-                seg.owner_gen.store(super::STALE, Ordering::Relaxed);
+                leave_for_good(&seg);
             }
         }
         let keep: Vec<RawFd> = self.pending.listeners.clone();
@@ -287,16 +308,26 @@ impl ForkPrep {
         (self.items.len(), self.pending.listeners.len())
     }
 
-    /// In the parent, right after the fork: close our copies of the child's descriptions (while the
-    /// locks still keep other forks out, so no other child ever copies them) and let other threads go
-    /// on (the closure's drop may make handles); keep the slots for [`ForkedParent::finish`].
+    /// In the parent, right after the fork: keep our copies of the descriptions of the child's slots
+    /// in the pending list (while the locks still keep other forks out: a child forked later closes
+    /// them), close those of descriptions without a slot, and let other threads go on (the closure's
+    /// drop may make handles); keep the slots for [`ForkedParent::finish`].
     pub(crate) fn forked(mut self) -> ForkedParent {
+        let mut held = Vec::new();
+        let items = std::mem::take(&mut self.items)
+            .into_iter()
+            .map(|p| {
+                if p.slot != NO_SLOT {
+                    held.push(p.fd.as_raw_fd());
+                    self.pending.unfinished.push(p.fd);
+                }
+                (p.seg, p.slot, p.stranded)
+            })
+            .collect();
         ForkedParent {
-            items: std::mem::take(&mut self.items)
-                .into_iter()
-                .map(|p| (p.seg, p.slot))
-                .collect(),
+            items,
             listeners: self.pending.listeners.clone(),
+            held,
         }
     }
 
@@ -328,16 +359,27 @@ fn inert(fd: RawFd) -> bool {
 }
 
 /// The parent's half of a fork, once the child exists: the segments and the child's slots in them,
-/// and the listeners the child had a copy of.
+/// the listeners the child had a copy of, and our copies of the descriptions holding the child's
+/// slot tokens (in the pending list until this is dropped).
 pub(crate) struct ForkedParent {
-    items: Vec<(Arc<Segment>, u32)>,
+    /// Segment, the child's slot, and (if it has none) the roles we held then.
+    items: Vec<(Arc<Segment>, u32, u32)>,
     listeners: Vec<RawFd>,
+    held: Vec<RawFd>,
 }
 
 impl ForkedParent {
     /// Step 3: the child's slots keep only the roles that moved into it (`moved`: (segment address,
     /// role)); returns the verdict for the child, given the segments whose handles moved and the
     /// listeners that moved.
+    ///
+    /// The parent writes into the child's slots while it holds their tokens (its copies of the
+    /// child's descriptions): a child killed meanwhile keeps its slot until then, so no other process
+    /// can take the slot and have its roles trimmed instead.
+    ///
+    /// A role that moved into the child on a segment where it has no slot (every slot taken) would be
+    /// held by no one: the verdict then undoes the fork (`abort`), and the child drops its closure
+    /// unrun and exits.
     pub(crate) fn finish(
         self,
         child: u32,
@@ -348,10 +390,15 @@ impl ForkedParent {
         let keys: Vec<usize> = self
             .items
             .iter()
-            .map(|(s, _)| Arc::as_ptr(s) as usize)
+            .map(|(s, _, _)| Arc::as_ptr(s) as usize)
             .collect();
-        for (seg, slot) in &self.items {
+        let mut abort = false;
+        for (seg, slot, stranded) in &self.items {
             if *slot == NO_SLOT {
+                let key = Arc::as_ptr(seg) as usize;
+                abort |= moved
+                    .iter()
+                    .any(|&(s, r)| s == key && stranded & 1 << r != 0);
                 continue;
             }
             seg.set_slot_pid(*slot, child);
@@ -372,17 +419,43 @@ impl ForkedParent {
         Verdict {
             segments: segs,
             listeners: lis,
+            abort,
         }
     }
 }
 
+impl Drop for ForkedParent {
+    /// Closes our copies of the child's descriptions, under the pending list's lock (so no child
+    /// forked meanwhile copies them): from here the child's slots are the child's alone.
+    fn drop(&mut self) {
+        let mut all = pending();
+        let (mine, rest): (Vec<OwnedFd>, Vec<OwnedFd>) = std::mem::take(&mut all.unfinished)
+            .into_iter()
+            .partition(|fd| self.held.contains(&fd.as_raw_fd()));
+        all.unfinished = rest;
+        drop(mine);
+    }
+}
+
+/// Leaves `seg` for good in this process: its roles, slot and name (`leave`), and marks the handle
+/// slot-less and stale, so that a later drop or use takes a slot of its own instead of acting on the
+/// slot it left (which another process may hold by then).
+fn leave_for_good(seg: &Segment) {
+    seg.leave();
+    seg.set_slot(NO_SLOT);
+    seg.owner_gen.store(super::STALE, Ordering::Relaxed);
+}
+
 /// Gives up everything this process still holds in every segment, as dropping the handles would:
-/// roles, slots, tokens, and the names of named segments it was the last to hold. Runs no
-/// destructor but the crate's own; for a process about to exit.
+/// roles, slots, and the names of named segments it was the last to hold (tokens that `leave` keeps
+/// go with the process). Runs no destructor but the crate's own; for a process about to exit, after
+/// it has flushed its output. Handles dropped later (a thread-local's destructor run by `exit`, a
+/// thread still running) find their segments left, and touch no slot another process may hold by
+/// then.
 pub(crate) fn release_at_exit() {
     for seg in live() {
         if seg.my_slot() != NO_SLOT && seg.owner_gen.load(Ordering::Relaxed) == fork_generation() {
-            seg.leave();
+            leave_for_good(&seg);
         }
     }
 }
