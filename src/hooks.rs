@@ -35,6 +35,9 @@ pub enum Point {
     NamedCreating = 9,
     /// A fork has read a role mask holding the parent's bit and not yet added the child's.
     CopyingRoles = 10,
+    /// A segment's last handle in this process is gone (it can no longer be reached) and its drop
+    /// has begun: it still holds its tokens and descriptor.
+    SegmentDropping = 11,
 }
 
 #[cfg(feature = "test-hooks")]

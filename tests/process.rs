@@ -106,6 +106,7 @@ fn main() {
         a_reaped_holder_reads_as_dead_while_its_reaper_is_stopped,
         a_process_moved_into_a_child_never_signals_a_recycled_pid,
         cleanup_leaves_a_named_object_that_is_being_created,
+        a_fork_while_another_thread_drops_a_segment_copies_none_of_its_tokens,
     ]);
 }
 
@@ -1076,4 +1077,50 @@ fn cleanup_leaves_a_named_object_that_is_being_created() {
         "cleanup removed {name} while its creator was making it: {removed:?}"
     );
     assert!(opened.is_ok(), "{opened:?}");
+}
+
+// ---- a segment dropped by another thread at the moment of a fork ---------------------------------
+
+fn a_fork_while_another_thread_drops_a_segment_copies_none_of_its_tokens() {
+    use std::sync::mpsc;
+    let lock = Lock::new().unwrap();
+    // The dropping thread stops (this thread only) inside the segment's drop, holding its token.
+    hooks::__arm(Point::SegmentDropping, 0, 0);
+    let dropper = std::thread::spawn(move || drop(lock));
+    let (read, told) = mpsc::channel::<()>();
+    let resumer = std::thread::spawn(move || {
+        let t = Instant::now();
+        while !hooks::__paused(Point::SegmentDropping) {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "the drop never paused"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Until the fork below has been checked, or long enough for a fork that waits for the drop.
+        let _ = told.recv_timeout(Duration::from_millis(500));
+        hooks::__resume(Point::SegmentDropping);
+    });
+    while !hooks::__paused(Point::SegmentDropping) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (mine, theirs) = Pipe::new().unwrap();
+    let child = Process::fork(move || {
+        theirs.send(&()).unwrap();
+        let _ = theirs.recv::<()>();
+    })
+    .unwrap();
+    mine.recv::<()>().unwrap();
+    let held = tokens_of(child.pid());
+    let _ = read.send(());
+    resumer.join().unwrap();
+    dropper.join().unwrap();
+    drop(mine);
+    assert!(child.join().unwrap().success());
+    assert_eq!(
+        held.len(),
+        1,
+        "a child owning one pipe end holds these tokens (one of a lock another thread was dropping): \
+         {held:?}"
+    );
 }

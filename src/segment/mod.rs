@@ -852,6 +852,10 @@ fn names_this_file(name: &str, fd: RawFd) -> bool {
 
 impl Drop for Segment {
     fn drop(&mut self) {
+        // Under the fork gate until the descriptor is closed and the segment has left the list; a fork
+        // waits meanwhile (see `registry::prepare_fork`), so no child copies the descriptor unseen.
+        crate::hooks::hit(crate::hooks::Point::SegmentDropping);
+        let _gate = registry::fork_gate();
         // A handle dropped in a child forked behind our back takes its own slot first, so that it never
         // releases its parent's; one that holds no slot (see `registry`) has nothing to give up.
         if self.my_slot() != NO_SLOT && self.ensure_owner().is_ok() {
@@ -859,6 +863,7 @@ impl Drop for Segment {
         }
         // SAFETY: `fd` is this handle's own descriptor and is closed exactly once, here.
         drop(unsafe { OwnedFd::from_raw_fd(self.raw_fd()) });
+        registry::unregister(self);
     }
 }
 

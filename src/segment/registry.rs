@@ -29,9 +29,11 @@
 //! take their own slot on first use. Code that creates a process-local token (a segment, a listener)
 //! holds the [`fork_gate`] for reading until the token is registered, so a fork from another thread
 //! never copies one unregistered; descriptors that leave the lists (an export handed over or
-//! withdrawn, a listener dropped) are closed under their lock or the gate. (A segment whose last
-//! handle another thread is dropping at the moment of the fork is not in the list; the child may copy
-//! its descriptor, but that drop releases the token through the shared description a moment later.)
+//! withdrawn, a listener dropped, a segment whose last handle goes) are closed under their lock or
+//! the gate. A segment leaves the list only at the end of its drop, under the gate, and a fork waits
+//! while the list holds one whose last handle is gone (it can no longer be reached, so it cannot be
+//! prepared, and its descriptor would be copied with its tokens: a claim token for the child's whole
+//! life).
 //!
 //! When a child (forked or spawned) exits, [`release_at_exit`] gives up what it still holds, as the
 //! handles' `Drop` would (roles, slots, tokens, names it was the last to hold), without running any
@@ -128,9 +130,13 @@ fn pending() -> MutexGuard<'static, Pending> {
 }
 
 pub(crate) fn register(seg: &Arc<Segment>) {
-    let mut list = segments();
-    list.retain(|w| w.strong_count() > 0);
-    list.push(Arc::downgrade(seg));
+    segments().push(Arc::downgrade(seg));
+}
+
+/// The segment at `ptr` has closed its descriptor (the end of its drop): it leaves the list. Until
+/// then a fork waits for it (see [`prepare_fork`]).
+pub(crate) fn unregister(ptr: *const Segment) {
+    segments().retain(|w| !std::ptr::eq(w.as_ptr(), ptr));
 }
 
 /// The segments this process maps right now.
@@ -178,6 +184,9 @@ pub(crate) struct ForkPrep {
     segments: MutexGuard<'static, Vec<Weak<Segment>>>,
     pending: MutexGuard<'static, Pending>,
     _gate: WriteGate,
+    /// The segments, held until after the locks (fields drop in order): a segment's drop takes the
+    /// gate and the list's lock.
+    spare: Vec<Arc<Segment>>,
 }
 
 /// Step 1 above.
@@ -186,16 +195,35 @@ pub(crate) fn prepare_fork() -> Result<ForkPrep> {
     if GATED.with(|g| g.get()) {
         return Err(Error::Misuse); // cannot happen: no caller's code runs while a token is made
     }
-    let gate = WriteGate(GATE.write().unwrap_or_else(|p| p.into_inner()));
-    GATED.with(|g| g.set(true));
-    let mut prep = ForkPrep {
-        items: Vec::new(),
-        segments: segments(),
-        pending: pending(),
-        _gate: gate,
+    let start = std::time::Instant::now();
+    let mut prep = loop {
+        let gate = WriteGate(GATE.write().unwrap_or_else(|p| p.into_inner()));
+        GATED.with(|g| g.set(true));
+        let mut list = segments();
+        let live: Vec<Arc<Segment>> = list.iter().filter_map(Weak::upgrade).collect();
+        // A segment whose last handle is gone but whose drop has not closed its descriptor yet
+        // cannot be reached (nor prepared), and the child would copy its descriptor, and tokens,
+        // unseen: let the drop finish (it takes the gate, then leaves the list) and look again.
+        // Once upgraded, none can go (`spare` holds them until after the locks). An entry dead for
+        // a whole second has no drop running (a child forked behind our back copied it while its
+        // drop ran in a thread it does not have): it goes.
+        if live.len() < list.len() && start.elapsed() > std::time::Duration::from_secs(1) {
+            list.retain(|w| w.strong_count() > 0);
+        }
+        if live.len() == list.len() {
+            break ForkPrep {
+                items: Vec::new(),
+                segments: list,
+                pending: pending(),
+                _gate: gate,
+                spare: live,
+            };
+        }
+        drop((list, gate));
+        drop(live); // after the locks: one may be a segment's last handle
+        std::thread::sleep(std::time::Duration::from_micros(100));
     };
-    let list: Vec<Arc<Segment>> = prep.segments.iter().filter_map(Weak::upgrade).collect();
-    for seg in list {
+    for seg in prep.spare.clone() {
         if let Err(e) = prep.add(seg) {
             prep.abort();
             return Err(e);
