@@ -3,9 +3,10 @@
 //! Through a page of anonymous shared memory mapped before the fork, not a descriptor: a child forked
 //! meanwhile by another thread copies a mapping it never looks at, and holds nothing. Layout: a state
 //! word (`PENDING`, then `READY`, `ABORT` or `KEEP_ALL`), the two counts, the segment addresses
-//! (u64), the listener descriptors (u32). The parent writes the counts and entries, then publishes `READY` with
-//! a Release store and wakes the child; the child reads them after an Acquire load of `READY`, by
-//! copying through raw pointers, and checks the counts against the capacity it was made with.
+//! (u64), the listener descriptors (u32). The parent writes the counts and entries, then publishes
+//! `READY` (or `ABORT`) with a Release store and wakes the child; the child reads them after an
+//! Acquire load of the state, by copying through raw pointers, and checks the counts against the
+//! capacity it was made with.
 
 use crate::error::Result;
 use crate::segment::registry::Verdict;
