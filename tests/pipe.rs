@@ -30,6 +30,8 @@ fn main() {
         two_readers_is_misuse,
         two_writers_is_misuse,
         sender_does_not_take_messages_another_holder_reads,
+        sender_does_not_take_messages_a_borrowing_child_will_read,
+        a_half_received_message_is_not_ready,
         failed_encoding_sends_nothing,
         as_fd_under_epoll_wakes_and_does_not_spin,
         as_fd_wakes_when_the_peer_is_killed,
@@ -843,4 +845,58 @@ fn as_fd_of_a_named_pipe_is_signalled() {
     assert_eq!(a.recv::<u32>().unwrap(), 7);
     assert!(child.join().unwrap().success());
     drop(b);
+}
+
+fn sender_does_not_take_messages_a_borrowing_child_will_read() {
+    // End 0 is ours (we send a large message on it) and a forked child reads it through a borrowed
+    // handle, starting only after a while: it holds no role and has read nothing when both rings
+    // fill. Our waiting send must not drain the peer's messages, meant for that child, into a
+    // backlog of our own.
+    let (a, b) = Pipe::builder().capacity(4096).build().unwrap();
+    let peer = Process::fork(move || {
+        for i in 0..64u8 {
+            b.send_bytes(&[i; 1000]).unwrap();
+        }
+        assert_eq!(b.recv_bytes().unwrap(), vec![9u8; 64 << 10]);
+    })
+    .unwrap();
+    let a_ref = &a;
+    let reader = Process::fork(|| {
+        std::thread::sleep(Duration::from_millis(300));
+        for i in 0..64u8 {
+            let m = a_ref.recv_bytes_timeout(Duration::from_secs(10));
+            assert_eq!(m.unwrap(), [i; 1000], "message {i}");
+        }
+    })
+    .unwrap();
+    a.send_bytes(&vec![9u8; 64 << 10]).unwrap();
+    assert!(reader.join().unwrap().success(), "the reader lost messages");
+    assert!(peer.join().unwrap().success());
+}
+
+fn a_half_received_message_is_not_ready() {
+    let (a, b) = Pipe::builder().capacity(4096).build().unwrap();
+    let child = Process::fork(move || {
+        b.send_bytes(&vec![7u8; 64 << 10]).unwrap();
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200)); // the ring is full: the sender waits mid-message
+    child.signal(libc::SIGSTOP).unwrap();
+    // What is in the ring arrives and is kept; the rest cannot come while the sender is stopped.
+    let r = a.recv_bytes_timeout(Duration::from_millis(200));
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    assert!(
+        !a.prepare_poll().unwrap(),
+        "prepare_poll reports a half-received message ready"
+    );
+    let t = Instant::now();
+    let ready = shmwire::wait(&[&a], Duration::from_millis(300)).unwrap();
+    assert!(
+        ready.is_empty(),
+        "wait reports a half-received message ready (after {:?})",
+        t.elapsed()
+    );
+    child.signal(libc::SIGCONT).unwrap();
+    assert_eq!(a.recv_bytes().unwrap(), vec![7u8; 64 << 10]);
+    assert!(child.join().unwrap().success());
 }
