@@ -889,8 +889,11 @@ fn fork_with_pid(pid: i32) -> Option<i32> {
 
 /// Whether process `pid` is stopped (state `T`).
 fn stopped(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('T')))
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('T'))
+    })
 }
 
 fn send_bytes_timeout_gives_up_on_a_stopped_reader() {
@@ -905,7 +908,10 @@ fn send_bytes_timeout_gives_up_on_a_stopped_reader() {
     .unwrap();
     let t = Instant::now();
     while !stopped(child.pid()) {
-        assert!(t.elapsed() < Duration::from_secs(5), "the child did not stop");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the child did not stop"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     // Far larger than the ring: its first pieces fit, the rest waits for a reader that is alive but
@@ -920,7 +926,10 @@ fn send_bytes_timeout_gives_up_on_a_stopped_reader() {
     let r = a.send_bytes_timeout(&vec![5u8; 100 << 10], Duration::from_millis(300));
     let took = t.elapsed();
     assert!(matches!(r, Err(Error::Timeout)), "{r:?} after {took:?}");
-    assert!(took < Duration::from_secs(3), "send_bytes_timeout(300 ms) took {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "send_bytes_timeout(300 ms) took {took:?}"
+    );
     child.signal(libc::SIGCONT).unwrap();
     a.send_bytes(b"after").unwrap();
     assert!(child.join().unwrap().success());
@@ -931,7 +940,12 @@ fn send_bytes_timeout_gives_up_on_a_stopped_reader() {
 fn vm_size() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmSize:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() << 10
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        << 10
 }
 
 fn received_frames_larger_than_memory_are_too_large_not_an_abort() {
@@ -961,7 +975,11 @@ fn received_frames_larger_than_memory_are_too_large_not_an_abort() {
         ready_w.send(&()).unwrap();
         assert!(reader.poll(Duration::from_secs(10)).unwrap());
         let r = reader.recv_bytes();
-        assert!(matches!(r, Err(Error::TooLarge)), "recv_bytes: {:?}", r.map(|v| v.len()));
+        assert!(
+            matches!(r, Err(Error::TooLarge)),
+            "recv_bytes: {:?}",
+            r.map(|v| v.len())
+        );
         let r = reader.recv::<u8>();
         assert!(matches!(r, Err(Error::TooLarge)), "recv: {r:?}");
         // SAFETY: as above (back to the limit we had).

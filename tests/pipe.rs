@@ -340,20 +340,26 @@ fn zero_copy_forms() {
     let child = Process::fork(move || {
         for i in 0..1000u32 {
             let len = (i % 200) as usize;
-            b.recv_with(|bytes| {
-                assert_eq!(bytes.len(), len);
-                assert!(bytes.iter().all(|&x| x == i as u8));
-            })
+            // SAFETY: the peer is our own parent, which never writes a published frame.
+            unsafe {
+                b.recv_with(|bytes| {
+                    assert_eq!(bytes.len(), len);
+                    assert!(bytes.iter().all(|&x| x == i as u8));
+                })
+            }
             .unwrap();
         }
     })
     .unwrap();
     for i in 0..1000u32 {
         let len = (i % 200) as usize;
-        let r = a.send_with(len, |buf| {
-            buf.fill(i as u8);
-            buf.len()
-        });
+        // SAFETY: the peer is our own child, which never writes a frame before it is published.
+        let r = unsafe {
+            a.send_with(len, |buf| {
+                buf.fill(i as u8);
+                buf.len()
+            })
+        };
         assert_eq!(r.unwrap(), len);
     }
     assert!(child.join().unwrap().success());
@@ -363,10 +369,17 @@ fn send_with_too_large() {
     let (a, b) = Pipe::builder().capacity(8192).build().unwrap();
     let max = a.max_in_place_len();
     assert_eq!(max, 8192 / 2 - 16); // half the ring, less the frame header and the guard
-    assert!(matches!(a.send_with(max + 1, |_| ()), Err(Error::TooLarge)));
-    assert!(matches!(a.send_with(1 << 30, |_| ()), Err(Error::TooLarge)));
+    // SAFETY (each `send_with` here): both ends are ours.
+    assert!(matches!(
+        unsafe { a.send_with(max + 1, |_| ()) },
+        Err(Error::TooLarge)
+    ));
+    assert!(matches!(
+        unsafe { a.send_with(1 << 30, |_| ()) },
+        Err(Error::TooLarge)
+    ));
     // Nothing was sent; a maximal one goes through.
-    a.send_with(max, |buf| buf.fill(3)).unwrap();
+    unsafe { a.send_with(max, |buf| buf.fill(3)) }.unwrap();
     assert_eq!(b.recv_bytes().unwrap(), vec![3; max]);
 }
 
@@ -560,8 +573,9 @@ fn every_blocking_call_has_a_timeout_form() {
     is_send::<shmwire::Connection>();
     let (a, b) = Pipe::builder().capacity(4096).build().unwrap();
     let t = Duration::from_millis(20);
+    // SAFETY (each `_with` call here): both ends are ours.
     assert!(matches!(
-        b.recv_with_timeout(t, |x| x.len()),
+        unsafe { b.recv_with_timeout(t, |x| x.len()) },
         Err(Error::Timeout)
     ));
     while a.send_bytes_timeout(&[0; 1000], t).is_ok() {}
@@ -571,11 +585,14 @@ fn every_blocking_call_has_a_timeout_form() {
     ));
     let mut called = false;
     assert!(matches!(
-        a.send_with_timeout(1000, t, |_| called = true),
+        unsafe { a.send_with_timeout(1000, t, |_| called = true) },
         Err(Error::Timeout)
     ));
     assert!(!called);
-    assert_eq!(b.recv_with_timeout(t, |x| x.len()).unwrap(), 1000);
+    assert_eq!(
+        unsafe { b.recv_with_timeout(t, |x| x.len()) }.unwrap(),
+        1000
+    );
 }
 
 fn two_writers_is_misuse() {
@@ -602,8 +619,9 @@ fn two_writers_is_misuse() {
         Err(Error::Misuse)
     ));
     assert!(matches!(a.send_timeout(&3u8, t), Err(Error::Misuse)));
+    // SAFETY: the only other user of the end is our child, which trusts us.
     assert!(matches!(
-        a.send_with_timeout(8, t, |_| ()),
+        unsafe { a.send_with_timeout(8, t, |_| ()) },
         Err(Error::Misuse)
     ));
     for _ in 0..queued {
