@@ -684,7 +684,10 @@ fn listener_refuses_unsafe_descriptors() {
         ("an unsealed memfd", [unsealed, e0, e1]),
         ("blocking eventfds", [memfd, blocking[0], blocking[1]]),
         ("semaphore eventfds", [memfd, semaphore[0], semaphore[1]]),
-        ("sockets for wake-up descriptors", [memfd, sockets[0], sockets[1]]),
+        (
+            "sockets for wake-up descriptors",
+            [memfd, sockets[0], sockets[1]],
+        ),
         ("a memfd for a wake-up descriptor", [memfd, e0, memfd]),
     ];
     let path = socket_path(&name);
@@ -941,7 +944,11 @@ fn accept_timeout_is_bounded_while_another_thread_accepts() {
         let t = Instant::now();
         let r = listener.accept_timeout(Duration::from_millis(100));
         assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
-        assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            t.elapsed()
+        );
         // A child forked now, whose closure borrows the listener: its calls return (with an error:
         // the socket is not its own) rather than hang.
         let borrowed = &*listener;
@@ -949,7 +956,11 @@ fn accept_timeout_is_bounded_while_another_thread_accepts() {
             let _ = borrowed.accept_timeout(Duration::from_millis(100));
         })
         .unwrap();
-        join_or_fail(&grandchild, Duration::from_secs(3), "a child borrowing the listener");
+        join_or_fail(
+            &grandchild,
+            Duration::from_secs(3),
+            "a child borrowing the listener",
+        );
         // A client for the waiting thread, so that it ends and the listener is dropped.
         let conn = Client::connect_timeout(&n, Duration::from_secs(5)).unwrap();
         drop(conn);
@@ -998,7 +1009,10 @@ fn accept_timeout_is_bounded_under_a_stream_of_clients() {
         let _ = f.join();
     }
     assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
-    assert!(took < Duration::from_millis(500), "accept_timeout(50 ms) took {took:?}");
+    assert!(
+        took < Duration::from_millis(500),
+        "accept_timeout(50 ms) took {took:?}"
+    );
 }
 
 fn reclaiming_a_stale_name_has_one_winner() {
@@ -1014,23 +1028,32 @@ fn reclaiming_a_stale_name_has_one_winner() {
             drop(s);
         }
         let barrier = shmwire::Barrier::new(4).unwrap();
-        let (b, n) = (&barrier, &name);
-        // Two processes reclaim the name at once; a third cleans up stale names meanwhile.
+        let done = shmwire::Barrier::new(3).unwrap();
+        let (b, d, n) = (&barrier, &done, &name);
+        // Two processes reclaim the name at once; a third cleans up stale names meanwhile. A winner
+        // keeps its listener until both have their outcome (else the other could bind the name
+        // after it, rightly).
         let binders: Vec<Process> = (0..2)
             .map(|_| {
                 Process::fork_with(move || -> i32 {
                     b.wait().unwrap();
-                    match Listener::bind(n) {
-                        Ok(l) => match l.accept_timeout(Duration::from_secs(3)) {
-                            Ok(_) => 0,
-                            Err(_) => 4,
-                        },
-                        Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::AddrInUse => 2,
+                    let (l, code) = match Listener::bind(n) {
+                        Ok(l) => {
+                            let code = match l.accept_timeout(Duration::from_secs(3)) {
+                                Ok(_) => 0,
+                                Err(_) => 4,
+                            };
+                            (Some(l), code)
+                        }
+                        Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::AddrInUse => (None, 2),
                         Err(e) => {
                             println!("bind: {e:?}");
-                            3
+                            (None, 3)
                         }
-                    }
+                    };
+                    d.wait_timeout(Duration::from_secs(10)).unwrap();
+                    drop(l);
+                    code
                 })
                 .unwrap()
             })
@@ -1052,6 +1075,7 @@ fn reclaiming_a_stale_name_has_one_winner() {
                 Err(_) => break None,
             }
         };
+        done.wait_timeout(Duration::from_secs(10)).unwrap();
         let mut codes: Vec<i32> = binders
             .iter()
             .map(|p| p.join().unwrap().code().unwrap_or(-1))
@@ -1091,7 +1115,10 @@ fn pipe_memory_with_slots(n_slots: u32) -> OwnedFd {
     hdr.extend_from_slice(&0x5245_4459u32.to_ne_bytes()); // ready
     // SAFETY: plain syscalls on a new memfd of ours.
     unsafe {
-        let fd = libc::memfd_create(c"hostile".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING);
+        let fd = libc::memfd_create(
+            c"hostile".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        );
         assert!(fd >= 0);
         let fd = OwnedFd::from_raw_fd(fd);
         assert_eq!(libc::ftruncate(fd.as_raw_fd(), size as i64), 0);
@@ -1100,7 +1127,11 @@ fn pipe_memory_with_slots(n_slots: u32) -> OwnedFd {
             hdr.len() as isize
         );
         assert_eq!(
-            libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW),
+            libc::fcntl(
+                fd.as_raw_fd(),
+                libc::F_ADD_SEALS,
+                libc::F_SEAL_SHRINK | libc::F_SEAL_GROW
+            ),
             0
         );
         fd
@@ -1201,8 +1232,16 @@ fn wake_descriptors_of_a_client_cannot_block_the_listener() {
         from_l_w.send(&()).unwrap(); // accepted
         to_l_r.recv::<()>().unwrap(); // the trap is set
         let t = Instant::now();
-        assert!(wait(&[&conn], Duration::from_millis(300)).unwrap().is_empty());
-        assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
+        assert!(
+            wait(&[&conn], Duration::from_millis(300))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            t.elapsed()
+        );
         // The client polls for what we send: each send signals its wake-up descriptor.
         for i in 0..100u32 {
             conn.send(&i).unwrap();
@@ -1246,9 +1285,16 @@ fn wait_on_a_listener_ignores_clients_that_hang_up() {
     let ready = wait(&[&listener], Duration::from_millis(300)).unwrap();
     assert!(ready.is_empty(), "ready with nobody to accept");
     let listed = shmwire::segment::list().unwrap();
-    assert!(listed.iter().any(|s| s.name.ends_with(&name) && !s.is_stale()));
+    assert!(
+        listed
+            .iter()
+            .any(|s| s.name.ends_with(&name) && !s.is_stale())
+    );
     let ready = wait(&[&listener], Duration::from_millis(300)).unwrap();
-    assert!(ready.is_empty(), "ready with nobody to accept, after a probe");
+    assert!(
+        ready.is_empty(),
+        "ready with nobody to accept, after a probe"
+    );
     // An honest client: ready, and the connection is there at once.
     let child = Process::spawn("client", &name).unwrap();
     assert_eq!(
