@@ -267,6 +267,7 @@ impl Process {
             return Err(e);
         }
         let parent_half = prep.forked(); // other threads may go on from here
+        crate::connection::note_fork(); // the child may read our ends through borrowed handles
         drop(dropped.take());
         // The closure (and every handle it owns) now belongs to the child: drop the parent's copy,
         // noting what moved, so the child keeps exactly that.

@@ -107,8 +107,8 @@ pub(crate) struct Segment {
     hdr: HeaderFields,
     name: Option<String>,
     on_role_closed: fn(&Segment, usize),
-    /// Descriptors that travel with the segment (a pipe's eventfds): inherited by forked children,
-    /// passed to spawned ones and through a `Listener`.
+    /// Descriptors that travel with the segment (a pipe's wake-up pipes): inherited by forked
+    /// children, passed to spawned ones and through a `Listener`.
     companions: Vec<OwnedFd>,
 }
 
@@ -649,11 +649,11 @@ impl Segment {
         }
     }
 
-    /// Adds this process to the holders of `role`.
-    pub(crate) fn take_role(&self, role: usize) {
-        let s = self.my_slot();
-        assert!(s < 64 && role < MAX_ROLES, "roles need a slot below 64");
-        self.roles().masks[role].fetch_or(1 << s, Ordering::AcqRel);
+    /// Adds this process to the holders of `role`. Roles are masks over the first 64 slots: a process
+    /// in a higher slot cannot hold one (an error, never a panic: the slot count may come from a
+    /// segment another process made).
+    pub(crate) fn take_role(&self, role: usize) -> Result<()> {
+        self.add_role_of(self.my_slot(), role)
     }
 
     /// Removes this process from the holders of `role`; the last one out closes it.
@@ -661,10 +661,19 @@ impl Segment {
         self.drop_role_of(self.my_slot(), role);
     }
 
-    /// Adds slot `slot` to the holders of `role` (a slot prepared for a child).
-    pub(crate) fn add_role_of(&self, slot: u32, role: usize) {
-        assert!(slot < 64 && role < MAX_ROLES, "roles need a slot below 64");
+    /// Adds slot `slot` to the holders of `role` (a slot prepared for a child); see
+    /// [`take_role`](Self::take_role).
+    pub(crate) fn add_role_of(&self, slot: u32, role: usize) -> Result<()> {
+        if slot >= 64 || role >= MAX_ROLES {
+            return Err(Error::io(
+                std::io::ErrorKind::QuotaExceeded,
+                format!(
+                    "participant slot {slot} cannot hold role {role}: roles need a slot below 64"
+                ),
+            ));
+        }
         self.roles().masks[role].fetch_or(1 << slot, Ordering::AcqRel);
+        Ok(())
     }
 
     /// The OS name of a named segment.

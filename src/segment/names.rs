@@ -171,7 +171,10 @@ pub fn cleanup() -> Result<Vec<String>> {
             continue;
         }
         let gone = if info.kind == Some(Kind::Listener) {
-            std::fs::remove_file(format!("{SHM_DIR}/{}", info.name)).is_ok()
+            // Checked again under the lock that binders reclaiming the name take (see `listener`):
+            // a socket found stale a moment ago may be a new listener's by now.
+            let path = format!("{SHM_DIR}/{}", info.name);
+            crate::listener::remove_if_stale(std::path::Path::new(&path))
         } else {
             rustix::shm::unlink(format!("/{}", info.name).as_str()).is_ok()
         };

@@ -52,6 +52,7 @@ static PENDING: Mutex<Pending> = Mutex::new(Pending {
     inherited: Vec::new(),
     listeners: Vec::new(),
     unfinished: Vec::new(),
+    clients: Vec::new(),
 });
 static GATE: RwLock<()> = RwLock::new(());
 static HANDLER: Once = Once::new();
@@ -67,6 +68,9 @@ struct Pending {
     /// Our copies of the descriptions of children just forked, kept until [`ForkedParent::finish`]
     /// has trimmed their slots (see there); a child forked meanwhile closes its copies.
     unfinished: Vec<OwnedFd>,
+    /// Sockets of clients a `Listener` accepted and has not introduced yet: (listening socket,
+    /// client). They go (inert) with their listener in a child that does not own it.
+    clients: Vec<(RawFd, RawFd)>,
 }
 
 /// How many forks separate this process from the first process that loaded the crate.
@@ -156,6 +160,17 @@ pub(crate) fn close_listener(fd: RawFd) {
     let _gate = fork_gate();
     pending().listeners.retain(|&l| l != fd);
     inert(fd); // if it fails, the socket closes with the `Listener` a moment later
+}
+
+/// A client socket that the `Listener` owning `listener` accepted (under the fork gate, like this
+/// call): a forked child makes it inert unless its closure owns that listener.
+pub(crate) fn track_client(listener: RawFd, client: RawFd) {
+    pending().clients.push((listener, client));
+}
+
+/// The client socket `client` is being closed (under the fork gate).
+pub(crate) fn untrack_client(client: RawFd) {
+    pending().clients.retain(|&(_, c)| c != client);
 }
 
 /// A segment prepared for the child: its new description and slot (`NO_SLOT`: the table was full).
@@ -327,6 +342,15 @@ impl ForkPrep {
                     unsafe { libc::close(fd) };
                 }
                 self.pending.listeners.retain(|&l| l != fd);
+            }
+        }
+        // The clients those listeners were introducing: the parent answers them, or closes them.
+        for (l, c) in std::mem::take(&mut self.pending.clients) {
+            if v.listeners.contains(&l) {
+                self.pending.clients.push((l, c));
+            } else if !inert(c) {
+                // SAFETY: as for the listeners above: nobody may use this client socket here.
+                unsafe { libc::close(c) };
             }
         }
     }
@@ -565,7 +589,10 @@ pub(crate) fn prepare_export(seg: &Arc<Segment>, role: usize) -> Result<(RawFd, 
     seg.ensure_owner()?;
     let fd = reopen(seg.raw_fd())?;
     let slot = seg.claim_slot(fd.as_raw_fd())?;
-    seg.add_role_of(slot, role);
+    if let Err(e) = seg.add_role_of(slot, role) {
+        seg.release_prepared(fd, slot);
+        return Err(e);
+    }
     let raw = fd.as_raw_fd();
     all.exports.push(Export {
         seg: seg.clone(),
