@@ -10,9 +10,11 @@
 //! its incoming ring into a private backlog (read first by later `recv`s), so both make progress;
 //! only when no other process can be the one reading its end: it is the sole holder of the end, the
 //! last reader is itself or dead (or nobody read yet), and this process has forked no child
-//! ([`Process::fork`](crate::Process::fork)) since the end came into it: such a child may read the end
-//! through a handle its closure borrows, holding no role and before it has read anything. (Then the
-//! sender waits for that reader, as with any pipe.) Frames in the backlog, and a streamed message
+//! ([`Process::fork`](crate::Process::fork)) since it last read the end (or since the end came into
+//! it): such a child may read the end through a handle its closure borrows, holding no role and
+//! before it has read anything. (Then the sender waits for that reader, as with any pipe.) A process
+//! that reads the end after a fork is one of the readers competing for what arrives, as with any
+//! shared pipe, and what it drains goes to its own later receives. Frames in the backlog, and a streamed message
 //! received in part, are this process's alone: [`to_handle`](Connection::to_handle) refuses to hand
 //! the end over while there are any.
 //!
@@ -51,8 +53,8 @@ use std::time::Duration;
 static FORKS: AtomicU64 = AtomicU64::new(0);
 
 /// Called in the parent after each `Process::fork`: from now on the child may read, through a
-/// borrowed handle, any end this process held at the fork, so none of them drains (see the module
-/// docs).
+/// borrowed handle, any end this process held at the fork, so none of them drains until this process
+/// reads it again (see the module docs).
 pub(crate) fn note_fork() {
     FORKS.fetch_add(1, Ordering::Relaxed);
 }
@@ -92,8 +94,8 @@ pub struct Connection {
     poller: OnceCell<poll::Poller>,
     /// When `prepare_poll` last probed the peer.
     last_probe: Cell<Option<std::time::Instant>>,
-    /// `FORKS` when the end came into this process.
-    forks_at_open: u64,
+    /// `FORKS` when this process last read the end (or when the end came into it).
+    forks_seen: Cell<u64>,
 }
 
 /// Process-local state of an end.
@@ -218,7 +220,7 @@ impl Connection {
             armed: Cell::new(None),
             poller: OnceCell::new(),
             last_probe: Cell::new(None),
-            forks_at_open: FORKS.load(Ordering::Relaxed),
+            forks_seen: Cell::new(FORKS.load(Ordering::Relaxed)),
             st: RefCell::new(State {
                 send_spin: Spinner::new(wait),
                 recv_spin: Spinner::new(wait),
@@ -256,9 +258,11 @@ impl Connection {
             .map_or(true, |st| !st.backlog.is_empty() || st.partial.is_some())
     }
 
-    /// Whether a child forked since this end came into the process may read it (see the module docs).
+    /// Whether a child forked since this process last read the end (or since the end came into it)
+    /// may read it (see the module docs). Once this process reads after a fork, it is one of the
+    /// readers that compete for what arrives, and what it drains it delivers to its own receives.
     fn maybe_read_by_a_child(&self) -> bool {
-        FORKS.load(Ordering::Relaxed) != self.forks_at_open
+        FORKS.load(Ordering::Relaxed) != self.forks_seen.get()
     }
 
     /// Whether this end can receive (false for the writing end of a simplex pipe).
@@ -299,6 +303,10 @@ impl Connection {
         let me = seg.claim_id();
         let guard = claim(&rx.ctl().rx.claim, me, |id| seg.claim_alive(id))?;
         rx.note_reader(me);
+        let forks = FORKS.load(Ordering::Relaxed);
+        if forks != self.forks_seen.get() {
+            self.forks_seen.set(forks);
+        }
         Ok(guard)
     }
 
