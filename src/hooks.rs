@@ -4,8 +4,8 @@
 //! With the cargo feature `test-hooks`, a test arms a [`Point`] with a signal
 //! (`__arm`); the next time this process passes that point it raises the signal on itself (SIGKILL:
 //! a peer dying there; SIGSTOP: a peer stopped there). Signal 0 pauses only the *thread* that passes
-//! the point, until [`__resume`] (so another thread of the same process can act meanwhile; see
-//! [`__paused`]). Without the feature every point compiles to nothing. With it, an unarmed point
+//! the point, until `__resume` (so another thread of the same process can act meanwhile; see
+//! `__paused`). Without the feature every point compiles to nothing. With it, an unarmed point
 //! costs one load of a process-local word.
 
 /// A place in the library where a test may stop or kill the process.
