@@ -24,12 +24,22 @@
 //!
 //! ## Layers
 //!
-//! * [`segment`]: shared mappings (sealed memfds, or named POSIX shared memory), a validated header, and
-//!   a participant table whose slots are held through kernel-released liveness tokens (OFD locks).
-//! * `sync`: futex wait/wake, an eventcount (a busy stream makes no system calls), the wait strategy.
-//! * `ring`: the SPSC byte ring under each pipe direction.
-//! * The API: [`Pipe`], [`Connection`], [`Process`] (fork, or [`spawn`]), [`Listener`]/[`Client`],
-//!   [`wait`], [`SharedMemory`].
+//! From the bottom up (each module uses only those above it in this list):
+//!
+//! * `sys`: the kernel calls the protocols rest on: futex wait/wake, `membarrier`, liveness tokens
+//!   (open-file-description locks), the fork generation.
+//! * [`segment`]: shared mappings (sealed memfds, or named POSIX shared memory), a validated header, a
+//!   participant table whose slots are held through kernel-released liveness tokens, and the typed
+//!   objects (a control block and data) the primitives live in.
+//! * `wait`: the eventcount (a busy stream makes no system calls), the wait strategy and deadlines,
+//!   the robust mutex, the claim words, and [`wait`] over many objects.
+//! * `ring`: the SPSC byte ring under each pipe direction, the MPMC slot ring under each queue, and
+//!   the spill area for items larger than a slot.
+//! * The primitives, one folder per family: `pipe` ([`Pipe`], [`Connection`],
+//!   [`Listener`]/[`Client`], [`ConnectionHandle`]), `queue` ([`Queue`], [`JoinableQueue`],
+//!   [`SimpleQueue`]), `locks` ([`Lock`], [`RLock`], [`Semaphore`], [`Event`], [`Condition`],
+//!   [`Barrier`], [`Value`], [`Array`], [`SharedMemory`]), `process` ([`Process`], [`spawn`]); and
+//!   [`wait`] over any of them.
 //!
 //! ## Failure
 //!
@@ -42,7 +52,7 @@
 
 #![warn(missing_docs)]
 #![warn(unsafe_op_in_unsafe_fn)]
-// Under `--cfg loom` only the ring and sync layers are built, for their models.
+// Under `--cfg loom` only the sys, wait and ring layers are built, for their models.
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 #[cfg(not(target_os = "linux"))]
@@ -50,79 +60,53 @@ compile_error!(
     "shmwire needs Linux (futex, memfd_create, OFD locks); other systems are not supported yet"
 );
 
-#[cfg(not(loom))]
-mod barrier;
+// Cross-cutting: errors, time, encoding, counters, test hooks, the loom shim.
 mod codec;
-#[cfg(not(loom))]
-mod condition;
-#[cfg(not(loom))]
-mod connection;
 mod error;
-#[cfg(not(loom))]
-mod event;
-#[cfg(not(loom))]
-mod handle;
 #[doc(hidden)]
 pub mod hooks;
-#[cfg(not(loom))]
-mod listener;
-#[cfg(not(loom))]
-mod lock;
 pub(crate) mod loom;
+pub mod stats;
+mod timeout;
+
+// The layers, bottom up.
+mod ring;
 #[cfg(not(loom))]
-mod object;
+pub mod segment;
+mod sys;
+mod wait;
+
+// The primitives.
+#[cfg(not(loom))]
+mod locks;
 #[cfg(not(loom))]
 mod pipe;
 #[cfg(not(loom))]
 mod process;
 #[cfg(not(loom))]
 mod queue;
-mod ring;
-#[cfg(not(loom))]
-pub mod segment;
-#[cfg(not(loom))]
-mod select;
-#[cfg(not(loom))]
-mod semaphore;
-#[cfg(not(loom))]
-mod shared_memory;
-#[cfg(not(loom))]
-pub mod spawn;
-pub mod stats;
-mod sync;
-mod timeout;
-#[cfg(not(loom))]
-mod value;
 
-#[cfg(not(loom))]
-pub use connection::Connection;
 pub use error::{Error, Result};
 #[cfg(not(loom))]
-pub use handle::ConnectionHandle;
+pub use pipe::{
+    Client, Connection, ConnectionHandle, DEFAULT_CAPACITY, Listener, Pipe, PipeBuilder,
+};
 #[cfg(not(loom))]
-pub use listener::{Client, Listener};
-#[cfg(not(loom))]
-pub use pipe::{DEFAULT_CAPACITY, Pipe, PipeBuilder};
-#[cfg(not(loom))]
-pub use process::{ChildOutcome, ExitStatus, Process};
+pub use process::{ChildOutcome, ExitStatus, Process, spawn};
 #[cfg(not(loom))]
 pub use segment::cleanup;
-#[cfg(not(loom))]
-pub use select::{Waitable, wait};
-#[cfg(not(loom))]
-pub use shared_memory::SharedMemory;
-pub use sync::{PROBE_INTERVAL, WaitStrategy};
 pub use timeout::Timeout;
 #[cfg(not(loom))]
+pub use wait::select::{Waitable, wait};
+pub use wait::{PROBE_INTERVAL, WaitStrategy};
+#[cfg(not(loom))]
 pub use {
-    barrier::Barrier,
-    condition::Condition,
-    event::Event,
-    lock::{Lock, LockGuard, RLock, RLockGuard},
+    locks::{
+        Array, AtomicInt, Barrier, BoundedSemaphore, Condition, Event, Lock, LockGuard, RLock,
+        RLockGuard, Semaphore, SharedMemory, Value, ValueGuard,
+    },
     queue::{
         DEFAULT_ITEM_SIZE, DEFAULT_SPILL_SIZE, JoinableQueue, Queue, QueueBuilder, SimpleQueue,
         UNBOUNDED_CAPACITY,
     },
-    semaphore::{BoundedSemaphore, Semaphore},
-    value::{Array, AtomicInt, Value, ValueGuard},
 };

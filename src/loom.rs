@@ -49,7 +49,7 @@ pub(crate) fn full_fence() {
 /// the eventcount through this copy of its loop.
 #[cfg(loom)]
 pub(crate) fn wait_until<T>(
-    ec: &crate::sync::eventcount::EventCount,
+    ec: &crate::wait::eventcount::EventCount,
     spins: usize,
     prefer_asym: bool,
     mut check: impl FnMut() -> Option<T>,

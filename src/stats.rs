@@ -19,14 +19,14 @@ pub(crate) fn note_other_call() {
 /// Number of futex system calls (waits and wakes) this process has made through shmwire so far.
 /// A busy stream should add next to none.
 pub fn futex_calls() -> u64 {
-    crate::sync::futex::calls()
+    crate::sys::futex::calls()
 }
 
 /// Number of `membarrier` system calls this process has made through shmwire so far: a waiter's
 /// heavy barrier before it sleeps in the asymmetric mode, a switch of an eventcount back to the
 /// symmetric mode, and the once-per-process registration (two calls).
 pub fn membarrier_calls() -> u64 {
-    crate::sync::membarrier::calls()
+    crate::sys::membarrier::calls()
 }
 
 /// Every system call this process has made on shmwire's send, receive and wait paths so far:

@@ -2,7 +2,7 @@
 
 use super::Queue;
 use crate::error::{Error, Result};
-use crate::sync::wait::{Deadline, Spinner, WaitStrategy, block_on};
+use crate::wait::{Deadline, Spinner, WaitStrategy, block_on};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -135,7 +135,7 @@ impl<T> JoinableQueue<T> {
 /// attempts were no items, its count is items nobody will mark done (`join` reports them, once).
 #[repr(C)]
 pub(crate) struct Held {
-    lines: [Line; crate::object::OBJECT_SLOTS as usize],
+    lines: [Line; crate::segment::object::OBJECT_SLOTS as usize],
     /// Items lost with dead participants, not yet reported: counts of an earlier holder of a slot
     /// found by its new holder, and items whose consumer died in the middle of taking them.
     abandoned: AtomicU64,

@@ -6,23 +6,25 @@
 //! `get` does not hold up the others. Blocked producers and consumers spin briefly, then sleep on
 //! eventcounts, so a busy queue makes no system calls.
 //!
+//! * `ops`: the machinery under `put` and `get` (rings, spill area, waiting, repair).
 //! * `rings`: the one ring of a bounded queue, or the growing chain of an unbounded one.
 //! * `joinable`: `JoinableQueue` and `SimpleQueue`.
 
 mod joinable;
+mod ops;
 mod rings;
 
 pub use joinable::{JoinableQueue, SimpleQueue};
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::object::{Object, SharedBlock};
-use crate::ring::mpmc::{Attempt, Item, Mpmc, SLOT_HEADER};
-use crate::ring::spill::{self, SlotNow, Spill, SpillCtl};
+use crate::ring::mpmc::SLOT_HEADER;
+use crate::ring::spill::{self, SpillCtl};
+use crate::segment::object::{Object, SharedBlock};
 use crate::segment::{Kind, fingerprint_of};
-use crate::sync::eventcount::EventCount;
-use crate::sync::mutex::RawMutex;
-use crate::sync::wait::{Deadline, Spinner, WaitStrategy, block_on};
+use crate::wait::Deadline;
+use crate::wait::eventcount::EventCount;
+use crate::wait::mutex::RawMutex;
 use crossbeam_utils::CachePadded;
 use rings::{Chain, FIRST_SLOTS};
 use serde::Serialize;
@@ -271,76 +273,6 @@ impl<T> Queue<T> {
 }
 
 impl<T> Queue<T> {
-    fn spill(&self) -> Option<Spill<'_>> {
-        self.chain.spill(&self.obj)
-    }
-
-    /// Ring `i` of the queue.
-    fn ring_at(&self, i: u32) -> Result<Mpmc<'_>> {
-        self.chain.ring(&self.obj, i)
-    }
-
-    /// Ring `i`, from `cache` when it holds that ring (a blocked call retries without rebuilding it).
-    fn ring_cached<'s, 'c>(
-        &'s self,
-        i: u32,
-        cache: &'c mut Option<(u32, Mpmc<'s>)>,
-    ) -> Result<&'c Mpmc<'s>> {
-        if cache.as_ref().is_none_or(|(j, _)| *j != i) {
-            *cache = Some((i, self.ring_at(i)?));
-        }
-        cache.as_ref().map(|(_, r)| r).ok_or(Error::Corrupt)
-    }
-
-    /// The largest item a slot holds.
-    fn max_inline(&self) -> usize {
-        self.chain.slot - SLOT_HEADER
-    }
-
-    fn dir(&self) -> &Dir {
-        &self.obj.block().dir
-    }
-
-    fn closed(&self) -> bool {
-        self.dir().closed.load(Ordering::Acquire) != 0
-    }
-
-    /// The rings in use, `head..=last`, checked: a scribbled directory is `Corrupt`, never a long
-    /// walk.
-    fn span(&self) -> Result<(u32, u32)> {
-        let (head, last) = (
-            self.dir().head.load(Ordering::Acquire),
-            self.dir().last.load(Ordering::Acquire),
-        );
-        if head > last || last as usize >= rings::MAX_RINGS || (!self.chain.growable && last != 0) {
-            return Err(Error::Corrupt);
-        }
-        Ok((head, last))
-    }
-
-    /// Repairs what dead producers and consumers left, in every ring in use and the spill area.
-    fn repair(&self) -> Result<()> {
-        let seg = self.obj.segment();
-        let alive = |id| seg.claim_alive(id);
-        let (head, last) = self.span()?;
-        for i in head..=last {
-            let lost = self.ring_at(i)?.repair(alive)?;
-            if self.obj.block().joinable.load(Ordering::Relaxed) != 0 {
-                self.obj.block().held.lost(lost);
-            }
-        }
-        if let Some(spill) = self.spill() {
-            spill.repair(self.obj.me()?, alive, |pos| {
-                let (ring, p) = Mpmc::split_spill_pos(pos);
-                match u32::try_from(ring).map(|r| self.ring_at(r)) {
-                    Ok(Ok(r)) => r.slot_now(p, alive),
-                    _ => SlotNow::InUse,
-                }
-            })?;
-        }
-        Ok(())
-    }
-
     /// Items in the queue now (a snapshot; Python's `qsize`): those waiting, and those being put.
     /// An item a consumer is taking is no longer counted.
     pub fn qsize(&self) -> usize {
@@ -382,171 +314,6 @@ impl<T> Queue<T> {
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
         self.closed()
-    }
-
-    fn put_bytes_at(&self, bytes: &[u8], deadline: Deadline) -> Result<()> {
-        if bytes.len() > self.max_inline() {
-            return self.put_spilled(
-                bytes.len(),
-                |buf| {
-                    buf.copy_from_slice(bytes);
-                    Ok(())
-                },
-                deadline,
-            );
-        }
-        let me = self.obj.me()?;
-        self.publish(me, Item::Inline(bytes), deadline)
-    }
-
-    /// Puts an item of `len` bytes (more than a slot holds) that `fill` writes into a spill block:
-    /// waits for room in the spill area, fills the block before claiming a slot, then publishes.
-    fn put_spilled(
-        &self,
-        len: usize,
-        fill: impl FnOnce(&mut [u8]) -> Result<()>,
-        deadline: Deadline,
-    ) -> Result<()> {
-        let me = self.obj.me()?;
-        let spill = self.spill().ok_or(Error::TooLarge)?;
-        if len > spill.max_item() {
-            return Err(Error::TooLarge);
-        }
-        let b = self.obj.block();
-        let mut spinner = Spinner::new(WaitStrategy::Adaptive);
-        let alloc = || -> Result<Option<_>> {
-            if self.closed() {
-                return Err(Error::Closed);
-            }
-            spill.alloc(me, len, deadline)
-        };
-        let block = block_on(&mut spinner, false, &b.not_full, deadline, alloc, || {
-            self.repair()
-        })?;
-        crate::hooks::hit(crate::hooks::Point::SpillAllocated);
-        let out = spill
-            .fill(block, len, fill)
-            .and_then(|()| self.publish(me, Item::Spilled(block, len), deadline));
-        if out.is_err() {
-            spill.free(me, block)?;
-            let _ = b.not_full.notify();
-        }
-        out
-    }
-
-    /// One attempt to put `item` into the newest ring; an unbounded queue whose newest ring is full
-    /// grows. `Ok(None)`: full.
-    fn try_put<'s>(
-        &'s self,
-        me: u32,
-        item: Item<'_>,
-        deadline: Deadline,
-        cache: &mut Option<(u32, Mpmc<'s>)>,
-    ) -> Result<Option<()>> {
-        loop {
-            if self.closed() {
-                return Err(Error::Closed);
-            }
-            let last = self.dir().last.load(Ordering::Acquire);
-            let ring = self.ring_cached(last, cache)?;
-            match ring.try_put(me, item)? {
-                Attempt::Done(()) => return Ok(Some(())),
-                // Sealed: a newer ring exists (unless the queue is damaged: then wait).
-                Attempt::Sealed if self.dir().last.load(Ordering::Acquire) != last => {}
-                Attempt::Sealed => return Ok(None),
-                Attempt::Wait => {
-                    let seal = || {
-                        ring.seal();
-                        Ok(())
-                    };
-                    if !self.chain.grow(&self.obj, me, last, deadline, seal)? {
-                        return Ok(None);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Claims a slot for `item` and publishes it, waiting while the queue is full.
-    fn publish(&self, me: u32, item: Item<'_>, deadline: Deadline) -> Result<()> {
-        let b = self.obj.block();
-        let mut spinner = Spinner::new(WaitStrategy::Adaptive);
-        let mut cache = None;
-        let attempt = || self.try_put(me, item, deadline, &mut cache);
-        block_on(&mut spinner, false, &b.not_full, deadline, attempt, || {
-            self.repair()
-        })?;
-        let _ = b.not_empty.notify();
-        Ok(())
-    }
-
-    /// One attempt to take the oldest item: from the head ring, moving on to the next ring once the
-    /// head is sealed and drained. `Ok(None)`: empty.
-    fn try_get<'s, R>(
-        &'s self,
-        me: u32,
-        read: &mut impl FnMut(&[u8]) -> R,
-        cache: &mut Option<(u32, Mpmc<'s>)>,
-        mut claimed: impl FnMut(),
-    ) -> Result<Option<R>> {
-        let dir = self.dir();
-        loop {
-            let (head, last) = self.span()?;
-            let ring = self.ring_cached(head, cache)?;
-            let newer = head < last;
-            match ring.try_get(me, newer, &mut *read, &mut claimed)? {
-                Attempt::Done(v) => return Ok(Some(v)),
-                Attempt::Sealed if newer => {
-                    let _ = dir.head.compare_exchange(
-                        head,
-                        head + 1,
-                        Ordering::AcqRel,
-                        Ordering::Relaxed,
-                    );
-                }
-                // Producers moved to a newer ring: make sure this one ends (a grower that died
-                // before sealing it), then look again.
-                Attempt::Wait if newer && ring.seal() => {}
-                Attempt::Wait if !newer && self.closed() && !ring.has_pending() => {
-                    return Err(Error::Eof);
-                }
-                Attempt::Wait | Attempt::Sealed => return Ok(None),
-            }
-        }
-    }
-
-    fn get_with<R>(&self, deadline: Deadline, mut read: impl FnMut(&[u8]) -> R) -> Result<R> {
-        let me = self.obj.me()?;
-        let b = self.obj.block();
-        let mut cache = None;
-        // A JoinableQueue's consumer counts the item as held *before* it claims it (and takes the
-        // count back if it finds nothing), so that `join` never sees an item in neither place.
-        let mut spinner = Spinner::new(WaitStrategy::Adaptive);
-        let out = if b.joinable.load(Ordering::Relaxed) == 0 {
-            let attempt = || self.try_get(me, &mut read, &mut cache, || {});
-            block_on(&mut spinner, false, &b.not_empty, deadline, attempt, || {
-                self.repair()
-            })?
-        } else {
-            let slot = self.obj.segment().my_slot();
-            let attempt = || {
-                b.held.hold(slot, me);
-                let mut claimed = false;
-                let got = self.try_get(me, &mut read, &mut cache, || {
-                    claimed = true;
-                    b.held.claimed(slot, me);
-                });
-                if !matches!(got, Ok(Some(_))) {
-                    b.held.unhold(slot, me, claimed);
-                }
-                got
-            };
-            block_on(&mut spinner, false, &b.not_empty, deadline, attempt, || {
-                self.repair()
-            })?
-        };
-        let _ = b.not_full.notify();
-        Ok(out)
     }
 }
 

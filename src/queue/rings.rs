@@ -14,11 +14,11 @@
 
 use super::QueueBlock;
 use crate::error::{Error, Result};
-use crate::object::Object;
 use crate::ring::buf::RingBuf;
 use crate::ring::mpmc::Mpmc;
 use crate::ring::spill::Spill;
-use crate::sync::wait::Deadline;
+use crate::segment::object::Object;
+use crate::wait::Deadline;
 use memmap2::MmapRaw;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};

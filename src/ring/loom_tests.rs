@@ -9,8 +9,8 @@ use super::buf::RingBuf;
 use super::spsc::{Frame, RingCtl, Spsc, TAG_WHOLE};
 use crate::error::Result;
 use crate::loom::wait_until;
-use crate::sync::membarrier;
-use crate::sync::wait::{Deadline, Spinner, WaitStrategy, block_on};
+use crate::sys::membarrier;
+use crate::wait::{Deadline, Spinner, WaitStrategy, block_on};
 use loom::sync::Arc;
 
 const CAP: usize = 64;

@@ -25,8 +25,8 @@
 
 use crate::error::{Error, Result};
 use crate::segment::Segment;
-use crate::sync::mutex::RawMutex;
-use crate::sync::wait::Deadline;
+use crate::wait::Deadline;
+use crate::wait::mutex::RawMutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bytes per unit of the spill area.

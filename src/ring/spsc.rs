@@ -27,7 +27,7 @@
 use super::buf::RingBuf;
 use crate::error::{Error, Result};
 use crate::loom::{AtomicU32, AtomicU64, Ordering};
-use crate::sync::eventcount::EventCount;
+use crate::wait::eventcount::EventCount;
 use crossbeam_utils::CachePadded;
 use std::cell::Cell;
 use std::os::fd::RawFd;

@@ -6,7 +6,10 @@
 use super::header::{HeaderFields, Kind, MAGIC, READY, READY_OFFSET};
 use super::token;
 use crate::error::{Error, Result};
-use std::os::fd::AsRawFd;
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 pub(crate) const SHM_DIR: &str = "/dev/shm";
 
@@ -122,7 +125,7 @@ fn inspect(file_name: &str) -> Option<SegmentInfo> {
 /// A listener's socket: alive unless connecting to it is refused (never waits: a live listener with
 /// a full backlog is alive).
 fn inspect_listener(name: &str, path: &str) -> SegmentInfo {
-    let alive = !crate::listener::is_stale(std::path::Path::new(path));
+    let alive = !is_stale(std::path::Path::new(path));
     SegmentInfo {
         name: name.to_owned(),
         kind: Some(Kind::Listener),
@@ -164,7 +167,7 @@ pub fn list() -> Result<Vec<SegmentInfo>> {
 /// Also reaps, without waiting, the children whose [`Process`](crate::Process) was dropped while
 /// they ran and that have ended since (as the next fork or spawn does), so none stays a zombie.
 pub fn cleanup() -> Result<Vec<String>> {
-    crate::process::reap_dropped();
+    crate::sys::reap::reap_dropped();
     let mut removed = Vec::new();
     for info in list()? {
         if !info.is_stale() {
@@ -174,7 +177,7 @@ pub fn cleanup() -> Result<Vec<String>> {
             // Checked again under the lock that binders reclaiming the name take (see `listener`):
             // a socket found stale a moment ago may be a new listener's by now.
             let path = format!("{SHM_DIR}/{}", info.name);
-            crate::listener::remove_if_stale(std::path::Path::new(&path))
+            remove_if_stale(std::path::Path::new(&path))
         } else {
             rustix::shm::unlink(format!("/{}", info.name).as_str()).is_ok()
         };
@@ -183,4 +186,64 @@ pub fn cleanup() -> Result<Vec<String>> {
         }
     }
     Ok(removed)
+}
+
+// Listener names: a `Listener` is a Unix socket in /dev/shm; whether one lives behind a name is
+// whether it accepts a connection.
+
+/// A Unix stream socket (close-on-exec), for listener names.
+pub(crate) fn unix_socket(flags: SocketFlags) -> Result<OwnedFd> {
+    Ok(rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | flags,
+        None,
+    )?)
+}
+
+/// Whether the socket at `path` has no live listener (refused, or gone). Never waits: a live
+/// listener whose backlog is full (`EAGAIN`) is alive.
+pub(crate) fn is_stale(path: &Path) -> bool {
+    let Ok(addr) = SocketAddrUnix::new(path) else {
+        return false;
+    };
+    let Ok(s) = unix_socket(SocketFlags::NONBLOCK) else {
+        return false;
+    };
+    matches!(
+        rustix::net::connect(&s, &addr),
+        Err(rustix::io::Errno::CONNREFUSED) | Err(rustix::io::Errno::NOENT)
+    )
+}
+
+/// The lock under which a stale name is checked and removed: an abstract Unix socket bound to a name
+/// made from the file's, held while bound (the kernel unbinds it when its holder closes it or dies).
+/// `None` if another process held it for all of `wait`. The caller holds the fork gate, so no child
+/// copies the lock.
+pub(crate) fn reclaim_lock(path: &Path, wait: Duration) -> Result<Option<OwnedFd>> {
+    let file = path.file_name().unwrap_or_default().as_encoded_bytes();
+    let name = [file, b".reclaim"].concat(); // at most 98 + 8 bytes: fits an abstract name
+    let addr = SocketAddrUnix::new_abstract_name(&name)?;
+    let start = Instant::now();
+    loop {
+        let s = unix_socket(SocketFlags::empty())?;
+        match rustix::net::bind(&s, &addr) {
+            Ok(()) => return Ok(Some(s)),
+            Err(rustix::io::Errno::ADDRINUSE) if start.elapsed() < wait => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(rustix::io::Errno::ADDRINUSE) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Removes the listener socket at `path` if no listener lives behind it (for `cleanup`): false if
+/// one does, or if another process is reclaiming the name at this moment.
+pub(crate) fn remove_if_stale(path: &Path) -> bool {
+    let _gate = super::registry::fork_gate();
+    let Ok(Some(_lock)) = reclaim_lock(path, Duration::from_millis(100)) else {
+        return false;
+    };
+    is_stale(path) && std::fs::remove_file(path).is_ok()
 }

@@ -15,7 +15,7 @@
 //!    exports and of inherited descriptors not yet opened;
 //! 3. the parent moves its copies of the child's descriptions to the pending list, still under the
 //!    locks (so a child forked later closes them), then drops its copy of the closure, noting which
-//!    handles it owned (their `Drop` asks `crate::process`), takes from the child's slots the roles
+//!    handles it owned (their `Drop` notes itself in `moving`), takes from the child's slots the roles
 //!    that did not move (holding their tokens: a child killed meanwhile keeps its slot until then),
 //!    closes its copies, and sends the child that verdict (through a page of shared memory, not a
 //!    descriptor); an end that moved into a segment where the child has no slot undoes the fork;
@@ -42,10 +42,9 @@
 use super::{NO_SLOT, Segment, reopen};
 use crate::error::{Error, Result};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Once, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
-static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 static SEGMENTS: Mutex<Vec<Weak<Segment>>> = Mutex::new(Vec::new());
 static PENDING: Mutex<Pending> = Mutex::new(Pending {
     exports: Vec::new(),
@@ -55,7 +54,6 @@ static PENDING: Mutex<Pending> = Mutex::new(Pending {
     clients: Vec::new(),
 });
 static GATE: RwLock<()> = RwLock::new(());
-static HANDLER: Once = Once::new();
 
 /// Descriptors that belong to this process, not to any handle a closure could own.
 struct Pending {
@@ -73,23 +71,7 @@ struct Pending {
     clients: Vec<(RawFd, RawFd)>,
 }
 
-/// How many forks separate this process from the first process that loaded the crate.
-#[inline]
-pub(crate) fn fork_generation() -> u64 {
-    FORK_GENERATION.load(Ordering::Relaxed)
-}
-
-extern "C" fn in_child_after_fork() {
-    // Async-signal-safe: one atomic add.
-    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
-}
-
-pub(crate) fn install_fork_handler() {
-    HANDLER.call_once(|| {
-        // SAFETY: registers a child handler that only performs an atomic add (async-signal-safe).
-        unsafe { libc::pthread_atfork(None, None, Some(in_child_after_fork)) };
-    });
-}
+pub(crate) use crate::sys::fork::{fork_generation, install_fork_handler};
 
 thread_local! {
     /// Whether this thread holds the gate already (taking it again would deadlock on a waiting fork).
@@ -289,7 +271,7 @@ impl ForkPrep {
     /// the child runs its closure (false: the parent undid the fork).
     pub(crate) fn in_child(mut self, verdict: impl FnOnce() -> Option<Verdict>) -> bool {
         let generation = fork_generation();
-        crate::sync::membarrier::register();
+        crate::sys::membarrier::register();
         for p in &self.items {
             let old = p.seg.fd.swap(p.fd.as_raw_fd(), Ordering::Relaxed);
             // SAFETY: in the child, `old` is a copy of the parent's descriptor that only this handle

@@ -10,7 +10,7 @@
 //! `mark_consistent`. Nothing is ever taken from a live holder, and a dead one makes no more stores.
 
 use super::eventcount::EventCount;
-use super::wait::{Deadline, Spinner, WaitStrategy, block_on};
+use super::strategy::{Deadline, Spinner, WaitStrategy, block_on};
 use crate::error::Result;
 use crate::segment::Segment;
 use std::cell::Cell;

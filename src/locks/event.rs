@@ -8,10 +8,10 @@
 //! 2^31 `set` calls came, each followed by a `clear`, between two of its looks at the word.)
 
 use crate::error::Result;
-use crate::object::{Object, SharedBlock};
+use crate::segment::object::{Object, SharedBlock};
 use crate::segment::{Kind, fingerprint_of};
-use crate::sync::eventcount::EventCount;
-use crate::sync::wait::{Deadline, Spinner, WaitStrategy, block_on};
+use crate::wait::eventcount::EventCount;
+use crate::wait::{Deadline, Spinner, WaitStrategy, block_on};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 

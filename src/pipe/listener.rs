@@ -42,14 +42,15 @@
 //! # Ok(()) }
 //! ```
 
-use crate::connection::Connection;
 use crate::error::{Error, Result};
+use crate::pipe::connection::Connection;
+use crate::segment::names::{is_stale, reclaim_lock, unix_socket};
 use crate::segment::registry::{self, Gate};
-use crate::select::{Armed, Waitable};
-use crate::sync::wait::Deadline;
+use crate::wait::Deadline;
+use crate::wait::select::{Armed, Waitable};
 use rustix::net::{
-    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags,
 };
 use std::collections::VecDeque;
 use std::io::{ErrorKind, IoSlice, IoSliceMut};
@@ -82,15 +83,6 @@ fn socket_path(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn unix_socket(flags: SocketFlags) -> Result<OwnedFd> {
-    Ok(rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC | flags,
-        None,
-    )?)
-}
-
 fn timespec(d: Duration) -> rustix::time::Timespec {
     rustix::time::Timespec {
         tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
@@ -118,53 +110,6 @@ fn poll_in(fd: BorrowedFd<'_>, deadline: Deadline) -> Result<bool> {
             return Ok(false);
         }
     }
-}
-
-/// Whether the socket at `path` has no live listener (refused, or gone). Never waits: a live
-/// listener whose backlog is full (`EAGAIN`) is alive.
-pub(crate) fn is_stale(path: &Path) -> bool {
-    let Ok(addr) = SocketAddrUnix::new(path) else {
-        return false;
-    };
-    let Ok(s) = unix_socket(SocketFlags::NONBLOCK) else {
-        return false;
-    };
-    matches!(
-        rustix::net::connect(&s, &addr),
-        Err(rustix::io::Errno::CONNREFUSED) | Err(rustix::io::Errno::NOENT)
-    )
-}
-
-/// The lock under which a stale name is checked and removed: an abstract Unix socket bound to a name
-/// made from the file's, held while bound (the kernel unbinds it when its holder closes it or dies).
-/// `None` if another process held it for all of `wait`. The caller holds the fork gate, so no child
-/// copies the lock.
-fn reclaim_lock(path: &Path, wait: Duration) -> Result<Option<OwnedFd>> {
-    let file = path.file_name().unwrap_or_default().as_encoded_bytes();
-    let name = [file, b".reclaim"].concat(); // at most 98 + 8 bytes: fits an abstract name
-    let addr = SocketAddrUnix::new_abstract_name(&name)?;
-    let start = Instant::now();
-    loop {
-        let s = unix_socket(SocketFlags::empty())?;
-        match rustix::net::bind(&s, &addr) {
-            Ok(()) => return Ok(Some(s)),
-            Err(rustix::io::Errno::ADDRINUSE) if start.elapsed() < wait => {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err(rustix::io::Errno::ADDRINUSE) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// Removes the listener socket at `path` if no listener lives behind it (for `cleanup`): false if
-/// one does, or if another process is reclaiming the name at this moment.
-pub(crate) fn remove_if_stale(path: &Path) -> bool {
-    let _gate = registry::fork_gate();
-    let Ok(Some(_lock)) = reclaim_lock(path, Duration::from_millis(100)) else {
-        return false;
-    };
-    is_stale(path) && std::fs::remove_file(path).is_ok()
 }
 
 /// A socket path of this process's own, to bind a listener at before it is linked to its name.
@@ -586,7 +531,7 @@ impl Listener {
 impl Drop for Listener {
     fn drop(&mut self) {
         let fd = self.sock.as_raw_fd();
-        let moved = crate::process::note_listener_moved(fd);
+        let moved = crate::segment::moving::note_listener_moved(fd);
         // Remove the name while we still listen (so nobody takes it for stale meanwhile), and only
         // if it is still ours. Moved with a closure just forked: the child owns it.
         if !moved {

@@ -24,10 +24,10 @@
 //! known as a party yet: give the waiters a timeout for that case.
 
 use crate::error::{Error, Result};
-use crate::object::{OBJECT_SLOTS, Object, SharedBlock};
+use crate::segment::object::{OBJECT_SLOTS, Object, SharedBlock};
 use crate::segment::{Kind, fingerprint_of};
-use crate::sync::futex;
-use crate::sync::wait::PROBE_INTERVAL;
+use crate::sys::futex;
+use crate::wait::PROBE_INTERVAL;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 

@@ -34,8 +34,8 @@
 //! `FD_WAITER` set; a waker that clears the count returns `true`, and its caller writes that
 //! descriptor.
 
-use super::{futex, membarrier};
 use crate::loom::{AtomicU32, Ordering, full_fence};
+use crate::sys::{futex, membarrier};
 use std::time::Duration;
 
 const WAITER: u32 = 1;

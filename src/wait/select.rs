@@ -8,8 +8,8 @@
 //! connection becomes ready: `recv` returns the error) and nothing waits for ever on the dead.
 
 use crate::error::{Error, Result};
-use crate::sync::wait::{Deadline, PROBE_INTERVAL};
 use crate::timeout::Timeout;
+use crate::wait::{Deadline, PROBE_INTERVAL};
 use std::os::fd::{BorrowedFd, RawFd};
 use std::time::Duration;
 

@@ -10,12 +10,19 @@
 //! process can make a read or write of it block by clearing `O_NONBLOCK` (a flag of the description,
 //! which an eventfd's holders would share), and filling it only makes a signal redundant.
 
-use crate::connection::Connection;
+pub(crate) mod connection;
+pub(crate) mod handle;
+pub(crate) mod listener;
+
+pub use connection::Connection;
+pub use handle::ConnectionHandle;
+pub use listener::{Client, Listener};
+
 use crate::error::{Error, Result};
 use crate::ring::buf::RingBuf;
 use crate::ring::spsc::{CTL_SIZE, MAX_CAPACITY, MIN_CAPACITY, RingCtl, Spsc};
 use crate::segment::{Kind, Segment, Spec};
-use crate::sync::WaitStrategy;
+use crate::wait::WaitStrategy;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 

@@ -1,8 +1,8 @@
 //! `ConnectionHandle`: a `Connection` as plain data, to be opened by a spawned child or by any
 //! process of the same user.
 
-use crate::connection::Connection;
 use crate::error::{Error, Result};
+use crate::pipe::connection::Connection;
 use crate::segment::registry;
 use serde::{Deserialize, Serialize};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

@@ -7,10 +7,10 @@
 //! condition variable, wake-ups may be spurious: wait in a loop, or with [`Condition::wait_while`].
 
 use crate::error::Result;
-use crate::lock::{Lock, LockGuard};
-use crate::object::{Object, SharedBlock};
+use crate::locks::lock::{Lock, LockGuard};
+use crate::segment::object::{Object, SharedBlock};
 use crate::segment::{Kind, fingerprint_of};
-use crate::sync::futex;
+use crate::sys::futex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 

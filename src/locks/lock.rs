@@ -7,10 +7,10 @@
 //! a timeout they time out; nothing is ever stolen.
 
 use crate::error::{Error, Result};
-use crate::object::{Object, SharedBlock};
+use crate::segment::object::{Object, SharedBlock};
 use crate::segment::{Kind, fingerprint_of};
-use crate::sync::mutex::RawMutex;
-use crate::sync::wait::Deadline;
+use crate::wait::Deadline;
+use crate::wait::mutex::RawMutex;
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -32,12 +32,12 @@ mod send;
 use crate::error::{Error, Result};
 use crate::ring::spsc::{Frame, Reservation, Spsc, TAG_CONT, TAG_HEAD, TAG_WHOLE};
 use crate::segment::Segment;
-use crate::select::{Armed, Waitable};
-use crate::sync::WaitStrategy;
-use crate::sync::claim::{ClaimGuard, claim};
-use crate::sync::eventcount::Key;
-use crate::sync::wait::{Deadline, Spinner, block_on};
 use crate::timeout::Timeout;
+use crate::wait::WaitStrategy;
+use crate::wait::claim::{ClaimGuard, claim};
+use crate::wait::eventcount::Key;
+use crate::wait::select::{Armed, Waitable};
+use crate::wait::{Deadline, Spinner, block_on};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::cell::{Cell, OnceCell, RefCell, RefMut};
@@ -364,7 +364,7 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        crate::process::note_moved_to_child(&self.seg, self.end);
+        crate::segment::moving::note_moved_to_child(&self.seg, self.end);
         crate::segment::registry::withdraw_exports(&self.seg, self.end);
         self.close();
     }

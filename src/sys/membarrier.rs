@@ -16,7 +16,7 @@
 //! process "registered" is the model's choice ([`model_registered`]).
 
 #[cfg(not(loom))]
-use crate::segment::registry::fork_generation;
+use crate::sys::fork::fork_generation;
 #[cfg(loom)]
 fn fork_generation() -> u64 {
     0

@@ -242,6 +242,6 @@ pub(crate) unsafe fn write_shared(dst: *mut u8, src: &[u8]) {
 impl Drop for SharedMemory {
     fn drop(&mut self) {
         // Dropped with a closure just forked: the child owns this handle (see `segment::registry`).
-        crate::process::note_segment_moved(&self.seg);
+        crate::segment::moving::note_segment_moved(&self.seg);
     }
 }

@@ -227,6 +227,6 @@ impl<T: SharedBlock> Object<T> {
 impl<T: SharedBlock> Drop for Object<T> {
     fn drop(&mut self) {
         // Dropped with a closure just forked: the child owns this handle (see `segment::registry`).
-        crate::process::note_segment_moved(&self.seg);
+        crate::segment::moving::note_segment_moved(&self.seg);
     }
 }

@@ -3,10 +3,10 @@
 //! (as with POSIX semaphores): there is no holder to track.
 
 use crate::error::{Error, Result};
-use crate::object::{Object, SharedBlock};
+use crate::segment::object::{Object, SharedBlock};
 use crate::segment::{Kind, fingerprint_of};
-use crate::sync::eventcount::EventCount;
-use crate::sync::wait::{Deadline, Spinner, WaitStrategy, block_on};
+use crate::wait::eventcount::EventCount;
+use crate::wait::{Deadline, Spinner, WaitStrategy, block_on};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -84,7 +84,7 @@ impl Semaphore {
     /// Test hook: [`create`](Self::create), raising `signal` in this process as soon as the object
     /// can be opened by name.
     pub fn __create_interrupted(name: &str, value: u32, signal: i32) -> Result<Semaphore> {
-        crate::object::hooks::raise_after_publish(signal);
+        crate::segment::object::hooks::raise_after_publish(signal);
         Self::create(name, value)
     }
 

@@ -34,59 +34,20 @@
 //! process whose other threads hold no locks the child needs.
 
 mod forker;
-mod reap;
+pub mod spawn;
 mod verdict;
 
 use crate::error::{Error, Result};
-use crate::segment::{Segment, registry};
-use std::cell::RefCell;
+use crate::segment::registry;
 use std::fmt;
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd, RawFd};
-use std::sync::Arc;
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use crate::segment::moving;
+use crate::sys::reap;
+pub(crate) use crate::sys::reap::reap_dropped;
 pub(crate) use forker::run as on_forker;
-pub(crate) use reap::reap_dropped;
-
-/// What the handles dropped with a forked closure in the parent moved to the child.
-#[derive(Default)]
-struct Moved {
-    /// (segment address, role) of the pipe ends.
-    roles: Vec<(usize, usize)>,
-    /// Addresses of the segments of other handles.
-    segments: Vec<usize>,
-    /// Listening sockets.
-    listeners: Vec<RawFd>,
-}
-
-thread_local! {
-    /// While the parent drops a forked closure: what moved to the child.
-    static MOVING: RefCell<Option<Moved>> = const { RefCell::new(None) };
-}
-
-fn noting(f: impl FnOnce(&mut Moved)) -> bool {
-    // `try_with`: a handle may be dropped by another thread-local's destructor.
-    MOVING
-        .try_with(|m| m.borrow_mut().as_mut().map(f).is_some())
-        .unwrap_or(false)
-}
-
-/// Called by a pipe end on drop: if the parent is dropping a closure it just forked, this end went
-/// to the child.
-pub(crate) fn note_moved_to_child(seg: &Arc<Segment>, role: usize) {
-    noting(|m| m.roles.push((Arc::as_ptr(seg) as usize, role)));
-}
-
-/// Called by other handles on drop: the same, for a handle without roles.
-pub(crate) fn note_segment_moved(seg: &Arc<Segment>) {
-    noting(|m| m.segments.push(Arc::as_ptr(seg) as usize));
-}
-
-/// Called by a `Listener` on drop: whether it is moving to a child (then its name is the child's).
-pub(crate) fn note_listener_moved(fd: RawFd) -> bool {
-    noting(|m| m.listeners.push(fd))
-}
 
 /// What a child's closure may return; it becomes the exit code.
 pub trait ChildOutcome {
@@ -267,13 +228,13 @@ impl Process {
             return Err(e);
         }
         let parent_half = prep.forked(); // other threads may go on from here
-        crate::connection::note_fork(); // the child may read our ends through borrowed handles
+        crate::pipe::connection::note_fork(); // the child may read our ends through borrowed handles
         drop(dropped.take());
         // The closure (and every handle it owns) now belongs to the child: drop the parent's copy,
         // noting what moved, so the child keeps exactly that.
-        let outer = MOVING.with(|m| m.replace(Some(Moved::default())));
-        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(f.take())));
-        let moved = MOVING.with(|m| m.replace(outer)).unwrap_or_default();
+        let (moved, unwound) = moving::collect(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(f.take())))
+        });
         let verdict = parent_half.finish(pid as u32, &moved.roles, moved.segments, moved.listeners);
         if let Some(page) = &page {
             page.send(&verdict);
@@ -453,9 +414,9 @@ impl Process {
     }
 }
 
-impl crate::select::Waitable for Process {
-    fn __arm(&self) -> Result<crate::select::Armed> {
-        use crate::select::Armed;
+impl crate::wait::select::Waitable for Process {
+    fn __arm(&self) -> Result<crate::wait::select::Armed> {
+        use crate::wait::select::Armed;
         if self.status.get().is_some() || self.exited_unreaped() {
             return Ok(Armed::Ready);
         }

@@ -15,11 +15,11 @@
 //! or the atomics for a given value, not both.
 
 use crate::error::{Error, Result};
-use crate::object::{Object, SharedBlock};
+use crate::locks::shared_memory::{read_shared, write_shared};
+use crate::segment::object::{Object, SharedBlock};
 use crate::segment::{Kind, fingerprint_of};
-use crate::shared_memory::{read_shared, write_shared};
-use crate::sync::mutex::RawMutex;
-use crate::sync::wait::Deadline;
+use crate::wait::Deadline;
+use crate::wait::mutex::RawMutex;
 use bytemuck::Pod;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
@@ -211,7 +211,7 @@ impl<T: Pod> Value<T> {
     /// Test hook: [`create`](Self::create), raising `signal` in this process as soon as the object
     /// can be opened by name (a creator stopped or killed half way).
     pub fn __create_interrupted(name: &str, v: T, signal: i32) -> Result<Self> {
-        crate::object::hooks::raise_after_publish(signal);
+        crate::segment::object::hooks::raise_after_publish(signal);
         Self::create(name, v)
     }
 
@@ -418,7 +418,7 @@ impl<T: Pod> Array<T> {
     /// Test hook: [`create`](Self::create), raising `signal` in this process as soon as the object
     /// can be opened by name.
     pub fn __create_interrupted(name: &str, items: &[T], signal: i32) -> Result<Self> {
-        crate::object::hooks::raise_after_publish(signal);
+        crate::segment::object::hooks::raise_after_publish(signal);
         Self::create(name, items)
     }
 

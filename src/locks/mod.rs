@@ -1,0 +1,20 @@
+//! The locks and shared values: `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`, `Event`,
+//! `Condition`, `Barrier`, `Value`, `Array` and `SharedMemory`, each a typed object in a segment of
+//! its own (see `segment::object`), all `Clone + Send + Sync`, shared with forked children and
+//! `create(name)`/`open(name)` for unrelated processes.
+
+mod barrier;
+mod condition;
+mod event;
+mod lock;
+mod semaphore;
+mod shared_memory;
+mod value;
+
+pub use barrier::Barrier;
+pub use condition::Condition;
+pub use event::Event;
+pub use lock::{Lock, LockGuard, RLock, RLockGuard};
+pub use semaphore::{BoundedSemaphore, Semaphore};
+pub use shared_memory::SharedMemory;
+pub use value::{Array, AtomicInt, Value, ValueGuard};
