@@ -98,6 +98,14 @@ impl Drop for External {
     }
 }
 
+/// Under a split pinning, tells the program (`SHMWIRE_BENCH_PIN=PARENT,CHILD`) to keep its two
+/// processes on the two CPUs as the bench's own sides are.
+fn pin_env(cmd: &mut Command) {
+    if let Some(c) = super::measure::child_cpu() {
+        cmd.env("SHMWIRE_BENCH_PIN", format!("0,{c}"));
+    }
+}
+
 /// `python3`'s version if it is there and has `multiprocessing`.
 pub fn python_version() -> Option<String> {
     let out = Command::new("python3")
@@ -118,6 +126,7 @@ pub fn python_version() -> Option<String> {
 pub fn python(workload: &[&str]) -> Option<External> {
     let mut cmd = Command::new("python3");
     cmd.arg("-c").arg(PY).args(workload);
+    pin_env(&mut cmd);
     External::start(cmd, &format!("python3 {}", workload.join(" ")))
 }
 
@@ -144,5 +153,6 @@ pub fn python_create(budget: Duration) -> Vec<(String, f64)> {
 pub fn iceoryx2(bin: &str) -> Option<External> {
     let mut cmd = Command::new(bin);
     cmd.arg("--serve");
+    pin_env(&mut cmd);
     External::start(cmd, "the iceoryx2 peer")
 }

@@ -17,14 +17,44 @@ use shmwire::Process;
 use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
 
-/// Where the two processes run.
+/// Where the processes run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Pin {
     /// Wherever the scheduler puts them.
     Any,
+    /// The parent on CPU 0, the Link children on CPU 1 (as `../shared/baselines/ipc.c` pins them):
+    /// a child woken from its park would otherwise often be put on its waker's CPU, and two
+    /// processes spinning on one CPU measure the scheduler, not the path.
+    Split,
     /// Both on CPU 0 (`taskset -c 0`).
     Same,
+}
+
+/// The CPU a Link child pins itself to (-1: none), set while a [`Pinned`] split is alive.
+static CHILD_CPU: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// The CPU the children should take under the current pinning (for external sides), if any.
+pub fn child_cpu() -> Option<usize> {
+    let c = CHILD_CPU.load(std::sync::atomic::Ordering::Relaxed);
+    (c >= 0).then_some(c as usize)
+}
+
+/// Sets this process's CPU mask to `cpu` alone.
+pub fn pin_to(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; sched_setaffinity gets a valid pointer and size.
+    unsafe {
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut one);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one);
+    }
+}
+
+/// In a Link child: takes the CPU a split pinning gives children.
+fn pin_child() {
+    if let Some(cpu) = child_cpu() {
+        pin_to(cpu);
+    }
 }
 
 /// Latency figures in nanoseconds.
@@ -117,24 +147,30 @@ const STOP: u8 = 0xff;
 pub struct Pinned(Option<libc::cpu_set_t>);
 
 impl Pinned {
+    /// Pins (for `Split`, only when this process may run on CPUs 0 and 1).
     pub fn new(pin: Pin) -> Pinned {
-        if pin == Pin::Any {
-            return Pinned(None);
-        }
-        // SAFETY: cpu_set_t is plain data; sched_{get,set}affinity get valid pointers and sizes.
-        unsafe {
+        // SAFETY: cpu_set_t is plain data; sched_getaffinity gets a valid pointer and size.
+        let old = unsafe {
             let mut old: libc::cpu_set_t = std::mem::zeroed();
             libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut old);
-            let mut one: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(0, &mut one);
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one);
-            Pinned(Some(old))
+            old
+        };
+        // SAFETY: reads the set filled above.
+        let both = unsafe { libc::CPU_ISSET(0, &old) && libc::CPU_ISSET(1, &old) };
+        match pin {
+            Pin::Any => return Pinned(None),
+            Pin::Split if !both => return Pinned(None),
+            Pin::Split => CHILD_CPU.store(1, std::sync::atomic::Ordering::Relaxed),
+            Pin::Same => {}
         }
+        pin_to(0);
+        Pinned(Some(old))
     }
 }
 
 impl Drop for Pinned {
     fn drop(&mut self) {
+        CHILD_CPU.store(-1, std::sync::atomic::Ordering::Relaxed);
         if let Some(old) = &self.0 {
             // SAFETY: restores the mask read in `new`.
             unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), old) };
@@ -195,13 +231,15 @@ pub struct Echo<L: Link> {
 }
 
 impl<L: Link> Echo<L> {
-    /// Forks the echo child (it inherits this process's CPU mask).
+    /// Forks the echo child (it takes the children's CPU of a split pinning, or inherits this
+    /// process's mask).
     pub fn new(pair: (L, L), size: usize) -> Self {
         assert!(size >= 8, "messages carry a mark and a stamp");
         let parking = Parking::new();
         let word = parking.shared.at();
         let (mine, mut theirs) = pair;
         let child = Process::fork(move || {
+            pin_child();
             let mut buf = vec![0u8; size];
             let mut parks = 0;
             while theirs.recv(&mut buf) {
@@ -311,6 +349,7 @@ impl<L: Link> Sink<L> {
         let word = parking.shared.at();
         let (mine, mut theirs) = pair;
         let child = Process::fork(move || {
+            pin_child();
             let mut buf = vec![0u8; size];
             let mut parks = 0;
             let mut count = 0u64;

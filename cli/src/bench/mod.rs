@@ -263,7 +263,7 @@ fn subs(opts: &Options, python: bool) -> Vec<Sub> {
     v.push(Sub {
         group: "rtt",
         size: 8,
-        pin: Pin::Any,
+        pin: Pin::Split,
         kind: Kind::Lat,
         budget: s(12.0),
         sides: rtt,
@@ -292,7 +292,7 @@ fn subs(opts: &Options, python: bool) -> Vec<Sub> {
         v.push(Sub {
             group: "throughput",
             size,
-            pin: Pin::Any,
+            pin: Pin::Split,
             kind: Kind::Thr,
             budget: s(2.0),
             sides,
@@ -359,7 +359,7 @@ fn subs(opts: &Options, python: bool) -> Vec<Sub> {
         v.push(Sub {
             group: "rtt-by-size",
             size,
-            pin: Pin::Any,
+            pin: Pin::Split,
             kind: Kind::Lat,
             budget: s(1.0),
             sides: PLOT_PATHS

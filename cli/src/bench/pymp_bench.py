@@ -9,14 +9,23 @@
 # `ready`; each `block SECS` or `items N` line runs one block and answers `ok OPS SECS`; `quit` or
 # the end of stdin ends it and its children (daemonic, so they end with it in any case).
 import multiprocessing as mp
+import os
 import sys
 import time
 
 ctx = mp.get_context("fork")
 now = time.perf_counter
+# SHMWIRE_BENCH_PIN=PARENT,CHILD: the parent and its one child on these CPUs (rtt and thr64).
+PIN = [int(c) for c in os.environ.get("SHMWIRE_BENCH_PIN", "").split(",") if c]
+
+
+def pin(which):
+    if PIN:
+        os.sched_setaffinity(0, {PIN[which]})
 
 
 def _echo(c):
+    pin(1)
     while True:
         m = c.recv_bytes()
         if not m:
@@ -61,6 +70,7 @@ class Rtt:
 
 
 def _sink(c):
+    pin(1)
     n = 0
     while True:
         m = c.recv_bytes()
@@ -222,6 +232,7 @@ def main():
         w = Queue(int(args[1]), int(args[2]))
     else:
         raise SystemExit(f"unknown workload {args}")
+    pin(0)
     print("ready", flush=True)
     for line in sys.stdin:
         f = line.split()

@@ -252,7 +252,10 @@ pub fn size_label(size: usize) -> String {
 
 fn vs_python(r: &Row) -> String {
     r.vs_python
-        .map_or(String::new(), |x| format!("  {x:.0}x faster than Python"))
+        .map_or(String::new(), |x| {
+            let p = if x < 10.0 { 1 } else { 0 };
+            format!("  {x:.p$}x faster than Python")
+        })
 }
 
 /// What the table's head says.
@@ -284,7 +287,8 @@ pub fn table(h: &Header) -> String {
         bytes(h.bufs.1 as f64)
     );
     let _ = writeln!(s, "{}\n", h.python);
-    if runs > 1 {
+    if h.ratios.is_empty() {
+    } else if runs > 1 {
         let _ = writeln!(
             s,
             "Ratios over {runs} runs: median of the runs' medians [min..max of them]; the figures below are the last run's"
@@ -320,7 +324,7 @@ pub fn table(h: &Header) -> String {
         }
     }
     for (group, title) in [
-        ("rtt", "Round trip, 8 B, two processes (median of 16-trip batches; tails timed one by one)"),
+        ("rtt", "Round trip, 8 B, parent on CPU 0, child on CPU 1 (median of 16-trip batches; tails timed one by one)"),
         ("rtt-same-core", "Round trip, 8 B, both on CPU 0"),
     ] {
         if !rows.iter().any(|r| r.group == group) {

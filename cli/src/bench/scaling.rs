@@ -307,11 +307,11 @@ pub fn tables(s: &mut String, rows: &[Row]) {
             if let Some(t) = r.thr {
                 let _ = writeln!(
                     s,
-                    "  N = {:<3} {:<32} {:>18} acquisitions, {:>18} hand-offs",
+                    "  N = {:<3} {:<32} {:>24} {:>22}",
                     r.size,
                     r.name,
-                    rate(t.msgs_per_s, "acq"),
-                    rate(r.handoffs_per_s.unwrap_or(f64::NAN), "h")
+                    rate(t.msgs_per_s, "acquisition"),
+                    rate(r.handoffs_per_s.unwrap_or(f64::NAN), "hand-off")
                 );
             }
         }
