@@ -110,7 +110,10 @@ const RATIOS: [(&str, bool); 19] = [
     ("RTT 8 B: shmwire default / spinning floor", false),
     ("RTT 8 B: shmwire sleep-only / futex floor", false),
     ("RTT 8 B: Unix socket busy-polling / shmwire default", false),
-    ("RTT 8 B: Unix socket / shmwire sleep-only (both sleep)", false),
+    (
+        "RTT 8 B: Unix socket / shmwire sleep-only (both sleep)",
+        false,
+    ),
     ("RTT 8 B: Python Pipe / shmwire default", true),
     ("RTT 8 B, one core: shmwire default / futex floor", false),
     ("64 B msgs/s: shmwire / pipe", false),
@@ -121,11 +124,20 @@ const RATIOS: [(&str, bool); 19] = [
     ("Queue 2P/2C items/s: shmwire / OS pipe + locks", false),
     ("Queue 1P/1C items/s: crossbeam threads / shmwire", false),
     ("Queue 2P/2C items/s: crossbeam threads / shmwire", false),
-    ("Queue 1P/1C items/s: crossbeam threads / shmwire serde", false),
+    (
+        "Queue 1P/1C items/s: crossbeam threads / shmwire serde",
+        false,
+    ),
     ("Queue 1P/1C items/s: shmwire / Python Queue", true),
     ("Queue 2P/2C items/s: shmwire / Python Queue", true),
-    ("Lock strict hand-off, 2 processes / futex floor round trip", false),
-    ("Lock strict hand-off, 2 processes: shmwire / pthread mutex", false),
+    (
+        "Lock strict hand-off, 2 processes / futex floor round trip",
+        false,
+    ),
+    (
+        "Lock strict hand-off, 2 processes: shmwire / pthread mutex",
+        false,
+    ),
 ];
 
 /// Whether `python3` with `multiprocessing` is here (then the bench runs Python's sides).
@@ -214,13 +226,23 @@ fn bench_quick_json_has_every_ratio() {
 fn bench_no_python_skips_python() {
     let out = shmwire(
         "nopy",
-        &["bench", "--quick", "--json", "--no-python", "--only", "queue"],
+        &[
+            "bench",
+            "--quick",
+            "--json",
+            "--no-python",
+            "--only",
+            "queue",
+        ],
         BENCH_LIMIT,
     );
     let doc = json_of(&out);
     assert!(doc["python"].is_null());
     let rows = doc["rows"].as_array().unwrap();
-    assert!(rows.iter().all(|r| r["group"] == "queue" && r["path"] != "py"));
+    assert!(
+        rows.iter()
+            .all(|r| r["group"] == "queue" && r["path"] != "py")
+    );
     assert!(rows.iter().all(|r| r["vs_python"].is_null()));
     let want: Vec<&str> = RATIOS
         .iter()
@@ -305,7 +327,7 @@ fn ls_json_lists_a_live_segment() {
     // A child holds a named lock under the run's prefix while `ls --json` looks.
     let (here, there) = shmwire::Pipe::new().unwrap();
     let prefix = prefix_of("lsjson");
-    let mut child = shmwire::Process::fork(move || {
+    let child = shmwire::Process::fork(move || {
         // SAFETY: the forked child has one thread.
         unsafe { std::env::set_var("SHMWIRE_PREFIX", &prefix) };
         let lock = shmwire::Lock::create("held").unwrap();
@@ -317,7 +339,12 @@ fn ls_json_lists_a_live_segment() {
     assert_eq!(here.recv_timeout::<u8>(Duration::from_secs(10)).unwrap(), 1);
     let out = shmwire_beside("lsjson", &["ls", "--json"], QUICK_LIMIT, &["held"]);
     here.send(&0u8).unwrap();
-    assert!(child.join_timeout(Duration::from_secs(10)).unwrap().success());
+    assert!(
+        child
+            .join_timeout(Duration::from_secs(10))
+            .unwrap()
+            .success()
+    );
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     let segs = v.as_array().unwrap();
@@ -378,14 +405,25 @@ fn help_and_version() {
     }
     let text = String::from_utf8_lossy(&shmwire("help", &["bench", "--help"], QUICK_LIMIT).stdout)
         .into_owned();
-    for flag in ["--json", "--quick", "--runs", "--only", "--no-python", "--plot-throughput"] {
+    for flag in [
+        "--json",
+        "--quick",
+        "--runs",
+        "--only",
+        "--no-python",
+        "--plot-throughput",
+    ] {
         assert!(text.contains(flag), "{flag} in {text}");
     }
 }
 
 #[test]
 fn no_progress_line_when_stderr_is_not_a_terminal() {
-    let out = shmwire("progress", &["bench", "--quick", "--no-python", "--only", "sync"], BENCH_LIMIT);
+    let out = shmwire(
+        "progress",
+        &["bench", "--quick", "--no-python", "--only", "sync"],
+        BENCH_LIMIT,
+    );
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains('\r') && !err.contains("\x1b["), "{err:?}");

@@ -161,9 +161,15 @@ pub fn fd_pair(kind: &str) -> (FdLink, FdLink) {
         "pipe" => {
             let (mut a, mut b) = ([0; 2], [0; 2]);
             // SAFETY: valid out-arrays.
-            check(unsafe { libc::pipe2(a.as_mut_ptr(), libc::O_CLOEXEC) }, "pipe");
+            check(
+                unsafe { libc::pipe2(a.as_mut_ptr(), libc::O_CLOEXEC) },
+                "pipe",
+            );
             // SAFETY: as above.
-            check(unsafe { libc::pipe2(b.as_mut_ptr(), libc::O_CLOEXEC) }, "pipe");
+            check(
+                unsafe { libc::pipe2(b.as_mut_ptr(), libc::O_CLOEXEC) },
+                "pipe",
+            );
             pipe_size(a[1]);
             pipe_size(b[1]);
             (
@@ -197,10 +203,7 @@ pub fn fd_pair(kind: &str) -> (FdLink, FdLink) {
             let (c, s) = (c.into_raw_fd(), s.into_raw_fd());
             socket_size(c);
             socket_size(s);
-            (
-                fd_link(c, c, vec![c], false),
-                fd_link(s, s, vec![s], false),
-            )
+            (fd_link(c, c, vec![c], false), fd_link(s, s, vec![s], false))
         }
         other => panic!("unknown path {other}"),
     }

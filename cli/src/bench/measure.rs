@@ -418,18 +418,14 @@ impl<L: Link> Drop for Sink<L> {
     }
 }
 
-/// Median figures over blocks: latency (batch medians, mean over all trips, tails from the trips
-/// timed alone).
+/// Figures over blocks: latency (the median of the blocks' medians, the mean over all trips, the
+/// tails from the trips timed alone).
 pub fn lat_of(samples: &[Sample]) -> Lat {
-    let batches: Vec<f64> = samples.iter().flat_map(|s| s.batch_ns.clone()).collect();
     let singles: Vec<f64> = samples.iter().flat_map(|s| s.single_ns.clone()).collect();
     let ops: u64 = samples.iter().map(|s| s.ops).sum();
     let secs: f64 = samples.iter().map(|s| s.secs).sum();
-    let p50 = if batches.is_empty() {
-        median(&samples.iter().map(Sample::ns_per_op).collect::<Vec<_>>())
-    } else {
-        median(&batches)
-    };
+    // Each block weighs the same (a fast block has more batches than a slow one).
+    let p50 = median(&samples.iter().map(Sample::ns_per_op).collect::<Vec<_>>());
     Lat {
         iters: ops,
         mean_ns: secs * 1e9 / ops.max(1) as f64,

@@ -171,7 +171,11 @@ fn side<S: Side + 'static>(s: S) -> Option<Box<dyn Side>> {
     Some(Box::new(s))
 }
 
-fn spec(id: &'static str, name: &str, make: impl Fn() -> Option<Box<dyn Side>> + 'static) -> SideSpec {
+fn spec(
+    id: &'static str,
+    name: &str,
+    make: impl Fn() -> Option<Box<dyn Side>> + 'static,
+) -> SideSpec {
     SideSpec {
         id,
         name: name.to_owned(),
@@ -233,10 +237,7 @@ const PLOT_SIZES: [usize; 4] = [64, 512, 4096, 65536];
 const PLOT_PATHS: [&str; 4] = ["pipe", "uds", "tcp", "shm"];
 
 fn lat_name(id: &str) -> &'static str {
-    LAT_PATHS
-        .iter()
-        .find(|p| p.0 == id)
-        .map_or("?", |p| p.1)
+    LAT_PATHS.iter().find(|p| p.0 == id).map_or("?", |p| p.1)
 }
 
 fn subs(opts: &Options, python: bool) -> Vec<Sub> {
@@ -247,9 +248,11 @@ fn subs(opts: &Options, python: bool) -> Vec<Sub> {
         .map(|&(id, name)| spec(id, name, move || echo(id, 8)))
         .collect();
     if python {
-        rtt.push(spec("py", "Python multiprocessing.Pipe, send_bytes", || {
-            external::python(&["rtt"]).map(|e| Box::new(e) as Box<dyn Side>)
-        }));
+        rtt.push(spec(
+            "py",
+            "Python multiprocessing.Pipe, send_bytes",
+            || external::python(&["rtt"]).map(|e| Box::new(e) as Box<dyn Side>),
+        ));
     }
     if let Some(bin) = opts.iceoryx2.clone() {
         // Next to shmwire's default in the rotation (the second side).
@@ -285,9 +288,11 @@ fn subs(opts: &Options, python: bool) -> Vec<Sub> {
             .map(|&(id, name)| spec(id, name, move || sink(id, size)))
             .collect();
         if python && size == 64 {
-            sides.push(spec("py", "Python multiprocessing.Pipe, send_bytes", || {
-                external::python(&["thr64"]).map(|e| Box::new(e) as Box<dyn Side>)
-            }));
+            sides.push(spec(
+                "py",
+                "Python multiprocessing.Pipe, send_bytes",
+                || external::python(&["thr64"]).map(|e| Box::new(e) as Box<dyn Side>),
+            ));
         }
         v.push(Sub {
             group: "throughput",
@@ -307,18 +312,24 @@ fn subs(opts: &Options, python: bool) -> Vec<Sub> {
                 external::python(&["queue", &p, &c]).map(|e| Box::new(e) as Box<dyn Side>)
             }));
         }
-        sides.push(spec("pipe-lock", "OS pipe + locks (CPython's design)", move || {
-            side(prims::pipe_lock_queue(p, c))
-        }));
+        sides.push(spec(
+            "pipe-lock",
+            "OS pipe + locks (CPython's design)",
+            move || side(prims::pipe_lock_queue(p, c)),
+        ));
         sides.push(spec("shm", "shmwire Queue, put_pod/get_pod", move || {
             side(prims::shm_queue(p, c, true))
         }));
-        sides.push(spec("crossbeam", "crossbeam-channel, threads (ceiling)", move || {
-            side(prims::crossbeam(p, c))
-        }));
-        sides.push(spec("shm-serde", "shmwire Queue, put/get (serde)", move || {
-            side(prims::shm_queue(p, c, false))
-        }));
+        sides.push(spec(
+            "crossbeam",
+            "crossbeam-channel, threads (ceiling)",
+            move || side(prims::crossbeam(p, c)),
+        ));
+        sides.push(spec(
+            "shm-serde",
+            "shmwire Queue, put/get (serde)",
+            move || side(prims::shm_queue(p, c, false)),
+        ));
         v.push(Sub {
             group: "queue",
             size: p * 10 + c,
@@ -335,9 +346,15 @@ fn subs(opts: &Options, python: bool) -> Vec<Sub> {
         kind: Kind::Lat,
         budget: s(2.0),
         sides: vec![
-            spec("futex", "shared line, futex (floor): round trip", || echo("futex", 8)),
+            spec("futex", "shared line, futex (floor): round trip", || {
+                echo("futex", 8)
+            }),
             spec("shm", "shmwire Lock", || {
-                side(prims::LockSide::new(shmwire::Lock::new().expect("lock"), 2, true))
+                side(prims::LockSide::new(
+                    shmwire::Lock::new().expect("lock"),
+                    2,
+                    true,
+                ))
             }),
             spec("pthread", "pthread mutex, process-shared", || {
                 side(prims::LockSide::new(prims::PMutex::new(), 2, true))
@@ -351,8 +368,12 @@ fn subs(opts: &Options, python: bool) -> Vec<Sub> {
         kind: Kind::Lat,
         budget: s(1.0),
         sides: vec![
-            spec("sem", "Semaphore: wake-up round trip", || side(prims::Wake::new(false))),
-            spec("event", "Event: wake-up round trip", || side(prims::Wake::new(true))),
+            spec("sem", "Semaphore: wake-up round trip", || {
+                side(prims::Wake::new(false))
+            }),
+            spec("event", "Event: wake-up round trip", || {
+                side(prims::Wake::new(true))
+            }),
         ],
     });
     for size in PLOT_SIZES {
@@ -421,10 +442,15 @@ impl Progress {
 
 /// Runs `sides` interleaved: one unrecorded warm-up round, then rounds forward and backward in turn
 /// until `budget` is spent (at least `min_rounds`).
-fn interleave(sides: &mut [Box<dyn Side>], block: Duration, budget: Duration, min_rounds: usize) -> Vec<Vec<Sample>> {
+fn interleave(
+    sides: &mut [Box<dyn Side>],
+    block: Duration,
+    budget: Duration,
+    min_rounds: usize,
+) -> Vec<Vec<Sample>> {
     let n = sides.len();
-    let rounds = ((budget.as_secs_f64() / (block.as_secs_f64() * n.max(1) as f64)) as usize)
-        .max(min_rounds);
+    let rounds =
+        ((budget.as_secs_f64() / (block.as_secs_f64() * n.max(1) as f64)) as usize).max(min_rounds);
     let mut out = vec![Vec::with_capacity(rounds); n];
     for (k, s) in sides.iter_mut().enumerate() {
         trace(&format!("warm-up side {k}"));
@@ -519,7 +545,12 @@ fn run_once(opts: &Options, python: bool, run: usize, runs: usize) -> RunResult 
             limit: 50.0,
             met: ns <= 50.0,
         });
-        let mut row = Row::new("sync", "lock-free", "Lock: uncontended acquire + release", 0);
+        let mut row = Row::new(
+            "sync",
+            "lock-free",
+            "Lock: uncontended acquire + release",
+            0,
+        );
         row.lat = Some(Lat {
             iters: 0,
             mean_ns: ns,
@@ -561,7 +592,9 @@ pub fn run(opts: &Options) -> std::io::Result<()> {
     };
     let python_note = match (&python, opts.python) {
         (Some(v), _) => format!("Python {v}'s multiprocessing runs in the same groups, paired"),
-        (None, true) => "python3 (with multiprocessing) not found: the Python rows are skipped".into(),
+        (None, true) => {
+            "python3 (with multiprocessing) not found: the Python rows are skipped".into()
+        }
         (None, false) => "--no-python: the Python rows are skipped".into(),
     };
     let mut all = Vec::new();
@@ -570,7 +603,8 @@ pub fn run(opts: &Options) -> std::io::Result<()> {
     }
     let last = all.last().cloned().expect("one run");
     let ratios = report::summarize(&all.iter().map(|r| r.ratios.clone()).collect::<Vec<_>>());
-    let figures = report::summarize_figures(&all.iter().map(|r| r.figures.clone()).collect::<Vec<_>>());
+    let figures =
+        report::summarize_figures(&all.iter().map(|r| r.figures.clone()).collect::<Vec<_>>());
     if let Some(path) = &opts.plot {
         std::fs::write(path, plot::latency_svg(&last.rows))?;
     }

@@ -509,8 +509,10 @@ fn handoffs(c: &Ctl, m: &impl Mutex, k: usize, quota: u64) {
         let released = c.released_at.load(Relaxed);
         if released != 0 {
             c.handoffs.store(c.handoffs.load(Relaxed) + 1, Relaxed);
-            c.handoff_ns
-                .store(c.handoff_ns.load(Relaxed) + t.saturating_sub(released), Relaxed);
+            c.handoff_ns.store(
+                c.handoff_ns.load(Relaxed) + t.saturating_sub(released),
+                Relaxed,
+            );
         }
         let spin = Instant::now();
         while !waiting() && c.stop.load(Relaxed) == 0 {
@@ -635,7 +637,10 @@ pub struct Wake {
 
 impl Wake {
     pub fn new(events: bool) -> Self {
-        let sems = (Semaphore::new(0).expect("sem"), Semaphore::new(0).expect("sem"));
+        let sems = (
+            Semaphore::new(0).expect("sem"),
+            Semaphore::new(0).expect("sem"),
+        );
         let evs = (Event::new().expect("event"), Event::new().expect("event"));
         let stop: Shared<AtomicU32> = Shared::new();
         let (a, b, e1, e2, s) = (

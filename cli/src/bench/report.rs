@@ -59,26 +59,186 @@ const MIB: usize = 1 << 20;
 /// Every ratio, in the order printed. A latency group's figure is a time per operation, a
 /// throughput group's a rate: `value = figure(num) / figure(den)` either way.
 const DEFS: &[Def] = &[
-    def("RTT 8 B: shmwire default / spinning floor", "rtt", 8, "shm", "spin", "<= 1.5", Some(|x| x <= 1.5)),
-    def("RTT 8 B: shmwire sleep-only / futex floor", "rtt", 8, "shm-sleep", "futex", "<= 1.2", Some(|x| x <= 1.2)),
-    def("RTT 8 B: Unix socket busy-polling / shmwire default", "rtt", 8, "uds-busy", "shm", "-", None),
-    def("RTT 8 B: Unix socket / shmwire sleep-only (both sleep)", "rtt", 8, "uds", "shm-sleep", "-", None),
-    def("RTT 8 B: iceoryx2 / shmwire default", "rtt", 8, "iceoryx2", "shm", ">= 2", Some(|x| x >= 2.0)),
-    def("RTT 8 B: Python Pipe / shmwire default", "rtt", 8, "py", "shm", "-", None),
-    def("RTT 8 B, one core: shmwire default / futex floor", "rtt-same-core", 8, "shm", "futex", "<= 1.5", Some(|x| x <= 1.5)),
-    def("64 B msgs/s: shmwire / pipe", "throughput", 64, "shm", "pipe", ">= 10", Some(|x| x >= 10.0)),
-    def("64 KiB GB/s: shmwire / Unix socket", "throughput", 65536, "shm", "uds", ">= 2", Some(|x| x >= 2.0)),
-    def("1 MiB GB/s: shmwire / Unix socket", "throughput", MIB, "shm", "uds", ">= 2", Some(|x| x >= 2.0)),
-    def("64 B msgs/s: shmwire / Python Pipe", "throughput", 64, "shm", "py", "-", None),
-    def("Queue 1P/1C items/s: shmwire / OS pipe + locks", "queue", Q11, "shm", "pipe-lock", ">= 20", Some(|x| x >= 20.0)),
-    def("Queue 2P/2C items/s: shmwire / OS pipe + locks", "queue", Q22, "shm", "pipe-lock", ">= 20", Some(|x| x >= 20.0)),
-    def("Queue 1P/1C items/s: crossbeam threads / shmwire", "queue", Q11, "crossbeam", "shm", "<= 2", Some(|x| x <= 2.0)),
-    def("Queue 2P/2C items/s: crossbeam threads / shmwire", "queue", Q22, "crossbeam", "shm", "<= 2.5", Some(|x| x <= 2.5)),
-    def("Queue 1P/1C items/s: crossbeam threads / shmwire serde", "queue", Q11, "crossbeam", "shm-serde", "<= 2", Some(|x| x <= 2.0)),
-    def("Queue 1P/1C items/s: shmwire / Python Queue", "queue", Q11, "shm", "py", ">= 50", Some(|x| x >= 50.0)),
-    def("Queue 2P/2C items/s: shmwire / Python Queue", "queue", Q22, "shm", "py", ">= 50", Some(|x| x >= 50.0)),
-    def("Lock strict hand-off, 2 processes / futex floor round trip", "sync", 2, "shm", "futex", "<= 1", Some(|x| x <= 1.0)),
-    def("Lock strict hand-off, 2 processes: shmwire / pthread mutex", "sync", 2, "shm", "pthread", "-", None),
+    def(
+        "RTT 8 B: shmwire default / spinning floor",
+        "rtt",
+        8,
+        "shm",
+        "spin",
+        "<= 1.5",
+        Some(|x| x <= 1.5),
+    ),
+    def(
+        "RTT 8 B: shmwire sleep-only / futex floor",
+        "rtt",
+        8,
+        "shm-sleep",
+        "futex",
+        "<= 1.2",
+        Some(|x| x <= 1.2),
+    ),
+    def(
+        "RTT 8 B: Unix socket busy-polling / shmwire default",
+        "rtt",
+        8,
+        "uds-busy",
+        "shm",
+        "-",
+        None,
+    ),
+    def(
+        "RTT 8 B: Unix socket / shmwire sleep-only (both sleep)",
+        "rtt",
+        8,
+        "uds",
+        "shm-sleep",
+        "-",
+        None,
+    ),
+    def(
+        "RTT 8 B: iceoryx2 / shmwire default",
+        "rtt",
+        8,
+        "iceoryx2",
+        "shm",
+        ">= 2",
+        Some(|x| x >= 2.0),
+    ),
+    def(
+        "RTT 8 B: Python Pipe / shmwire default",
+        "rtt",
+        8,
+        "py",
+        "shm",
+        "-",
+        None,
+    ),
+    def(
+        "RTT 8 B, one core: shmwire default / futex floor",
+        "rtt-same-core",
+        8,
+        "shm",
+        "futex",
+        "<= 1.5",
+        Some(|x| x <= 1.5),
+    ),
+    def(
+        "64 B msgs/s: shmwire / pipe",
+        "throughput",
+        64,
+        "shm",
+        "pipe",
+        ">= 10",
+        Some(|x| x >= 10.0),
+    ),
+    def(
+        "64 KiB GB/s: shmwire / Unix socket",
+        "throughput",
+        65536,
+        "shm",
+        "uds",
+        ">= 2",
+        Some(|x| x >= 2.0),
+    ),
+    def(
+        "1 MiB GB/s: shmwire / Unix socket",
+        "throughput",
+        MIB,
+        "shm",
+        "uds",
+        ">= 2",
+        Some(|x| x >= 2.0),
+    ),
+    def(
+        "64 B msgs/s: shmwire / Python Pipe",
+        "throughput",
+        64,
+        "shm",
+        "py",
+        "-",
+        None,
+    ),
+    def(
+        "Queue 1P/1C items/s: shmwire / OS pipe + locks",
+        "queue",
+        Q11,
+        "shm",
+        "pipe-lock",
+        ">= 20",
+        Some(|x| x >= 20.0),
+    ),
+    def(
+        "Queue 2P/2C items/s: shmwire / OS pipe + locks",
+        "queue",
+        Q22,
+        "shm",
+        "pipe-lock",
+        ">= 20",
+        Some(|x| x >= 20.0),
+    ),
+    def(
+        "Queue 1P/1C items/s: crossbeam threads / shmwire",
+        "queue",
+        Q11,
+        "crossbeam",
+        "shm",
+        "<= 2",
+        Some(|x| x <= 2.0),
+    ),
+    def(
+        "Queue 2P/2C items/s: crossbeam threads / shmwire",
+        "queue",
+        Q22,
+        "crossbeam",
+        "shm",
+        "<= 2.5",
+        Some(|x| x <= 2.5),
+    ),
+    def(
+        "Queue 1P/1C items/s: crossbeam threads / shmwire serde",
+        "queue",
+        Q11,
+        "crossbeam",
+        "shm-serde",
+        "<= 2",
+        Some(|x| x <= 2.0),
+    ),
+    def(
+        "Queue 1P/1C items/s: shmwire / Python Queue",
+        "queue",
+        Q11,
+        "shm",
+        "py",
+        ">= 50",
+        Some(|x| x >= 50.0),
+    ),
+    def(
+        "Queue 2P/2C items/s: shmwire / Python Queue",
+        "queue",
+        Q22,
+        "shm",
+        "py",
+        ">= 50",
+        Some(|x| x >= 50.0),
+    ),
+    def(
+        "Lock strict hand-off, 2 processes / futex floor round trip",
+        "sync",
+        2,
+        "shm",
+        "futex",
+        "<= 1",
+        Some(|x| x <= 1.0),
+    ),
+    def(
+        "Lock strict hand-off, 2 processes: shmwire / pthread mutex",
+        "sync",
+        2,
+        "shm",
+        "pthread",
+        "-",
+        None,
+    ),
 ];
 
 /// The names of every ratio a run can print, in order (for the docs and the tests).
@@ -251,11 +411,10 @@ pub fn size_label(size: usize) -> String {
 }
 
 fn vs_python(r: &Row) -> String {
-    r.vs_python
-        .map_or(String::new(), |x| {
-            let p = if x < 10.0 { 1 } else { 0 };
-            format!("  {x:.p$}x faster than Python")
-        })
+    r.vs_python.map_or(String::new(), |x| {
+        let p = if x < 10.0 { 1 } else { 0 };
+        format!("  {x:.p$}x faster than Python")
+    })
 }
 
 /// What the table's head says.
@@ -324,7 +483,10 @@ pub fn table(h: &Header) -> String {
         }
     }
     for (group, title) in [
-        ("rtt", "Round trip, 8 B, parent on CPU 0, child on CPU 1 (median of 16-trip batches; tails timed one by one)"),
+        (
+            "rtt",
+            "Round trip, 8 B, parent on CPU 0, child on CPU 1 (median of the blocks' medians of 16-trip batches; tails timed one by one)",
+        ),
         ("rtt-same-core", "Round trip, 8 B, both on CPU 0"),
     ] {
         if !rows.iter().any(|r| r.group == group) {
@@ -352,8 +514,15 @@ pub fn table(h: &Header) -> String {
         }
     }
     if rows.iter().any(|r| r.group == "throughput") {
-        let _ = writeln!(s, "\nOne-way stream, counted at the receiver (median of blocks)");
-        let _ = writeln!(s, "  {:<56} {:>8} {:>16} {:>10}", "path", "size", "messages", "GB/s");
+        let _ = writeln!(
+            s,
+            "\nOne-way stream, counted at the receiver (median of blocks)"
+        );
+        let _ = writeln!(
+            s,
+            "  {:<56} {:>8} {:>16} {:>10}",
+            "path", "size", "messages", "GB/s"
+        );
         for r in rows.iter().filter(|r| r.group == "throughput") {
             if let Some(t) = r.thr {
                 let _ = writeln!(
@@ -369,7 +538,10 @@ pub fn table(h: &Header) -> String {
         }
     }
     if rows.iter().any(|r| r.group == "queue") {
-        let _ = writeln!(s, "\nQueue of u64 items between processes, counted at the consumers");
+        let _ = writeln!(
+            s,
+            "\nQueue of u64 items between processes, counted at the consumers"
+        );
         for r in rows.iter().filter(|r| r.group == "queue") {
             if let Some(t) = r.thr {
                 let _ = writeln!(

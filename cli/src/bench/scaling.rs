@@ -212,7 +212,10 @@ fn memory() -> Vec<(&'static str, Mem)> {
             let after = vm();
             drop(keep);
             o.0[k].store((after.0 - before.0) / n as u64, Ordering::Relaxed);
-            o.0[k + 1].store(after.1.saturating_sub(before.1) / n as u64, Ordering::Relaxed);
+            o.0[k + 1].store(
+                after.1.saturating_sub(before.1) / n as u64,
+                Ordering::Relaxed,
+            );
             k += 2;
         };
         measure(10, &|| {
@@ -250,10 +253,34 @@ fn memory() -> Vec<(&'static str, Mem)> {
     }
     let g = |i: usize| out.0[i].load(Ordering::Relaxed) as f64;
     vec![
-        ("Pipe (duplex, default rings)", Mem { mapped: g(0), resident: g(1) }),
-        ("Queue (unbounded)", Mem { mapped: g(2), resident: g(3) }),
-        ("Lock", Mem { mapped: g(4), resident: g(5) }),
-        ("1,000 Pipes: per Pipe", Mem { mapped: g(6), resident: g(7) }),
+        (
+            "Pipe (duplex, default rings)",
+            Mem {
+                mapped: g(0),
+                resident: g(1),
+            },
+        ),
+        (
+            "Queue (unbounded)",
+            Mem {
+                mapped: g(2),
+                resident: g(3),
+            },
+        ),
+        (
+            "Lock",
+            Mem {
+                mapped: g(4),
+                resident: g(5),
+            },
+        ),
+        (
+            "1,000 Pipes: per Pipe",
+            Mem {
+                mapped: g(6),
+                resident: g(7),
+            },
+        ),
     ]
 }
 
@@ -269,7 +296,10 @@ fn mib(b: f64) -> String {
 pub fn tables(s: &mut String, rows: &[Row]) {
     let of = |g: &'static str| rows.iter().filter(move |r| r.group == g);
     if of("scaling-queue").next().is_some() {
-        let _ = writeln!(s, "\nScaling: Queue items/s (put_pod/get_pod), producers down, consumers across");
+        let _ = writeln!(
+            s,
+            "\nScaling: Queue items/s (put_pod/get_pod), producers down, consumers across"
+        );
         let _ = write!(s, "  {:>6}", "");
         for c in QUEUE_SIDES {
             let _ = write!(s, " {:>12}", format!("{c}C"));
@@ -288,7 +318,10 @@ pub fn tables(s: &mut String, rows: &[Row]) {
         }
     }
     if of("scaling-wait").next().is_some() {
-        let _ = writeln!(s, "\nScaling: wait() over N connections, nothing ready, zero timeout (per call)");
+        let _ = writeln!(
+            s,
+            "\nScaling: wait() over N connections, nothing ready, zero timeout (per call)"
+        );
         for r in of("scaling-wait") {
             if let Some(l) = r.lat {
                 let _ = writeln!(
@@ -302,7 +335,10 @@ pub fn tables(s: &mut String, rows: &[Row]) {
         }
     }
     if of("scaling-lock").next().is_some() {
-        let _ = writeln!(s, "\nScaling: a Lock taken by N processes in a loop (interleaved with a pthread mutex)");
+        let _ = writeln!(
+            s,
+            "\nScaling: a Lock taken by N processes in a loop (interleaved with a pthread mutex)"
+        );
         for r in of("scaling-lock") {
             if let Some(t) = r.thr {
                 let _ = writeln!(
@@ -323,7 +359,11 @@ pub fn tables(s: &mut String, rows: &[Row]) {
                 .find(|p| p.path == "py" && p.name == r.name)
                 .and_then(|p| p.lat)
                 .map_or(String::new(), |l| {
-                    format!("   Python {:>10} ({:.1}x)", time(l.mean_ns), r.vs_python.unwrap_or(f64::NAN))
+                    format!(
+                        "   Python {:>10} ({:.1}x)",
+                        time(l.mean_ns),
+                        r.vs_python.unwrap_or(f64::NAN)
+                    )
                 });
             let _ = writeln!(
                 s,
@@ -334,10 +374,19 @@ pub fn tables(s: &mut String, rows: &[Row]) {
         }
     }
     if of("scaling-memory").next().is_some() {
-        let _ = writeln!(s, "\nScaling: memory per object after one use (mapped, resident)");
+        let _ = writeln!(
+            s,
+            "\nScaling: memory per object after one use (mapped, resident)"
+        );
         for r in of("scaling-memory") {
             if let Some(m) = r.mem {
-                let _ = writeln!(s, "  {:<32} {:>12} {:>12}", r.name, mib(m.mapped), mib(m.resident));
+                let _ = writeln!(
+                    s,
+                    "  {:<32} {:>12} {:>12}",
+                    r.name,
+                    mib(m.mapped),
+                    mib(m.resident)
+                );
             }
         }
     }

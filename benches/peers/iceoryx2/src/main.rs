@@ -14,9 +14,11 @@ use std::time::{Duration, Instant};
 
 /// `SHMWIRE_BENCH_PIN=SERVER,ECHO`: the CPUs the bench wants the two processes on.
 fn pin(which: usize) {
-    let cpu = std::env::var("SHMWIRE_BENCH_PIN")
-        .ok()
-        .and_then(|v| v.split(',').nth(which).and_then(|c| c.parse::<usize>().ok()));
+    let cpu = std::env::var("SHMWIRE_BENCH_PIN").ok().and_then(|v| {
+        v.split(',')
+            .nth(which)
+            .and_then(|c| c.parse::<usize>().ok())
+    });
     if let Some(cpu) = cpu {
         // SAFETY: cpu_set_t is plain data; sched_setaffinity gets a valid pointer and size.
         unsafe {
@@ -75,15 +77,9 @@ fn main() -> Result<(), Box<dyn core::error::Error>> {
                     let v = *s;
                     drop(s);
                     send!(publ, v);
-                    match v {
-                        STOP => return Ok(()),
-                        // Parked until the server writes a byte (or goes away).
-                        PARK => {
-                            if stdin.read(&mut [0u8])? == 0 {
-                                return Ok(());
-                            }
-                        }
-                        _ => {}
+                    // Parked after PARK until the server writes a byte (or goes away).
+                    if v == STOP || (v == PARK && stdin.read(&mut [0u8])? == 0) {
+                        return Ok(());
                     }
                 }
                 None => core::hint::spin_loop(),
