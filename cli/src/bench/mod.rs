@@ -268,7 +268,7 @@ fn subs(opts: &Options, python: bool) -> Vec<Sub> {
         size: 8,
         pin: Pin::Split,
         kind: Kind::Lat,
-        budget: s(12.0),
+        budget: s(10.0),
         sides: rtt,
     });
     v.push(Sub {
@@ -299,7 +299,7 @@ fn subs(opts: &Options, python: bool) -> Vec<Sub> {
             size,
             pin: Pin::Split,
             kind: Kind::Thr,
-            budget: s(2.0),
+            budget: s(1.8),
             sides,
         });
     }
@@ -335,7 +335,7 @@ fn subs(opts: &Options, python: bool) -> Vec<Sub> {
             size: p * 10 + c,
             pin: Pin::Any,
             kind: Kind::Thr,
-            budget: s(5.0),
+            budget: s(4.5),
             sides,
         });
     }

@@ -373,6 +373,18 @@ pub fn summarize_figures(runs: &[Vec<Figure>]) -> Vec<Figure> {
         .collect()
 }
 
+/// A ratio with three significant digits at least (never "0.00").
+pub fn ratio(x: f64) -> String {
+    match x {
+        x if !x.is_finite() || x <= 0.0 => format!("{x}"),
+        x if x >= 0.1 => format!("{x:.2}"),
+        x => {
+            let digits = (-x.log10()).ceil() as usize + 2;
+            format!("{x:.digits$}")
+        }
+    }
+}
+
 /// A time with its unit.
 pub fn time(ns: f64) -> String {
     match ns {
@@ -461,11 +473,13 @@ pub fn table(h: &Header) -> String {
             Some(false) => "MISSED",
             None => "",
         };
-        let range = format!("[{:.2}..{:.2}]", r.min, r.max);
+        let range = format!("[{}..{}]", ratio(r.min), ratio(r.max));
         let _ = writeln!(
             s,
-            "  {:<60} {:>8.2}x {range:<18} target {:<7} {verdict}",
-            r.what, r.value, r.target
+            "  {:<60} {:>8}x {range:<18} target {:<7} {verdict}",
+            r.what,
+            ratio(r.value),
+            r.target
         );
     }
     if !h.figures.is_empty() {
