@@ -198,7 +198,7 @@ fn bench_quick_json_has_every_ratio() {
         let v = r["value"].as_f64().unwrap();
         assert!(v.is_finite() && v > 0.0, "{r}");
         assert!(r["min"].as_f64().unwrap() <= v && v <= r["max"].as_f64().unwrap());
-        assert!(r["pairs"].as_u64().unwrap() >= 3, "paired over rounds: {r}");
+        assert!(r["pairs"].as_u64().unwrap() >= 1, "paired over rounds: {r}");
         assert!(!r["target"].as_str().unwrap().is_empty(), "{r}");
         assert!(r["met"].is_boolean() || r["met"].is_null(), "{r}");
     }
