@@ -4,7 +4,7 @@
 //! threads (the ceiling), a process-shared pthread mutex, and the futex floor. Run:
 //! `cargo bench --bench queue`.
 //!
-//! The workloads are `shmwire bench`'s (`cli/src/bench/prims.rs`, compiled in here): each bench
+//! The workloads are `shmwire bench`'s (`cli/src/bench/prims.rs` and `locks.rs`, compiled in here): each bench
 //! starts its processes (or threads) once and reuses them for every sample; a sample moves `iters`
 //! items (rounded up to a multiple of the producers), counted at the consumers, or does `iters`
 //! hand-offs or wake-up round trips.
@@ -12,6 +12,9 @@
 #[path = "../cli/src/bench/links.rs"]
 #[allow(dead_code)]
 mod links;
+#[path = "../cli/src/bench/locks.rs"]
+#[allow(dead_code)]
+mod locks;
 #[path = "../cli/src/bench/measure.rs"]
 #[allow(dead_code)]
 mod measure;
@@ -67,7 +70,7 @@ fn locks(c: &mut Criterion) {
     // holder's wait for the waiter to get into `acquire` is not in it), over `iters` hand-offs.
     macro_rules! handoff {
         ($name:expr, $m:expr) => {{
-            let mut s = prims::LockSide::new($m, 2, true);
+            let mut s = locks::LockSide::new($m, 2, true);
             g.bench_function($name, |b| {
                 b.iter_custom(|n| {
                     let x = s.run(Amount::Items(n));
@@ -78,11 +81,11 @@ fn locks(c: &mut Criterion) {
     }
     handoff!("lock_handoff_2_processes", shmwire::Lock::new().unwrap());
     handoff!("pthread_mutex_handoff_2_processes", prims::PMutex::new());
-    let mut s = prims::Wake::new(false);
+    let mut s = locks::Wake::new(false);
     g.bench_function("semaphore_wakeup_rtt", |b| {
         b.iter_custom(|n| timed(&mut s, n))
     });
-    let mut s = prims::Wake::new(true);
+    let mut s = locks::Wake::new(true);
     g.bench_function("event_wakeup_rtt", |b| b.iter_custom(|n| timed(&mut s, n)));
     let mut s = Echo::new(floor_pair(true), 8);
     g.bench_function("floor_futex_rtt", |b| b.iter_custom(|n| timed(&mut s, n)));

@@ -8,8 +8,9 @@
 //! * Bytes mapped and resident per Pipe, Queue and Lock, and for 1,000 Pipes, after one use each.
 
 use super::links::{Shared, Zeroed};
+use super::locks::LockSide;
 use super::measure::{Amount, Lat, Side, Thr, median};
-use super::prims::{LockSide, PMutex, shm_queue};
+use super::prims::{PMutex, shm_queue};
 use super::report::{rate, time};
 use super::{BLOCK, Mem, Progress, Row, external};
 use std::fmt::Write;
