@@ -68,9 +68,10 @@ pub enum Error {
         "misuse: this call is not allowed here (wrong end of a simplex pipe, an end used by two processes at once, or use after close)"
     )]
     Misuse,
-    /// A message or object is larger than this path can carry.
+    /// A message or object is larger than this path can carry (or than this process can allocate
+    /// to receive it: the message is kept).
     #[error(
-        "too large: the message exceeds what this call can carry (send_with takes at most half the ring, a queue item at most its spill area); use send_bytes, a larger ring or QueueBuilder::spill_size"
+        "too large: the message exceeds what this call can carry (send_with takes at most half the ring, a queue item at most its spill area; a received message, what this process could allocate: it is kept); use send_bytes, a larger ring or QueueBuilder::spill_size"
     )]
     TooLarge,
     /// The shared object was made by an incompatible version, kind or element type.

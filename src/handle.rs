@@ -21,11 +21,11 @@ pub enum ConnectionHandle {
         slot: u32,
         /// Which end (0 or 1).
         end: u8,
-        /// The inherited eventfds.
+        /// The inherited wake-up descriptors (one pipe per ring).
         eventfds: Vec<i32>,
         /// Device and inode of the pipe's memory, to check a descriptor is the one meant.
         file: (u64, u64),
-        /// The maker's pid and its own descriptors of the pipe's memory and eventfds.
+        /// The maker's pid and its own descriptors of the pipe's memory and wake-up pipes.
         exporter: (u32, i32, Vec<i32>),
     },
     /// A named pipe, opened by name.
@@ -99,9 +99,11 @@ impl Connection {
     ///
     /// An anonymous pipe's end has at most one export waiting for a spawn: calling this again before
     /// a spawn takes it returns the same handle (a spawn that takes it makes the next call prepare a
-    /// new one). A closed end is [`Error::Misuse`].
+    /// new one). A closed end is [`Error::Misuse`], and so is an end holding frames that only this
+    /// process has: taken into its private backlog by a waiting send, or the first pieces of a
+    /// message received in part (whoever opens the handle would never see them): receive them first.
     pub fn to_handle(&self) -> Result<ConnectionHandle> {
-        if self.is_closed() {
+        if self.is_closed() || self.holds_private_frames() {
             return Err(Error::Misuse);
         }
         let seg = self.segment();
@@ -173,7 +175,8 @@ impl ConnectionHandle {
 }
 
 /// Opens the pipe memory `file` through the maker's descriptor (a new open file description of our
-/// own), with its eventfds duplicated by `pidfd_getfd` where the kernel allows (else `wait()` polls).
+/// own), with its wake-up pipes duplicated by `pidfd_getfd` where the kernel allows (else `wait()`
+/// polls).
 fn open_from(exporter: &(u32, i32, Vec<i32>), file: (u64, u64), end: usize) -> Result<Connection> {
     use rustix::fs::{Mode, OFlags};
     let (pid, fd, eventfds) = exporter;

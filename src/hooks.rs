@@ -1,9 +1,12 @@
-//! Kill and stop points inside the real put, get and allocator paths, for the fault tests.
+//! Kill and stop points inside the real put, get, allocator and participant paths, for the fault
+//! tests.
 //!
 //! With the cargo feature `test-hooks`, a test arms a [`Point`] with a signal
 //! (`__arm`); the next time this process passes that point it raises the signal on itself (SIGKILL:
-//! a peer dying there; SIGSTOP: a peer stopped there). Without the feature every point compiles to
-//! nothing. With it, an unarmed point costs one load of a process-local word.
+//! a peer dying there; SIGSTOP: a peer stopped there). Signal 0 pauses only the *thread* that passes
+//! the point, until `__resume` (so another thread of the same process can act meanwhile; see
+//! `__paused`). Without the feature every point compiles to nothing. With it, an unarmed point
+//! costs one load of a process-local word.
 
 /// A place in the library where a test may stop or kill the process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +29,15 @@ pub enum Point {
     GrowAppended = 6,
     /// A producer holds a queue slot (`WRITING`) and has not yet moved the producers' position past it.
     PutClaimedUnmoved = 7,
+    /// A reaper has taken a dead participant's bit out of a role mask and not yet woken anyone.
+    RoleReaped = 8,
+    /// The creator of a named segment has its file and holds none of its tokens yet.
+    NamedCreating = 9,
+    /// A fork has read a role mask holding the parent's bit and not yet added the child's.
+    CopyingRoles = 10,
+    /// A segment's last handle in this process is gone (it can no longer be reached) and its drop
+    /// has begun: it still holds its tokens and descriptor.
+    SegmentDropping = 11,
 }
 
 #[cfg(feature = "test-hooks")]
@@ -35,6 +47,8 @@ mod armed {
 
     /// Bit `p` set: point `p` is armed.
     static ARMED: AtomicU32 = AtomicU32::new(0);
+    /// Bit `p` set: a thread is paused at point `p` (armed with signal 0).
+    static PAUSED: AtomicU32 = AtomicU32::new(0);
     /// Per point: the signal, and how many passes to let by first (`signal | skip << 8`).
     static PLAN: [AtomicU64; 32] = [const { AtomicU64::new(0) }; 32];
 
@@ -54,8 +68,25 @@ mod armed {
             return;
         }
         ARMED.fetch_and(!(1 << p as u32), Ordering::Relaxed);
+        let signal = (v & 0xff) as i32;
+        if signal == 0 {
+            // ORDERING: SeqCst, so the resumer sees the pause and this thread sees the resume.
+            PAUSED.fetch_or(1 << p as u32, Ordering::SeqCst);
+            while PAUSED.load(Ordering::SeqCst) & (1 << p as u32) != 0 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            return;
+        }
         // SAFETY: plain syscalls on this process.
-        unsafe { libc::kill(libc::getpid(), (v & 0xff) as i32) };
+        unsafe { libc::kill(libc::getpid(), signal) };
+    }
+
+    pub(crate) fn paused(p: Point) -> bool {
+        PAUSED.load(Ordering::SeqCst) & (1 << p as u32) != 0
+    }
+
+    pub(crate) fn resume(p: Point) {
+        PAUSED.fetch_and(!(1 << p as u32), Ordering::SeqCst);
     }
 
     pub(crate) fn arm(p: Point, signal: i32, skip: u64) {
@@ -78,10 +109,23 @@ pub(crate) fn hit(p: Point) {
 }
 
 /// Test hook: the `skip + 1`th pass of this process through `p` raises `signal` (SIGKILL, SIGSTOP) on
-/// the process; the point is then disarmed.
+/// the process, or with `signal` 0 pauses the passing thread until [`__resume`]; the point is then
+/// disarmed.
 #[cfg(feature = "test-hooks")]
 pub fn __arm(p: Point, signal: i32, skip: u64) {
     armed::arm(p, signal, skip);
+}
+
+/// Test hook: whether a thread of this process is paused at `p` (armed with signal 0).
+#[cfg(feature = "test-hooks")]
+pub fn __paused(p: Point) -> bool {
+    armed::paused(p)
+}
+
+/// Test hook: lets the thread paused at `p` go on.
+#[cfg(feature = "test-hooks")]
+pub fn __resume(p: Point) {
+    armed::resume(p);
 }
 
 /// Test hook: disarms every point.

@@ -3,12 +3,28 @@
 //! The name is a Unix socket in `/dev/shm` (`shmwire.[$SHMWIRE_PREFIX.]l.NAME`, mode 0600). Each side
 //! checks the other's uid (`SO_PEERCRED`): a listener serves clients of its own user only, and a client
 //! sends nothing to a listener of another user. The socket only carries the introduction: the client
-//! creates an ordinary shared-memory pipe (a sealed memfd and its eventfds) and passes its descriptors
-//! over the socket (`SCM_RIGHTS`); the listener checks them (the memfd sealed against resizing, the
-//! eventfds eventfds and non-blocking), opens its own description of the memory, takes end 0 and says
-//! so; the client keeps end 1. From then on the socket is closed and everything runs over shared memory; no segment
-//! ever has a name, so nothing can be left in `/dev/shm` but the listener's socket, which the next
-//! `bind` of the name reclaims if its listener died (and `shmwire::cleanup()` removes).
+//! creates an ordinary shared-memory pipe (a sealed memfd and its wake-up pipes) and passes its
+//! descriptors over the socket (`SCM_RIGHTS`); the listener checks them (the memfd sealed against
+//! resizing, its rings at most [`Listener::MAX_CLIENT_CAPACITY`], the wake-up descriptors anonymous
+//! pipes, which it opens anew for itself), opens its own description of the memory, takes end 0 and
+//! says so; the client keeps end 1. From then on the socket is closed and everything runs over shared
+//! memory; no segment ever has a name, so nothing can be left in `/dev/shm` but the listener's socket,
+//! which the next `bind` of the name reclaims if its listener died (and `shmwire::cleanup()` removes).
+//!
+//! **Binding.** A socket is bound and listening at a private temporary path before it is linked
+//! (`link(2)`) to the name, so a socket found at a name is always a live listener or a dead one,
+//! never one still starting. A name whose listener died is reclaimed by one process at a time: under
+//! a lock (an abstract Unix socket named after the name, released by the kernel when its holder
+//! dies), which `cleanup` takes too, the stale socket is checked again, removed, and ours linked.
+//!
+//! **Accepting.** A client accepted before its introduction arrived waits in the listener (for 5 s)
+//! and is introduced by a later call. The listener's own state is locked only for moments (never
+//! while it polls, so one thread's `accept` does not hold up another's `accept_timeout`), and only
+//! under the fork gate, so a forked child never inherits the lock held; a thread that polls takes the
+//! waiting clients with it, and one that hands clients back while others poll wakes them (a private
+//! eventfd). Each client socket is tracked by the registry like the listening socket: a child forked
+//! while it waits holds it only if its closure owns the listener. A listener reports itself ready to
+//! [`wait`](crate::wait) only with a connection in hand, introduced and kept for the next `accept`.
 //!
 //! ```
 //! # fn main() -> shmwire::Result<()> {
@@ -28,25 +44,29 @@
 
 use crate::connection::Connection;
 use crate::error::{Error, Result};
+use crate::segment::registry::{self, Gate};
 use crate::select::{Armed, Waitable};
 use crate::sync::wait::Deadline;
 use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
 };
+use std::collections::VecDeque;
 use std::io::{ErrorKind, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::path::PathBuf;
-use std::sync::Mutex;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 const HELLO: &[u8; 8] = b"SHMWp\x01\0\0"; // "SHMW", kind pipe, protocol 1
 const OK: &[u8; 2] = b"OK";
 /// How long an accepted client may take to introduce itself (across `accept` calls).
 const INTRO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Descriptors a client sends: the pipe's memfd and its two eventfds.
+/// Descriptors a client sends: the pipe's memfd and its two wake-up pipes.
 const FDS: usize = 3;
+/// How long `bind` waits for another process that reclaims the same stale name.
+const RECLAIM_WAIT: Duration = Duration::from_secs(1);
 
 /// The socket path of the listener `name`.
 fn socket_path(name: &str) -> Result<PathBuf> {
@@ -102,7 +122,7 @@ fn poll_in(fd: BorrowedFd<'_>, deadline: Deadline) -> Result<bool> {
 
 /// Whether the socket at `path` has no live listener (refused, or gone). Never waits: a live
 /// listener whose backlog is full (`EAGAIN`) is alive.
-pub(crate) fn is_stale(path: &std::path::Path) -> bool {
+pub(crate) fn is_stale(path: &Path) -> bool {
     let Ok(addr) = SocketAddrUnix::new(path) else {
         return false;
     };
@@ -113,6 +133,112 @@ pub(crate) fn is_stale(path: &std::path::Path) -> bool {
         rustix::net::connect(&s, &addr),
         Err(rustix::io::Errno::CONNREFUSED) | Err(rustix::io::Errno::NOENT)
     )
+}
+
+/// The lock under which a stale name is checked and removed: an abstract Unix socket bound to a name
+/// made from the file's, held while bound (the kernel unbinds it when its holder closes it or dies).
+/// `None` if another process held it for all of `wait`. The caller holds the fork gate, so no child
+/// copies the lock.
+fn reclaim_lock(path: &Path, wait: Duration) -> Result<Option<OwnedFd>> {
+    let file = path.file_name().unwrap_or_default().as_encoded_bytes();
+    let name = [file, b".reclaim"].concat(); // at most 98 + 8 bytes: fits an abstract name
+    let addr = SocketAddrUnix::new_abstract_name(&name)?;
+    let start = Instant::now();
+    loop {
+        let s = unix_socket(SocketFlags::empty())?;
+        match rustix::net::bind(&s, &addr) {
+            Ok(()) => return Ok(Some(s)),
+            Err(rustix::io::Errno::ADDRINUSE) if start.elapsed() < wait => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(rustix::io::Errno::ADDRINUSE) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Removes the listener socket at `path` if no listener lives behind it (for `cleanup`): false if
+/// one does, or if another process is reclaiming the name at this moment.
+pub(crate) fn remove_if_stale(path: &Path) -> bool {
+    let _gate = registry::fork_gate();
+    let Ok(Some(_lock)) = reclaim_lock(path, Duration::from_millis(100)) else {
+        return false;
+    };
+    is_stale(path) && std::fs::remove_file(path).is_ok()
+}
+
+/// A socket path of this process's own, to bind a listener at before it is linked to its name.
+fn private_path() -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let prefix = crate::segment::names::prefix();
+    PathBuf::from(format!("/dev/shm/{prefix}b.{}.{n}", std::process::id()))
+}
+
+/// How placing a listening socket at its name failed.
+enum Placing {
+    /// A live listener has the name (or another process is reclaiming it).
+    Taken,
+    /// Our temporary path went (a `cleanup` took it for stale before it listened): try again.
+    Lost,
+    Failed(Error),
+}
+
+impl From<rustix::io::Errno> for Placing {
+    fn from(e: rustix::io::Errno) -> Placing {
+        match e {
+            rustix::io::Errno::NOENT => Placing::Lost,
+            e => Placing::Failed(e.into()),
+        }
+    }
+}
+
+/// Binds `sock` at a private path, mode 0600, listening, and links it to `path`; returns the
+/// socket's inode. The private path is removed in any case.
+fn bind_at(sock: &OwnedFd, path: &Path) -> std::result::Result<(u64, u64), Placing> {
+    use rustix::fs::Mode;
+    let tmp = private_path();
+    let addr = SocketAddrUnix::new(tmp.as_path()).map_err(Placing::from)?;
+    rustix::net::bind(sock, &addr)?;
+    let placed = (|| {
+        rustix::fs::chmod(tmp.as_path(), Mode::RUSR | Mode::WUSR)?;
+        rustix::net::listen(sock, 128)?;
+        let st = rustix::fs::stat(tmp.as_path())?;
+        place(&tmp, path)?;
+        Ok((st.st_dev, st.st_ino))
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    placed
+}
+
+/// Links the listening socket at `tmp` to `path`, reclaiming the name if its listener died.
+fn place(tmp: &Path, path: &Path) -> std::result::Result<(), Placing> {
+    match rustix::fs::link(tmp, path) {
+        Ok(()) => return Ok(()),
+        Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if !is_stale(path) {
+        return Err(Placing::Taken);
+    }
+    // Its listener died. Under the lock, a stale socket stays stale (nobody revives one: a live
+    // listener is only ever linked in anew) and only we remove it, so we remove what we checked.
+    let Some(_lock) = reclaim_lock(path, RECLAIM_WAIT).map_err(Placing::Failed)? else {
+        return Err(Placing::Taken);
+    };
+    if is_stale(path) {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(Placing::Failed(e.into())),
+        }
+    }
+    match rustix::fs::link(tmp, path) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::EXIST) => Err(Placing::Taken), // a live listener came first
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Whether an error in introducing one client is this process's problem (out of memory or
@@ -130,62 +256,137 @@ fn is_local_failure(e: &Error) -> bool {
     }
 }
 
+/// The socket of a client accepted and not yet introduced. It is tracked by the registry from the
+/// moment it exists (both under the fork gate), so a child forked meanwhile makes its copy inert
+/// unless its closure owns the listener; it is closed under the gate too.
+#[derive(Debug)]
+struct ClientSock(RawFd);
+
+impl ClientSock {
+    /// Accepts the next client of the listening socket `listener` (which is non-blocking).
+    fn accept(listener: &OwnedFd) -> rustix::io::Result<ClientSock> {
+        let _gate = registry::fork_gate();
+        let fd = rustix::net::accept_with(listener, SocketFlags::CLOEXEC)?.into_raw_fd();
+        registry::track_client(listener.as_raw_fd(), fd);
+        Ok(ClientSock(fd))
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the descriptor is this value's own until it drops.
+        unsafe { BorrowedFd::borrow_raw(self.0) }
+    }
+}
+
+impl Drop for ClientSock {
+    fn drop(&mut self) {
+        let _gate = registry::fork_gate();
+        registry::untrack_client(self.0);
+        // SAFETY: this value owns the descriptor and closes it once, here.
+        drop(unsafe { OwnedFd::from_raw_fd(self.0) });
+    }
+}
+
+/// A client waiting for its introduction, and the instant it must have arrived by.
+#[derive(Debug)]
+struct Waiting {
+    sock: ClientSock,
+    by: Instant,
+}
+
+/// What the threads of this process using one listener share.
+#[derive(Debug, Default)]
+struct State {
+    /// Clients accepted whose introduction has not arrived yet (oldest first), except those a
+    /// polling thread has taken with it.
+    clients: Vec<Waiting>,
+    /// Connections introduced by [`wait`](crate::wait)'s look, for the next `accept`.
+    ready: VecDeque<Connection>,
+    /// Threads in `accept` now.
+    accepting: usize,
+}
+
+/// The state, locked (see `Listener::state`). The guard goes before the gate.
+struct Locked<'a> {
+    guard: MutexGuard<'a, State>,
+    _gate: Gate,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.guard
+    }
+}
+
 /// A named rendezvous point: [`Client::connect`] to the same name from any process of this user.
 #[derive(Debug)]
 pub struct Listener {
+    /// The listening socket (non-blocking).
     sock: OwnedFd,
+    /// Signalled when clients or connections are handed back while other threads poll.
+    wake: OwnedFd,
     path: PathBuf,
     inode: (u64, u64),
     name: String,
-    /// Clients accepted whose introduction has not arrived yet, each with the instant it must have
-    /// arrived by: a call whose own deadline ran out leaves them to the next call.
-    pending: Mutex<Vec<(OwnedFd, Instant)>>,
+    state: Mutex<State>,
 }
 
 impl Listener {
+    /// The largest ring a client's pipe may have (each direction): a larger one is refused. What
+    /// this process allocates for one message from a client is bounded by half of it (a frame).
+    pub const MAX_CLIENT_CAPACITY: usize = 64 << 20;
+
     /// Binds `name` (1 to 200 characters from `[A-Za-z0-9._-]`, short enough for a socket path).
     ///
     /// A name held by a live listener is `Io(AddrInUse)`; one left by a listener that died is
-    /// reclaimed.
+    /// reclaimed (by one of several processes that try at once: the others get `AddrInUse`).
     pub fn bind(name: &str) -> Result<Listener> {
         let path = socket_path(name)?;
-        let addr = SocketAddrUnix::new(path.as_path())?;
+        let taken = || {
+            Error::io(
+                ErrorKind::AddrInUse,
+                format!("listener name {name:?} is taken by a live listener"),
+            )
+        };
         // A fork from another thread must not copy the socket before it is tracked.
-        let _gate = crate::segment::registry::fork_gate();
-        for attempt in 0..2 {
-            let sock = unix_socket(SocketFlags::empty())?;
-            match rustix::net::bind(&sock, &addr) {
-                Ok(()) => {
-                    use rustix::fs::Mode;
-                    rustix::fs::chmod(path.as_path(), Mode::RUSR | Mode::WUSR)?;
-                    rustix::net::listen(&sock, 128)?;
-                    let st = rustix::fs::stat(path.as_path())?;
-                    // A forked child closes it unless its closure owns this listener.
-                    crate::segment::registry::track_listener(sock.as_raw_fd());
-                    return Ok(Listener {
-                        sock,
-                        path,
-                        inode: (st.st_dev, st.st_ino),
-                        name: name.to_owned(),
-                        pending: Mutex::new(Vec::new()),
-                    });
-                }
-                Err(rustix::io::Errno::ADDRINUSE) if attempt == 0 && is_stale(&path) => {
-                    let _ = std::fs::remove_file(&path); // its listener died: reclaim the name
-                }
-                Err(rustix::io::Errno::ADDRINUSE) => {
+        let _gate = registry::fork_gate();
+        let wake = rustix::event::eventfd(
+            0,
+            rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+        )?;
+        let mut attempts = 0;
+        let (sock, inode) = loop {
+            attempts += 1;
+            let sock = unix_socket(SocketFlags::NONBLOCK)?;
+            match bind_at(&sock, &path) {
+                Ok(inode) => break (sock, inode),
+                Err(Placing::Taken) => return Err(taken()),
+                Err(Placing::Lost) if attempts < 4 => {}
+                Err(Placing::Lost) => {
                     return Err(Error::io(
-                        ErrorKind::AddrInUse,
-                        format!("listener name {name:?} is taken by a live listener"),
+                        ErrorKind::NotFound,
+                        "the listener's socket file was removed as it was made",
                     ));
                 }
-                Err(e) => return Err(e.into()),
+                Err(Placing::Failed(e)) => return Err(e),
             }
-        }
-        Err(Error::io(
-            ErrorKind::AddrInUse,
-            format!("listener name {name:?} is taken"),
-        ))
+        };
+        // A forked child closes it unless its closure owns this listener.
+        registry::track_listener(sock.as_raw_fd());
+        Ok(Listener {
+            sock,
+            wake,
+            path,
+            inode,
+            name: name.to_owned(),
+            state: Mutex::new(State::default()),
+        })
     }
 
     /// The name it was bound to.
@@ -196,7 +397,8 @@ impl Listener {
     /// Waits for a client and returns the connection to it (end 0 of a new pipe).
     ///
     /// A client that fails its introduction (another user, bad descriptors, silence for 5 s, gone
-    /// before the answer) is dropped and the wait goes on.
+    /// before the answer) is dropped and the wait goes on. Clients whose introductions arrive together
+    /// are introduced one per call.
     pub fn accept(&self) -> Result<Connection> {
         self.accept_at(Deadline::NEVER)
     }
@@ -207,58 +409,38 @@ impl Listener {
         self.accept_at(Deadline::after(Some(timeout)))
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<(OwnedFd, Instant)>> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    /// The shared state, locked for a moment: under the fork gate, so that no child is forked while
+    /// the lock is held (it would stay locked in the child for ever).
+    fn state(&self) -> Locked<'_> {
+        let gate = registry::fork_gate();
+        Locked {
+            guard: self.state.lock().unwrap_or_else(|e| e.into_inner()),
+            _gate: gate,
+        }
     }
 
     fn accept_at(&self, deadline: Deadline) -> Result<Connection> {
-        let mut pending = self.pending();
+        self.state().accepting += 1;
+        struct Leave<'a>(&'a Listener);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                self.0.state().accepting -= 1;
+            }
+        }
+        let _leave = Leave(self);
         loop {
-            let now = Instant::now();
-            pending.retain(|(_, by)| *by > now); // silent for INTRO_TIMEOUT: dropped
-            // Sleep until a client connects or introduces itself, the call's deadline, or the next
-            // pending client's time runs out.
-            let expiry = pending.iter().map(|(_, by)| *by - now).min();
-            let wait = match (deadline.remaining(), expiry) {
-                (Some(d), Some(e)) => Some(d.min(e)),
-                (d, e) => d.or(e),
+            self.drain_wake();
+            let mut mine = {
+                let mut st = self.state();
+                if let Some(c) = st.ready.pop_front() {
+                    return Ok(c);
+                }
+                std::mem::take(&mut st.clients)
             };
-            let fds: Vec<BorrowedFd<'_>> = std::iter::once(self.sock.as_fd())
-                .chain(pending.iter().map(|(c, _)| c.as_fd()))
-                .collect();
-            let ready = poll_all(&fds, wait)?;
-            drop(fds);
-            // Introductions that arrived, oldest first.
-            let mut arrived = Vec::new();
-            for i in (0..pending.len()).rev() {
-                if ready[i + 1] {
-                    arrived.push(pending.remove(i).0);
-                }
-            }
-            for conn in arrived.into_iter().rev() {
-                match self.introduce(&conn) {
-                    Ok(c) => return Ok(c),
-                    Err(e) if is_local_failure(&e) => return Err(e),
-                    Err(_) => {} // that client is dropped; the others wait their turn
-                }
-            }
-            if ready[0] {
-                match rustix::net::accept_with(&self.sock, SocketFlags::CLOEXEC) {
-                    Ok(c) => {
-                        let cred = rustix::net::sockopt::socket_peercred(&c);
-                        if cred.is_ok_and(|c| c.uid == rustix::process::geteuid()) {
-                            // Its introduction is usually there already: the next round takes it.
-                            pending.push((c, Instant::now() + INTRO_TIMEOUT));
-                            continue;
-                        } // a client of another user is refused (dropped unread)
-                    }
-                    Err(
-                        rustix::io::Errno::AGAIN
-                        | rustix::io::Errno::INTR
-                        | rustix::io::Errno::CONNABORTED,
-                    ) => {}
-                    Err(e) => return Err(e.into()),
-                }
+            let got = self.round(&mut mine, deadline);
+            self.hand_back(mine, None, true);
+            if let Some(c) = got? {
+                return Ok(c);
             }
             if deadline.is_immediate_or_past() {
                 return Err(Error::Timeout);
@@ -266,9 +448,110 @@ impl Listener {
         }
     }
 
+    /// One round of `accept`: sleeps until a client connects or introduces itself, a waiting client's
+    /// time runs out, another thread hands clients back, or the deadline; then introduces the oldest
+    /// client whose introduction arrived (the others stay in `mine`), or accepts one new client.
+    /// Every round ends, so the caller checks its deadline after each.
+    fn round(&self, mine: &mut Vec<Waiting>, deadline: Deadline) -> Result<Option<Connection>> {
+        let now = Instant::now();
+        mine.retain(|w| w.by > now); // silent for INTRO_TIMEOUT: dropped
+        let expiry = mine.iter().map(|w| w.by - now).min();
+        let wait = match (deadline.remaining(), expiry) {
+            (Some(d), Some(e)) => Some(d.min(e)),
+            (d, e) => d.or(e),
+        };
+        let ready = {
+            let fds: Vec<BorrowedFd<'_>> = [self.sock.as_fd(), self.wake.as_fd()]
+                .into_iter()
+                .chain(mine.iter().map(|w| w.sock.fd()))
+                .collect();
+            poll_all(&fds, wait)?
+        };
+        let arrived: Vec<usize> = (0..mine.len()).filter(|&i| ready[i + 2]).collect();
+        for (taken, i) in arrived.into_iter().enumerate() {
+            let w = mine.remove(i - taken);
+            match self.introduce(w.sock.fd()) {
+                Ok(c) => return Ok(Some(c)),
+                Err(e) if is_local_failure(&e) => return Err(e),
+                Err(_) => {} // that client is dropped; the next one is tried
+            }
+        }
+        if ready[0] {
+            match ClientSock::accept(&self.sock) {
+                Ok(c) => {
+                    let cred = rustix::net::sockopt::socket_peercred(c.fd());
+                    if cred.is_ok_and(|c| c.uid == rustix::process::geteuid()) {
+                        // Its introduction is usually there already.
+                        if poll_all(&[c.fd()], Some(Duration::ZERO))?[0] {
+                            match self.introduce(c.fd()) {
+                                Ok(conn) => return Ok(Some(conn)),
+                                Err(e) if is_local_failure(&e) => return Err(e),
+                                Err(_) => {} // dropped
+                            }
+                        } else {
+                            mine.push(Waiting {
+                                sock: c,
+                                by: Instant::now() + INTRO_TIMEOUT,
+                            });
+                        }
+                    } // a client of another user is refused (dropped unread)
+                }
+                Err(
+                    rustix::io::Errno::AGAIN
+                    | rustix::io::Errno::INTR
+                    | rustix::io::Errno::CONNABORTED,
+                ) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Gives back the clients a round took (and a connection introduced for a later `accept`), and
+    /// wakes the threads that poll (`accepting`: whether the caller is one of them).
+    fn hand_back(&self, mine: Vec<Waiting>, conn: Option<Connection>, accepting: bool) {
+        if mine.is_empty() && conn.is_none() {
+            return;
+        }
+        let mut st = self.state();
+        st.clients.extend(mine);
+        st.clients.sort_by_key(|w| w.by);
+        st.ready.extend(conn);
+        let others = st.accepting - usize::from(accepting);
+        drop(st);
+        if others > 0 {
+            let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
+        }
+    }
+
+    fn drain_wake(&self) {
+        let mut b = [0u8; 8];
+        let _ = rustix::io::read(&self.wake, &mut b);
+    }
+
+    /// One round that does not wait, for [`wait`](crate::wait): true if a connection is in hand
+    /// (introduced now, or earlier), kept for the next `accept`.
+    fn connection_in_hand(&self) -> Result<bool> {
+        let mut mine = {
+            let mut st = self.state();
+            if !st.ready.is_empty() {
+                return Ok(true);
+            }
+            std::mem::take(&mut st.clients)
+        };
+        let got = self.round(&mut mine, Deadline::after(Some(Duration::ZERO)));
+        let (conn, err) = match got {
+            Ok(c) => (c, None),
+            Err(e) => (None, Some(e)),
+        };
+        let found = conn.is_some();
+        self.hand_back(mine, conn, false);
+        err.map_or(Ok(found), Err)
+    }
+
     /// Reads a client's introduction (it is there: `conn` polled readable), checks and adopts the
     /// pipe it passes, and answers. Never blocks.
-    fn introduce(&self, conn: &OwnedFd) -> Result<Connection> {
+    fn introduce(&self, conn: BorrowedFd<'_>) -> Result<Connection> {
         let mut hello = [0u8; 8];
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS))];
         let mut cmsg = RecvAncillaryBuffer::new(&mut space);
@@ -291,8 +574,9 @@ impl Listener {
             return Err(Error::Incompatible);
         }
         let memfd = fds.remove(0);
-        // `adopt_end` checks the descriptors (seals, eventfds, blocking mode) before using them.
-        let conn_end = crate::pipe::adopt_end(memfd, None, fds, 0)?;
+        // Checks the descriptors (seals, ring sizes, wake-up pipes) before using them.
+        let conn_end =
+            crate::pipe::adopt_end_capped(memfd, None, fds, 0, Self::MAX_CLIENT_CAPACITY)?;
         // A client gone by now (EPIPE) is dropped like any other that fails its introduction.
         rustix::net::send(conn, OK, SendFlags::NOSIGNAL | SendFlags::DONTWAIT)?;
         Ok(conn_end)
@@ -303,21 +587,24 @@ impl Drop for Listener {
     fn drop(&mut self) {
         let fd = self.sock.as_raw_fd();
         let moved = crate::process::note_listener_moved(fd);
-        crate::segment::registry::close_listener(fd);
-        if moved {
-            return; // dropped with a closure just forked: the child owns the socket and its name
-        }
-        // Remove the name only if it is still ours (not rebound by someone after a reclaim).
-        if let Ok(st) = rustix::fs::stat(self.path.as_path()) {
-            if (st.st_dev, st.st_ino) == self.inode {
-                let _ = std::fs::remove_file(&self.path);
+        // Remove the name while we still listen (so nobody takes it for stale meanwhile), and only
+        // if it is still ours. Moved with a closure just forked: the child owns it.
+        if !moved {
+            if let Ok(st) = rustix::fs::stat(self.path.as_path()) {
+                if (st.st_dev, st.st_ino) == self.inode {
+                    let _ = std::fs::remove_file(&self.path);
+                }
             }
         }
+        // The waiting clients' sockets close (each under the gate), then the listening socket.
+        let state = std::mem::take(self.state.get_mut().unwrap_or_else(|e| e.into_inner()));
+        drop(state);
+        registry::close_listener(fd);
     }
 }
 
 impl AsFd for Listener {
-    /// The listening socket: readable when a client waits to be accepted.
+    /// The listening socket (non-blocking): readable when a client waits to be accepted.
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.sock.as_fd()
     }
@@ -325,17 +612,16 @@ impl AsFd for Listener {
 
 impl Waitable for Listener {
     fn __arm(&self) -> Result<Armed> {
-        // A client kept from an earlier call may have introduced itself since.
-        let pending = self.pending();
-        let fds: Vec<BorrowedFd<'_>> = pending.iter().map(|(c, _)| c.as_fd()).collect();
-        if !fds.is_empty() && poll_all(&fds, Some(Duration::ZERO))?.contains(&true) {
+        if self.connection_in_hand()? {
             return Ok(Armed::Ready);
         }
         Ok(Armed::Fd(self.sock.as_raw_fd()))
     }
 
-    fn __check(&self, signalled: bool) -> Result<bool> {
-        Ok(signalled)
+    fn __check(&self, _signalled: bool) -> Result<bool> {
+        // A client that connected and hung up (a liveness probe) makes the socket readable: ready
+        // only with a connection in hand. Clients waiting for their introduction are looked at too.
+        self.connection_in_hand()
     }
 }
 

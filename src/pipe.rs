@@ -3,6 +3,12 @@
 //! Segment layout (kind area): two ring control blocks, padding to a page, then the ring buffers.
 //! Roles: end 0 and end 1. In a duplex pipe end `e` writes ring `e` and reads ring `1 - e`; in a
 //! simplex pipe end 0 (the reader) reads ring 0 and end 1 (the writer) writes it.
+//!
+//! Each ring has a wake-up descriptor (a segment companion), which a sender signals while a reader
+//! polls (`shmwire::wait`, `AsFd`): an anonymous pipe. Every process holds it through an open file
+//! description of its own (opened through `/proc/self/fd`, read-write and non-blocking), so no other
+//! process can make a read or write of it block by clearing `O_NONBLOCK` (a flag of the description,
+//! which an eventfd's holders would share), and filling it only makes a signal redundant.
 
 use crate::connection::Connection;
 use crate::error::{Error, Result};
@@ -145,11 +151,11 @@ impl PipeBuilder {
             lazy_tail: 0,
         };
         let seg = match &self.name {
-            None => Segment::create_anonymous(&spec, eventfds()?)?,
+            None => Segment::create_anonymous(&spec, wake_fds()?)?,
             Some(n) => Segment::create_named(&crate::segment::names::user_name(n)?, &spec)?,
         };
-        seg.take_role(0);
-        seg.take_role(1);
+        seg.take_role(0)?;
+        seg.take_role(1)?;
         Ok((open_end(&seg, 0, self.wait)?, open_end(&seg, 1, self.wait)?))
     }
 
@@ -176,9 +182,13 @@ fn kind_size(cap: usize, rings: usize) -> usize {
     PAGE + rings * cap
 }
 
-/// The pipe parameters of a segment, validated (a named segment may come from anyone).
+/// The pipe parameters of a segment, validated (a named segment may come from anyone, a received one
+/// from a hostile client).
 fn params(seg: &Segment) -> Result<(usize, bool)> {
     let h = seg.header();
+    if h.n_slots != PIPE_SLOTS {
+        return Err(Error::Corrupt); // roles are masks over 64 slots: more could not all hold an end
+    }
     let cap = h.params[PARAM_CAP];
     let duplex = match h.params[PARAM_DUPLEX] {
         0 => false,
@@ -196,11 +206,26 @@ fn params(seg: &Segment) -> Result<(usize, bool)> {
     Ok((cap, duplex))
 }
 
-/// One eventfd per ring, signalled when a frame is published while a reader polls it (`wait`).
-fn eventfds() -> Result<Vec<std::os::fd::OwnedFd>> {
-    use rustix::event::{EventfdFlags, eventfd};
-    let flags = EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK;
-    Ok(vec![eventfd(0, flags)?, eventfd(0, flags)?])
+/// One wake-up pipe per ring, signalled when a frame is published while a reader polls it (`wait`),
+/// each held through a description of our own (see the module docs).
+fn wake_fds() -> Result<Vec<OwnedFd>> {
+    let mut fds = Vec::with_capacity(2);
+    for _ in 0..2 {
+        let (r, _w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        fds.push(own_description(r.as_fd())?); // the pipe lives on through it
+    }
+    Ok(fds)
+}
+
+/// A new open file description of the pipe behind `fd`, read-write and non-blocking, that only this
+/// process (and the children it forks) holds. Opening a pipe read-write never blocks.
+fn own_description(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    Ok(rustix::fs::open(
+        format!("/proc/self/fd/{}", fd.as_raw_fd()),
+        OFlags::RDWR | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 /// A view of ring `i`.
@@ -229,24 +254,36 @@ pub(crate) fn open_os_name(os_name: &str, end: usize) -> Result<Connection> {
     }
     let seg = Segment::open_named(os_name, Kind::Pipe, 0, wake_everyone)?;
     params(&seg)?;
-    seg.take_role(end);
+    seg.take_role(end)?;
     open_end(&seg, end, WaitStrategy::default())
 }
 
-/// Opens `end` of the pipe whose memfd (and eventfds) this process received: through a listener's
+/// Opens `end` of the pipe whose memfd (and wake-up pipes) this process received: through a listener's
 /// socket (`prepared_slot` None: a new description and slot are taken, then the role), or inherited
 /// by a spawned child (the description and slot, already holding the role, were prepared by the
 /// parent).
 pub(crate) fn adopt_end(
-    memfd: std::os::fd::OwnedFd,
+    memfd: OwnedFd,
     prepared_slot: Option<u32>,
-    companions: Vec<std::os::fd::OwnedFd>,
+    companions: Vec<OwnedFd>,
     end: usize,
+) -> Result<Connection> {
+    adopt_end_capped(memfd, prepared_slot, companions, end, MAX_CAPACITY)
+}
+
+/// [`adopt_end`], refusing (`InvalidData`) a pipe whose rings are larger than `max_capacity`: what a
+/// receiver allocates for one frame is bounded by half of it.
+pub(crate) fn adopt_end_capped(
+    memfd: OwnedFd,
+    prepared_slot: Option<u32>,
+    companions: Vec<OwnedFd>,
+    end: usize,
+    max_capacity: usize,
 ) -> Result<Connection> {
     if end > 1 {
         return Err(Error::Corrupt);
     }
-    check_received(memfd.as_fd(), &companions)?;
+    let companions = check_received(memfd.as_fd(), companions)?;
     let seg = Segment::adopt(
         memfd,
         prepared_slot,
@@ -255,18 +292,27 @@ pub(crate) fn adopt_end(
         wake_everyone,
         companions,
     )?;
-    params(&seg)?;
+    let (cap, _) = params(&seg)?;
+    if cap > max_capacity {
+        return Err(Error::io(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "the pipe's rings hold {cap} bytes each, more than the {max_capacity} accepted"
+            ),
+        ));
+    }
     if prepared_slot.is_none() {
-        seg.take_role(end);
+        seg.take_role(end)?;
     }
     open_end(&seg, end, WaitStrategy::default())
 }
 
-/// Checks descriptors that another process handed us, before they are used: the memory must be a
-/// memfd sealed against shrinking and growing (else whoever holds it could truncate it under our
-/// mapping, and we would die of SIGBUS), and each companion an eventfd in non-blocking mode (we read
-/// and write them, and must never block on them).
-fn check_received(memfd: BorrowedFd<'_>, companions: &[OwnedFd]) -> Result<()> {
+/// Checks descriptors that another process handed us, before they are used, and returns the wake-up
+/// descriptors to use. The memory must be a memfd sealed against shrinking and growing (else whoever
+/// holds it could truncate it under our mapping, and we would die of SIGBUS). Each companion must be
+/// an anonymous pipe, and we use it through a description of our own (see the module docs): whatever
+/// the sender does with its descriptions, our reads and writes of it never block.
+fn check_received(memfd: BorrowedFd<'_>, companions: Vec<OwnedFd>) -> Result<Vec<OwnedFd>> {
     use rustix::fs::SealFlags;
     let refused = |why: String| Error::io(std::io::ErrorKind::InvalidData, why);
     let seals = rustix::fs::fcntl_get_seals(memfd)
@@ -276,20 +322,26 @@ fn check_received(memfd: BorrowedFd<'_>, companions: &[OwnedFd]) -> Result<()> {
             "the pipe's memory is not sealed against resizing".into(),
         ));
     }
+    let mut own = Vec::with_capacity(companions.len());
     for e in companions {
-        let fd = e.as_raw_fd();
-        let link = std::fs::read_link(format!("/proc/self/fd/{fd}"))?;
-        if link.as_os_str() != "anon_inode:[eventfd]" {
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", e.as_raw_fd()))?;
+        let st = rustix::fs::fstat(&e)?;
+        let is_fifo = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Fifo;
+        // "pipe:[N]": an anonymous pipe (a named FIFO shows its path, and opening one could block).
+        if !is_fifo || !link.as_os_str().as_encoded_bytes().starts_with(b"pipe:[") {
             return Err(refused(format!(
-                "a descriptor passed as the pipe's eventfd is {}",
+                "a descriptor passed as a wake-up pipe of the pipe is {}",
                 link.display()
             )));
         }
-        if !rustix::fs::fcntl_getfl(e)?.contains(rustix::fs::OFlags::NONBLOCK) {
-            return Err(refused("the pipe's eventfd is in blocking mode".into()));
+        let mine = own_description(e.as_fd())?;
+        let again = rustix::fs::fstat(&mine)?;
+        if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino) {
+            return Err(refused("a wake-up pipe changed while it was opened".into()));
         }
+        own.push(mine); // the sender's description is closed when `e` drops
     }
-    Ok(())
+    Ok(own)
 }
 
 /// The `Connection` for `end` of the pipe in `seg` (the caller has taken the role).

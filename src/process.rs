@@ -24,10 +24,14 @@
 //! what the closure captured must not wait for the child.
 //!
 //! **Threads.** Forking a program that runs other threads is hazardous, as in C: a lock held by another
-//! thread at the moment of the fork stays locked in the child for ever (allocator locks are handled by
-//! the C library, the crate's own locks are held across the fork; others, such as a `Mutex` of yours
-//! or stdout's lock, are not). Fork before starting threads, or fork from a process whose other
-//! threads hold no locks the child needs.
+//! thread at the moment of the fork stays locked in the child for ever. Allocator locks are handled by
+//! the C library; the crate's own locks, and stdout's and stderr's, are held across the fork (the
+//! child unlocks its copies first thing, so it prints, flushes and exits even while another thread
+//! of the parent prints). Others are not: a `Mutex` of yours, std's lock around panic messages (a
+//! child that panics while another thread of the parent was printing a panic may hang), or stdout
+//! locked by the forking thread itself when that is not the main thread (its child runs on the
+//! forker thread, so the lock stays another thread's). Fork before starting threads, or fork from a
+//! process whose other threads hold no locks the child needs.
 
 mod forker;
 mod reap;
@@ -172,7 +176,10 @@ impl fmt::Display for ExitStatus {
 #[derive(Debug)]
 pub struct Process {
     pid: libc::pid_t,
+    /// Names the child for good (a pid names whoever has it now): signals go through it.
     pidfd: Option<OwnedFd>,
+    /// The process that made this handle (the child's parent): only there is the raw pid safe.
+    owner: libc::pid_t,
     /// Set once reaped (then the pid may be reused: never signal it again).
     status: std::cell::Cell<Option<ExitStatus>>,
 }
@@ -198,6 +205,10 @@ impl Process {
     /// [`fork`](Self::fork) where the closure's value becomes the exit code: `()` is 0, an `i32` is
     /// itself, `Ok(())` is 0 and `Err(e)` prints `e` on stderr and is 1.
     ///
+    /// Fails with `Io(QuotaExceeded)` when the closure owns a pipe end on a segment whose participant
+    /// slots are all taken (the child could not hold it): the child is undone, dropping the closure
+    /// unrun, and is reaped before this returns.
+    ///
     /// ```
     /// # fn main() -> shmwire::Result<()> {
     /// let mut child = shmwire::Process::fork_with(|| 7)?;
@@ -212,7 +223,10 @@ impl Process {
         R: ChildOutcome,
     {
         let parent = rustix::process::getpid().as_raw_nonzero().get();
-        let _ = std::io::stdout().flush(); // or the child would print the parent's buffered output too
+        // Held across the fork, so no other thread holds them then; the child unlocks its copies.
+        let mut out = std::io::stdout().lock();
+        let _ = out.flush(); // or the child would print the parent's buffered output too
+        let mut stdio = Some((out, std::io::stderr().lock()));
         let mut dropped = Some(reap::for_fork());
         let mut prep = registry::prepare_fork()?;
         let page = match prep.needs_verdict() {
@@ -234,6 +248,7 @@ impl Process {
             // which never returns. Hazards with other threads are documented above.
             pid = unsafe { libc::fork() };
             if pid == 0 {
+                drop(stdio.take()); // first: the child may print from here on
                 child_main(parent, &mut f, &mut prep, &mut dropped, page.as_ref());
             }
             if pid < 0 {
@@ -242,13 +257,17 @@ impl Process {
         };
         // SAFETY (on_forker): in this process the job touches only `pid` and `err`; the closure,
         // the prepared slots and the guards are used only in the child, which has no other thread.
+        // (Dropping a stdio guard there unlocks it whichever thread locked it: std's reentrant lock
+        // only counts down and unlocks.)
         let forked = unsafe { on_forker(&mut job) };
+        drop(stdio.take());
         let mut prep = prep.take().expect("taken only in the child");
         if let Err(e) = forked.and(err.map_or(Ok(()), |e| Err(Error::Io(e)))) {
             prep.abort();
             return Err(e);
         }
         let parent_half = prep.forked(); // other threads may go on from here
+        crate::connection::note_fork(); // the child may read our ends through borrowed handles
         drop(dropped.take());
         // The closure (and every handle it owns) now belongs to the child: drop the parent's copy,
         // noting what moved, so the child keeps exactly that.
@@ -260,9 +279,21 @@ impl Process {
             page.send(&verdict);
         }
         let child = Process::from_pid(pid);
+        if verdict.abort {
+            // It drops the closure it was given, unrun (releasing what it owns), and exits.
+            let _ = child.join();
+        }
         if let Err(panic) = unwound {
             drop(child); // reaped later
             std::panic::resume_unwind(panic);
+        }
+        if verdict.abort {
+            return Err(Error::io(
+                std::io::ErrorKind::QuotaExceeded,
+                "the closure owns a pipe end on a segment whose participant slots are all taken: \
+                 no slot for the child to hold it, so the fork was undone (the child exited without \
+                 running the closure, which it dropped)",
+            ));
         }
         Ok(child)
     }
@@ -275,6 +306,7 @@ impl Process {
         Process {
             pid,
             pidfd,
+            owner: rustix::process::getpid().as_raw_nonzero().get(),
             status: std::cell::Cell::new(None),
         }
     }
@@ -374,13 +406,39 @@ impl Process {
         self.signal(libc::SIGKILL)
     }
 
-    /// Sends `sig` to the child, if it has not been reaped (so never to a recycled pid).
+    /// Sends `sig` to the child, if it has not ended (so never to a recycled pid). Through its pidfd:
+    /// a `Process` copied into a forked child names a sibling, which its parent may have reaped and
+    /// whose pid may be another process's by now. Without pidfds (Linux before 5.3), only the
+    /// process that made the `Process` may signal (the pid stays its child until it reaps it).
     pub fn signal(&self, sig: i32) -> Result<()> {
         if self.status.get().is_some() {
             return Ok(());
         }
-        // SAFETY: plain syscall; the pid is our unreaped child, so it cannot have been reused.
-        if unsafe { libc::kill(self.pid, sig) } != 0 {
+        let r = match &self.pidfd {
+            // SAFETY: plain syscall on our pidfd (no siginfo, no flags).
+            Some(fd) => unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    std::os::fd::AsRawFd::as_raw_fd(fd),
+                    sig,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                ) as libc::c_int
+            },
+            // SAFETY: plain syscall; in the process that made this handle the pid is our unreaped
+            // child (`status` is unset), so it cannot have been reused.
+            None if rustix::process::getpid().as_raw_nonzero().get() == self.owner => unsafe {
+                libc::kill(self.pid, sig)
+            },
+            None => {
+                return Err(Error::io(
+                    std::io::ErrorKind::Unsupported,
+                    "this Process belongs to another process, and without a pidfd its pid may \
+                     name someone else by now: not signalled",
+                ));
+            }
+        };
+        if r != 0 {
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() != Some(libc::ESRCH) {
                 return Err(Error::Io(e));
@@ -467,10 +525,15 @@ where
         if let Some(mut d) = dropped.take() {
             d.clear(); // our parent's children, not ours
         }
-        if let Some(p) = prep.take() {
-            p.in_child(|| page?.wait(parent));
-        }
+        let run = match prep.take() {
+            Some(p) => p.in_child(|| page?.wait(parent)),
+            None => true,
+        };
         let f = f.take().expect("the closure runs once");
+        if !run {
+            drop(f); // the parent undid the fork: what the closure owns goes, unused
+            return 1;
+        }
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
             Ok(r) => r.exit_code(),
             Err(payload) => {
@@ -484,9 +547,11 @@ where
         101
     });
     let _ = std::panic::catch_unwind(|| {
-        registry::release_at_exit();
+        // Output first, while the child still holds everything: a peer that sees its ends close
+        // has its output, and a flush that blocks leaves nothing released under running threads.
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
+        registry::release_at_exit(); // roles, slots, names; what `leave` keeps goes with `_exit`
     });
     // SAFETY: ends the child without running the parent's destructors or atexit handlers.
     unsafe { libc::_exit(code) }

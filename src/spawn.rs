@@ -111,8 +111,10 @@ pub fn enter(run: impl FnOnce(&str, Args) -> i32) {
     let code =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&role, Args { bytes })))
             .unwrap_or(101); // a panic: its message is on stderr
-    registry::release_at_exit();
+    // Output first (see the forked child's exit in `process`), then what it holds: thread-local
+    // destructors that `exit` runs find their segments left (`release_at_exit`).
     let _ = std::io::stdout().flush();
+    registry::release_at_exit();
     std::process::exit(code);
 }
 

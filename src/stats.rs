@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 static OTHER: AtomicU64 = AtomicU64::new(0);
 
 /// Notes a system call of the send, receive or wait paths other than futex and membarrier (which
-/// their own modules count): a liveness probe, an affinity check, an eventfd signal.
+/// their own modules count): a liveness probe, an affinity check, a wake-up pipe signal.
 #[allow(dead_code)] // until every such call site notes itself
 pub(crate) fn note_other_call() {
     OTHER.fetch_add(1, Relaxed);
@@ -31,7 +31,7 @@ pub fn membarrier_calls() -> u64 {
 
 /// Every system call this process has made on shmwire's send, receive and wait paths so far:
 /// [`futex_calls`], [`membarrier_calls`] and the others (liveness probes of a blocked call, the
-/// adaptive wait's affinity check, eventfd signals for a waiter in [`wait`](crate::wait)).
+/// adaptive wait's affinity check, wake-up pipe signals for a waiter in [`wait`](crate::wait)).
 pub fn system_calls() -> u64 {
     futex_calls() + membarrier_calls() + OTHER.load(Relaxed)
 }

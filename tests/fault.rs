@@ -22,6 +22,8 @@ fn main() {
         killed_mid_stream_is_peer_died,
         stopped_peer_is_alive_and_delivers_after_sigcont,
         stopped_peer_with_full_ring_times_out,
+        send_bytes_timeout_gives_up_on_a_stopped_reader,
+        received_frames_larger_than_memory_are_too_large_not_an_abort,
         dead_readers_claim_is_taken_over,
         writer_killed_between_header_and_tail_loses_nothing,
         graceful_close_after_a_death_is_eof,
@@ -883,4 +885,111 @@ fn fork_with_pid(pid: i32) -> Option<i32> {
         assert_eq!(r as i32, pid);
         pid
     })
+}
+
+/// Whether process `pid` is stopped (state `T`).
+fn stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('T'))
+    })
+}
+
+fn send_bytes_timeout_gives_up_on_a_stopped_reader() {
+    let (a, b) = Pipe::builder().capacity(4096).build().unwrap();
+    let child = Process::fork(move || {
+        // SAFETY: plain syscall: stop until the parent continues us.
+        unsafe { libc::raise(libc::SIGSTOP) };
+        // The message given up part way is never delivered: the next one is.
+        let m = b.recv_bytes().unwrap();
+        assert!(m == b"after", "got a message of {} bytes", m.len());
+    })
+    .unwrap();
+    let t = Instant::now();
+    while !stopped(child.pid()) {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the child did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Far larger than the ring: its first pieces fit, the rest waits for a reader that is alive but
+    // stopped. If the call overruns its deadline, the child is continued after 5 s.
+    let pid = child.pid();
+    let waker = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(5));
+        // SAFETY: plain syscall on our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    });
+    let t = Instant::now();
+    let r = a.send_bytes_timeout(&vec![5u8; 100 << 10], Duration::from_millis(300));
+    let took = t.elapsed();
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?} after {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "send_bytes_timeout(300 ms) took {took:?}"
+    );
+    child.signal(libc::SIGCONT).unwrap();
+    a.send_bytes(b"after").unwrap();
+    assert!(child.join().unwrap().success());
+    waker.join().unwrap();
+}
+
+/// This process's address space (VmSize), in bytes.
+fn vm_size() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmSize:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        << 10
+}
+
+fn received_frames_larger_than_memory_are_too_large_not_an_abort() {
+    // One frame of 12 MiB (a 32 MiB ring carries frames up to 16 MiB), received by a process that
+    // cannot allocate that much: an error, the message kept, never an abort.
+    let size = 12 << 20;
+    let (reader, writer) = Pipe::builder()
+        .duplex(false)
+        .capacity(32 << 20)
+        .build()
+        .unwrap();
+    let (ready_r, ready_w) = Pipe::simplex().unwrap();
+    let child = Process::fork(move || {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: plain syscalls with a valid struct.
+        unsafe {
+            assert_eq!(libc::getrlimit(libc::RLIMIT_AS, &mut lim), 0);
+            let tight = libc::rlimit {
+                rlim_cur: vm_size() + (4 << 20),
+                rlim_max: lim.rlim_max,
+            };
+            assert_eq!(libc::setrlimit(libc::RLIMIT_AS, &tight), 0);
+        }
+        ready_w.send(&()).unwrap();
+        assert!(reader.poll(Duration::from_secs(10)).unwrap());
+        let r = reader.recv_bytes();
+        assert!(
+            matches!(r, Err(Error::TooLarge)),
+            "recv_bytes: {:?}",
+            r.map(|v| v.len())
+        );
+        let r = reader.recv::<u8>();
+        assert!(matches!(r, Err(Error::TooLarge)), "recv: {r:?}");
+        // SAFETY: as above (back to the limit we had).
+        unsafe { assert_eq!(libc::setrlimit(libc::RLIMIT_AS, &lim), 0) };
+        let m = reader.recv_bytes().unwrap();
+        assert_eq!((m.len(), checksum(&m)), (size, checksum(&vec![3u8; size])));
+    })
+    .unwrap();
+    ready_r.recv::<()>().unwrap();
+    writer.send_bytes(&vec![3u8; size]).unwrap();
+    let status = child.join().unwrap();
+    assert!(status.success(), "{status:?}");
 }

@@ -30,6 +30,8 @@ fn main() {
         two_readers_is_misuse,
         two_writers_is_misuse,
         sender_does_not_take_messages_another_holder_reads,
+        sender_does_not_take_messages_a_borrowing_child_will_read,
+        a_half_received_message_is_not_ready,
         failed_encoding_sends_nothing,
         as_fd_under_epoll_wakes_and_does_not_spin,
         as_fd_wakes_when_the_peer_is_killed,
@@ -338,20 +340,26 @@ fn zero_copy_forms() {
     let child = Process::fork(move || {
         for i in 0..1000u32 {
             let len = (i % 200) as usize;
-            b.recv_with(|bytes| {
-                assert_eq!(bytes.len(), len);
-                assert!(bytes.iter().all(|&x| x == i as u8));
-            })
+            // SAFETY: the peer is our own parent, which never writes a published frame.
+            unsafe {
+                b.recv_with(|bytes| {
+                    assert_eq!(bytes.len(), len);
+                    assert!(bytes.iter().all(|&x| x == i as u8));
+                })
+            }
             .unwrap();
         }
     })
     .unwrap();
     for i in 0..1000u32 {
         let len = (i % 200) as usize;
-        let r = a.send_with(len, |buf| {
-            buf.fill(i as u8);
-            buf.len()
-        });
+        // SAFETY: the peer is our own child, which never writes a frame before it is published.
+        let r = unsafe {
+            a.send_with(len, |buf| {
+                buf.fill(i as u8);
+                buf.len()
+            })
+        };
         assert_eq!(r.unwrap(), len);
     }
     assert!(child.join().unwrap().success());
@@ -361,10 +369,17 @@ fn send_with_too_large() {
     let (a, b) = Pipe::builder().capacity(8192).build().unwrap();
     let max = a.max_in_place_len();
     assert_eq!(max, 8192 / 2 - 16); // half the ring, less the frame header and the guard
-    assert!(matches!(a.send_with(max + 1, |_| ()), Err(Error::TooLarge)));
-    assert!(matches!(a.send_with(1 << 30, |_| ()), Err(Error::TooLarge)));
+    // SAFETY (each `send_with` here): both ends are ours.
+    assert!(matches!(
+        unsafe { a.send_with(max + 1, |_| ()) },
+        Err(Error::TooLarge)
+    ));
+    assert!(matches!(
+        unsafe { a.send_with(1 << 30, |_| ()) },
+        Err(Error::TooLarge)
+    ));
     // Nothing was sent; a maximal one goes through.
-    a.send_with(max, |buf| buf.fill(3)).unwrap();
+    unsafe { a.send_with(max, |buf| buf.fill(3)) }.unwrap();
     assert_eq!(b.recv_bytes().unwrap(), vec![3; max]);
 }
 
@@ -558,8 +573,9 @@ fn every_blocking_call_has_a_timeout_form() {
     is_send::<shmwire::Connection>();
     let (a, b) = Pipe::builder().capacity(4096).build().unwrap();
     let t = Duration::from_millis(20);
+    // SAFETY (each `_with` call here): both ends are ours.
     assert!(matches!(
-        b.recv_with_timeout(t, |x| x.len()),
+        unsafe { b.recv_with_timeout(t, |x| x.len()) },
         Err(Error::Timeout)
     ));
     while a.send_bytes_timeout(&[0; 1000], t).is_ok() {}
@@ -569,11 +585,14 @@ fn every_blocking_call_has_a_timeout_form() {
     ));
     let mut called = false;
     assert!(matches!(
-        a.send_with_timeout(1000, t, |_| called = true),
+        unsafe { a.send_with_timeout(1000, t, |_| called = true) },
         Err(Error::Timeout)
     ));
     assert!(!called);
-    assert_eq!(b.recv_with_timeout(t, |x| x.len()).unwrap(), 1000);
+    assert_eq!(
+        unsafe { b.recv_with_timeout(t, |x| x.len()) }.unwrap(),
+        1000
+    );
 }
 
 fn two_writers_is_misuse() {
@@ -600,8 +619,9 @@ fn two_writers_is_misuse() {
         Err(Error::Misuse)
     ));
     assert!(matches!(a.send_timeout(&3u8, t), Err(Error::Misuse)));
+    // SAFETY: the only other user of the end is our child, which trusts us.
     assert!(matches!(
-        a.send_with_timeout(8, t, |_| ()),
+        unsafe { a.send_with_timeout(8, t, |_| ()) },
         Err(Error::Misuse)
     ));
     for _ in 0..queued {
@@ -843,4 +863,58 @@ fn as_fd_of_a_named_pipe_is_signalled() {
     assert_eq!(a.recv::<u32>().unwrap(), 7);
     assert!(child.join().unwrap().success());
     drop(b);
+}
+
+fn sender_does_not_take_messages_a_borrowing_child_will_read() {
+    // End 0 is ours (we send a large message on it) and a forked child reads it through a borrowed
+    // handle, starting only after a while: it holds no role and has read nothing when both rings
+    // fill. Our waiting send must not drain the peer's messages, meant for that child, into a
+    // backlog of our own.
+    let (a, b) = Pipe::builder().capacity(4096).build().unwrap();
+    let peer = Process::fork(move || {
+        for i in 0..64u8 {
+            b.send_bytes(&[i; 1000]).unwrap();
+        }
+        assert_eq!(b.recv_bytes().unwrap(), vec![9u8; 64 << 10]);
+    })
+    .unwrap();
+    let a_ref = &a;
+    let reader = Process::fork(|| {
+        std::thread::sleep(Duration::from_millis(300));
+        for i in 0..64u8 {
+            let m = a_ref.recv_bytes_timeout(Duration::from_secs(10));
+            assert_eq!(m.unwrap(), [i; 1000], "message {i}");
+        }
+    })
+    .unwrap();
+    a.send_bytes(&vec![9u8; 64 << 10]).unwrap();
+    assert!(reader.join().unwrap().success(), "the reader lost messages");
+    assert!(peer.join().unwrap().success());
+}
+
+fn a_half_received_message_is_not_ready() {
+    let (a, b) = Pipe::builder().capacity(4096).build().unwrap();
+    let child = Process::fork(move || {
+        b.send_bytes(&vec![7u8; 64 << 10]).unwrap();
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200)); // the ring is full: the sender waits mid-message
+    child.signal(libc::SIGSTOP).unwrap();
+    // What is in the ring arrives and is kept; the rest cannot come while the sender is stopped.
+    let r = a.recv_bytes_timeout(Duration::from_millis(200));
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    assert!(
+        !a.prepare_poll().unwrap(),
+        "prepare_poll reports a half-received message ready"
+    );
+    let t = Instant::now();
+    let ready = shmwire::wait(&[&a], Duration::from_millis(300)).unwrap();
+    assert!(
+        ready.is_empty(),
+        "wait reports a half-received message ready (after {:?})",
+        t.elapsed()
+    );
+    child.signal(libc::SIGCONT).unwrap();
+    assert_eq!(a.recv_bytes().unwrap(), vec![7u8; 64 << 10]);
+    assert!(child.join().unwrap().success());
 }

@@ -88,6 +88,17 @@ fn main() {
         accept_timeout_is_bounded_by_silent_clients,
         connect_list_and_bind_are_bounded_when_the_backlog_is_full,
         accept_moves_on_when_a_client_leaves_before_the_answer,
+        a_forked_child_holds_no_half_accepted_client,
+        accept_keeps_clients_whose_introductions_came_together,
+        accept_timeout_is_bounded_while_another_thread_accepts,
+        accept_timeout_is_bounded_under_a_stream_of_clients,
+        reclaiming_a_stale_name_has_one_winner,
+        listener_survives_a_pipe_of_more_than_64_slots,
+        listener_refuses_rings_above_its_maximum,
+        wake_descriptors_of_a_client_cannot_block_the_listener,
+        wait_on_a_listener_ignores_clients_that_hang_up,
+        to_handle_refuses_an_end_holding_part_of_a_message,
+        to_handle_refuses_an_end_with_messages_set_aside,
         shared_memory_between_exec_d_binaries,
         shared_memory_errors,
         spawned_child_dies_with_its_parent,
@@ -627,7 +638,11 @@ fn new_fds<T>(make: impl FnOnce() -> T) -> (T, Vec<i32>, Vec<i32>) {
             .map(|(fd, _)| *fd)
             .collect()
     };
-    (v, pick("/memfd:shmwire"), pick("anon_inode:[eventfd]"))
+    // The pipe's wake-up descriptors, whatever their kind (eventfds, pipes).
+    let mut wake = pick("anon_inode:[eventfd]");
+    wake.extend(pick("pipe:"));
+    wake.sort();
+    (v, pick("/memfd:shmwire"), wake)
 }
 
 fn listener_refuses_unsafe_descriptors() {
@@ -636,7 +651,7 @@ fn listener_refuses_unsafe_descriptors() {
     let (_pipe, memfds, efds) = new_fds(|| Pipe::builder().capacity(4096).build().unwrap());
     let (memfd, e0, e1) = (memfds[0], efds[0], efds[1]);
     // SAFETY: plain syscalls; the descriptors are closed when the test process ends.
-    let (unsealed, blocking, pipes) = unsafe {
+    let (unsealed, blocking, semaphore, sockets) = unsafe {
         // The same bytes in a memfd that anyone holding it could truncate under us.
         let copy = libc::memfd_create(c"copy".as_ptr(), libc::MFD_CLOEXEC);
         let mut src = std::fs::File::open(format!("/proc/self/fd/{memfd}")).unwrap();
@@ -646,18 +661,34 @@ fn listener_refuses_unsafe_descriptors() {
             libc::eventfd(0, libc::EFD_CLOEXEC),
             libc::eventfd(0, libc::EFD_CLOEXEC),
         ];
+        // Semaphore mode: each read takes 1 from a huge count, so it would stay readable for ever.
+        let semaphore = [0, 1].map(|_| {
+            libc::eventfd(
+                1 << 30,
+                libc::EFD_CLOEXEC | libc::EFD_NONBLOCK | libc::EFD_SEMAPHORE,
+            )
+        });
         let mut p = [0; 2];
         assert_eq!(
-            libc::pipe2(p.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC),
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+                p.as_mut_ptr()
+            ),
             0
         );
-        (copy, blocking, p)
+        (copy, blocking, semaphore, p)
     };
     let cases = [
         ("an unsealed memfd", [unsealed, e0, e1]),
         ("blocking eventfds", [memfd, blocking[0], blocking[1]]),
-        ("pipes for eventfds", [memfd, pipes[0], pipes[1]]),
-        ("a memfd for an eventfd", [memfd, e0, memfd]),
+        ("semaphore eventfds", [memfd, semaphore[0], semaphore[1]]),
+        (
+            "sockets for wake-up descriptors",
+            [memfd, sockets[0], sockets[1]],
+        ),
+        ("a memfd for a wake-up descriptor", [memfd, e0, memfd]),
     ];
     let path = socket_path(&name);
     for (what, fds) in cases {
@@ -807,5 +838,514 @@ fn accept_moves_on_when_a_client_leaves_before_the_answer() {
         format!("hello from {}", child.pid())
     );
     drop(conn);
+    assert!(child.join().unwrap().success());
+}
+
+/// Whether `sock` sees its peer hang up (the end of the stream, with nothing to read) within `limit`.
+fn hung_up_within(sock: &OwnedFd, limit: Duration) -> bool {
+    let mut p = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let mut b = [0u8; 8];
+    // SAFETY: valid buffers.
+    unsafe {
+        libc::poll(&mut p, 1, limit.as_millis() as i32) == 1
+            && libc::read(sock.as_raw_fd(), b.as_mut_ptr().cast(), b.len()) == 0
+    }
+}
+
+/// Whether the listener answered `sock`'s introduction ("OK") within 5 s.
+fn answered_ok(sock: &OwnedFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let mut b = [0u8; 2];
+    // SAFETY: valid buffers.
+    unsafe {
+        libc::poll(&mut p, 1, 5000) == 1
+            && libc::read(sock.as_raw_fd(), b.as_mut_ptr().cast(), 2) == 2
+            && &b == b"OK"
+    }
+}
+
+/// Joins `p` within `limit`, or kills it and fails with `what`.
+fn join_or_fail(p: &Process, limit: Duration, what: &str) {
+    match p.join_timeout(limit) {
+        Ok(status) => assert!(status.success(), "{what}: {status:?}"),
+        Err(e) => {
+            p.kill().unwrap();
+            let _ = p.join();
+            panic!("{what}: still running after {limit:?} ({e:?})");
+        }
+    }
+}
+
+fn a_forked_child_holds_no_half_accepted_client() {
+    let name = unique("halfway");
+    let listener = Listener::bind(&name).unwrap();
+    // A client that connects and says nothing yet: accepted, and kept for the next call.
+    let slow = raw_connect(&socket_path(&name), false).unwrap();
+    let r = listener.accept_timeout(Duration::from_millis(100));
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    // A worker forked meanwhile, which has nothing to do with the listener.
+    let (stop_r, stop_w) = Pipe::simplex().unwrap();
+    let worker = Process::fork(move || {
+        let _ = stop_r.recv_timeout::<()>(Duration::from_secs(20));
+    })
+    .unwrap();
+    drop(listener);
+    let ended = hung_up_within(&slow, Duration::from_secs(2));
+    stop_w.send(&()).unwrap();
+    assert!(worker.join().unwrap().success());
+    assert!(
+        ended,
+        "the listener is gone but the waiting client's connection stays open: the worker holds it"
+    );
+}
+
+fn accept_keeps_clients_whose_introductions_came_together() {
+    let name = unique("together");
+    let listener = Listener::bind(&name).unwrap();
+    let path = socket_path(&name);
+    let (_pipes, memfds, wake) = new_fds(|| (Pipe::new().unwrap(), Pipe::new().unwrap()));
+    let socks: Vec<OwnedFd> = (0..2).map(|_| raw_connect(&path, false).unwrap()).collect();
+    // Both accepted, neither introduced yet.
+    let r = listener.accept_timeout(Duration::from_millis(100));
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    // Both introductions arrive before the next call.
+    for (i, s) in socks.iter().enumerate() {
+        send_hello(s, &[memfds[i], wake[2 * i], wake[2 * i + 1]]);
+    }
+    let first = listener.accept_timeout(Duration::from_secs(5));
+    assert!(first.is_ok(), "{first:?}");
+    let second = listener.accept_timeout(Duration::from_secs(2));
+    assert!(
+        second.is_ok(),
+        "the second client, introduced with the first, was dropped: {second:?}"
+    );
+    for (i, s) in socks.iter().enumerate() {
+        assert!(answered_ok(s), "client {i} got no answer");
+    }
+}
+
+fn accept_timeout_is_bounded_while_another_thread_accepts() {
+    let name = unique("two-threads");
+    let n = name.clone();
+    // In a child (it starts a thread), so that a hang fails the test instead of eating its limit.
+    let child = Process::fork(move || {
+        let listener = std::sync::Arc::new(Listener::bind(&n).unwrap());
+        let l = listener.clone();
+        let blocked = std::thread::spawn(move || l.accept().map(|_| ()));
+        std::thread::sleep(Duration::from_millis(100)); // that thread waits in accept
+        let t = Instant::now();
+        let r = listener.accept_timeout(Duration::from_millis(100));
+        assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            t.elapsed()
+        );
+        // A child forked now, whose closure borrows the listener: its calls return (with an error:
+        // the socket is not its own) rather than hang.
+        let borrowed = &*listener;
+        let grandchild = Process::fork(|| {
+            let _ = borrowed.accept_timeout(Duration::from_millis(100));
+        })
+        .unwrap();
+        join_or_fail(
+            &grandchild,
+            Duration::from_secs(3),
+            "a child borrowing the listener",
+        );
+        // A client for the waiting thread, so that it ends and the listener is dropped.
+        let conn = Client::connect_timeout(&n, Duration::from_secs(5)).unwrap();
+        drop(conn);
+        blocked.join().unwrap().unwrap();
+    })
+    .unwrap();
+    join_or_fail(
+        &child,
+        Duration::from_secs(10),
+        "accept_timeout while another thread is in accept",
+    );
+}
+
+fn accept_timeout_is_bounded_under_a_stream_of_clients() {
+    let name = unique("stream");
+    let listener = Listener::bind(&name).unwrap();
+    // Two children keep the listener's backlog full: each connects without a pause, keeps its last
+    // 500 connections open (silent clients the listener keeps waiting for) and closes older ones.
+    let floods: Vec<Process> = (0..2)
+        .map(|_| {
+            let path = socket_path(&name);
+            Process::fork(move || {
+                let mut open = std::collections::VecDeque::new();
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_secs(5) {
+                    match raw_connect(&path, true) {
+                        Ok(s) => {
+                            open.push_back(s);
+                            if open.len() > 500 {
+                                open.pop_front();
+                            }
+                        }
+                        Err(_) => std::thread::yield_now(),
+                    }
+                }
+            })
+            .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let r = listener.accept_timeout(Duration::from_millis(50));
+    let took = t.elapsed();
+    for f in &floods {
+        f.kill().unwrap();
+        let _ = f.join();
+    }
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    assert!(
+        took < Duration::from_millis(500),
+        "accept_timeout(50 ms) took {took:?}"
+    );
+}
+
+fn reclaiming_a_stale_name_has_one_winner() {
+    let name = unique("contested");
+    let path = socket_path(&name);
+    let rounds = if common::long() { 2000 } else { 200 };
+    for round in 0..rounds {
+        // A stale socket: bound, then closed without removing its name, as a listener that died
+        // leaves it.
+        {
+            let _ = std::fs::remove_file(&path);
+            let s = std::os::unix::net::UnixListener::bind(&path).unwrap();
+            drop(s);
+        }
+        let barrier = shmwire::Barrier::new(4).unwrap();
+        let done = shmwire::Barrier::new(3).unwrap();
+        let (b, d, n) = (&barrier, &done, &name);
+        // Two processes reclaim the name at once; a third cleans up stale names meanwhile. A winner
+        // keeps its listener until both have their outcome (else the other could bind the name
+        // after it, rightly).
+        let binders: Vec<Process> = (0..2)
+            .map(|_| {
+                Process::fork_with(move || -> i32 {
+                    b.wait().unwrap();
+                    let (l, code) = match Listener::bind(n) {
+                        Ok(l) => {
+                            let code = match l.accept_timeout(Duration::from_secs(3)) {
+                                Ok(_) => 0,
+                                Err(_) => 4,
+                            };
+                            (Some(l), code)
+                        }
+                        Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::AddrInUse => (None, 2),
+                        Err(e) => {
+                            println!("bind: {e:?}");
+                            (None, 3)
+                        }
+                    };
+                    d.wait_timeout(Duration::from_secs(10)).unwrap();
+                    drop(l);
+                    code
+                })
+                .unwrap()
+            })
+            .collect();
+        let cleaner = Process::fork(move || {
+            b.wait().unwrap();
+            shmwire::cleanup().unwrap();
+        })
+        .unwrap();
+        barrier.wait().unwrap();
+        // Reach whichever won.
+        let t = Instant::now();
+        let conn = loop {
+            match Client::connect_timeout(&name, Duration::from_secs(3)) {
+                Ok(c) => break Some(c),
+                Err(Error::Io(_)) if t.elapsed() < Duration::from_secs(3) => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(_) => break None,
+            }
+        };
+        done.wait_timeout(Duration::from_secs(10)).unwrap();
+        let mut codes: Vec<i32> = binders
+            .iter()
+            .map(|p| p.join().unwrap().code().unwrap_or(-1))
+            .collect();
+        codes.sort();
+        assert!(cleaner.join().unwrap().success());
+        assert_eq!(
+            codes,
+            [0, 2],
+            "round {round}: each binder's outcome (0: won and reached, 2: name taken, 3: other \
+             error, 4: won but nobody reached it); a client connected: {}",
+            conn.is_some()
+        );
+        drop(conn);
+    }
+}
+
+/// A sealed memfd laid out as a pipe segment (4 KiB rings) whose header says `n_slots` slots.
+fn pipe_memory_with_slots(n_slots: u32) -> OwnedFd {
+    let kind_offset = (256 + n_slots as usize * 16).div_ceil(4096) * 4096;
+    let size = kind_offset + 4096 + 2 * 4096;
+    let mut hdr = Vec::new();
+    hdr.extend_from_slice(b"SHMWIRE\0"); // magic
+    hdr.extend_from_slice(&1u32.to_ne_bytes()); // layout version
+    hdr.extend_from_slice(&1u32.to_ne_bytes()); // kind: pipe
+    hdr.extend_from_slice(&(size as u64).to_ne_bytes());
+    hdr.extend_from_slice(&0u64.to_ne_bytes()); // fingerprint
+    hdr.extend_from_slice(&std::process::id().to_ne_bytes());
+    hdr.extend_from_slice(&n_slots.to_ne_bytes());
+    let mut params = [0u64; 8];
+    params[0] = 4096; // ring capacity
+    params[1] = 1; // duplex
+    for p in params {
+        hdr.extend_from_slice(&p.to_ne_bytes());
+    }
+    hdr.extend_from_slice(&(kind_offset as u64).to_ne_bytes());
+    hdr.extend_from_slice(&0x5245_4459u32.to_ne_bytes()); // ready
+    // SAFETY: plain syscalls on a new memfd of ours.
+    unsafe {
+        let fd = libc::memfd_create(
+            c"hostile".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        );
+        assert!(fd >= 0);
+        let fd = OwnedFd::from_raw_fd(fd);
+        assert_eq!(libc::ftruncate(fd.as_raw_fd(), size as i64), 0);
+        assert_eq!(
+            libc::pwrite(fd.as_raw_fd(), hdr.as_ptr().cast(), hdr.len(), 0),
+            hdr.len() as isize
+        );
+        assert_eq!(
+            libc::fcntl(
+                fd.as_raw_fd(),
+                libc::F_ADD_SEALS,
+                libc::F_SEAL_SHRINK | libc::F_SEAL_GROW
+            ),
+            0
+        );
+        fd
+    }
+}
+
+fn listener_survives_a_pipe_of_more_than_64_slots() {
+    let name = unique("slots");
+    let listener = Listener::bind(&name).unwrap();
+    let (_pipe, _, wake) = new_fds(|| Pipe::new().unwrap());
+    let path = socket_path(&name);
+    let client = Process::fork(move || {
+        let memfd = pipe_memory_with_slots(256);
+        // Hold the tokens of slots 0 to 63, as 64 live participants would: a process that joins
+        // now gets slot 64 or above, which roles (64-bit masks) cannot name.
+        for i in 0..64i64 {
+            // SAFETY: an OFD lock on one byte of our own memfd, with a zeroed, then filled, flock.
+            unsafe {
+                let mut fl: libc::flock = std::mem::zeroed();
+                fl.l_type = libc::F_WRLCK as _;
+                fl.l_whence = libc::SEEK_SET as _;
+                fl.l_start = (1 << 44) + i;
+                fl.l_len = 1;
+                assert_eq!(libc::fcntl(memfd.as_raw_fd(), libc::F_OFD_SETLK, &fl), 0);
+            }
+        }
+        let sock = raw_connect(&path, false).unwrap();
+        send_hello(&sock, &[memfd.as_raw_fd(), wake[0], wake[1]]);
+        assert!(answered_nothing(&sock));
+    })
+    .unwrap();
+    let r = listener.accept_timeout(Duration::from_secs(2));
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    assert!(client.join().unwrap().success());
+    // The listener lives on: an honest client is accepted.
+    let child = Process::spawn("client", &name).unwrap();
+    let conn = listener.accept_timeout(Duration::from_secs(10)).unwrap();
+    assert!(conn.recv::<String>().unwrap().starts_with("hello from"));
+    drop(conn);
+    assert!(child.join().unwrap().success());
+}
+
+fn listener_refuses_rings_above_its_maximum() {
+    let name = unique("big-rings");
+    let listener = Listener::bind(&name).unwrap();
+    // The documented maximum is 64 MiB a ring (so no frame from a client exceeds 32 MiB).
+    for (cap, accepted) in [(128usize << 20, false), (64 << 20, true)] {
+        let (_pipe, memfds, wake) = new_fds(|| Pipe::builder().capacity(cap).build().unwrap());
+        let sock = raw_connect(&socket_path(&name), false).unwrap();
+        send_hello(&sock, &[memfds[0], wake[0], wake[1]]);
+        let r = listener.accept_timeout(Duration::from_millis(500));
+        if accepted {
+            assert_eq!(r.unwrap().capacity(), cap);
+            assert!(answered_ok(&sock));
+        } else {
+            assert!(
+                matches!(r, Err(Error::Timeout)),
+                "rings of {cap} bytes were accepted: {r:?}"
+            );
+            assert!(answered_nothing(&sock));
+        }
+    }
+}
+
+/// Sets a trap on a wake-up descriptor we share with the listener: empty (`full` false) or full,
+/// then in blocking mode, so that a read (empty) or a write (full) through a shared description
+/// would block. Returns the flags it had.
+fn trap(fd: i32, full: bool) -> i32 {
+    let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+    let eventfd = link.to_string_lossy().contains("eventfd");
+    let mut buf = [0u8; 4096];
+    // SAFETY: plain syscalls on a descriptor of ours, with valid buffers.
+    unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+        while libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) > 0 {}
+        if full && eventfd {
+            let max = 0xffff_ffff_ffff_fffeu64.to_ne_bytes();
+            assert_eq!(libc::write(fd, max.as_ptr().cast(), 8), 8);
+        } else if full {
+            while libc::write(fd, buf.as_ptr().cast(), buf.len()) > 0 {}
+        }
+        libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        fl
+    }
+}
+
+fn wake_descriptors_of_a_client_cannot_block_the_listener() {
+    let name = unique("trap");
+    let ((a, b), memfds, wake) = new_fds(|| Pipe::new().unwrap());
+    let (to_l_r, to_l_w) = Pipe::simplex().unwrap();
+    let (from_l_r, from_l_w) = Pipe::simplex().unwrap();
+    let n = name.clone();
+    let listener = Process::fork(move || {
+        let l = Listener::bind(&n).unwrap();
+        from_l_w.send(&()).unwrap(); // bound
+        let conn = l.accept_timeout(Duration::from_secs(10)).unwrap();
+        from_l_w.send(&()).unwrap(); // accepted
+        to_l_r.recv::<()>().unwrap(); // the trap is set
+        let t = Instant::now();
+        assert!(
+            wait(&[&conn], Duration::from_millis(300))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            t.elapsed()
+        );
+        // The client polls for what we send: each send signals its wake-up descriptor.
+        for i in 0..100u32 {
+            conn.send(&i).unwrap();
+        }
+        from_l_w.send(&()).unwrap(); // done
+        to_l_r.recv::<()>().unwrap(); // keep the end until the client has read
+    })
+    .unwrap();
+    from_l_r.recv::<()>().unwrap();
+    let sock = raw_connect(&socket_path(&name), false).unwrap();
+    send_hello(&sock, &[memfds[0], wake[0], wake[1]]);
+    from_l_r.recv::<()>().unwrap();
+    drop(a); // the listener holds end 0 now
+    // We read ring 0 (signalled through wake[0]) and poll it; the listener reads ring 1.
+    assert!(!b.prepare_poll().unwrap());
+    let flags = [trap(wake[1], false), trap(wake[0], true)];
+    to_l_w.send(&()).unwrap();
+    let done = from_l_r.recv_timeout::<()>(Duration::from_secs(10));
+    // Our own description of them is ours again (we write them too: dropping `b` wakes sleepers).
+    for (fd, fl) in [wake[1], wake[0]].into_iter().zip(flags) {
+        // SAFETY: plain syscall on a descriptor of ours.
+        unsafe { libc::fcntl(fd, libc::F_SETFL, fl) };
+    }
+    if let Err(e) = done {
+        listener.kill().unwrap();
+        let _ = listener.join();
+        panic!("the listener blocked on a wake-up descriptor its client controls ({e:?})");
+    }
+    for i in 0..100u32 {
+        assert_eq!(b.recv::<u32>().unwrap(), i);
+    }
+    to_l_w.send(&()).unwrap();
+    assert!(listener.join().unwrap().success());
+}
+
+fn wait_on_a_listener_ignores_clients_that_hang_up() {
+    let name = unique("hang-up");
+    let listener = Listener::bind(&name).unwrap();
+    // A client that connects and hangs up (as `shmwire ls` probing the name does).
+    drop(raw_connect(&socket_path(&name), false).unwrap());
+    let ready = wait(&[&listener], Duration::from_millis(300)).unwrap();
+    assert!(ready.is_empty(), "ready with nobody to accept");
+    let listed = shmwire::segment::list().unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|s| s.name.ends_with(&name) && !s.is_stale())
+    );
+    let ready = wait(&[&listener], Duration::from_millis(300)).unwrap();
+    assert!(
+        ready.is_empty(),
+        "ready with nobody to accept, after a probe"
+    );
+    // An honest client: ready, and the connection is there at once.
+    let child = Process::spawn("client", &name).unwrap();
+    assert_eq!(
+        wait(&[&listener], Some(Duration::from_secs(10))).unwrap(),
+        vec![0]
+    );
+    let conn = listener.accept_timeout(Duration::ZERO).unwrap();
+    assert!(conn.recv::<String>().unwrap().starts_with("hello from"));
+    drop(conn);
+    assert!(child.join().unwrap().success());
+}
+
+fn to_handle_refuses_an_end_holding_part_of_a_message() {
+    let (a, b) = Pipe::new().unwrap();
+    // The first piece of a 3000-byte message (HEAD: its total, then 8 bytes), and no more yet.
+    let head = [3000u64.to_le_bytes(), [1; 8]].concat();
+    a.__inject_raw_frame(2, 16, &head).unwrap();
+    let r = b.recv_bytes_timeout(Duration::from_millis(50));
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    // What arrived is kept in this process: handing the end over now would lose it.
+    let h = b.to_handle();
+    assert!(matches!(h, Err(Error::Misuse)), "{h:?}");
+    a.__inject_raw_frame(3, 2992, &[1; 2992]).unwrap(); // the rest (CONT)
+    assert_eq!(b.recv_bytes().unwrap(), vec![1u8; 3000]);
+    // Nothing kept: the end goes to a spawned child, which echoes.
+    let child = Process::spawn("echo", &b.to_handle().unwrap()).unwrap();
+    drop(b);
+    a.send_bytes(b"whole").unwrap();
+    assert_eq!(a.recv_bytes().unwrap(), b"whole");
+    drop(a);
+    assert!(child.join().unwrap().success());
+}
+
+fn to_handle_refuses_an_end_with_messages_set_aside() {
+    let (a, b) = Pipe::builder().capacity(4096).build().unwrap();
+    let child = Process::fork(move || {
+        std::thread::sleep(Duration::from_millis(300)); // the parent is blocked sending to us
+        // Our large message fills the other ring too: while it waits for room, this end takes the
+        // parent's messages into a private backlog, so that both sides move on.
+        a.send_bytes(&vec![7u8; 64 << 10]).unwrap();
+        let h = a.to_handle();
+        assert!(matches!(h, Err(Error::Misuse)), "{h:?}");
+        for i in 0..40u8 {
+            assert_eq!(a.recv_bytes().unwrap(), [i; 512]);
+        }
+        a.to_handle().unwrap();
+    })
+    .unwrap();
+    for i in 0..40u8 {
+        b.send_bytes(&[i; 512]).unwrap();
+    }
+    assert_eq!(b.recv_bytes().unwrap(), vec![7u8; 64 << 10]);
     assert!(child.join().unwrap().success());
 }

@@ -8,7 +8,15 @@
 //! Two ends of a duplex pipe that both send large messages at the same moment would each wait for the
 //! other to read. A sender that finds its ring full while its peer's sender waits for room too drains
 //! its incoming ring into a private backlog (read first by later `recv`s), so both make progress;
-//! only when it is the sole holder of its end, since another holder may be the one reading it.
+//! only when no other process can be the one reading its end: it is the sole holder of the end, the
+//! last reader is itself or dead (or nobody read yet), and this process has forked no child
+//! ([`Process::fork`](crate::Process::fork)) since it last read the end (or since the end came into
+//! it): such a child may read the end through a handle its closure borrows, holding no role and
+//! before it has read anything. (Then the sender waits for that reader, as with any pipe.) A process
+//! that reads the end after a fork is one of the readers competing for what arrives, as with any
+//! shared pipe, and what it drains goes to its own later receives. Frames in the backlog, and a streamed message
+//! received in part, are this process's alone: [`to_handle`](Connection::to_handle) refuses to hand
+//! the end over while there are any.
 //!
 //! Each operation claims its side of the ring (see `sync::claim`) and checks, when it would block,
 //! whether the peer's end is still held; a blocked call probes the peer's liveness tokens between
@@ -37,7 +45,19 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+/// Children this process forked with `Process::fork` (a child's copy counts its parent's forks up to
+/// its own birth, not beyond).
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+/// Called in the parent after each `Process::fork`: from now on the child may read, through a
+/// borrowed handle, any end this process held at the fork, so none of them drains until this process
+/// reads it again (see the module docs).
+pub(crate) fn note_fork() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
 
 /// One end of a [`Pipe`](crate::Pipe).
 ///
@@ -74,6 +94,8 @@ pub struct Connection {
     poller: OnceCell<poll::Poller>,
     /// When `prepare_poll` last probed the peer.
     last_probe: Cell<Option<std::time::Instant>>,
+    /// `FORKS` when this process last read the end (or when the end came into it).
+    forks_seen: Cell<u64>,
 }
 
 /// Process-local state of an end.
@@ -198,6 +220,7 @@ impl Connection {
             armed: Cell::new(None),
             poller: OnceCell::new(),
             last_probe: Cell::new(None),
+            forks_seen: Cell::new(FORKS.load(Ordering::Relaxed)),
             st: RefCell::new(State {
                 send_spin: Spinner::new(wait),
                 recv_spin: Spinner::new(wait),
@@ -224,6 +247,22 @@ impl Connection {
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
         self.closed.get()
+    }
+
+    /// Whether this process holds frames of this end that no other process can see: drained into
+    /// the backlog, or a streamed message received in part (also when a `send_with`/`recv_with`
+    /// closure is running on it).
+    pub(crate) fn holds_private_frames(&self) -> bool {
+        self.st
+            .try_borrow()
+            .map_or(true, |st| !st.backlog.is_empty() || st.partial.is_some())
+    }
+
+    /// Whether a child forked since this process last read the end (or since the end came into it)
+    /// may read it (see the module docs). Once this process reads after a fork, it is one of the
+    /// readers that compete for what arrives, and what it drains it delivers to its own receives.
+    fn maybe_read_by_a_child(&self) -> bool {
+        FORKS.load(Ordering::Relaxed) != self.forks_seen.get()
     }
 
     /// Whether this end can receive (false for the writing end of a simplex pipe).
@@ -264,6 +303,10 @@ impl Connection {
         let me = seg.claim_id();
         let guard = claim(&rx.ctl().rx.claim, me, |id| seg.claim_alive(id))?;
         rx.note_reader(me);
+        let forks = FORKS.load(Ordering::Relaxed);
+        if forks != self.forks_seen.get() {
+            self.forks_seen.set(forks);
+        }
         Ok(guard)
     }
 

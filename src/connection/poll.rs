@@ -1,26 +1,29 @@
 //! Taking part in `shmwire::wait` and in the caller's own poll loop.
 //!
-//! A sender writes the ring's eventfd only when a reader registered as polling (`prepare_fd` on the
-//! data eventcount), so the fast path stays free of system calls. `wait()` polls that eventfd
-//! directly, in slices of [`PROBE_INTERVAL`] between which it re-checks and probes the peer.
+//! A sender writes the ring's wake-up pipe only when a reader registered as polling (`prepare_fd` on
+//! the data eventcount), so the fast path stays free of system calls. `wait()` polls that pipe
+//! directly, in slices of [`PROBE_INTERVAL`] between which it re-checks and probes the peer. Every
+//! process reads and writes the pipe through a non-blocking description of its own (see `pipe`), so
+//! no peer can make those calls block.
 //!
 //! For the caller's own loop, [`AsFd`] gives a descriptor that cannot sleep for ever: an epoll
-//! instance private to this process, holding the ring's eventfd (if this process has it) and a timer
-//! that [`prepare_poll`](Connection::prepare_poll) arms. It becomes readable when a sender signals, and
-//! in any case when the timer fires, after [`PROBE_INTERVAL`] (or `TICK_WITHOUT_EVENTFD`, 10 ms,
-//! when this process holds no eventfd): so a sender that cannot signal (a pipe opened by name shares no
-//! eventfd; nor does one opened through a handle when the kernel refuses `pidfd_getfd`) is seen at
-//! the next tick, and a peer that died, which signals nothing, is found by the probe `prepare_poll`
-//! makes when a tick is due. `prepare_poll` empties the eventfd and the timer before it registers, so
-//! a level-triggered loop does not spin on a descriptor that stays readable.
+//! instance private to this process, holding the ring's wake-up pipe (if this process has it) and a
+//! timer that [`prepare_poll`](Connection::prepare_poll) arms. It becomes readable when a sender
+//! signals, and in any case when the timer fires, after [`PROBE_INTERVAL`] (or
+//! `TICK_WITHOUT_WAKE_FD`, 10 ms, when this process holds no wake-up pipe): so a sender that cannot
+//! signal (a pipe opened by name shares none; nor does one opened through a handle when the kernel
+//! refuses `pidfd_getfd`) is seen at the next tick, and a peer that died, which signals nothing, is
+//! found by the probe `prepare_poll` makes when a tick is due. `prepare_poll` empties the pipe and the
+//! timer before it registers, so a level-triggered loop does not spin on a descriptor that stays
+//! readable; and a message received only in part is not "ready" (its next piece, in the ring, is).
 
 use super::*;
 use crate::PROBE_INTERVAL;
 use std::os::fd::RawFd;
 use std::time::Instant;
 
-/// The tick of a poller that holds no eventfd: every message waits for it.
-const TICK_WITHOUT_EVENTFD: Duration = Duration::from_millis(10);
+/// The tick of a poller that holds no wake-up pipe: every message waits for it.
+const TICK_WITHOUT_WAKE_FD: Duration = Duration::from_millis(10);
 
 /// The descriptor `as_fd` returns, and the timer in it.
 pub(super) struct Poller {
@@ -42,7 +45,7 @@ impl Poller {
         epoll::add(&epoll, &timer, data, epoll::EventFlags::IN)?;
         if let Some(fd) = data_fd {
             // SAFETY: the segment keeps its companion descriptors open as long as this end exists,
-            // and the epoll instance is the end's own (closing the eventfd first would only remove it
+            // and the epoll instance is the end's own (closing the pipe first would only remove it
             // from the interest list).
             let fd = unsafe { BorrowedFd::borrow_raw(fd) };
             epoll::add(&epoll, fd, data, epoll::EventFlags::IN)?;
@@ -50,20 +53,17 @@ impl Poller {
         let tick = if data_fd.is_some() {
             PROBE_INTERVAL
         } else {
-            TICK_WITHOUT_EVENTFD
+            TICK_WITHOUT_WAKE_FD
         };
         Ok(Poller { epoll, timer, tick })
     }
 
-    /// Empties the timer and the eventfd (non-blocking reads), so the epoll instance is no longer
-    /// readable for what they reported.
-    fn drain(&self, data_fd: Option<RawFd>) {
+    /// Empties the timer and the wake-up pipe (non-blocking reads), so the epoll instance is no
+    /// longer readable for what they reported.
+    fn drain(&self, rx: &Spsc) {
         let mut b = [0u8; 8];
         let _ = rustix::io::read(&self.timer, &mut b);
-        if let Some(fd) = data_fd {
-            // SAFETY: as in `new`.
-            let _ = rustix::io::read(unsafe { BorrowedFd::borrow_raw(fd) }, &mut b);
-        }
+        rx.drain_data_fd();
     }
 
     /// Makes the timer fire once, one tick from now.
@@ -91,8 +91,8 @@ impl Connection {
     ///
     /// The descriptor is a hint that never sleeps for ever: it fires when a message may have
     /// arrived, and at the latest one tick after this call ([`PROBE_INTERVAL`], or 10 ms for a
-    /// pipe opened by name, whose processes share no eventfd), so a sender that cannot signal it and a
-    /// peer that died are noticed too (then `Ok(true)`, and `recv` reports the end).
+    /// pipe opened by name, whose processes share no wake-up pipe), so a sender that cannot signal it
+    /// and a peer that died are noticed too (then `Ok(true)`, and `recv` reports the end).
     ///
     /// ```
     /// # fn main() -> shmwire::Result<()> {
@@ -117,7 +117,7 @@ impl Connection {
             return Ok(true);
         }
         let poller = self.poller()?;
-        poller.drain(rx.data_fd());
+        poller.drain(rx);
         // A tick may have fired: the peer may have died (nothing signals that).
         let now = Instant::now();
         if self
@@ -129,7 +129,7 @@ impl Connection {
             self.seg.probe_role(self.peer)?;
         }
         // Register, then look again: a sender that published before it could see us registered
-        // is seen here; one that publishes later signals the eventfd.
+        // is seen here; one that publishes later signals the wake-up pipe.
         let key = rx.ctl().data.prepare_fd();
         if self.ready_now(&st, rx) {
             rx.ctl().data.cancel(key);
@@ -149,7 +149,7 @@ impl Connection {
         Ok(self.poller.get_or_init(|| p))
     }
 
-    /// The pipe's memfd and its eventfds, to pass to another process.
+    /// The pipe's memfd and its wake-up pipes, to pass to another process.
     pub(crate) fn descriptors(&self) -> Vec<std::os::fd::RawFd> {
         std::iter::once(self.seg.descriptor())
             .chain(self.seg.companions())
@@ -164,9 +164,11 @@ impl Connection {
         self.end
     }
 
+    /// Whether a `recv` would find something now: a frame set aside, one in the ring (a whole
+    /// message, or the next piece of one received in part: the part alone is not ready, or a loop
+    /// would spin while its sender is stopped), a damaged ring (`recv` reports it), or a closed peer.
     fn ready_now(&self, st: &State, rx: &Spsc) -> bool {
         !st.backlog.is_empty()
-            || st.partial.is_some()
             || rx.try_peek().map_or(true, |f| f.is_some())
             || !self.seg.role_open(self.peer)
     }
@@ -194,11 +196,7 @@ impl Waitable for Connection {
     fn __check(&self, signalled: bool) -> Result<bool> {
         let st = self.begin()?;
         let rx = self.rx.as_ref().ok_or(Error::Misuse)?;
-        if let Some(fd) = rx.data_fd() {
-            let mut b = [0u8; 8];
-            // SAFETY: the segment keeps the eventfd open; a non-blocking read of its counter.
-            let _ = rustix::io::read(unsafe { BorrowedFd::borrow_raw(fd) }, &mut b);
-        }
+        rx.drain_data_fd();
         if self.ready_now(&st, rx) {
             return Ok(true);
         }

@@ -6,7 +6,10 @@
 //! The bytes of a frame lie in memory the peer can write. The decoding paths (`recv`, `recv_pod`)
 //! copy a frame (through raw pointers) to the stack, or to the reused scratch buffer if it is large,
 //! and decode the copy: a scribbling peer can garble what we receive, never change bytes while our
-//! code looks at them. Only `recv_with` lends the ring's bytes in place, and says so.
+//! code looks at them. Only `recv_with`, an `unsafe` function, lends the ring's bytes in place.
+//!
+//! Memory for a frame (up to half the ring, a size the sender chose) is reserved fallibly: a frame
+//! this process cannot allocate room for is `TooLarge`, and stays in the ring for a later call.
 
 use super::*;
 use crate::codec;
@@ -19,8 +22,8 @@ const STACK_COPY: usize = 256;
 /// How a receive hands one whole message over.
 trait Take {
     type Out;
-    /// From a published frame in the ring; consumes it.
-    fn take_frame(self, rx: &Spsc, f: Frame, scratch: &mut Vec<u8>) -> Self::Out;
+    /// From a published frame in the ring; consumes it (unless it fails: then the frame stays).
+    fn take_frame(self, rx: &Spsc, f: Frame, scratch: &mut Vec<u8>) -> Result<Self::Out>;
     /// From bytes already in private memory (the backlog, a streamed message).
     fn take_bytes(self, bytes: &[u8]) -> Self::Out;
 }
@@ -31,10 +34,10 @@ struct Lend<F>(F);
 impl<R, F: FnOnce(&[u8]) -> R> Take for Lend<F> {
     type Out = R;
     #[inline]
-    fn take_frame(self, rx: &Spsc, f: Frame, _: &mut Vec<u8>) -> R {
+    fn take_frame(self, rx: &Spsc, f: Frame, _: &mut Vec<u8>) -> Result<R> {
         let out = (self.0)(rx.payload(&f));
         rx.consume(f);
-        out
+        Ok(out)
     }
     fn take_bytes(self, bytes: &[u8]) -> R {
         (self.0)(bytes)
@@ -48,21 +51,25 @@ struct Copied<F>(F);
 impl<R, F: FnOnce(&[u8]) -> R> Take for Copied<F> {
     type Out = R;
     #[inline]
-    fn take_frame(self, rx: &Spsc, f: Frame, scratch: &mut Vec<u8>) -> R {
+    fn take_frame(self, rx: &Spsc, f: Frame, scratch: &mut Vec<u8>) -> Result<R> {
         if f.len <= STACK_COPY {
             let mut tmp = [MaybeUninit::<u8>::uninit(); STACK_COPY];
             let bytes = rx.read_payload_uninit(&f, 0, &mut tmp[..f.len]);
             rx.consume(f);
-            return (self.0)(bytes);
+            return Ok((self.0)(bytes));
         }
         if scratch.len() < f.len {
-            scratch.resize(f.len, 0); // at most the ring's largest frame
+            // At most the ring's largest frame, a size the sender chose: reserved fallibly.
+            scratch
+                .try_reserve_exact(f.len - scratch.len())
+                .map_err(|_| Error::TooLarge)?;
+            scratch.resize(f.len, 0);
         }
         rx.read_payload(&f, 0, &mut scratch[..f.len]);
         rx.consume(f);
         let out = (self.0)(&scratch[..f.len]);
         codec::trim_scratch(scratch);
-        out
+        Ok(out)
     }
     fn take_bytes(self, bytes: &[u8]) -> R {
         (self.0)(bytes)
@@ -75,11 +82,11 @@ struct PodOf<T>(std::marker::PhantomData<T>);
 impl<T: bytemuck::Pod> Take for PodOf<T> {
     type Out = Result<T>;
     #[inline]
-    fn take_frame(self, rx: &Spsc, f: Frame, _: &mut Vec<u8>) -> Result<T> {
+    fn take_frame(self, rx: &Spsc, f: Frame, _: &mut Vec<u8>) -> Result<Result<T>> {
         let size = std::mem::size_of::<T>();
         if f.len != size {
             rx.consume(f);
-            return Err(Error::Corrupt);
+            return Ok(Err(Error::Corrupt));
         }
         let mut v = MaybeUninit::<T>::uninit();
         // SAFETY: the bytes of a `MaybeUninit<T>`, as many as `T` has.
@@ -87,7 +94,7 @@ impl<T: bytemuck::Pod> Take for PodOf<T> {
         rx.read_payload_uninit(&f, 0, dst);
         rx.consume(f);
         // SAFETY: all `size_of::<T>()` bytes were written, and any bytes are a valid `Pod` value.
-        Ok(unsafe { v.assume_init() })
+        Ok(Ok(unsafe { v.assume_init() }))
     }
     fn take_bytes(self, bytes: &[u8]) -> Result<T> {
         codec::decode_pod(bytes)
@@ -155,19 +162,30 @@ impl Connection {
     /// Reads one message in place: `read` gets a slice of the message (inside the ring when it was
     /// sent in one piece: zero-copy), and the message is consumed when it returns.
     ///
-    /// **This form trusts the peer.** The slice lies in memory the peer can write: a well-behaved
-    /// peer does not touch it until it is consumed, but a buggy or hostile one could change the bytes
-    /// while `read` looks at them, so that two reads of one byte disagree (validate-then-use logic in
-    /// `read` can be fooled). Use it with peers you trust, or copy the bytes before you check them;
-    /// [`recv`](Self::recv), [`recv_bytes`](Self::recv_bytes) and the other forms decode from a
-    /// private copy and are safe whatever the peer does.
-    pub fn recv_with<R>(&self, read: impl FnOnce(&[u8]) -> R) -> Result<R> {
+    /// # Safety
+    ///
+    /// The caller trusts the peer. The slice lies in memory the peer's processes can write: a
+    /// well-behaved peer does not touch it until it is consumed, but a buggy or hostile one writing
+    /// the bytes while `read` holds the `&[u8]` is a data race (undefined behaviour: two reads of one
+    /// byte may disagree, and the compiler assumes they cannot), which the type system cannot rule
+    /// out. Use it only between processes you trust; [`recv`](Self::recv),
+    /// [`recv_bytes`](Self::recv_bytes) and the other forms decode from a private copy and are sound
+    /// whatever the peer does.
+    ///
+    /// ```compile_fail,E0133
+    /// let (_a, b) = shmwire::Pipe::new().unwrap();
+    /// let _ = b.recv_with(|bytes| bytes.len()); // `unsafe` is required
+    /// ```
+    pub unsafe fn recv_with<R>(&self, read: impl FnOnce(&[u8]) -> R) -> Result<R> {
         self.recv_at(Deadline::NEVER, Lend(read))
     }
 
-    /// [`recv_with`](Self::recv_with), giving up with [`Error::Timeout`] after `timeout`. The same
-    /// trust in the peer applies.
-    pub fn recv_with_timeout<R>(
+    /// [`recv_with`](Self::recv_with), giving up with [`Error::Timeout`] after `timeout`.
+    ///
+    /// # Safety
+    ///
+    /// As for [`recv_with`](Self::recv_with): the caller trusts the peer.
+    pub unsafe fn recv_with_timeout<R>(
         &self,
         timeout: Duration,
         read: impl FnOnce(&[u8]) -> R,
@@ -218,7 +236,7 @@ impl Connection {
             // Fast path: a whole message is there, or arrives within a short inline spin.
             if let Some(f) = self.quick_frame(&mut st, rx, deadline)? {
                 if f.tag == TAG_WHOLE {
-                    return Ok(take.take_frame(rx, f, &mut st.scratch));
+                    return take.take_frame(rx, f, &mut st.scratch);
                 }
             }
         }
@@ -237,7 +255,7 @@ impl Connection {
         if st.partial.is_none() {
             match self.next_piece(st, rx, deadline)? {
                 Piece::Ring(f) if f.tag == TAG_WHOLE => {
-                    return Ok(take.take_frame(rx, f, &mut st.scratch));
+                    return take.take_frame(rx, f, &mut st.scratch);
                 }
                 Piece::Owned(TAG_WHOLE, v) => return Ok(take.take_bytes(&v)),
                 other => self.put_back(st, other),
@@ -363,7 +381,9 @@ impl Connection {
                     let v = match piece {
                         Piece::Owned(_, v) => v,
                         Piece::Ring(f) => {
-                            let mut v = Vec::with_capacity(f.len);
+                            // A size the sender chose: reserved fallibly (the frame stays).
+                            let mut v = Vec::new();
+                            v.try_reserve_exact(f.len).map_err(|_| Error::TooLarge)?;
                             piece.append_to(rx, 0, &mut v);
                             rx.consume(f);
                             v

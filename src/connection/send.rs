@@ -3,8 +3,8 @@
 //!
 //! A value is encoded into its reserved frame through raw pointers (the ring is memory the peer could
 //! write: no reference to it is handed to the encoder), and the frame is published only if encoding
-//! succeeded: a value that fails to encode sends nothing. Only `send_with` lends the ring's bytes,
-//! and says so.
+//! succeeded: a value that fails to encode sends nothing. Only `send_with`, an `unsafe` function,
+//! lends the ring's bytes.
 
 use super::*;
 use crate::codec;
@@ -47,10 +47,10 @@ impl Connection {
         self.send_bytes_at(bytes, Deadline::NEVER)
     }
 
-    /// [`send_bytes`](Self::send_bytes) with a timeout. The timeout bounds the wait for the message to
-    /// start: a message larger than half the ring is streamed, and once its first piece is out the call
-    /// completes it (or fails if the peer closes or dies), so that `Timeout` always means "nothing
-    /// sent".
+    /// [`send_bytes`](Self::send_bytes) with a timeout, which bounds the whole call. `Timeout` means
+    /// the message is not delivered: a message larger than half the ring is streamed in pieces, and
+    /// one given up part way (the reader alive but not reading) is discarded by the receiver, which
+    /// goes on with the next message.
     pub fn send_bytes_timeout(&self, bytes: &[u8], timeout: Duration) -> Result<()> {
         self.send_bytes_at(bytes, Deadline::after(Some(timeout)))
     }
@@ -59,26 +59,43 @@ impl Connection {
     /// (zero-copy). `len` may be at most [`max_in_place_len`](Self::max_in_place_len) (half the
     /// ring), else [`Error::TooLarge`]. The message is sent when `fill` returns.
     ///
-    /// **This form trusts the peer**, as [`recv_with`](Self::recv_with) does: the slice lies in
-    /// memory the peer can write, so `fill` should only write it (what it reads back may have been
-    /// changed by a buggy or hostile peer). [`send`](Self::send) and
-    /// [`send_bytes`](Self::send_bytes) never lend the ring's bytes.
+    /// # Safety
+    ///
+    /// The caller trusts the peer: `fill` gets a `&mut [u8]` over memory the peer's processes can
+    /// write. A well-behaved peer does not touch a frame before it is published, but a buggy or
+    /// hostile one writing it while `fill` holds the slice is a data race (undefined behaviour),
+    /// which the type system cannot rule out. Use it only between processes you trust;
+    /// [`send`](Self::send) and [`send_bytes`](Self::send_bytes) never lend the ring's bytes.
     ///
     /// ```
     /// # fn main() -> shmwire::Result<()> {
     /// let (a, b) = shmwire::Pipe::new()?;
-    /// a.send_with(8, |buf| buf.copy_from_slice(&7u64.to_le_bytes()))?;
-    /// let v = b.recv_with(|bytes| u64::from_le_bytes(bytes.try_into().unwrap()))?;
-    /// assert_eq!(v, 7);
+    /// // SAFETY: both ends are ours.
+    /// unsafe {
+    ///     a.send_with(8, |buf| buf.copy_from_slice(&7u64.to_le_bytes()))?;
+    ///     let v = b.recv_with(|bytes| u64::from_le_bytes(bytes.try_into().unwrap()))?;
+    ///     assert_eq!(v, 7);
+    /// }
     /// # Ok(()) }
     /// ```
-    pub fn send_with<R>(&self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
+    ///
+    /// Without `unsafe` it does not compile:
+    ///
+    /// ```compile_fail,E0133
+    /// let (a, _b) = shmwire::Pipe::new().unwrap();
+    /// a.send_with(8, |buf| buf.fill(0)).unwrap();
+    /// ```
+    pub unsafe fn send_with<R>(&self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
         self.send_in_place(len, Deadline::NEVER, |tx, r| Ok(fill(tx.payload_mut(r))))
     }
 
     /// [`send_with`](Self::send_with), giving up with [`Error::Timeout`] (nothing sent, `fill` not
     /// called) if the ring has no room within `timeout`.
-    pub fn send_with_timeout<R>(
+    ///
+    /// # Safety
+    ///
+    /// As for [`send_with`](Self::send_with): the caller trusts the peer.
+    pub unsafe fn send_with_timeout<R>(
         &self,
         len: usize,
         timeout: Duration,
@@ -180,7 +197,9 @@ impl Connection {
         let mut off = first;
         while off < data.len() {
             let n = piece.min(data.len() - off);
-            let r = self.wait_room(st, tx, n, Deadline::NEVER)?;
+            // A `Timeout` here gives the message up: the reader discards the pieces it got when the
+            // next message starts (as when a sender dies mid-message and another holder goes on).
+            let r = self.wait_room(st, tx, n, deadline)?;
             tx.write_payload(&r, 0, &data[off..off + n]);
             tx.commit(r, TAG_CONT);
             off += n;
@@ -232,11 +251,16 @@ impl Connection {
     /// If our peer waits for room in its ring while we wait for room in ours, take what it sent into
     /// the backlog so that both sides move on. Only the process that reads our end may do so: not if
     /// another process holds our end (it may be the one reading it), nor if another live process
-    /// (a forked copy of this end) read it last, since what we took would be lost to it. (Then we wait
-    /// for that reader, as with any pipe.)
+    /// (a forked copy of this end) read it last, nor if a child forked since the end came into this
+    /// process may read it through a borrowed handle, since what we took would be lost to them. (Then
+    /// we wait for that reader, as with any pipe.) A frame this process cannot allocate room for is
+    /// left in the ring, and the send fails with `TooLarge`.
     fn drain_if_peer_blocked(&self, backlog: &mut VecDeque<(u32, Vec<u8>)>) -> Result<()> {
         let Some(rx) = &self.rx else { return Ok(()) };
-        if !rx.writer_waiting() || !self.seg.role_held_only_by_me(self.end) {
+        if !rx.writer_waiting()
+            || !self.seg.role_held_only_by_me(self.end)
+            || self.maybe_read_by_a_child()
+        {
             return Ok(());
         }
         let last = rx.last_reader();
@@ -247,7 +271,9 @@ impl Connection {
             return Ok(());
         };
         while let Some(f) = rx.try_peek()? {
-            let mut v = vec![0; f.len];
+            let mut v = Vec::new();
+            v.try_reserve_exact(f.len).map_err(|_| Error::TooLarge)?;
+            v.resize(f.len, 0);
             rx.read_payload(&f, 0, &mut v);
             backlog.push_back((f.tag, v));
             rx.consume(f);

@@ -2,10 +2,11 @@
 //!
 //! Through a page of anonymous shared memory mapped before the fork, not a descriptor: a child forked
 //! meanwhile by another thread copies a mapping it never looks at, and holds nothing. Layout: a state
-//! word (`PENDING`, then `READY` or `KEEP_ALL`), the two counts, the segment addresses (u64), the
-//! listener descriptors (u32). The parent writes the counts and entries, then publishes `READY` with
-//! a Release store and wakes the child; the child reads them after an Acquire load of `READY`, by
-//! copying through raw pointers, and checks the counts against the capacity it was made with.
+//! word (`PENDING`, then `READY`, `ABORT` or `KEEP_ALL`), the two counts, the segment addresses
+//! (u64), the listener descriptors (u32). The parent writes the counts and entries, then publishes
+//! `READY` (or `ABORT`) with a Release store and wakes the child; the child reads them after an
+//! Acquire load of the state, by copying through raw pointers, and checks the counts against the
+//! capacity it was made with.
 
 use crate::error::Result;
 use crate::segment::registry::Verdict;
@@ -16,6 +17,8 @@ const PENDING: u32 = 0;
 const READY: u32 = 1;
 /// The verdict did not fit (it cannot happen: it names a subset of what was counted): keep all.
 const KEEP_ALL: u32 = 2;
+/// As `READY`, and the fork is undone: the child runs no closure (`Verdict::abort`).
+const ABORT: u32 = 3;
 const HEAD: usize = 16;
 
 /// The page, as each process maps it.
@@ -79,8 +82,12 @@ impl Page {
             }
         }
         // ORDERING: Release publishes the entries to the child's Acquire load of the state.
-        self.state()
-            .store(if fits { READY } else { KEEP_ALL }, Ordering::Release);
+        let state = match (fits, v.abort) {
+            (true, false) => READY,
+            (true, true) => ABORT,
+            (false, _) => KEEP_ALL, // and the child runs its closure: cannot happen (see KEEP_ALL)
+        };
+        self.state().store(state, Ordering::Release);
         let _ = rustix::thread::futex::wake(self.state(), rustix::thread::futex::Flags::empty(), 1);
     }
 
@@ -108,7 +115,7 @@ impl Page {
                 Some(&slice),
             );
         };
-        if state != READY {
+        if state != READY && state != ABORT {
             return None;
         }
         // SAFETY: reads within the mapping, after the Acquire above; the counts are checked against
@@ -125,6 +132,7 @@ impl Page {
             Some(Verdict {
                 segments: (0..n_segs).map(|i| segs.add(i).read() as usize).collect(),
                 listeners: (0..n_lis).map(|i| lis.add(i).read() as i32).collect(),
+                abort: state == ABORT,
             })
         }
     }

@@ -272,8 +272,9 @@ impl<'a> Spill<'a> {
         let n = (len + HDR).div_ceil(UNIT);
         // The mutex guards a short critical section: even a call that may not wait (`put_nowait`)
         // waits that long for it, so that only a spill area with no room, not a busy allocator,
-        // says `Full`. (A stopped holder costs it that much, then `Full`.)
-        let floor = std::time::Duration::from_millis(1);
+        // says `Full` (a holder preempted for a few milliseconds is no reason; one stopped costs the
+        // call that much, then `Full`).
+        let floor = std::time::Duration::from_millis(20);
         let deadline = match deadline.remaining() {
             Some(r) if r < floor => Deadline::after(Some(floor)),
             _ => deadline,

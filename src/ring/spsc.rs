@@ -47,6 +47,8 @@ pub(crate) const FRAME_HDR: usize = 8;
 pub(crate) const MIN_CAPACITY: usize = 4096;
 /// Largest ring capacity (frame lengths are u32).
 pub(crate) const MAX_CAPACITY: usize = 1 << 31;
+/// Reads of 4 KiB that emptying a wake-up pipe takes at most (a default pipe holds 64 KiB).
+const DRAIN_READS: usize = 16;
 
 /// One side's counter and claim word, on a cache line of its own.
 #[repr(C)]
@@ -144,7 +146,8 @@ pub(crate) struct Spsc {
     /// `max_payload()`, computed once.
     max_len: usize,
     cached_head: Cell<u64>,
-    /// An eventfd to signal when a frame is published and a descriptor-polling reader waits.
+    /// The wake-up pipe to signal when a frame is published and a descriptor-polling reader waits
+    /// (held through this process's own non-blocking description, see `pipe`).
     data_fd: Option<RawFd>,
 }
 
@@ -517,7 +520,7 @@ impl Spsc {
         self.data_fd
     }
 
-    /// Sets the eventfd signalled when a frame is published while someone polls for it.
+    /// Sets the wake-up pipe signalled when a frame is published while someone polls for it.
     pub(crate) fn set_data_fd(&mut self, fd: Option<RawFd>) {
         self.data_fd = fd;
     }
@@ -525,12 +528,30 @@ impl Spsc {
     #[cold]
     fn signal_data_fd(&self) {
         if let Some(fd) = self.data_fd {
-            // An eventfd: adding 1 makes it readable. EAGAIN (counter full) still leaves it readable.
-            let one = 1u64.to_ne_bytes();
-            // SAFETY: writing 8 bytes from a valid buffer to a descriptor the segment keeps open.
-            let _ = unsafe { libc::write(fd, one.as_ptr().cast(), 8) };
+            // One byte makes the pipe readable. Our description is non-blocking and nobody else's:
+            // a full pipe (EAGAIN) is readable already.
+            let one = [1u8];
+            // SAFETY: writing 1 byte from a valid buffer to a descriptor the segment keeps open.
+            let _ = unsafe { libc::write(fd, one.as_ptr().cast(), 1) };
             #[cfg(not(loom))]
             crate::stats::note_other_call();
+        }
+    }
+
+    /// Empties the wake-up pipe (non-blocking reads, at most [`DRAIN_READS`] of them: a peer that
+    /// keeps writing cannot hold us here), so that a level-triggered poll does not fire again for
+    /// what it already reported.
+    pub(crate) fn drain_data_fd(&self) {
+        if let Some(fd) = self.data_fd {
+            let mut b = [0u8; 4096];
+            for _ in 0..DRAIN_READS {
+                // SAFETY: reading into a valid buffer from a descriptor the segment keeps open;
+                // our description is non-blocking (see `pipe`).
+                let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), b.len()) };
+                if n < b.len() as isize {
+                    break;
+                }
+            }
         }
     }
 }

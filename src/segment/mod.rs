@@ -3,8 +3,9 @@
 //!
 //! * Anonymous segments (shared only with forked children) are sealed memfds: no name to leak, and
 //!   `F_SEAL_SHRINK | F_SEAL_GROW` so no participant can truncate them under the others.
-//! * Named segments are POSIX shared memory objects (`/dev/shm/shmwire.*`), created `O_EXCL`, mode
-//!   0600, and `fallocate`d so that a full tmpfs is an error at creation rather than a SIGBUS later.
+//! * Named segments are POSIX shared memory objects (`/dev/shm/shmwire.*`), mode 0600, `fallocate`d so
+//!   that a full tmpfs is an error at creation rather than a SIGBUS later, and made without a name
+//!   (`O_TMPFILE`), linked under it only once complete (a name already taken is an error).
 //!   The last participant to drop its handle unlinks the name; [`cleanup`] removes names whose
 //!   participants all died. A peer that shrinks a named segment can still make the others fault: only
 //!   seals prevent that, and POSIX shm cannot be sealed.
@@ -106,8 +107,8 @@ pub(crate) struct Segment {
     hdr: HeaderFields,
     name: Option<String>,
     on_role_closed: fn(&Segment, usize),
-    /// Descriptors that travel with the segment (a pipe's eventfds): inherited by forked children,
-    /// passed to spawned ones and through a `Listener`.
+    /// Descriptors that travel with the segment (a pipe's wake-up pipes): inherited by forked
+    /// children, passed to spawned ones and through a `Listener`.
     companions: Vec<OwnedFd>,
 }
 
@@ -142,17 +143,37 @@ impl Segment {
 
     /// [`create_named`](Self::create_named), calling `fill` on the new segment before it is published
     /// (`READY`): what `fill` writes in the kind's area is there for every opener.
+    ///
+    /// The file is made without a name (`O_TMPFILE` in `/dev/shm`) and linked under `os_name` only
+    /// once it is complete and its creator holds slot 0: no one (an opener, or [`cleanup`] judging
+    /// a file without a live participant stale) ever sees a half-made segment under the name, and a
+    /// creator that dies half way leaves nothing behind. `linkat` fails if the name exists, as
+    /// `O_EXCL` would.
     pub(crate) fn create_named_with(
         os_name: &str,
         spec: &Spec,
         fill: &dyn Fn(&Segment),
     ) -> Result<Arc<Segment>> {
-        use rustix::shm::{Mode, OFlags};
+        use rustix::fs::{AtFlags, CWD, Mode, OFlags};
         let _gate = registry::fork_gate(); // until registered (see `registry`)
-        let fd = rustix::shm::open(
-            os_name,
-            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR,
+        let fd = rustix::fs::open(
+            names::SHM_DIR,
+            OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
             Mode::RUSR | Mode::WUSR,
+        )?;
+        crate::hooks::hit(crate::hooks::Point::NamedCreating);
+        let size = layout_size(spec);
+        rustix::fs::ftruncate(&fd, size as u64)?;
+        let eager = size - spec.lazy_tail.min(size - kind_offset(spec.n_slots)) / PAGE * PAGE;
+        rustix::fs::fallocate(&fd, rustix::fs::FallocateFlags::empty(), 0, eager as u64)?;
+        let seg = Self::init(fd, spec, size, Some(os_name.to_owned()), Vec::new(), fill)?;
+        // Published: a failure drops `seg`, whose `leave` removes no name that leads elsewhere.
+        rustix::fs::linkat(
+            CWD,
+            format!("/proc/self/fd/{}", seg.raw_fd()),
+            CWD,
+            names::path_of(os_name),
+            AtFlags::SYMLINK_FOLLOW,
         )
         .map_err(|e| {
             if e == rustix::io::Errno::EXIST {
@@ -164,21 +185,7 @@ impl Segment {
                 e.into()
             }
         })?;
-        let size = layout_size(spec);
-        let made = (|| -> Result<Arc<Segment>> {
-            // Take slot 0 before the file has a size, so an opener never sees a creator-less segment.
-            if !token::try_take(fd.as_raw_fd(), 0)? {
-                return Err(Error::Corrupt);
-            }
-            rustix::fs::ftruncate(&fd, size as u64)?;
-            let eager = size - spec.lazy_tail.min(size - kind_offset(spec.n_slots)) / PAGE * PAGE;
-            rustix::fs::fallocate(&fd, rustix::fs::FallocateFlags::empty(), 0, eager as u64)?;
-            Self::init(fd, spec, size, Some(os_name.to_owned()), Vec::new(), fill)
-        })();
-        if made.is_err() {
-            let _ = rustix::shm::unlink(os_name);
-        }
-        made
+        Ok(seg)
     }
 
     fn init(
@@ -577,38 +584,76 @@ impl Segment {
     }
 
     /// Clears whatever a dead holder of slot `i` left; the caller holds `i`'s token.
+    ///
+    /// Where the dead holder was a role's last, `died` is set *before* its bit goes: whoever sees the
+    /// role closed then reads how it closed (set after, a peer could read a death as a graceful
+    /// close). If someone took the role in between (the exchange fails), the role is not closing:
+    /// `died` is cleared again, as a graceful close would leave it (`drop_role_of`).
     fn reap_held(&self, i: u32) {
         let s = self.slot_at(i);
         if i < 64 {
             let bit = 1u64 << i;
+            let died = &self.roles().died;
             for r in 0..MAX_ROLES {
-                let prev = self.roles().masks[r].fetch_and(!bit, Ordering::AcqRel);
-                if prev & bit != 0 && prev & !bit == 0 {
-                    self.roles().died.fetch_or(1 << r, Ordering::AcqRel);
-                    (self.on_role_closed)(self, r);
+                let mask = &self.roles().masks[r];
+                let mut cur = mask.load(Ordering::Acquire);
+                while cur & bit != 0 {
+                    let last = cur == bit;
+                    if last {
+                        died.fetch_or(1 << r, Ordering::AcqRel);
+                    }
+                    // ORDERING: AcqRel: `died` (above) is visible to whoever Acquires the closed mask.
+                    match mask.compare_exchange(
+                        cur,
+                        cur & !bit,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => {
+                            crate::hooks::hit(crate::hooks::Point::RoleReaped);
+                            if last {
+                                (self.on_role_closed)(self, r);
+                            }
+                            break;
+                        }
+                        Err(now) => {
+                            if last {
+                                died.fetch_and(!(1 << r), Ordering::AcqRel);
+                            }
+                            cur = now;
+                        }
+                    }
                 }
             }
         }
         s.state.store(SLOT_FREE, Ordering::Release);
     }
 
+    /// Gives slot `to` every role slot `from` holds (a child's slot, its parent's roles), each only
+    /// while `from` still holds it: a role its holder closes meanwhile stays closed (an exchange, not
+    /// a load and an OR, which would reopen it).
     fn copy_roles(&self, from: u32, to: u32) {
         if from >= 64 || to >= 64 {
             return;
         }
         for r in 0..MAX_ROLES {
             let m = &self.roles().masks[r];
-            if m.load(Ordering::Acquire) & (1 << from) != 0 {
-                m.fetch_or(1 << to, Ordering::AcqRel);
+            let mut cur = m.load(Ordering::Acquire);
+            while cur & (1 << from) != 0 {
+                crate::hooks::hit(crate::hooks::Point::CopyingRoles);
+                match m.compare_exchange(cur, cur | 1 << to, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => break,
+                    Err(now) => cur = now,
+                }
             }
         }
     }
 
-    /// Adds this process to the holders of `role`.
-    pub(crate) fn take_role(&self, role: usize) {
-        let s = self.my_slot();
-        assert!(s < 64 && role < MAX_ROLES, "roles need a slot below 64");
-        self.roles().masks[role].fetch_or(1 << s, Ordering::AcqRel);
+    /// Adds this process to the holders of `role`. Roles are masks over the first 64 slots: a process
+    /// in a higher slot cannot hold one (an error, never a panic: the slot count may come from a
+    /// segment another process made).
+    pub(crate) fn take_role(&self, role: usize) -> Result<()> {
+        self.add_role_of(self.my_slot(), role)
     }
 
     /// Removes this process from the holders of `role`; the last one out closes it.
@@ -616,10 +661,19 @@ impl Segment {
         self.drop_role_of(self.my_slot(), role);
     }
 
-    /// Adds slot `slot` to the holders of `role` (a slot prepared for a child).
-    pub(crate) fn add_role_of(&self, slot: u32, role: usize) {
-        assert!(slot < 64 && role < MAX_ROLES, "roles need a slot below 64");
+    /// Adds slot `slot` to the holders of `role` (a slot prepared for a child); see
+    /// [`take_role`](Self::take_role).
+    pub(crate) fn add_role_of(&self, slot: u32, role: usize) -> Result<()> {
+        if slot >= 64 || role >= MAX_ROLES {
+            return Err(Error::io(
+                std::io::ErrorKind::QuotaExceeded,
+                format!(
+                    "participant slot {slot} cannot hold role {role}: roles need a slot below 64"
+                ),
+            ));
+        }
         self.roles().masks[role].fetch_or(1 << slot, Ordering::AcqRel);
+        Ok(())
     }
 
     /// The OS name of a named segment.
@@ -669,6 +723,14 @@ impl Segment {
     pub(crate) fn role_held_only_by_me(&self, role: usize) -> bool {
         let me = self.my_slot();
         me < 64 && self.roles().masks[role].load(Ordering::Acquire) == 1u64 << me
+    }
+
+    /// The roles this process holds now (bit `r`: role `r`).
+    pub(crate) fn my_roles(&self) -> u32 {
+        let me = self.my_slot();
+        (0..MAX_ROLES)
+            .filter(|&r| me < 64 && self.roles().masks[r].load(Ordering::Acquire) & 1 << me != 0)
+            .fold(0, |acc, r| acc | 1 << r)
     }
 
     /// Whether `role` closed because its last holder died.
@@ -803,6 +865,10 @@ fn names_this_file(name: &str, fd: RawFd) -> bool {
 
 impl Drop for Segment {
     fn drop(&mut self) {
+        // Under the fork gate until the descriptor is closed and the segment has left the list; a fork
+        // waits meanwhile (see `registry::prepare_fork`), so no child copies the descriptor unseen.
+        crate::hooks::hit(crate::hooks::Point::SegmentDropping);
+        let _gate = registry::fork_gate();
         // A handle dropped in a child forked behind our back takes its own slot first, so that it never
         // releases its parent's; one that holds no slot (see `registry`) has nothing to give up.
         if self.my_slot() != NO_SLOT && self.ensure_owner().is_ok() {
@@ -810,6 +876,7 @@ impl Drop for Segment {
         }
         // SAFETY: `fd` is this handle's own descriptor and is closed exactly once, here.
         drop(unsafe { OwnedFd::from_raw_fd(self.raw_fd()) });
+        registry::unregister(self);
     }
 }
 

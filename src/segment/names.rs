@@ -8,7 +8,12 @@ use super::token;
 use crate::error::{Error, Result};
 use std::os::fd::AsRawFd;
 
-const SHM_DIR: &str = "/dev/shm";
+pub(crate) const SHM_DIR: &str = "/dev/shm";
+
+/// The path in [`SHM_DIR`] of the OS name `os_name` (as `shm_open` takes it: `/shmwire...`).
+pub(crate) fn path_of(os_name: &str) -> String {
+    format!("{SHM_DIR}/{}", os_name.trim_start_matches('/'))
+}
 
 /// The run prefix: `shmwire.` plus `$SHMWIRE_PREFIX.` if set.
 pub(crate) fn prefix() -> String {
@@ -77,7 +82,8 @@ fn inspect(file_name: &str) -> Option<SegmentInfo> {
     };
     let creator_alive = token::is_held(fd.as_raw_fd(), 0).unwrap_or(true);
     if n < raw.len() {
-        // Never initialised: only its creator (slot 0) can be alive.
+        // Not a complete segment (ours get their name only once complete: a crashed creator of an
+        // older version, or not ours): only a creator (slot 0) can be alive.
         info.participants.push((0, creator_alive));
         return Some(info);
     }
@@ -151,7 +157,9 @@ pub fn list() -> Result<Vec<SegmentInfo>> {
 }
 
 /// Removes the segments whose participants are all dead, and returns their names. Live segments are
-/// never touched: liveness is the kernel's lock state, not a pid that may have been reused.
+/// never touched: liveness is the kernel's lock state, not a pid that may have been reused. A segment
+/// being created is not seen at all: it gets its name only once complete, its creator holding slot 0
+/// (see `Segment::create_named_with`).
 ///
 /// Also reaps, without waiting, the children whose [`Process`](crate::Process) was dropped while
 /// they ran and that have ended since (as the next fork or spawn does), so none stays a zombie.
@@ -163,7 +171,10 @@ pub fn cleanup() -> Result<Vec<String>> {
             continue;
         }
         let gone = if info.kind == Some(Kind::Listener) {
-            std::fs::remove_file(format!("{SHM_DIR}/{}", info.name)).is_ok()
+            // Checked again under the lock that binders reclaiming the name take (see `listener`):
+            // a socket found stale a moment ago may be a new listener's by now.
+            let path = format!("{SHM_DIR}/{}", info.name);
+            crate::listener::remove_if_stale(std::path::Path::new(&path))
         } else {
             rustix::shm::unlink(format!("/{}", info.name).as_str()).is_ok()
         };

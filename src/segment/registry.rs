@@ -13,10 +13,12 @@
 //! 2. forks; the child switches every segment to its new description (closing its copies of the
 //!    parent's, so it holds none of the parent's tokens) and closes the descriptors of pending
 //!    exports and of inherited descriptors not yet opened;
-//! 3. the parent closes its copies of the child's descriptions at once, still under the locks (so no
-//!    other child ever copies them), then drops its copy of the closure, noting which handles it
-//!    owned (their `Drop` asks `crate::process`), takes from the child's slots the roles that did not
-//!    move, and sends the child that verdict (through a page of shared memory, not a descriptor);
+//! 3. the parent moves its copies of the child's descriptions to the pending list, still under the
+//!    locks (so a child forked later closes them), then drops its copy of the closure, noting which
+//!    handles it owned (their `Drop` asks `crate::process`), takes from the child's slots the roles
+//!    that did not move (holding their tokens: a child killed meanwhile keeps its slot until then),
+//!    closes its copies, and sends the child that verdict (through a page of shared memory, not a
+//!    descriptor); an end that moved into a segment where the child has no slot undoes the fork;
 //! 4. the child, before it runs the closure, leaves the segments its closure does not own (a handle
 //!    the closure only borrows takes a slot of its own on first use) and closes the listener sockets it
 //!    does not own (replaced by an inert socket, so their numbers are never reused under a borrowed
@@ -27,9 +29,11 @@
 //! take their own slot on first use. Code that creates a process-local token (a segment, a listener)
 //! holds the [`fork_gate`] for reading until the token is registered, so a fork from another thread
 //! never copies one unregistered; descriptors that leave the lists (an export handed over or
-//! withdrawn, a listener dropped) are closed under their lock or the gate. (A segment whose last
-//! handle another thread is dropping at the moment of the fork is not in the list; the child may copy
-//! its descriptor, but that drop releases the token through the shared description a moment later.)
+//! withdrawn, a listener dropped, a segment whose last handle goes) are closed under their lock or
+//! the gate. A segment leaves the list only at the end of its drop, under the gate, and a fork waits
+//! while the list holds one whose last handle is gone (it can no longer be reached, so it cannot be
+//! prepared, and its descriptor would be copied with its tokens: a claim token for the child's whole
+//! life).
 //!
 //! When a child (forked or spawned) exits, [`release_at_exit`] gives up what it still holds, as the
 //! handles' `Drop` would (roles, slots, tokens, names it was the last to hold), without running any
@@ -47,6 +51,8 @@ static PENDING: Mutex<Pending> = Mutex::new(Pending {
     exports: Vec::new(),
     inherited: Vec::new(),
     listeners: Vec::new(),
+    unfinished: Vec::new(),
+    clients: Vec::new(),
 });
 static GATE: RwLock<()> = RwLock::new(());
 static HANDLER: Once = Once::new();
@@ -59,6 +65,12 @@ struct Pending {
     inherited: Vec<RawFd>,
     /// Listening sockets of the live `Listener`s.
     listeners: Vec<RawFd>,
+    /// Our copies of the descriptions of children just forked, kept until [`ForkedParent::finish`]
+    /// has trimmed their slots (see there); a child forked meanwhile closes its copies.
+    unfinished: Vec<OwnedFd>,
+    /// Sockets of clients a `Listener` accepted and has not introduced yet: (listening socket,
+    /// client). They go (inert) with their listener in a child that does not own it.
+    clients: Vec<(RawFd, RawFd)>,
 }
 
 /// How many forks separate this process from the first process that loaded the crate.
@@ -122,9 +134,13 @@ fn pending() -> MutexGuard<'static, Pending> {
 }
 
 pub(crate) fn register(seg: &Arc<Segment>) {
-    let mut list = segments();
-    list.retain(|w| w.strong_count() > 0);
-    list.push(Arc::downgrade(seg));
+    segments().push(Arc::downgrade(seg));
+}
+
+/// The segment at `ptr` has closed its descriptor (the end of its drop): it leaves the list. Until
+/// then a fork waits for it (see [`prepare_fork`]).
+pub(crate) fn unregister(ptr: *const Segment) {
+    segments().retain(|w| !std::ptr::eq(w.as_ptr(), ptr));
 }
 
 /// The segments this process maps right now.
@@ -146,11 +162,24 @@ pub(crate) fn close_listener(fd: RawFd) {
     inert(fd); // if it fails, the socket closes with the `Listener` a moment later
 }
 
+/// A client socket that the `Listener` owning `listener` accepted (under the fork gate, like this
+/// call): a forked child makes it inert unless its closure owns that listener.
+pub(crate) fn track_client(listener: RawFd, client: RawFd) {
+    pending().clients.push((listener, client));
+}
+
+/// The client socket `client` is being closed (under the fork gate).
+pub(crate) fn untrack_client(client: RawFd) {
+    pending().clients.retain(|&(_, c)| c != client);
+}
+
 /// A segment prepared for the child: its new description and slot (`NO_SLOT`: the table was full).
 struct Prepared {
     seg: Arc<Segment>,
     fd: OwnedFd,
     slot: u32,
+    /// No slot because every slot was taken: the roles we held then (none if we hold no slot).
+    stranded: u32,
 }
 
 /// What the parent found the closure to own: segments (by address) and listener sockets.
@@ -158,6 +187,9 @@ struct Prepared {
 pub(crate) struct Verdict {
     pub(crate) segments: Vec<usize>,
     pub(crate) listeners: Vec<RawFd>,
+    /// The fork is undone: the child gives up what it owns and exits without running its closure
+    /// (an end moved into it on a segment where it has no slot, see [`ForkedParent::finish`]).
+    pub(crate) abort: bool,
 }
 
 /// Descriptions and slots prepared for a child about to be forked, with the locks that keep them
@@ -167,6 +199,9 @@ pub(crate) struct ForkPrep {
     segments: MutexGuard<'static, Vec<Weak<Segment>>>,
     pending: MutexGuard<'static, Pending>,
     _gate: WriteGate,
+    /// The segments, held until after the locks (fields drop in order): a segment's drop takes the
+    /// gate and the list's lock.
+    spare: Vec<Arc<Segment>>,
 }
 
 /// Step 1 above.
@@ -175,16 +210,35 @@ pub(crate) fn prepare_fork() -> Result<ForkPrep> {
     if GATED.with(|g| g.get()) {
         return Err(Error::Misuse); // cannot happen: no caller's code runs while a token is made
     }
-    let gate = WriteGate(GATE.write().unwrap_or_else(|p| p.into_inner()));
-    GATED.with(|g| g.set(true));
-    let mut prep = ForkPrep {
-        items: Vec::new(),
-        segments: segments(),
-        pending: pending(),
-        _gate: gate,
+    let start = std::time::Instant::now();
+    let mut prep = loop {
+        let gate = WriteGate(GATE.write().unwrap_or_else(|p| p.into_inner()));
+        GATED.with(|g| g.set(true));
+        let mut list = segments();
+        let live: Vec<Arc<Segment>> = list.iter().filter_map(Weak::upgrade).collect();
+        // A segment whose last handle is gone but whose drop has not closed its descriptor yet
+        // cannot be reached (nor prepared), and the child would copy its descriptor, and tokens,
+        // unseen: let the drop finish (it takes the gate, then leaves the list) and look again.
+        // Once upgraded, none can go (`spare` holds them until after the locks). An entry dead for
+        // a whole second has no drop running (a child forked behind our back copied it while its
+        // drop ran in a thread it does not have): it goes.
+        if live.len() < list.len() && start.elapsed() > std::time::Duration::from_secs(1) {
+            list.retain(|w| w.strong_count() > 0);
+        }
+        if live.len() == list.len() {
+            break ForkPrep {
+                items: Vec::new(),
+                segments: list,
+                pending: pending(),
+                _gate: gate,
+                spare: live,
+            };
+        }
+        drop((list, gate));
+        drop(live); // after the locks: one may be a segment's last handle
+        std::thread::sleep(std::time::Duration::from_micros(100));
     };
-    let list: Vec<Arc<Segment>> = prep.segments.iter().filter_map(Weak::upgrade).collect();
-    for seg in list {
+    for seg in prep.spare.clone() {
         if let Err(e) = prep.add(seg) {
             prep.abort();
             return Err(e);
@@ -214,7 +268,13 @@ impl ForkPrep {
                 Err(e) => return Err(e),
             }
         };
-        self.items.push(Prepared { seg, fd, slot });
+        let stranded = if slot == NO_SLOT { seg.my_roles() } else { 0 };
+        self.items.push(Prepared {
+            seg,
+            fd,
+            slot,
+            stranded,
+        });
         Ok(())
     }
 
@@ -225,8 +285,9 @@ impl ForkPrep {
 
     /// In the child, before anything else (steps 2 and 4): hold only the new descriptions, give up
     /// pending descriptors, then leave what `verdict` (read from the parent) says the closure does
-    /// not own. The child is single-threaded here; the locks are released at the end.
-    pub(crate) fn in_child(mut self, verdict: impl FnOnce() -> Option<Verdict>) {
+    /// not own. The child is single-threaded here; the locks are released at the end. Returns whether
+    /// the child runs its closure (false: the parent undid the fork).
+    pub(crate) fn in_child(mut self, verdict: impl FnOnce() -> Option<Verdict>) -> bool {
         let generation = fork_generation();
         crate::sync::membarrier::register();
         for p in &self.items {
@@ -256,8 +317,13 @@ impl ForkPrep {
             // SAFETY: descriptors inherited for handles not opened yet belong to this list alone.
             unsafe { libc::close(fd) };
         }
-        if let Some(v) = verdict() {
-            self.apply(&v);
+        drop(std::mem::take(&mut self.pending.unfinished)); // other children's tokens: never ours
+        match verdict() {
+            Some(v) => {
+                self.apply(&v);
+                !v.abort
+            }
+            None => true,
         }
     }
 
@@ -265,9 +331,7 @@ impl ForkPrep {
         for seg in self.segments.iter().filter_map(Weak::upgrade) {
             let key = Arc::as_ptr(&seg) as usize;
             if !v.segments.contains(&key) && seg.my_slot() != NO_SLOT {
-                seg.leave();
-                seg.set_slot(NO_SLOT);
-                seg.owner_gen.store(super::STALE, Ordering::Relaxed);
+                leave_for_good(&seg);
             }
         }
         let keep: Vec<RawFd> = self.pending.listeners.clone();
@@ -280,6 +344,15 @@ impl ForkPrep {
                 self.pending.listeners.retain(|&l| l != fd);
             }
         }
+        // The clients those listeners were introducing: the parent answers them, or closes them.
+        for (l, c) in std::mem::take(&mut self.pending.clients) {
+            if v.listeners.contains(&l) {
+                self.pending.clients.push((l, c));
+            } else if !inert(c) {
+                // SAFETY: as for the listeners above: nobody may use this client socket here.
+                unsafe { libc::close(c) };
+            }
+        }
     }
 
     /// How many segments and listeners a verdict may name (those the child may own).
@@ -287,16 +360,26 @@ impl ForkPrep {
         (self.items.len(), self.pending.listeners.len())
     }
 
-    /// In the parent, right after the fork: close our copies of the child's descriptions (while the
-    /// locks still keep other forks out, so no other child ever copies them) and let other threads go
-    /// on (the closure's drop may make handles); keep the slots for [`ForkedParent::finish`].
+    /// In the parent, right after the fork: keep our copies of the descriptions of the child's slots
+    /// in the pending list (while the locks still keep other forks out: a child forked later closes
+    /// them), close those of descriptions without a slot, and let other threads go on (the closure's
+    /// drop may make handles); keep the slots for [`ForkedParent::finish`].
     pub(crate) fn forked(mut self) -> ForkedParent {
+        let mut held = Vec::new();
+        let items = std::mem::take(&mut self.items)
+            .into_iter()
+            .map(|p| {
+                if p.slot != NO_SLOT {
+                    held.push(p.fd.as_raw_fd());
+                    self.pending.unfinished.push(p.fd);
+                }
+                (p.seg, p.slot, p.stranded)
+            })
+            .collect();
         ForkedParent {
-            items: std::mem::take(&mut self.items)
-                .into_iter()
-                .map(|p| (p.seg, p.slot))
-                .collect(),
+            items,
             listeners: self.pending.listeners.clone(),
+            held,
         }
     }
 
@@ -328,16 +411,27 @@ fn inert(fd: RawFd) -> bool {
 }
 
 /// The parent's half of a fork, once the child exists: the segments and the child's slots in them,
-/// and the listeners the child had a copy of.
+/// the listeners the child had a copy of, and our copies of the descriptions holding the child's
+/// slot tokens (in the pending list until this is dropped).
 pub(crate) struct ForkedParent {
-    items: Vec<(Arc<Segment>, u32)>,
+    /// Segment, the child's slot, and (if it has none) the roles we held then.
+    items: Vec<(Arc<Segment>, u32, u32)>,
     listeners: Vec<RawFd>,
+    held: Vec<RawFd>,
 }
 
 impl ForkedParent {
     /// Step 3: the child's slots keep only the roles that moved into it (`moved`: (segment address,
     /// role)); returns the verdict for the child, given the segments whose handles moved and the
     /// listeners that moved.
+    ///
+    /// The parent writes into the child's slots while it holds their tokens (its copies of the
+    /// child's descriptions): a child killed meanwhile keeps its slot until then, so no other process
+    /// can take the slot and have its roles trimmed instead.
+    ///
+    /// A role that moved into the child on a segment where it has no slot (every slot taken) would be
+    /// held by no one: the verdict then undoes the fork (`abort`), and the child drops its closure
+    /// unrun and exits.
     pub(crate) fn finish(
         self,
         child: u32,
@@ -348,10 +442,15 @@ impl ForkedParent {
         let keys: Vec<usize> = self
             .items
             .iter()
-            .map(|(s, _)| Arc::as_ptr(s) as usize)
+            .map(|(s, _, _)| Arc::as_ptr(s) as usize)
             .collect();
-        for (seg, slot) in &self.items {
+        let mut abort = false;
+        for (seg, slot, stranded) in &self.items {
             if *slot == NO_SLOT {
+                let key = Arc::as_ptr(seg) as usize;
+                abort |= moved
+                    .iter()
+                    .any(|&(s, r)| s == key && stranded & 1 << r != 0);
                 continue;
             }
             seg.set_slot_pid(*slot, child);
@@ -372,17 +471,43 @@ impl ForkedParent {
         Verdict {
             segments: segs,
             listeners: lis,
+            abort,
         }
     }
 }
 
+impl Drop for ForkedParent {
+    /// Closes our copies of the child's descriptions, under the pending list's lock (so no child
+    /// forked meanwhile copies them): from here the child's slots are the child's alone.
+    fn drop(&mut self) {
+        let mut all = pending();
+        let (mine, rest): (Vec<OwnedFd>, Vec<OwnedFd>) = std::mem::take(&mut all.unfinished)
+            .into_iter()
+            .partition(|fd| self.held.contains(&fd.as_raw_fd()));
+        all.unfinished = rest;
+        drop(mine);
+    }
+}
+
+/// Leaves `seg` for good in this process: its roles, slot and name (`leave`), and marks the handle
+/// slot-less and stale, so that a later drop or use takes a slot of its own instead of acting on the
+/// slot it left (which another process may hold by then).
+fn leave_for_good(seg: &Segment) {
+    seg.leave();
+    seg.set_slot(NO_SLOT);
+    seg.owner_gen.store(super::STALE, Ordering::Relaxed);
+}
+
 /// Gives up everything this process still holds in every segment, as dropping the handles would:
-/// roles, slots, tokens, and the names of named segments it was the last to hold. Runs no
-/// destructor but the crate's own; for a process about to exit.
+/// roles, slots, and the names of named segments it was the last to hold (tokens that `leave` keeps
+/// go with the process). Runs no destructor but the crate's own; for a process about to exit, after
+/// it has flushed its output. Handles dropped later (a thread-local's destructor run by `exit`, a
+/// thread still running) find their segments left, and touch no slot another process may hold by
+/// then.
 pub(crate) fn release_at_exit() {
     for seg in live() {
         if seg.my_slot() != NO_SLOT && seg.owner_gen.load(Ordering::Relaxed) == fork_generation() {
-            seg.leave();
+            leave_for_good(&seg);
         }
     }
 }
@@ -464,7 +589,10 @@ pub(crate) fn prepare_export(seg: &Arc<Segment>, role: usize) -> Result<(RawFd, 
     seg.ensure_owner()?;
     let fd = reopen(seg.raw_fd())?;
     let slot = seg.claim_slot(fd.as_raw_fd())?;
-    seg.add_role_of(slot, role);
+    if let Err(e) = seg.add_role_of(slot, role) {
+        seg.release_prepared(fd, slot);
+        return Err(e);
+    }
     let raw = fd.as_raw_fd();
     all.exports.push(Export {
         seg: seg.clone(),

@@ -30,8 +30,9 @@
 //! A waiter that dies while registered leaves the count too high; the next notify clears it (one
 //! needless futex call), so nothing is ever stuck. At most 16383 waiters may sleep on one word.
 //!
-//! A waiter that polls a file descriptor (an eventfd, for `shmwire::wait`) registers with `FD_WAITER`
-//! set; a waker that clears the count returns `true`, and its caller writes the eventfd.
+//! A waiter that polls a file descriptor (a pipe's wake-up pipe, for `shmwire::wait`) registers with
+//! `FD_WAITER` set; a waker that clears the count returns `true`, and its caller writes that
+//! descriptor.
 
 use super::{futex, membarrier};
 use crate::loom::{AtomicU32, Ordering, full_fence};
