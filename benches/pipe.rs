@@ -1,88 +1,27 @@
 //! Criterion benches of `Pipe`/`Connection` against their baselines, all in the same run: the two
 //! shared-memory floors (one cache line each way, spinning or futex), the anonymous pipe, the Unix
-//! socketpair and TCP loopback. Run: `cargo bench --bench pipe`.
+//! socketpair (sleeping and busy-polling) and TCP loopback. Run: `cargo bench --bench pipe`.
 //!
-//! The paths are the ones `shmwire bench` measures (`cli/src/bench/links.rs`, compiled in here too),
-//! written straight against libc so that they are as fast as the C originals in
-//! `../shared/baselines/ipc.c`. Each bench forks one echo (or sink) child and reuses it for every
-//! sample.
+//! The paths and workloads are the ones `shmwire bench` measures (`cli/src/bench/links.rs` and
+//! `measure.rs`, compiled in here): each bench forks its echo (or sink) child once and reuses it for
+//! every sample, and a sample times exactly `iters` round trips (each echo checked) or `iters`
+//! messages counted by the receiver.
 
 #[path = "../cli/src/bench/links.rs"]
 #[allow(dead_code)]
 mod links;
+#[path = "../cli/src/bench/measure.rs"]
+#[allow(dead_code)]
+mod measure;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use links::{Link, fd_pair, floor_pair, shm_pair};
-use shmwire::{Process, WaitStrategy};
-use std::time::{Duration, Instant};
+use links::{fd_pair, floor_pair, shm_pair};
+use measure::{Amount, Echo, Side, Sink};
+use shmwire::WaitStrategy;
+use std::time::Duration;
 
-const STOP: u8 = 0xff;
-const SYNC: u8 = 1;
-
-/// A child that echoes every message (latency) or swallows them and answers `SYNC` (throughput).
-struct Peer<L: Link> {
-    mine: L,
-    child: Process,
-    size: usize,
-}
-
-impl<L: Link> Peer<L> {
-    fn echo(pair: (L, L), size: usize) -> Self {
-        let (mine, mut theirs) = pair;
-        let child = Process::fork(move || {
-            let mut buf = vec![0u8; size];
-            while theirs.recv(&mut buf) && buf.first() != Some(&STOP) {
-                theirs.send(&buf);
-            }
-        })
-        .unwrap();
-        Peer { mine, child, size }
-    }
-
-    fn sink(pair: (L, L), size: usize) -> Self {
-        let (mine, mut theirs) = pair;
-        let child = Process::fork(move || {
-            let mut buf = vec![0u8; size];
-            while theirs.recv(&mut buf) && buf.first() != Some(&STOP) {
-                if buf.first() == Some(&SYNC) {
-                    theirs.send(&[SYNC]);
-                }
-            }
-        })
-        .unwrap();
-        Peer { mine, child, size }
-    }
-
-    fn round_trips(&mut self, iters: u64) -> Duration {
-        let out = vec![0u8; self.size];
-        let mut back = vec![0u8; self.size];
-        let start = Instant::now();
-        for _ in 0..iters {
-            self.mine.send(&out);
-            self.mine.recv(&mut back);
-        }
-        start.elapsed()
-    }
-
-    fn stream(&mut self, iters: u64) -> Duration {
-        let out = vec![0u8; self.size];
-        let mut sync = vec![0u8; self.size];
-        sync[0] = SYNC;
-        let mut ack = [0u8; 1];
-        let start = Instant::now();
-        for _ in 0..iters {
-            self.mine.send(&out);
-        }
-        self.mine.send(&sync);
-        self.mine.recv(&mut ack);
-        start.elapsed()
-    }
-
-    fn stop(mut self) {
-        self.mine.send(&vec![STOP; self.size]);
-        drop(self.mine);
-        let _ = self.child.join_timeout(Duration::from_secs(10));
-    }
+fn timed(side: &mut impl Side, iters: u64) -> Duration {
+    Duration::from_secs_f64(side.run(Amount::Items(iters)).secs)
 }
 
 fn rtt(c: &mut Criterion) {
@@ -92,19 +31,19 @@ fn rtt(c: &mut Criterion) {
         .sample_size(20);
     macro_rules! case {
         ($name:expr, $pair:expr) => {{
-            let mut p = Peer::echo($pair, 8);
-            g.bench_function($name, |b| b.iter_custom(|n| p.round_trips(n)));
-            p.stop();
+            let mut s = Echo::new($pair, 8);
+            g.bench_function($name, |b| b.iter_custom(|n| timed(&mut s, n)));
         }};
     }
     case!("floor_spin", floor_pair(false));
     case!("floor_futex", floor_pair(true));
     case!("pipe", fd_pair("pipe"));
     case!("unix_socket", fd_pair("uds"));
+    case!("unix_socket_busy_poll", fd_pair("uds-busy"));
     case!("tcp_loopback", fd_pair("tcp"));
     case!("shmwire_adaptive", shm_pair(WaitStrategy::Adaptive, false));
     case!("shmwire_sleep", shm_pair(WaitStrategy::Sleep, false));
-    case!("shmwire_zero_copy", shm_pair(WaitStrategy::Adaptive, true));
+    case!("shmwire_in_place", shm_pair(WaitStrategy::Adaptive, true));
     g.finish();
 }
 
@@ -117,17 +56,16 @@ fn throughput(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(size as u64));
         macro_rules! case {
             ($name:expr, $pair:expr) => {{
-                let mut p = Peer::sink($pair, size);
+                let mut s = Sink::new($pair, size);
                 g.bench_with_input(BenchmarkId::new($name, size), &size, |b, _| {
-                    b.iter_custom(|n| p.stream(n))
+                    b.iter_custom(|n| timed(&mut s, n))
                 });
-                p.stop();
             }};
         }
         case!("pipe", fd_pair("pipe"));
         case!("unix_socket", fd_pair("uds"));
         case!("shmwire", shm_pair(WaitStrategy::Adaptive, false));
-        case!("shmwire_zero_copy", shm_pair(WaitStrategy::Adaptive, true));
+        case!("shmwire_in_place", shm_pair(WaitStrategy::Adaptive, true));
     }
     g.finish();
 }

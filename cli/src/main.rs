@@ -1,51 +1,126 @@
 //! `shmwire`: the side-by-side benchmark, the live segments, and the removal of stale ones.
 //!
 //! ```text
-//! shmwire bench [--json] [--quick] [--runs N] [--only GROUP] [--plot FILE.svg] [--iceoryx2 PEER_BINARY]
-//! shmwire ls
+//! shmwire bench [--json] [--quick] [--runs N] [--only GROUP[,GROUP..]] [--no-python]
+//!               [--plot FILE.svg] [--plot-throughput FILE.svg] [--iceoryx2 PEER_BINARY]
+//! shmwire ls [--json]
 //! shmwire clean [--dry-run]
 //! ```
+//!
+//! Arguments are parsed by clap: an unknown flag or a bad value is an error (exit code 2).
 
 mod bench;
 
+use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 use std::process::ExitCode;
 
-const USAGE: &str = "usage:
-  shmwire bench [--json] [--quick] [--runs N] [--only GROUP] [--plot FILE.svg] [--iceoryx2 PEER_BINARY]
-      round-trip latency and throughput: shmwire against the floors and the OS paths
-  shmwire ls
-      this user's shmwire segments in /dev/shm, with kind, size and participants
-  shmwire clean [--dry-run]
-      remove the segments whose participants are all dead";
+fn cli() -> Command {
+    let groups = bench::GROUPS.join(", ");
+    Command::new("shmwire")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("shmwire's command: the side-by-side benchmark, and this user's shared-memory segments")
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .subcommand(
+            Command::new("bench")
+                .about(
+                    "Round trips, streams, queues and locks: shmwire against the floors, the OS paths, \
+                     Python's multiprocessing and (optionally) iceoryx2, measured in interleaved blocks",
+                )
+                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print JSON instead of tables"))
+                .arg(
+                    Arg::new("quick")
+                        .long("quick")
+                        .action(ArgAction::SetTrue)
+                        .help("A tenth of the time (a smoke run: the figures are noisier)"),
+                )
+                .arg(
+                    Arg::new("runs")
+                        .long("runs")
+                        .value_name("N")
+                        .value_parser(value_parser!(u32).range(1..=100))
+                        .default_value("1")
+                        .help("Run everything N times; ratios are then the median of the runs, with their range"),
+                )
+                .arg(
+                    Arg::new("only")
+                        .long("only")
+                        .value_name("GROUP")
+                        .value_delimiter(',')
+                        .value_parser(clap::builder::PossibleValuesParser::new(bench::GROUPS))
+                        .action(ArgAction::Append)
+                        .help(format!(
+                            "Only these groups (and the groups whose name starts with one); the default is \
+                             every group but scaling. Groups: {groups}"
+                        )),
+                )
+                .arg(
+                    Arg::new("no-python")
+                        .long("no-python")
+                        .action(ArgAction::SetTrue)
+                        .help("Skip Python's multiprocessing sides (run when python3 is found)"),
+                )
+                .arg(
+                    Arg::new("plot")
+                        .long("plot")
+                        .value_name("FILE.svg")
+                        .help("Write the latency-by-size plot there"),
+                )
+                .arg(
+                    Arg::new("plot-throughput")
+                        .long("plot-throughput")
+                        .value_name("FILE.svg")
+                        .help("Write the throughput-by-size plot there"),
+                )
+                .arg(
+                    Arg::new("iceoryx2")
+                        .long("iceoryx2")
+                        .value_name("PEER_BINARY")
+                        .help("The iceoryx2 peer (built by benches/run.sh), paired with the round trips"),
+                ),
+        )
+        .subcommand(
+            Command::new("ls")
+                .about("This user's shmwire segments in /dev/shm, with kind, size and participants")
+                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print JSON")),
+        )
+        .subcommand(
+            Command::new("clean")
+                .about("Remove the segments whose participants are all dead")
+                .arg(
+                    Arg::new("dry-run")
+                        .long("dry-run")
+                        .action(ArgAction::SetTrue)
+                        .help("Only say what would be removed"),
+                ),
+        )
+}
+
+fn bench_options(m: &ArgMatches) -> bench::Options {
+    let s = |k: &str| m.get_one::<String>(k).cloned();
+    bench::Options {
+        runs: *m.get_one::<u32>("runs").expect("default") as usize,
+        only: m
+            .get_many::<String>("only")
+            .map(|v| v.cloned().collect())
+            .unwrap_or_default(),
+        json: m.get_flag("json"),
+        quick: m.get_flag("quick"),
+        plot: s("plot"),
+        plot_throughput: s("plot-throughput"),
+        iceoryx2: s("iceoryx2"),
+        python: !m.get_flag("no-python"),
+    }
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let flag = |f: &str| args.iter().any(|a| a == f);
-    let value = |f: &str| {
-        args.iter()
-            .position(|a| a == f)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let result = match args.first().map(String::as_str) {
-        Some("bench") => bench::run(&bench::Options {
-            runs: value("--runs").and_then(|v| v.parse().ok()).unwrap_or(1),
-            only: value("--only"),
-            json: flag("--json"),
-            quick: flag("--quick"),
-            plot: value("--plot"),
-            iceoryx2: value("--iceoryx2"),
-        }),
-        Some("ls") => ls(),
-        Some("clean") => clean(flag("--dry-run")),
-        Some("-h") | Some("--help") | Some("help") => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        _ => {
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
+    // Exits 2 on an unknown flag or a bad value, 0 after --help and --version.
+    let m = cli().get_matches();
+    let result = match m.subcommand() {
+        Some(("bench", m)) => bench::run(&bench_options(m)),
+        Some(("ls", m)) => ls(m.get_flag("json")),
+        Some(("clean", m)) => clean(m.get_flag("dry-run")),
+        _ => unreachable!("subcommand_required"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -56,8 +131,27 @@ fn main() -> ExitCode {
     }
 }
 
-fn ls() -> std::io::Result<()> {
+fn ls(json: bool) -> std::io::Result<()> {
     let segs = shmwire::segment::list().map_err(std::io::Error::other)?;
+    if json {
+        let v: Vec<serde_json::Value> = segs
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "name": s.name,
+                    "kind": s.kind.map(|k| k.name()),
+                    "bytes": s.size,
+                    "creator_pid": s.creator_pid,
+                    "participants": s.participants.iter().map(|(pid, alive)| {
+                        serde_json::json!({ "pid": pid, "alive": alive })
+                    }).collect::<Vec<_>>(),
+                    "stale": s.is_stale(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        return Ok(());
+    }
     if segs.is_empty() {
         println!("no shmwire segments in /dev/shm");
         return Ok(());

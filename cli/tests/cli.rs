@@ -12,7 +12,17 @@ use std::time::{Duration, Instant};
 /// Runs `shmwire ARGS` in a process group of its own with a prefix of its own (`tag`), under a
 /// watchdog of `limit`; then checks it left nothing.
 fn shmwire(tag: &str, args: &[&str], limit: Duration) -> Output {
-    let prefix = format!("clitest{}-{tag}", std::process::id());
+    shmwire_beside(tag, args, limit, &[])
+}
+
+/// The prefix of the runs tagged `tag`.
+fn prefix_of(tag: &str) -> String {
+    format!("clitest{}-{tag}", std::process::id())
+}
+
+/// [`shmwire`], while the segments named `kept` (made by the test, under the run's prefix) exist.
+fn shmwire_beside(tag: &str, args: &[&str], limit: Duration, kept: &[&str]) -> Output {
+    let prefix = prefix_of(tag);
     let mut child = Command::new(env!("CARGO_BIN_EXE_shmwire"))
         .args(args)
         .env("SHMWIRE_PREFIX", &prefix)
@@ -59,6 +69,7 @@ fn shmwire(tag: &str, args: &[&str], limit: Duration) -> Output {
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with(&format!("shmwire.{prefix}.")))
+        .filter(|n| !kept.iter().any(|k| n.ends_with(&format!(".u.{k}"))))
         .collect();
     for n in &shm {
         let _ = std::fs::remove_file(format!("/dev/shm/{n}"));
@@ -94,31 +105,72 @@ fn group_members(pgid: i32) -> Vec<String> {
 const BENCH_LIMIT: Duration = Duration::from_secs(300);
 const QUICK_LIMIT: Duration = Duration::from_secs(30);
 
-/// Every ratio the bench reports without the iceoryx2 peer.
-const RATIOS: [&str; 12] = [
-    "RTT 8 B: shmwire default / spinning floor",
-    "RTT 8 B: shmwire sleep-only / futex floor",
-    "RTT 8 B, one core: shmwire default / futex floor",
-    "RTT 8 B: Unix socket / shmwire default",
-    "64 B msgs/s: shmwire / pipe",
-    "64 KiB GB/s: shmwire / Unix socket",
-    "1 MiB GB/s: shmwire / Unix socket",
-    "Queue 1P/1C items/s: shmwire / OS pipe + locks",
-    "Queue 2P/2C items/s: shmwire / OS pipe + locks",
-    "Queue 1P/1C items/s: crossbeam threads / shmwire",
-    "Lock uncontended acquire+release, ns (absolute)",
-    "Lock contended acquisition / futex floor round trip",
+/// Every ratio the bench reports without the iceoryx2 peer, in order; `true`: a Python ratio.
+const RATIOS: [(&str, bool); 19] = [
+    ("RTT 8 B: shmwire default / spinning floor", false),
+    ("RTT 8 B: shmwire sleep-only / futex floor", false),
+    ("RTT 8 B: Unix socket busy-polling / shmwire default", false),
+    (
+        "RTT 8 B: Unix socket / shmwire sleep-only (both sleep)",
+        false,
+    ),
+    ("RTT 8 B: Python Pipe / shmwire default", true),
+    ("RTT 8 B, one core: shmwire default / futex floor", false),
+    ("64 B msgs/s: shmwire / pipe", false),
+    ("64 KiB GB/s: shmwire / Unix socket", false),
+    ("1 MiB GB/s: shmwire / Unix socket", false),
+    ("64 B msgs/s: shmwire / Python Pipe", true),
+    ("Queue 1P/1C items/s: shmwire / OS pipe + locks", false),
+    ("Queue 2P/2C items/s: shmwire / OS pipe + locks", false),
+    ("Queue 1P/1C items/s: crossbeam threads / shmwire", false),
+    ("Queue 2P/2C items/s: crossbeam threads / shmwire", false),
+    (
+        "Queue 1P/1C items/s: crossbeam threads / shmwire serde",
+        false,
+    ),
+    ("Queue 1P/1C items/s: shmwire / Python Queue", true),
+    ("Queue 2P/2C items/s: shmwire / Python Queue", true),
+    (
+        "Lock strict hand-off, 2 processes / futex floor round trip",
+        false,
+    ),
+    (
+        "Lock strict hand-off, 2 processes: shmwire / pthread mutex",
+        false,
+    ),
 ];
 
-#[test]
-fn bench_quick_json_has_every_ratio() {
-    let out = shmwire("json", &["bench", "--quick", "--json"], BENCH_LIMIT);
+/// Whether `python3` with `multiprocessing` is here (then the bench runs Python's sides).
+fn python_here() -> bool {
+    Command::new("python3")
+        .args(["-c", "import multiprocessing"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn json_of(out: &Output) -> serde_json::Value {
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+fn ratio_names(doc: &serde_json::Value) -> Vec<String> {
+    doc["ratios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["what"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn bench_quick_json_has_every_ratio() {
+    let out = shmwire("json", &["bench", "--quick", "--json"], BENCH_LIMIT);
+    let doc = json_of(&out);
     let rows = doc["rows"].as_array().unwrap();
     assert!(
         rows.iter()
@@ -135,17 +187,77 @@ fn bench_quick_json_has_every_ratio() {
         let thr = r["thr"]["msgs_per_s"].as_f64().unwrap_or(0.0);
         assert!(lat > 0.0 || thr > 0.0, "a row without a figure: {r}");
     }
-    let ratios = doc["ratios"].as_array().unwrap();
-    let names: Vec<&str> = ratios.iter().map(|r| r["what"].as_str().unwrap()).collect();
-    assert_eq!(names, RATIOS, "the ratios, in order");
-    for r in ratios {
+    let python = python_here();
+    let want: Vec<&str> = RATIOS
+        .iter()
+        .filter(|(_, py)| python || !py)
+        .map(|(n, _)| *n)
+        .collect();
+    assert_eq!(ratio_names(&doc), want, "the ratios, in order");
+    for r in doc["ratios"].as_array().unwrap() {
         let v = r["value"].as_f64().unwrap();
         assert!(v.is_finite() && v > 0.0, "{r}");
         assert!(r["min"].as_f64().unwrap() <= v && v <= r["max"].as_f64().unwrap());
+        assert!(r["pairs"].as_u64().unwrap() >= 1, "paired over rounds: {r}");
         assert!(!r["target"].as_str().unwrap().is_empty(), "{r}");
-        assert!(r["met"].is_boolean(), "{r}");
+        assert!(r["met"].is_boolean() || r["met"].is_null(), "{r}");
     }
+    // Python's rows are there exactly when python3 is, each shmwire row beside one says how much
+    // faster it is.
+    assert_eq!(doc["python"].is_string(), python);
+    assert_eq!(rows.iter().any(|r| r["path"] == "py"), python);
+    assert_eq!(
+        rows.iter()
+            .any(|r| r["group"] == "queue" && r["vs_python"].as_f64().is_some_and(|x| x > 0.0)),
+        python
+    );
+    // The absolute figure has a unit, not an "x".
+    let figs = doc["figures"].as_array().unwrap();
+    assert!(
+        figs.iter()
+            .any(|f| f["what"] == "Lock uncontended acquire + release" && f["unit"] == "ns"),
+        "{figs:?}"
+    );
+    assert!(doc["paired"]["block_ms"].as_f64().unwrap() > 0.0);
     assert!(doc["machine"].as_str().unwrap().contains("CPUs"));
+}
+
+#[test]
+fn bench_no_python_skips_python() {
+    let out = shmwire(
+        "nopy",
+        &[
+            "bench",
+            "--quick",
+            "--json",
+            "--no-python",
+            "--only",
+            "queue",
+        ],
+        BENCH_LIMIT,
+    );
+    let doc = json_of(&out);
+    assert!(doc["python"].is_null());
+    let rows = doc["rows"].as_array().unwrap();
+    assert!(
+        rows.iter()
+            .all(|r| r["group"] == "queue" && r["path"] != "py")
+    );
+    assert!(rows.iter().all(|r| r["vs_python"].is_null()));
+    let want: Vec<&str> = RATIOS
+        .iter()
+        .filter(|(n, py)| !py && n.starts_with("Queue"))
+        .map(|(n, _)| *n)
+        .collect();
+    assert_eq!(ratio_names(&doc), want);
+    // The table says so in one line.
+    let out = shmwire(
+        "nopy",
+        &["bench", "--quick", "--no-python", "--only", "sync"],
+        BENCH_LIMIT,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("Python rows are skipped").count(), 1, "{text}");
 }
 
 #[test]
@@ -172,6 +284,31 @@ fn bench_table_and_plot() {
 }
 
 #[test]
+fn throughput_plot() {
+    let plot = std::env::temp_dir().join(format!("shmwire-tplot-{}.svg", std::process::id()));
+    let out = shmwire(
+        "tplot",
+        &[
+            "bench",
+            "--quick",
+            "--no-python",
+            "--only",
+            "throughput",
+            "--plot-throughput",
+            plot.to_str().unwrap(),
+        ],
+        BENCH_LIMIT,
+    );
+    assert!(out.status.success());
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    let _ = std::fs::remove_file(&plot);
+    assert!(svg.starts_with("<svg") && svg.contains("GB/s"), "{svg}");
+    // One line per path, through every size.
+    assert_eq!(svg.matches("<polyline").count(), 4, "{svg}");
+    assert!(svg.contains(">1 MiB<") && svg.contains(">64 B<"), "{svg}");
+}
+
+#[test]
 fn ls_and_clean_on_an_empty_prefix() {
     let out = shmwire("ls", &["ls"], QUICK_LIMIT);
     assert!(out.status.success());
@@ -182,8 +319,113 @@ fn ls_and_clean_on_an_empty_prefix() {
 }
 
 #[test]
+fn ls_json_lists_a_live_segment() {
+    let out = shmwire("lsempty", &["ls", "--json"], QUICK_LIMIT);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v, serde_json::json!([]));
+    // A child holds a named lock under the run's prefix while `ls --json` looks.
+    let (here, there) = shmwire::Pipe::new().unwrap();
+    let prefix = prefix_of("lsjson");
+    let child = shmwire::Process::fork(move || {
+        // SAFETY: the forked child has one thread.
+        unsafe { std::env::set_var("SHMWIRE_PREFIX", &prefix) };
+        let lock = shmwire::Lock::create("held").unwrap();
+        there.send(&1u8).unwrap();
+        let _ = there.recv::<u8>();
+        drop(lock);
+    })
+    .unwrap();
+    assert_eq!(here.recv_timeout::<u8>(Duration::from_secs(10)).unwrap(), 1);
+    let out = shmwire_beside("lsjson", &["ls", "--json"], QUICK_LIMIT, &["held"]);
+    here.send(&0u8).unwrap();
+    assert!(
+        child
+            .join_timeout(Duration::from_secs(10))
+            .unwrap()
+            .success()
+    );
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let segs = v.as_array().unwrap();
+    assert_eq!(segs.len(), 1, "{v}");
+    let s = &segs[0];
+    assert!(s["name"].as_str().unwrap().ends_with(".u.held"), "{s}");
+    assert_eq!(s["kind"], "sync", "{s}");
+    assert!(s["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(s["stale"], false);
+    assert!(
+        s["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["pid"] == child.pid() && p["alive"] == true),
+        "{s}"
+    );
+}
+
+#[test]
 fn bad_usage_is_exit_code_2() {
-    let out = shmwire("usage", &["frobnicate"], QUICK_LIMIT);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("usage"));
+    for args in [
+        &["frobnicate"][..],
+        &[],
+        &["bench", "--frobnicate"],
+        &["bench", "--runs", "zero"],
+        &["bench", "--runs", "0"],
+        &["bench", "--only", "nosuchgroup"],
+        &["bench", "--plot"],
+        &["ls", "--all"],
+        &["clean", "extra"],
+    ] {
+        let out = shmwire("usage", args, QUICK_LIMIT);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        // A bad input says what is wrong; a missing command shows the usage.
+        assert!(
+            err.contains("error:") || err.contains("Usage"),
+            "{args:?}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn help_and_version() {
+    let out = shmwire("help", &["--version"], QUICK_LIMIT);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("shmwire {}", env!("CARGO_PKG_VERSION"))
+    );
+    for args in [&["--help"][..], &["bench", "--help"], &["help", "ls"]] {
+        let out = shmwire("help", args, QUICK_LIMIT);
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Usage"), "{args:?}: {text}");
+    }
+    let text = String::from_utf8_lossy(&shmwire("help", &["bench", "--help"], QUICK_LIMIT).stdout)
+        .into_owned();
+    for flag in [
+        "--json",
+        "--quick",
+        "--runs",
+        "--only",
+        "--no-python",
+        "--plot-throughput",
+    ] {
+        assert!(text.contains(flag), "{flag} in {text}");
+    }
+}
+
+#[test]
+fn no_progress_line_when_stderr_is_not_a_terminal() {
+    let out = shmwire(
+        "progress",
+        &["bench", "--quick", "--no-python", "--only", "sync"],
+        BENCH_LIMIT,
+    );
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains('\r') && !err.contains("\x1b["), "{err:?}");
+    assert!(err.trim().is_empty(), "{err:?}");
 }

@@ -1,13 +1,16 @@
 //! Instructions per operation on the fast paths, for `valgrind --tool=callgrind` (which counts
-//! instructions, so the figure repeats on a noisy machine). Single process, a non-empty ring.
+//! instructions, so the figure repeats on a noisy machine). Single process, a ring that is never
+//! empty or full, so nothing waits.
 //!
-//! Built as users build the library (no test hooks), in its own crate. For OP in pipe queue lock:
+//! Built as users build the library (no test hooks), in its own crate. For OP in pipe queue lock
+//! poll (and `crossbeam`, crossbeam-channel's send + recv on a bounded channel, for comparison):
 //! `valgrind --tool=callgrind --callgrind-out-file=/dev/null shmwire-callgrind OP N` for two values
 //! of N; (instructions at N2 - instructions at N1) / (N2 - N1) is the cost of one operation
 //! (`benches/callgrind.sh` does this).
 
 use shmwire::{Lock, Pipe, Queue};
 use std::hint::black_box;
+use std::time::Duration;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -41,6 +44,24 @@ fn main() {
                 drop(black_box(l.acquire().unwrap()));
             }
         }
-        _ => panic!("op: pipe, queue or lock"),
+        // `Connection::poll` with nothing there and a zero timeout.
+        "poll" => {
+            let (a, b) = Pipe::new().unwrap();
+            for _ in 0..n {
+                assert!(!black_box(b.poll(Duration::ZERO).unwrap()));
+            }
+            drop(a);
+        }
+        // crossbeam-channel's send + recv of a u64 (bounded, 64), with one item always waiting:
+        // the queue's comparison.
+        "crossbeam" => {
+            let (tx, rx) = crossbeam_channel::bounded::<u64>(64);
+            tx.send(1).unwrap();
+            for i in 0..n {
+                tx.send(black_box(i)).unwrap();
+                black_box(rx.recv().unwrap());
+            }
+        }
+        _ => panic!("op: pipe, queue, lock, poll or crossbeam"),
     }
 }

@@ -1,4 +1,5 @@
-//! An SVG of round-trip latency by message size for each path (log-log), drawn without dependencies.
+//! SVGs, drawn without dependencies: round-trip latency by message size, and one-way throughput by
+//! message size, for each path (log-log).
 
 use super::Row;
 use std::fmt::Write;
@@ -10,8 +11,8 @@ const COLORS: [&str; 6] = [
     "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
 ];
 
-/// The plot of the `rtt` (8 B) and `rtt-by-size` rows.
-pub fn svg(rows: &[Row]) -> String {
+/// The latency plot: the `rtt` (8 B) and `rtt-by-size` rows, median round trip in µs.
+pub fn latency_svg(rows: &[Row]) -> String {
     let pts: Vec<(&str, usize, f64)> = rows
         .iter()
         .filter(|r| r.group == "rtt-by-size" || (r.group == "rtt" && r.size == 8))
@@ -23,19 +24,52 @@ pub fn svg(rows: &[Row]) -> String {
             names.push(r.name.as_str());
         }
     }
-    let (xmin, xmax) = (8f64.log2(), 65536f64.log2());
+    svg(
+        "Round trip by message size (median, log-log)",
+        "µs",
+        &names,
+        &pts,
+    )
+}
+
+/// The throughput plot: the `throughput` rows, GB/s counted at the receiver.
+pub fn throughput_svg(rows: &[Row]) -> String {
+    let pts: Vec<(&str, usize, f64)> = rows
+        .iter()
+        .filter(|r| r.group == "throughput")
+        .filter_map(|r| r.thr.map(|t| (r.name.as_str(), r.size, t.gb_per_s)))
+        .filter(|p| p.2 > 0.0)
+        .collect();
+    let mut names: Vec<&str> = Vec::new();
+    for p in &pts {
+        if !names.contains(&p.0) {
+            names.push(p.0);
+        }
+    }
+    svg(
+        "One-way throughput by message size (median, log-log)",
+        "GB/s",
+        &names,
+        &pts,
+    )
+}
+
+fn svg(title: &str, unit: &str, names: &[&str], pts: &[(&str, usize, f64)]) -> String {
+    let smin = pts.iter().map(|p| p.1).min().unwrap_or(8).max(1);
+    let smax = pts.iter().map(|p| p.1).max().unwrap_or(65536).max(smin * 2);
+    let (xmin, xmax) = ((smin as f64).log2(), (smax as f64).log2());
     let ymin = pts
         .iter()
         .map(|p| p.2)
         .fold(f64::MAX, f64::min)
-        .max(0.01)
+        .max(1e-4)
         .log10()
         .floor();
     let ymax = pts
         .iter()
         .map(|p| p.2)
         .fold(0.0, f64::max)
-        .max(1.0)
+        .max(1e-3)
         .log10()
         .ceil();
     let x = |size: usize| M + ((size as f64).log2() - xmin) / (xmax - xmin) * (W - 2.0 * M);
@@ -48,14 +82,14 @@ pub fn svg(rows: &[Row]) -> String {
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r#"<text x="{}" y="20" text-anchor="middle" font-size="14">Round trip by message size (median, log-log)</text>"#,
+        r#"<text x="{}" y="20" text-anchor="middle" font-size="14">{title}</text>"#,
         W / 2.0
     );
     for e in (ymin as i32)..=(ymax as i32) {
         let v = 10f64.powi(e);
         let _ = writeln!(
             s,
-            r##"<line x1="{M}" x2="{}" y1="{}" y2="{}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{} µs</text>"##,
+            r##"<line x1="{M}" x2="{}" y1="{}" y2="{}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{} {unit}</text>"##,
             W - M,
             y(v),
             y(v),
@@ -64,13 +98,16 @@ pub fn svg(rows: &[Row]) -> String {
             v
         );
     }
-    for size in [8usize, 64, 512, 4096, 65536] {
+    let mut sizes: Vec<usize> = pts.iter().map(|p| p.1).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    for size in sizes {
         let _ = writeln!(
             s,
-            r#"<text x="{}" y="{}" text-anchor="middle">{} B</text>"#,
+            r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
             x(size),
             H - M + 18.0,
-            size
+            super::report::size_label(size)
         );
     }
     for (i, name) in names.iter().enumerate() {

@@ -1,8 +1,10 @@
-//! The bench's output: the machine, the tables, and the ratios against the targets.
+//! The bench's output: the machine, the ratios (paired), the absolute figures and the tables.
 
-use super::measure::Pin;
-use super::{Ratio, Row};
+use super::measure::{lat_of, median, thr_of};
+use super::ratios::per_round;
+use super::{Figure, Kind, Measured, Ratio, Row};
 use std::fmt::Write;
+use std::time::Duration;
 
 /// `nproc`, CPU model and kernel, for the record.
 pub fn machine() -> String {
@@ -19,163 +21,78 @@ pub fn machine() -> String {
     format!("{n} CPUs, {cpu}, Linux {}", kernel.trim())
 }
 
-fn find<'a>(rows: &'a [Row], group: &str, path_name: &str, size: usize) -> Option<&'a Row> {
-    rows.iter()
-        .find(|r| r.group == group && r.name == path_name && r.size == size)
-}
-
-fn p50(rows: &[Row], group: &str, name: &str) -> Option<f64> {
-    find(rows, group, name, 8)
-        .and_then(|r| r.lat)
-        .map(|l| l.p50_ns)
-}
-
-fn thr(rows: &[Row], name: &str, size: usize) -> Option<(f64, f64)> {
-    find(rows, "throughput", name, size)
-        .and_then(|r| r.thr)
-        .map(|t| (t.msgs_per_s, t.gb_per_s))
-}
-
-/// The ratios the project targets, from this run's figures.
-pub fn ratios(rows: &[Row]) -> Vec<Ratio> {
-    let mut v = Vec::new();
-    let mut push = |what: &str, value: Option<f64>, target: &str, met: fn(f64) -> bool| {
-        if let Some(value) = value {
-            v.push(Ratio {
-                what: what.to_owned(),
-                value,
-                min: value,
-                max: value,
-                target: target.to_owned(),
-                met: met(value),
-            });
+/// The rows of this run: per side, its median figures, and how many times faster than Python's
+/// side of the same group it is (paired), for shmwire's sides.
+pub fn rows(measured: &[Measured]) -> Vec<Row> {
+    let mut out = Vec::new();
+    for m in measured {
+        let has_py = m.sides.iter().any(|s| s.0 == "py");
+        for (id, name, samples) in &m.sides {
+            let (name, size) = match m.group {
+                "queue" => (format!("{name} {}P/{}C", m.size / 10, m.size % 10), 8),
+                _ => (name.clone(), m.size),
+            };
+            let mut row = Row::new(m.group, id, &name, size);
+            row.pin = m.pin;
+            match m.kind {
+                Kind::Lat => row.lat = Some(lat_of(samples)),
+                Kind::Thr => row.thr = Some(thr_of(samples, size)),
+            }
+            if has_py && id.starts_with("shm") {
+                let v = match m.kind {
+                    Kind::Lat => per_round(m, "py", id),
+                    Kind::Thr => per_round(m, id, "py"),
+                };
+                row.vs_python = v.map(|v| median(&v));
+            }
+            out.push(row);
         }
-    };
-    let ours = p50(rows, "rtt", "shmwire, default (adaptive)");
-    let div = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
-    push(
-        "RTT 8 B: shmwire default / spinning floor",
-        div(ours, p50(rows, "rtt", "shared line, spinning (floor)")),
-        "<= 1.5",
-        |x| x <= 1.5,
-    );
-    push(
-        "RTT 8 B: shmwire sleep-only / futex floor",
-        div(
-            p50(rows, "rtt", "shmwire, sleep only"),
-            p50(rows, "rtt", "shared line, futex (floor)"),
-        ),
-        "<= 1.2",
-        |x| x <= 1.2,
-    );
-    push(
-        "RTT 8 B, one core: shmwire default / futex floor",
-        div(
-            p50(rows, "rtt-same-core", "shmwire, default (adaptive)"),
-            p50(rows, "rtt-same-core", "shared line, futex (floor)"),
-        ),
-        "<= 1.5",
-        |x| x <= 1.5,
-    );
-    push(
-        "RTT 8 B: Unix socket / shmwire default",
-        div(p50(rows, "rtt", "Unix socketpair"), ours),
-        ">= 50 (what the floor allows here)",
-        |x| x >= 50.0,
-    );
-    push(
-        "RTT 8 B: iceoryx2 / shmwire default",
-        div(p50(rows, "rtt", "iceoryx2 0.10 pub/sub, busy-poll"), ours),
-        ">= 2",
-        |x| x >= 2.0,
-    );
-    let copy = "shmwire send_bytes/recv_bytes_into";
-    push(
-        "64 B msgs/s: shmwire / pipe",
-        thr(rows, copy, 64)
-            .zip(thr(rows, "anonymous pipe", 64))
-            .map(|(a, b)| a.0 / b.0),
-        ">= 10",
-        |x| x >= 10.0,
-    );
-    push(
-        "64 KiB GB/s: shmwire / Unix socket",
-        thr(rows, copy, 65536)
-            .zip(thr(rows, "Unix socketpair", 65536))
-            .map(|(a, b)| a.1 / b.1),
-        ">= 2",
-        |x| x >= 2.0,
-    );
-    push(
-        "1 MiB GB/s: shmwire / Unix socket",
-        thr(rows, copy, 1 << 20)
-            .zip(thr(rows, "Unix socketpair", 1 << 20))
-            .map(|(a, b)| a.1 / b.1),
-        ">= 2",
-        |x| x >= 2.0,
-    );
-    let q = |name: &str| {
-        find(rows, "queue", name, 8)
-            .and_then(|r| r.thr)
-            .map(|t| t.msgs_per_s)
-    };
-    push(
-        "Queue 1P/1C items/s: shmwire / OS pipe + locks",
-        q("shmwire Queue 1P/1C")
-            .zip(q("OS pipe + locks (CPython's design) 1P/1C"))
-            .map(|(a, b)| a / b),
-        ">= 20",
-        |x| x >= 20.0,
-    );
-    push(
-        "Queue 2P/2C items/s: shmwire / OS pipe + locks",
-        q("shmwire Queue 2P/2C")
-            .zip(q("OS pipe + locks (CPython's design) 2P/2C"))
-            .map(|(a, b)| a / b),
-        ">= 20",
-        |x| x >= 20.0,
-    );
-    push(
-        "Queue 1P/1C items/s: crossbeam threads / shmwire",
-        q("crossbeam-channel, threads (ceiling) 1P/1C")
-            .zip(q("shmwire Queue 1P/1C"))
-            .map(|(a, b)| a / b),
-        "<= 3",
-        |x| x <= 3.0,
-    );
-    let sync = |name: &str| {
-        find(rows, "sync", name, 0)
-            .and_then(|r| r.lat)
-            .map(|l| l.mean_ns)
-    };
-    push(
-        "Lock uncontended acquire+release, ns (absolute)",
-        sync("Lock: uncontended acquire + release"),
-        "<= 50 ns",
-        |x| x <= 50.0,
-    );
-    push(
-        "Lock contended acquisition / futex floor round trip",
-        sync("Lock: 2 processes contending, per acquisition")
-            .zip(p50(rows, "rtt", "shared line, futex (floor)"))
-            .map(|(a, b)| a / b),
-        "<= 1",
-        |x| x <= 1.0,
-    );
-    v
+    }
+    out
 }
 
-fn us(ns: f64) -> String {
-    if ns.is_nan() {
-        "-".into()
-    } else if ns < 10_000.0 {
-        format!("{:.2}", ns / 1000.0)
-    } else {
-        format!("{:.1}", ns / 1000.0)
+/// A ratio with three significant digits at least (never "0.00").
+pub fn ratio(x: f64) -> String {
+    match x {
+        x if !x.is_finite() || x <= 0.0 => format!("{x}"),
+        x if x >= 0.1 => format!("{x:.2}"),
+        x => {
+            let digits = (-x.log10()).ceil() as usize + 2;
+            format!("{x:.digits$}")
+        }
     }
 }
 
-fn size_label(size: usize) -> String {
+/// A time with its unit.
+pub fn time(ns: f64) -> String {
+    match ns {
+        x if x.is_nan() => "-".into(),
+        x if x < 1_000.0 => format!("{x:.1} ns"),
+        x if x < 10_000.0 => format!("{:.2} µs", x / 1e3),
+        x if x < 1_000_000.0 => format!("{:.1} µs", x / 1e3),
+        x => format!("{:.2} ms", x / 1e6),
+    }
+}
+
+/// A rate with its unit.
+pub fn rate(per_s: f64, what: &str) -> String {
+    match per_s {
+        x if x.is_nan() => "-".into(),
+        x if x >= 1e6 => format!("{:.2} M {what}/s", x / 1e6),
+        x if x >= 1e3 => format!("{:.1} k {what}/s", x / 1e3),
+        x => format!("{x:.0} {what}/s"),
+    }
+}
+
+fn bytes(b: f64) -> String {
+    match b {
+        x if x >= (1 << 20) as f64 => format!("{:.2} MiB", x / (1 << 20) as f64),
+        x if x >= 1024.0 => format!("{:.1} KiB", x / 1024.0),
+        x => format!("{x:.0} B"),
+    }
+}
+
+pub fn size_label(size: usize) -> String {
     match size {
         s if s >= 1 << 20 => format!("{} MiB", s >> 20),
         s if s >= 1024 => format!("{} KiB", s >> 10),
@@ -183,154 +100,200 @@ fn size_label(size: usize) -> String {
     }
 }
 
-/// Per ratio over several runs: the median (which decides "met"), and the range.
-pub fn summarize(runs: &[Vec<Ratio>]) -> Vec<Ratio> {
-    let Some(first) = runs.first() else {
-        return Vec::new();
-    };
-    first
-        .iter()
-        .map(|r0| {
-            let mut vals: Vec<f64> = runs
-                .iter()
-                .filter_map(|run| run.iter().find(|r| r.what == r0.what).map(|r| r.value))
-                .collect();
-            vals.sort_by(f64::total_cmp);
-            let median = vals[vals.len() / 2];
-            let met = runs
-                .iter()
-                .filter_map(|run| run.iter().find(|r| r.what == r0.what && r.value == median))
-                .any(|r| r.met);
-            Ratio {
-                what: r0.what.clone(),
-                value: median,
-                min: vals[0],
-                max: vals[vals.len() - 1],
-                target: r0.target.clone(),
-                met,
-            }
-        })
-        .collect()
+fn vs_python(r: &Row) -> String {
+    r.vs_python.map_or(String::new(), |x| {
+        let p = if x < 10.0 { 1 } else { 0 };
+        format!("  {x:.p$}x faster than Python")
+    })
+}
+
+/// What the table's head says.
+pub struct Header<'a> {
+    pub rows: &'a [Row],
+    pub ratios: &'a [Ratio],
+    pub figures: &'a [Figure],
+    pub runs: usize,
+    pub block: Duration,
+    pub python: &'a str,
+    pub bufs: (usize, usize),
 }
 
 /// The human-readable tables.
-pub fn table(rows: &[Row], ratios: &[Ratio], runs: usize) -> String {
+pub fn table(h: &Header) -> String {
+    let (rows, runs) = (h.rows, h.runs);
     let mut s = String::new();
-    let _ = writeln!(s, "shmwire bench on {}\n", machine());
-    if runs > 1 {
+    let _ = writeln!(s, "shmwire bench on {}", machine());
+    let _ = writeln!(
+        s,
+        "Paired: the sides of each group ran in turn in blocks of {} ms (forward, then backward), and a \
+         ratio is the median of its per-round ratios.",
+        h.block.as_millis()
+    );
+    let _ = writeln!(
+        s,
+        "OS paths given shmwire's ring size: pipe buffer {}, socket SO_SNDBUF {} (as the kernel reports it).",
+        bytes(h.bufs.0 as f64),
+        bytes(h.bufs.1 as f64)
+    );
+    let _ = writeln!(s, "{}\n", h.python);
+    if h.ratios.is_empty() {
+    } else if runs > 1 {
         let _ = writeln!(
             s,
-            "Ratios over {runs} runs: median [min..max], latency by median; the figures below are the last run's"
+            "Ratios over {runs} runs: median of the runs' medians [min..max of them]; the figures below are the last run's"
         );
     } else {
-        let _ = writeln!(s, "Ratios (this run; latency by median)");
+        let _ = writeln!(s, "Ratios: median of the pairs [min..max of the pairs]");
     }
-    for r in ratios {
-        let range = if runs > 1 {
-            format!(" [{:.2}..{:.2}]", r.min, r.max)
-        } else {
-            String::new()
+    for r in h.ratios {
+        let verdict = match r.met {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "",
         };
-        let verdict = if r.met { "met" } else { "MISSED" };
+        let range = format!("[{}..{}]", ratio(r.min), ratio(r.max));
         let _ = writeln!(
             s,
-            "  {:<52} {:>8.2}x{range:<15}  target {:<12} {verdict}",
-            r.what, r.value, r.target
+            "  {:<60} {:>8}x {range:<18} target {:<7} {verdict}",
+            r.what,
+            ratio(r.value),
+            r.target
         );
     }
-    for (group, title, pin) in [
-        ("rtt", "Round trip, 8 B, two processes (µs)", Pin::Any),
+    if !h.figures.is_empty() {
+        let _ = writeln!(s, "\nAbsolute figures");
+        for f in h.figures {
+            let _ = writeln!(
+                s,
+                "  {:<60} {:>8.1} {:<4} target {:<8} {}",
+                f.what,
+                f.value,
+                f.unit,
+                f.target,
+                if f.met { "met" } else { "MISSED" }
+            );
+        }
+    }
+    for (group, title) in [
         (
-            "rtt-same-core",
-            "Round trip, 8 B, both on CPU 0 (µs)",
-            Pin::Same,
+            "rtt",
+            "Round trip, 8 B, parent on CPU 0, child on CPU 1 (median of the blocks' medians of 16-trip batches; tails timed one by one)",
         ),
+        ("rtt-same-core", "Round trip, 8 B, both on CPU 0"),
     ] {
+        if !rows.iter().any(|r| r.group == group) {
+            continue;
+        }
         let _ = writeln!(s, "\n{title}");
         let _ = writeln!(
             s,
-            "  {:<36} {:>8} {:>8} {:>8} {:>8}",
+            "  {:<44} {:>10} {:>10} {:>10} {:>10}",
             "path", "median", "mean", "p99", "p99.9"
         );
-        for r in rows.iter().filter(|r| r.group == group && r.pin == pin) {
+        for r in rows.iter().filter(|r| r.group == group) {
             if let Some(l) = r.lat {
                 let _ = writeln!(
                     s,
-                    "  {:<36} {:>8} {:>8} {:>8} {:>8}",
+                    "  {:<44} {:>10} {:>10} {:>10} {:>10}{}",
                     r.name,
-                    us(l.p50_ns),
-                    us(l.mean_ns),
-                    us(l.p99_ns),
-                    us(l.p999_ns)
+                    time(l.p50_ns),
+                    time(l.mean_ns),
+                    time(l.p99_ns),
+                    time(l.p999_ns),
+                    vs_python(r)
                 );
             }
         }
     }
-    let _ = writeln!(s, "\nOne-way throughput (messages/s, GB/s)");
-    let _ = writeln!(
-        s,
-        "  {:<42} {:>8} {:>12} {:>8}",
-        "path", "size", "msgs/s", "GB/s"
-    );
-    for r in rows.iter().filter(|r| r.group == "throughput") {
-        if let Some(t) = r.thr {
-            let _ = writeln!(
-                s,
-                "  {:<42} {:>8} {:>12.0} {:>8.2}",
-                r.name,
-                size_label(r.size),
-                t.msgs_per_s,
-                t.gb_per_s
-            );
+    if rows.iter().any(|r| r.group == "throughput") {
+        let _ = writeln!(
+            s,
+            "\nOne-way stream, counted at the receiver (median of blocks)"
+        );
+        let _ = writeln!(
+            s,
+            "  {:<56} {:>8} {:>16} {:>10}",
+            "path", "size", "messages", "GB/s"
+        );
+        for r in rows.iter().filter(|r| r.group == "throughput") {
+            if let Some(t) = r.thr {
+                let _ = writeln!(
+                    s,
+                    "  {:<56} {:>8} {:>16} {:>10.2}{}",
+                    r.name,
+                    size_label(r.size),
+                    rate(t.msgs_per_s, "msg"),
+                    t.gb_per_s,
+                    vs_python(r)
+                );
+            }
         }
     }
     if rows.iter().any(|r| r.group == "queue") {
-        let _ = writeln!(s, "\nQueue of 8-byte items between processes (items/s)");
+        let _ = writeln!(
+            s,
+            "\nQueue of u64 items between processes, counted at the consumers"
+        );
         for r in rows.iter().filter(|r| r.group == "queue") {
             if let Some(t) = r.thr {
-                let _ = writeln!(s, "  {:<52} {:>12.0}", r.name, t.msgs_per_s);
+                let _ = writeln!(
+                    s,
+                    "  {:<56} {:>16}{}",
+                    r.name,
+                    rate(t.msgs_per_s, "item"),
+                    vs_python(r)
+                );
             }
         }
     }
     if rows.iter().any(|r| r.group == "sync") {
-        let _ = writeln!(s, "\nLocks and wake-ups (mean, µs)");
+        let _ = writeln!(s, "\nLocks and wake-ups (time per operation)");
         for r in rows.iter().filter(|r| r.group == "sync") {
             if let Some(l) = r.lat {
-                let _ = writeln!(s, "  {:<52} {:>12.3}", r.name, l.mean_ns / 1000.0);
+                let what = match (r.size, r.path.as_str()) {
+                    (2, "futex") => r.name.clone(),
+                    (2, _) => format!("{}: strict hand-off between 2 processes", r.name),
+                    _ => r.name.clone(),
+                };
+                let _ = writeln!(s, "  {:<64} {:>12}", what, time(l.p50_ns));
             }
         }
     }
-    let _ = writeln!(s, "\nRound trip by message size, median (µs)");
-    let sizes: Vec<usize> = {
-        let mut v: Vec<usize> = rows
-            .iter()
-            .filter(|r| r.group == "rtt-by-size")
-            .map(|r| r.size)
-            .collect();
-        v.sort_unstable();
-        v.dedup();
-        v
-    };
+    by_size(&mut s, rows);
+    super::scaling::tables(&mut s, rows);
+    s
+}
+
+fn by_size(s: &mut String, rows: &[Row]) {
+    let of = |r: &&Row| r.group == "rtt-by-size";
+    if !rows.iter().any(|r| of(&r)) {
+        return;
+    }
+    let _ = writeln!(s, "\nRound trip by message size, median");
+    let mut sizes: Vec<usize> = rows.iter().filter(of).map(|r| r.size).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
     let mut names: Vec<&str> = Vec::new();
-    for r in rows.iter().filter(|r| r.group == "rtt-by-size") {
+    for r in rows.iter().filter(of) {
         if !names.contains(&r.name.as_str()) {
             names.push(r.name.as_str());
         }
     }
     let _ = write!(s, "  {:<36}", "path");
     for z in &sizes {
-        let _ = write!(s, " {:>8}", size_label(*z));
+        let _ = write!(s, " {:>10}", size_label(*z));
     }
     let _ = writeln!(s);
     for n in names {
         let _ = write!(s, "  {n:<36}");
         for z in &sizes {
-            let v = find(rows, "rtt-by-size", n, *z)
+            let v = rows
+                .iter()
+                .find(|r| of(r) && r.name == n && r.size == *z)
                 .and_then(|r| r.lat)
                 .map_or(f64::NAN, |l| l.p50_ns);
-            let _ = write!(s, " {:>8}", us(v));
+            let _ = write!(s, " {:>10}", time(v));
         }
         let _ = writeln!(s);
     }
-    s
 }
