@@ -99,6 +99,36 @@ mod armed {
     }
 }
 
+/// Notes that a child whose `Process` was dropped without anyone asking its status failed (exit
+/// `code`, or killed by `signal`): with `test-hooks`, the test harness fails the test that let it
+/// pass unseen (`__unseen_child_failures`). Nothing without the feature.
+pub(crate) fn note_unseen_failure(pid: i32, code: Option<i32>, signal: Option<i32>) {
+    #[cfg(feature = "test-hooks")]
+    UNSEEN
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(match (code, signal) {
+            (Some(c), _) => format!("child {pid} exited with code {c}, and was dropped unjoined"),
+            (None, Some(s)) => {
+                format!("child {pid} was killed by signal {s}, and was dropped unjoined")
+            }
+            _ => format!("child {pid} failed, and was dropped unjoined"),
+        });
+    #[cfg(not(feature = "test-hooks"))]
+    let _ = (pid, code, signal);
+}
+
+#[cfg(feature = "test-hooks")]
+static UNSEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Test hook: reaps the dropped children that have ended, then returns (and forgets) the failures
+/// of dropped children that nobody looked at.
+#[cfg(feature = "test-hooks")]
+pub fn __unseen_child_failures() -> Vec<String> {
+    crate::sys::reap::reap_dropped();
+    std::mem::take(&mut *UNSEEN.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
 /// Marks point `p` on a real path (see the module docs).
 #[inline(always)]
 pub(crate) fn hit(p: Point) {

@@ -108,6 +108,7 @@ fn killed_peer_wakes_blocked_poll() {
     let noticed = Instant::now();
     assert!(matches!(r, Err(Error::PeerDied)), "{r:?}");
     assert!(noticed - killer.join().unwrap() <= bound());
+    assert_eq!(child.join().unwrap().signal(), Some(libc::SIGKILL));
 }
 
 fn messages_sent_before_death_are_delivered() {
@@ -124,7 +125,7 @@ fn messages_sent_before_death_are_delivered() {
         assert_eq!(a.recv::<u32>().unwrap(), i);
     }
     assert!(matches!(a.recv::<u32>(), Err(Error::PeerDied)));
-    drop(child);
+    assert_eq!(child.join().unwrap().signal(), Some(libc::SIGKILL));
 }
 
 fn killed_mid_stream_is_peer_died() {

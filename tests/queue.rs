@@ -87,6 +87,7 @@ fn main() {
         put_nowait_of_spilled_items_is_not_full_under_contention,
         task_done_from_another_process_lets_join_return,
         an_idle_consumer_killed_is_no_peer_died,
+        killed_at_every_point_of_a_spilled_put_or_get_leaks_nothing,
     ]);
 }
 
@@ -1563,5 +1564,44 @@ fn an_idle_consumer_killed_is_no_peer_died() {
         idle.kill().unwrap();
         idle.join().unwrap();
         q.join_timeout(Duration::from_secs(2)).unwrap();
+    }
+}
+
+/// A producer or consumer of spilled items killed at each point of its path (after allocating its
+/// block, after claiming its slot, after filling it; after claiming an item, after reading it): the
+/// others' items all come through, and once a blocked call has repaired, no spill byte is held.
+fn killed_at_every_point_of_a_spilled_put_or_get_leaks_nothing() {
+    let puts = [Point::SpillAllocated, Point::PutClaimed, Point::PutFilled];
+    let gets = [Point::GetClaimed, Point::GetRead];
+    for (point, producer) in puts
+        .iter()
+        .map(|p| (*p, true))
+        .chain(gets.iter().map(|p| (*p, false)))
+    {
+        let q = spill_queue();
+        q.put(vec![1u8; 50_000]).unwrap();
+        let qc = q.clone();
+        let dying = Process::fork(move || {
+            shmwire::hooks::__arm(point, libc::SIGKILL, 0);
+            if producer {
+                let _ = qc.put(vec![9u8; 50_000]);
+            } else {
+                let _ = qc.get();
+            }
+        })
+        .unwrap();
+        assert_eq!(
+            dying.join().unwrap().signal(),
+            Some(libc::SIGKILL),
+            "{point:?}"
+        );
+        q.put(vec![2u8; 50_000]).unwrap();
+        let mut got = Vec::new();
+        while let Ok(v) = q.get_timeout(shmwire::PROBE_INTERVAL * 3) {
+            got.push(v[0]);
+        }
+        let want: &[u8] = if producer { &[1, 2] } else { &[2] };
+        assert_eq!(got, want, "{point:?}");
+        assert_eq!(q.__spill_in_use(), 0, "{point:?}: a spill block leaked");
     }
 }

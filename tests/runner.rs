@@ -29,6 +29,8 @@ fn main() {
             leaves_a_spawned_child,
             leaves_a_stopped_child,
             leaves_a_child_unreaped,
+            drops_a_failed_child,
+            drops_a_child_that_fails_later,
             leaves_a_process_outside_its_group,
             leaves_an_orphan,
             leaves_a_segment,
@@ -41,6 +43,7 @@ fn main() {
         a_forked_child_left_running_fails_the_test_and_is_named,
         a_spawned_child_left_running_is_named_by_its_role,
         a_stopped_or_unreaped_child_fails_the_test,
+        a_dropped_child_that_failed_fails_the_test,
         processes_outside_the_group_or_orphaned_are_found,
         a_failing_test_also_names_what_it_left,
         a_leftover_segment_fails_the_test_and_is_reported_deleted,
@@ -88,6 +91,24 @@ fn leaves_a_child_unreaped() {
         std::thread::sleep(Duration::from_millis(1));
     }
     std::mem::forget(p);
+}
+
+fn drops_a_failed_child() {
+    let p = shmwire::Process::fork_with(|| 3).unwrap();
+    while !common::gone(p.pid()) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(p); // reaped by the drop, its code never looked at
+}
+
+fn drops_a_child_that_fails_later() {
+    let p = shmwire::Process::fork(|| {
+        std::thread::sleep(Duration::from_millis(100));
+        panic!("the child's assertion");
+    })
+    .unwrap();
+    drop(p); // still running: reaped later, its status never looked at
+    std::thread::sleep(Duration::from_millis(400));
 }
 
 fn leaves_a_process_outside_its_group() {
@@ -203,6 +224,26 @@ fn a_spawned_child_left_running_is_named_by_its_role() {
 fn a_stopped_or_unreaped_child_fails_the_test() {
     fails("leaves_a_stopped_child", &["stopped"]);
     fails("leaves_a_child_unreaped", &["exited, not reaped"]);
+}
+
+/// A child that failed while nobody joined it (its `Process` dropped, before or after it ended)
+/// fails its test.
+fn a_dropped_child_that_failed_fails_the_test() {
+    for (name, words) in [
+        (
+            "drops_a_failed_child",
+            "exited with code 3, and was dropped unjoined",
+        ),
+        (
+            "drops_a_child_that_fails_later",
+            "exited with code 101, and was dropped unjoined",
+        ),
+    ] {
+        let (out, text) = inner(&["--exact", name], &[]);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(text.contains(&format!("test {name} ... FAILED")), "{text}");
+        assert!(text.contains(words), "{text}");
+    }
 }
 
 fn processes_outside_the_group_or_orphaned_are_found() {

@@ -248,7 +248,9 @@ fn no_lost_wakeups_across_spin_and_sleep() {
         })
         .unwrap();
         let mut rng = Rng(9);
-        let mut worst = Duration::ZERO;
+        // A lost wake-up costs a whole probe slice (the waiter sleeps until it ends): trips that
+        // long. One may be a scheduler stall on a loaded machine; a lost wake-up comes back.
+        let mut slow = Vec::new();
         for i in 0..6000u64 {
             match rng.below(5) {
                 0 => {}
@@ -264,13 +266,15 @@ fn no_lost_wakeups_across_spin_and_sleep() {
             let t = std::time::Instant::now();
             a.send(&i).unwrap();
             assert_eq!(a.recv::<u64>().unwrap(), i + 1);
-            worst = worst.max(t.elapsed());
+            if t.elapsed() >= shmwire::PROBE_INTERVAL * 95 / 100 {
+                slow.push(t.elapsed());
+            }
         }
         drop(a);
         assert!(child.join().unwrap().success());
         assert!(
-            worst < shmwire::PROBE_INTERVAL * 95 / 100,
-            "{wait:?}: a round trip took {worst:?}"
+            slow.len() <= 1,
+            "{wait:?}: round trips of a probe slice or more (lost wake-ups): {slow:?}"
         );
     }
 }

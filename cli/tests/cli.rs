@@ -15,9 +15,11 @@ fn shmwire(tag: &str, args: &[&str], limit: Duration) -> Output {
     shmwire_beside(tag, args, limit, &[])
 }
 
-/// The prefix of the runs tagged `tag`.
+/// The prefix of the runs tagged `tag`: under the run's own `SHMWIRE_PREFIX` (CI's check of
+/// `/dev/shm` sees what a run leaves), then this test process and the tag.
 fn prefix_of(tag: &str) -> String {
-    format!("clitest{}-{tag}", std::process::id())
+    let run = std::env::var("SHMWIRE_PREFIX").unwrap_or_default();
+    format!("{run}clitest{}-{tag}", std::process::id())
 }
 
 /// [`shmwire`], while the segments named `kept` (made by the test, under the run's prefix) exist.
@@ -54,16 +56,33 @@ fn shmwire_beside(tag: &str, args: &[&str], limit: Duration, kept: &[&str]) -> O
     let left = group_members(pgid);
     // SAFETY: plain syscall on the group this test made; everything in it goes.
     unsafe { libc::kill(-pgid, libc::SIGKILL) };
-    let status = status.unwrap_or_else(|| {
+    if status.is_none() {
         let _ = child.wait();
-        panic!("shmwire {args:?} hung: killed after {limit:?}; its group: {left:?}")
+    }
+    // What the run left in /dev/shm is deleted (and reported) whatever else went wrong.
+    let shm = leftovers(&prefix, kept);
+    let status = status.unwrap_or_else(|| {
+        panic!("shmwire {args:?} hung: killed after {limit:?}; its group: {left:?}; left in /dev/shm (deleted): {shm:?}")
     });
     let output = Output {
         status,
         stdout: out.join().unwrap(),
         stderr: err.join().unwrap(),
     };
-    assert!(left.is_empty(), "shmwire {args:?} left processes: {left:?}");
+    assert!(
+        left.is_empty(),
+        "shmwire {args:?} left processes: {left:?}; left in /dev/shm (deleted): {shm:?}"
+    );
+    assert!(
+        shm.is_empty(),
+        "shmwire {args:?} left in /dev/shm (deleted): {shm:?}"
+    );
+    output
+}
+
+/// The entries of /dev/shm a run with `prefix` left, but for the test's own `kept` ones: deleted,
+/// and returned.
+fn leftovers(prefix: &str, kept: &[&str]) -> Vec<String> {
     let shm: Vec<String> = std::fs::read_dir("/dev/shm")
         .unwrap()
         .filter_map(|e| e.ok())
@@ -74,11 +93,7 @@ fn shmwire_beside(tag: &str, args: &[&str], limit: Duration, kept: &[&str]) -> O
     for n in &shm {
         let _ = std::fs::remove_file(format!("/dev/shm/{n}"));
     }
-    assert!(
-        shm.is_empty(),
-        "shmwire {args:?} left in /dev/shm (deleted): {shm:?}"
-    );
-    output
+    shm
 }
 
 /// The processes of group `pgid` (pid and command line), but for zombies.

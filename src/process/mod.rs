@@ -450,8 +450,14 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         // Reap it if it is done; a running child goes on (and dies with us), and is reaped later.
-        if let Ok(None) = self.try_join() {
-            reap::keep(self.pid, self.pidfd.take());
+        let seen = self.status.get().is_some();
+        match self.try_join() {
+            Ok(None) => reap::keep(self.pid, self.pidfd.take()),
+            // A failure nobody looked at: the test harness hears of it (feature `test-hooks`).
+            Ok(Some(st)) if !seen && !st.success() => {
+                crate::hooks::note_unseen_failure(self.pid, st.code(), st.signal());
+            }
+            _ => {}
         }
     }
 }

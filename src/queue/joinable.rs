@@ -26,7 +26,7 @@ use std::time::Duration;
 /// }
 /// q.join()?; // every item was taken and marked done
 /// q.close()?;
-/// p.join()?;
+/// assert!(p.join()?.success());
 /// # Ok(()) }
 /// ```
 pub struct JoinableQueue<T> {

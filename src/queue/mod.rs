@@ -107,7 +107,7 @@ pub const DEFAULT_SPILL_SIZE: usize = 64 << 20;
 ///     got.push(v);
 /// }
 /// assert_eq!(got, ["A", "B", "C"]);
-/// p.join()?;
+/// assert!(p.join()?.success());
 /// # Ok(()) }
 /// ```
 pub struct Queue<T> {

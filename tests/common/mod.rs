@@ -75,7 +75,8 @@ struct Options {
 }
 
 const USAGE: &str = "options: [FILTER...] [--skip PATTERN] [--exact] [--list] [-q|--quiet] \
-[--test-threads N] [--nocapture] [--show-output] [--ignored] [--include-ignored] [--format pretty|terse]";
+[--test-threads N] [--nocapture] [--show-output] [--ignored] [--include-ignored] [--format pretty|terse]
+[--color auto|always|never]";
 
 /// Parses libtest's options. Every argument that does not start with `-` is a filter; an option that
 /// takes a value takes it (`--skip foo`, `--skip=foo`), so its value is never a filter.
@@ -100,6 +101,10 @@ fn parse(args: &[String]) -> Result<Options, String> {
             // Output is never captured: each test's goes straight through.
             "--nocapture" | "--show-output" => {}
             "--include-ignored" => {}
+            // Colour is for terminals; this runner prints plain text either way.
+            "--color" => {
+                value("--color")?;
+            }
             "--ignored" => o.ignored_only = true,
             "--skip" => o.skips.push(value("--skip")?),
             "--test-threads" => {
@@ -323,6 +328,8 @@ fn run_one(t: &Test, report: &Report) -> Verdict {
         // SAFETY: plain syscall in the child.
         unsafe { libc::setpgid(0, 0) };
         let outcome = std::panic::catch_unwind(t.f);
+        // Children that failed while nobody joined them (their `Process` was dropped) fail the test.
+        let unseen = shmwire::hooks::__unseen_child_failures();
         let left = left_running();
         let (mut code, mut said) = match &outcome {
             Ok(()) => (EXIT_OK, String::new()),
@@ -331,6 +338,15 @@ fn run_one(t: &Test, report: &Report) -> Verdict {
                 None => (EXIT_PANICKED, "panicked".to_owned()),
             },
         };
+        if !unseen.is_empty() {
+            if code != EXIT_OK {
+                said.push_str("; ");
+            }
+            said.push_str(&unseen.join("; "));
+            if code == EXIT_OK {
+                code = EXIT_PANICKED;
+            }
+        }
         if !left.is_empty() {
             let names: Vec<String> = left.iter().map(|p| p.describe()).collect();
             if code != EXIT_OK {
@@ -365,7 +381,8 @@ fn run_one(t: &Test, report: &Report) -> Verdict {
                 match libc::WEXITSTATUS(status) {
                     EXIT_OK => Verdict::Ok,
                     EXIT_SKIPPED => Verdict::Skipped(said),
-                    EXIT_PANICKED => Verdict::Failed("panicked".into()), // its message is above
+                    // Its message is above; what else went wrong is in `said`.
+                    EXIT_PANICKED => Verdict::Failed(said),
                     EXIT_LEFT => Verdict::Failed(said),
                     c => Verdict::Failed(format!("exit code {c}")),
                 }
