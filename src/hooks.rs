@@ -103,7 +103,7 @@ mod armed {
 /// `code`, or killed by `signal`): with `test-hooks`, the test harness fails the test that let it
 /// pass unseen (`__unseen_child_failures`). Nothing without the feature.
 pub(crate) fn note_unseen_failure(pid: i32, code: Option<i32>, signal: Option<i32>) {
-    #[cfg(feature = "test-hooks")]
+    #[cfg(all(feature = "test-hooks", not(loom)))]
     UNSEEN
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -114,16 +114,16 @@ pub(crate) fn note_unseen_failure(pid: i32, code: Option<i32>, signal: Option<i3
             }
             _ => format!("child {pid} failed, and was dropped unjoined"),
         });
-    #[cfg(not(feature = "test-hooks"))]
+    #[cfg(not(all(feature = "test-hooks", not(loom))))]
     let _ = (pid, code, signal);
 }
 
-#[cfg(feature = "test-hooks")]
+#[cfg(all(feature = "test-hooks", not(loom)))]
 static UNSEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 /// Test hook: reaps the dropped children that have ended, then returns (and forgets) the failures
 /// of dropped children that nobody looked at.
-#[cfg(feature = "test-hooks")]
+#[cfg(all(feature = "test-hooks", not(loom)))]
 pub fn __unseen_child_failures() -> Vec<String> {
     crate::sys::reap::reap_dropped();
     std::mem::take(&mut *UNSEEN.lock().unwrap_or_else(|p| p.into_inner()))

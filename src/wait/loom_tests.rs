@@ -11,7 +11,7 @@
 //! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --lib loom`
 
 use super::eventcount::EventCount;
-use super::{futex, membarrier};
+use crate::sys::{futex, membarrier};
 use crate::loom::{AtomicU32, Ordering, wait_until};
 use loom::sync::Arc;
 
