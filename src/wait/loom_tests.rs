@@ -11,8 +11,8 @@
 //! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --lib loom`
 
 use super::eventcount::EventCount;
-use crate::sys::{futex, membarrier};
 use crate::loom::{AtomicU32, Ordering, wait_until};
+use crate::sys::{futex, membarrier};
 use loom::sync::Arc;
 
 /// A condition (`data` reached a value) and the eventcount its waiters sleep on.
