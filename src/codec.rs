@@ -6,10 +6,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 fn encode_error(e: postcard::Error) -> Error {
-    Error::io(
-        std::io::ErrorKind::InvalidInput,
-        format!("value cannot be encoded: {e}"),
-    )
+    Error::Encode(e.to_string())
 }
 
 /// Encoded size of `v`.
@@ -99,19 +96,35 @@ pub(crate) fn trim_scratch(buf: &mut Vec<u8>) {
     }
 }
 
-/// Decodes a `T` that must span all of `bytes`; anything else is [`Error::Corrupt`] (a damaged message,
-/// or a sender that sent another type).
+/// Decodes a `T` that must span all of `bytes`; anything else is [`Error::Decode`] with the codec's
+/// reason (a sender that sent another type), and no bytes (the caller fills them in if it took the
+/// item).
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     match postcard::take_from_bytes::<T>(bytes) {
         Ok((v, [])) => Ok(v),
-        _ => Err(Error::Corrupt),
+        Ok((_, rest)) => Err(decode_error(format!(
+            "{} bytes left over after the value",
+            rest.len()
+        ))),
+        Err(e) => Err(decode_error(e.to_string())),
     }
 }
 
-/// Reads a `T` from exactly `size_of::<T>()` bytes.
+/// Reads a `T` from exactly `size_of::<T>()` bytes; another size is [`Error::Decode`].
 pub(crate) fn decode_pod<T: bytemuck::Pod>(bytes: &[u8]) -> Result<T> {
     if bytes.len() != std::mem::size_of::<T>() {
-        return Err(Error::Corrupt);
+        return Err(decode_error(format!(
+            "{} bytes, where the type takes {}",
+            bytes.len(),
+            std::mem::size_of::<T>()
+        )));
     }
     Ok(bytemuck::pod_read_unaligned(bytes))
+}
+
+fn decode_error(reason: String) -> Error {
+    Error::Decode {
+        reason,
+        bytes: Vec::new(),
+    }
 }

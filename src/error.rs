@@ -62,12 +62,63 @@ pub enum Error {
     /// A lock was released by a process or thread that does not own it.
     #[error("not owner: only the holder of the lock may release it")]
     NotOwner,
-    /// The call is not allowed on this object in its current state (e.g. `send` on the receiving end of
-    /// a simplex pipe, one end used by two processes at once, use after `close`).
+    /// The call is not allowed on this object in its state (`send` on the receiving end of a simplex
+    /// pipe, any call after `close`, a call from inside a `send_with`/`recv_with` closure on the
+    /// same end, handing over an end that holds part of a message).
     #[error(
-        "misuse: this call is not allowed here (wrong end of a simplex pipe, an end used by two processes at once, or use after close)"
+        "misuse: this call is not allowed on this object now (the wrong end of a simplex pipe, after close, or re-entered); fix the calling code"
     )]
     Misuse,
+    /// Another live process is using this end of a pipe at this very moment (two processes must not
+    /// send, or receive, on one end at once).
+    #[error(
+        "busy: another thread or process is using this end of the pipe right now; give each its own pipe, or take turns"
+    )]
+    Busy,
+    /// An index past the end.
+    #[error("index {index} out of range: the array holds {len} elements; use an index below {len}")]
+    OutOfRange {
+        /// The index asked for.
+        index: usize,
+        /// How many elements there are.
+        len: usize,
+    },
+    /// Released more times than acquired: `task_done` more often than items were taken, a
+    /// `BoundedSemaphore` released past its initial value.
+    #[error(
+        "called too often: task_done() or release() was called more times than get() or acquire(); nothing changed, check the calling code's balance"
+    )]
+    CalledTooOften,
+    /// A handle was opened in the process that made it (it is for another process: a spawned child
+    /// or an unrelated one); use the object itself here.
+    #[error(
+        "handle opened by its maker: this process holds the object already; use it directly, and pass the handle to another process"
+    )]
+    OpenedByMaker,
+    /// Nothing exists under this name (or key).
+    #[error("not found: nothing exists under this name or key; create it first, or check the spelling and the user")]
+    NotFound,
+    /// A live object has this name already.
+    #[error("exists: a live object has this name already; choose another name, or open the existing one")]
+    Exists,
+    /// An argument the call cannot take (a bad name, a size out of range); nothing was changed.
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    /// A value could not be encoded (serde refused it); nothing was sent.
+    #[error("cannot encode the value ({0}); nothing was sent, check the type's Serialize impl")]
+    Encode(String),
+    /// A message or item did not decode as the requested type (the codec's `reason`, or bytes left
+    /// over after the value). On a `Connection` the message stays for the next call (`recv_bytes`
+    /// takes it) and `bytes` is empty; on a `Queue` the item was taken and `bytes` holds it.
+    #[error(
+        "cannot decode the message as the requested type ({reason}); receive it with the type that was sent, or as bytes"
+    )]
+    Decode {
+        /// What the codec said.
+        reason: String,
+        /// The item's bytes, when it was taken (a `Queue`); empty when it was kept (a `Connection`).
+        bytes: Vec<u8>,
+    },
     /// A message or object is larger than this path can carry (or than this process can allocate
     /// to receive it: the message is kept).
     #[error(
@@ -79,10 +130,9 @@ pub enum Error {
         "incompatible: the shared segment is not a shmwire object of this kind, layout version or element type; open it with the type that created it"
     )]
     Incompatible,
-    /// Shared memory holds values that cannot be valid (a hostile or broken peer wrote them), or a
-    /// message could not be decoded as the requested type.
+    /// Shared memory holds values that cannot be valid: a hostile or broken peer wrote them.
     #[error(
-        "corrupt: shared memory or a message holds an impossible value (a broken or hostile peer, or a type mismatch between send and recv); the object is unusable"
+        "corrupt: the shared memory holds an impossible value (a broken or hostile peer wrote it); stop using this object and make a new one"
     )]
     Corrupt,
     /// An operating system call failed.
@@ -103,5 +153,10 @@ impl Error {
     /// An [`Error::Io`] of the given kind with a message.
     pub(crate) fn io(kind: io::ErrorKind, msg: impl Into<String>) -> Self {
         Error::Io(io::Error::new(kind, msg.into()))
+    }
+
+    /// An [`Error::Invalid`] with a message.
+    pub(crate) fn invalid(msg: impl Into<String>) -> Self {
+        Error::Invalid(msg.into())
     }
 }

@@ -228,7 +228,7 @@ fn dead_readers_claim_is_taken_over() {
     std::thread::sleep(Duration::from_millis(200));
     assert!(matches!(
         b.recv_timeout::<u8>(Duration::ZERO),
-        Err(Error::Misuse)
+        Err(Error::Busy)
     ));
     child.kill().unwrap();
     child.join().unwrap();

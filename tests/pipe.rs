@@ -39,7 +39,7 @@ fn main() {
         use_after_close_is_misuse,
         child_keeps_moved_end_after_parent_drops_its_copy,
         named_pipe_between_processes,
-        wrong_type_is_corrupt,
+        wrong_type_is_a_decode_error,
         wait_strategies_all_deliver,
         capacity_out_of_range,
         every_blocking_call_has_a_timeout_form,
@@ -448,11 +448,11 @@ fn two_readers_is_misuse() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(matches!(
         b.recv_timeout::<u8>(Duration::from_millis(100)),
-        Err(Error::Misuse)
+        Err(Error::Busy)
     ));
     assert!(matches!(
         b.recv_bytes_timeout(Duration::from_millis(100)),
-        Err(Error::Misuse)
+        Err(Error::Busy)
     ));
     a.send(&1u8).unwrap();
     assert!(child.join().unwrap().success());
@@ -492,7 +492,7 @@ fn named_pipe_between_processes() {
     // Taken names are refused.
     let again = Pipe::builder().name(&name).build();
     assert!(
-        matches!(&again, Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::AlreadyExists),
+        matches!(&again, Err(Error::Exists)),
         "{again:?}"
     );
     let n2 = name.clone();
@@ -508,7 +508,7 @@ fn named_pipe_between_processes() {
     drop(b);
     assert!(child.join().unwrap().success());
     assert!(
-        matches!(Pipe::open("no-such-pipe-here", 0), Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound)
+        matches!(Pipe::open("no-such-pipe-here", 0), Err(Error::NotFound))
     );
     assert!(
         matches!(Pipe::open("bad/name", 0), Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::InvalidInput)
@@ -523,10 +523,10 @@ fn named_pipe_between_processes() {
     );
 }
 
-fn wrong_type_is_corrupt() {
+fn wrong_type_is_a_decode_error() {
     let (a, b) = Pipe::new().unwrap();
     a.send(&u64::MAX).unwrap();
-    assert!(matches!(b.recv::<bool>(), Err(Error::Corrupt)));
+    assert!(matches!(b.recv::<bool>(), Err(Error::Decode { .. })));
     a.send(&"text").unwrap();
     assert_eq!(b.recv::<String>().unwrap(), "text");
 }
@@ -616,13 +616,13 @@ fn two_writers_is_misuse() {
     let t = Duration::from_millis(100);
     assert!(matches!(
         a.send_bytes_timeout(&[3; 512], t),
-        Err(Error::Misuse)
+        Err(Error::Busy)
     ));
-    assert!(matches!(a.send_timeout(&3u8, t), Err(Error::Misuse)));
+    assert!(matches!(a.send_timeout(&3u8, t), Err(Error::Busy)));
     // SAFETY: the only other user of the end is our child, which trusts us.
     assert!(matches!(
         unsafe { a.send_with_timeout(8, t, |_| ()) },
-        Err(Error::Misuse)
+        Err(Error::Busy)
     ));
     for _ in 0..queued {
         assert_eq!(b.recv_bytes().unwrap(), [1; 512]);

@@ -797,7 +797,7 @@ fn busy_queue_makes_almost_no_futex_calls() {
 
 fn joinable_queue_accounting() {
     let q = JoinableQueue::<u32>::new(0).unwrap();
-    assert!(matches!(q.task_done(), Err(Error::Misuse)));
+    assert!(matches!(q.task_done(), Err(Error::CalledTooOften)));
     for i in 0..100 {
         q.put(i).unwrap();
     }
@@ -819,7 +819,7 @@ fn joinable_queue_accounting() {
     assert_eq!(q.unfinished(), 0);
     assert!(p.join().unwrap().success());
     assert!(
-        matches!(q.task_done(), Err(Error::Misuse)),
+        matches!(q.task_done(), Err(Error::CalledTooOften)),
         "task_done called too often"
     );
 }

@@ -144,7 +144,7 @@ impl Semaphore {
         let mut cur = v.load(Ordering::Relaxed);
         loop {
             if u64::from(cur) >= bound || cur == u32::MAX {
-                return Err(Error::Misuse); // released more times than acquired
+                return Err(Error::CalledTooOften); // released more times than acquired
             }
             match v.compare_exchange_weak(cur, cur + 1, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => break,
@@ -198,7 +198,7 @@ impl BoundedSemaphore {
         self.inner.try_acquire()
     }
 
-    /// Gives one back; past the initial value it is [`Error::Misuse`] and changes nothing.
+    /// Gives one back; past the initial value it is [`Error::CalledTooOften`] and changes nothing.
     pub fn release(&self) -> Result<()> {
         self.inner.release()
     }

@@ -457,10 +457,13 @@ impl<T: Pod> Array<T> {
         self.len == 0
     }
 
-    /// Element `i` (under the lock); out of range is [`Error::Misuse`].
+    /// Element `i` (under the lock); out of range is [`Error::OutOfRange`].
     pub fn get(&self, i: usize) -> Result<T> {
         if i >= self.len {
-            return Err(Error::Misuse);
+            return Err(Error::OutOfRange {
+                index: i,
+                len: self.len,
+            });
         }
         let mut v = T::zeroed();
         let _held = Unlock(lock(&self.obj)?.0);
@@ -469,10 +472,13 @@ impl<T: Pod> Array<T> {
         Ok(v)
     }
 
-    /// Sets element `i` (under the lock); out of range is [`Error::Misuse`].
+    /// Sets element `i` (under the lock); out of range is [`Error::OutOfRange`].
     pub fn set(&self, i: usize, v: T) -> Result<()> {
         if i >= self.len {
-            return Err(Error::Misuse);
+            return Err(Error::OutOfRange {
+                index: i,
+                len: self.len,
+            });
         }
         let _held = Unlock(lock(&self.obj)?.0);
         // SAFETY: element `i < len` lies in the data area, mapped while `self` lives.

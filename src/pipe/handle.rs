@@ -133,7 +133,7 @@ impl ConnectionHandle {
     /// Opens the end this handle names, making this process one more holder of it.
     ///
     /// Errors: `Io(NotFound)` if the process that made an anonymous-pipe handle no longer holds the
-    /// pipe (or the name is gone), [`Error::Misuse`] in the process that made it. The spawned child
+    /// pipe (or the name is gone), [`Error::OpenedByMaker`] in the process that made it. The spawned child
     /// it was made for adopts the descriptors it inherited for it (those `spawn::enter` recorded, and
     /// only once: a second open goes through the maker, like any other process's).
     pub fn open(&self) -> Result<Connection> {
@@ -166,7 +166,7 @@ impl ConnectionHandle {
                     return crate::pipe::adopt_end(memfd, Some(*slot), companions, *end as usize);
                 }
                 if exporter.0 == std::process::id() {
-                    return Err(Error::Misuse); // the maker holds the end already
+                    return Err(Error::OpenedByMaker); // the maker holds the end already
                 }
                 open_from(exporter, *file, *end as usize)
             }
@@ -181,10 +181,8 @@ fn open_from(exporter: &(u32, i32, Vec<i32>), file: (u64, u64), end: usize) -> R
     use rustix::fs::{Mode, OFlags};
     let (pid, fd, eventfds) = exporter;
     let gone = || {
-        Error::io(
-            std::io::ErrorKind::NotFound,
-            format!("the process that made this handle (pid {pid}) no longer holds the pipe"),
-        )
+        let _ = pid;
+        Error::NotFound
     };
     let memfd = rustix::fs::open(
         format!("/proc/{pid}/fd/{fd}"),

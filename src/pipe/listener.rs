@@ -75,9 +75,7 @@ fn socket_path(name: &str) -> Result<PathBuf> {
     let file = os.trim_start_matches('/').replacen(".u.", ".l.", 1);
     let path = PathBuf::from(format!("/dev/shm/{file}"));
     if path.as_os_str().len() >= 108 {
-        return Err(Error::io(
-            ErrorKind::InvalidInput,
-            format!("listener name {name:?} is too long for a socket path"),
+        return Err(Error::invalid(format!("listener name {name:?} is too long for a socket path"),
         ));
     }
     Ok(path)
@@ -289,16 +287,11 @@ impl Listener {
 
     /// Binds `name` (1 to 200 characters from `[A-Za-z0-9._-]`, short enough for a socket path).
     ///
-    /// A name held by a live listener is `Io(AddrInUse)`; one left by a listener that died is
-    /// reclaimed (by one of several processes that try at once: the others get `AddrInUse`).
+    /// A name held by a live listener is [`Error::Exists`]; one left by a listener that died is
+    /// reclaimed (by one of several processes that try at once: the others get `Exists`).
     pub fn bind(name: &str) -> Result<Listener> {
         let path = socket_path(name)?;
-        let taken = || {
-            Error::io(
-                ErrorKind::AddrInUse,
-                format!("listener name {name:?} is taken by a live listener"),
-            )
-        };
+        let taken = || Error::Exists;
         // A fork from another thread must not copy the socket before it is tracked.
         let _gate = registry::fork_gate();
         let wake = rustix::event::eventfd(
@@ -609,12 +602,7 @@ impl Client {
             Err(rustix::io::Errno::AGAIN) if deadline.remaining().is_some() => {
                 return Err(Error::Timeout);
             }
-            Err(rustix::io::Errno::NOENT) => {
-                return Err(Error::io(
-                    ErrorKind::NotFound,
-                    format!("no listener named {name:?}"),
-                ));
-            }
+            Err(rustix::io::Errno::NOENT) => return Err(Error::NotFound),
             Err(rustix::io::Errno::CONNREFUSED) => {
                 return Err(Error::io(
                     ErrorKind::ConnectionRefused,

@@ -79,9 +79,7 @@ impl Pipe {
     /// something else, [`Error::Corrupt`] if its header is damaged.
     pub fn open(name: &str, end: usize) -> Result<Connection> {
         if end > 1 {
-            return Err(Error::io(
-                std::io::ErrorKind::InvalidInput,
-                "a pipe has ends 0 and 1",
+            return Err(Error::invalid("a pipe has ends 0 and 1",
             ));
         }
         open_os_name(&crate::segment::names::user_name(name)?, end)
@@ -140,7 +138,7 @@ impl PipeBuilder {
     }
 
     /// Creates the pipe: in an anonymous sealed segment shared with children forked later, or under
-    /// its name. A name already in use is `Io(AlreadyExists)`.
+    /// its name. A name already in use is [`Error::Exists`].
     pub fn build(self) -> Result<(Connection, Connection)> {
         let cap = self.checked_capacity()?;
         let rings = if self.duplex { 2 } else { 1 };
@@ -173,9 +171,7 @@ impl PipeBuilder {
             .checked_next_power_of_two()
             .unwrap_or(usize::MAX);
         if self.capacity == 0 || cap > MAX_CAPACITY {
-            return Err(Error::io(
-                std::io::ErrorKind::InvalidInput,
-                format!(
+            return Err(Error::invalid(format!(
                     "pipe capacity {} is out of range: use 1 byte to 2 GiB",
                     self.capacity
                 ),
@@ -254,9 +250,7 @@ fn ring(seg: &Segment, i: usize, cap: usize) -> Spsc {
 /// Opens `end` of the named pipe `os_name`, becoming one more holder of it.
 pub(crate) fn open_os_name(os_name: &str, end: usize) -> Result<Connection> {
     if end > 1 {
-        return Err(Error::io(
-            std::io::ErrorKind::InvalidInput,
-            "a pipe has ends 0 and 1",
+        return Err(Error::invalid("a pipe has ends 0 and 1",
         ));
     }
     let seg = Segment::open_named(os_name, Kind::Pipe, 0, wake_everyone)?;

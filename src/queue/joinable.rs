@@ -67,7 +67,7 @@ impl<T> JoinableQueue<T> {
         JoinableQueue { q }
     }
 
-    /// Marks one item taken by `get` as done; more calls than items taken is [`Error::Misuse`].
+    /// Marks one item taken by `get` as done; more calls than items taken is [`Error::CalledTooOften`].
     /// (An item taken in another process may be marked done here too.)
     pub fn task_done(&self) -> Result<()> {
         let me = self.q.obj.me()?;
@@ -229,14 +229,14 @@ impl Held {
     }
 
     /// Counts one item as done: this slot's if it holds any, else any other's (an item taken in
-    /// another process). [`Error::Misuse`] if nobody holds one.
+    /// another process). [`Error::CalledTooOften`] if nobody holds one.
     fn done(&self, me: u32, slot: u32) -> Result<()> {
         if drop_one(&self.line(slot).count, Some(me))
             || self.lines.iter().any(|l| drop_one(&l.count, None))
         {
             return Ok(());
         }
-        Err(Error::Misuse) // task_done() called more times than items were taken
+        Err(Error::CalledTooOften) // task_done() called more times than items were taken
     }
 
     /// Whether any attempt is under way or any item held (dead or alive), or lost items are still to

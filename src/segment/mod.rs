@@ -109,7 +109,7 @@ impl Segment {
         Self::init(fd, spec, size, None, companions, &|_| {})
     }
 
-    /// Creates a named segment; fails with `AlreadyExists` if the name is taken.
+    /// Creates a named segment; fails with [`Error::Exists`] if the name is taken.
     pub(crate) fn create_named(os_name: &str, spec: &Spec) -> Result<Arc<Segment>> {
         Self::create_named_with(os_name, spec, &|_| {})
     }
@@ -150,10 +150,7 @@ impl Segment {
         )
         .map_err(|e| {
             if e == rustix::io::Errno::EXIST {
-                Error::io(
-                    std::io::ErrorKind::AlreadyExists,
-                    format!("{os_name} already exists"),
-                )
+                Error::Exists
             } else {
                 e.into()
             }
@@ -224,10 +221,7 @@ impl Segment {
         let _gate = registry::fork_gate(); // until registered (see `registry`)
         let fd = rustix::shm::open(os_name, OFlags::RDWR, Mode::empty()).map_err(|e| {
             if e == rustix::io::Errno::NOENT {
-                Error::io(
-                    std::io::ErrorKind::NotFound,
-                    format!("no shared object named {os_name}"),
-                )
+                Error::NotFound
             } else {
                 e.into()
             }

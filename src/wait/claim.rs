@@ -4,7 +4,7 @@
 //! copy), and may take turns with it, but two of them using it at once would corrupt the ring. Each
 //! operation therefore claims its side with one CAS (on a cache line the side owns anyway) and
 //! releases it with one store. A claim held by a dead process is taken over; one held by a live
-//! process (running or stopped) is [`Error::Misuse`].
+//! process (running or stopped) is [`Error::Busy`].
 
 use crate::error::{Error, Result};
 use crate::loom::{AtomicU32, Ordering};
@@ -43,10 +43,10 @@ fn take_over<'a>(
 ) -> Result<ClaimGuard<'a>> {
     if other == me || alive(other)? {
         // Ourselves (a re-entrant call) or another live process using this side right now.
-        return Err(Error::Misuse);
+        return Err(Error::Busy);
     }
     match word.compare_exchange(other, me, Ordering::Acquire, Ordering::Relaxed) {
         Ok(_) => Ok(ClaimGuard { word }),
-        Err(_) => Err(Error::Misuse),
+        Err(_) => Err(Error::Busy),
     }
 }
