@@ -96,10 +96,14 @@ pub enum Error {
     )]
     OpenedByMaker,
     /// Nothing exists under this name (or key).
-    #[error("not found: nothing exists under this name or key; create it first, or check the spelling and the user")]
+    #[error(
+        "not found: nothing exists under this name or key; create it first, or check the spelling and the user"
+    )]
     NotFound,
     /// A live object has this name already.
-    #[error("exists: a live object has this name already; choose another name, or open the existing one")]
+    #[error(
+        "exists: a live object has this name already; choose another name, or open the existing one"
+    )]
     Exists,
     /// An argument the call cannot take (a bad name, a size out of range); nothing was changed.
     #[error("invalid argument: {0}")]

@@ -878,7 +878,7 @@ fn queues_by_name_between_exec_d_binaries() {
     assert!(matches!(c.get_nowait(), Err(Error::Empty)));
     assert!(matches!(
         Queue::<u64>::open("no-such-queue"),
-        Err(Error::Io(_))
+        Err(Error::NotFound)
     ));
 }
 

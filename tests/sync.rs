@@ -499,7 +499,7 @@ fn barrier_abort_reset_and_timeout() {
     for k in kids {
         assert!(k.join().unwrap().success());
     }
-    assert!(matches!(Barrier::new(0), Err(Error::Io(_))));
+    assert!(matches!(Barrier::new(0), Err(Error::Invalid(_))));
 }
 
 fn barrier_breaks_when_a_party_dies_inside_wait() {
@@ -826,7 +826,10 @@ fn value_and_array_across_processes() {
     assert_eq!(&got[..8], &[0, 10, 20, 30, 40, 50, 60, 70]);
     assert_eq!(got[8], 8);
     assert_eq!(a.len(), 9);
-    assert!(matches!(a.get(9), Err(Error::OutOfRange { index: 9, len: _ })));
+    assert!(matches!(
+        a.get(9),
+        Err(Error::OutOfRange { index: 9, len: _ })
+    ));
     #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, Debug, PartialEq)]
     #[repr(C)]
     struct Point {
@@ -867,9 +870,15 @@ fn shared_memory_copies_in_and_out() {
     m.read(999, &mut one).unwrap();
     assert_eq!(one[0], (996u32 * 7 + 3) as u8);
     let before = m.to_vec();
-    assert!(matches!(m.write(998, b"abc"), Err(Error::Io(_))));
-    assert!(matches!(m.read(usize::MAX, &mut one), Err(Error::Io(_))));
-    assert!(matches!(m.read(0, &mut [0u8; 1001]), Err(Error::Io(_))));
+    assert!(matches!(m.write(998, b"abc"), Err(Error::Invalid(_))));
+    assert!(matches!(
+        m.read(usize::MAX, &mut one),
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        m.read(0, &mut [0u8; 1001]),
+        Err(Error::Invalid(_))
+    ));
     assert_eq!(m.to_vec(), before, "a refused write changed the block");
 }
 
@@ -885,7 +894,7 @@ fn every_object_by_name_in_an_exec_d_binary() {
     let event = Event::create(&format!("{tag}-event")).unwrap();
     assert!(matches!(
         Lock::create(&format!("{tag}-lock")),
-        Err(Error::Io(_))
+        Err(Error::Exists)
     ));
     assert!(matches!(
         Event::open(&format!("{tag}-lock")),

@@ -103,8 +103,7 @@ impl std::fmt::Debug for Barrier {
 impl Barrier {
     fn make(parties: u32, name: Option<&str>) -> Result<Barrier> {
         if parties == 0 || parties > MAX_PARTIES {
-            return Err(Error::invalid("a barrier has 1 to 65535 parties",
-            ));
+            return Err(Error::invalid("a barrier has 1 to 65535 parties"));
         }
         let mut p = [0u64; 6];
         p[PARAM_PARTIES] = u64::from(parties);

@@ -59,8 +59,9 @@ impl SharedMemory {
     /// Creates the block `name` of `size` bytes, zero-filled. A taken name is [`Error::Exists`].
     pub fn create(name: &str, size: usize) -> Result<SharedMemory> {
         if size == 0 || size > isize::MAX as usize / 2 {
-            return Err(Error::invalid(format!("size {size} is not a usable block size"),
-            ));
+            return Err(Error::invalid(format!(
+                "size {size} is not a usable block size"
+            )));
         }
         let mut params = [0u64; 8];
         params[PARAM_LEN] = size as u64;
@@ -114,10 +115,9 @@ impl SharedMemory {
     fn check_range(&self, offset: usize, len: usize) -> Result<()> {
         if offset.checked_add(len).is_none_or(|end| end > self.len) {
             return Err(Error::invalid(format!(
-                    "{len} bytes at offset {offset} do not fit in a block of {} bytes",
-                    self.len
-                ),
-            ));
+                "{len} bytes at offset {offset} do not fit in a block of {} bytes",
+                self.len
+            )));
         }
         Ok(())
     }

@@ -75,8 +75,9 @@ fn socket_path(name: &str) -> Result<PathBuf> {
     let file = os.trim_start_matches('/').replacen(".u.", ".l.", 1);
     let path = PathBuf::from(format!("/dev/shm/{file}"));
     if path.as_os_str().len() >= 108 {
-        return Err(Error::invalid(format!("listener name {name:?} is too long for a socket path"),
-        ));
+        return Err(Error::invalid(format!(
+            "listener name {name:?} is too long for a socket path"
+        )));
     }
     Ok(path)
 }

@@ -79,8 +79,7 @@ impl Pipe {
     /// something else, [`Error::Corrupt`] if its header is damaged.
     pub fn open(name: &str, end: usize) -> Result<Connection> {
         if end > 1 {
-            return Err(Error::invalid("a pipe has ends 0 and 1",
-            ));
+            return Err(Error::invalid("a pipe has ends 0 and 1"));
         }
         open_os_name(&crate::segment::names::user_name(name)?, end)
     }
@@ -172,10 +171,9 @@ impl PipeBuilder {
             .unwrap_or(usize::MAX);
         if self.capacity == 0 || cap > MAX_CAPACITY {
             return Err(Error::invalid(format!(
-                    "pipe capacity {} is out of range: use 1 byte to 2 GiB",
-                    self.capacity
-                ),
-            ));
+                "pipe capacity {} is out of range: use 1 byte to 2 GiB",
+                self.capacity
+            )));
         }
         Ok(cap)
     }
@@ -250,8 +248,7 @@ fn ring(seg: &Segment, i: usize, cap: usize) -> Spsc {
 /// Opens `end` of the named pipe `os_name`, becoming one more holder of it.
 pub(crate) fn open_os_name(os_name: &str, end: usize) -> Result<Connection> {
     if end > 1 {
-        return Err(Error::invalid("a pipe has ends 0 and 1",
-        ));
+        return Err(Error::invalid("a pipe has ends 0 and 1"));
     }
     let seg = Segment::open_named(os_name, Kind::Pipe, 0, wake_everyone)?;
     params(&seg)?;

@@ -191,8 +191,7 @@ impl<T> QueueBuilder<T> {
             .and_then(|b| b.checked_add(spill::area_bytes(units)))
             .filter(|&b| b <= 1 << 40)
             .ok_or_else(|| {
-                Error::invalid("maxsize x item_size + spill_size is too large for one queue",
-                )
+                Error::invalid("maxsize x item_size + spill_size is too large for one queue")
             })?;
         let mut p = [0u64; 6];
         p[PARAM_CAP] = cap as u64;

@@ -34,8 +34,9 @@ pub(crate) fn user_name(name: &str) -> Result<String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if !ok {
-        return Err(Error::invalid(format!("invalid name {name:?}: use 1 to 200 characters from [A-Za-z0-9._-]"),
-        ));
+        return Err(Error::invalid(format!(
+            "invalid name {name:?}: use 1 to 200 characters from [A-Za-z0-9._-]"
+        )));
     }
     Ok(format!("/{}u.{name}", prefix()))
 }
