@@ -95,6 +95,15 @@ pub enum Error {
         "handle opened by its maker: this process holds the object already; use it directly, and pass the handle to another process"
     )]
     OpenedByMaker,
+    /// `Process::fork_checked` refused: this process runs other threads, whose locks a fork would
+    /// copy locked.
+    #[error(
+        "this process runs {threads} threads, and a fork copies the locks they hold into the child for ever; fork before starting threads, use Process::spawn, or Process::fork if the other threads hold no lock the child needs"
+    )]
+    Threaded {
+        /// How many threads the process runs (the crate's own forker not counted).
+        threads: usize,
+    },
     /// Nothing exists under this name (or key).
     #[error(
         "not found: nothing exists under this name or key; create it first, or check the spelling and the user"

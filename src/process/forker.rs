@@ -46,6 +46,13 @@ fn is_main_thread() -> bool {
     rustix::thread::gettid() == rustix::process::getpid()
 }
 
+/// Whether this process runs a forker thread now (started by a fork from another thread).
+pub(crate) fn running() -> bool {
+    let cur = FORKER.load(Ordering::Acquire);
+    // SAFETY: a published forker is leaked (never freed), so the pointer stays valid.
+    unsafe { cur.as_ref() }.is_some_and(|f| f.generation == registry::fork_generation())
+}
+
 /// This process's forker, started on first use.
 fn forker() -> Result<&'static Forker> {
     registry::install_fork_handler(); // so a child never takes its parent's forker for its own

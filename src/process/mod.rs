@@ -143,6 +143,8 @@ pub struct Process {
     owner: libc::pid_t,
     /// Set once reaped (then the pid may be reused: never signal it again).
     status: std::cell::Cell<Option<ExitStatus>>,
+    /// Kill the child (SIGKILL) and reap it when this handle is dropped.
+    kill_on_drop: std::cell::Cell<bool>,
 }
 
 impl Process {
@@ -269,7 +271,53 @@ impl Process {
             pidfd,
             owner: rustix::process::getpid().as_raw_nonzero().get(),
             status: std::cell::Cell::new(None),
+            kill_on_drop: std::cell::Cell::new(false),
         }
+    }
+
+    /// Whether dropping this handle kills the child (SIGKILL) and reaps it (`true`), or lets it run
+    /// on, to be reaped later, dying with this process at the latest (`false`, the default, as a
+    /// dropped `multiprocessing.Process` runs on).
+    ///
+    /// ```
+    /// # fn main() -> shmwire::Result<()> {
+    /// let p = shmwire::Process::fork(|| std::thread::sleep(std::time::Duration::from_secs(60)))?;
+    /// let pid = p.pid();
+    /// p.kill_on_drop(true);
+    /// drop(p); // killed and reaped here
+    /// assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    /// # Ok(()) }
+    /// ```
+    pub fn kill_on_drop(&self, yes: bool) {
+        self.kill_on_drop.set(yes);
+    }
+
+    /// [`fork`](Self::fork), refused with [`Error::Threaded`] when this process runs other threads
+    /// (a fork copies the locks they hold, which then stay locked in the child for ever; see the
+    /// module docs). The crate's own forker thread does not count. Use it where a program may not
+    /// know what threads its libraries started; Python 3.12 warns in the same case.
+    ///
+    /// ```standalone_crate
+    /// # fn main() -> shmwire::Result<()> {
+    /// let p = shmwire::Process::fork_checked(|| println!("only one thread here"))?;
+    /// assert!(p.join()?.success());
+    /// let t = std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(200)));
+    /// assert!(matches!(
+    ///     shmwire::Process::fork_checked(|| ()),
+    ///     Err(shmwire::Error::Threaded { .. })
+    /// ));
+    /// t.join().unwrap();
+    /// # Ok(()) }
+    /// ```
+    pub fn fork_checked<F: FnOnce()>(f: F) -> Result<Process> {
+        let threads = thread_count()?;
+        let ours = usize::from(forker::running());
+        if threads > 1 + ours {
+            return Err(Error::Threaded {
+                threads: threads - ours,
+            });
+        }
+        Self::fork(f)
     }
 
     /// The child's process id.
@@ -449,6 +497,11 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
+        if self.kill_on_drop.get() && self.status.get().is_none() {
+            let _ = self.kill();
+            let _ = self.join();
+            return;
+        }
         // Reap it if it is done; a running child goes on (and dies with us), and is reaped later.
         let seen = self.status.get().is_some();
         match self.try_join() {
@@ -460,6 +513,16 @@ impl Drop for Process {
             _ => {}
         }
     }
+}
+
+/// Threads of this process (`/proc/self/status`).
+fn thread_count() -> Result<usize> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or(Error::Corrupt)
 }
 
 /// The child's whole life: nothing here returns or unwinds into the caller (every panic, in the

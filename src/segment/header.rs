@@ -32,6 +32,7 @@ pub(crate) const PAGE: usize = 4096;
 /// What a segment holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
+#[non_exhaustive]
 pub enum Kind {
     /// A [`Pipe`](crate::Pipe): one or two SPSC byte rings.
     Pipe = 1,

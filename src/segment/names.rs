@@ -43,6 +43,7 @@ pub(crate) fn user_name(name: &str) -> Result<String> {
 
 /// A segment found in `/dev/shm`.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SegmentInfo {
     /// The name in `/dev/shm`.
     pub name: String,
