@@ -87,6 +87,11 @@ mod process;
 mod queue;
 
 pub use error::{Error, Result};
+
+/// The README's code, compiled and run as doctests (so the tour cannot go stale).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 #[cfg(not(loom))]
 pub use pipe::{
     Client, Connection, ConnectionHandle, DEFAULT_CAPACITY, Listener, Pipe, PipeBuilder,
