@@ -7,6 +7,21 @@
 use std::io;
 
 /// What went wrong, in a form a caller can match on.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::{Error, Queue};
+/// let q = Queue::<u32>::new(1)?;
+/// q.put(1)?;
+/// match q.put_nowait(2) {
+///     Err(Error::Full) => {} // no room now: try later, or put with a timeout
+///     other => panic!("{other:?}"),
+/// }
+/// assert!(matches!(Queue::<u32>::open("no-such-queue"), Err(Error::NotFound)));
+/// // Every message says what happened and what to do:
+/// println!("{}", Error::Full);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

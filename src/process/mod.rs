@@ -49,7 +49,17 @@ use crate::sys::reap;
 pub(crate) use crate::sys::reap::reap_dropped;
 pub(crate) use forker::run as on_forker;
 
-/// What a child's closure may return; it becomes the exit code.
+/// What a child's closure may return; it becomes the exit code: `()` is 0, an `i32` is itself,
+/// `Ok(())` is 0 and `Err(e)` prints `e` on stderr and is 1.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::Process;
+/// assert_eq!(Process::fork_with(|| 7)?.join()?.code(), Some(7));
+/// let failed = Process::fork_with(|| -> Result<(), String> { Err("no luck".into()) })?;
+/// assert_eq!(failed.join()?.code(), Some(1));
+/// # Ok(()) }
+/// ```
 pub trait ChildOutcome {
     /// The exit code.
     fn exit_code(self) -> i32;
@@ -81,6 +91,17 @@ impl<E: fmt::Debug> ChildOutcome for std::result::Result<(), E> {
 }
 
 /// How a child ended: an exit code or a signal.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// let p = shmwire::Process::fork(|| std::thread::sleep(std::time::Duration::from_secs(60)))?;
+/// p.kill()?;
+/// let st = p.join()?;
+/// assert!(!st.success());
+/// assert_eq!(st.signal(), Some(libc::SIGKILL));
+/// assert_eq!(st.exitcode(), -9); // as Python reports it
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExitStatus {
     code: Option<i32>,

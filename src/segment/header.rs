@@ -29,7 +29,18 @@ pub(crate) const MAX_SLOTS: u32 = 256;
 pub(crate) const MAX_ROLES: usize = 4;
 pub(crate) const PAGE: usize = 4096;
 
-/// What a segment holds.
+/// What a segment holds (as [`list`](super::list) reports it).
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// let _q = shmwire::Queue::<u32>::builder().name("doc-kind-queue").build()?;
+/// let info = shmwire::segment::list()?
+///     .into_iter()
+///     .find(|s| s.name.ends_with("doc-kind-queue"))
+///     .expect("listed");
+/// assert_eq!(info.kind, Some(shmwire::segment::Kind::Queue));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 #[non_exhaustive]
