@@ -100,6 +100,8 @@ pub use timeout::Timeout;
 pub use wait::select::{Waitable, wait};
 pub use wait::{PROBE_INTERVAL, WaitStrategy};
 #[cfg(not(loom))]
+pub use locks::{SemaphorePermit, SyncBuilder};
+#[cfg(not(loom))]
 pub use {
     locks::{
         Array, AtomicInt, Barrier, BoundedSemaphore, Condition, Event, Lock, LockGuard, RLock,

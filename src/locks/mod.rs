@@ -1,9 +1,11 @@
 //! The locks and shared values: `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`, `Event`,
 //! `Condition`, `Barrier`, `Value`, `Array` and `SharedMemory`, each a typed object in a segment of
 //! its own (see `segment::object`), all `Clone + Send + Sync`, shared with forked children and
-//! `create(name)`/`open(name)` for unrelated processes.
+//! `create(name)`/`open(name)` for unrelated processes. Each is built the same way
+//! ([`SyncBuilder`]: a name, a wait strategy), and every blocking call has a `_timeout` form.
 
 mod barrier;
+mod builder;
 mod condition;
 mod event;
 mod lock;
@@ -12,9 +14,10 @@ mod shared_memory;
 mod value;
 
 pub use barrier::Barrier;
+pub use builder::SyncBuilder;
 pub use condition::Condition;
 pub use event::Event;
 pub use lock::{Lock, LockGuard, RLock, RLockGuard};
-pub use semaphore::{BoundedSemaphore, Semaphore};
+pub use semaphore::{BoundedSemaphore, Semaphore, SemaphorePermit};
 pub use shared_memory::SharedMemory;
 pub use value::{Array, AtomicInt, Value, ValueGuard};

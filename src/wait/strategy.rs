@@ -70,6 +70,18 @@ impl Spinner {
         self.strategy
     }
 
+    /// A spinner for one call that must end by `deadline`: its spin stops there too (a
+    /// `SpinThenSleep` longer than the time left spins only for the time left).
+    pub(crate) fn for_deadline(strategy: WaitStrategy, deadline: Deadline) -> Self {
+        let mut s = Spinner::new(strategy);
+        if let Some(left) = deadline.remaining() {
+            if left < s.budget() {
+                s.strategy = WaitStrategy::SpinThenSleep(left);
+            }
+        }
+        s
+    }
+
     /// How long to spin before sleeping.
     fn budget(&self) -> Duration {
         match self.strategy {
@@ -89,6 +101,19 @@ impl Spinner {
     /// should be the cheap one.
     pub(crate) fn prefers_asym(&self) -> bool {
         !cfg!(loom) && self.spins_now()
+    }
+
+    /// Spins on `check` for this strategy's budget (not at all for [`WaitStrategy::Sleep`]), for a
+    /// waiter that sleeps by other means than [`block_on`] (a barrier on its own futex word).
+    /// `Ok(Some)` when it became ready, `Ok(None)` when the budget ran out first.
+    pub(crate) fn spin_for<T>(
+        &mut self,
+        mut check: impl FnMut() -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
+        if !self.spins_now() {
+            return check();
+        }
+        self.spin(&mut check)
     }
 
     /// Spins on `check` for the budget. `Ok(Some)` when it became ready.
@@ -218,6 +243,56 @@ pub(crate) fn block_on<T>(
         }
         if probe_due(ec) {
             probe()?;
+        }
+    }
+}
+
+/// [`block_on`] for a waiter with nothing to probe: nobody it waits on can die unnoticed (an `Event`
+/// waiter, a `Semaphore` waiter: there is no holder to find dead, and a process that dies never
+/// sets, nor gives back, anything anyway). It spins as `spinner` says, then sleeps until `check`
+/// holds, a notify comes or the deadline passes, in one sleep rather than slices of
+/// [`PROBE_INTERVAL`]: an idle waiter costs no wake-ups.
+pub(crate) fn block_on_unprobed<T>(
+    spinner: &mut Spinner,
+    co_located: bool,
+    ec: &EventCount,
+    deadline: Deadline,
+    mut check: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    if let Some(v) = check()? {
+        return Ok(v);
+    }
+    if deadline.is_immediate_or_past() {
+        return Err(Error::Timeout);
+    }
+    let spin = !co_located && spinner.spins_now();
+    if spin {
+        if let Some(v) = spinner.spin(&mut check)? {
+            return Ok(v);
+        }
+    }
+    loop {
+        let key = ec.prepare(spin && spinner.prefers_asym());
+        match check() {
+            Ok(None) => {}
+            Ok(Some(v)) => {
+                ec.cancel(key);
+                return Ok(v);
+            }
+            Err(e) => {
+                ec.cancel(key);
+                return Err(e);
+            }
+        }
+        // The whole time left in one sleep (`None`: until notified).
+        let left = deadline.remaining();
+        if left.is_some_and(|r| r.is_zero()) {
+            ec.cancel(key);
+            return Err(Error::Timeout);
+        }
+        ec.wait(key, left);
+        if let Some(v) = check()? {
+            return Ok(v);
         }
     }
 }
