@@ -100,12 +100,10 @@ pub use timeout::Timeout;
 pub use wait::select::{Waitable, wait};
 pub use wait::{PROBE_INTERVAL, WaitStrategy};
 #[cfg(not(loom))]
-pub use locks::{SemaphorePermit, SyncBuilder};
-#[cfg(not(loom))]
 pub use {
     locks::{
         Array, AtomicInt, Barrier, BoundedSemaphore, Condition, Event, Lock, LockGuard, RLock,
-        RLockGuard, Semaphore, SharedMemory, Value, ValueGuard,
+        RLockGuard, Semaphore, SemaphorePermit, SharedMemory, SyncBuilder, Value, ValueGuard,
     },
     queue::{
         DEFAULT_ITEM_SIZE, DEFAULT_SPILL_SIZE, JoinableQueue, Queue, QueueBuilder, SimpleQueue,

@@ -5,8 +5,8 @@ mod common;
 
 use common::within;
 use shmwire::{
-    Array, Barrier, BoundedSemaphore, Condition, Error, Event, Lock, PROBE_INTERVAL, Process, Queue,
-    RLock, Semaphore, SharedMemory, Value, WaitStrategy,
+    Array, Barrier, BoundedSemaphore, Condition, Error, Event, Lock, PROBE_INTERVAL, Process,
+    Queue, RLock, Semaphore, SharedMemory, Value, WaitStrategy,
 };
 use std::time::{Duration, Instant};
 
@@ -1033,22 +1033,34 @@ fn every_blocking_call_of_the_family_has_a_timeout() {
         let t = Instant::now();
         assert!(f(), "{what}: not a timeout");
         let took = t.elapsed();
-        assert!(took >= d, "{what}: gave up after {took:?}, before its timeout");
-        assert!(took < d * 2 + Duration::from_secs(10), "{what}: took {took:?}");
+        assert!(
+            took >= d,
+            "{what}: gave up after {took:?}, before its timeout"
+        );
+        assert!(
+            took < d * 2 + Duration::from_secs(10),
+            "{what}: took {took:?}"
+        );
     };
     let is_timeout = |r: shmwire::Result<()>| matches!(r, Err(Error::Timeout));
     timed_out("Value::get_lock_timeout", &mut || {
         is_timeout(v.get_lock_timeout(d).map(drop))
     });
-    timed_out("Value::get_timeout", &mut || is_timeout(v.get_timeout(d).map(drop)));
-    timed_out("Value::set_timeout", &mut || is_timeout(v.set_timeout(5, d)));
+    timed_out("Value::get_timeout", &mut || {
+        is_timeout(v.get_timeout(d).map(drop))
+    });
+    timed_out("Value::set_timeout", &mut || {
+        is_timeout(v.set_timeout(5, d))
+    });
     timed_out("Array::get_lock_timeout", &mut || {
         is_timeout(a.get_lock_timeout(d).map(drop))
     });
     timed_out("Array::get_timeout", &mut || {
         is_timeout(a.get_timeout(0, d).map(drop))
     });
-    timed_out("Array::set_timeout", &mut || is_timeout(a.set_timeout(0, 9, d)));
+    timed_out("Array::set_timeout", &mut || {
+        is_timeout(a.set_timeout(0, 9, d))
+    });
     timed_out("Array::to_vec_timeout", &mut || {
         is_timeout(a.to_vec_timeout(d).map(drop))
     });
@@ -1087,9 +1099,15 @@ fn every_blocking_call_of_the_family_has_a_timeout() {
     // A condition that never clears: the guard is given up with the timeout.
     let mut g = Some(cond.acquire().unwrap());
     timed_out("Condition::wait_while_timeout", &mut || {
-        is_timeout(cond.wait_while_timeout(g.take().unwrap(), || true, d).map(drop))
+        is_timeout(
+            cond.wait_while_timeout(g.take().unwrap(), || true, d)
+                .map(drop),
+        )
     });
-    assert!(!cond.lock().is_locked(), "the lock is still held after the timeout");
+    assert!(
+        !cond.lock().is_locked(),
+        "the lock is still held after the timeout"
+    );
     let g = cond.acquire().unwrap();
     let (g, notified) = cond.wait_timeout(g, d).unwrap();
     assert!(!notified);
@@ -1125,7 +1143,11 @@ fn condition_wait_timeout_keeps_its_bound_while_a_stopped_process_holds_the_lock
     })
     .unwrap();
     await_state(holder.pid(), "T");
-    let st = join_within(waiter, Duration::from_secs(10), "the timed condition waiter");
+    let st = join_within(
+        waiter,
+        Duration::from_secs(10),
+        "the timed condition waiter",
+    );
     assert!(st.success(), "{st}");
     holder.signal(libc::SIGCONT).unwrap();
     assert!(holder.join().unwrap().success());
@@ -1217,7 +1239,8 @@ fn idle_waiters_sleep_until_woken_not_every_probe_interval() {
         let before = thread_usage().ru_nvcsw;
         e.wait().unwrap();
         s.acquire().unwrap();
-        sw.set(2, (thread_usage().ru_nvcsw - before) as u64).unwrap();
+        sw.set(2, (thread_usage().ru_nvcsw - before) as u64)
+            .unwrap();
     })
     .unwrap();
     std::thread::sleep(PROBE_INTERVAL * 25);
@@ -1226,8 +1249,16 @@ fn idle_waiters_sleep_until_woken_not_every_probe_interval() {
     let st = join_within(p, Duration::from_secs(20), "the idle waiter");
     assert!(st.success(), "{st}");
     let got = switches.to_vec().unwrap();
-    assert!(got[0] < 5, "an Event waiter woke {} times in 10 intervals", got[0]);
-    assert!(got[1] < 5, "a Semaphore waiter woke {} times in 10 intervals", got[1]);
+    assert!(
+        got[0] < 5,
+        "an Event waiter woke {} times in 10 intervals",
+        got[0]
+    );
+    assert!(
+        got[1] < 5,
+        "a Semaphore waiter woke {} times in 10 intervals",
+        got[1]
+    );
     assert!(got[2] < 8, "an unbounded waiter woke {} times", got[2]);
 }
 
@@ -1243,19 +1274,28 @@ fn wait_strategy_reaches_every_waiter() {
     {
         let lock = Lock::builder().wait_strategy(strategy).build().unwrap();
         let rlock = RLock::builder().wait_strategy(strategy).build().unwrap();
-        let sem = Semaphore::builder(0).wait_strategy(strategy).build().unwrap();
+        let sem = Semaphore::builder(0)
+            .wait_strategy(strategy)
+            .build()
+            .unwrap();
         let bsem = BoundedSemaphore::builder(0)
             .wait_strategy(strategy)
             .build()
             .unwrap();
         let ev = Event::builder().wait_strategy(strategy).build().unwrap();
         let bar = Barrier::builder(2).wait_strategy(strategy).build().unwrap();
-        let val = Value::builder(0u64).wait_strategy(strategy).build().unwrap();
+        let val = Value::builder(0u64)
+            .wait_strategy(strategy)
+            .build()
+            .unwrap();
         let arr = Array::builder(&[0u8; 4])
             .wait_strategy(strategy)
             .build()
             .unwrap();
-        let cond = Condition::builder().wait_strategy(strategy).build().unwrap();
+        let cond = Condition::builder()
+            .wait_strategy(strategy)
+            .build()
+            .unwrap();
         // An opened (or cloned) handle takes its strategy from `set_wait_strategy`.
         let mut opened = Lock::new().unwrap();
         assert_eq!(opened.wait_strategy(), WaitStrategy::Adaptive);
@@ -1343,8 +1383,16 @@ fn wait_strategy_reaches_every_waiter() {
         assert!(st.success(), "{st}");
         let used = cpu.to_vec().unwrap();
         let names = [
-            "Lock", "RLock", "Semaphore", "BoundedSemaphore", "Event", "Barrier", "Value", "Array",
-            "Condition", "set_wait_strategy",
+            "Lock",
+            "RLock",
+            "Semaphore",
+            "BoundedSemaphore",
+            "Event",
+            "Barrier",
+            "Value",
+            "Array",
+            "Condition",
+            "set_wait_strategy",
         ];
         for (name, us) in names.iter().zip(used) {
             let us = Duration::from_micros(us);
@@ -1364,11 +1412,17 @@ fn builders_name_objects_that_others_open() {
     let lock = Lock::builder().name(&n("lock")).build().unwrap();
     let _rlock = RLock::builder().name(&n("rlock")).build().unwrap();
     let sem = Semaphore::builder(0).name(&n("sem")).build().unwrap();
-    let _bsem = BoundedSemaphore::builder(3).name(&n("bsem")).build().unwrap();
+    let _bsem = BoundedSemaphore::builder(3)
+        .name(&n("bsem"))
+        .build()
+        .unwrap();
     let ev = Event::builder().name(&n("event")).build().unwrap();
     let bar = Barrier::builder(2).name(&n("barrier")).build().unwrap();
     let val = Value::builder(5u32).name(&n("value")).build().unwrap();
-    let arr = Array::builder(&[1u16, 2, 3]).name(&n("array")).build().unwrap();
+    let arr = Array::builder(&[1u16, 2, 3])
+        .name(&n("array"))
+        .build()
+        .unwrap();
     let _cond = Condition::builder().name(&n("cond")).build().unwrap();
     assert!(matches!(
         Lock::builder().name(&n("lock")).build(),
@@ -1429,11 +1483,7 @@ fn pod_values_open_by_size_and_alignment() {
     // Plain data is compatible by what matters to its bytes, size and alignment, not by the name of
     // its type; a different size or alignment, or a Value opened as an Array, is `Incompatible`.
     let tag = format!("pod{}", std::process::id());
-    let (vn, pn, an) = (
-        format!("{tag}-v"),
-        format!("{tag}-p"),
-        format!("{tag}-a"),
-    );
+    let (vn, pn, an) = (format!("{tag}-v"), format!("{tag}-p"), format!("{tag}-a"));
     let _v = Value::<u64>::create(&vn, 7).unwrap();
     let _p = Value::create(&pn, here::Point { x: 1.0, y: 2.0 }).unwrap();
     let _a = Array::<u32>::create(&an, &[1, 2, 3]).unwrap();
@@ -1447,12 +1497,12 @@ fn pod_values_open_by_size_and_alignment() {
             [1, 2, 3]
         );
         for r in [
-            Value::<u32>::open(&vn).map(drop),          // another size
-            Value::<[u32; 2]>::open(&vn).map(drop),     // another alignment
-            Value::<[f64; 3]>::open(&pn).map(drop),     // another size
-            Array::<u16>::open(&an).map(drop),          // another element size
-            Value::<u32>::open(&an).map(drop),          // an Array is not a Value
-            Array::<u64>::open(&vn).map(drop),          // nor a Value an Array
+            Value::<u32>::open(&vn).map(drop),      // another size
+            Value::<[u32; 2]>::open(&vn).map(drop), // another alignment
+            Value::<[f64; 3]>::open(&pn).map(drop), // another size
+            Array::<u16>::open(&an).map(drop),      // another element size
+            Value::<u32>::open(&an).map(drop),      // an Array is not a Value
+            Array::<u64>::open(&vn).map(drop),      // nor a Value an Array
         ] {
             assert!(matches!(r, Err(Error::Incompatible)), "{r:?}");
         }

@@ -81,15 +81,22 @@ const PARAM_PARTIES: usize = 0;
 ///
 /// ```
 /// # fn main() -> shmwire::Result<()> {
-/// use shmwire::{Barrier, Process};
+/// use shmwire::{Barrier, Error, Process};
+/// use std::time::Duration;
 /// let b = Barrier::new(2)?;
 /// let b2 = b.clone();
-/// let mut p = Process::fork(move || {
+/// let p = Process::fork(move || {
 ///     b2.wait().unwrap();
 /// })?;
 /// let index = b.wait()?;
 /// assert!(index < 2);
 /// assert!(p.join()?.success());
+/// // The child has exited: a party that is gone would break the next round, so forget it.
+/// b.reset()?;
+/// // Alone, a timed wait times out, and breaks the barrier for the others until reset.
+/// assert!(matches!(b.wait_timeout(Duration::from_millis(10)), Err(Error::Timeout)));
+/// assert!(b.broken());
+/// b.reset()?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]

@@ -40,7 +40,7 @@ pub(crate) use sealed::Built;
 ///     .wait_strategy(WaitStrategy::SpinThenSleep(Duration::from_micros(200)))
 ///     .build()?;
 /// let s = slots.clone();
-/// let mut p = Process::fork(move || {
+/// let p = Process::fork(move || {
 ///     let mut other = Lock::open(&name).unwrap(); // by name, as an unrelated process would
 ///     other.set_wait_strategy(WaitStrategy::Sleep);
 ///     let _permit = s.acquire_permit().unwrap();

@@ -38,16 +38,20 @@ struct CondTag;
 /// ```
 /// # fn main() -> shmwire::Result<()> {
 /// use shmwire::{Condition, Process, Value};
+/// use std::time::Duration;
 /// let cond = Condition::new()?;
 /// let ready = Value::new(0u32)?;
 /// let (c, r) = (cond.clone(), ready.clone());
-/// let mut p = Process::fork(move || {
+/// let p = Process::fork(move || {
 ///     let _g = c.acquire().unwrap();
 ///     r.set(1).unwrap();
 ///     c.notify_all().unwrap();
 /// })?;
 /// let g = cond.acquire()?;
 /// let g = cond.wait_while(g, || ready.get().unwrap() == 0)?;
+/// // Timed: the guard and whether a notify came (`false`: the timeout passed).
+/// let (g, notified) = cond.wait_timeout(g, Duration::from_millis(10))?;
+/// assert!(!notified);
 /// drop(g);
 /// assert!(p.join()?.success());
 /// # Ok(()) }
@@ -194,7 +198,9 @@ impl Condition {
     ) -> Result<LockGuard<'a>> {
         let until = Instant::now().checked_add(timeout);
         while condition() {
-            let left = until.map_or(Duration::MAX, |u| u.saturating_duration_since(Instant::now()));
+            let left = until.map_or(Duration::MAX, |u| {
+                u.saturating_duration_since(Instant::now())
+            });
             if left.is_zero() {
                 return Err(Error::Timeout); // the guard drops: the lock is released
             }

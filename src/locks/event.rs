@@ -42,7 +42,7 @@ struct EventTag;
 /// use shmwire::{Event, Process};
 /// let ready = Event::new()?;
 /// let r = ready.clone();
-/// let mut p = Process::fork(move || r.set().unwrap())?;
+/// let p = Process::fork(move || r.set().unwrap())?;
 /// ready.wait()?;
 /// assert!(ready.is_set());
 /// assert!(p.join()?.success());

@@ -76,7 +76,7 @@ impl std::fmt::Debug for Lock {
 /// let g = lock.acquire()?;
 /// assert!(!g.owner_died());
 /// let l = lock.clone();
-/// let mut p = Process::fork(move || assert!(l.try_acquire().unwrap().is_none()))?;
+/// let p = Process::fork(move || assert!(l.try_acquire().unwrap().is_none()))?;
 /// assert!(p.join()?.success());
 /// g.release(); // or drop it
 /// assert!(!lock.is_locked());
@@ -274,7 +274,7 @@ impl std::fmt::Debug for RLock {
 /// assert_eq!(lock.levels(), 2);
 /// drop(inner);
 /// let l = lock.clone();
-/// let mut p = Process::fork(move || {
+/// let p = Process::fork(move || {
 ///     // Another process waits while any level is held.
 ///     assert!(matches!(l.acquire_timeout(Duration::from_millis(20)), Err(Error::Timeout)));
 /// })?;

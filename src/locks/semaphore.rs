@@ -35,7 +35,7 @@ const UNBOUNDED: u64 = u64::MAX;
 /// let permit = sem.acquire_permit()?; // given back when dropped
 /// assert!(!sem.try_acquire()?);
 /// let s = sem.clone();
-/// let mut p = Process::fork(move || s.release().unwrap())?;
+/// let p = Process::fork(move || s.release().unwrap())?;
 /// assert!(p.join()?.success());
 /// assert_eq!(sem.value(), 1);
 /// drop(permit);
@@ -57,7 +57,7 @@ pub struct Semaphore {
 /// assert!(matches!(sem.release(), Err(Error::CalledTooOften))); // past its initial value
 /// let permit = sem.acquire_permit()?;
 /// let s = sem.clone();
-/// let mut p = Process::fork(move || assert!(s.try_acquire_permit().unwrap().is_none()))?;
+/// let p = Process::fork(move || assert!(s.try_acquire_permit().unwrap().is_none()))?;
 /// assert!(p.join()?.success());
 /// drop(permit);
 /// assert_eq!(sem.value(), 1);
@@ -77,7 +77,7 @@ pub struct BoundedSemaphore {
 /// use std::time::Duration;
 /// let sem = Semaphore::new(1)?;
 /// let s = sem.clone();
-/// let mut p = Process::fork(move || {
+/// let p = Process::fork(move || {
 ///     let _permit = s.acquire_permit().unwrap();
 ///     std::thread::sleep(Duration::from_millis(20));
 /// })?; // the child's permit is given back when it drops
@@ -255,13 +255,9 @@ impl Semaphore {
     fn acquire_at(&self, deadline: Deadline) -> Result<()> {
         self.obj.me()?;
         let mut spinner = Spinner::for_deadline(self.wait, deadline);
-        block_on_unprobed(
-            &mut spinner,
-            false,
-            &self.obj.block().ec,
-            deadline,
-            || Ok(self.try_take().then_some(())),
-        )
+        block_on_unprobed(&mut spinner, false, &self.obj.block().ec, deadline, || {
+            Ok(self.try_take().then_some(()))
+        })
     }
 
     /// Gives one back (and wakes a waiter).

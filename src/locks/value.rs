@@ -71,7 +71,7 @@ fn pod_fingerprint<T: Pod>(what: &str) -> u64 {
 /// use shmwire::{Process, Value};
 /// let v = Value::new(40u64)?;
 /// let v2 = v.clone();
-/// let mut p = Process::fork(move || {
+/// let p = Process::fork(move || {
 ///     let mut g = v2.get_lock().unwrap(); // a private copy, taken under the lock
 ///     *g += 1;
 /// })?; // written back, then unlocked, when the guard drops
@@ -116,7 +116,7 @@ impl<T: Pod + std::fmt::Debug> std::fmt::Debug for Value<T> {
 /// use std::time::Duration;
 /// let a = Array::new(&[1u32, 2, 3])?;
 /// let a2 = a.clone();
-/// let mut p = Process::fork(move || {
+/// let p = Process::fork(move || {
 ///     let mut g = a2.get_lock_timeout(Duration::from_secs(10)).unwrap();
 ///     g.reverse();
 ///     assert!(!g.owner_died());
@@ -483,7 +483,7 @@ impl<T: AtomicInt> Value<T> {
 /// use shmwire::{Array, Process};
 /// let a = Array::<f64>::new(&[1.0, 2.0, 3.0])?;
 /// let a2 = a.clone();
-/// let mut p = Process::fork(move || a2.set(1, 20.0).unwrap())?;
+/// let p = Process::fork(move || a2.set(1, 20.0).unwrap())?;
 /// assert!(p.join()?.success());
 /// assert_eq!(a.to_vec()?, vec![1.0, 20.0, 3.0]);
 /// {

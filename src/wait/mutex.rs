@@ -59,7 +59,13 @@ impl RawMutex {
     }
 
     #[cold]
-    fn lock_slow(&self, seg: &Segment, me: u32, deadline: Deadline, wait: WaitStrategy) -> Result<()> {
+    fn lock_slow(
+        &self,
+        seg: &Segment,
+        me: u32,
+        deadline: Deadline,
+        wait: WaitStrategy,
+    ) -> Result<()> {
         let mut spinner = Spinner::for_deadline(wait, deadline);
         let took_over = Cell::new(false);
         block_on(

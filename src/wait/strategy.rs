@@ -1,5 +1,6 @@
 //! How a blocked call waits: a short adaptive spin, then sleep on an eventcount in slices, probing the
 //! peer's liveness between slices so that a dead peer is noticed within [`PROBE_INTERVAL`] or two.
+//! A waiter with no peer to probe sleeps in one piece (`block_on_unprobed`).
 
 use super::eventcount::EventCount;
 use crate::error::{Error, Result};
@@ -15,6 +16,29 @@ pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// way on the VMs this crate is measured on), while two processes spinning on a shared cache line see
 /// each other in a fraction of a microsecond. Spinning pays only when the peer runs on another CPU at
 /// the same time.
+///
+/// Every handle that blocks takes one: pipes (`Pipe::builder().wait_strategy(..)`,
+/// `Connection::set_wait_strategy`), and the locks family (`Lock::builder().wait_strategy(..)` and
+/// the other [`SyncBuilder`](crate::SyncBuilder)s, `set_wait_strategy` on a handle). The spin never
+/// outlasts the call's timeout. A waiter that has a peer to watch (a lock's holder, a barrier's
+/// parties, a pipe's other end) sleeps in slices of [`PROBE_INTERVAL`] and probes it between them;
+/// one with nobody to watch (an `Event` or `Semaphore` waiter) sleeps until woken or timed out.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::{Lock, Process, WaitStrategy};
+/// use std::time::Duration;
+/// // Spin up to 200 µs (instead of the default 50 µs) before sleeping: for a lock held only for
+/// // moments by processes that each have a CPU of their own.
+/// let lock = Lock::builder()
+///     .wait_strategy(WaitStrategy::SpinThenSleep(Duration::from_micros(200)))
+///     .build()?;
+/// let mut l = lock.clone();
+/// l.set_wait_strategy(WaitStrategy::Sleep); // this handle (in the child) sleeps at once
+/// let p = Process::fork(move || drop(l.acquire().unwrap()))?;
+/// assert!(p.join()?.success());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WaitStrategy {
     /// Spin for up to 50 µs, then sleep; but sleep at once when spinning cannot win: when this process
@@ -22,7 +46,8 @@ pub enum WaitStrategy {
     /// with `taskset -c 0`). The default.
     #[default]
     Adaptive,
-    /// Always spin for up to this long, then sleep.
+    /// Always spin for up to this long (any length: the 50 µs of `Adaptive` is only its default),
+    /// then sleep.
     SpinThenSleep(Duration),
     /// Sleep at once: the least CPU, and each wake-up costs a futex call.
     Sleep,
