@@ -74,6 +74,7 @@ fn main() {
         every_blocking_call_of_the_family_has_a_timeout,
         condition_wait_timeout_keeps_its_bound_while_a_stopped_process_holds_the_lock,
         condition_wait_while_timeout_returns_once_the_condition_clears,
+        condition_notify_wakes_one_and_the_other_waiter_times_out,
         barrier_wait_timeout_times_out_and_breaks_it_for_the_others,
         idle_waiters_sleep_until_woken_not_every_probe_interval,
         wait_strategy_reaches_every_waiter,
@@ -1510,4 +1511,39 @@ fn pod_values_open_by_size_and_alignment() {
     .unwrap();
     let st = p.join().unwrap();
     assert!(st.success(), "{st}");
+}
+
+fn condition_notify_wakes_one_and_the_other_waiter_times_out() {
+    // Two processes sleep in `wait_timeout`; one `notify()` wakes one of them, which answers
+    // `true`; the other sleeps on until its timeout and answers `false` (Python's return value),
+    // although the sequence moved while it slept.
+    let cond = Condition::new().unwrap();
+    let answers = Array::<u32>::zeroed(2).unwrap();
+    let kids: Vec<Process> = (0..2)
+        .map(|i| {
+            let (c, a) = (cond.clone(), answers.clone());
+            Process::fork(move || {
+                let g = c.acquire().unwrap();
+                let (g, notified) = c.wait_timeout(g, Duration::from_millis(1500)).unwrap();
+                drop(g);
+                a.set(i, if notified { 1 } else { 2 }).unwrap();
+            })
+            .unwrap()
+        })
+        .collect();
+    for k in &kids {
+        await_state(k.pid(), "S");
+    }
+    std::thread::sleep(Duration::from_millis(100)); // both asleep in the wait, not before it
+    {
+        let _g = cond.acquire().unwrap();
+        cond.notify().unwrap();
+    }
+    for k in kids {
+        let st = join_within(k, Duration::from_secs(20), "a condition waiter");
+        assert!(st.success(), "{st}");
+    }
+    let mut got = answers.to_vec().unwrap();
+    got.sort_unstable();
+    assert_eq!(got, [1, 2], "one notified (1), one timed out (2)");
 }

@@ -210,7 +210,8 @@ impl Condition {
     }
 
     /// Releases the lock held by `guard` and sleeps until a notify moves the sequence or `until`
-    /// passes (`None`: never); whether a notify came.
+    /// passes (`None`: never); whether a notify came before `until`. (A waiter that sleeps through
+    /// a `notify()` meant for another, and then times out, answers `false`, as in Python.)
     fn sleep(&self, guard: LockGuard<'_>, until: Option<Instant>) -> Result<bool> {
         self.obj.me()?;
         let b = self.obj.block();
@@ -227,8 +228,11 @@ impl Condition {
             if left.is_some_and(|l| l.is_zero()) {
                 break false;
             }
-            // Returns on a wake, a change of `seq`, a signal or the timeout: look again.
+            // Returns on a wake, a change of `seq`, a signal or the timeout.
             futex::wait(&b.seq, seq, left);
+            if until.is_some_and(|u| Instant::now() >= u) {
+                break false;
+            }
         };
         b.waiters.fetch_sub(1, Ordering::SeqCst);
         Ok(notified)

@@ -4,6 +4,7 @@
 //! `create(name)`/`open(name)` for unrelated processes. Each is built the same way
 //! ([`SyncBuilder`]: a name, a wait strategy), and every blocking call has a `_timeout` form.
 
+mod array;
 mod barrier;
 mod builder;
 mod condition;
@@ -13,6 +14,7 @@ mod semaphore;
 mod shared_memory;
 mod value;
 
+pub use array::Array;
 pub use barrier::Barrier;
 pub use builder::SyncBuilder;
 pub use condition::Condition;
@@ -20,4 +22,4 @@ pub use event::Event;
 pub use lock::{Lock, LockGuard, RLock, RLockGuard};
 pub use semaphore::{BoundedSemaphore, Semaphore, SemaphorePermit};
 pub use shared_memory::SharedMemory;
-pub use value::{Array, AtomicInt, Value, ValueGuard};
+pub use value::{AtomicInt, Value, ValueGuard};
