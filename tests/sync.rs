@@ -1429,6 +1429,11 @@ fn builders_name_objects_that_others_open() {
         Lock::builder().name(&n("lock")).build(),
         Err(Error::Exists)
     ));
+    // A plain semaphore has no bound to keep: it does not open as a bounded one.
+    assert!(matches!(
+        BoundedSemaphore::open(&n("sem")),
+        Err(Error::Incompatible)
+    ));
     let t = tag.clone();
     let p = Process::fork(move || {
         let n = |k: &str| format!("{t}-{k}");

@@ -312,11 +312,14 @@ impl BoundedSemaphore {
         self.inner.set_wait_strategy(wait);
     }
 
-    /// Opens the bounded semaphore named `name`.
+    /// Opens the bounded semaphore named `name` ([`Error::Incompatible`] if it is a plain
+    /// [`Semaphore`]), with the default wait strategy.
     pub fn open(name: &str) -> Result<BoundedSemaphore> {
-        Ok(BoundedSemaphore {
-            inner: Semaphore::open(name)?,
-        })
+        let inner = Semaphore::open(name)?;
+        if inner.obj.params()[PARAM_BOUND] == UNBOUNDED {
+            return Err(Error::Incompatible); // a plain Semaphore: it has no bound to keep
+        }
+        Ok(BoundedSemaphore { inner })
     }
 
     /// Takes one, waiting while none is left.
