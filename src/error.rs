@@ -69,13 +69,16 @@ pub enum Error {
     /// A task panicked in a worker.
     #[error("task panicked in a worker process; its message was printed on the worker's stderr")]
     TaskPanicked,
-    /// A barrier was aborted or a waiter died, so it can no longer trip.
+    /// A barrier's round was cancelled: the barrier was aborted or reset, or a party timed out or
+    /// died while waiting.
     #[error(
-        "broken barrier: the barrier was aborted or a party died; call reset() before reusing it"
+        "broken barrier: this round was cancelled by abort(), reset(), or a party that timed out or died; call reset() if broken() says so, then wait again"
     )]
     BrokenBarrier,
     /// A lock was released by a process or thread that does not own it.
-    #[error("not owner: only the holder of the lock may release it")]
+    #[error(
+        "not owner: this thread does not hold the lock, so it cannot release it; release it from the thread that acquired it"
+    )]
     NotOwner,
     /// The call is not allowed on this object in its state (`send` on the receiving end of a simplex
     /// pipe, any call after `close`, a call from inside a `send_with`/`recv_with` closure on the

@@ -108,7 +108,7 @@ pub use wait::{PROBE_INTERVAL, WaitStrategy};
 pub use {
     locks::{
         Array, AtomicInt, Barrier, BoundedSemaphore, Condition, Event, Lock, LockGuard, RLock,
-        RLockGuard, Semaphore, SharedMemory, Value, ValueGuard,
+        RLockGuard, Semaphore, SemaphorePermit, SharedMemory, SyncBuilder, Value, ValueGuard,
     },
     queue::{
         DEFAULT_ITEM_SIZE, DEFAULT_SPILL_SIZE, JoinableQueue, Queue, QueueBuilder, SimpleQueue,

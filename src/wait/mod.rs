@@ -11,7 +11,7 @@ pub(crate) mod mutex;
 pub(crate) mod select;
 mod strategy;
 
-pub(crate) use strategy::{Deadline, Spinner, block_on};
+pub(crate) use strategy::{Deadline, Spinner, block_on, block_on_unprobed};
 pub use strategy::{PROBE_INTERVAL, WaitStrategy};
 
 #[cfg(all(test, loom))]

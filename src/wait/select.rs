@@ -49,7 +49,7 @@ pub trait Waitable {
 /// use std::time::Duration;
 /// let (a, b) = Pipe::new()?;
 /// let (c, d) = Pipe::new()?;
-/// let mut p = Process::fork(move || d.send(&"second").unwrap())?;
+/// let p = Process::fork(move || d.send(&"second").unwrap())?;
 /// let ready = wait(&[&a, &c], Some(Duration::from_secs(5)))?;
 /// assert_eq!(ready, vec![1]);
 /// assert_eq!(c.recv::<String>()?, "second");
