@@ -253,8 +253,8 @@ impl Barrier {
         // strategy says (never past the deadline).
         let deadline = Deadline::after(until.map(|u| u.saturating_duration_since(Instant::now())));
         let ended = || self::generation(b.state.load(Ordering::Acquire)) != generation;
-        Spinner::for_deadline(self.wait, deadline)
-            .spin_for(|| Ok((ended() || self.broken()).then_some(())))?;
+        Spinner::new(self.wait)
+            .spin_for(|| Ok((ended() || self.broken()).then_some(())), deadline)?;
         loop {
             let now = b.state.load(Ordering::Acquire);
             if self::generation(now) != generation {

@@ -168,7 +168,7 @@ impl Event {
             let s = b.state.load(Ordering::Acquire);
             s & FLAG != 0 || s & !FLAG != first & !FLAG
         };
-        let mut spinner = Spinner::for_deadline(self.wait, deadline);
+        let mut spinner = Spinner::new(self.wait);
         block_on_unprobed(&mut spinner, false, &b.ec, deadline, || {
             Ok(released().then_some(()))
         })

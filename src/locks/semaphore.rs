@@ -254,7 +254,7 @@ impl Semaphore {
 
     fn acquire_at(&self, deadline: Deadline) -> Result<()> {
         self.obj.me()?;
-        let mut spinner = Spinner::for_deadline(self.wait, deadline);
+        let mut spinner = Spinner::new(self.wait);
         block_on_unprobed(&mut spinner, false, &self.obj.block().ec, deadline, || {
             Ok(self.try_take().then_some(()))
         })

@@ -66,7 +66,7 @@ impl RawMutex {
         deadline: Deadline,
         wait: WaitStrategy,
     ) -> Result<()> {
-        let mut spinner = Spinner::for_deadline(wait, deadline);
+        let mut spinner = Spinner::new(wait);
         let took_over = Cell::new(false);
         block_on(
             &mut spinner,

@@ -95,18 +95,6 @@ impl Spinner {
         self.strategy
     }
 
-    /// A spinner for one call that must end by `deadline`: its spin stops there too (a
-    /// `SpinThenSleep` longer than the time left spins only for the time left).
-    pub(crate) fn for_deadline(strategy: WaitStrategy, deadline: Deadline) -> Self {
-        let mut s = Spinner::new(strategy);
-        if let Some(left) = deadline.remaining() {
-            if left < s.budget() {
-                s.strategy = WaitStrategy::SpinThenSleep(left);
-            }
-        }
-        s
-    }
-
     /// How long to spin before sleeping.
     fn budget(&self) -> Duration {
         match self.strategy {
@@ -134,16 +122,25 @@ impl Spinner {
     pub(crate) fn spin_for<T>(
         &mut self,
         mut check: impl FnMut() -> Result<Option<T>>,
+        deadline: Deadline,
     ) -> Result<Option<T>> {
         if !self.spins_now() {
             return check();
         }
-        self.spin(&mut check)
+        self.spin(&mut check, deadline)
     }
 
     /// Spins on `check` for the budget. `Ok(Some)` when it became ready.
-    fn spin<T>(&mut self, check: &mut impl FnMut() -> Result<Option<T>>) -> Result<Option<T>> {
-        let budget = self.budget();
+    /// Spins on `check` for the budget, or until `deadline` if that comes first.
+    fn spin<T>(
+        &mut self,
+        check: &mut impl FnMut() -> Result<Option<T>>,
+        deadline: Deadline,
+    ) -> Result<Option<T>> {
+        let budget = match deadline.remaining() {
+            Some(left) => self.budget().min(left),
+            None => self.budget(),
+        };
         // The clock is read only once spinning has gone on for a while: a peer that answers within a
         // few hundred nanoseconds is seen without paying for it.
         let mut start: Option<Instant> = None;
@@ -237,7 +234,7 @@ pub(crate) fn block_on<T>(
     // A peer that last waited on our CPU cannot answer while we spin: sleep at once.
     let spin = !co_located && spinner.spins_now();
     if spin {
-        if let Some(v) = spinner.spin(&mut check)? {
+        if let Some(v) = spinner.spin(&mut check, deadline)? {
             return Ok(v);
         }
     }
@@ -292,7 +289,7 @@ pub(crate) fn block_on_unprobed<T>(
     }
     let spin = !co_located && spinner.spins_now();
     if spin {
-        if let Some(v) = spinner.spin(&mut check)? {
+        if let Some(v) = spinner.spin(&mut check, deadline)? {
             return Ok(v);
         }
     }
