@@ -91,8 +91,13 @@ impl Spinner {
         !cfg!(loom) && self.spins_now()
     }
 
-    /// Spins on `check` for the budget. `Ok(Some)` when it became ready.
-    fn spin<T>(&mut self, check: &mut impl FnMut() -> Result<Option<T>>) -> Result<Option<T>> {
+    /// Spins on `check` for the budget, or until `deadline` if that comes first. `Ok(Some)` when it
+    /// became ready.
+    fn spin<T>(
+        &mut self,
+        deadline: Deadline,
+        check: &mut impl FnMut() -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
         let budget = self.budget();
         // The clock is read only once spinning has gone on for a while: a peer that answers within a
         // few hundred nanoseconds is seen without paying for it.
@@ -104,8 +109,12 @@ impl Spinner {
             }
             crate::loom::spin_hint();
             i = i.wrapping_add(1);
-            if i % 64 == 0 && start.get_or_insert_with(Instant::now).elapsed() >= budget {
-                return Ok(None);
+            if i % 64 == 0 {
+                let now = Instant::now();
+                let since = now.duration_since(*start.get_or_insert(now));
+                if since >= budget || deadline.0.is_some_and(|t| now >= t) {
+                    return Ok(None);
+                }
             }
         }
     }
@@ -187,7 +196,7 @@ pub(crate) fn block_on<T>(
     // A peer that last waited on our CPU cannot answer while we spin: sleep at once.
     let spin = !co_located && spinner.spins_now();
     if spin {
-        if let Some(v) = spinner.spin(&mut check)? {
+        if let Some(v) = spinner.spin(deadline, &mut check)? {
             return Ok(v);
         }
     }
