@@ -6,7 +6,7 @@ use super::{Dir, Queue};
 use crate::error::{Error, Result};
 use crate::ring::mpmc::{Attempt, Item, Mpmc, SLOT_HEADER};
 use crate::ring::spill::{SlotNow, Spill};
-use crate::wait::{Deadline, Spinner, WaitStrategy, block_on};
+use crate::wait::{Deadline, Spinner, block_on};
 use std::sync::atomic::Ordering;
 
 impl<T> Queue<T> {
@@ -109,7 +109,7 @@ impl<T> Queue<T> {
             return Err(Error::TooLarge);
         }
         let b = self.obj.block();
-        let mut spinner = Spinner::new(WaitStrategy::Adaptive);
+        let mut spinner = Spinner::new(self.wait);
         let alloc = || -> Result<Option<_>> {
             if self.closed() {
                 return Err(Error::Closed);
@@ -166,7 +166,7 @@ impl<T> Queue<T> {
     /// Claims a slot for `item` and publishes it, waiting while the queue is full.
     pub(super) fn publish(&self, me: u32, item: Item<'_>, deadline: Deadline) -> Result<()> {
         let b = self.obj.block();
-        let mut spinner = Spinner::new(WaitStrategy::Adaptive);
+        let mut spinner = Spinner::new(self.wait);
         let mut cache = None;
         let attempt = || self.try_put(me, item, deadline, &mut cache);
         block_on(&mut spinner, false, &b.not_full, deadline, attempt, || {
@@ -178,7 +178,7 @@ impl<T> Queue<T> {
 
     /// One attempt to take the oldest item: from the head ring, moving on to the next ring once the
     /// head is sealed and drained. `Ok(None)`: empty.
-    pub(super) fn try_get<'s, R>(
+    pub(super) fn try_take<'s, R>(
         &'s self,
         me: u32,
         read: &mut impl FnMut(&[u8]) -> R,
@@ -221,9 +221,9 @@ impl<T> Queue<T> {
         let mut cache = None;
         // A JoinableQueue's consumer counts the item as held *before* it claims it (and takes the
         // count back if it finds nothing), so that `join` never sees an item in neither place.
-        let mut spinner = Spinner::new(WaitStrategy::Adaptive);
+        let mut spinner = Spinner::new(self.wait);
         let out = if b.joinable.load(Ordering::Relaxed) == 0 {
-            let attempt = || self.try_get(me, &mut read, &mut cache, || {});
+            let attempt = || self.try_take(me, &mut read, &mut cache, || {});
             block_on(&mut spinner, false, &b.not_empty, deadline, attempt, || {
                 self.repair()
             })?
@@ -232,7 +232,7 @@ impl<T> Queue<T> {
             let attempt = || {
                 b.held.hold(slot, me);
                 let mut claimed = false;
-                let got = self.try_get(me, &mut read, &mut cache, || {
+                let got = self.try_take(me, &mut read, &mut cache, || {
                     claimed = true;
                     b.held.claimed(slot, me);
                 });
