@@ -4,8 +4,8 @@
 mod common;
 
 use common::Rng;
-use shmwire::hooks::Point;
 use serde::{Deserialize, Serialize};
+use shmwire::hooks::Point;
 use shmwire::{Error, JoinableQueue, Pipe, Process, Queue, SimpleQueue, WaitStrategy};
 use std::time::{Duration, Instant};
 
@@ -139,7 +139,10 @@ fn refused_as_raw<T: bytemuck::Pod>(name: &str) {
     let d = Duration::from_secs(1);
     assert!(matches!(q.put_pod(&zero), Err(Error::Incompatible)));
     assert!(matches!(q.put_pod_nowait(&zero), Err(Error::Incompatible)));
-    assert!(matches!(q.put_pod_timeout(&zero, d), Err(Error::Incompatible)));
+    assert!(matches!(
+        q.put_pod_timeout(&zero, d),
+        Err(Error::Incompatible)
+    ));
     assert!(matches!(q.get_pod(), Err(Error::Incompatible)));
     assert!(matches!(q.get_pod_nowait(), Err(Error::Incompatible)));
     assert!(matches!(q.get_pod_timeout(d), Err(Error::Incompatible)));
@@ -1888,8 +1891,16 @@ fn an_item_that_does_not_decode_is_taken_and_returned_in_the_error() {
     for c in consumers {
         assert!(c.join().unwrap().success());
     }
-    assert_eq!((n, sum), (3000, 2999 * 3000 / 2), "every good item came through once");
-    assert_eq!(bad, vec![vec![0xffu8; 4]], "the bad item, once, with its bytes");
+    assert_eq!(
+        (n, sum),
+        (3000, 2999 * 3000 / 2),
+        "every good item came through once"
+    );
+    assert_eq!(
+        bad,
+        vec![vec![0xffu8; 4]],
+        "the bad item, once, with its bytes"
+    );
 
     // A raw item of the wrong size: taken, returned, and the next one comes.
     let q = Queue::<u64>::new(4).unwrap();
@@ -1911,7 +1922,11 @@ fn an_item_that_does_not_decode_is_taken_and_returned_in_the_error() {
         .spill_size(1 << 20)
         .build()
         .unwrap();
-    let narrow = Queue::<u8>::builder().name(&name).type_tag("bytes").open().unwrap();
+    let narrow = Queue::<u8>::builder()
+        .name(&name)
+        .type_tag("bytes")
+        .open()
+        .unwrap();
     let big = vec![3u8; 1000];
     let w = wide.clone();
     let p = Process::fork(move || {
@@ -1923,11 +1938,18 @@ fn an_item_that_does_not_decode_is_taken_and_returned_in_the_error() {
     match narrow.get() {
         Err(Error::Decode { bytes, .. }) => {
             assert_eq!(bytes.len(), 1002);
-            assert_eq!(postcard::from_bytes::<Vec<u8>>(&bytes).unwrap(), vec![3u8; 1000]);
+            assert_eq!(
+                postcard::from_bytes::<Vec<u8>>(&bytes).unwrap(),
+                vec![3u8; 1000]
+            );
         }
         r => panic!("{r:?}"),
     }
-    assert_eq!(wide.__spill_in_use(), 0, "the bad item's spill block was freed");
+    assert_eq!(
+        wide.__spill_in_use(),
+        0,
+        "the bad item's spill block was freed"
+    );
     assert_eq!(wide.get().unwrap(), [7]);
 
     // The iterator yields the bad item and goes on: the queue is not broken.
@@ -2009,7 +2031,8 @@ fn every_blocking_call_of_the_queues_has_a_timeout_form() {
             Err(Error::Timeout)
         ));
         assert!(t.elapsed() >= Duration::from_millis(100));
-        sc.put_timeout(vec![3u8; 40 << 20], Duration::from_secs(10)).unwrap();
+        sc.put_timeout(vec![3u8; 40 << 20], Duration::from_secs(10))
+            .unwrap();
     })
     .unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -2033,7 +2056,10 @@ fn a_queue_waits_as_its_wait_strategy_says() {
         .build()
         .unwrap();
     assert_eq!(q.wait_strategy(), spin);
-    assert_eq!(Queue::<u64>::open(&name).unwrap().wait_strategy(), WaitStrategy::Adaptive);
+    assert_eq!(
+        Queue::<u64>::open(&name).unwrap().wait_strategy(),
+        WaitStrategy::Adaptive
+    );
     let qc = q.clone();
     let child = Process::fork_with(move || -> Result<(), String> {
         let _ = qc.try_get(); // takes this process's participant slot
@@ -2125,11 +2151,7 @@ fn type_tags_decide_who_may_open_a_named_queue() {
         item: "tea".into(),
     })
     .unwrap();
-    t.put_pod(&Tick {
-        seq: 1,
-        price: 2.5,
-    })
-    .unwrap();
+    t.put_pod(&Tick { seq: 1, price: 2.5 }).unwrap();
     let child = Process::spawn("tagged", &(orders.clone(), ticks.clone())).unwrap();
     // The child takes our item and puts back its own.
     assert!(child.join().unwrap().success());
@@ -2142,16 +2164,19 @@ fn type_tags_decide_who_may_open_a_named_queue() {
     );
     assert_eq!(
         t.get_pod_timeout(Duration::from_secs(10)).unwrap(),
-        Tick {
-            seq: 2,
-            price: 2.5
-        }
+        Tick { seq: 2, price: 2.5 }
     );
     // The default tag is the type's name (within one build).
-    let u = Queue::<u64>::builder().name(&format!("qu-{}", std::process::id())).build().unwrap();
+    let u = Queue::<u64>::builder()
+        .name(&format!("qu-{}", std::process::id()))
+        .build()
+        .unwrap();
     let _same = Queue::<u64>::open(&format!("qu-{}", std::process::id())).unwrap();
     assert!(matches!(
-        Queue::<u64>::builder().name(&format!("qu-{}", std::process::id())).type_tag("u64s").open(),
+        Queue::<u64>::builder()
+            .name(&format!("qu-{}", std::process::id()))
+            .type_tag("u64s")
+            .open(),
         Err(Error::Incompatible)
     ));
     // Opening needs a name; a tag must say something.

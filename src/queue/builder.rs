@@ -22,7 +22,9 @@ use std::sync::Arc;
 /// Options for a [`Queue`]: made with [`Queue::builder`], ended by [`build`](Self::build) (a new
 /// queue) or [`open`](Self::open) (a named queue another process made).
 ///
-/// **Type tags.** A named queue is opened by what matters for its items: the *type tag*, a name for
+/// # Type tags
+///
+/// A named queue is opened by what matters for its items: the *type tag*, a name for
 /// the encoding of the items (set with [`type_tag`](Self::type_tag), the same on both sides), and,
 /// for raw items ([`put_pod`](Queue::put_pod)/[`get_pod`](Queue::get_pod)), the size and alignment
 /// of `T`. The default tag is the name of `T` ([`std::any::type_name`]), which Rust keeps stable only

@@ -23,7 +23,8 @@ use std::time::Duration;
 /// let q = JoinableQueue::<u32>::new(0)?;
 /// let worker = q.clone();
 /// let mut p = Process::fork(move || {
-///     while let Ok(_job) = worker.get() {
+///     for job in &worker {
+///         let _job = job.unwrap(); // ends once the queue is closed and drained
 ///         worker.task_done().unwrap();
 ///     }
 /// })?;

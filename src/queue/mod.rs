@@ -97,6 +97,12 @@ pub const DEFAULT_SPILL_SIZE: usize = 64 << 20;
 /// encoding at all ([`put_pod`](Queue::put_pod)/[`get_pod`](Queue::get_pod)), whether or not it is
 /// also serde.
 ///
+/// Python's names are kept (`qsize`, `get_nowait`, `put_nowait`), beside the names a Rust user looks
+/// for ([`len`](Queue::len), [`try_get`](Queue::try_get), [`iter`](Queue::iter)). Every blocking call
+/// has a `_timeout` form, which gives up with [`Error::Timeout`] having put or taken nothing. An item
+/// that does not decode as `T` is [`Error::Decode`], taken with its bytes in the error. A named queue
+/// is opened by its type tag ([`QueueBuilder`]).
+///
 /// ```
 /// # fn main() -> shmwire::Result<()> {
 /// use shmwire::{Process, Queue};
@@ -109,8 +115,8 @@ pub const DEFAULT_SPILL_SIZE: usize = 64 << 20;
 ///     producer.close().unwrap();
 /// })?;
 /// let mut got = Vec::new();
-/// while let Ok(v) = q.get() {
-///     got.push(v);
+/// for v in q.iter() {
+///     got.push(v?); // until the producer closes the queue and it is drained
 /// }
 /// assert_eq!(got, ["A", "B", "C"]);
 /// assert!(p.join()?.success());
