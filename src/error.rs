@@ -156,9 +156,10 @@ pub enum Error {
         "too large: the message exceeds what this call can carry (send_with takes at most half the ring, a queue item at most its spill area; a received message, what this process could allocate: it is kept); use send_bytes, a larger ring or QueueBuilder::spill_size"
     )]
     TooLarge,
-    /// The shared object was made by an incompatible version, kind or element type.
+    /// The shared object was made by an incompatible layout version, is of another kind, or holds
+    /// items of another type tag (a queue's encoded items) or another size or alignment (raw data).
     #[error(
-        "incompatible: the shared segment is not a shmwire object of this kind, layout version or element type; open it with the type that created it"
+        "incompatible: the shared object is of another kind, layout version, type tag or element size and alignment than this call expects; open it with its maker's type tag and element type"
     )]
     Incompatible,
     /// Shared memory holds values that cannot be valid: a hostile or broken peer wrote them.

@@ -111,7 +111,7 @@ pub use {
         RLockGuard, Semaphore, SemaphorePermit, SharedMemory, SyncBuilder, Value, ValueGuard,
     },
     queue::{
-        DEFAULT_ITEM_SIZE, DEFAULT_SPILL_SIZE, JoinableQueue, Queue, QueueBuilder, SimpleQueue,
-        UNBOUNDED_CAPACITY,
+        DEFAULT_ITEM_SIZE, DEFAULT_SPILL_SIZE, JoinableQueue, Queue, QueueBuilder, QueueIter,
+        SimpleQueue, UNBOUNDED_CAPACITY,
     },
 };

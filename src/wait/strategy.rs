@@ -130,8 +130,8 @@ impl Spinner {
         self.spin(&mut check, deadline)
     }
 
-    /// Spins on `check` for the budget. `Ok(Some)` when it became ready.
-    /// Spins on `check` for the budget, or until `deadline` if that comes first.
+    /// Spins on `check` for the budget, or until `deadline` if that comes first. `Ok(Some)` when it
+    /// became ready.
     fn spin<T>(
         &mut self,
         check: &mut impl FnMut() -> Result<Option<T>>,
