@@ -174,6 +174,8 @@ impl Connection {
     }
 }
 
+impl crate::wait::select::sealed::Sealed for Connection {}
+
 impl Waitable for Connection {
     fn __arm(&self) -> Result<Armed> {
         let st = self.begin()?;
