@@ -553,7 +553,10 @@ fn wrong_type_is_a_decode_error() {
     assert!(is_kept_decode_error(&r), "{r:?}");
     let r = b.try_recv::<bool>();
     assert!(is_kept_decode_error(&r), "{r:?}");
-    assert_eq!(b.recv_bytes().unwrap(), postcard::to_allocvec(&u64::MAX).unwrap());
+    assert_eq!(
+        b.recv_bytes().unwrap(),
+        postcard::to_allocvec(&u64::MAX).unwrap()
+    );
     let r = b.recv::<u8>();
     assert!(is_kept_decode_error(&r), "{r:?}");
     assert_eq!(b.recv::<(u8, u8)>().unwrap(), (1, 2));
@@ -735,7 +738,9 @@ fn every_blocking_call_has_a_timeout_form() {
     assert!(matches!(b.try_recv::<u8>(), Err(Error::Empty)));
     // The pod forms stream a value larger than half the ring, within the time given.
     let child = Process::fork(move || {
-        let v = b.recv_pod_timeout::<[u64; 1024]>(Duration::from_secs(10)).unwrap();
+        let v = b
+            .recv_pod_timeout::<[u64; 1024]>(Duration::from_secs(10))
+            .unwrap();
         assert_eq!(v, [3u64; 1024]);
     })
     .unwrap();

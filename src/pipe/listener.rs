@@ -269,6 +269,25 @@ impl std::ops::DerefMut for Locked<'_> {
 }
 
 /// A named rendezvous point: [`Client::connect`] to the same name from any process of this user.
+/// The name goes away when the listener is dropped.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::{Client, Error, Listener, Process};
+/// use std::time::Duration;
+/// let name = format!("doc-listener-type-{}", std::process::id());
+/// let listener = Listener::bind(&name)?;
+/// assert!(matches!(Listener::bind(&name), Err(Error::Exists)));
+/// assert!(matches!(
+///     listener.accept_timeout(Duration::from_millis(10)),
+///     Err(Error::Timeout)
+/// ));
+/// let n = name.clone();
+/// let mut p = Process::fork(move || Client::connect(&n).unwrap().send(&7u8).unwrap())?;
+/// assert_eq!(listener.accept()?.recv::<u8>()?, 7);
+/// assert!(p.join()?.success());
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Listener {
     /// The listening socket (non-blocking).

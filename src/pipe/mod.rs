@@ -333,12 +333,19 @@ pub(crate) fn adopt_end_capped(
 /// the sender does with its descriptions, our reads and writes of it never block.
 fn check_received(memfd: BorrowedFd<'_>, companions: Vec<OwnedFd>) -> Result<Vec<OwnedFd>> {
     use rustix::fs::SealFlags;
-    let refused = |why: String| Error::io(std::io::ErrorKind::InvalidData, why);
+    let refused = |why: &str, then: &str| {
+        Error::io(
+            std::io::ErrorKind::InvalidData,
+            format!("{why}, so it was refused; {then}"),
+        )
+    };
+    let seals_hint = || "pass only ends of pipes made by shmwire";
     let seals = rustix::fs::fcntl_get_seals(memfd)
-        .map_err(|_| refused("the pipe's memory is not a memfd, so it was refused; pass only ends of pipes made by shmwire".into()))?;
+        .map_err(|_| refused("the pipe's memory is not a memfd", seals_hint()))?;
     if !seals.contains(SealFlags::SHRINK | SealFlags::GROW) {
         return Err(refused(
-            "the pipe's memory is not sealed against resizing, so it was refused; pass only ends of pipes made by shmwire".into(),
+            "the pipe's memory is not sealed against resizing",
+            seals_hint(),
         ));
     }
     let mut own = Vec::with_capacity(companions.len());
@@ -348,19 +355,20 @@ fn check_received(memfd: BorrowedFd<'_>, companions: Vec<OwnedFd>) -> Result<Vec
         let is_fifo = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Fifo;
         // "pipe:[N]": an anonymous pipe (a named FIFO shows its path, and opening one could block).
         if !is_fifo || !link.as_os_str().as_encoded_bytes().starts_with(b"pipe:[") {
-            return Err(refused(format!(
-                "a descriptor passed as a wake-up pipe of the pipe is {}, so it was refused; pass \
-                 only ends of pipes made by shmwire",
-                link.display()
-            )));
+            return Err(refused(
+                &format!(
+                    "a descriptor passed as a wake-up pipe of the pipe is {}",
+                    link.display()
+                ),
+                seals_hint(),
+            ));
         }
         let mine = own_description(e.as_fd())?;
         let again = rustix::fs::fstat(&mine)?;
         if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino) {
             return Err(refused(
-                "a wake-up pipe of the pipe changed while it was opened, so it was refused; \
-                 pass the end again"
-                    .into(),
+                "a wake-up pipe of the pipe changed while it was opened",
+                "pass the end again",
             ));
         }
         own.push(mine); // the sender's description is closed when `e` drops

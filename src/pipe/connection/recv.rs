@@ -156,7 +156,10 @@ impl Connection {
     /// # Ok(()) }
     /// ```
     pub fn try_recv<T: DeserializeOwned>(&self) -> Result<T> {
-        match self.recv_at(Deadline::after(Some(Duration::ZERO)), Copied(codec::decode::<T>)) {
+        match self.recv_at(
+            Deadline::after(Some(Duration::ZERO)),
+            Copied(codec::decode::<T>),
+        ) {
             Err(Error::Timeout) => Err(Error::Empty),
             r => r,
         }
