@@ -1,7 +1,7 @@
 //! Receiving: whole frames (copied to private memory before decoding, or lent in place to
 //! `recv_with`), streamed messages assembled as their pieces arrive (kept across a timeout), the
-//! backlog first, `BufferTooShort` without loss, and the waits that turn a closed or dead peer into
-//! `Eof` or `PeerDied`.
+//! backlog first, `BufferTooShort` and `Decode` without loss (the message stays for the next call),
+//! and the waits that turn a closed or dead peer into `Eof` or `PeerDied`.
 //!
 //! The bytes of a frame lie in memory the peer can write. The decoding paths (`recv`, `recv_pod`)
 //! copy a frame (through raw pointers) to the stack, or to the reused scratch buffer if it is large,
