@@ -94,7 +94,8 @@ pub use error::{Error, Result};
 pub struct ReadmeDoctests;
 #[cfg(not(loom))]
 pub use pipe::{
-    Client, Connection, ConnectionHandle, DEFAULT_CAPACITY, Listener, Pipe, PipeBuilder,
+    Client, Connection, ConnectionHandle, ConnectionIter, DEFAULT_CAPACITY, Incoming, Listener,
+    Pipe, PipeBuilder,
 };
 #[cfg(not(loom))]
 pub use process::{ChildOutcome, ExitStatus, Process, spawn};

@@ -483,6 +483,7 @@ impl Process {
     }
 }
 
+impl crate::wait::select::sealed::Sealed for Process {}
 impl crate::wait::select::Waitable for Process {
     fn __arm(&self) -> Result<crate::wait::select::Armed> {
         use crate::wait::select::Armed;

@@ -29,6 +29,8 @@ mod poll;
 mod recv;
 mod send;
 
+pub use recv::ConnectionIter;
+
 use crate::error::{Error, Result};
 use crate::ring::spsc::{Frame, Reservation, Spsc, TAG_CONT, TAG_HEAD, TAG_WHOLE};
 use crate::segment::Segment;
