@@ -32,14 +32,14 @@
 //!   participant table whose slots are held through kernel-released liveness tokens, and the typed
 //!   objects (a control block and data) the primitives live in.
 //! * `wait`: the eventcount (a busy stream makes no system calls), the wait strategy and deadlines,
-//!   the robust mutex, the claim words, and [`wait`] over many objects.
+//!   the robust mutex, the claim words, and [`wait()`](fn@wait) over many objects.
 //! * `ring`: the SPSC byte ring under each pipe direction, the MPMC slot ring under each queue, and
 //!   the spill area for items larger than a slot.
 //! * The primitives, one folder per family: `pipe` ([`Pipe`], [`Connection`],
 //!   [`Listener`]/[`Client`], [`ConnectionHandle`]), `queue` ([`Queue`], [`JoinableQueue`],
 //!   [`SimpleQueue`]), `locks` ([`Lock`], [`RLock`], [`Semaphore`], [`Event`], [`Condition`],
 //!   [`Barrier`], [`Value`], [`Array`], [`SharedMemory`]), `process` ([`Process`], [`spawn`]); and
-//!   [`wait`] over any of them.
+//!   [`wait()`](fn@wait) over any of them.
 //!
 //! ## Failure
 //!
@@ -70,21 +70,21 @@ pub mod stats;
 mod timeout;
 
 // The layers, bottom up.
-mod ring;
+pub mod ring;
 #[cfg(not(loom))]
 pub mod segment;
-mod sys;
-mod wait;
+pub mod sys;
+pub mod wait;
 
 // The primitives.
 #[cfg(not(loom))]
-mod locks;
+pub mod locks;
 #[cfg(not(loom))]
-mod pipe;
+pub mod pipe;
 #[cfg(not(loom))]
-mod process;
+pub mod process;
 #[cfg(not(loom))]
-mod queue;
+pub mod queue;
 
 pub use error::{Error, Result};
 

@@ -44,7 +44,7 @@ pub fn membarrier_calls() -> u64 {
 
 /// Every system call this process has made on shmwire's send, receive and wait paths so far:
 /// [`futex_calls`], [`membarrier_calls`] and the others (liveness probes of a blocked call, the
-/// adaptive wait's affinity check, wake-up pipe signals for a waiter in [`wait`](crate::wait)).
+/// adaptive wait's affinity check, wake-up pipe signals for a waiter in [`wait`](fn@crate::wait)).
 pub fn system_calls() -> u64 {
     futex_calls() + membarrier_calls() + OTHER.load(Relaxed)
 }

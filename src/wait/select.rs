@@ -4,7 +4,7 @@
 //! wake-up pipe (signalled by the sender only while somebody polls, so the fast path stays free of
 //! system calls), a [`Process`](crate::Process) its pidfd, a [`Listener`](crate::Listener) its socket. `wait`
 //! arms them all, polls once, and reports the ready ones; between polls of at most
-//! [`PROBE_INTERVAL`](crate::PROBE_INTERVAL) it re-checks, so a peer that dies is reported (its
+//! [`PROBE_INTERVAL`] it re-checks, so a peer that dies is reported (its
 //! connection becomes ready: `recv` returns the error) and nothing waits for ever on the dead.
 
 use crate::error::{Error, Result};
