@@ -1511,11 +1511,8 @@ fn qsize_counts_items_not_skipped_positions() {
 fn a_scribbled_ring_directory_is_no_long_walk() {
     use std::os::unix::fs::FileExt;
     let name = "hostile-dir";
-    let q = Queue::<u64>::builder()
-        .name(name)
-        .maxsize(4)
-        .build()
-        .unwrap();
+    // An unbounded queue: a bounded one has one ring and reads no directory at all.
+    let q = Queue::<u64>::builder().name(name).build().unwrap();
     q.put(1).unwrap();
     // The queue's control block starts at the kind area (8192: after the header page and the
     // participant table); its ring directory {closed, head, last} is its fifth 128-byte line.
@@ -1806,11 +1803,8 @@ fn try_get_len_and_iterators_end_at_eof() {
 fn an_iterator_yields_a_broken_queue_s_error_once_then_ends() {
     use std::os::unix::fs::FileExt;
     let name = "hostile-iter";
-    let q = Queue::<u64>::builder()
-        .name(name)
-        .maxsize(4)
-        .build()
-        .unwrap();
+    // Unbounded: its ring directory is read (a bounded queue has one ring and reads none).
+    let q = Queue::<u64>::builder().name(name).build().unwrap();
     q.put(1).unwrap();
     q.put(2).unwrap();
     let mut it = q.iter();

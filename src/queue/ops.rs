@@ -76,11 +76,14 @@ impl<T> Queue<T> {
     /// The rings in use, `head..=last`, checked: a scribbled directory is `Corrupt`, never a long
     /// walk.
     pub(super) fn span(&self) -> Result<(u32, u32)> {
+        if !self.chain.growable {
+            return Ok((0, 0)); // one ring, whatever the directory says
+        }
         let (head, last) = (
             self.dir().head.load(Ordering::Acquire),
             self.dir().last.load(Ordering::Acquire),
         );
-        if head > last || last as usize >= rings::MAX_RINGS || (!self.chain.growable && last != 0) {
+        if head > last || last as usize >= rings::MAX_RINGS {
             return Err(Error::Corrupt);
         }
         Ok((head, last))
@@ -169,7 +172,7 @@ impl<T> Queue<T> {
             if self.closed() {
                 return Err(Error::Closed);
             }
-            let last = self.dir().last.load(Ordering::Acquire);
+            let last = self.span()?.1;
             let ring = self.ring_cached(last, cache)?;
             match ring.try_put(me, item)? {
                 Attempt::Done(()) => return Ok(Some(())),
