@@ -40,7 +40,7 @@ pub enum Error {
     Closed,
     /// A blocking call reached its timeout before it could complete; nothing was lost, try again.
     #[error(
-        "timed out: the operation did not complete in time; nothing was consumed, retry or give up"
+        "timed out: the call did not complete within its timeout (nothing was sent, taken or locked; a barrier wait breaks the barrier); retry, or give up"
     )]
     Timeout,
     /// A non-blocking put found no room.
@@ -60,7 +60,7 @@ pub enum Error {
     },
     /// Every process holding the other end died (killed or crashed) without closing it.
     #[error(
-        "peer died: every process holding the other end exited without closing it; the messages it sent before dying were delivered"
+        "peer died: every process on the other side exited without closing (killed or crashed); what it sent before was delivered: restart it, or treat its work as lost"
     )]
     PeerDied,
     /// A pool worker died while running a task.
@@ -122,6 +122,15 @@ pub enum Error {
         /// How many threads the process runs (the crate's own forker not counted).
         threads: usize,
     },
+    /// Every participant slot of the object is held by a live process: at most `limit` processes
+    /// use one object at once (a pipe: 64; other objects: 256).
+    #[error(
+        "too many processes: all {limit} participant slots of this object are held by live processes; let some exit or drop their handles, or share the work through fewer processes"
+    )]
+    TooManyProcesses {
+        /// How many processes the object admits at once.
+        limit: u32,
+    },
     /// Nothing exists under this name (or key).
     #[error(
         "not found: nothing exists under this name or key; create it first, or check the spelling and the user"
@@ -142,7 +151,7 @@ pub enum Error {
     /// over after the value). On a `Connection` the message stays for the next call (`recv_bytes`
     /// takes it) and `bytes` is empty; on a `Queue` the item was taken and `bytes` holds it.
     #[error(
-        "cannot decode the message as the requested type ({reason}); receive it with the type that was sent, or as bytes"
+        "cannot decode the message or item as the requested type ({reason}); use the type that was sent (a Connection kept the message: take it with recv_bytes; a Queue item's bytes are in this error)"
     )]
     Decode {
         /// What the codec said.
@@ -168,11 +177,22 @@ pub enum Error {
     )]
     Corrupt,
     /// An operating system call failed.
-    #[error("I/O error: {0}")]
+    #[error(
+        "the operating system refused a call: {0}; check the message, and the limits of /dev/shm and of open files"
+    )]
     Io(#[from] io::Error),
 }
 
 /// `Result` with [`Error`].
+///
+/// ```
+/// fn first(q: &shmwire::Queue<u32>) -> shmwire::Result<u32> {
+///     q.get_nowait()
+/// }
+/// # let q = shmwire::Queue::<u32>::new(0).unwrap();
+/// # q.put(1).unwrap();
+/// # assert_eq!(first(&q).unwrap(), 1);
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl From<rustix::io::Errno> for Error {

@@ -8,7 +8,7 @@
 //! use shmwire::{Error, Pipe, Process};
 //! # fn main() -> shmwire::Result<()> {
 //! let (parent, child) = Pipe::new()?;
-//! let mut p = Process::fork(move || {
+//! let p = Process::fork(move || {
 //!     child.send(&(42, None::<u8>, "hello from child")).unwrap();
 //!     let reply: String = child.recv().unwrap();
 //!     assert_eq!(reply, "hello from parent");
@@ -63,8 +63,12 @@ compile_error!(
 // Cross-cutting: errors, time, encoding, counters, test hooks, the loom shim.
 mod codec;
 mod error;
+/// Kill and stop points for the fault tests: public only with the cargo feature `test-hooks`.
+#[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub mod hooks;
+#[cfg(not(feature = "test-hooks"))]
+pub(crate) mod hooks;
 pub(crate) mod loom;
 pub mod stats;
 mod timeout;

@@ -8,7 +8,7 @@
 //!
 //! Time: a waiter sleeps until the sequence moves or its timeout passes, then takes the lock back,
 //! waiting for it at most the same timeout again; if even that passes (a process holds the lock that
-//! long, stopped perhaps), the call gives up with [`Error::Timeout`](crate::Error::Timeout) without
+//! long, stopped perhaps), the call gives up with [`Error::Timeout`] without
 //! the lock. So a timed wait returns within twice its timeout, whatever other processes do. A
 //! waiter has nobody to probe while it sleeps (a notifier that dies simply never notifies), so it
 //! sleeps in one piece; taking the lock back probes the holder as [`Lock`] does.

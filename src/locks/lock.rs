@@ -367,6 +367,26 @@ impl RLock {
         self.acquire_at(Deadline::after(Some(timeout)))
     }
 
+    /// Takes the lock (or one more level of it) if that is possible now: `Ok(None)` if another
+    /// thread or process holds it.
+    ///
+    /// ```
+    /// # fn main() -> shmwire::Result<()> {
+    /// let l = shmwire::RLock::new()?;
+    /// let g = l.try_acquire()?.expect("free");
+    /// let again = l.try_acquire()?.expect("ours: one more level");
+    /// assert_eq!(l.levels(), 2);
+    /// drop((again, g));
+    /// # Ok(()) }
+    /// ```
+    pub fn try_acquire(&self) -> Result<Option<RLockGuard<'_>>> {
+        match self.acquire_at(Deadline::after(Some(Duration::ZERO))) {
+            Ok(g) => Ok(Some(g)),
+            Err(Error::Timeout) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn acquire_at(&self, deadline: Deadline) -> Result<RLockGuard<'_>> {
         let me = self.obj.me()?;
         let m = &self.obj.block().m;

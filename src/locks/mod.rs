@@ -4,15 +4,15 @@
 //! `create(name)`/`open(name)` for unrelated processes. Each is built the same way
 //! ([`SyncBuilder`]: a name, a wait strategy), and every blocking call has a `_timeout` form.
 
-mod array;
-mod barrier;
-mod builder;
-mod condition;
-mod event;
-mod lock;
-mod semaphore;
-mod shared_memory;
-mod value;
+pub mod array;
+pub mod barrier;
+pub mod builder;
+pub mod condition;
+pub mod event;
+pub mod lock;
+pub mod semaphore;
+pub mod shared_memory;
+pub mod value;
 
 pub use array::Array;
 pub use barrier::Barrier;

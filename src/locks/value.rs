@@ -4,7 +4,7 @@
 //!
 //! The data lives in memory that other processes may write at any moment (a process that skips the
 //! lock, or a buggy one), so no Rust reference into it is ever formed, except to atomics for the
-//! lock-free operations. [`Value::get`]/[`Value::set`] (and [`Array::get`]/[`Array::set`]) copy
+//! lock-free operations. [`Value::get`]/[`Value::set`] (and [`Array::get`](crate::Array::get)/[`Array::set`](crate::Array::set)) copy
 //! under the lock; a guard from `get_lock` holds a private copy taken under the lock, which it writes
 //! back, still under the lock, when it drops (if it was changed through `DerefMut`). The bytes are
 //! copied by relaxed atomic loads and stores: what another process writes at the same time can give

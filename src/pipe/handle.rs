@@ -17,7 +17,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 /// use shmwire::{ConnectionHandle, Pipe, Process};
 /// let (a, b) = Pipe::new()?;
 /// let bytes = postcard::to_allocvec(&b.to_handle()?).unwrap(); // plain data
-/// let mut p = Process::fork(move || {
+/// let p = Process::fork(move || {
 ///     let h: ConnectionHandle = postcard::from_bytes(&bytes).unwrap();
 ///     let b = h.open().unwrap(); // through this process's maker, which holds the end
 ///     b.send("opened").unwrap();

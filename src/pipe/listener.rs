@@ -24,7 +24,7 @@
 //! waiting clients with it, and one that hands clients back while others poll wakes them (a private
 //! eventfd). Each client socket is tracked by the registry like the listening socket: a child forked
 //! while it waits holds it only if its closure owns the listener. A listener reports itself ready to
-//! [`wait`](crate::wait) only with a connection in hand, introduced and kept for the next `accept`.
+//! [`wait`](fn@crate::wait) only with a connection in hand, introduced and kept for the next `accept`.
 //!
 //! ```
 //! # fn main() -> shmwire::Result<()> {
@@ -32,7 +32,7 @@
 //! let name = format!("doc-listener-{}", std::process::id());
 //! let listener = Listener::bind(&name)?;
 //! let n = name.clone();
-//! let mut p = Process::fork(move || {
+//! let p = Process::fork(move || {
 //!     let conn = Client::connect(&n).unwrap();
 //!     conn.send(&"hello").unwrap();
 //! })?;
@@ -283,7 +283,7 @@ impl std::ops::DerefMut for Locked<'_> {
 ///     Err(Error::Timeout)
 /// ));
 /// let n = name.clone();
-/// let mut p = Process::fork(move || Client::connect(&n).unwrap().send(&7u8).unwrap())?;
+/// let p = Process::fork(move || Client::connect(&n).unwrap().send(&7u8).unwrap())?;
 /// assert_eq!(listener.accept()?.recv::<u8>()?, 7);
 /// assert!(p.join()?.success());
 /// # Ok(()) }
@@ -377,7 +377,7 @@ impl Listener {
     /// let name = format!("doc-incoming-{}", std::process::id());
     /// let listener = Listener::bind(&name)?;
     /// let n = name.clone();
-    /// let mut p = Process::fork(move || {
+    /// let p = Process::fork(move || {
     ///     for i in 0..2u32 {
     ///         Client::connect(&n).unwrap().send(&i).unwrap();
     ///     }
@@ -621,7 +621,7 @@ impl Waitable for Listener {
 /// let name = format!("doc-incoming-type-{}", std::process::id());
 /// let listener = Listener::bind(&name)?;
 /// let n = name.clone();
-/// let mut p = Process::fork(move || Client::connect(&n).unwrap().send("hi").unwrap())?;
+/// let p = Process::fork(move || Client::connect(&n).unwrap().send("hi").unwrap())?;
 /// let mut clients: Incoming<'_> = listener.incoming();
 /// let conn = clients.next().unwrap()?;
 /// assert_eq!(conn.recv::<String>()?, "hi");
@@ -653,7 +653,7 @@ impl std::iter::FusedIterator for Incoming<'_> {}
 /// assert!(matches!(Client::connect(&name), Err(Error::NotFound))); // nobody listens yet
 /// let listener = Listener::bind(&name)?;
 /// let n = name.clone();
-/// let mut p = Process::fork(move || {
+/// let p = Process::fork(move || {
 ///     let conn = Client::connect_timeout(&n, Duration::from_secs(10)).unwrap();
 ///     let x: u32 = conn.recv().unwrap();
 ///     conn.send(&(x + 1)).unwrap();

@@ -10,9 +10,9 @@
 //! process can make a read or write of it block by clearing `O_NONBLOCK` (a flag of the description,
 //! which an eventfd's holders would share), and filling it only makes a signal redundant.
 
-pub(crate) mod connection;
-pub(crate) mod handle;
-pub(crate) mod listener;
+pub mod connection;
+pub mod handle;
+pub mod listener;
 
 pub use connection::{Connection, ConnectionIter};
 pub use handle::ConnectionHandle;
@@ -32,7 +32,8 @@ pub const DEFAULT_CAPACITY: usize = 2 * 1024 * 1024;
 const PARAM_CAP: usize = 0;
 const PARAM_DUPLEX: usize = 1;
 /// Participants a pipe segment accepts (roles are bitmasks over 64 slots).
-const PIPE_SLOTS: u32 = 64;
+/// Processes one pipe admits at once (its participant slots).
+pub(crate) const PIPE_SLOTS: u32 = 64;
 const PAGE: usize = 4096;
 
 /// Creates pipes: `Pipe::new()` for a duplex pair, `Pipe::simplex()` for `(reader, writer)`, and
@@ -85,7 +86,7 @@ impl Pipe {
     /// let name = format!("doc-pipe-open-{}", std::process::id());
     /// let (a, _b) = Pipe::builder().name(&name).build()?;
     /// let n = name.clone();
-    /// let mut p = Process::fork(move || {
+    /// let p = Process::fork(move || {
     ///     let b = Pipe::open(&n, 1).unwrap(); // any process of this user, by name
     ///     b.send("by name").unwrap();
     /// })?;

@@ -51,7 +51,8 @@ const ARGS: &str = "SHMWIRE_SPAWN_ARGS";
 const PARENT: &str = "SHMWIRE_SPAWN_PARENT";
 const FDS: &str = "SHMWIRE_SPAWN_FDS";
 
-/// The arguments a spawned role was given (see [`enter`]).
+/// The arguments a spawned role was given (see [`enter`], whose example decodes them with
+/// [`get`](Args::get)): any serde value the parent passed to [`Process::spawn`].
 #[derive(Debug, Clone)]
 pub struct Args {
     bytes: Vec<u8>,

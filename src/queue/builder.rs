@@ -46,7 +46,7 @@ use std::sync::Arc;
 ///     .maxsize(100)
 ///     .type_tag("orders-v2")
 ///     .build()?;
-/// let mut p = Process::fork(move || {
+/// let p = Process::fork(move || {
 ///     // Another program would open it the same way, with its own type for the orders.
 ///     let orders = Queue::<Order>::builder()
 ///         .name(&name)

@@ -22,7 +22,7 @@ use std::time::Duration;
 /// use shmwire::{JoinableQueue, Process};
 /// let q = JoinableQueue::<u32>::new(0)?;
 /// let worker = q.clone();
-/// let mut p = Process::fork(move || {
+/// let p = Process::fork(move || {
 ///     for job in &worker {
 ///         let _job = job.unwrap(); // ends once the queue is closed and drained
 ///         worker.task_done().unwrap();
@@ -308,7 +308,7 @@ impl Held {
 /// use shmwire::{Process, SimpleQueue};
 /// let q = SimpleQueue::<String>::new()?;
 /// let producer = q.clone();
-/// let mut p = Process::fork(move || {
+/// let p = Process::fork(move || {
 ///     let s = String::from("by value");
 ///     producer.put(&s).unwrap(); // by reference
 ///     producer.put(s).unwrap(); // by value

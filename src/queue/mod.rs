@@ -12,11 +12,11 @@
 //! * `iter`: `QueueIter`, `for item in q.iter()`.
 //! * `joinable`: `JoinableQueue` and `SimpleQueue`.
 
-mod builder;
-mod iter;
-mod joinable;
+pub mod builder;
+pub mod iter;
+pub mod joinable;
 mod ops;
-mod rings;
+pub mod rings;
 
 pub use builder::QueueBuilder;
 pub use iter::QueueIter;
@@ -108,7 +108,7 @@ pub const DEFAULT_SPILL_SIZE: usize = 64 << 20;
 /// use shmwire::{Process, Queue};
 /// let q = Queue::<String>::new(0)?;
 /// let producer = q.clone();
-/// let mut p = Process::fork(move || {
+/// let p = Process::fork(move || {
 ///     for v in ["A", "B", "C"] {
 ///         producer.put(&v.to_string()).unwrap();
 ///     }
@@ -321,6 +321,20 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.put_item(item.borrow(), Deadline::after(Some(timeout)))
     }
 
+    /// [`put_nowait`](Self::put_nowait) under the name a Rust user looks for (beside
+    /// [`try_get`](Self::try_get)): puts `item` if there is room now, else [`Error::Full`].
+    ///
+    /// ```
+    /// # fn main() -> shmwire::Result<()> {
+    /// let q = shmwire::Queue::<u32>::new(1)?;
+    /// q.try_put(1)?;
+    /// assert!(matches!(q.try_put(2), Err(shmwire::Error::Full)));
+    /// # Ok(()) }
+    /// ```
+    pub fn try_put(&self, item: impl Borrow<T>) -> Result<()> {
+        self.put_nowait(item)
+    }
+
     /// Puts `item` if there is room now, else [`Error::Full`].
     pub fn put_nowait(&self, item: impl Borrow<T>) -> Result<()> {
         match self.put_item(item.borrow(), Deadline::after(Some(Duration::ZERO))) {
@@ -380,7 +394,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// use shmwire::{Process, Queue};
     /// let q = Queue::<u64>::new(0)?;
     /// let producer = q.clone();
-    /// let mut p = Process::fork(move || {
+    /// let p = Process::fork(move || {
     ///     for i in 1..=10 {
     ///         producer.put(i).unwrap();
     ///     }

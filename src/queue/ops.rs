@@ -161,7 +161,7 @@ impl<T> Queue<T> {
 
     /// One attempt to put `item` into the newest ring; an unbounded queue whose newest ring is full
     /// grows. `Ok(None)`: full.
-    pub(super) fn try_put<'s>(
+    pub(super) fn try_place<'s>(
         &'s self,
         me: u32,
         item: Item<'_>,
@@ -196,7 +196,7 @@ impl<T> Queue<T> {
     pub(super) fn publish(&self, me: u32, item: Item<'_>, deadline: Deadline) -> Result<()> {
         let b = self.obj.block();
         let mut cache = None;
-        let attempt = || self.try_put(me, item, deadline, &mut cache);
+        let attempt = || self.try_place(me, item, deadline, &mut cache);
         self.wait_on(&b.not_full, deadline, attempt)?;
         let _ = b.not_empty.notify();
         Ok(())

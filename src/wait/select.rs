@@ -41,7 +41,7 @@ pub(crate) mod sealed {
 /// use shmwire::{Pipe, Process, Waitable, wait};
 /// use std::time::Duration;
 /// let (a, b) = Pipe::new()?;
-/// let mut p = Process::fork(move || b.send(&1u8).unwrap())?;
+/// let p = Process::fork(move || b.send(&1u8).unwrap())?;
 /// let objects: [&dyn Waitable; 2] = [&a, &p];
 /// let ready = wait(&objects, Duration::from_secs(10))?;
 /// assert!(!ready.is_empty()); // the message, the child's exit, or both

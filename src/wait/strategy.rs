@@ -40,6 +40,7 @@ pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WaitStrategy {
     /// Spin for up to 50 µs, then sleep; but sleep at once when spinning cannot win: when this process
     /// is confined to one CPU and the peer last waited on that same CPU (both pinned to one core, as

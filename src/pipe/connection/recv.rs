@@ -174,7 +174,7 @@ impl Connection {
     /// # fn main() -> shmwire::Result<()> {
     /// use shmwire::{Pipe, Process};
     /// let (a, b) = Pipe::new()?;
-    /// let mut p = Process::fork(move || {
+    /// let p = Process::fork(move || {
     ///     for i in 0..5u32 {
     ///         a.send(&i).unwrap();
     ///     }

@@ -25,6 +25,26 @@ impl Connection {
         self.send_value(value, Deadline::after(Some(timeout)))
     }
 
+    /// Sends `value` if the ring has room for it now, else [`Error::Full`] (nothing sent): the form
+    /// that never waits, beside [`try_recv`](Self::try_recv).
+    ///
+    /// ```
+    /// # fn main() -> shmwire::Result<()> {
+    /// let (a, b) = shmwire::Pipe::builder().capacity(4096).build()?;
+    /// a.try_send(&7u32)?;
+    /// let block = vec![0u8; 1000];
+    /// while a.try_send(&block).is_ok() {} // fill the ring
+    /// assert!(matches!(a.try_send(&block), Err(shmwire::Error::Full)));
+    /// assert_eq!(b.recv::<u32>()?, 7);
+    /// # Ok(()) }
+    /// ```
+    pub fn try_send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        match self.send_value(value, Deadline::after(Some(Duration::ZERO))) {
+            Err(Error::Timeout) => Err(Error::Full),
+            other => other,
+        }
+    }
+
     fn send_value<T: Serialize + ?Sized>(&self, value: &T, deadline: Deadline) -> Result<()> {
         let len = codec::encoded_len(value)?;
         let mut st = self.begin()?;
