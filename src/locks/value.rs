@@ -38,23 +38,14 @@ pub(crate) struct ValueBlock {
 // SAFETY: repr(C), all atomics.
 unsafe impl SharedBlock for ValueBlock {}
 
-/// The fingerprint of plain data of `T`'s size and alignment, for a `what` ("Value" or "Array"):
-/// FNV-1a over those, as `segment::fingerprint_of` hashes a type's name, size and alignment.
-// A Pod fingerprint helper in `segment::header` may replace this (the queue family's).
+/// The fingerprint of plain data of `T`'s size and alignment, for a `what` ("Value" or "Array",
+/// so that one never opens as the other), as `segment::fingerprint_of_pod` makes it for queue items.
 pub(super) fn pod_fingerprint<T: Pod>(what: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let size = std::mem::size_of::<T>() as u64;
-    let align = std::mem::align_of::<T>() as u64;
-    for b in ["shmwire.pod.", what]
-        .iter()
-        .flat_map(|s| s.bytes())
-        .chain(size.to_le_bytes())
-        .chain(align.to_le_bytes())
-    {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    crate::segment::fingerprint_parts(
+        &format!("shmwire.pod.{what}"),
+        std::mem::size_of::<T>() as u64,
+        std::mem::align_of::<T>() as u64,
+    )
 }
 
 /// A `T` in shared memory, with a lock: Python's `multiprocessing.Value`.

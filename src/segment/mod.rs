@@ -22,6 +22,7 @@ pub(crate) mod registry;
 
 pub(crate) use participants::CLAIM_BITS;
 
+pub(crate) use header::fingerprint_parts;
 pub use header::{Kind, fingerprint_of, fingerprint_of_pod, fingerprint_of_tag};
 pub use names::{SegmentInfo, cleanup, list};
 
