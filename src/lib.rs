@@ -38,8 +38,8 @@
 //! * The primitives, one folder per family: `pipe` ([`Pipe`], [`Connection`],
 //!   [`Listener`]/[`Client`], [`ConnectionHandle`]), `queue` ([`Queue`], [`JoinableQueue`],
 //!   [`SimpleQueue`]), `locks` ([`Lock`], [`RLock`], [`Semaphore`], [`Event`], [`Condition`],
-//!   [`Barrier`], [`Value`], [`Array`], [`SharedMemory`]), `process` ([`Process`], [`spawn`]); and
-//!   [`wait`] over any of them.
+//!   [`Barrier`], [`Value`], [`Array`], [`SharedMemory`]), `process` ([`Process`], [`spawn`]),
+//!   `pool` ([`Pool`], [`AsyncResult`]); and [`wait`] over any of them.
 //!
 //! ## Failure
 //!
@@ -82,6 +82,8 @@ mod locks;
 #[cfg(not(loom))]
 mod pipe;
 #[cfg(not(loom))]
+mod pool;
+#[cfg(not(loom))]
 mod process;
 #[cfg(not(loom))]
 mod queue;
@@ -95,6 +97,11 @@ pub struct ReadmeDoctests;
 #[cfg(not(loom))]
 pub use pipe::{
     Client, Connection, ConnectionHandle, DEFAULT_CAPACITY, Listener, Pipe, PipeBuilder,
+};
+#[cfg(not(loom))]
+pub use pool::{
+    AsyncResult, DEFAULT_ARENA, DEFAULT_RESULT_RING, DEFAULT_TASK_SLOTS, Imap, Pool, PoolBuilder,
+    StartMethod, TaskValue,
 };
 #[cfg(not(loom))]
 pub use process::{ChildOutcome, ExitStatus, Process, spawn};
