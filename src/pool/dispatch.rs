@@ -695,6 +695,7 @@ impl Thread {
             let mut dead = Vec::new();
             let mut retired = Vec::new();
             let mut broke = None;
+            let mut init_failed = false;
             if events != self.seen_events || last_probe.elapsed() >= PROBE_INTERVAL {
                 self.seen_events = events;
                 last_probe = Instant::now();
@@ -703,10 +704,8 @@ impl Thread {
                     match shared.slot(w).state.load(Ordering::Acquire) {
                         transport::W_RETIRED => retired.push(w),
                         transport::W_INCOMPATIBLE => broke = Some(End::Incompatible),
-                        transport::W_INIT_FAILED if p.exited() => {
-                            let m = self.init_failure.clone().unwrap_or_default();
-                            broke = Some(End::InitFailed(m));
-                        }
+                        // Its message is in its ring: read below.
+                        transport::W_INIT_FAILED if p.exited() => init_failed = true,
                         transport::W_RUNNING if !p.exited() => self.failed_starts = 0,
                         st if p.exited() => {
                             if st == transport::W_EMPTY {
@@ -732,6 +731,10 @@ impl Thread {
                     self.init_failure =
                         Some(String::from_utf8_lossy(&batch[g.body.clone()]).into_owned());
                 }
+            }
+            if init_failed {
+                let m = self.init_failure.clone().unwrap_or_default();
+                broke = Some(End::InitFailed(m));
             }
             let mut out: Vec<Delivery> = Vec::with_capacity(got.len());
             let published;
