@@ -50,7 +50,7 @@ fn add(a: u64, b: u64) -> u64 {
     a * 3 + b
 }
 
-fn pid_of(_: u64) -> u32 {
+fn _pid_of(_: u64) -> u32 {
     std::process::id()
 }
 

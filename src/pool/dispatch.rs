@@ -179,7 +179,8 @@ pub(crate) enum Res {
     Failed(Error),
 }
 
-type Delivery = (Arc<dyn Sink>, u64, Res);
+/// Outcomes for one sink: (task index in its job, outcome).
+type Delivery = (Arc<dyn Sink>, Vec<(u64, Res)>);
 
 /// The parent's bookkeeping, under `Inner::state`.
 pub(crate) struct State {
@@ -296,15 +297,30 @@ impl State {
         });
     }
 
-    /// Records task `i` of `chunk` as done with `res`; frees the chunk once all its tasks are.
-    fn finish(&mut self, chunk: u64, i: u32, res: Res, out: &mut Vec<Delivery>) {
+    /// Records tasks `first..` of `chunk` as done with `results` (in order); frees the chunk once
+    /// all its tasks are. A task already decided is left as it was.
+    fn finish(
+        &mut self,
+        chunk: u64,
+        first: u32,
+        results: impl IntoIterator<Item = Res>,
+        out: &mut Vec<Delivery>,
+    ) {
         let Some(c) = self.ledger.get_mut(&chunk) else {
-            return; // a late result of a task already decided
+            return; // late results of tasks already decided
         };
-        if !c.set_final(i) {
-            return;
+        let mut got = Vec::new();
+        for (k, res) in results.into_iter().enumerate() {
+            let Some(i) = u32::try_from(k).ok().and_then(|k| first.checked_add(k)) else {
+                break;
+            };
+            if c.set_final(i) {
+                got.push((c.base + u64::from(i), res));
+            }
         }
-        out.push((c.sink.clone(), c.base + u64::from(i), res));
+        if !got.is_empty() {
+            out.push((c.sink.clone(), got));
+        }
         if c.n_final == c.count {
             if let Some(c) = self.ledger.remove(&chunk) {
                 if let Some(b) = c.block {
@@ -354,26 +370,34 @@ impl State {
             self.rerun(chunk, 0);
             return;
         }
-        let i = (started - 1) as u32;
-        if c.is_final(i) {
-            self.rerun(chunk, i + 1);
+        // The tasks below `started` without a result died with the worker (the last while it ran,
+        // the others with their results unpublished); they share one fate: all run again while
+        // each has tries left, else all fail. Those from `started` on never began.
+        let started = started as u32;
+        let dead: Vec<u32> = (0..started).filter(|&i| !c.is_final(i)).collect();
+        let Some(&from) = dead.first() else {
+            self.rerun(chunk, started);
             return;
-        }
-        let tries = match c.tries.iter_mut().find(|t| t.0 == i) {
-            Some(t) => {
-                t.1 += 1;
-                t.1
-            }
-            None => {
-                c.tries.push((i, 1));
-                1
-            }
         };
-        if tries <= retries {
-            self.rerun(chunk, i);
+        let mut again = true;
+        for &i in &dead {
+            let t = match c.tries.iter_mut().find(|t| t.0 == i) {
+                Some(t) => t,
+                None => {
+                    c.tries.push((i, 0));
+                    c.tries.last_mut().expect("just pushed")
+                }
+            };
+            t.1 += 1;
+            again &= t.1 <= retries;
+        }
+        if again {
+            self.rerun(chunk, from);
         } else {
-            self.finish(chunk, i, Res::Failed(Error::WorkerDied), out);
-            self.rerun(chunk, i + 1);
+            for i in dead {
+                self.finish(chunk, i, [Res::Failed(Error::WorkerDied)], out);
+            }
+            self.rerun(chunk, started);
         }
     }
 
@@ -727,9 +751,13 @@ impl Thread {
                 }
             }
             for g in &got {
-                if g.head.status == transport::S_INIT {
-                    self.init_failure =
-                        Some(String::from_utf8_lossy(&batch[g.body.clone()]).into_owned());
+                if g.head.chunk == u64::MAX {
+                    if let Some((transport::S_INIT, v, _)) = transport::next_entry(&batch[g.body.clone()]) {
+                        let at = g.body.start;
+                        self.init_failure = Some(
+                            String::from_utf8_lossy(&batch[at + v.start..at + v.end]).into_owned(),
+                        );
+                    }
                 }
             }
             if init_failed {
@@ -741,11 +769,8 @@ impl Thread {
             {
                 let mut st = inner.lock();
                 for g in got.drain(..) {
-                    let res = match g.head.status {
-                        transport::S_OK => Res::Value(g.body),
-                        s => Res::Failed(failure(s, &batch[g.body])),
-                    };
-                    st.finish(g.head.chunk, g.head.index, res, &mut out);
+                    let results = entries(&batch, g.body, g.head.n);
+                    st.finish(g.head.chunk, g.head.first, results, &mut out);
                 }
                 for &w in &dead {
                     st.recover(&shared, w, inner.cfg.retries, &mut out);
@@ -761,12 +786,12 @@ impl Thread {
             if published {
                 let _ = blk.board.notify_all_always();
             }
-            for (sink, index, res) in out {
-                let o = match res {
-                    Res::Value(r) => Outcome::Value(&batch[r]),
-                    Res::Failed(e) => Outcome::Failed(e),
-                };
-                sink.deliver(index, o);
+            for (sink, results) in out {
+                let outcomes = results.into_iter().map(|(i, res)| match res {
+                    Res::Value(r) => (i, Outcome::Value(&batch[r])),
+                    Res::Failed(e) => (i, Outcome::Failed(e)),
+                });
+                sink.deliver_all(&mut outcomes.into_iter());
             }
             if inner.lock().idle() {
                 inner.idle.notify_all();
@@ -851,6 +876,25 @@ impl Thread {
             }
         }
     }
+}
+
+/// The `n` results of a frame's body (at `body` in `batch`), each a value's range in `batch` or a
+/// failure; a malformed entry ends the list (its tasks stay undecided, as if unpublished).
+fn entries(batch: &[u8], body: std::ops::Range<usize>, n: u32) -> Vec<Res> {
+    let mut out = Vec::with_capacity(n as usize);
+    let mut at = body.start;
+    for _ in 0..n {
+        let Some((status, v, next)) = transport::next_entry(&batch[at..body.end]) else {
+            break;
+        };
+        let value = at + v.start..at + v.end;
+        out.push(match status {
+            transport::S_OK => Res::Value(value),
+            s => Res::Failed(failure(s, &batch[value])),
+        });
+        at += next;
+    }
+    out
 }
 
 /// The error a failure frame stands for.

@@ -62,12 +62,14 @@ fn run<R: Serialize>(call: impl FnOnce() -> R, out: &mut Vec<u8>) -> u32 {
     use super::transport::{S_ENCODE, S_OK, S_PANICKED};
     out.clear();
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
-        Ok(r) => match codec::encode(&r) {
+        // Into `out`'s own allocation (one per worker, not one per task).
+        Ok(r) => match postcard::to_extend(&r, std::mem::take(out)) {
             Ok(b) => {
                 *out = b;
                 S_OK
             }
             Err(e) => {
+                out.clear();
                 out.extend_from_slice(e.to_string().as_bytes());
                 S_ENCODE
             }

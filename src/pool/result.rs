@@ -26,6 +26,12 @@ pub(crate) enum Outcome<'a> {
 pub(crate) trait Sink: Send + Sync {
     /// Task `index` of the job ended (called once per task, on the result thread).
     fn deliver(&self, index: u64, out: Outcome<'_>);
+    /// Several tasks ended.
+    fn deliver_all(&self, outs: &mut dyn Iterator<Item = (u64, Outcome<'_>)>) {
+        for (i, o) in outs {
+            self.deliver(i, o);
+        }
+    }
     /// The job will get nothing more: every task without an outcome fails with `err()`.
     fn abort(&self, err: &dyn Fn() -> Error);
 }
@@ -264,29 +270,45 @@ impl<R> MapSink<R> {
     }
 }
 
-impl<R: DeserializeOwned + Send + 'static> Sink for MapSink<R> {
-    fn deliver(&self, index: u64, out: Outcome<'_>) {
-        if !self.cell.is_pending() {
-            return;
-        }
-        match decode::<R>(out) {
-            Err(e) => self.cell.set(Err(e)),
-            Ok(v) => {
-                let mut s = lock(&self.state);
-                let (vals, left) = &mut *s;
-                let Some(slot) = vals.get_mut(index as usize) else {
-                    return;
-                };
-                if slot.is_none() {
-                    *slot = Some(v);
-                    *left -= 1;
-                }
-                if *left == 0 {
-                    let all: Vec<R> = std::mem::take(vals).into_iter().flatten().collect();
+impl<R> MapSink<R> {
+    /// Stores the values (one lock for all); the first failure makes the whole map fail.
+    fn store(&self, outs: &mut dyn Iterator<Item = (u64, Result<R>)>) {
+        let mut s = lock(&self.state);
+        for (index, r) in outs {
+            match r {
+                Err(e) => {
                     drop(s);
-                    self.cell.set(Ok(all));
+                    self.cell.set(Err(e));
+                    return;
+                }
+                Ok(v) => {
+                    let (vals, left) = &mut *s;
+                    if let Some(slot) = vals.get_mut(index as usize) {
+                        if slot.is_none() {
+                            *slot = Some(v);
+                            *left -= 1;
+                        }
+                    }
                 }
             }
+        }
+        let (vals, left) = &mut *s;
+        if *left == 0 && !vals.is_empty() {
+            let all: Vec<R> = std::mem::take(vals).into_iter().flatten().collect();
+            drop(s);
+            self.cell.set(Ok(all));
+        }
+    }
+}
+
+impl<R: DeserializeOwned + Send + 'static> Sink for MapSink<R> {
+    fn deliver(&self, index: u64, out: Outcome<'_>) {
+        self.deliver_all(&mut std::iter::once((index, out)));
+    }
+
+    fn deliver_all(&self, outs: &mut dyn Iterator<Item = (u64, Outcome<'_>)>) {
+        if self.cell.is_pending() {
+            self.store(&mut outs.map(|(i, o)| (i, decode::<R>(o))));
         }
     }
 
@@ -363,12 +385,18 @@ impl<R> StreamSink<R> {
 
 impl<R: DeserializeOwned + Send + 'static> Sink for StreamSink<R> {
     fn deliver(&self, index: u64, out: Outcome<'_>) {
-        let r = decode::<R>(out);
+        self.deliver_all(&mut std::iter::once((index, out)));
+    }
+
+    fn deliver_all(&self, outs: &mut dyn Iterator<Item = (u64, Outcome<'_>)>) {
         let mut s = lock(&self.state);
-        if self.in_order {
-            s.ordered.insert(index, r);
-        } else {
-            s.arrived.push_back(r);
+        for (index, out) in outs {
+            let r = decode::<R>(out);
+            if self.in_order {
+                s.ordered.insert(index, r);
+            } else {
+                s.arrived.push_back(r);
+            }
         }
         self.cv.notify_all();
     }

@@ -29,13 +29,18 @@
 //! once every task of the chunk has its result: a worker reads a task's argument in place (copying
 //! it first), so a chunk whose worker died runs again elsewhere from the same block.
 //!
-//! **Results**: worker `w` writes the result of each task, in the order it runs them, as a frame in
-//! ring `w` (its own: one writer), and wakes the parent through `results`. A frame is
-//! `[chunk u64][task index u32][status u32][value or message]`; a result larger than a frame goes as
-//! a `TAG_HEAD` frame (`[total u64]` then the header and the first bytes) and `TAG_CONT` frames. A
-//! worker begins task `i` (`started = i + 1` in its slot) only after the frame of task `i - 1` is
-//! published, so once the parent has drained a dead worker's ring, the task it was running is the
-//! one named by `started` (if that has no result), and the tasks after it never began.
+//! **Results**: worker `w` writes the results of the tasks it runs, in order, to ring `w` (its own:
+//! one writer), and wakes the parent through `results`. A frame carries the results of consecutive
+//! tasks of one chunk: `[chunk u64][first task u32][n u32]`, then per task `[status u32][len u32]
+//! [value or message]`. A worker publishes a frame at the end of each chunk, before it waits, and
+//! whenever it holds 64 results, 8 KiB of them, or results of tasks begun 50 µs ago or more: a
+//! task that runs 50 µs or longer has its result published as it ends, a shorter one within
+//! 50 µs or so; never with its chunk's end. A
+//! frame larger than the ring allows goes as a `TAG_HEAD` frame (`[total u64]` then the frame's
+//! first bytes) and `TAG_CONT` frames. A worker records each task it begins (`started = i + 1` in
+//! its slot) before it runs it: once the parent has drained a dead worker's ring, the tasks of its
+//! chunk below `started` without a result died with it (the last one while running, the others
+//! with their results unpublished), and those from `started` on never began.
 //!
 //! Everything a process reads from shared memory it copies, then checks: positions, lengths,
 //! offsets and the arena range of a block are validated before use.
@@ -475,28 +480,51 @@ impl Board for Shared {
     }
 }
 
-/// A result frame's header.
+/// A result frame's header: the results of tasks `first..first + n` of `chunk`, which follow as
+/// `n` entries `[status u32][len u32][value or message]`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FrameHead {
     pub(crate) chunk: u64,
-    pub(crate) index: u32,
-    pub(crate) status: u32,
+    pub(crate) first: u32,
+    pub(crate) n: u32,
 }
 
 impl FrameHead {
     pub(crate) fn to_bytes(self) -> [u8; FRAME_HEAD] {
         let mut b = [0u8; FRAME_HEAD];
         b[..8].copy_from_slice(&self.chunk.to_le_bytes());
-        b[8..12].copy_from_slice(&self.index.to_le_bytes());
-        b[12..].copy_from_slice(&self.status.to_le_bytes());
+        b[8..12].copy_from_slice(&self.first.to_le_bytes());
+        b[12..].copy_from_slice(&self.n.to_le_bytes());
         b
     }
 
     pub(crate) fn parse(b: &[u8]) -> Option<FrameHead> {
         Some(FrameHead {
             chunk: u64::from_le_bytes(b.get(..8)?.try_into().ok()?),
-            index: u32::from_le_bytes(b.get(8..12)?.try_into().ok()?),
-            status: u32::from_le_bytes(b.get(12..16)?.try_into().ok()?),
+            first: u32::from_le_bytes(b.get(8..12)?.try_into().ok()?),
+            n: u32::from_le_bytes(b.get(12..16)?.try_into().ok()?),
         })
     }
+}
+
+/// Bytes of an entry's header in a result frame.
+pub(crate) const ENTRY_HEAD: usize = 8;
+
+/// Appends a result entry to `buf`.
+pub(crate) fn push_entry(buf: &mut Vec<u8>, status: u32, value: &[u8]) {
+    buf.extend_from_slice(&status.to_le_bytes());
+    buf.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    buf.extend_from_slice(value);
+}
+
+/// Splits the next entry off `body` (a copy, private): `(status, value, rest)`; `None` if it is
+/// malformed.
+pub(crate) fn next_entry(body: &[u8]) -> Option<(u32, std::ops::Range<usize>, usize)> {
+    let status = u32::from_le_bytes(body.get(..4)?.try_into().ok()?);
+    let len = u32::from_le_bytes(body.get(4..8)?.try_into().ok()?) as usize;
+    let end = ENTRY_HEAD.checked_add(len)?;
+    if end > body.len() {
+        return None;
+    }
+    Some((status, ENTRY_HEAD..end, end))
 }

@@ -29,6 +29,7 @@ use crate::wait::{Deadline, Spinner, WaitStrategy, block_on};
 use crate::{Connection, Pipe};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 /// The spawn role of a pool worker (handled by `spawn::enter` itself).
 pub(crate) const WORKER_ROLE: &str = "__shmwire_pool_worker";
@@ -75,7 +76,7 @@ fn gone() -> Error {
     Error::io(std::io::ErrorKind::Other, "the pool's parent is gone")
 }
 
-/// Writes one result frame (several for a large result), waiting for room.
+/// Writes one result frame (several pieces for a large one), waiting for room.
 fn send(shared: &Shared, ring: &Spsc, head: FrameHead, body: &[u8]) -> Result<()> {
     let mut spinner = Spinner::new(WaitStrategy::Adaptive);
     let reserve = |len: usize, spinner: &mut Spinner| {
@@ -113,6 +114,77 @@ fn send(shared: &Shared, ring: &Spsc, head: FrameHead, body: &[u8]) -> Result<()
     }
     let _ = shared.block().results.notify();
     Ok(())
+}
+
+/// Results of consecutive tasks of one chunk, not yet published.
+struct Batch {
+    chunk: u64,
+    first: u32,
+    n: u32,
+    buf: Vec<u8>,
+    since: Option<Instant>,
+}
+
+/// A batch is published once it holds this many results...
+const BATCH_MAX: u32 = 64;
+/// ... or this many bytes ...
+const BATCH_BYTES: usize = 8 << 10;
+/// ... or its oldest result is this old.
+const BATCH_AGE: Duration = Duration::from_micros(50);
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            chunk: 0,
+            first: 0,
+            n: 0,
+            buf: Vec::new(),
+            since: None,
+        }
+    }
+
+    /// Task `i` begins now: a batch's age counts from its first task's start (so a long task's
+    /// result is published as soon as it ends).
+    fn begin(&mut self) {
+        if self.n == 0 {
+            self.since = Some(Instant::now());
+        }
+    }
+
+    /// Adds task `i`'s result, publishing as the rules above say.
+    fn push(&mut self, shared: &Shared, ring: &Spsc, chunk: u64, i: u32, st: u32, v: &[u8]) -> Result<()> {
+        if self.n > 0 && (self.chunk != chunk || self.first + self.n != i) {
+            self.flush(shared, ring)?;
+        }
+        if self.n == 0 {
+            self.chunk = chunk;
+            self.first = i;
+            self.since = self.since.or_else(|| Some(Instant::now()));
+        }
+        transport::push_entry(&mut self.buf, st, v);
+        self.n += 1;
+        let old = self.since.is_some_and(|t| t.elapsed() >= BATCH_AGE);
+        if self.n >= BATCH_MAX || self.buf.len() >= BATCH_BYTES || old {
+            self.flush(shared, ring)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, shared: &Shared, ring: &Spsc) -> Result<()> {
+        if self.n == 0 {
+            return Ok(());
+        }
+        let head = FrameHead {
+            chunk: self.chunk,
+            first: self.first,
+            n: self.n,
+        };
+        send(shared, ring, head, &self.buf)?;
+        self.buf.clear();
+        self.n = 0;
+        self.since = None;
+        Ok(())
+    }
 }
 
 /// Marks the slot with a state the parent must see at once, and wakes it.
@@ -177,18 +249,16 @@ pub(crate) fn run(shared: &Shared, start: &Start) -> i32 {
         return EXIT_NO_SEGMENT;
     }
     if let Err(msg) = initialize(shared, main_only) {
-        let head = FrameHead {
-            chunk: u64::MAX,
-            index: u32::MAX,
-            status: transport::S_INIT,
-        };
-        let _ = send(shared, &ring, head, msg.as_bytes());
+        let mut b = Batch::new();
+        let _ = b
+            .push(shared, &ring, u64::MAX, 0, transport::S_INIT, msg.as_bytes())
+            .and_then(|()| b.flush(shared, &ring));
         announce(shared, w, transport::W_INIT_FAILED);
         return EXIT_INIT;
     }
     let blk = shared.block();
     let mut spinner = Spinner::new(WaitStrategy::Adaptive);
-    let (mut out, mut arg) = (Vec::new(), Vec::new());
+    let (mut out, mut arg, mut batch) = (Vec::new(), Vec::new(), Batch::new());
     let mut done = 0u64;
     loop {
         let take = || {
@@ -209,7 +279,8 @@ pub(crate) fn run(shared: &Shared, start: &Start) -> i32 {
         slot.chunk.store(d.chunk.wrapping_add(1), Ordering::Relaxed);
         slot.started.store(0, Ordering::Relaxed);
         shared.free(p); // Release: the record above is visible before the entry is reused
-        if run_chunk(shared, &ring, w, &d, main_only, &mut arg, &mut out, &mut done).is_err() {
+        let bufs = (&mut arg, &mut out, &mut batch);
+        if run_chunk(shared, &ring, w, &d, main_only, bufs, &mut done).is_err() {
             return EXIT_OK; // the parent is gone
         }
         // ORDERING: Release: every frame of the chunk is published before it reads "none held".
@@ -221,16 +292,15 @@ pub(crate) fn run(shared: &Shared, start: &Start) -> i32 {
     }
 }
 
-/// Runs tasks `d.first..d.count` of a chunk, one frame per task, as worker `w`.
-#[allow(clippy::too_many_arguments)]
+/// Runs tasks `d.first..d.count` of a chunk as worker `w`, publishing their results (all of them
+/// before it returns).
 fn run_chunk(
     shared: &Shared,
     ring: &Spsc,
     w: usize,
     d: &transport::Desc,
     main_only: bool,
-    arg: &mut Vec<u8>,
-    out: &mut Vec<u8>,
+    (arg, out, batch): (&mut Vec<u8>, &mut Vec<u8>, &mut Batch),
     done: &mut u64,
 ) -> Result<()> {
     let slot = shared.slot(w);
@@ -253,9 +323,10 @@ fn run_chunk(
             at += 4 + len as u64;
             continue;
         }
-        // ORDERING: Release, after the previous task's frame: see `transport` (the parent reads it
-        // once this worker is dead).
+        // ORDERING: Release, after the previous task's result: see `transport` (the parent reads
+        // it once this worker is dead).
         slot.started.store(u64::from(i) + 1, Ordering::Release);
+        batch.begin();
         let status = if !arg_ok {
             out.clear();
             out.extend_from_slice(b"the task's argument block is corrupt");
@@ -271,19 +342,14 @@ fn run_chunk(
             // workers; a forked one is a copy), and checked callable here.
             unsafe { function::call(f, arg, out) }
         };
-        let head = FrameHead {
-            chunk: d.chunk,
-            index: i,
-            status,
-        };
-        send(shared, ring, head, out)?;
+        batch.push(shared, ring, d.chunk, i, status, out)?;
         *done += 1;
         slot.tasks.store(*done, Ordering::Relaxed);
         if arg_ok {
             at += 4 + len as u64;
         }
     }
-    Ok(())
+    batch.flush(shared, ring)
 }
 
 // ---- the zygote ------------------------------------------------------------------------------------
