@@ -179,8 +179,20 @@ pub(crate) enum Res {
     Failed(Error),
 }
 
-/// Outcomes for one sink: (task index in its job, outcome).
-type Delivery = (Arc<dyn Sink>, Vec<(u64, Res)>);
+/// Outcomes on their way: per sink, a range of `Out::flat`.
+pub(crate) struct Out {
+    flat: Vec<(u64, Res)>,
+    runs: Vec<(Arc<dyn Sink>, std::ops::Range<usize>)>,
+}
+
+impl Out {
+    fn new() -> Out {
+        Out {
+            flat: Vec::new(),
+            runs: Vec::new(),
+        }
+    }
+}
 
 /// The parent's bookkeeping, under `Inner::state`.
 pub(crate) struct State {
@@ -304,22 +316,22 @@ impl State {
         chunk: u64,
         first: u32,
         results: impl IntoIterator<Item = Res>,
-        out: &mut Vec<Delivery>,
+        out: &mut Out,
     ) {
         let Some(c) = self.ledger.get_mut(&chunk) else {
             return; // late results of tasks already decided
         };
-        let mut got = Vec::new();
+        let at = out.flat.len();
         for (k, res) in results.into_iter().enumerate() {
             let Some(i) = u32::try_from(k).ok().and_then(|k| first.checked_add(k)) else {
                 break;
             };
             if c.set_final(i) {
-                got.push((c.base + u64::from(i), res));
+                out.flat.push((c.base + u64::from(i), res));
             }
         }
-        if !got.is_empty() {
-            out.push((c.sink.clone(), got));
+        if out.flat.len() > at {
+            out.runs.push((c.sink.clone(), at..out.flat.len()));
         }
         if c.n_final == c.count {
             if let Some(c) = self.ledger.remove(&chunk) {
@@ -353,7 +365,7 @@ impl State {
     }
 
     /// What dead worker `w` held: its begun task fails (or runs again), the rest runs again.
-    fn recover(&mut self, shared: &Shared, w: usize, retries: u32, out: &mut Vec<Delivery>) {
+    fn recover(&mut self, shared: &Shared, w: usize, retries: u32, out: &mut Out) {
         let s = shared.slot(w);
         let held = s.chunk.load(Ordering::Acquire);
         let started = s.started.load(Ordering::Acquire);
@@ -440,7 +452,7 @@ impl Inner {
         let published = st.pump(&self.shared);
         drop(st);
         if published {
-            let _ = self.shared.block().board.notify_all_always();
+            let _ = self.shared.block().board.notify();
         }
         Ok(())
     }
@@ -710,7 +722,7 @@ impl Thread {
         let blk = shared.block();
         let mut spinner = Spinner::new(WaitStrategy::Adaptive);
         let mut last_probe = Instant::now();
-        let (mut batch, mut got) = (Vec::new(), Vec::new());
+        let (mut batch, mut got, mut out) = (Vec::new(), Vec::new(), Out::new());
         while !inner.stop.load(Ordering::Acquire) {
             let left = PROBE_INTERVAL.saturating_sub(last_probe.elapsed());
             let check = || Ok(self.pending().then_some(()));
@@ -764,7 +776,8 @@ impl Thread {
                 let m = self.init_failure.clone().unwrap_or_default();
                 broke = Some(End::InitFailed(m));
             }
-            let mut out: Vec<Delivery> = Vec::with_capacity(got.len());
+            out.flat.clear();
+            out.runs.clear();
             let published;
             {
                 let mut st = inner.lock();
@@ -784,10 +797,11 @@ impl Thread {
                 published = st.pump(&shared);
             }
             if published {
-                let _ = blk.board.notify_all_always();
+                let _ = blk.board.notify();
             }
-            for (sink, results) in out {
-                let outcomes = results.into_iter().map(|(i, res)| match res {
+            let mut flat = std::mem::take(&mut out.flat).into_iter();
+            for (sink, range) in out.runs.drain(..) {
+                let outcomes = flat.by_ref().take(range.len()).map(|(i, res)| match res {
                     Res::Value(r) => (i, Outcome::Value(&batch[r])),
                     Res::Failed(e) => (i, Outcome::Failed(e)),
                 });

@@ -355,18 +355,17 @@ impl Pool {
         let mut out = Vec::new();
         let (mut cur, mut count, mut start, mut n) = (Vec::new(), 0u32, base, base);
         for a in args {
-            let a = a.borrow();
-            let len = codec::encoded_len(a)?;
-            let len32 = u32::try_from(len).map_err(|_| Error::TooLarge)?;
-            if count > 0 && (count as usize >= chunksize || cur.len() + 4 + len > max) {
+            if count > 0 && (count as usize >= chunksize || cur.len() >= max) {
                 out.push((start, count, std::mem::take(&mut cur)));
                 start = n;
                 count = 0;
             }
+            // `[len u32][value]`, encoded in place (the length is patched in after).
             let at = cur.len();
-            cur.extend_from_slice(&len32.to_le_bytes());
-            cur.resize(at + 4 + len, 0);
-            codec::encode_into(a, &mut cur[at + 4..])?;
+            cur.extend_from_slice(&[0; 4]);
+            cur = postcard::to_extend(a.borrow(), cur).map_err(|e| Error::Encode(e.to_string()))?;
+            let len = u32::try_from(cur.len() - at - 4).map_err(|_| Error::TooLarge)?;
+            cur[at..at + 4].copy_from_slice(&len.to_le_bytes());
             count += 1;
             n += 1;
         }

@@ -78,7 +78,8 @@ fn gone() -> Error {
 
 /// Writes one result frame (several pieces for a large one), waiting for room.
 fn send(shared: &Shared, ring: &Spsc, head: FrameHead, body: &[u8]) -> Result<()> {
-    let mut spinner = Spinner::new(WaitStrategy::Adaptive);
+    // A full ring means the parent is behind: spinning would take the CPU it needs.
+    let mut spinner = Spinner::new(WaitStrategy::Sleep);
     let reserve = |len: usize, spinner: &mut Spinner| {
         block_on(
             spinner,
@@ -163,7 +164,9 @@ impl Batch {
         }
         transport::push_entry(&mut self.buf, st, v);
         self.n += 1;
-        let old = self.since.is_some_and(|t| t.elapsed() >= BATCH_AGE);
+        // The clock is read after the 1st, 2nd, 4th, ... result only (a long task's is published
+        // at once; short ones wait at most about twice the age).
+        let old = self.n.is_power_of_two() && self.since.is_some_and(|t| t.elapsed() >= BATCH_AGE);
         if self.n >= BATCH_MAX || self.buf.len() >= BATCH_BYTES || old {
             self.flush(shared, ring)?;
         }
