@@ -25,7 +25,7 @@ use crate::process::Process;
 use crate::ring::spsc::{Spsc, TAG_CONT, TAG_HEAD, TAG_WHOLE};
 use crate::wait::{Deadline, PROBE_INTERVAL, Spinner, WaitStrategy, block_on};
 use crate::Connection;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -61,6 +61,8 @@ pub(crate) struct Config {
     pub(crate) method: StartMethod,
     pub(crate) retries: u32,
     pub(crate) maxtasks: u64,
+    /// How the result thread and the workers wait.
+    pub(crate) wait: WaitStrategy,
 }
 
 /// What the parent's threads share.
@@ -172,6 +174,62 @@ impl Chunk {
     }
 }
 
+/// The chunks not yet done, by id (ids are handed out in order, so a deque indexed from the
+/// oldest live id: no hashing on the hot path).
+#[derive(Default)]
+struct Ledger {
+    base: u64,
+    slots: VecDeque<Option<Chunk>>,
+    live: usize,
+}
+
+impl Ledger {
+    fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    fn index(&self, id: &u64) -> Option<usize> {
+        id.checked_sub(self.base)
+            .and_then(|i| usize::try_from(i).ok())
+            .filter(|&i| i < self.slots.len())
+    }
+
+    fn get(&self, id: &u64) -> Option<&Chunk> {
+        self.slots.get(self.index(id)?)?.as_ref()
+    }
+
+    fn get_mut(&mut self, id: &u64) -> Option<&mut Chunk> {
+        let i = self.index(id)?;
+        self.slots.get_mut(i)?.as_mut()
+    }
+
+    /// Adds chunk `id`, the next id after every one added before.
+    fn insert(&mut self, id: u64, c: Chunk) {
+        if self.slots.is_empty() {
+            self.base = id;
+        }
+        debug_assert_eq!(id, self.base + self.slots.len() as u64);
+        self.slots.push_back(Some(c));
+        self.live += 1;
+    }
+
+    fn remove(&mut self, id: &u64) -> Option<Chunk> {
+        let i = self.index(id)?;
+        let c = self.slots.get_mut(i)?.take()?;
+        self.live -= 1;
+        while matches!(self.slots.front(), Some(None)) {
+            self.slots.pop_front();
+            self.base += 1;
+        }
+        Some(c)
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Chunk> + '_ {
+        self.live = 0;
+        self.slots.drain(..).flatten()
+    }
+}
+
 /// An outcome on its way to its sink.
 pub(crate) enum Res {
     /// The value's bytes, at this range of the batch buffer.
@@ -200,7 +258,7 @@ pub(crate) struct State {
     pub(crate) ended: Option<End>,
     enq: u64,
     next_chunk: u64,
-    ledger: HashMap<u64, Chunk>,
+    ledger: Ledger,
     backlog: VecDeque<Desc>,
     arena: Arena,
 }
@@ -212,7 +270,7 @@ impl State {
             ended: None,
             enq: 0,
             next_chunk: 0,
-            ledger: HashMap::new(),
+            ledger: Ledger::default(),
             backlog: VecDeque::new(),
             arena: Arena::new(arena_bytes),
         }
@@ -419,7 +477,7 @@ impl State {
             self.ended = Some(end);
         }
         let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
-        for (_, c) in self.ledger.drain() {
+        for c in self.ledger.drain() {
             if !sinks.iter().any(|s| Arc::ptr_eq(s, &c.sink)) {
                 sinks.push(c.sink);
             }
@@ -600,6 +658,7 @@ impl Thread {
             index: w as u32,
             incarnation: self.incarnations[w],
             maxtasks: self.inner.cfg.maxtasks,
+            wait: worker::encode_wait(self.inner.cfg.wait),
             build: None,
             fd: -1,
         };
@@ -720,7 +779,7 @@ impl Thread {
         let inner = self.inner.clone();
         let shared = inner.shared.clone();
         let blk = shared.block();
-        let mut spinner = Spinner::new(WaitStrategy::Adaptive);
+        let mut spinner = Spinner::new(inner.cfg.wait);
         let mut last_probe = Instant::now();
         let (mut batch, mut got, mut out) = (Vec::new(), Vec::new(), Out::new());
         while !inner.stop.load(Ordering::Acquire) {

@@ -41,9 +41,28 @@ pub(crate) struct Start {
     pub(crate) incarnation: u64,
     /// Tasks to run before retiring (0: no limit).
     pub(crate) maxtasks: u64,
+    /// How it waits for tasks (see [`encode_wait`]).
+    pub(crate) wait: u64,
     /// Spawned workers: the parent's build, and the descriptor of the segment they inherit.
     pub(crate) build: Option<BuildId>,
     pub(crate) fd: i32,
+}
+
+/// A wait strategy as a number: 0 sleep, 1 adaptive, else spin that many µs minus 2.
+pub(crate) fn encode_wait(w: WaitStrategy) -> u64 {
+    match w {
+        WaitStrategy::Sleep => 0,
+        WaitStrategy::Adaptive => 1,
+        WaitStrategy::SpinThenSleep(d) => (d.as_micros() as u64).saturating_add(2),
+    }
+}
+
+fn decode_wait(w: u64) -> WaitStrategy {
+    match w {
+        0 => WaitStrategy::Sleep,
+        1 => WaitStrategy::Adaptive,
+        us => WaitStrategy::SpinThenSleep(Duration::from_micros(us - 2)),
+    }
 }
 
 /// Exit codes of a worker.
@@ -260,7 +279,7 @@ pub(crate) fn run(shared: &Shared, start: &Start) -> i32 {
         return EXIT_INIT;
     }
     let blk = shared.block();
-    let mut spinner = Spinner::new(WaitStrategy::Adaptive);
+    let mut spinner = Spinner::new(decode_wait(start.wait));
     let (mut out, mut arg, mut batch) = (Vec::new(), Vec::new(), Batch::new());
     let mut done = 0u64;
     loop {
