@@ -6,15 +6,15 @@
 //! The workloads are `shmwire bench`'s (`cli/src/bench/pool.rs`, compiled in here): each side starts
 //! its workers once; a sample runs calls of the workload until `iters` tasks are done.
 
+#[path = "../cli/src/bench/links.rs"]
+#[allow(dead_code)]
+mod links;
 #[path = "../cli/src/bench/measure.rs"]
 #[allow(dead_code)]
 mod measure;
 #[path = "../cli/src/bench/pool.rs"]
 #[allow(dead_code)]
 mod pool;
-#[path = "../cli/src/bench/links.rs"]
-#[allow(dead_code)]
-mod links;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use measure::{Amount, Side};

@@ -89,7 +89,11 @@ fn equal_serial(m: StartMethod) {
         serial2,
         "starmap_async"
     );
-    assert_eq!(pool.map_async(f, 0..n).unwrap().get().unwrap(), serial, "map_async");
+    assert_eq!(
+        pool.map_async(f, 0..n).unwrap().get().unwrap(),
+        serial,
+        "map_async"
+    );
     assert_eq!(pool.map(f, Vec::<u64>::new()).unwrap(), Vec::<u64>::new());
     pool.close();
     pool.join().unwrap();
@@ -106,7 +110,11 @@ fn map_imap_starmap_equal_serial_spawn() {
 fn a_pool_of_n_runs_n_distinct_processes() {
     for m in [StartMethod::Fork, StartMethod::Spawn] {
         let n = 4;
-        let pool = Pool::builder().processes(n).start_method(m).build().unwrap();
+        let pool = Pool::builder()
+            .processes(n)
+            .start_method(m)
+            .build()
+            .unwrap();
         // Each task holds its worker long enough that every worker takes one.
         let got: HashSet<u32> = pool
             .map_chunked(slow_pid, vec![400u64; n], 1)
@@ -152,7 +160,9 @@ fn apply_async_callbacks_run_in_the_parent() {
                         Error::TaskPanicked { message } => message.clone(),
                         other => format!("unexpected {other:?}"),
                     };
-                    err.lock().unwrap().push((x, Err(msg), std::process::id(), t));
+                    err.lock()
+                        .unwrap()
+                        .push((x, Err(msg), std::process::id(), t));
                 },
             )
             .unwrap();
@@ -163,7 +173,10 @@ fn apply_async_callbacks_run_in_the_parent() {
             Ok(v) => assert_eq!(v, x * x),
             Err(Error::TaskPanicked { message }) => {
                 assert!(*x < 0);
-                assert!(message.contains(&format!("negative input {x}")), "{message}");
+                assert!(
+                    message.contains(&format!("negative input {x}")),
+                    "{message}"
+                );
             }
             Err(e) => panic!("{x}: {e:?}"),
         }
@@ -175,7 +188,11 @@ fn apply_async_callbacks_run_in_the_parent() {
     assert_eq!(seen.len(), 4, "{seen:?}");
     for (x, out, pid, thread) in seen.iter() {
         assert_eq!(*pid, me, "callbacks run in the parent");
-        assert_eq!(thread.as_deref(), Some("shmwire-pool"), "on the result thread");
+        assert_eq!(
+            thread.as_deref(),
+            Some("shmwire-pool"),
+            "on the result thread"
+        );
         match out {
             Ok(v) => assert_eq!(*v, x * x),
             Err(m) => assert!(*x < 0 && m.contains("negative input"), "{m}"),
@@ -186,7 +203,9 @@ fn apply_async_callbacks_run_in_the_parent() {
 fn a_panicking_task_fails_alone_and_the_pool_goes_on() {
     let pool = Pool::new(2).unwrap();
     let pids: HashSet<u32> = pool.pids().into_iter().collect();
-    let xs: Vec<i64> = (-1..200).map(|i| if i == 77 { -77 } else { i.max(0) }).collect();
+    let xs: Vec<i64> = (-1..200)
+        .map(|i| if i == 77 { -77 } else { i.max(0) })
+        .collect();
     match pool.map(square_or_panic, &xs) {
         Err(Error::TaskPanicked { message }) => assert!(message.contains("-77"), "{message}"),
         other => panic!("map of a panicking task: {other:?}"),
@@ -260,7 +279,10 @@ fn a_worker_killed_twenty_times_during_a_long_map() {
     let pids = pool.pids();
     assert_eq!(pids.len(), 4);
     assert!(pids.iter().all(|&p| !gone(p)));
-    assert_eq!(pool.map(f, 0..1000).unwrap(), (0..1000).map(f).collect::<Vec<_>>());
+    assert_eq!(
+        pool.map(f, 0..1000).unwrap(),
+        (0..1000).map(f).collect::<Vec<_>>()
+    );
 }
 
 fn killed_workers_with_retries_lose_nothing() {
@@ -326,10 +348,15 @@ fn close_then_join_finishes_the_work_and_refuses_more() {
     let pool = Pool::new(2).unwrap();
     assert!(matches!(pool.join(), Err(Error::Misuse)), "join while open");
     let pids = pool.pids();
-    let rs: Vec<_> = (0..20u64).map(|i| pool.apply_async(slow, i).unwrap()).collect();
+    let rs: Vec<_> = (0..20u64)
+        .map(|i| pool.apply_async(slow, i).unwrap())
+        .collect();
     let m = pool.map_async(f, 0..5000).unwrap();
     pool.close();
-    assert!(matches!(pool.map(f, 0..3), Err(Error::Closed)), "map after close");
+    assert!(
+        matches!(pool.map(f, 0..3), Err(Error::Closed)),
+        "map after close"
+    );
     assert!(matches!(pool.apply_async(f, 3), Err(Error::Closed)));
     let mut it = pool.imap(f, 0..3);
     assert!(matches!(it.next(), Some(Err(Error::Closed))));
@@ -366,10 +393,17 @@ fn maxtasksperchild_replaces_workers_without_losing_or_repeating() {
             *per_pid.entry(pid).or_default() += 1;
         }
         assert!(per_pid.values().all(|&c| c <= k), "{m:?}: {per_pid:?}");
-        assert!(per_pid.len() as u64 >= n / k, "{m:?}: {} workers", per_pid.len());
+        assert!(
+            per_pid.len() as u64 >= n / k,
+            "{m:?}: {} workers",
+            per_pid.len()
+        );
         // Chunks of several tasks: a worker retires at the end of its chunk.
         let got = pool.map_chunked(tag_pid, 0..n, 4).unwrap();
-        assert_eq!(got.iter().map(|t| t.0).collect::<Vec<_>>(), (0..n).collect::<Vec<_>>());
+        assert_eq!(
+            got.iter().map(|t| t.0).collect::<Vec<_>>(),
+            (0..n).collect::<Vec<_>>()
+        );
         pool.close();
         pool.join().unwrap();
     }
@@ -436,7 +470,10 @@ fn two_threads_use_one_pool_at_once() {
                 .collect::<Vec<_>>()
         });
         assert_eq!(a.join().unwrap(), (0..n).map(f).collect::<Vec<_>>());
-        assert_eq!(b.join().unwrap(), (0..n).map(|i| add(i, 1)).collect::<Vec<_>>());
+        assert_eq!(
+            b.join().unwrap(),
+            (0..n).map(|i| add(i, 1)).collect::<Vec<_>>()
+        );
         assert_eq!(c.join().unwrap(), (0..500).map(f).collect::<Vec<_>>());
     });
 }
@@ -466,15 +503,26 @@ fn large_arguments_and_results() {
     for (i, g) in inputs.iter().zip(&got) {
         assert_eq!(*g, grow(i.clone()));
     }
-    let small = Pool::builder().processes(1).arena_size(1 << 16).build().unwrap();
-    assert!(matches!(small.apply(grow, vec![0u8; 1 << 17]), Err(Error::TooLarge)));
+    let small = Pool::builder()
+        .processes(1)
+        .arena_size(1 << 16)
+        .build()
+        .unwrap();
+    assert!(matches!(
+        small.apply(grow, vec![0u8; 1 << 17]),
+        Err(Error::TooLarge)
+    ));
     assert_eq!(small.apply(grow, vec![1u8; 3]).unwrap(), [1, 1, 1, 2, 2, 2]);
 }
 
 fn parents_death(m: StartMethod) {
     let (tx, rx) = Pipe::new().unwrap();
     let child = Process::fork(move || {
-        let pool = Pool::builder().processes(3).start_method(m).build().unwrap();
+        let pool = Pool::builder()
+            .processes(3)
+            .start_method(m)
+            .build()
+            .unwrap();
         assert_eq!(pool.map(f, 0..100).unwrap().len(), 100);
         tx.send(&pool.pids()).unwrap();
         let _r = pool.map_async(slow, 0..100_000).unwrap();
@@ -505,7 +553,11 @@ fn the_parents_death_kills_the_workers_spawn() {
 
 fn dropping_the_pool_reaps_every_worker() {
     for m in [StartMethod::Fork, StartMethod::Spawn] {
-        let pool = Pool::builder().processes(3).start_method(m).build().unwrap();
+        let pool = Pool::builder()
+            .processes(3)
+            .start_method(m)
+            .build()
+            .unwrap();
         let _pending = pool.map_async(slow, 0..10_000).unwrap();
         std::thread::sleep(Duration::from_millis(50));
         let pids = pool.pids();
@@ -553,13 +605,22 @@ fn async_results_answer_every_timeout_form() {
     let r = pool.apply_async(slow_pid, 300).unwrap();
     assert!(!r.ready());
     assert!(matches!(r.successful(), Err(Error::Misuse)));
-    assert!(matches!(r.get_timeout(Duration::from_millis(20)), Err(Error::Timeout)));
+    assert!(matches!(
+        r.get_timeout(Duration::from_millis(20)),
+        Err(Error::Timeout)
+    ));
     assert!(!r.wait_timeout(Duration::from_millis(10)));
     r.wait();
     assert!(r.ready() && r.successful().unwrap());
     assert_eq!(r.get_timeout(Duration::ZERO).unwrap(), pool.pids()[0]);
     let mut it = pool.imap(slow_pid, [300u64]);
-    assert!(matches!(it.next_timeout(Duration::from_millis(20)), Some(Err(Error::Timeout))));
-    assert!(matches!(it.next_timeout(Duration::from_secs(20)), Some(Ok(_))));
+    assert!(matches!(
+        it.next_timeout(Duration::from_millis(20)),
+        Some(Err(Error::Timeout))
+    ));
+    assert!(matches!(
+        it.next_timeout(Duration::from_secs(20)),
+        Some(Ok(_))
+    ));
     assert!(it.next().is_none());
 }

@@ -15,21 +15,24 @@
 //! elsewhere; board entries taken by a dead claimer (a worker killed between its claim and its
 //! record) run again whole. A task whose outcome is known is never delivered twice.
 
+use super::StartMethod;
 use super::function::FnRef;
 use super::result::{Outcome, Sink};
 use super::transport::{self, Board, Desc, FrameHead, Shared};
 use super::worker::{self, Start, ZygoteCmd, ZygoteReply};
-use super::StartMethod;
+use crate::Connection;
 use crate::error::{Error, Result};
 use crate::process::Process;
 use crate::ring::spsc::{Spsc, TAG_CONT, TAG_HEAD, TAG_WHOLE};
 use crate::wait::{Deadline, PROBE_INTERVAL, Spinner, WaitStrategy, block_on};
-use crate::Connection;
 use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// A chunk's first task (in its job), its task count, and its encoded arguments.
+pub(crate) type ChunkArgs = (u64, u32, Vec<u8>);
 
 /// How the pool ended (or broke).
 #[derive(Clone, Debug)]
@@ -497,7 +500,7 @@ impl Inner {
         &self,
         sink: Arc<dyn Sink>,
         f: FnRef,
-        chunks: Vec<(u64, u32, Vec<u8>)>,
+        chunks: Vec<ChunkArgs>,
     ) -> Result<()> {
         let mut st = self.lock();
         st.open()?;
@@ -547,7 +550,9 @@ impl Proc {
             return poll_in(fd.as_raw_fd());
         }
         match &self.process {
-            Some(p) => p.exit_fd().map_or_else(|| !p.is_alive(), |fd| poll_in(fd.as_raw_fd())),
+            Some(p) => p
+                .exit_fd()
+                .map_or_else(|| !p.is_alive(), |fd| poll_in(fd.as_raw_fd())),
             None => false,
         }
     }
@@ -771,7 +776,10 @@ impl Thread {
     fn pending(&self) -> bool {
         self.inner.stop.load(Ordering::Acquire)
             || self.inner.shared.block().events.load(Ordering::Acquire) != self.seen_events
-            || self.readers.iter().any(|r| matches!(r.ring.try_peek(), Ok(Some(_))))
+            || self
+                .readers
+                .iter()
+                .any(|r| matches!(r.ring.try_peek(), Ok(Some(_))))
     }
 
     /// The pool thread's loop.
@@ -785,7 +793,14 @@ impl Thread {
         while !inner.stop.load(Ordering::Acquire) {
             let left = PROBE_INTERVAL.saturating_sub(last_probe.elapsed());
             let check = || Ok(self.pending().then_some(()));
-            let _ = block_on(&mut spinner, false, &blk.results, Deadline::after(Some(left)), check, || Ok(()));
+            let _ = block_on(
+                &mut spinner,
+                false,
+                &blk.results,
+                Deadline::after(Some(left)),
+                check,
+                || Ok(()),
+            );
             let events = blk.events.load(Ordering::Acquire);
             let mut dead = Vec::new();
             let mut retired = Vec::new();
@@ -823,7 +838,9 @@ impl Thread {
             }
             for g in &got {
                 if g.head.chunk == u64::MAX {
-                    if let Some((transport::S_INIT, v, _)) = transport::next_entry(&batch[g.body.clone()]) {
+                    if let Some((transport::S_INIT, v, _)) =
+                        transport::next_entry(&batch[g.body.clone()])
+                    {
                         let at = g.body.start;
                         self.init_failure = Some(
                             String::from_utf8_lossy(&batch[at + v.start..at + v.end]).into_owned(),
@@ -870,7 +887,9 @@ impl Thread {
                 inner.idle.notify_all();
             }
             if self.failed_starts > 5 && broke.is_none() {
-                broke = Some(End::NoWorkers("workers keep dying before they start".into()));
+                broke = Some(End::NoWorkers(
+                    "workers keep dying before they start".into(),
+                ));
             }
             if let Some(b) = broke {
                 inner.end(b, false);
@@ -885,7 +904,9 @@ impl Thread {
                 r.partial = None;
                 // The dead writer's ring: empty from where we read (nothing it half wrote counts).
                 let ctl = r.ring.ctl();
-                ctl.tx.pos.store(ctl.rx.pos.load(Ordering::Acquire), Ordering::Release);
+                ctl.tx
+                    .pos
+                    .store(ctl.rx.pos.load(Ordering::Acquire), Ordering::Release);
                 if let Some(p) = self.procs[w].take() {
                     p.reap();
                 }

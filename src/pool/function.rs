@@ -98,7 +98,11 @@ fn decode<T: DeserializeOwned>(arg: &[u8], out: &mut Vec<u8>) -> Option<T> {
 ///
 /// # Safety
 /// `func` is the address of a `fn(T) -> R`.
-unsafe fn shim<T: DeserializeOwned, R: Serialize>(func: usize, arg: &[u8], out: &mut Vec<u8>) -> u32 {
+unsafe fn shim<T: DeserializeOwned, R: Serialize>(
+    func: usize,
+    arg: &[u8],
+    out: &mut Vec<u8>,
+) -> u32 {
     // SAFETY: the caller's contract: `func` is a `fn(T) -> R` (fn pointers are address-sized).
     let f: fn(T) -> R = unsafe { std::mem::transmute::<usize, fn(T) -> R>(func) };
     match decode::<T>(arg, out) {
@@ -155,7 +159,10 @@ impl FnRef {
     /// The addresses in this process.
     pub(crate) fn addrs(self) -> (usize, usize) {
         let a = anchor_addr() as u64;
-        (a.wrapping_add(self.shim) as usize, a.wrapping_add(self.func) as usize)
+        (
+            a.wrapping_add(self.shim) as usize,
+            a.wrapping_add(self.func) as usize,
+        )
     }
 }
 
@@ -207,7 +214,10 @@ pub(crate) fn callable(f: FnRef, main_only: bool) -> bool {
     }
     let (s, g) = f.addrs();
     let ok = code_ranges().is_ok_and(|r| {
-        let inside = |a: usize| r.iter().any(|&(lo, hi, m)| lo <= a && a < hi && (m || !main_only));
+        let inside = |a: usize| {
+            r.iter()
+                .any(|&(lo, hi, m)| lo <= a && a < hi && (m || !main_only))
+        };
         inside(s) && inside(g)
     });
     if done.len() < 4096 {

@@ -17,8 +17,8 @@ mod worker;
 pub use result::AsyncResult;
 pub(crate) use worker::WORKER_ROLE;
 
-use crate::codec;
 use crate::WaitStrategy;
+use crate::codec;
 use crate::error::{Error, Result};
 use dispatch::{Config, End, Inner, State, Thread};
 use function::FnRef;
@@ -182,8 +182,7 @@ impl PoolBuilder {
         };
         let shared = transport::Shared::create(layout)?;
         let blk = shared.block();
-        blk.parent_claim
-            .store(shared.obj.me()?, Ordering::Release);
+        blk.parent_claim.store(shared.obj.me()?, Ordering::Release);
         let mut state = State::new(arena);
         if let Some((f, arg)) = &self.init {
             let (off, len) = state.reserve(&shared, arg)?;
@@ -237,7 +236,10 @@ static TEST_PROGRAM: Mutex<Option<std::path::PathBuf>> = Mutex::new(None);
 
 #[cfg(feature = "test-hooks")]
 fn test_program() -> Option<std::path::PathBuf> {
-    TEST_PROGRAM.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    TEST_PROGRAM
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
 }
 
 /// A pool of worker processes that run plain functions, Python's `multiprocessing.Pool`.
@@ -336,7 +338,11 @@ impl Pool {
     /// The process ids of its workers now (one per worker; a replaced worker's successor has
     /// another).
     pub fn pids(&self) -> Vec<u32> {
-        self.inner.pids.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.inner
+            .pids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn mine(&self) -> Result<()> {
@@ -365,7 +371,7 @@ impl Pool {
         args: impl IntoIterator<Item = B>,
         base: u64,
         chunksize: usize,
-    ) -> Result<(Vec<(u64, u32, Vec<u8>)>, u64)> {
+    ) -> Result<(Vec<dispatch::ChunkArgs>, u64)> {
         let max = self.chunk_bytes();
         let mut out = Vec::new();
         let (mut cur, mut count, mut start, mut n) = (Vec::new(), 0u32, base, base);
@@ -562,15 +568,20 @@ impl Pool {
         T: TaskValue,
         R: TaskValue + Send + 'static,
     {
-        self.apply_job(f, arg.borrow(), Some(Box::new(callback)), Some(Box::new(error_callback)))
+        self.apply_job(
+            f,
+            arg.borrow(),
+            Some(Box::new(callback)),
+            Some(Box::new(error_callback)),
+        )
     }
 
     fn apply_job<T, R>(
         &self,
         f: fn(T) -> R,
         arg: &T,
-        cb: Option<Box<dyn FnOnce(&R) + Send>>,
-        ecb: Option<Box<dyn FnOnce(&Error) + Send>>,
+        cb: Option<result::Callback<R>>,
+        ecb: Option<result::ErrCallback>,
     ) -> Result<AsyncResult<R>>
     where
         T: TaskValue,
@@ -601,11 +612,7 @@ impl Pool {
                 return Err(Error::Misuse);
             }
             while !st.idle() && st.ended.is_none() {
-                st = self
-                    .inner
-                    .idle
-                    .wait(st)
-                    .unwrap_or_else(|p| p.into_inner());
+                st = self.inner.idle.wait(st).unwrap_or_else(|p| p.into_inner());
             }
         }
         let blk = self.inner.shared.block();
@@ -710,7 +717,9 @@ where
             if items.is_empty() {
                 break;
             }
-            let (chunks, n) = self.pool.chunks::<T, I::Item>(items, self.submitted, self.chunksize)?;
+            let (chunks, n) =
+                self.pool
+                    .chunks::<T, I::Item>(items, self.submitted, self.chunksize)?;
             let sink: Arc<dyn Sink> = self.sink.clone();
             self.pool.inner.submit(sink, f, chunks)?;
             self.submitted += n;

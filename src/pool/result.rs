@@ -203,8 +203,8 @@ impl<R> AsyncResult<R> {
     }
 }
 
-type Callback<R> = Box<dyn FnOnce(&R) + Send>;
-type ErrCallback = Box<dyn FnOnce(&Error) + Send>;
+pub(crate) type Callback<R> = Box<dyn FnOnce(&R) + Send>;
+pub(crate) type ErrCallback = Box<dyn FnOnce(&Error) + Send>;
 
 /// The sink of one task (`apply_async`).
 pub(crate) struct OneSink<R> {

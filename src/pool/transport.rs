@@ -171,7 +171,11 @@ fn word(lap: u32, state: u64, owner: u32) -> u64 {
 
 #[inline]
 fn parts(w: u64) -> (u32, u64, u32) {
-    ((w >> 32) as u32, (w >> STATE_SHIFT) & 3, (w & OWNER_MASK) as u32)
+    (
+        (w >> 32) as u32,
+        (w >> STATE_SHIFT) & 3,
+        (w & OWNER_MASK) as u32,
+    )
 }
 
 /// Whether lap `a` comes after lap `b` (laps wrap around).
@@ -335,7 +339,9 @@ impl Shared {
         }
         // SAFETY: `off..end` lies within the arena (checked above), which the parent wrote before it
         // published the entry naming it and does not change while the chunk lives.
-        unsafe { std::ptr::copy_nonoverlapping(base.add(off as usize), dst.as_mut_ptr(), dst.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(base.add(off as usize), dst.as_mut_ptr(), dst.len())
+        };
         Ok(())
     }
 
@@ -378,8 +384,10 @@ impl Board for Shared {
             return false;
         }
         e.chunk.store(d.chunk, Ordering::Relaxed);
-        e.range
-            .store(u64::from(d.first) << 32 | u64::from(d.count), Ordering::Relaxed);
+        e.range.store(
+            u64::from(d.first) << 32 | u64::from(d.count),
+            Ordering::Relaxed,
+        );
         e.off.store(d.off, Ordering::Relaxed);
         e.len.store(d.len, Ordering::Relaxed);
         e.shim.store(d.shim, Ordering::Relaxed);
@@ -400,9 +408,13 @@ impl Board for Shared {
             let want = self.lap(p);
             if lap == want && state == READY {
                 // ORDERING: AcqRel: Acquire the parent's fields, Release our claim.
-                if e
-                    .ctl
-                    .compare_exchange(c, word(want, TAKEN, me), Ordering::AcqRel, Ordering::Acquire)
+                if e.ctl
+                    .compare_exchange(
+                        c,
+                        word(want, TAKEN, me),
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    )
                     .is_ok()
                 {
                     let _ = deq.compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
@@ -432,9 +444,10 @@ impl Board for Shared {
 
     fn free(&self, p: u64) {
         // ORDERING: Release: we are done reading the entry before the parent reuses it.
-        self.entry(p)
-            .ctl
-            .store(word(self.lap(p).wrapping_add(1), FREE, 0), Ordering::Release);
+        self.entry(p).ctl.store(
+            word(self.lap(p).wrapping_add(1), FREE, 0),
+            Ordering::Release,
+        );
     }
 
     fn reclaim(&self, alive: &dyn Fn(u32) -> bool) -> Vec<Desc> {
@@ -457,8 +470,7 @@ impl Board for Shared {
                 func: e.func.load(Ordering::Relaxed),
             };
             // A CAS from the word we judged: a dead claimer writes nothing more.
-            if e
-                .ctl
+            if e.ctl
                 .compare_exchange(
                     c,
                     word(lap.wrapping_add(1), FREE, 0),

@@ -106,7 +106,13 @@ fn send(shared: &Shared, ring: &Spsc, head: FrameHead, body: &[u8]) -> Result<()
             &ring.ctl().space,
             Deadline::NEVER,
             || ring.try_reserve(len),
-            || if parent_alive(shared) { Ok(()) } else { Err(gone()) },
+            || {
+                if parent_alive(shared) {
+                    Ok(())
+                } else {
+                    Err(gone())
+                }
+            },
         )
     };
     let total = FRAME_HEAD + body.len();
@@ -172,7 +178,15 @@ impl Batch {
     }
 
     /// Adds task `i`'s result, publishing as the rules above say.
-    fn push(&mut self, shared: &Shared, ring: &Spsc, chunk: u64, i: u32, st: u32, v: &[u8]) -> Result<()> {
+    fn push(
+        &mut self,
+        shared: &Shared,
+        ring: &Spsc,
+        chunk: u64,
+        i: u32,
+        st: u32,
+        v: &[u8],
+    ) -> Result<()> {
         if self.n > 0 && (self.chunk != chunk || self.first + self.n != i) {
             self.flush(shared, ring)?;
         }
@@ -224,7 +238,10 @@ fn initialize(shared: &Shared, main_only: bool) -> std::result::Result<(), Strin
         shim: init[0].load(Ordering::Acquire),
         func: init[1].load(Ordering::Acquire),
     };
-    let (off, len) = (init[2].load(Ordering::Acquire), init[3].load(Ordering::Acquire));
+    let (off, len) = (
+        init[2].load(Ordering::Acquire),
+        init[3].load(Ordering::Acquire),
+    );
     if f.shim == 0 && f.func == 0 {
         return Ok(());
     }
@@ -273,7 +290,14 @@ pub(crate) fn run(shared: &Shared, start: &Start) -> i32 {
     if let Err(msg) = initialize(shared, main_only) {
         let mut b = Batch::new();
         let _ = b
-            .push(shared, &ring, u64::MAX, 0, transport::S_INIT, msg.as_bytes())
+            .push(
+                shared,
+                &ring,
+                u64::MAX,
+                0,
+                transport::S_INIT,
+                msg.as_bytes(),
+            )
             .and_then(|()| b.flush(shared, &ring));
         announce(shared, w, transport::W_INIT_FAILED);
         return EXIT_INIT;
@@ -292,8 +316,21 @@ pub(crate) fn run(shared: &Shared, start: &Start) -> i32 {
             }
             Ok(None)
         };
-        let probe = || if parent_alive(shared) { Ok(()) } else { Err(gone()) };
-        let (p, d) = match block_on(&mut spinner, false, &blk.board, Deadline::NEVER, take, probe) {
+        let probe = || {
+            if parent_alive(shared) {
+                Ok(())
+            } else {
+                Err(gone())
+            }
+        };
+        let (p, d) = match block_on(
+            &mut spinner,
+            false,
+            &blk.board,
+            Deadline::NEVER,
+            take,
+            probe,
+        ) {
             Ok(Some(t)) => t,
             Ok(None) => return EXIT_OK, // closing
             Err(_) => return EXIT_OK,   // the parent is gone

@@ -237,6 +237,9 @@ pub(crate) fn spawn_raw(
         (Ok(()), Some(Ok(child))) => Ok(Process::from_pid(child.id() as libc::pid_t)),
         (_, Some(Err(e))) => Err(Error::Io(e)),
         (Err(e), _) => Err(e),
-        _ => Err(Error::io(std::io::ErrorKind::Other, "the spawn did not run")),
+        _ => Err(Error::io(
+            std::io::ErrorKind::Other,
+            "the spawn did not run",
+        )),
     }
 }

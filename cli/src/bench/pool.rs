@@ -130,7 +130,9 @@ impl Side for ShmPool {
                 BIG
             }
             Mode::Work => {
-                let r = pool.map(work, vec![iters; WORK_TASKS as usize]).expect("map");
+                let r = pool
+                    .map(work, vec![iters; WORK_TASKS as usize])
+                    .expect("map");
                 assert_eq!(r[0], work(iters));
                 WORK_TASKS
             }
@@ -166,8 +168,9 @@ impl Side for Threads {
             let next = std::sync::atomic::AtomicU64::new(0);
             let chunk = if mode == Mode::Work { 1 } else { 4096 };
             let mut out = vec![0u64; n as usize];
-            let slots: Vec<std::sync::atomic::AtomicU64> =
-                (0..n).map(|_| std::sync::atomic::AtomicU64::new(0)).collect();
+            let slots: Vec<std::sync::atomic::AtomicU64> = (0..n)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect();
             std::thread::scope(|s| {
                 for _ in 0..workers() {
                     s.spawn(|| {
@@ -279,7 +282,10 @@ impl PipePool {
 
     fn recv(&self) -> (u64, u64) {
         let mut b = [0u8; 16];
-        assert!(read_all(self.results, &mut b), "pipe pool: a worker is gone");
+        assert!(
+            read_all(self.results, &mut b),
+            "pipe pool: a worker is gone"
+        );
         (
             u64::from_le_bytes(b[..8].try_into().unwrap()),
             u64::from_le_bytes(b[8..].try_into().unwrap()),
