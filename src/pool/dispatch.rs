@@ -546,7 +546,7 @@ struct Proc {
 
 impl Proc {
     fn exited(&self) -> bool {
-        if let Some(fd) = self.pidfd.as_ref().or(None) {
+        if let Some(fd) = &self.pidfd {
             return poll_in(fd.as_raw_fd());
         }
         match &self.process {

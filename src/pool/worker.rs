@@ -367,6 +367,11 @@ fn run_chunk(
         shim: d.shim,
         func: d.func,
     };
+    // Each task has a 4-byte length before its argument: a count the block cannot hold is not a
+    // chunk the parent published (a scribbled entry): nothing of it runs.
+    if d.first > d.count || u64::from(d.count) * 4 > d.len {
+        return Ok(());
+    }
     let callable = function::callable(f, main_only);
     let mut at = 0u64; // within the block
     for i in 0..d.count {
