@@ -37,6 +37,24 @@ pub(crate) fn spawned_worker(args: &[u8]) -> i32 {
 }
 
 /// How a pool starts its workers.
+///
+/// ```
+/// # #![allow(clippy::needless_doctest_main)]
+/// fn cube(x: i64) -> i64 {
+///     x * x * x
+/// }
+///
+/// fn main() -> shmwire::Result<()> {
+///     // A spawned worker runs this program again: `enter` hands it to the pool first thing.
+///     shmwire::spawn::enter(|_role, _args| 2);
+///     let pool = shmwire::Pool::builder()
+///         .processes(2)
+///         .start_method(shmwire::StartMethod::Spawn)
+///         .build()?;
+///     assert_eq!(pool.map(cube, [1i64, 2, 3])?, [1, 8, 27]);
+///     Ok(())
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum StartMethod {
     /// Forked, from a zygote process forked by [`Pool::new`] (the default; nothing else to do).
@@ -56,6 +74,26 @@ pub const DEFAULT_RESULT_RING: usize = 64 << 10;
 pub const DEFAULT_ARENA: usize = 64 << 20;
 
 /// Options of a [`Pool`].
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// static OFFSET: AtomicU64 = AtomicU64::new(0);
+/// fn set_offset(v: u64) {
+///     OFFSET.store(v, Ordering::Relaxed);
+/// }
+/// fn shifted(x: u64) -> u64 {
+///     x + OFFSET.load(Ordering::Relaxed)
+/// }
+/// # fn main() -> shmwire::Result<()> {
+/// let pool = shmwire::Pool::builder()
+///     .processes(2)
+///     .initializer(set_offset, 100) // in every worker, before its first task
+///     .maxtasksperchild(50)
+///     .retries(1)
+///     .build()?;
+/// assert_eq!(pool.map(shifted, 0..3u64)?, [100, 101, 102]);
+/// # Ok(()) }
+/// ```
 #[must_use]
 pub struct PoolBuilder {
     processes: usize,
@@ -290,7 +328,22 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-/// Task bounds shared by every call.
+/// What a task takes and returns: any serde type (blanket-implemented).
+///
+/// ```
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Job {
+///     name: String,
+///     n: u32,
+/// }
+/// fn shout(j: Job) -> String {
+///     j.name.to_uppercase().repeat(j.n as usize)
+/// }
+/// # fn main() -> shmwire::Result<()> {
+/// let pool = shmwire::Pool::new(1)?;
+/// assert_eq!(pool.apply(shout, Job { name: "ab".into(), n: 2 })?, "ABAB");
+/// # Ok(()) }
+/// ```
 pub trait TaskValue: Serialize + DeserializeOwned {}
 impl<T: Serialize + DeserializeOwned> TaskValue for T {}
 
@@ -654,6 +707,17 @@ impl Drop for Pool {
 }
 
 /// The iterator of [`Pool::imap`] and [`Pool::imap_unordered`]: one `Result<R>` per item.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// let pool = shmwire::Pool::new(2)?;
+/// let mut it = pool.imap(|x: u32| 10 / x, [5u32, 0, 2]);
+/// assert_eq!(it.next().unwrap()?, 2);
+/// assert!(matches!(it.next(), Some(Err(shmwire::Error::TaskPanicked { .. }))));
+/// assert_eq!(it.next_timeout(std::time::Duration::from_secs(30)).unwrap()?, 5);
+/// assert!(it.next().is_none());
+/// # Ok(()) }
+/// ```
 pub struct Imap<'p, T, R, I> {
     pool: &'p Pool,
     f: FnRef,
