@@ -154,12 +154,21 @@ const RATIOS: [(&str, bool); 28] = [
         false,
     ),
     ("Pool map_chunked(.., 1) tasks/s: shmwire / Python", true),
-    ("Pool map_chunked(.., 1) tasks/s: shmwire / OS-pipe pool", false),
+    (
+        "Pool map_chunked(.., 1) tasks/s: shmwire / OS-pipe pool",
+        false,
+    ),
     ("Pool apply_async tasks/s: shmwire / Python", true),
     ("Pool apply_async tasks/s: shmwire / OS-pipe pool", false),
-    ("Pool map of 1,000,000 (default chunks): shmwire / Python", true),
+    (
+        "Pool map of 1,000,000 (default chunks): shmwire / Python",
+        true,
+    ),
     ("Pool map of 1,000,000: threads (ceiling) / shmwire", false),
-    ("Pool ~20 us tasks/s: shmwire / threads of one process", false),
+    (
+        "Pool ~20 us tasks/s: shmwire / threads of one process",
+        false,
+    ),
     ("Pool apply round trips/s: shmwire / OS-pipe pool", false),
     ("Pool apply round trips/s: shmwire / Python", true),
 ];
