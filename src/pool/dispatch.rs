@@ -535,9 +535,15 @@ impl Inner {
     }
 }
 
+/// How long a worker may take to begin (a spawned one whose program never calls `spawn::enter`
+/// runs `main` instead: it is killed, and counts as a failed start).
+const START_LIMIT: Duration = Duration::from_secs(20);
+
 /// A worker process as the parent knows it.
 struct Proc {
     pid: u32,
+    /// When it was started (one that has not begun within [`START_LIMIT`] is killed).
+    since: Instant,
     /// For a worker forked by the zygote (the parent's handle on it).
     pidfd: Option<OwnedFd>,
     /// For a spawned worker (our child).
@@ -684,6 +690,7 @@ impl Thread {
                         });
                         Proc {
                             pid,
+                            since: Instant::now(),
                             pidfd,
                             process: None,
                         }
@@ -708,6 +715,7 @@ impl Thread {
                 drop(fd);
                 Proc {
                     pid: p.pid(),
+                    since: Instant::now(),
                     pidfd: None,
                     process: Some(p),
                 }
@@ -823,6 +831,7 @@ impl Thread {
                             }
                             dead.push(w);
                         }
+                        transport::W_EMPTY if p.since.elapsed() > START_LIMIT => p.kill(),
                         _ => {}
                     }
                 }

@@ -62,7 +62,10 @@ pub enum StartMethod {
     Fork,
     /// Re-executed: the program runs again as a worker. `main` must call
     /// [`spawn::enter`](crate::spawn::enter) first thing, as for
-    /// [`Process::spawn`](crate::Process::spawn). Safe in a program that runs many threads.
+    /// [`Process::spawn`](crate::Process::spawn). Safe in a program that runs many threads. (A
+    /// program that forgets `enter` has its workers run `main`: a spawn pool made there is refused
+    /// with [`Error::Invalid`], and a worker that has not begun within 20 s is killed; six such in a
+    /// row break the pool.)
     Spawn,
 }
 
@@ -227,6 +230,14 @@ impl PoolBuilder {
             for (w, v) in blk.init.iter().zip([f.shim, f.func, off, len]) {
                 w.store(v, Ordering::Release);
             }
+        }
+        if self.method == StartMethod::Spawn && crate::process::spawn::role_unentered() {
+            // A worker of a spawn pool whose program does not call `enter`: it ran `main`, which
+            // would start workers of its own, without end.
+            return Err(Error::invalid(
+                "this process was started as a spawned child, and its main did not call \
+                 shmwire::spawn::enter first: call it at the top of main",
+            ));
         }
         let (zygote, program, build) = match self.method {
             // Before the pool starts any thread of its own (see `worker`).

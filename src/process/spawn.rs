@@ -191,6 +191,12 @@ impl Process {
     }
 }
 
+/// Whether this process was spawned with a role and its `main` never called [`enter`] (the role is
+/// still in its environment).
+pub(crate) fn role_unentered() -> bool {
+    std::env::var_os(ROLE).is_some()
+}
+
 /// Starts `program` (a path to this program's own executable, such as `/proc/self/exe`) as a child
 /// running `role` with the already encoded `args`, inheriting the descriptors `fds` (close-on-exec
 /// in this process; the child finds them with `registry::take_inherited`). As
