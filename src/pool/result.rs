@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -67,6 +68,30 @@ enum Slot<R> {
 pub(crate) struct Cell<R> {
     slot: Mutex<Slot<R>>,
     cv: Condvar,
+    /// Threads waiting on `cv` (changed under `slot`'s lock): a result nobody waits for is set
+    /// without a system call (`Condvar::notify_all` always makes one).
+    waiters: AtomicU32,
+}
+
+/// Waits on `cv` as one of `waiters` (until `deadline`, if any).
+fn wait_counted<'a, T>(
+    cv: &Condvar,
+    waiters: &AtomicU32,
+    g: MutexGuard<'a, T>,
+    deadline: Option<Instant>,
+) -> MutexGuard<'a, T> {
+    waiters.fetch_add(1, Ordering::Relaxed);
+    let g = match deadline {
+        None => cv.wait(g).unwrap_or_else(|p| p.into_inner()),
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            cv.wait_timeout(g, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0
+        }
+    };
+    waiters.fetch_sub(1, Ordering::Relaxed);
+    g
 }
 
 impl<R> Cell<R> {
@@ -74,6 +99,7 @@ impl<R> Cell<R> {
         Arc::new(Cell {
             slot: Mutex::new(Slot::Pending),
             cv: Condvar::new(),
+            waiters: AtomicU32::new(0),
         })
     }
 
@@ -82,7 +108,10 @@ impl<R> Cell<R> {
         let mut s = lock(&self.slot);
         if matches!(*s, Slot::Pending) {
             *s = Slot::Ready(r);
-            self.cv.notify_all();
+            // ORDERING: `waiters` changes only under the lock we hold.
+            if self.waiters.load(Ordering::Relaxed) > 0 {
+                self.cv.notify_all();
+            }
         }
     }
 
@@ -125,21 +154,10 @@ impl<R> AsyncResult<R> {
     fn wait_until(&self, deadline: Option<Instant>) -> MutexGuard<'_, Slot<R>> {
         let mut s = lock(&self.cell.slot);
         while matches!(*s, Slot::Pending) {
-            match deadline {
-                None => s = self.cell.cv.wait(s).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    s = self
-                        .cell
-                        .cv
-                        .wait_timeout(s, left)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
             }
+            s = wait_counted(&self.cell.cv, &self.cell.waiters, s, deadline);
         }
         s
     }
@@ -321,6 +339,7 @@ impl<R: DeserializeOwned + Send + 'static> Sink for MapSink<R> {
 pub(crate) struct StreamSink<R> {
     state: Mutex<Stream<R>>,
     cv: Condvar,
+    waiters: AtomicU32,
     /// `imap`: outcomes are taken by task index; `imap_unordered`: as they arrive.
     in_order: bool,
 }
@@ -336,6 +355,7 @@ impl<R> StreamSink<R> {
     pub(crate) fn new(in_order: bool) -> Arc<Self> {
         Arc::new(StreamSink {
             in_order,
+            waiters: AtomicU32::new(0),
             state: Mutex::new(Stream {
                 ordered: BTreeMap::new(),
                 arrived: VecDeque::new(),
@@ -366,19 +386,10 @@ impl<R> StreamSink<R> {
             if s.ended {
                 return Err(s.aborted.take().unwrap_or(Error::Closed));
             }
-            s = match deadline {
-                None => self.cv.wait(s).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(Error::Timeout);
-                    }
-                    self.cv
-                        .wait_timeout(s, left)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
-                }
-            };
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::Timeout);
+            }
+            s = wait_counted(&self.cv, &self.waiters, s, deadline);
         }
     }
 }
@@ -398,7 +409,9 @@ impl<R: DeserializeOwned + Send + 'static> Sink for StreamSink<R> {
                 s.arrived.push_back(r);
             }
         }
-        self.cv.notify_all();
+        if self.waiters.load(Ordering::Relaxed) > 0 {
+            self.cv.notify_all();
+        }
     }
 
     fn abort(&self, err: &dyn Fn() -> Error) {
