@@ -429,21 +429,30 @@ impl Pool {
         (self.inner.shared.layout.arena / 8).max(4096)
     }
 
-    /// Encodes `args` into chunks of at most `chunksize` tasks: `(base, count, payload)`.
+    /// Encodes `args` into chunks of at most `chunksize` tasks, `(base, count, payload)`, and hands
+    /// them to `emit` in batches (a few thousand tasks at a time: workers start on the first ones
+    /// while the rest are encoded). Returns how many tasks there were.
     fn chunks<T: Serialize, B: Borrow<T>>(
         &self,
         args: impl IntoIterator<Item = B>,
         base: u64,
         chunksize: usize,
-    ) -> Result<(Vec<dispatch::ChunkArgs>, u64)> {
+        emit: &mut dyn FnMut(Vec<dispatch::ChunkArgs>) -> Result<()>,
+    ) -> Result<u64> {
+        const BATCH_TASKS: u64 = 4096;
         let max = self.chunk_bytes();
         let mut out = Vec::new();
         let (mut cur, mut count, mut start, mut n) = (Vec::new(), 0u32, base, base);
+        let mut batch_from = base;
         for a in args {
             if count > 0 && (count as usize >= chunksize || cur.len() >= max) {
                 out.push((start, count, std::mem::take(&mut cur)));
                 start = n;
                 count = 0;
+                if n - batch_from >= BATCH_TASKS || out.len() >= 256 {
+                    emit(std::mem::take(&mut out))?;
+                    batch_from = n;
+                }
             }
             // `[len u32][value]`, encoded in place (the length is patched in after).
             let at = cur.len();
@@ -457,7 +466,32 @@ impl Pool {
         if count > 0 {
             out.push((start, count, cur));
         }
-        Ok((out, n - base))
+        if !out.is_empty() {
+            emit(out)?;
+        }
+        Ok(n - base)
+    }
+
+    /// Submits `args` as chunks of `job`; if it fails part way, the part submitted runs on but
+    /// `job` is ended (nobody will wait for it: the caller gets the error).
+    fn submit_all<T: Serialize, B: Borrow<T>>(
+        &self,
+        job: &Arc<dyn Sink>,
+        f: FnRef,
+        args: impl IntoIterator<Item = B>,
+        base: u64,
+        chunksize: usize,
+    ) -> Result<u64> {
+        let mut any = false;
+        let r = self.chunks::<T, B>(args, base, chunksize, &mut |c| {
+            self.inner.submit(job.clone(), f, c)?;
+            any = true;
+            Ok(())
+        });
+        if r.is_err() && any {
+            job.abort(&|| Error::Closed);
+        }
+        r
     }
 
     /// Python's default chunk size: `len / (4 * processes)`, rounded up.
@@ -476,13 +510,12 @@ impl Pool {
         if chunksize == 0 {
             return Err(Error::invalid("chunksize must be at least 1"));
         }
-        let (chunks, n) = self.chunks::<T, B>(args, 0, chunksize)?;
         let cell = Cell::new();
-        let sink: Arc<dyn Sink> = Arc::new(MapSink::<R>::new(cell.clone(), n as usize));
-        if n > 0 {
-            self.inner.submit(sink, f, chunks)?;
-        } else {
+        let sink: Arc<dyn Sink> = Arc::new(MapSink::<R>::new(cell.clone(), args.len()));
+        if args.is_empty() {
             self.inner.lock().open()?;
+        } else {
+            self.submit_all::<T, B>(&sink, f, args, 0, chunksize)?;
         }
         Ok(AsyncResult::new(cell))
     }
@@ -652,10 +685,9 @@ impl Pool {
         R: TaskValue + Send + 'static,
     {
         let f = self.fn_ref(FnRef::of(f))?;
-        let (chunks, _) = self.chunks::<T, &T>([arg], 0, 1)?;
         let cell = Cell::new();
         let sink: Arc<dyn Sink> = Arc::new(OneSink::new(cell.clone(), cb, ecb));
-        self.inner.submit(sink, f, chunks)?;
+        self.submit_all::<T, &T>(&sink, f, [arg], 0, 1)?;
         Ok(AsyncResult::new(cell))
     }
 
@@ -792,12 +824,14 @@ where
             if items.is_empty() {
                 break;
             }
-            let (chunks, n) =
-                self.pool
-                    .chunks::<T, I::Item>(items, self.submitted, self.chunksize)?;
             let sink: Arc<dyn Sink> = self.sink.clone();
-            self.pool.inner.submit(sink, f, chunks)?;
-            self.submitted += n;
+            let (pool, submitted) = (self.pool, &mut self.submitted);
+            pool.chunks::<T, I::Item>(items, *submitted, self.chunksize, &mut |c| {
+                let n: u64 = c.iter().map(|c| u64::from(c.1)).sum();
+                pool.inner.submit(sink.clone(), f, c)?;
+                *submitted += n; // only what went: the results to wait for
+                Ok(())
+            })?;
         }
         Ok(())
     }
