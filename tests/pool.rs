@@ -35,6 +35,7 @@ fn main() {
         a_worker_of_another_build_refuses_tasks,
         spawn_refuses_a_function_outside_the_executable,
         async_results_answer_every_timeout_form,
+        a_failed_map_leaves_the_other_calls_outcomes_alone,
     ]);
 }
 
@@ -623,4 +624,34 @@ fn async_results_answer_every_timeout_form() {
         Some(Ok(_))
     ));
     assert!(it.next().is_none());
+}
+
+/// A `map` that failed early ignores the outcomes of its other tasks; those arriving together with
+/// another call's must not shift that call's (they did: the next call got the wrong values, or
+/// waited for ever for its last ones).
+fn a_failed_map_leaves_the_other_calls_outcomes_alone() {
+    let pool = Pool::new(1).unwrap();
+    let xs: Vec<i64> = std::iter::once(-1).chain(1..60).collect();
+    for round in 0..50 {
+        let a = pool.map_async(square_or_panic, &xs).unwrap();
+        let b = pool.map_async(f, 0..300u64).unwrap();
+        let c = pool.apply_async(f, 7).unwrap();
+        assert!(
+            matches!(a.get(), Err(Error::TaskPanicked { .. })),
+            "round {round}"
+        );
+        let (got, _) = common::within(Duration::from_secs(20), || {
+            b.get_timeout(Duration::from_secs(20))
+        });
+        assert_eq!(
+            got.unwrap(),
+            (0..300).map(f).collect::<Vec<_>>(),
+            "round {round}"
+        );
+        assert_eq!(
+            c.get_timeout(Duration::from_secs(20)).unwrap(),
+            f(7),
+            "round {round}"
+        );
+    }
 }

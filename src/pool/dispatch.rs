@@ -886,11 +886,14 @@ impl Thread {
             }
             let mut flat = std::mem::take(&mut out.flat).into_iter();
             for (sink, range) in out.runs.drain(..) {
-                let outcomes = flat.by_ref().take(range.len()).map(|(i, res)| match res {
+                let mut outcomes = flat.by_ref().take(range.len()).map(|(i, res)| match res {
                     Res::Value(r) => (i, Outcome::Value(&batch[r])),
                     Res::Failed(e) => (i, Outcome::Failed(e)),
                 });
-                sink.deliver_all(&mut outcomes.into_iter());
+                sink.deliver_all(&mut outcomes);
+                // A sink may stop early (a failed map ignores the rest): the rest of its run is
+                // still its own, not the next sink's.
+                outcomes.for_each(drop);
             }
             if inner.lock().idle() {
                 inner.idle.notify_all();
