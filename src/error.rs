@@ -7,6 +7,21 @@
 use std::io;
 
 /// What went wrong, in a form a caller can match on.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::{Error, Queue};
+/// let q = Queue::<u32>::new(1)?;
+/// q.put(1)?;
+/// match q.put_nowait(2) {
+///     Err(Error::Full) => {} // no room now: try later, or put with a timeout
+///     other => panic!("{other:?}"),
+/// }
+/// assert!(matches!(Queue::<u32>::open("no-such-queue"), Err(Error::NotFound)));
+/// // Every message says what happened and what to do:
+/// println!("{}", Error::Full);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -25,7 +40,7 @@ pub enum Error {
     Closed,
     /// A blocking call reached its timeout before it could complete; nothing was lost, try again.
     #[error(
-        "timed out: the operation did not complete in time; nothing was consumed, retry or give up"
+        "timed out: the call did not complete within its timeout (nothing was sent, taken or locked; a barrier wait breaks the barrier); retry, or give up"
     )]
     Timeout,
     /// A non-blocking put found no room.
@@ -45,7 +60,7 @@ pub enum Error {
     },
     /// Every process holding the other end died (killed or crashed) without closing it.
     #[error(
-        "peer died: every process holding the other end exited without closing it; the messages it sent before dying were delivered"
+        "peer died: every process on the other side exited without closing (killed or crashed); what it sent before was delivered: restart it, or treat its work as lost"
     )]
     PeerDied,
     /// A pool worker died while running a task.
@@ -57,13 +72,16 @@ pub enum Error {
         /// The panic's message.
         message: String,
     },
-    /// A barrier was aborted or a waiter died, so it can no longer trip.
+    /// A barrier's round was cancelled: the barrier was aborted or reset, or a party timed out or
+    /// died while waiting.
     #[error(
-        "broken barrier: the barrier was aborted or a party died; call reset() before reusing it"
+        "broken barrier: this round was cancelled by abort(), reset(), or a party that timed out or died; call reset() if broken() says so, then wait again"
     )]
     BrokenBarrier,
     /// A lock was released by a process or thread that does not own it.
-    #[error("not owner: only the holder of the lock may release it")]
+    #[error(
+        "not owner: this thread does not hold the lock, so it cannot release it; release it from the thread that acquired it"
+    )]
     NotOwner,
     /// The call is not allowed on this object in its state (`send` on the receiving end of a simplex
     /// pipe, any call after `close`, a call from inside a `send_with`/`recv_with` closure on the
@@ -107,6 +125,15 @@ pub enum Error {
         /// How many threads the process runs (the crate's own forker not counted).
         threads: usize,
     },
+    /// Every participant slot of the object is held by a live process: at most `limit` processes
+    /// use one object at once (a pipe: 64; other objects: 256).
+    #[error(
+        "too many processes: all {limit} participant slots of this object are held by live processes; let some exit or drop their handles, or share the work through fewer processes"
+    )]
+    TooManyProcesses {
+        /// How many processes the object admits at once.
+        limit: u32,
+    },
     /// Nothing exists under this name (or key).
     #[error(
         "not found: nothing exists under this name or key; create it first, or check the spelling and the user"
@@ -127,7 +154,7 @@ pub enum Error {
     /// over after the value). On a `Connection` the message stays for the next call (`recv_bytes`
     /// takes it) and `bytes` is empty; on a `Queue` the item was taken and `bytes` holds it.
     #[error(
-        "cannot decode the message as the requested type ({reason}); receive it with the type that was sent, or as bytes"
+        "cannot decode the message or item as the requested type ({reason}); use the type that was sent (a Connection kept the message: take it with recv_bytes; a Queue item's bytes are in this error)"
     )]
     Decode {
         /// What the codec said.
@@ -141,9 +168,10 @@ pub enum Error {
         "too large: the message exceeds what this call can carry (send_with takes at most half the ring, a queue item at most its spill area; a received message, what this process could allocate: it is kept); use send_bytes, a larger ring or QueueBuilder::spill_size"
     )]
     TooLarge,
-    /// The shared object was made by an incompatible version, kind or element type.
+    /// The shared object was made by an incompatible layout version, is of another kind, or holds
+    /// items of another type tag (a queue's encoded items) or another size or alignment (raw data).
     #[error(
-        "incompatible: the shared segment is not a shmwire object of this kind, layout version or element type; open it with the type that created it"
+        "incompatible: the shared object is of another kind, layout version, type tag or element size and alignment than this call expects; open it with its maker's type tag and element type"
     )]
     Incompatible,
     /// Shared memory holds values that cannot be valid: a hostile or broken peer wrote them.
@@ -152,11 +180,22 @@ pub enum Error {
     )]
     Corrupt,
     /// An operating system call failed.
-    #[error("I/O error: {0}")]
+    #[error(
+        "the operating system refused a call: {0}; check the message, and the limits of /dev/shm and of open files"
+    )]
     Io(#[from] io::Error),
 }
 
 /// `Result` with [`Error`].
+///
+/// ```
+/// fn first(q: &shmwire::Queue<u32>) -> shmwire::Result<u32> {
+///     q.get_nowait()
+/// }
+/// # let q = shmwire::Queue::<u32>::new(0).unwrap();
+/// # q.put(1).unwrap();
+/// # assert_eq!(first(&q).unwrap(), 1);
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl From<rustix::io::Errno> for Error {

@@ -8,7 +8,7 @@
 //! use shmwire::{Error, Pipe, Process};
 //! # fn main() -> shmwire::Result<()> {
 //! let (parent, child) = Pipe::new()?;
-//! let mut p = Process::fork(move || {
+//! let p = Process::fork(move || {
 //!     child.send(&(42, None::<u8>, "hello from child")).unwrap();
 //!     let reply: String = child.recv().unwrap();
 //!     assert_eq!(reply, "hello from parent");
@@ -32,14 +32,14 @@
 //!   participant table whose slots are held through kernel-released liveness tokens, and the typed
 //!   objects (a control block and data) the primitives live in.
 //! * `wait`: the eventcount (a busy stream makes no system calls), the wait strategy and deadlines,
-//!   the robust mutex, the claim words, and [`wait`] over many objects.
+//!   the robust mutex, the claim words, and [`wait()`](fn@wait) over many objects.
 //! * `ring`: the SPSC byte ring under each pipe direction, the MPMC slot ring under each queue, and
 //!   the spill area for items larger than a slot.
 //! * The primitives, one folder per family: `pipe` ([`Pipe`], [`Connection`],
 //!   [`Listener`]/[`Client`], [`ConnectionHandle`]), `queue` ([`Queue`], [`JoinableQueue`],
 //!   [`SimpleQueue`]), `locks` ([`Lock`], [`RLock`], [`Semaphore`], [`Event`], [`Condition`],
 //!   [`Barrier`], [`Value`], [`Array`], [`SharedMemory`]), `process` ([`Process`], [`spawn`]),
-//!   `pool` ([`Pool`], [`AsyncResult`]); and [`wait`] over any of them.
+//!   `pool` ([`Pool`], [`AsyncResult`]); and [`wait()`](fn@wait) over any of them.
 //!
 //! ## Failure
 //!
@@ -63,30 +63,34 @@ compile_error!(
 // Cross-cutting: errors, time, encoding, counters, test hooks, the loom shim.
 mod codec;
 mod error;
+/// Kill and stop points for the fault tests: public only with the cargo feature `test-hooks`.
+#[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub mod hooks;
+#[cfg(not(feature = "test-hooks"))]
+pub(crate) mod hooks;
 pub(crate) mod loom;
 pub mod stats;
 mod timeout;
 
 // The layers, bottom up.
-mod ring;
+pub mod ring;
 #[cfg(not(loom))]
 pub mod segment;
-mod sys;
-mod wait;
+pub mod sys;
+pub mod wait;
 
 // The primitives.
 #[cfg(not(loom))]
-mod locks;
+pub mod locks;
 #[cfg(not(loom))]
-mod pipe;
+pub mod pipe;
 #[cfg(not(loom))]
-mod pool;
+pub mod pool;
 #[cfg(not(loom))]
-mod process;
+pub mod process;
 #[cfg(not(loom))]
-mod queue;
+pub mod queue;
 
 pub use error::{Error, Result};
 
@@ -96,7 +100,8 @@ pub use error::{Error, Result};
 pub struct ReadmeDoctests;
 #[cfg(not(loom))]
 pub use pipe::{
-    Client, Connection, ConnectionHandle, DEFAULT_CAPACITY, Listener, Pipe, PipeBuilder,
+    Client, Connection, ConnectionHandle, ConnectionIter, DEFAULT_CAPACITY, Incoming, Listener,
+    Pipe, PipeBuilder,
 };
 #[cfg(not(loom))]
 pub use pool::{
@@ -115,10 +120,10 @@ pub use wait::{PROBE_INTERVAL, WaitStrategy};
 pub use {
     locks::{
         Array, AtomicInt, Barrier, BoundedSemaphore, Condition, Event, Lock, LockGuard, RLock,
-        RLockGuard, Semaphore, SharedMemory, Value, ValueGuard,
+        RLockGuard, Semaphore, SemaphorePermit, SharedMemory, SyncBuilder, Value, ValueGuard,
     },
     queue::{
-        DEFAULT_ITEM_SIZE, DEFAULT_SPILL_SIZE, JoinableQueue, Queue, QueueBuilder, SimpleQueue,
-        UNBOUNDED_CAPACITY,
+        DEFAULT_ITEM_SIZE, DEFAULT_SPILL_SIZE, JoinableQueue, Queue, QueueBuilder, QueueIter,
+        SimpleQueue, UNBOUNDED_CAPACITY,
     },
 };

@@ -39,7 +39,7 @@ pub(crate) fn full_fence() {
     fence(Ordering::SeqCst);
 }
 
-/// Under loom: the loop of `sync::wait::block_on` with a spinning strategy, minus its clock (loom
+/// Under loom: the loop of `wait::strategy::block_on` with a spinning strategy, minus its clock (loom
 /// needs every execution to be deterministic, so the spin is `spins` checks, not a time budget),
 /// its deadline and its probes: check; spin; then register on `ec` (asking for the asymmetric mode
 /// when `prefer_asym`, as a spinning waiter does), re-check, sleep, re-check, and again.

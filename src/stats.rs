@@ -18,6 +18,19 @@ pub(crate) fn note_other_call() {
 
 /// Number of futex system calls (waits and wakes) this process has made through shmwire so far.
 /// A busy stream should add next to none.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// let (a, b) = shmwire::Pipe::new()?;
+/// let before = shmwire::stats::system_calls();
+/// for i in 0..1000u32 {
+///     a.send(&i)?;
+///     assert_eq!(b.recv::<u32>()?, i);
+/// }
+/// // Nobody waited: no futex, no membarrier, no probe.
+/// assert_eq!(shmwire::stats::system_calls(), before);
+/// # Ok(()) }
+/// ```
 pub fn futex_calls() -> u64 {
     crate::sys::futex::calls()
 }
@@ -31,7 +44,7 @@ pub fn membarrier_calls() -> u64 {
 
 /// Every system call this process has made on shmwire's send, receive and wait paths so far:
 /// [`futex_calls`], [`membarrier_calls`] and the others (liveness probes of a blocked call, the
-/// adaptive wait's affinity check, wake-up pipe signals for a waiter in [`wait`](crate::wait)).
+/// adaptive wait's affinity check, wake-up pipe signals for a waiter in [`wait`](fn@crate::wait)).
 pub fn system_calls() -> u64 {
     futex_calls() + membarrier_calls() + OTHER.load(Relaxed)
 }

@@ -4,6 +4,16 @@
 use std::time::Duration;
 
 /// How long a call may wait: `Duration`s and `Option<Duration>` convert into it (`None` = for ever).
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use std::time::Duration;
+/// let (a, _b) = shmwire::Pipe::new()?;
+/// assert!(!a.poll(Duration::ZERO)?); // ask and return
+/// assert!(!a.poll(Duration::from_millis(10))?); // wait at most 10 ms
+/// assert!(!a.poll(shmwire::Timeout::ZERO)?);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Timeout(pub(crate) Option<Duration>);
 

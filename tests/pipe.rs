@@ -40,6 +40,9 @@ fn main() {
         child_keeps_moved_end_after_parent_drops_its_copy,
         named_pipe_between_processes,
         wrong_type_is_a_decode_error,
+        try_recv_is_empty_then_a_value_then_eof,
+        iter_ends_at_eof,
+        iter_yields_another_error_once_then_ends,
         wait_strategies_all_deliver,
         capacity_out_of_range,
         every_blocking_call_has_a_timeout_form,
@@ -402,7 +405,13 @@ fn pod_values() {
                 }
             );
         }
-        assert!(matches!(b.recv_pod::<Tick>(), Err(Error::Corrupt)));
+        // A message of another size is not a `Tick`: a decode error, and the message stays.
+        let r = b.recv_pod::<Tick>();
+        assert!(
+            matches!(&r, Err(Error::Decode { bytes, .. }) if bytes.is_empty()),
+            "{r:?}"
+        );
+        assert_eq!(b.recv_bytes().unwrap(), 7u32.to_ne_bytes());
     })
     .unwrap();
     for i in 0..1000u64 {
@@ -519,12 +528,127 @@ fn named_pipe_between_processes() {
     );
 }
 
+fn is_kept_decode_error<T: std::fmt::Debug>(r: &shmwire::Result<T>) -> bool {
+    matches!(r, Err(Error::Decode { reason, bytes }) if bytes.is_empty() && !reason.is_empty())
+}
+
 fn wrong_type_is_a_decode_error() {
-    let (a, b) = Pipe::new().unwrap();
-    a.send(&u64::MAX).unwrap();
-    assert!(matches!(b.recv::<bool>(), Err(Error::Decode { .. })));
-    a.send(&"text").unwrap();
+    // Small capacity: the 20 000-byte message is streamed in pieces.
+    let (a, b) = Pipe::builder().capacity(4096).build().unwrap();
+    let big = vec![5u8; 20_000];
+    let big2 = big.clone();
+    let sender = Process::fork(move || {
+        a.send(&u64::MAX).unwrap(); // not a bool
+        a.send(&(1u8, 2u8)).unwrap(); // a u8, and a byte left over
+        a.send(&big2).unwrap(); // streamed; not a u64
+        a.send_pod(&7u32).unwrap(); // 4 bytes, not a u64
+        a.send(&"text").unwrap();
+        a.recv::<()>().unwrap(); // stays until the reader is done
+    })
+    .unwrap();
+    // The message that does not decode stays for the next call, whichever form asked.
+    let r = b.recv::<bool>();
+    assert!(is_kept_decode_error(&r), "{r:?}");
+    let r = b.recv_timeout::<bool>(Duration::from_secs(10));
+    assert!(is_kept_decode_error(&r), "{r:?}");
+    let r = b.try_recv::<bool>();
+    assert!(is_kept_decode_error(&r), "{r:?}");
+    assert_eq!(
+        b.recv_bytes().unwrap(),
+        postcard::to_allocvec(&u64::MAX).unwrap()
+    );
+    let r = b.recv::<u8>();
+    assert!(is_kept_decode_error(&r), "{r:?}");
+    assert_eq!(b.recv::<(u8, u8)>().unwrap(), (1, 2));
+    let r = b.recv::<u64>();
+    assert!(is_kept_decode_error(&r), "{r:?}");
+    let r = b.recv_pod::<u64>();
+    assert!(is_kept_decode_error(&r), "{r:?}");
+    assert_eq!(b.recv::<Vec<u8>>().unwrap(), big);
+    let r = b.recv_pod::<u64>();
+    assert!(is_kept_decode_error(&r), "{r:?}");
+    let r = b.recv_pod_timeout::<u64>(Duration::from_secs(10));
+    assert!(is_kept_decode_error(&r), "{r:?}");
+    assert_eq!(b.recv_bytes().unwrap(), 7u32.to_ne_bytes());
     assert_eq!(b.recv::<String>().unwrap(), "text");
+    b.send(&()).unwrap();
+    assert!(sender.join().unwrap().success());
+}
+
+fn try_recv_is_empty_then_a_value_then_eof() {
+    let (a, b) = Pipe::new().unwrap();
+    let (go_r, go_w) = Pipe::simplex().unwrap();
+    assert!(matches!(b.try_recv::<u32>(), Err(Error::Empty)));
+    let sender = Process::fork(move || {
+        go_r.recv::<()>().unwrap();
+        a.send(&7u32).unwrap();
+        a.send(&8u32).unwrap();
+    })
+    .unwrap();
+    assert!(matches!(b.try_recv::<u32>(), Err(Error::Empty)));
+    go_w.send(&()).unwrap();
+    assert!(b.poll(Duration::from_secs(10)).unwrap());
+    assert_eq!(b.try_recv::<u32>().unwrap(), 7);
+    assert!(sender.join().unwrap().success());
+    // The sender exited: what it sent is there, then the end of the stream.
+    assert_eq!(b.try_recv::<u32>().unwrap(), 8);
+    assert!(matches!(b.try_recv::<u32>(), Err(Error::Eof)));
+    let (reader, writer) = Pipe::simplex().unwrap();
+    assert!(matches!(writer.try_recv::<u32>(), Err(Error::Misuse)));
+    drop(reader);
+}
+
+fn iter_ends_at_eof() {
+    let (a, b) = Pipe::new().unwrap();
+    let sender = Process::fork(move || {
+        for i in 0..100u32 {
+            a.send(&i).unwrap();
+        }
+    })
+    .unwrap();
+    let got: Vec<u32> = b.iter::<u32>().map(Result::unwrap).collect();
+    assert_eq!(got, (0..100).collect::<Vec<_>>());
+    assert!(sender.join().unwrap().success());
+    // Ended: the stream is closed and drained.
+    assert!(matches!(b.recv::<u32>(), Err(Error::Eof)));
+    assert!(b.iter::<u32>().next().is_none());
+}
+
+fn iter_yields_another_error_once_then_ends() {
+    // The sender dies without closing: PeerDied, once.
+    let (a, b) = Pipe::new().unwrap();
+    let sender = Process::fork(move || {
+        for i in 0..3u32 {
+            a.send(&i).unwrap();
+        }
+        // SAFETY: dies as a crash would, without closing its end.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    })
+    .unwrap();
+    let mut it = b.iter::<u32>();
+    for i in 0..3u32 {
+        assert_eq!(it.next().unwrap().unwrap(), i);
+    }
+    let e = it.next();
+    assert!(matches!(e, Some(Err(Error::PeerDied))), "{e:?}");
+    assert!(it.next().is_none());
+    assert!(it.next().is_none());
+    sender.join().unwrap();
+    // A message of another type: Decode, once; the message stays for the next call.
+    let (a, b) = Pipe::new().unwrap();
+    let sender = Process::fork(move || {
+        a.send(&1u32).unwrap();
+        a.send(&"text").unwrap();
+        a.send(&2u32).unwrap();
+    })
+    .unwrap();
+    let got: Vec<_> = b.iter::<u32>().collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(*got[0].as_ref().unwrap(), 1);
+    assert!(is_kept_decode_error(&got[1]), "{got:?}");
+    assert_eq!(b.recv::<String>().unwrap(), "text");
+    assert_eq!(b.iter::<u32>().map(Result::unwrap).collect::<Vec<_>>(), [2]);
+    assert!(sender.join().unwrap().success());
 }
 
 fn wait_strategies_all_deliver() {
@@ -589,6 +713,40 @@ fn every_blocking_call_has_a_timeout_form() {
         unsafe { b.recv_with_timeout(t, |x| x.len()) }.unwrap(),
         1000
     );
+    // Each receive form, on an empty ring.
+    let (a, b) = Pipe::builder().capacity(4096).build().unwrap();
+    assert!(matches!(b.recv_timeout::<u8>(t), Err(Error::Timeout)));
+    assert!(matches!(b.recv_pod_timeout::<u64>(t), Err(Error::Timeout)));
+    assert!(matches!(b.recv_bytes_timeout(t), Err(Error::Timeout)));
+    let mut buf = [0u8; 16];
+    assert!(matches!(
+        b.recv_bytes_into_timeout(&mut buf, t),
+        Err(Error::Timeout)
+    ));
+    assert!(!b.poll(t).unwrap());
+    // Each send form, on a full ring: nothing is sent.
+    let mut queued = 0;
+    while a.send_pod_timeout(&9u8, t).is_ok() {
+        queued += 1;
+    }
+    assert!(matches!(a.send_pod_timeout(&1u8, t), Err(Error::Timeout)));
+    assert!(matches!(a.send_timeout(&1u8, t), Err(Error::Timeout)));
+    assert!(matches!(a.send_bytes_timeout(&[1], t), Err(Error::Timeout)));
+    for _ in 0..queued {
+        assert_eq!(b.recv_pod_timeout::<u8>(t).unwrap(), 9);
+    }
+    assert!(matches!(b.try_recv::<u8>(), Err(Error::Empty)));
+    // The pod forms stream a value larger than half the ring, within the time given.
+    let child = Process::fork(move || {
+        let v = b
+            .recv_pod_timeout::<[u64; 1024]>(Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(v, [3u64; 1024]);
+    })
+    .unwrap();
+    a.send_pod_timeout(&[3u64; 1024], Duration::from_secs(10))
+        .unwrap();
+    assert!(child.join().unwrap().success());
 }
 
 fn two_writers_is_misuse() {

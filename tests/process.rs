@@ -777,7 +777,7 @@ fn an_end_moved_into_a_full_table_fails_the_fork() {
     // 64 participants, all this process: no slot for a child.
     let more: Vec<_> = (0..63).map(|_| Pipe::open(&name, 0).unwrap()).collect();
     match Process::fork_with(move || f1.send(&"from the child".to_string()).is_ok() as i32) {
-        Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::QuotaExceeded => {}
+        Err(Error::TooManyProcesses { .. }) => {}
         Ok(child) => {
             let peer = f0.recv_timeout::<String>(Duration::from_secs(2));
             panic!(

@@ -4,9 +4,40 @@
 mod common;
 
 use common::Rng;
+use serde::{Deserialize, Serialize};
 use shmwire::hooks::Point;
-use shmwire::{Error, JoinableQueue, Pipe, Process, Queue, SimpleQueue};
+use shmwire::{Error, JoinableQueue, Pipe, Process, Queue, SimpleQueue, WaitStrategy};
 use std::time::{Duration, Instant};
+
+/// An order as the maker of a tagged queue knows it.
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct OrderV2 {
+    id: u64,
+    item: String,
+}
+
+/// Another program's type for the same orders: another name, the same encoding.
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct OrderView {
+    id: u64,
+    item: String,
+}
+
+/// A tick as raw data.
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+struct Tick {
+    seq: u64,
+    price: f64,
+}
+
+/// Another program's type for the same ticks: another name, the same size and alignment.
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+struct TickBits {
+    seq: u64,
+    bits: u64,
+}
 
 fn roles(role: &str, args: shmwire::spawn::Args) -> i32 {
     match role {
@@ -45,8 +76,76 @@ fn roles(role: &str, args: shmwire::spawn::Args) -> i32 {
             }
             0
         }
+        // Open tagged queues made by the parent: by tag, whatever the type's name; by size and
+        // alignment for raw (Pod) items.
+        "tagged" => {
+            let (orders, ticks): (String, String) = args.get().unwrap();
+            // The default tag is the type's name: another type's name is refused, as is another tag.
+            assert!(matches!(
+                Queue::<OrderView>::open(&orders),
+                Err(Error::Incompatible)
+            ));
+            assert!(matches!(
+                Queue::<OrderView>::builder()
+                    .name(&orders)
+                    .type_tag("orders-v3")
+                    .open(),
+                Err(Error::Incompatible)
+            ));
+            let q = Queue::<OrderView>::builder()
+                .name(&orders)
+                .type_tag("orders-v2")
+                .open()
+                .unwrap();
+            let o = q.get().unwrap();
+            q.put(OrderView {
+                id: o.id + 1,
+                item: o.item + "!",
+            })
+            .unwrap();
+            // Raw items: the same size and alignment go through, another size or alignment is
+            // refused before anything is put or taken.
+            let t = Queue::<TickBits>::builder()
+                .name(&ticks)
+                .type_tag("ticks")
+                .open()
+                .unwrap();
+            refused_as_raw::<[u32; 2]>(&ticks); // another alignment
+            refused_as_raw::<[u64; 3]>(&ticks); // another size
+            assert_eq!(t.len(), 1, "nothing was put or taken by the refused calls");
+            let got = t.get_pod().unwrap();
+            assert_eq!(got.seq, 1);
+            assert_eq!(f64::from_bits(got.bits), 2.5);
+            t.put_pod(&TickBits {
+                seq: got.seq + 1,
+                bits: got.bits,
+            })
+            .unwrap();
+            0
+        }
         _ => 2,
     }
+}
+
+/// Opens the tagged queue of raw items `name` as `T` (whose size or alignment differ from its
+/// maker's) and checks that every raw call is refused.
+fn refused_as_raw<T: bytemuck::Pod>(name: &str) {
+    let q = Queue::<T>::builder()
+        .name(name)
+        .type_tag("ticks")
+        .open()
+        .unwrap();
+    let zero = <T as bytemuck::Zeroable>::zeroed();
+    let d = Duration::from_secs(1);
+    assert!(matches!(q.put_pod(&zero), Err(Error::Incompatible)));
+    assert!(matches!(q.put_pod_nowait(&zero), Err(Error::Incompatible)));
+    assert!(matches!(
+        q.put_pod_timeout(&zero, d),
+        Err(Error::Incompatible)
+    ));
+    assert!(matches!(q.get_pod(), Err(Error::Incompatible)));
+    assert!(matches!(q.get_pod_nowait(), Err(Error::Incompatible)));
+    assert!(matches!(q.get_pod_timeout(d), Err(Error::Incompatible)));
 }
 
 fn main() {
@@ -88,6 +187,12 @@ fn main() {
         task_done_from_another_process_lets_join_return,
         an_idle_consumer_killed_is_no_peer_died,
         killed_at_every_point_of_a_spilled_put_or_get_leaks_nothing,
+        try_get_len_and_iterators_end_at_eof,
+        an_iterator_yields_a_broken_queue_s_error_once_then_ends,
+        an_item_that_does_not_decode_is_taken_and_returned_in_the_error,
+        every_blocking_call_of_the_queues_has_a_timeout_form,
+        a_queue_waits_as_its_wait_strategy_says,
+        type_tags_decide_who_may_open_a_named_queue,
     ]);
 }
 
@@ -1406,11 +1511,8 @@ fn qsize_counts_items_not_skipped_positions() {
 fn a_scribbled_ring_directory_is_no_long_walk() {
     use std::os::unix::fs::FileExt;
     let name = "hostile-dir";
-    let q = Queue::<u64>::builder()
-        .name(name)
-        .maxsize(4)
-        .build()
-        .unwrap();
+    // An unbounded queue: a bounded one has one ring and reads no directory at all.
+    let q = Queue::<u64>::builder().name(name).build().unwrap();
     q.put(1).unwrap();
     // The queue's control block starts at the kind area (8192: after the header page and the
     // participant table); its ring directory {closed, head, last} is its fifth 128-byte line.
@@ -1604,4 +1706,481 @@ fn killed_at_every_point_of_a_spilled_put_or_get_leaks_nothing() {
         assert_eq!(got, want, "{point:?}");
         assert_eq!(q.__spill_in_use(), 0, "{point:?}: a spill block leaked");
     }
+}
+
+/// `try_get` and `len` beside Python's names; `for x in q.iter()` (and `for x in &q`) takes items as
+/// they come, in other processes too, and ends once the queue is closed and drained; the same on
+/// `SimpleQueue` and `JoinableQueue`.
+fn try_get_len_and_iterators_end_at_eof() {
+    let q = Queue::<u64>::new(0).unwrap();
+    assert!(matches!(q.try_get(), Err(Error::Empty)));
+    assert_eq!(q.len(), 0);
+    let qc = q.clone();
+    let p = Process::fork(move || {
+        for i in 0..100u64 {
+            qc.put(i).unwrap();
+        }
+        qc.close().unwrap();
+    })
+    .unwrap();
+    assert!(p.join().unwrap().success());
+    assert_eq!(q.len(), 100);
+    assert_eq!(q.len(), q.qsize());
+    assert_eq!(q.try_get().unwrap(), 0);
+    let mut got = Vec::new();
+    for x in q.iter() {
+        got.push(x.unwrap());
+    }
+    assert_eq!(got, (1..100).collect::<Vec<_>>());
+    assert!(matches!(q.try_get(), Err(Error::Eof)));
+    assert!(q.iter().next().is_none());
+
+    // Consumers in other processes loop over the queue while the producer puts, until it closes.
+    let q = Queue::<u64>::new(16).unwrap();
+    let sums = Queue::<(u64, u64)>::new(0).unwrap();
+    let consumers: Vec<Process> = (0..2)
+        .map(|_| {
+            let (q, sums) = (q.clone(), sums.clone());
+            Process::fork(move || {
+                let (mut n, mut sum) = (0, 0);
+                for x in &q {
+                    n += 1;
+                    sum += x.unwrap();
+                }
+                sums.put((n, sum)).unwrap();
+            })
+            .unwrap()
+        })
+        .collect();
+    for i in 0..1000u64 {
+        q.put(i).unwrap();
+    }
+    q.close().unwrap();
+    let (a, b) = (sums.get().unwrap(), sums.get().unwrap());
+    assert_eq!((a.0 + b.0, a.1 + b.1), (1000, 999 * 1000 / 2));
+    for c in consumers {
+        assert!(c.join().unwrap().success());
+    }
+
+    // SimpleQueue: try_get, iter and `for .. in &q`.
+    let q = SimpleQueue::<String>::new().unwrap();
+    assert!(matches!(q.try_get(), Err(Error::Empty)));
+    let qc = q.clone();
+    let p = Process::fork(move || {
+        for s in ["a", "b", "c"] {
+            qc.put(s.to_string()).unwrap();
+        }
+        qc.close().unwrap();
+    })
+    .unwrap();
+    assert!(p.join().unwrap().success());
+    assert_eq!(q.try_get().unwrap(), "a");
+    let rest: Vec<String> = q.iter().map(Result::unwrap).collect();
+    assert_eq!(rest, ["b", "c"]);
+    assert!((&q).into_iter().next().is_none());
+
+    // JoinableQueue: the Queue's iterator, through Deref, and `for .. in &q`.
+    let q = JoinableQueue::<u32>::new(0).unwrap();
+    let qc = q.clone();
+    let worker = Process::fork(move || {
+        for job in &qc {
+            job.unwrap();
+            qc.task_done().unwrap();
+        }
+    })
+    .unwrap();
+    for i in 0..50 {
+        q.put(i).unwrap();
+    }
+    q.join_timeout(Duration::from_secs(10)).unwrap();
+    q.close().unwrap();
+    assert!(worker.join().unwrap().success());
+    assert!(q.iter().next().is_none());
+}
+
+/// An error other than the end (here `Corrupt`, from a scribbled ring directory) is yielded once,
+/// then the iterator ends, even once the queue could be read again.
+fn an_iterator_yields_a_broken_queue_s_error_once_then_ends() {
+    use std::os::unix::fs::FileExt;
+    let name = "hostile-iter";
+    // Unbounded: its ring directory is read (a bounded queue has one ring and reads none).
+    let q = Queue::<u64>::builder().name(name).build().unwrap();
+    q.put(1).unwrap();
+    q.put(2).unwrap();
+    let mut it = q.iter();
+    assert_eq!(it.next().unwrap().unwrap(), 1);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(shm_path(name))
+        .unwrap();
+    // The ring directory's `last` (see a_scribbled_ring_directory_is_no_long_walk).
+    let last_at = 8192 + 4 * 128 + 8;
+    f.write_at(&u32::MAX.to_ne_bytes(), last_at).unwrap();
+    let (r, _) = common::within(Duration::from_secs(2), || it.next());
+    assert!(matches!(r, Some(Err(Error::Corrupt))), "{r:?}");
+    f.write_at(&0u32.to_ne_bytes(), last_at).unwrap();
+    assert!(it.next().is_none(), "the iterator ended after its error");
+    assert_eq!(q.get().unwrap(), 2, "the queue itself still works");
+    // In another process too.
+    let qc = q.clone();
+    let p = Process::fork(move || {
+        qc.put(3).unwrap();
+        qc.close().unwrap();
+    })
+    .unwrap();
+    assert!(p.join().unwrap().success());
+    assert_eq!(q.iter().map(Result::unwrap).collect::<Vec<_>>(), [3]);
+}
+
+/// An item that does not decode as the consumer's type is `Error::Decode`, taken from the queue with
+/// its bytes in the error: exactly one consumer gets it, the others go on, nothing is lost (an item
+/// put raw, a raw item of the wrong size, a spilled item, an iterator, a JoinableQueue's count).
+fn an_item_that_does_not_decode_is_taken_and_returned_in_the_error() {
+    let q = Queue::<u32>::new(0).unwrap();
+    let reports = Queue::<(u64, u64, Vec<Vec<u8>>)>::new(0).unwrap();
+    let consumers: Vec<Process> = (0..3)
+        .map(|_| {
+            let (q, reports) = (q.clone(), reports.clone());
+            Process::fork(move || {
+                let (mut n, mut sum, mut bad) = (0u64, 0u64, Vec::new());
+                loop {
+                    match q.get() {
+                        Ok(v) => {
+                            n += 1;
+                            sum += u64::from(v);
+                        }
+                        Err(Error::Decode { bytes, reason }) => {
+                            assert!(!reason.is_empty());
+                            bad.push(bytes);
+                        }
+                        Err(Error::Eof) => break,
+                        Err(e) => panic!("{e:?}"),
+                    }
+                }
+                reports.put((n, sum, bad)).unwrap();
+            })
+            .unwrap()
+        })
+        .collect();
+    let qc = q.clone();
+    let producer = Process::fork(move || {
+        for i in 0..3000u32 {
+            if i == 1500 {
+                // Four bytes of 0xff: no postcard u32 (its varint never ends).
+                qc.put_pod(&u32::MAX).unwrap();
+            }
+            qc.put(i).unwrap();
+        }
+        qc.close().unwrap();
+    })
+    .unwrap();
+    assert!(producer.join().unwrap().success());
+    let (mut n, mut sum, mut bad) = (0, 0, Vec::new());
+    for _ in 0..3 {
+        let r = reports.get().unwrap();
+        n += r.0;
+        sum += r.1;
+        bad.extend(r.2);
+    }
+    for c in consumers {
+        assert!(c.join().unwrap().success());
+    }
+    assert_eq!(
+        (n, sum),
+        (3000, 2999 * 3000 / 2),
+        "every good item came through once"
+    );
+    assert_eq!(
+        bad,
+        vec![vec![0xffu8; 4]],
+        "the bad item, once, with its bytes"
+    );
+
+    // A raw item of the wrong size: taken, returned, and the next one comes.
+    let q = Queue::<u64>::new(4).unwrap();
+    q.put(5u64).unwrap(); // postcard: one byte
+    q.put_pod(&6).unwrap();
+    match q.get_pod() {
+        Err(Error::Decode { bytes, .. }) => assert_eq!(bytes, [5]),
+        r => panic!("{r:?}"),
+    }
+    assert_eq!(q.get_pod().unwrap(), 6);
+    assert!(q.is_empty());
+
+    // A spilled item that does not decode: its bytes come back whole, its spill block is freed.
+    let name = format!("qd-{}", std::process::id());
+    let wide = Queue::<Vec<u8>>::builder()
+        .name(&name)
+        .type_tag("bytes")
+        .item_size(16)
+        .spill_size(1 << 20)
+        .build()
+        .unwrap();
+    let narrow = Queue::<u8>::builder()
+        .name(&name)
+        .type_tag("bytes")
+        .open()
+        .unwrap();
+    let big = vec![3u8; 1000];
+    let w = wide.clone();
+    let p = Process::fork(move || {
+        w.put(&big).unwrap();
+        w.put(vec![7u8]).unwrap();
+    })
+    .unwrap();
+    assert!(p.join().unwrap().success());
+    match narrow.get() {
+        Err(Error::Decode { bytes, .. }) => {
+            assert_eq!(bytes.len(), 1002);
+            assert_eq!(
+                postcard::from_bytes::<Vec<u8>>(&bytes).unwrap(),
+                vec![3u8; 1000]
+            );
+        }
+        r => panic!("{r:?}"),
+    }
+    assert_eq!(
+        wide.__spill_in_use(),
+        0,
+        "the bad item's spill block was freed"
+    );
+    assert_eq!(wide.get().unwrap(), [7]);
+
+    // The iterator yields the bad item and goes on: the queue is not broken.
+    let q = Queue::<u32>::new(0).unwrap();
+    q.put_pod(&u32::MAX).unwrap();
+    q.put(1).unwrap();
+    q.put(2).unwrap();
+    q.close().unwrap();
+    let got: Vec<Result<u32, Error>> = q.iter().collect();
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert!(matches!(&got[0], Err(Error::Decode { bytes, .. }) if bytes == &[0xff; 4]));
+    assert!(matches!(&got[1..], [Ok(1), Ok(2)]), "{got:?}");
+
+    // A JoinableQueue counts the bad item as taken: the consumer marks it done like any other.
+    let q = JoinableQueue::<u32>::new(0).unwrap();
+    q.put_pod(&u32::MAX).unwrap();
+    q.put(1).unwrap();
+    let qc = q.clone();
+    let worker = Process::fork(move || {
+        assert!(matches!(qc.get(), Err(Error::Decode { .. })));
+        qc.task_done().unwrap();
+        assert_eq!(qc.get().unwrap(), 1);
+        qc.task_done().unwrap();
+    })
+    .unwrap();
+    q.join_timeout(Duration::from_secs(10)).unwrap();
+    assert!(worker.join().unwrap().success());
+}
+
+/// The timeout forms of the blocking calls the queues lacked: `put_pod_timeout`,
+/// `get_pod_timeout`, `get_pod_nowait`, `SimpleQueue::get_timeout` and `put_timeout` (a put there
+/// waits while the spill area is full). Running out of time is `Err(Timeout)` with nothing put or
+/// taken; a call whose time has not run out completes when another process makes room or puts.
+fn every_blocking_call_of_the_queues_has_a_timeout_form() {
+    let d = Duration::from_millis(100);
+    let q = Queue::<u64>::new(2).unwrap();
+    assert!(matches!(q.get_pod_nowait(), Err(Error::Empty)));
+    let t = Instant::now();
+    assert!(matches!(q.get_pod_timeout(d), Err(Error::Timeout)));
+    assert!(t.elapsed() >= d);
+    q.put_pod(&1).unwrap();
+    q.put_pod(&2).unwrap();
+    let t = Instant::now();
+    assert!(matches!(q.put_pod_timeout(&3, d), Err(Error::Timeout)));
+    assert!(t.elapsed() >= d);
+    assert_eq!(q.len(), 2, "nothing was put");
+    let qc = q.clone();
+    let p = Process::fork(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        assert_eq!(qc.get_pod().unwrap(), 1);
+    })
+    .unwrap();
+    q.put_pod_timeout(&3, Duration::from_secs(10)).unwrap();
+    assert!(p.join().unwrap().success());
+    assert_eq!(q.get_pod_timeout(d).unwrap(), 2);
+    assert_eq!(q.get_pod_nowait().unwrap(), 3);
+
+    let s = SimpleQueue::<u64>::new().unwrap();
+    let t = Instant::now();
+    assert!(matches!(s.get_timeout(d), Err(Error::Timeout)));
+    assert!(t.elapsed() >= d);
+    let sc = s.clone();
+    let p = Process::fork(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        sc.put_timeout(42, Duration::from_secs(1)).unwrap();
+    })
+    .unwrap();
+    assert_eq!(s.get_timeout(Duration::from_secs(10)).unwrap(), 42);
+    assert!(p.join().unwrap().success());
+
+    // A SimpleQueue's put waits while its spill area (64 MiB) holds what it cannot take more of.
+    let s = SimpleQueue::<Vec<u8>>::new().unwrap();
+    s.put(vec![1u8; 40 << 20]).unwrap();
+    let sc = s.clone();
+    let p = Process::fork(move || {
+        let t = Instant::now();
+        assert!(matches!(
+            sc.put_timeout(vec![2u8; 40 << 20], Duration::from_millis(100)),
+            Err(Error::Timeout)
+        ));
+        assert!(t.elapsed() >= Duration::from_millis(100));
+        sc.put_timeout(vec![3u8; 40 << 20], Duration::from_secs(10))
+            .unwrap();
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.get().unwrap()[0], 1);
+    assert_eq!(s.get_timeout(Duration::from_secs(10)).unwrap()[0], 3);
+    assert!(p.join().unwrap().success());
+    assert!(matches!(s.try_get(), Err(Error::Empty)));
+}
+
+/// A queue's handles wait as its builder's `wait_strategy` says, for gets, puts and joins, in
+/// forked children and in opened handles: a strategy that spins longer than the wait makes no
+/// futex call at all (the default would sleep after 50 µs), and still gives up at its deadline.
+fn a_queue_waits_as_its_wait_strategy_says() {
+    let spin = WaitStrategy::SpinThenSleep(Duration::from_secs(30));
+    let d = Duration::from_millis(300);
+    let name = format!("qw-{}", std::process::id());
+    let q = Queue::<u64>::builder()
+        .name(&name)
+        .maxsize(1)
+        .wait_strategy(spin)
+        .build()
+        .unwrap();
+    assert_eq!(q.wait_strategy(), spin);
+    assert_eq!(
+        Queue::<u64>::open(&name).unwrap().wait_strategy(),
+        WaitStrategy::Adaptive
+    );
+    let qc = q.clone();
+    let child = Process::fork_with(move || -> Result<(), String> {
+        let _ = qc.try_get(); // takes this process's participant slot
+        let before = shmwire::stats::futex_calls();
+        let t = Instant::now();
+        if !matches!(qc.get_timeout(d), Err(Error::Timeout)) {
+            return Err("get_timeout: no timeout".into());
+        }
+        let took = t.elapsed();
+        if took < d || took > d * 10 {
+            return Err(format!("get_timeout({d:?}) took {took:?}"));
+        }
+        // The parent puts 7 a little later: taken while spinning.
+        if qc.get().map_err(|e| e.to_string())? != 7 {
+            return Err("not 7".into());
+        }
+        qc.put(8).map_err(|e| e.to_string())?;
+        // Full now: a put spins until its deadline.
+        let t = Instant::now();
+        if !matches!(qc.put_timeout(9, d), Err(Error::Timeout)) || t.elapsed() > d * 10 {
+            return Err(format!("put_timeout: {:?}", t.elapsed()));
+        }
+        let calls = shmwire::stats::futex_calls() - before;
+        if calls != 0 {
+            return Err(format!("{calls} futex calls while spinning"));
+        }
+        Ok(())
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    q.put(7).unwrap();
+    let st = child.join().unwrap();
+    assert!(st.success(), "{st:?}");
+    assert_eq!(q.get().unwrap(), 8);
+
+    // An opened handle takes the opener's strategy; a JoinableQueue's join uses it too.
+    let child = Process::fork_with(move || -> Result<(), String> {
+        let q = Queue::<u64>::builder()
+            .name(&name)
+            .wait_strategy(spin)
+            .open()
+            .map_err(|e| e.to_string())?;
+        let j = JoinableQueue::from_queue(q);
+        j.put(1).map_err(|e| e.to_string())?;
+        let _ = j.try_get();
+        j.task_done().map_err(|e| e.to_string())?;
+        j.put(2).map_err(|e| e.to_string())?;
+        let before = shmwire::stats::futex_calls();
+        let t = Instant::now();
+        if !matches!(j.join_timeout(d), Err(Error::Timeout)) || t.elapsed() > d * 10 {
+            return Err(format!("join_timeout: {:?}", t.elapsed()));
+        }
+        if !matches!(j.get_timeout(d), Ok(2)) {
+            return Err("get_timeout".into());
+        }
+        if !matches!(j.get_timeout(d), Err(Error::Timeout)) || t.elapsed() > d * 20 {
+            return Err(format!("get_timeout: {:?}", t.elapsed()));
+        }
+        let calls = shmwire::stats::futex_calls() - before;
+        if calls != 0 {
+            return Err(format!("{calls} futex calls while spinning"));
+        }
+        Ok(())
+    })
+    .unwrap();
+    let st = child.join().unwrap();
+    assert!(st.success(), "{st:?}");
+}
+
+/// A named queue is opened by its type tag (the type's name unless set), whatever the opener's type
+/// is called, and raw items by their size and alignment: an opener in an exec'd binary with another
+/// type of the same encoding takes and puts items; another tag, or the default tag of another type,
+/// is `Incompatible`; raw items of another size or alignment are refused before anything moves.
+fn type_tags_decide_who_may_open_a_named_queue() {
+    let orders = format!("qo-{}", std::process::id());
+    let ticks = format!("qt-{}", std::process::id());
+    let o = Queue::<OrderV2>::builder()
+        .name(&orders)
+        .type_tag("orders-v2")
+        .build()
+        .unwrap();
+    let t = Queue::<Tick>::builder()
+        .name(&ticks)
+        .type_tag("ticks")
+        .build()
+        .unwrap();
+    o.put(OrderV2 {
+        id: 1,
+        item: "tea".into(),
+    })
+    .unwrap();
+    t.put_pod(&Tick { seq: 1, price: 2.5 }).unwrap();
+    let child = Process::spawn("tagged", &(orders.clone(), ticks.clone())).unwrap();
+    // The child takes our item and puts back its own.
+    assert!(child.join().unwrap().success());
+    assert_eq!(
+        o.get_timeout(Duration::from_secs(10)).unwrap(),
+        OrderV2 {
+            id: 2,
+            item: "tea!".into()
+        }
+    );
+    assert_eq!(
+        t.get_pod_timeout(Duration::from_secs(10)).unwrap(),
+        Tick { seq: 2, price: 2.5 }
+    );
+    // The default tag is the type's name (within one build).
+    let u = Queue::<u64>::builder()
+        .name(&format!("qu-{}", std::process::id()))
+        .build()
+        .unwrap();
+    let _same = Queue::<u64>::open(&format!("qu-{}", std::process::id())).unwrap();
+    assert!(matches!(
+        Queue::<u64>::builder()
+            .name(&format!("qu-{}", std::process::id()))
+            .type_tag("u64s")
+            .open(),
+        Err(Error::Incompatible)
+    ));
+    // Opening needs a name; a tag must say something.
+    assert!(matches!(
+        Queue::<u64>::builder().open(),
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        Queue::<u64>::builder().type_tag("").build(),
+        Err(Error::Invalid(_))
+    ));
+    drop(u);
 }

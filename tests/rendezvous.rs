@@ -83,6 +83,7 @@ fn main() {
         wait_over_64_connections_and_child_exits,
         wait_reports_a_killed_peer,
         wait_on_a_listener,
+        listener_incoming_yields_connections,
         listener_refuses_unsafe_descriptors,
         client_refuses_a_listener_of_another_user,
         accept_timeout_is_bounded_by_silent_clients,
@@ -167,6 +168,9 @@ fn bind_collision_and_reclaim_after_a_dead_listener() {
     })
     .unwrap();
     dying.join().unwrap();
+    // A client finds nobody there: the name's listener is gone.
+    let r = Client::connect_timeout(&name2, Duration::from_secs(5));
+    assert!(matches!(r, Err(Error::NotFound)), "{r:?}");
     let stale = shmwire::segment::list().unwrap();
     assert!(
         stale
@@ -292,7 +296,10 @@ fn named_handle_opens_by_name() {
         .build()
         .unwrap();
     let h = b.to_handle().unwrap();
-    assert!(matches!(h, ConnectionHandle::Named { .. }));
+    // The handle is opaque; what it carries is the pipe's name.
+    let bytes = postcard::to_allocvec(&h).unwrap();
+    let name = unique("named-handle");
+    assert!(bytes.windows(name.len()).any(|w| w == name.as_bytes()));
     let child = Process::spawn("echo", &h).unwrap();
     a.send_bytes(b"by name").unwrap();
     assert_eq!(a.recv_bytes().unwrap(), b"by name");
@@ -1339,4 +1346,32 @@ fn to_handle_refuses_an_end_with_messages_set_aside() {
     }
     assert_eq!(b.recv_bytes().unwrap(), vec![7u8; 64 << 10]);
     assert!(child.join().unwrap().success());
+}
+
+fn listener_incoming_yields_connections() {
+    let name = unique("incoming");
+    let listener = Listener::bind(&name).unwrap();
+    let clients: Vec<Process> = (0..3u32)
+        .map(|k| {
+            let n = name.clone();
+            Process::fork(move || {
+                let c = Client::connect_timeout(&n, Duration::from_secs(10)).unwrap();
+                c.send(&k).unwrap();
+                assert_eq!(c.recv::<u32>().unwrap(), k + 100);
+            })
+            .unwrap()
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for conn in listener.incoming().take(3) {
+        let conn = conn.unwrap();
+        let k: u32 = conn.recv().unwrap();
+        conn.send(&(k + 100)).unwrap();
+        seen.push(k);
+    }
+    seen.sort();
+    assert_eq!(seen, [0, 1, 2]);
+    for c in clients {
+        assert!(c.join().unwrap().success());
+    }
 }

@@ -5,8 +5,8 @@ mod common;
 
 use common::within;
 use shmwire::{
-    Array, Barrier, BoundedSemaphore, Condition, Error, Event, Lock, Process, Queue, RLock,
-    Semaphore, SharedMemory, Value,
+    Array, Barrier, BoundedSemaphore, Condition, Error, Event, Lock, PROBE_INTERVAL, Process,
+    Queue, RLock, Semaphore, SharedMemory, Value, WaitStrategy,
 };
 use std::time::{Duration, Instant};
 
@@ -70,6 +70,16 @@ fn main() {
         value_guard_is_a_private_copy,
         shared_memory_copies_in_and_out,
         every_object_by_name_in_an_exec_d_binary,
+        semaphore_permits_are_given_back_on_drop,
+        every_blocking_call_of_the_family_has_a_timeout,
+        condition_wait_timeout_keeps_its_bound_while_a_stopped_process_holds_the_lock,
+        condition_wait_while_timeout_returns_once_the_condition_clears,
+        condition_notify_wakes_one_and_the_other_waiter_times_out,
+        barrier_wait_timeout_times_out_and_breaks_it_for_the_others,
+        idle_waiters_sleep_until_woken_not_every_probe_interval,
+        wait_strategy_reaches_every_waiter,
+        builders_name_objects_that_others_open,
+        pod_values_open_by_size_and_alignment,
     ]);
 }
 
@@ -476,13 +486,13 @@ fn barrier_abort_reset_and_timeout() {
     assert!(matches!(b.wait(), Err(Error::BrokenBarrier)));
     b.reset().unwrap();
     assert!(!b.broken());
-    // A timeout breaks it for everyone, as in Python.
+    // A timeout breaks it for everyone, as in Python; the party that timed out hears `Timeout`.
     let b3 = b.clone();
     let other =
         Process::fork(move || assert!(matches!(b3.wait(), Err(Error::BrokenBarrier)))).unwrap();
     assert!(matches!(
         b.wait_timeout(Duration::from_millis(150)),
-        Err(Error::BrokenBarrier)
+        Err(Error::Timeout)
     ));
     assert!(other.join().unwrap().success());
     b.reset().unwrap();
@@ -911,4 +921,634 @@ fn every_object_by_name_in_an_exec_d_binary() {
     assert!(child.join().unwrap().success());
     assert_eq!(count.get().unwrap(), 2000);
     assert_eq!(arr.get(2).unwrap(), 42);
+}
+
+/// Waits (at most `limit`) for `p` to end and returns its status; a process still running then is
+/// killed, and the test fails.
+fn join_within(p: Process, limit: Duration, what: &str) -> shmwire::ExitStatus {
+    match p.join_timeout(limit) {
+        Ok(st) => st,
+        Err(e) => {
+            let _ = p.kill();
+            let _ = p.join();
+            panic!("{what}: still running after {limit:?} ({e})");
+        }
+    }
+}
+
+/// `getrusage(RUSAGE_THREAD)` of the calling thread.
+fn thread_usage() -> libc::rusage {
+    // SAFETY: a plain syscall filling a zeroed struct of the right type.
+    unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::getrusage(libc::RUSAGE_THREAD, &mut u), 0);
+        u
+    }
+}
+
+/// CPU time (user + system) the calling thread has used.
+fn thread_cpu() -> Duration {
+    let u = thread_usage();
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    Duration::from_micros(us(u.ru_utime) + us(u.ru_stime))
+}
+
+fn semaphore_permits_are_given_back_on_drop() {
+    // A permit taken in one process holds the count down until that process drops it.
+    let sem = Semaphore::new(1).unwrap();
+    let (held, go) = (Event::new().unwrap(), Event::new().unwrap());
+    let (s, h, g) = (sem.clone(), held.clone(), go.clone());
+    let p = Process::fork(move || {
+        let permit = s.acquire_permit().unwrap();
+        h.set().unwrap();
+        g.wait().unwrap();
+        drop(permit);
+    })
+    .unwrap();
+    held.wait().unwrap();
+    assert_eq!(sem.value(), 0);
+    assert!(sem.try_acquire_permit().unwrap().is_none());
+    assert!(matches!(
+        sem.acquire_permit_timeout(Duration::from_millis(50)),
+        Err(Error::Timeout)
+    ));
+    go.set().unwrap();
+    let permit = sem.acquire_permit_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(sem.value(), 0);
+    drop(permit);
+    assert_eq!(sem.value(), 1);
+    assert!(p.join().unwrap().success());
+    // `forget` keeps it taken (to be given back by `release`).
+    sem.try_acquire_permit().unwrap().unwrap().forget();
+    assert_eq!(sem.value(), 0);
+    sem.release().unwrap();
+    // A bounded semaphore's permits; a release past the bound still refuses.
+    let b = BoundedSemaphore::new(2).unwrap();
+    let (p1, p2) = (b.acquire_permit().unwrap(), b.acquire_permit().unwrap());
+    assert!(b.try_acquire_permit().unwrap().is_none());
+    let b2 = b.clone();
+    let k = Process::fork(move || {
+        let _p = b2.acquire_permit_timeout(Duration::from_secs(10)).unwrap();
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    drop(p1);
+    assert!(k.join().unwrap().success());
+    drop(p2);
+    assert_eq!(b.value(), 2);
+    assert!(matches!(b.release(), Err(Error::CalledTooOften)));
+}
+
+fn every_blocking_call_of_the_family_has_a_timeout() {
+    // A process takes every lock of the family and stops: each timed call gives up with the one
+    // rule's answer, no sooner than its timeout and well before the bound, and changes nothing.
+    let v = Value::new(1u64).unwrap();
+    let a = Array::<u32>::new(&[1, 2, 3]).unwrap();
+    let (cond, lock, rlock) = (
+        Condition::new().unwrap(),
+        Lock::new().unwrap(),
+        RLock::new().unwrap(),
+    );
+    let (v2, a2, c2, l2, r2) = (
+        v.clone(),
+        a.clone(),
+        cond.clone(),
+        lock.clone(),
+        rlock.clone(),
+    );
+    let holder = Process::fork(move || {
+        let _g = (
+            v2.get_lock().unwrap(),
+            a2.get_lock().unwrap(),
+            c2.acquire().unwrap(),
+            l2.acquire().unwrap(),
+            r2.acquire().unwrap(),
+        );
+        // SAFETY: stops itself while holding them all.
+        unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
+    })
+    .unwrap();
+    await_state(holder.pid(), "T");
+    let d = Duration::from_millis(120);
+    let timed_out = |what: &str, f: &mut dyn FnMut() -> bool| {
+        let t = Instant::now();
+        assert!(f(), "{what}: not a timeout");
+        let took = t.elapsed();
+        assert!(
+            took >= d,
+            "{what}: gave up after {took:?}, before its timeout"
+        );
+        assert!(
+            took < d * 2 + Duration::from_secs(10),
+            "{what}: took {took:?}"
+        );
+    };
+    let is_timeout = |r: shmwire::Result<()>| matches!(r, Err(Error::Timeout));
+    timed_out("Value::get_lock_timeout", &mut || {
+        is_timeout(v.get_lock_timeout(d).map(drop))
+    });
+    timed_out("Value::get_timeout", &mut || {
+        is_timeout(v.get_timeout(d).map(drop))
+    });
+    timed_out("Value::set_timeout", &mut || {
+        is_timeout(v.set_timeout(5, d))
+    });
+    timed_out("Array::get_lock_timeout", &mut || {
+        is_timeout(a.get_lock_timeout(d).map(drop))
+    });
+    timed_out("Array::get_timeout", &mut || {
+        is_timeout(a.get_timeout(0, d).map(drop))
+    });
+    timed_out("Array::set_timeout", &mut || {
+        is_timeout(a.set_timeout(0, 9, d))
+    });
+    timed_out("Array::to_vec_timeout", &mut || {
+        is_timeout(a.to_vec_timeout(d).map(drop))
+    });
+    timed_out("Condition::acquire_timeout", &mut || {
+        is_timeout(cond.acquire_timeout(d).map(drop))
+    });
+    timed_out("Lock::acquire_timeout", &mut || {
+        is_timeout(lock.acquire_timeout(d).map(drop))
+    });
+    timed_out("RLock::acquire_timeout", &mut || {
+        is_timeout(rlock.acquire_timeout(d).map(drop))
+    });
+    let sem = Semaphore::new(0).unwrap();
+    timed_out("Semaphore::acquire_timeout", &mut || {
+        is_timeout(sem.acquire_timeout(d))
+    });
+    timed_out("Semaphore::acquire_permit_timeout", &mut || {
+        is_timeout(sem.acquire_permit_timeout(d).map(drop))
+    });
+    let bsem = BoundedSemaphore::new(0).unwrap();
+    timed_out("BoundedSemaphore::acquire_permit_timeout", &mut || {
+        is_timeout(bsem.acquire_permit_timeout(d).map(drop))
+    });
+    let ev = Event::new().unwrap();
+    timed_out("Event::wait_timeout", &mut || {
+        matches!(ev.wait_timeout(d), Ok(false))
+    });
+    let bar = Barrier::new(2).unwrap();
+    timed_out("Barrier::wait_timeout", &mut || {
+        is_timeout(bar.wait_timeout(d).map(drop))
+    });
+    holder.signal(libc::SIGCONT).unwrap();
+    assert!(holder.join().unwrap().success());
+    assert_eq!(v.get().unwrap(), 1, "a timed-out set wrote");
+    assert_eq!(a.to_vec().unwrap(), [1, 2, 3], "a timed-out set wrote");
+    // A condition that never clears: the guard is given up with the timeout.
+    let mut g = Some(cond.acquire().unwrap());
+    timed_out("Condition::wait_while_timeout", &mut || {
+        is_timeout(
+            cond.wait_while_timeout(g.take().unwrap(), || true, d)
+                .map(drop),
+        )
+    });
+    assert!(
+        !cond.lock().is_locked(),
+        "the lock is still held after the timeout"
+    );
+    let g = cond.acquire().unwrap();
+    let (g, notified) = cond.wait_timeout(g, d).unwrap();
+    assert!(!notified);
+    drop(g);
+}
+
+fn condition_wait_timeout_keeps_its_bound_while_a_stopped_process_holds_the_lock() {
+    // The waiter's timeout passes while a stopped process holds the lock it must take back: it gets
+    // `Timeout` (without the lock) within the documented bound (the timeout again), not a hang.
+    let cond = Condition::new().unwrap();
+    let has_lock = Event::new().unwrap();
+    let (c, h) = (cond.clone(), has_lock.clone());
+    let waiter = Process::fork(move || {
+        let g = c.acquire().unwrap();
+        h.set().unwrap();
+        let t = Instant::now();
+        let got = c.wait_timeout(g, Duration::from_millis(500));
+        let took = t.elapsed();
+        assert!(
+            matches!(got, Err(Error::Timeout)),
+            "got {:?}",
+            got.map(|(_, n)| n)
+        );
+        assert!(took >= Duration::from_millis(500), "gave up after {took:?}");
+    })
+    .unwrap();
+    has_lock.wait().unwrap();
+    let c = cond.clone();
+    let holder = Process::fork(move || {
+        let _g = c.acquire().unwrap(); // once the waiter has released it to wait
+        // SAFETY: stops itself while holding the lock.
+        unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
+    })
+    .unwrap();
+    await_state(holder.pid(), "T");
+    let st = join_within(
+        waiter,
+        Duration::from_secs(10),
+        "the timed condition waiter",
+    );
+    assert!(st.success(), "{st}");
+    holder.signal(libc::SIGCONT).unwrap();
+    assert!(holder.join().unwrap().success());
+}
+
+fn condition_wait_while_timeout_returns_once_the_condition_clears() {
+    let cond = Condition::new().unwrap();
+    let go = Value::new(0u32).unwrap();
+    let (c, g2) = (cond.clone(), go.clone());
+    let p = Process::fork(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        let _g = c.acquire().unwrap();
+        g2.store(1);
+        c.notify_all().unwrap();
+    })
+    .unwrap();
+    let g = cond.acquire().unwrap();
+    let g = cond
+        .wait_while_timeout(g, || go.load() == 0, Duration::from_secs(10))
+        .unwrap();
+    assert!(cond.lock().is_locked());
+    drop(g);
+    assert!(p.join().unwrap().success());
+}
+
+fn barrier_wait_timeout_times_out_and_breaks_it_for_the_others() {
+    // Python: the party whose wait times out breaks the barrier; it hears `Timeout` (the one rule
+    // for time), the party waiting beside it and later arrivals `BrokenBarrier`, until reset.
+    let b = Barrier::new(3).unwrap();
+    let b2 = b.clone();
+    let other = Process::fork(move || {
+        let got = b2.wait_timeout(Duration::from_secs(30));
+        assert!(matches!(got, Err(Error::BrokenBarrier)), "got {got:?}");
+    })
+    .unwrap();
+    await_true("the first party waiting", || b.n_waiting() == 1);
+    let b3 = b.clone();
+    let timed = Process::fork(move || {
+        let t = Instant::now();
+        let got = b3.wait_timeout(Duration::from_millis(200));
+        assert!(matches!(got, Err(Error::Timeout)), "got {got:?}");
+        assert!(t.elapsed() >= Duration::from_millis(200));
+    })
+    .unwrap();
+    let st = join_within(timed, Duration::from_secs(10), "the timed party");
+    assert!(st.success(), "the party that timed out: {st}");
+    let st = join_within(other, Duration::from_secs(10), "the party beside it");
+    assert!(st.success(), "the party beside it: {st}");
+    assert!(b.broken());
+    assert!(matches!(
+        b.wait_timeout(Duration::from_secs(1)),
+        Err(Error::BrokenBarrier)
+    ));
+    b.reset().unwrap();
+    let b4 = b.clone();
+    let kids: Vec<Process> = (0..2)
+        .map(|_| {
+            let b = b4.clone();
+            Process::fork(move || {
+                b.wait_timeout(Duration::from_secs(10)).unwrap();
+            })
+            .unwrap()
+        })
+        .collect();
+    b.wait_timeout(Duration::from_secs(10)).unwrap();
+    for k in kids {
+        assert!(k.join().unwrap().success());
+    }
+}
+
+fn idle_waiters_sleep_until_woken_not_every_probe_interval() {
+    // An Event or Semaphore waiter has nobody to probe (no holder can die unnoticed): it sleeps until
+    // its deadline or a wake-up, instead of waking every PROBE_INTERVAL. Counted by the waiter's
+    // voluntary context switches over a wait of ten intervals (slices would make at least nine).
+    let ev = Event::new().unwrap();
+    let sem = Semaphore::new(0).unwrap();
+    let switches = Array::<u64>::zeroed(3).unwrap();
+    let (e, s, sw) = (ev.clone(), sem.clone(), switches.clone());
+    let p = Process::fork(move || {
+        let span = PROBE_INTERVAL * 10;
+        let before = thread_usage().ru_nvcsw;
+        assert!(!e.wait_timeout(span).unwrap());
+        let mid = thread_usage().ru_nvcsw;
+        assert!(matches!(s.acquire_timeout(span), Err(Error::Timeout)));
+        let after = thread_usage().ru_nvcsw;
+        sw.set(0, (mid - before) as u64).unwrap();
+        sw.set(1, (after - mid) as u64).unwrap();
+        // And a wake-up still reaches an unbounded sleeper.
+        let before = thread_usage().ru_nvcsw;
+        e.wait().unwrap();
+        s.acquire().unwrap();
+        sw.set(2, (thread_usage().ru_nvcsw - before) as u64)
+            .unwrap();
+    })
+    .unwrap();
+    std::thread::sleep(PROBE_INTERVAL * 25);
+    ev.set().unwrap();
+    sem.release().unwrap();
+    let st = join_within(p, Duration::from_secs(20), "the idle waiter");
+    assert!(st.success(), "{st}");
+    let got = switches.to_vec().unwrap();
+    assert!(
+        got[0] < 5,
+        "an Event waiter woke {} times in 10 intervals",
+        got[0]
+    );
+    assert!(
+        got[1] < 5,
+        "a Semaphore waiter woke {} times in 10 intervals",
+        got[1]
+    );
+    assert!(got[2] < 8, "an unbounded waiter woke {} times", got[2]);
+}
+
+fn wait_strategy_reaches_every_waiter() {
+    // A waiter built with `SpinThenSleep(d)` spins for `d` before it sleeps (CPU time spent in the
+    // wait), one built with `Sleep` sleeps at once: the strategy reaches every blocking call of the
+    // family. The parent holds the locks; a child waits on each, with a timeout, and reports the
+    // CPU time each wait used.
+    let spin = Duration::from_millis(250);
+    for (i, strategy) in [WaitStrategy::SpinThenSleep(spin), WaitStrategy::Sleep]
+        .into_iter()
+        .enumerate()
+    {
+        let lock = Lock::builder().wait_strategy(strategy).build().unwrap();
+        let rlock = RLock::builder().wait_strategy(strategy).build().unwrap();
+        let sem = Semaphore::builder(0)
+            .wait_strategy(strategy)
+            .build()
+            .unwrap();
+        let bsem = BoundedSemaphore::builder(0)
+            .wait_strategy(strategy)
+            .build()
+            .unwrap();
+        let ev = Event::builder().wait_strategy(strategy).build().unwrap();
+        let bar = Barrier::builder(2).wait_strategy(strategy).build().unwrap();
+        let val = Value::builder(0u64)
+            .wait_strategy(strategy)
+            .build()
+            .unwrap();
+        let arr = Array::builder(&[0u8; 4])
+            .wait_strategy(strategy)
+            .build()
+            .unwrap();
+        let cond = Condition::builder()
+            .wait_strategy(strategy)
+            .build()
+            .unwrap();
+        // An opened (or cloned) handle takes its strategy from `set_wait_strategy`.
+        let mut opened = Lock::new().unwrap();
+        assert_eq!(opened.wait_strategy(), WaitStrategy::Adaptive);
+        opened.set_wait_strategy(strategy);
+        for (name, s) in [
+            ("Lock", lock.wait_strategy()),
+            ("RLock", rlock.wait_strategy()),
+            ("Semaphore", sem.wait_strategy()),
+            ("BoundedSemaphore", bsem.wait_strategy()),
+            ("Event", ev.wait_strategy()),
+            ("Barrier", bar.wait_strategy()),
+            ("Value", val.wait_strategy()),
+            ("Array", arr.wait_strategy()),
+            ("Condition", cond.wait_strategy()),
+            ("set_wait_strategy", opened.wait_strategy()),
+        ] {
+            assert_eq!(s, strategy, "{name}");
+        }
+        let cpu = Array::<u64>::zeroed(10).unwrap();
+        let _held = (
+            lock.acquire().unwrap(),
+            rlock.acquire().unwrap(),
+            val.get_lock().unwrap(),
+            arr.get_lock().unwrap(),
+            cond.acquire().unwrap(),
+            opened.acquire().unwrap(),
+        );
+        let (lock, rlock, sem, bsem, ev, bar, val, arr, cond, opened, c) = (
+            lock.clone(),
+            rlock.clone(),
+            sem.clone(),
+            bsem.clone(),
+            ev.clone(),
+            bar.clone(),
+            val.clone(),
+            arr.clone(),
+            cond.clone(),
+            opened.clone(),
+            cpu.clone(),
+        );
+        let p = Process::fork(move || {
+            let d = Duration::from_millis(400);
+            let waits: [&dyn Fn() -> bool; 10] = [
+                &|| lock.acquire_timeout(d).is_err(),
+                &|| rlock.acquire_timeout(d).is_err(),
+                &|| sem.acquire_timeout(d).is_err(),
+                &|| bsem.acquire_permit_timeout(d).is_err(),
+                &|| !ev.wait_timeout(d).unwrap(),
+                &|| bar.wait_timeout(d).is_err(),
+                &|| val.get_lock_timeout(d).is_err(),
+                &|| arr.get_lock_timeout(d).is_err(),
+                &|| cond.acquire_timeout(d).is_err(),
+                &|| opened.acquire_timeout(d).is_err(),
+            ];
+            for (k, wait) in waits.iter().enumerate() {
+                let t = thread_cpu();
+                assert!(wait(), "wait {k} did not time out");
+                c.set(k, (thread_cpu() - t).as_micros() as u64).unwrap();
+            }
+            // A spin longer than the timeout ends at the deadline (bound: the timeout, x10).
+            let (long, d) = (
+                WaitStrategy::SpinThenSleep(Duration::from_secs(5)),
+                Duration::from_millis(100),
+            );
+            let (mut lock, mut sem, mut ev, mut bar) = (lock, sem, ev, bar);
+            lock.set_wait_strategy(long);
+            sem.set_wait_strategy(long);
+            ev.set_wait_strategy(long);
+            bar.set_wait_strategy(long);
+            let waits: [(&str, &dyn Fn() -> bool); 4] = [
+                ("Lock", &|| lock.acquire_timeout(d).is_err()),
+                ("Semaphore", &|| sem.acquire_timeout(d).is_err()),
+                ("Event", &|| !ev.wait_timeout(d).unwrap()),
+                ("Barrier", &|| bar.wait_timeout(d).is_err()),
+            ];
+            for (name, wait) in waits {
+                let t = Instant::now();
+                assert!(wait(), "{name}: did not time out");
+                let took = t.elapsed();
+                assert!(took < d * 10, "{name}: a 100 ms timeout took {took:?}");
+            }
+        })
+        .unwrap();
+        let st = join_within(p, Duration::from_secs(30), "the waiter");
+        assert!(st.success(), "{st}");
+        let used = cpu.to_vec().unwrap();
+        let names = [
+            "Lock",
+            "RLock",
+            "Semaphore",
+            "BoundedSemaphore",
+            "Event",
+            "Barrier",
+            "Value",
+            "Array",
+            "Condition",
+            "set_wait_strategy",
+        ];
+        for (name, us) in names.iter().zip(used) {
+            let us = Duration::from_micros(us);
+            if i == 0 {
+                // Spinning 250 ms of wall time: even a CPU shared four ways gives it far more.
+                assert!(us >= Duration::from_millis(25), "{name}: spun only {us:?}");
+            } else {
+                assert!(us < Duration::from_millis(25), "{name}: used {us:?} asleep");
+            }
+        }
+    }
+}
+
+fn builders_name_objects_that_others_open() {
+    let tag = format!("bld{}", std::process::id());
+    let n = |k: &str| format!("{tag}-{k}");
+    let lock = Lock::builder().name(&n("lock")).build().unwrap();
+    let _rlock = RLock::builder().name(&n("rlock")).build().unwrap();
+    let sem = Semaphore::builder(0).name(&n("sem")).build().unwrap();
+    let _bsem = BoundedSemaphore::builder(3)
+        .name(&n("bsem"))
+        .build()
+        .unwrap();
+    let ev = Event::builder().name(&n("event")).build().unwrap();
+    let bar = Barrier::builder(2).name(&n("barrier")).build().unwrap();
+    let val = Value::builder(5u32).name(&n("value")).build().unwrap();
+    let arr = Array::builder(&[1u16, 2, 3])
+        .name(&n("array"))
+        .build()
+        .unwrap();
+    let _cond = Condition::builder().name(&n("cond")).build().unwrap();
+    assert!(matches!(
+        Lock::builder().name(&n("lock")).build(),
+        Err(Error::Exists)
+    ));
+    // A plain semaphore has no bound to keep: it does not open as a bounded one.
+    assert!(matches!(
+        BoundedSemaphore::open(&n("sem")),
+        Err(Error::Incompatible)
+    ));
+    let t = tag.clone();
+    let p = Process::fork(move || {
+        let n = |k: &str| format!("{t}-{k}");
+        let mut lock = Lock::open(&n("lock")).unwrap();
+        lock.set_wait_strategy(WaitStrategy::Sleep);
+        drop(lock.acquire().unwrap());
+        drop(RLock::open(&n("rlock")).unwrap().acquire().unwrap());
+        assert_eq!(BoundedSemaphore::open(&n("bsem")).unwrap().value(), 3);
+        assert_eq!(Value::<u32>::open(&n("value")).unwrap().get().unwrap(), 5);
+        assert_eq!(
+            Array::<u16>::open(&n("array")).unwrap().to_vec().unwrap(),
+            [1, 2, 3]
+        );
+        drop(Condition::open(&n("cond")).unwrap().acquire().unwrap());
+        Barrier::open(&n("barrier"))
+            .unwrap()
+            .wait_timeout(Duration::from_secs(10))
+            .unwrap();
+        Semaphore::open(&n("sem")).unwrap().release().unwrap();
+        Event::open(&n("event")).unwrap().set().unwrap();
+    })
+    .unwrap();
+    bar.wait_timeout(Duration::from_secs(10)).unwrap();
+    sem.acquire_timeout(Duration::from_secs(10)).unwrap();
+    assert!(ev.wait_timeout(Duration::from_secs(10)).unwrap());
+    assert!(p.join().unwrap().success());
+    assert!(!lock.is_locked());
+    assert_eq!(val.get().unwrap(), 5);
+    assert_eq!(arr.len(), 3);
+}
+
+mod here {
+    /// A point, as one program defines it.
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, Debug, PartialEq)]
+    #[repr(C)]
+    pub struct Point {
+        pub x: f64,
+        pub y: f64,
+    }
+}
+
+mod there {
+    /// The same layout under another name, as another program (or crate version) defines it.
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, Debug, PartialEq)]
+    #[repr(C)]
+    pub struct Pt {
+        pub a: f64,
+        pub b: f64,
+    }
+}
+
+fn pod_values_open_by_size_and_alignment() {
+    // Plain data is compatible by what matters to its bytes, size and alignment, not by the name of
+    // its type; a different size or alignment, or a Value opened as an Array, is `Incompatible`.
+    let tag = format!("pod{}", std::process::id());
+    let (vn, pn, an) = (format!("{tag}-v"), format!("{tag}-p"), format!("{tag}-a"));
+    let _v = Value::<u64>::create(&vn, 7).unwrap();
+    let _p = Value::create(&pn, here::Point { x: 1.0, y: 2.0 }).unwrap();
+    let _a = Array::<u32>::create(&an, &[1, 2, 3]).unwrap();
+    let p = Process::fork(move || {
+        let i = Value::<i64>::open(&vn).unwrap();
+        assert_eq!(i.get().unwrap(), 7);
+        let pt = Value::<there::Pt>::open(&pn).unwrap().get().unwrap();
+        assert_eq!((pt.a, pt.b), (1.0, 2.0));
+        assert_eq!(
+            Array::<i32>::open(&an).unwrap().to_vec().unwrap(),
+            [1, 2, 3]
+        );
+        for r in [
+            Value::<u32>::open(&vn).map(drop),      // another size
+            Value::<[u32; 2]>::open(&vn).map(drop), // another alignment
+            Value::<[f64; 3]>::open(&pn).map(drop), // another size
+            Array::<u16>::open(&an).map(drop),      // another element size
+            Value::<u32>::open(&an).map(drop),      // an Array is not a Value
+            Array::<u64>::open(&vn).map(drop),      // nor a Value an Array
+        ] {
+            assert!(matches!(r, Err(Error::Incompatible)), "{r:?}");
+        }
+    })
+    .unwrap();
+    let st = p.join().unwrap();
+    assert!(st.success(), "{st}");
+}
+
+fn condition_notify_wakes_one_and_the_other_waiter_times_out() {
+    // Two processes sleep in `wait_timeout`; one `notify()` wakes one of them, which answers
+    // `true`; the other sleeps on until its timeout and answers `false` (Python's return value),
+    // although the sequence moved while it slept.
+    let cond = Condition::new().unwrap();
+    let answers = Array::<u32>::zeroed(2).unwrap();
+    let kids: Vec<Process> = (0..2)
+        .map(|i| {
+            let (c, a) = (cond.clone(), answers.clone());
+            Process::fork(move || {
+                let g = c.acquire().unwrap();
+                let (g, notified) = c.wait_timeout(g, Duration::from_millis(1500)).unwrap();
+                drop(g);
+                a.set(i, if notified { 1 } else { 2 }).unwrap();
+            })
+            .unwrap()
+        })
+        .collect();
+    for k in &kids {
+        await_state(k.pid(), "S");
+    }
+    std::thread::sleep(Duration::from_millis(100)); // both asleep in the wait, not before it
+    {
+        let _g = cond.acquire().unwrap();
+        cond.notify().unwrap();
+    }
+    for k in kids {
+        let st = join_within(k, Duration::from_secs(20), "a condition waiter");
+        assert!(st.success(), "{st}");
+    }
+    let mut got = answers.to_vec().unwrap();
+    got.sort_unstable();
+    assert_eq!(got, [1, 2], "one notified (1), one timed out (2)");
 }

@@ -13,7 +13,10 @@
 //! is, 2^15 generations.
 //!
 //! `abort` breaks the barrier for everyone waiting and everyone who comes later, until `reset`; a
-//! waiter whose timeout passes breaks it too, as in Python. `reset` makes it usable again at once;
+//! waiter whose timeout passes breaks it too, as in Python, and hears [`Error::Timeout`] (the others
+//! [`Error::BrokenBarrier`]). It does so by cancelling its round with the same CAS `reset` uses, so
+//! a round whose last party arrives just as a waiter's time runs out either passes for everyone or
+//! breaks for everyone; then it marks the barrier broken. `reset` makes it usable again at once;
 //! the parties waiting at that moment get [`Error::BrokenBarrier`], as in Python.
 //!
 //! A party that is gone never arrives, so waiting for it would be waiting forever: the barrier
@@ -22,12 +25,16 @@
 //! reset, and a waiter checks them between sleeps. One that died (or exited) breaks the barrier for
 //! the others within about two `PROBE_INTERVAL`s. A process that dies before it first waits is not
 //! known as a party yet: give the waiters a timeout for that case.
+//!
+//! A waiter first spins as its handle's wait strategy says (the round may end within microseconds
+//! when every party runs), then sleeps on `state` in slices of `PROBE_INTERVAL`.
 
 use crate::error::{Error, Result};
+use crate::locks::builder::{Built, SyncBuilder};
 use crate::segment::object::{OBJECT_SLOTS, Object, SharedBlock};
 use crate::segment::{Kind, fingerprint_of};
 use crate::sys::futex;
-use crate::wait::PROBE_INTERVAL;
+use crate::wait::{Deadline, PROBE_INTERVAL, Spinner, WaitStrategy};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -74,21 +81,29 @@ const PARAM_PARTIES: usize = 0;
 ///
 /// ```
 /// # fn main() -> shmwire::Result<()> {
-/// use shmwire::{Barrier, Process};
+/// use shmwire::{Barrier, Error, Process};
+/// use std::time::Duration;
 /// let b = Barrier::new(2)?;
 /// let b2 = b.clone();
-/// let mut p = Process::fork(move || {
+/// let p = Process::fork(move || {
 ///     b2.wait().unwrap();
 /// })?;
 /// let index = b.wait()?;
 /// assert!(index < 2);
 /// assert!(p.join()?.success());
+/// // The child has exited: a party that is gone would break the next round, so forget it.
+/// b.reset()?;
+/// // Alone, a timed wait times out, and breaks the barrier for the others until reset.
+/// assert!(matches!(b.wait_timeout(Duration::from_millis(10)), Err(Error::Timeout)));
+/// assert!(b.broken());
+/// b.reset()?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct Barrier {
     obj: Object<BarrierBlock>,
     parties: u32,
+    wait: WaitStrategy,
 }
 
 impl std::fmt::Debug for Barrier {
@@ -100,30 +115,62 @@ impl std::fmt::Debug for Barrier {
     }
 }
 
-impl Barrier {
-    fn make(parties: u32, name: Option<&str>) -> Result<Barrier> {
+impl Built for Barrier {
+    type Init = u32;
+}
+
+impl SyncBuilder<Barrier> {
+    /// Creates the barrier; [`Error::Invalid`] unless it has 1 to 65535 parties.
+    pub fn build(self) -> Result<Barrier> {
+        let parties = self.init;
         if parties == 0 || parties > MAX_PARTIES {
-            return Err(Error::invalid("a barrier has 1 to 65535 parties"));
+            return Err(Error::invalid(format!(
+                "a barrier needs 1 to 65535 parties, not {parties}; pass a count in that range"
+            )));
         }
         let mut p = [0u64; 6];
         p[PARAM_PARTIES] = u64::from(parties);
         Ok(Barrier {
-            obj: Object::create(Kind::Sync, fingerprint_of::<BarrierTag>(), p, 0, name)?,
+            obj: Object::create(
+                Kind::Sync,
+                fingerprint_of::<BarrierTag>(),
+                p,
+                0,
+                self.name.as_deref(),
+            )?,
             parties,
+            wait: self.wait,
         })
     }
+}
 
+impl Barrier {
     /// A barrier for `parties` (1 to 65535), shared with children forked later.
     pub fn new(parties: u32) -> Result<Barrier> {
-        Self::make(parties, None)
+        Self::builder(parties).build()
     }
 
     /// A named barrier for `parties`.
     pub fn create(name: &str, parties: u32) -> Result<Barrier> {
-        Self::make(parties, Some(name))
+        Self::builder(parties).name(name).build()
     }
 
-    /// Opens the barrier named `name`.
+    /// Options for a barrier of `parties`: a name, a wait strategy (see [`SyncBuilder`]).
+    pub fn builder(parties: u32) -> SyncBuilder<Barrier> {
+        SyncBuilder::new(parties)
+    }
+
+    /// How this handle's blocked calls wait.
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.wait
+    }
+
+    /// Changes how this handle's blocked calls wait (its clones keep theirs).
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.wait = wait;
+    }
+
+    /// Opens the barrier named `name`, with the default wait strategy.
     pub fn open(name: &str) -> Result<Barrier> {
         let obj: Object<BarrierBlock> =
             Object::open(Kind::Sync, fingerprint_of::<BarrierTag>(), name)?;
@@ -134,6 +181,7 @@ impl Barrier {
         Ok(Barrier {
             obj,
             parties: parties as u32,
+            wait: WaitStrategy::default(),
         })
     }
 
@@ -157,8 +205,10 @@ impl Barrier {
         self.wait_until(None)
     }
 
-    /// [`wait`](Self::wait) for at most `timeout`; on timeout the barrier breaks for everyone
-    /// ([`Error::BrokenBarrier`]), as in Python.
+    /// [`wait`](Self::wait) for at most `timeout`. When it passes, this call returns
+    /// [`Error::Timeout`] and breaks the barrier, as in Python: the parties waiting with it, and
+    /// later arrivals until [`reset`](Self::reset), get [`Error::BrokenBarrier`]. (If the round
+    /// passed at that very moment, it passed for everyone, and this call returns its index.)
     pub fn wait_timeout(&self, timeout: Duration) -> Result<u32> {
         // A timeout past the end of time is none.
         self.wait_until(Instant::now().checked_add(timeout))
@@ -199,6 +249,12 @@ impl Barrier {
             }
             return self.outcome(generation).map(|()| index);
         }
+        // The round may end within microseconds when every party runs: spin first, as the handle's
+        // strategy says (never past the deadline).
+        let deadline = Deadline::after(until.map(|u| u.saturating_duration_since(Instant::now())));
+        let ended = || self::generation(b.state.load(Ordering::Acquire)) != generation;
+        Spinner::new(self.wait)
+            .spin_for(|| Ok((ended() || self.broken()).then_some(())), deadline)?;
         loop {
             let now = b.state.load(Ordering::Acquire);
             if self::generation(now) != generation {
@@ -212,17 +268,32 @@ impl Barrier {
             if let Some(u) = until {
                 let left = u.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    self.abort();
-                    return Err(Error::BrokenBarrier);
+                    // Python: the party whose wait times out breaks the barrier.
+                    if self.break_round(generation) {
+                        return Err(Error::Timeout);
+                    }
+                    return self.outcome(generation).map(|()| index);
                 }
                 slice = slice.min(left);
             }
             futex::wait(&b.state, now, Some(slice));
             if b.state.load(Ordering::Acquire) == now && self.a_party_is_gone()? {
-                self.abort();
-                return Err(Error::BrokenBarrier);
+                self.break_round(generation);
+                return self.outcome(generation).map(|()| index);
             }
         }
+    }
+
+    /// Breaks the barrier from inside round `generation`: cancels the round (the CAS `reset` uses,
+    /// so the round's parties all get [`Error::BrokenBarrier`]) and marks the barrier broken for
+    /// later arrivals. `false` if the round had ended first (passed, or reset): then nothing is
+    /// broken, and the round's outcome stands.
+    fn break_round(&self, generation: u32) -> bool {
+        if !self.end_generation(generation, true) {
+            return false;
+        }
+        self.abort();
+        true
     }
 
     /// Ends `generation` if it is still the current one (see the module docs): passed, or cancelled

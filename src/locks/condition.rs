@@ -5,12 +5,21 @@
 //! holds the lock, releases the lock, and sleeps unless the sequence moved; `notify` moves it and
 //! wakes (so a notify that lands between the release and the sleep is not lost). As with every
 //! condition variable, wake-ups may be spurious: wait in a loop, or with [`Condition::wait_while`].
+//!
+//! Time: a waiter sleeps until the sequence moves or its timeout passes, then takes the lock back,
+//! waiting for it at most the same timeout again; if even that passes (a process holds the lock that
+//! long, stopped perhaps), the call gives up with [`Error::Timeout`] without
+//! the lock. So a timed wait returns within twice its timeout, whatever other processes do. A
+//! waiter has nobody to probe while it sleeps (a notifier that dies simply never notifies), so it
+//! sleeps in one piece; taking the lock back probes the holder as [`Lock`] does.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::locks::builder::{Built, SyncBuilder};
 use crate::locks::lock::{Lock, LockGuard};
 use crate::segment::object::{Object, SharedBlock};
 use crate::segment::{Kind, fingerprint_of};
 use crate::sys::futex;
+use crate::wait::WaitStrategy;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -29,16 +38,20 @@ struct CondTag;
 /// ```
 /// # fn main() -> shmwire::Result<()> {
 /// use shmwire::{Condition, Process, Value};
+/// use std::time::Duration;
 /// let cond = Condition::new()?;
 /// let ready = Value::new(0u32)?;
 /// let (c, r) = (cond.clone(), ready.clone());
-/// let mut p = Process::fork(move || {
+/// let p = Process::fork(move || {
 ///     let _g = c.acquire().unwrap();
 ///     r.set(1).unwrap();
 ///     c.notify_all().unwrap();
 /// })?;
 /// let g = cond.acquire()?;
 /// let g = cond.wait_while(g, || ready.get().unwrap() == 0)?;
+/// // Timed: the guard and whether a notify came (`false`: the timeout passed).
+/// let (g, notified) = cond.wait_timeout(g, Duration::from_millis(10))?;
+/// assert!(!notified);
 /// drop(g);
 /// assert!(p.join()?.success());
 /// # Ok(()) }
@@ -57,10 +70,41 @@ impl std::fmt::Debug for Condition {
     }
 }
 
+impl Built for Condition {
+    type Init = ();
+}
+
+impl SyncBuilder<Condition> {
+    /// Creates the condition and its lock (named `NAME.lock` if the condition is named); the wait
+    /// strategy is the lock's (a wait for a notify always sleeps: the notifier needs the lock).
+    pub fn build(self) -> Result<Condition> {
+        let mut lock = Lock::builder().wait_strategy(self.wait);
+        if let Some(name) = &self.name {
+            lock = lock.name(&format!("{name}.lock"));
+        }
+        let lock = lock.build()?;
+        Ok(Condition {
+            obj: Object::create(
+                Kind::Sync,
+                fingerprint_of::<CondTag>(),
+                [0; 6],
+                0,
+                self.name.as_deref(),
+            )?,
+            lock,
+        })
+    }
+}
+
 impl Condition {
     /// A condition with a lock of its own, shared with children forked later.
     pub fn new() -> Result<Condition> {
-        Self::with_lock(Lock::new()?)
+        Self::builder().build()
+    }
+
+    /// Options: a name, a wait strategy for its lock (see [`SyncBuilder`]).
+    pub fn builder() -> SyncBuilder<Condition> {
+        SyncBuilder::new(())
     }
 
     /// A condition over an existing lock.
@@ -73,20 +117,10 @@ impl Condition {
 
     /// A named condition (its lock is named `NAME.lock`).
     pub fn create(name: &str) -> Result<Condition> {
-        let lock = Lock::create(&format!("{name}.lock"))?;
-        Ok(Condition {
-            obj: Object::create(
-                Kind::Sync,
-                fingerprint_of::<CondTag>(),
-                [0; 6],
-                0,
-                Some(name),
-            )?,
-            lock,
-        })
+        Self::builder().name(name).build()
     }
 
-    /// Opens the named condition and its lock.
+    /// Opens the named condition and its lock, with the default wait strategy.
     pub fn open(name: &str) -> Result<Condition> {
         let lock = Lock::open(&format!("{name}.lock"))?;
         Ok(Condition {
@@ -100,25 +134,45 @@ impl Condition {
         &self.lock
     }
 
+    /// How the lock's blocked calls wait (through this handle).
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.lock.wait_strategy()
+    }
+
+    /// Changes how this handle's lock waits (its clones keep theirs).
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.lock.set_wait_strategy(wait);
+    }
+
     /// Acquires the lock (as `with cond:` does).
     pub fn acquire(&self) -> Result<LockGuard<'_>> {
         self.lock.acquire()
     }
 
-    /// Releases the lock held by `guard`, sleeps until notified, and takes the lock again.
-    pub fn wait<'a>(&'a self, guard: LockGuard<'a>) -> Result<LockGuard<'a>> {
-        Ok(self.wait_for(guard, None)?.0)
+    /// [`acquire`](Self::acquire), giving up with [`Error::Timeout`] after `timeout`.
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>> {
+        self.lock.acquire_timeout(timeout)
     }
 
-    /// [`wait`](Self::wait) for at most `timeout`: the guard, and `false` if it timed out (Python's
-    /// return value).
+    /// Releases the lock held by `guard`, sleeps until notified, and takes the lock again.
+    pub fn wait<'a>(&'a self, guard: LockGuard<'a>) -> Result<LockGuard<'a>> {
+        let notified = self.sleep(guard, None)?;
+        debug_assert!(notified);
+        self.lock.acquire()
+    }
+
+    /// [`wait`](Self::wait) for at most `timeout`: the guard, and whether a notify came (`false`:
+    /// the timeout passed; Python's return value). The lock is then taken back, waiting at most
+    /// `timeout` again for it; if a process holds it longer, [`Error::Timeout`] (the lock is not
+    /// held then).
     pub fn wait_timeout<'a>(
         &'a self,
         guard: LockGuard<'a>,
         timeout: Duration,
     ) -> Result<(LockGuard<'a>, bool)> {
         // A timeout past the end of time is none.
-        self.wait_for(guard, Instant::now().checked_add(timeout))
+        let notified = self.sleep(guard, Instant::now().checked_add(timeout))?;
+        Ok((self.lock.acquire_timeout(timeout)?, notified))
     }
 
     /// Waits while `condition()` is true (checked under the lock), then returns the guard.
@@ -133,25 +187,55 @@ impl Condition {
         Ok(guard)
     }
 
-    fn wait_for<'a>(
+    /// [`wait_while`](Self::wait_while) for at most `timeout`: [`Error::Timeout`] if `condition()`
+    /// still holds then (the lock is not held then). Taking the lock back after the last wake-up
+    /// may add up to `timeout` again (see [`wait_timeout`](Self::wait_timeout)).
+    pub fn wait_while_timeout<'a>(
         &'a self,
-        guard: LockGuard<'a>,
-        until: Option<Instant>,
-    ) -> Result<(LockGuard<'a>, bool)> {
+        mut guard: LockGuard<'a>,
+        mut condition: impl FnMut() -> bool,
+        timeout: Duration,
+    ) -> Result<LockGuard<'a>> {
+        let until = Instant::now().checked_add(timeout);
+        while condition() {
+            let left = until.map_or(Duration::MAX, |u| {
+                u.saturating_duration_since(Instant::now())
+            });
+            if left.is_zero() {
+                return Err(Error::Timeout); // the guard drops: the lock is released
+            }
+            guard = self.wait_timeout(guard, left)?.0;
+        }
+        Ok(guard)
+    }
+
+    /// Releases the lock held by `guard` and sleeps until a notify moves the sequence or `until`
+    /// passes (`None`: never); whether a notify came before `until`. (A waiter that sleeps through
+    /// a `notify()` meant for another, and then times out, answers `false`, as in Python.)
+    fn sleep(&self, guard: LockGuard<'_>, until: Option<Instant>) -> Result<bool> {
+        self.obj.me()?;
         let b = self.obj.block();
         b.waiters.fetch_add(1, Ordering::SeqCst);
         let seq = b.seq.load(Ordering::SeqCst);
         drop(guard);
-        let left = until.map(|u| u.saturating_duration_since(Instant::now()));
-        let notified = if left.is_some_and(|l| l.is_zero()) {
-            false
-        } else {
+        let notified = loop {
+            // ORDERING: SeqCst, against the notifier's SeqCst read of `waiters`: either it sees us
+            // registered (and moves `seq`, failing or ending our futex wait), or we see it moved.
+            if b.seq.load(Ordering::SeqCst) != seq {
+                break true;
+            }
+            let left = until.map(|u| u.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                break false;
+            }
+            // Returns on a wake, a change of `seq`, a signal or the timeout.
             futex::wait(&b.seq, seq, left);
-            b.seq.load(Ordering::SeqCst) != seq || until.is_none_or(|u| Instant::now() < u)
+            if until.is_some_and(|u| Instant::now() >= u) {
+                break false;
+            }
         };
         b.waiters.fetch_sub(1, Ordering::SeqCst);
-        let g = self.lock.acquire()?;
-        Ok((g, notified))
+        Ok(notified)
     }
 
     /// Wakes one waiter (call with the lock held).

@@ -6,12 +6,16 @@
 //! flag is up *or the count moved*: so a `set()` followed at once by `clear()` still releases every
 //! process that was waiting at that moment, as in Python. (A waiter would miss one only if exactly
 //! 2^31 `set` calls came, each followed by a `clear`, between two of its looks at the word.)
+//!
+//! A waiter has nobody to probe (no holder can die with the flag), so it sleeps until a `set` wakes
+//! it or its deadline passes, without waking in between.
 
 use crate::error::Result;
+use crate::locks::builder::{Built, SyncBuilder};
 use crate::segment::object::{Object, SharedBlock};
 use crate::segment::{Kind, fingerprint_of};
 use crate::wait::eventcount::EventCount;
-use crate::wait::{Deadline, Spinner, WaitStrategy, block_on};
+use crate::wait::{Deadline, Spinner, WaitStrategy, block_on_unprobed};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -38,7 +42,7 @@ struct EventTag;
 /// use shmwire::{Event, Process};
 /// let ready = Event::new()?;
 /// let r = ready.clone();
-/// let mut p = Process::fork(move || r.set().unwrap())?;
+/// let p = Process::fork(move || r.set().unwrap())?;
 /// ready.wait()?;
 /// assert!(ready.is_set());
 /// assert!(p.join()?.success());
@@ -47,6 +51,7 @@ struct EventTag;
 #[derive(Clone)]
 pub struct Event {
     obj: Object<EventBlock>,
+    wait: WaitStrategy,
 }
 
 impl std::fmt::Debug for Event {
@@ -57,32 +62,58 @@ impl std::fmt::Debug for Event {
     }
 }
 
-impl Event {
-    /// A new, clear event shared with children forked later.
-    pub fn new() -> Result<Event> {
-        Ok(Event {
-            obj: Object::create(Kind::Sync, fingerprint_of::<EventTag>(), [0; 6], 0, None)?,
-        })
-    }
+impl Built for Event {
+    type Init = ();
+}
 
-    /// A new, clear event named `name`.
-    pub fn create(name: &str) -> Result<Event> {
+impl SyncBuilder<Event> {
+    /// Creates the event, clear.
+    pub fn build(self) -> Result<Event> {
         Ok(Event {
             obj: Object::create(
                 Kind::Sync,
                 fingerprint_of::<EventTag>(),
                 [0; 6],
                 0,
-                Some(name),
+                self.name.as_deref(),
             )?,
+            wait: self.wait,
         })
     }
+}
 
-    /// Opens the event named `name`.
+impl Event {
+    /// A new, clear event shared with children forked later.
+    pub fn new() -> Result<Event> {
+        Self::builder().build()
+    }
+
+    /// A new, clear event named `name`.
+    pub fn create(name: &str) -> Result<Event> {
+        Self::builder().name(name).build()
+    }
+
+    /// Options: a name, a wait strategy (see [`SyncBuilder`]).
+    pub fn builder() -> SyncBuilder<Event> {
+        SyncBuilder::new(())
+    }
+
+    /// Opens the event named `name`, with the default wait strategy.
     pub fn open(name: &str) -> Result<Event> {
         Ok(Event {
             obj: Object::open(Kind::Sync, fingerprint_of::<EventTag>(), name)?,
+            wait: WaitStrategy::default(),
         })
+    }
+
+    /// How this handle's blocked calls wait.
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.wait
+    }
+
+    /// Changes how this handle's blocked calls wait (its clones keep theirs).
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.wait = wait;
     }
 
     /// Sets the flag and wakes every process waiting for it.
@@ -137,14 +168,9 @@ impl Event {
             let s = b.state.load(Ordering::Acquire);
             s & FLAG != 0 || s & !FLAG != first & !FLAG
         };
-        let mut spinner = Spinner::new(WaitStrategy::Adaptive);
-        block_on(
-            &mut spinner,
-            false,
-            &b.ec,
-            deadline,
-            || Ok(released().then_some(())),
-            || Ok(()),
-        )
+        let mut spinner = Spinner::new(self.wait);
+        block_on_unprobed(&mut spinner, false, &b.ec, deadline, || {
+            Ok(released().then_some(()))
+        })
     }
 }

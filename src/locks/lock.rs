@@ -7,10 +7,11 @@
 //! a timeout they time out; nothing is ever stolen.
 
 use crate::error::{Error, Result};
+use crate::locks::builder::{Built, SyncBuilder};
 use crate::segment::object::{Object, SharedBlock};
 use crate::segment::{Kind, fingerprint_of};
-use crate::wait::Deadline;
 use crate::wait::mutex::RawMutex;
+use crate::wait::{Deadline, WaitStrategy};
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,6 +56,7 @@ struct RLockTag;
 #[derive(Clone)]
 pub struct Lock {
     obj: Object<LockBlock>,
+    wait: WaitStrategy,
 }
 
 impl std::fmt::Debug for Lock {
@@ -66,6 +68,20 @@ impl std::fmt::Debug for Lock {
 }
 
 /// Holds a [`Lock`]; dropping it releases the lock.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::{Lock, Process};
+/// let lock = Lock::new()?;
+/// let g = lock.acquire()?;
+/// assert!(!g.owner_died());
+/// let l = lock.clone();
+/// let p = Process::fork(move || assert!(l.try_acquire().unwrap().is_none()))?;
+/// assert!(p.join()?.success());
+/// g.release(); // or drop it
+/// assert!(!lock.is_locked());
+/// # Ok(()) }
+/// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard<'a> {
     lock: &'a Lock,
@@ -80,32 +96,59 @@ impl std::fmt::Debug for LockGuard<'_> {
     }
 }
 
-impl Lock {
-    /// A new lock, shared with children forked later.
-    pub fn new() -> Result<Lock> {
-        Ok(Lock {
-            obj: Object::create(Kind::Sync, fingerprint_of::<LockTag>(), [0; 6], 0, None)?,
-        })
-    }
+impl Built for Lock {
+    type Init = ();
+}
 
-    /// A new lock named `name`, which other processes of this user can [`open`](Self::open).
-    pub fn create(name: &str) -> Result<Lock> {
+impl SyncBuilder<Lock> {
+    /// Creates the lock.
+    pub fn build(self) -> Result<Lock> {
         Ok(Lock {
             obj: Object::create(
                 Kind::Sync,
                 fingerprint_of::<LockTag>(),
                 [0; 6],
                 0,
-                Some(name),
+                self.name.as_deref(),
             )?,
+            wait: self.wait,
         })
     }
+}
 
-    /// Opens the lock named `name` (`Incompatible` if that name is something else).
+impl Lock {
+    /// A new lock, shared with children forked later.
+    pub fn new() -> Result<Lock> {
+        Self::builder().build()
+    }
+
+    /// A new lock named `name`, which other processes of this user can [`open`](Self::open).
+    pub fn create(name: &str) -> Result<Lock> {
+        Self::builder().name(name).build()
+    }
+
+    /// Options: a name, a wait strategy (see [`SyncBuilder`]).
+    pub fn builder() -> SyncBuilder<Lock> {
+        SyncBuilder::new(())
+    }
+
+    /// Opens the lock named `name` (`Incompatible` if that name is something else), with the default
+    /// wait strategy.
     pub fn open(name: &str) -> Result<Lock> {
         Ok(Lock {
             obj: Object::open(Kind::Sync, fingerprint_of::<LockTag>(), name)?,
+            wait: WaitStrategy::default(),
         })
+    }
+
+    /// How this handle's blocked calls wait.
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.wait
+    }
+
+    /// Changes how this handle's blocked calls wait (its clones keep theirs).
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.wait = wait;
     }
 
     /// Waits for the lock and takes it.
@@ -134,7 +177,7 @@ impl Lock {
     fn acquire_at(&self, deadline: Deadline) -> Result<LockGuard<'_>> {
         let me = self.obj.me()?;
         let m = &self.obj.block().m;
-        m.lock(self.obj.segment(), me, deadline)?;
+        m.lock_with(self.obj.segment(), me, deadline, self.wait)?;
         Ok(LockGuard {
             lock: self,
             owner_died: std::cell::Cell::new(m.is_inconsistent()),
@@ -208,6 +251,7 @@ fn thread_token() -> u64 {
 #[derive(Clone)]
 pub struct RLock {
     obj: Object<LockBlock>,
+    wait: WaitStrategy,
 }
 
 impl std::fmt::Debug for RLock {
@@ -219,6 +263,26 @@ impl std::fmt::Debug for RLock {
 }
 
 /// Holds one level of an [`RLock`]; dropping it releases that level.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::{Error, Process, RLock};
+/// use std::time::Duration;
+/// let lock = RLock::new()?;
+/// let outer = lock.acquire()?;
+/// let inner = lock.acquire()?;
+/// assert_eq!(lock.levels(), 2);
+/// drop(inner);
+/// let l = lock.clone();
+/// let p = Process::fork(move || {
+///     // Another process waits while any level is held.
+///     assert!(matches!(l.acquire_timeout(Duration::from_millis(20)), Err(Error::Timeout)));
+/// })?;
+/// assert!(p.join()?.success());
+/// drop(outer);
+/// assert_eq!(lock.levels(), 0);
+/// # Ok(()) }
+/// ```
 ///
 /// The lock belongs to the thread that took it, so the guard stays on that thread (it is not
 /// `Send`: dropped on another thread it could not release the lock):
@@ -239,32 +303,58 @@ pub struct RLockGuard<'a> {
     _thread: PhantomData<*const ()>,
 }
 
-impl RLock {
-    /// A new re-entrant lock, shared with children forked later.
-    pub fn new() -> Result<RLock> {
-        Ok(RLock {
-            obj: Object::create(Kind::Sync, fingerprint_of::<RLockTag>(), [0; 6], 0, None)?,
-        })
-    }
+impl Built for RLock {
+    type Init = ();
+}
 
-    /// A new re-entrant lock named `name`.
-    pub fn create(name: &str) -> Result<RLock> {
+impl SyncBuilder<RLock> {
+    /// Creates the re-entrant lock.
+    pub fn build(self) -> Result<RLock> {
         Ok(RLock {
             obj: Object::create(
                 Kind::Sync,
                 fingerprint_of::<RLockTag>(),
                 [0; 6],
                 0,
-                Some(name),
+                self.name.as_deref(),
             )?,
+            wait: self.wait,
         })
     }
+}
 
-    /// Opens the re-entrant lock named `name`.
+impl RLock {
+    /// A new re-entrant lock, shared with children forked later.
+    pub fn new() -> Result<RLock> {
+        Self::builder().build()
+    }
+
+    /// A new re-entrant lock named `name`.
+    pub fn create(name: &str) -> Result<RLock> {
+        Self::builder().name(name).build()
+    }
+
+    /// Options: a name, a wait strategy (see [`SyncBuilder`]).
+    pub fn builder() -> SyncBuilder<RLock> {
+        SyncBuilder::new(())
+    }
+
+    /// Opens the re-entrant lock named `name`, with the default wait strategy.
     pub fn open(name: &str) -> Result<RLock> {
         Ok(RLock {
             obj: Object::open(Kind::Sync, fingerprint_of::<RLockTag>(), name)?,
+            wait: WaitStrategy::default(),
         })
+    }
+
+    /// How this handle's blocked calls wait.
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.wait
+    }
+
+    /// Changes how this handle's blocked calls wait (its clones keep theirs).
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.wait = wait;
     }
 
     /// Takes the lock, or one more level of it if this thread holds it.
@@ -275,6 +365,26 @@ impl RLock {
     /// [`acquire`](Self::acquire), giving up with [`Error::Timeout`] after `timeout`.
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<RLockGuard<'_>> {
         self.acquire_at(Deadline::after(Some(timeout)))
+    }
+
+    /// Takes the lock (or one more level of it) if that is possible now: `Ok(None)` if another
+    /// thread or process holds it.
+    ///
+    /// ```
+    /// # fn main() -> shmwire::Result<()> {
+    /// let l = shmwire::RLock::new()?;
+    /// let g = l.try_acquire()?.expect("free");
+    /// let again = l.try_acquire()?.expect("ours: one more level");
+    /// assert_eq!(l.levels(), 2);
+    /// drop((again, g));
+    /// # Ok(()) }
+    /// ```
+    pub fn try_acquire(&self) -> Result<Option<RLockGuard<'_>>> {
+        match self.acquire_at(Deadline::after(Some(Duration::ZERO))) {
+            Ok(g) => Ok(Some(g)),
+            Err(Error::Timeout) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     fn acquire_at(&self, deadline: Deadline) -> Result<RLockGuard<'_>> {
@@ -289,7 +399,7 @@ impl RLock {
                 _thread: PhantomData,
             });
         }
-        m.lock(self.obj.segment(), me, deadline)?;
+        m.lock_with(self.obj.segment(), me, deadline, self.wait)?;
         m.thread.store(thread, Ordering::Relaxed);
         m.count.store(1, Ordering::Relaxed);
         Ok(RLockGuard {

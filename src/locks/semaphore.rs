@@ -1,12 +1,15 @@
 //! `Semaphore` and `BoundedSemaphore`: a counter in shared memory; `acquire` takes one (waiting while
-//! it is zero), `release` gives one back. A process that dies holding some does not give them back
-//! (as with POSIX semaphores): there is no holder to track.
+//! it is zero), `release` gives one back; `acquire_permit` takes one as a [`SemaphorePermit`] that
+//! gives it back when dropped. A process that dies holding some does not give them back (as with
+//! POSIX semaphores): there is no holder to track, so a waiter has nobody to probe either, and
+//! sleeps until a release wakes it or its deadline passes.
 
 use crate::error::{Error, Result};
+use crate::locks::builder::{Built, SyncBuilder};
 use crate::segment::object::{Object, SharedBlock};
 use crate::segment::{Kind, fingerprint_of};
 use crate::wait::eventcount::EventCount;
-use crate::wait::{Deadline, Spinner, WaitStrategy, block_on};
+use crate::wait::{Deadline, Spinner, WaitStrategy, block_on_unprobed};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -26,23 +29,86 @@ const UNBOUNDED: u64 = u64::MAX;
 ///
 /// ```
 /// # fn main() -> shmwire::Result<()> {
-/// let sem = shmwire::Semaphore::new(2)?;
+/// use shmwire::{Process, Semaphore};
+/// let sem = Semaphore::new(2)?;
 /// sem.acquire()?;
-/// sem.acquire()?;
+/// let permit = sem.acquire_permit()?; // given back when dropped
 /// assert!(!sem.try_acquire()?);
-/// sem.release()?;
+/// let s = sem.clone();
+/// let p = Process::fork(move || s.release().unwrap())?;
+/// assert!(p.join()?.success());
 /// assert_eq!(sem.value(), 1);
+/// drop(permit);
+/// assert_eq!(sem.value(), 2);
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct Semaphore {
     obj: Object<SemBlock>,
+    wait: WaitStrategy,
 }
 
 /// A semaphore whose `release` past its initial value is an error: Python's `BoundedSemaphore`.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::{BoundedSemaphore, Error, Process};
+/// let sem = BoundedSemaphore::new(1)?;
+/// assert!(matches!(sem.release(), Err(Error::CalledTooOften))); // past its initial value
+/// let permit = sem.acquire_permit()?;
+/// let s = sem.clone();
+/// let p = Process::fork(move || assert!(s.try_acquire_permit().unwrap().is_none()))?;
+/// assert!(p.join()?.success());
+/// drop(permit);
+/// assert_eq!(sem.value(), 1);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct BoundedSemaphore {
     inner: Semaphore,
+}
+
+/// One unit taken from a [`Semaphore`] or [`BoundedSemaphore`], given back when dropped (from any
+/// thread; a process that dies holding one does not give it back).
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::{Process, Semaphore};
+/// use std::time::Duration;
+/// let sem = Semaphore::new(1)?;
+/// let s = sem.clone();
+/// let p = Process::fork(move || {
+///     let _permit = s.acquire_permit().unwrap();
+///     std::thread::sleep(Duration::from_millis(20));
+/// })?; // the child's permit is given back when it drops
+/// assert!(p.join()?.success());
+/// let permit = sem.acquire_permit_timeout(Duration::from_secs(10))?;
+/// assert_eq!(sem.value(), 0);
+/// permit.forget(); // keep it taken: release() gives it back later
+/// sem.release()?;
+/// assert_eq!(sem.value(), 1);
+/// # Ok(()) }
+/// ```
+#[must_use = "the permit is given back as soon as it is dropped"]
+#[derive(Debug)]
+pub struct SemaphorePermit<'a> {
+    sem: &'a Semaphore,
+}
+
+impl SemaphorePermit<'_> {
+    /// Keeps the unit taken: the permit is consumed without giving it back (a later
+    /// [`Semaphore::release`] does).
+    pub fn forget(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for SemaphorePermit<'_> {
+    fn drop(&mut self) {
+        // Only a `BoundedSemaphore` released past its bound by someone else refuses; the count is
+        // then full anyway.
+        let _ = self.sem.release();
+    }
 }
 
 impl std::fmt::Debug for Semaphore {
@@ -53,8 +119,37 @@ impl std::fmt::Debug for Semaphore {
     }
 }
 
+impl Built for Semaphore {
+    type Init = u32;
+}
+
+impl SyncBuilder<Semaphore> {
+    /// Creates the semaphore.
+    pub fn build(self) -> Result<Semaphore> {
+        Semaphore::make(self.init, UNBOUNDED, self.name.as_deref(), self.wait)
+    }
+}
+
+impl Built for BoundedSemaphore {
+    type Init = u32;
+}
+
+impl SyncBuilder<BoundedSemaphore> {
+    /// Creates the bounded semaphore.
+    pub fn build(self) -> Result<BoundedSemaphore> {
+        Ok(BoundedSemaphore {
+            inner: Semaphore::make(
+                self.init,
+                u64::from(self.init),
+                self.name.as_deref(),
+                self.wait,
+            )?,
+        })
+    }
+}
+
 impl Semaphore {
-    fn make(value: u32, bound: u64, name: Option<&str>) -> Result<Semaphore> {
+    fn make(value: u32, bound: u64, name: Option<&str>, wait: WaitStrategy) -> Result<Semaphore> {
         let mut p = [0u64; 6];
         p[PARAM_BOUND] = bound;
         // The count is in place before a named semaphore can be opened (published with it).
@@ -66,17 +161,22 @@ impl Semaphore {
             name,
             &|b: &SemBlock, _| b.value.store(value, Ordering::Relaxed),
         )?;
-        Ok(Semaphore { obj })
+        Ok(Semaphore { obj, wait })
     }
 
     /// A semaphore holding `value`, shared with children forked later.
     pub fn new(value: u32) -> Result<Semaphore> {
-        Self::make(value, UNBOUNDED, None)
+        Self::builder(value).build()
     }
 
     /// A semaphore named `name`, holding `value`.
     pub fn create(name: &str, value: u32) -> Result<Semaphore> {
-        Self::make(value, UNBOUNDED, Some(name))
+        Self::builder(value).name(name).build()
+    }
+
+    /// Options for a semaphore holding `value`: a name, a wait strategy (see [`SyncBuilder`]).
+    pub fn builder(value: u32) -> SyncBuilder<Semaphore> {
+        SyncBuilder::new(value)
     }
 
     #[cfg(feature = "test-hooks")]
@@ -88,11 +188,22 @@ impl Semaphore {
         Self::create(name, value)
     }
 
-    /// Opens the semaphore named `name`.
+    /// Opens the semaphore named `name`, with the default wait strategy.
     pub fn open(name: &str) -> Result<Semaphore> {
         Ok(Semaphore {
             obj: Object::open(Kind::Sync, fingerprint_of::<SemTag>(), name)?,
+            wait: WaitStrategy::default(),
         })
+    }
+
+    /// How this handle's blocked calls wait.
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.wait
+    }
+
+    /// Changes how this handle's blocked calls wait (its clones keep theirs).
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.wait = wait;
     }
 
     fn try_take(&self) -> bool {
@@ -123,17 +234,30 @@ impl Semaphore {
         Ok(self.try_take())
     }
 
+    /// Takes one, waiting while none is left, as a permit that gives it back when dropped.
+    pub fn acquire_permit(&self) -> Result<SemaphorePermit<'_>> {
+        self.acquire()?;
+        Ok(SemaphorePermit { sem: self })
+    }
+
+    /// [`acquire_permit`](Self::acquire_permit), giving up with [`Error::Timeout`] after `timeout`.
+    pub fn acquire_permit_timeout(&self, timeout: Duration) -> Result<SemaphorePermit<'_>> {
+        self.acquire_timeout(timeout)?;
+        Ok(SemaphorePermit { sem: self })
+    }
+
+    /// Takes one as a permit if there is one: `Ok(None)` otherwise.
+    pub fn try_acquire_permit(&self) -> Result<Option<SemaphorePermit<'_>>> {
+        // `then`, not `then_some`: a permit made and dropped would give back a unit never taken.
+        Ok(self.try_acquire()?.then(|| SemaphorePermit { sem: self }))
+    }
+
     fn acquire_at(&self, deadline: Deadline) -> Result<()> {
         self.obj.me()?;
-        let mut spinner = Spinner::new(WaitStrategy::Adaptive);
-        block_on(
-            &mut spinner,
-            false,
-            &self.obj.block().ec,
-            deadline,
-            || Ok(self.try_take().then_some(())),
-            || Ok(()),
-        )
+        let mut spinner = Spinner::new(self.wait);
+        block_on_unprobed(&mut spinner, false, &self.obj.block().ec, deadline, || {
+            Ok(self.try_take().then_some(()))
+        })
     }
 
     /// Gives one back (and wakes a waiter).
@@ -164,23 +288,38 @@ impl Semaphore {
 impl BoundedSemaphore {
     /// A bounded semaphore holding (and bounded by) `value`.
     pub fn new(value: u32) -> Result<BoundedSemaphore> {
-        Ok(BoundedSemaphore {
-            inner: Semaphore::make(value, u64::from(value), None)?,
-        })
+        Self::builder(value).build()
     }
 
     /// A bounded semaphore named `name`.
     pub fn create(name: &str, value: u32) -> Result<BoundedSemaphore> {
-        Ok(BoundedSemaphore {
-            inner: Semaphore::make(value, u64::from(value), Some(name))?,
-        })
+        Self::builder(value).name(name).build()
     }
 
-    /// Opens the bounded semaphore named `name`.
+    /// Options for a bounded semaphore holding (and bounded by) `value`: a name, a wait strategy
+    /// (see [`SyncBuilder`]).
+    pub fn builder(value: u32) -> SyncBuilder<BoundedSemaphore> {
+        SyncBuilder::new(value)
+    }
+
+    /// How this handle's blocked calls wait.
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.inner.wait_strategy()
+    }
+
+    /// Changes how this handle's blocked calls wait (its clones keep theirs).
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.inner.set_wait_strategy(wait);
+    }
+
+    /// Opens the bounded semaphore named `name` ([`Error::Incompatible`] if it is a plain
+    /// [`Semaphore`]), with the default wait strategy.
     pub fn open(name: &str) -> Result<BoundedSemaphore> {
-        Ok(BoundedSemaphore {
-            inner: Semaphore::open(name)?,
-        })
+        let inner = Semaphore::open(name)?;
+        if inner.obj.params()[PARAM_BOUND] == UNBOUNDED {
+            return Err(Error::Incompatible); // a plain Semaphore: it has no bound to keep
+        }
+        Ok(BoundedSemaphore { inner })
     }
 
     /// Takes one, waiting while none is left.
@@ -188,7 +327,7 @@ impl BoundedSemaphore {
         self.inner.acquire()
     }
 
-    /// [`acquire`](Self::acquire) with a timeout.
+    /// [`acquire`](Self::acquire), giving up with [`Error::Timeout`] after `timeout`.
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<()> {
         self.inner.acquire_timeout(timeout)
     }
@@ -196,6 +335,21 @@ impl BoundedSemaphore {
     /// Takes one if there is one.
     pub fn try_acquire(&self) -> Result<bool> {
         self.inner.try_acquire()
+    }
+
+    /// Takes one, waiting while none is left, as a permit that gives it back when dropped.
+    pub fn acquire_permit(&self) -> Result<SemaphorePermit<'_>> {
+        self.inner.acquire_permit()
+    }
+
+    /// [`acquire_permit`](Self::acquire_permit), giving up with [`Error::Timeout`] after `timeout`.
+    pub fn acquire_permit_timeout(&self, timeout: Duration) -> Result<SemaphorePermit<'_>> {
+        self.inner.acquire_permit_timeout(timeout)
+    }
+
+    /// Takes one as a permit if there is one: `Ok(None)` otherwise.
+    pub fn try_acquire_permit(&self) -> Result<Option<SemaphorePermit<'_>>> {
+        self.inner.try_acquire_permit()
     }
 
     /// Gives one back; past the initial value it is [`Error::CalledTooOften`] and changes nothing.

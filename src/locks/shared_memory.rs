@@ -60,7 +60,7 @@ impl SharedMemory {
     pub fn create(name: &str, size: usize) -> Result<SharedMemory> {
         if size == 0 || size > isize::MAX as usize / 2 {
             return Err(Error::invalid(format!(
-                "size {size} is not a usable block size"
+                "a block of {size} bytes cannot be made; ask for 1 to isize::MAX / 2 bytes"
             )));
         }
         let mut params = [0u64; 8];
@@ -115,7 +115,7 @@ impl SharedMemory {
     fn check_range(&self, offset: usize, len: usize) -> Result<()> {
         if offset.checked_add(len).is_none_or(|end| end > self.len) {
             return Err(Error::invalid(format!(
-                "{len} bytes at offset {offset} do not fit in a block of {} bytes",
+                "{len} bytes at offset {offset} do not fit in a block of {} bytes; keep offset + length within len()",
                 self.len
             )));
         }
@@ -123,7 +123,7 @@ impl SharedMemory {
     }
 
     /// Copies `buf.len()` bytes from the block, starting at `offset`, into `buf`. A range past the
-    /// end is an `Io(InvalidInput)` error and copies nothing.
+    /// end is [`Error::Invalid`] and copies nothing.
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check_range(offset, buf.len())?;
         // SAFETY: `offset + buf.len() <= len` (checked), within the mapping `self.seg` keeps.
@@ -131,8 +131,8 @@ impl SharedMemory {
         Ok(())
     }
 
-    /// Copies `data` into the block at `offset`. A range past the end is an `Io(InvalidInput)`
-    /// error and writes nothing.
+    /// Copies `data` into the block at `offset`. A range past the end is [`Error::Invalid`] and
+    /// writes nothing.
     pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.check_range(offset, data.len())?;
         // SAFETY: as in `read`.

@@ -1,9 +1,10 @@
-//! `Value` and `Array`: plain data (`bytemuck::Pod`) in shared memory, each with its own lock; and,
-//! for integers, atomic operations that need no lock. Python's `multiprocessing.Value` and `Array`.
+//! `Value` (and, in `array`, `Array`): plain data (`bytemuck::Pod`) in shared memory, each with its
+//! own lock; and, for integers, atomic operations that need no lock. Python's
+//! `multiprocessing.Value` and `Array`.
 //!
 //! The data lives in memory that other processes may write at any moment (a process that skips the
 //! lock, or a buggy one), so no Rust reference into it is ever formed, except to atomics for the
-//! lock-free operations. [`Value::get`]/[`Value::set`] (and [`Array::get`]/[`Array::set`]) copy
+//! lock-free operations. [`Value::get`]/[`Value::set`] (and [`Array::get`](crate::Array::get)/[`Array::set`](crate::Array::set)) copy
 //! under the lock; a guard from `get_lock` holds a private copy taken under the lock, which it writes
 //! back, still under the lock, when it drops (if it was changed through `DerefMut`). The bytes are
 //! copied by relaxed atomic loads and stores: what another process writes at the same time can give
@@ -13,16 +14,22 @@
 //! operations do not wait for it. A value updated both ways can lose updates (a `fetch_add` made
 //! while another process holds a changed guard is overwritten when that guard drops): use the lock
 //! or the atomics for a given value, not both.
+//!
+//! A named value is compatible with every `T` of the same size and alignment (any bytes are a valid
+//! `Pod`): the check at `open` compares those (and whether it is a `Value` or an `Array`), not the
+//! type's name, so programs built apart, or another integer type of the same width, open it.
 
 use crate::error::{Error, Result};
+use crate::locks::builder::{Built, SyncBuilder};
 use crate::locks::shared_memory::{read_shared, write_shared};
+use crate::segment::Kind;
 use crate::segment::object::{Object, SharedBlock};
-use crate::segment::{Kind, fingerprint_of};
-use crate::wait::Deadline;
 use crate::wait::mutex::RawMutex;
+use crate::wait::{Deadline, WaitStrategy};
 use bytemuck::Pod;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
+use std::time::Duration;
 
 #[repr(C)]
 pub(crate) struct ValueBlock {
@@ -31,29 +38,41 @@ pub(crate) struct ValueBlock {
 // SAFETY: repr(C), all atomics.
 unsafe impl SharedBlock for ValueBlock {}
 
-const PARAM_LEN: usize = 0;
-
-struct ArrayOf<T>(PhantomData<T>);
+/// The fingerprint of plain data of `T`'s size and alignment, for a `what` ("Value" or "Array",
+/// so that one never opens as the other), as `segment::fingerprint_of_pod` makes it for queue items.
+pub(super) fn pod_fingerprint<T: Pod>(what: &str) -> u64 {
+    crate::segment::fingerprint_parts(
+        &format!("shmwire.pod.{what}"),
+        std::mem::size_of::<T>() as u64,
+        std::mem::align_of::<T>() as u64,
+    )
+}
 
 /// A `T` in shared memory, with a lock: Python's `multiprocessing.Value`.
 ///
 /// `get` and `set` take the lock; [`get_lock`](Self::get_lock) holds it across a read-modify-write;
 /// for integers, [`fetch_add`](Value::fetch_add) and friends are atomic without it (do not mix the
-/// two on one value: see the module docs). Opening a named value with another `T` is
-/// [`Error::Incompatible`].
+/// two on one value: see the module docs). A named value opens as any `T` of the size and alignment
+/// it was created with (a `u64` as an `i64`, a struct of the same layout defined by another
+/// program); another size or alignment is [`Error::Incompatible`].
 ///
 /// ```
 /// # fn main() -> shmwire::Result<()> {
-/// let v = shmwire::Value::new(41u64)?;
-/// {
-///     let mut g = v.get_lock()?; // a private copy, taken under the lock
+/// use shmwire::{Process, Value};
+/// let v = Value::new(40u64)?;
+/// let v2 = v.clone();
+/// let p = Process::fork(move || {
+///     let mut g = v2.get_lock().unwrap(); // a private copy, taken under the lock
 ///     *g += 1;
-/// } // written back, then unlocked
+/// })?; // written back, then unlocked, when the guard drops
+/// assert!(p.join()?.success());
+/// v.fetch_add(1); // atomic, without the lock
 /// assert_eq!(v.get()?, 42);
 /// # Ok(()) }
 /// ```
 pub struct Value<T: Pod> {
     obj: Object<ValueBlock>,
+    wait: WaitStrategy,
     _t: PhantomData<T>,
 }
 
@@ -61,6 +80,7 @@ impl<T: Pod> Clone for Value<T> {
     fn clone(&self) -> Self {
         Value {
             obj: self.obj.clone(),
+            wait: self.wait,
             _t: PhantomData,
         }
     }
@@ -79,6 +99,22 @@ impl<T: Pod + std::fmt::Debug> std::fmt::Debug for Value<T> {
 /// It dereferences to that copy; if it was changed (through `DerefMut`), the copy is written back
 /// to shared memory when the guard drops, before the lock is released. So what the guard shows
 /// does not change under it, whatever other processes do.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::{Array, Process};
+/// use std::time::Duration;
+/// let a = Array::new(&[1u32, 2, 3])?;
+/// let a2 = a.clone();
+/// let p = Process::fork(move || {
+///     let mut g = a2.get_lock_timeout(Duration::from_secs(10)).unwrap();
+///     g.reverse();
+///     assert!(!g.owner_died());
+/// })?;
+/// assert!(p.join()?.success());
+/// assert_eq!(a.to_vec()?, [3, 2, 1]);
+/// # Ok(()) }
+/// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ValueGuard<'a, T: ?Sized> {
     lock: &'a RawMutex,
@@ -135,16 +171,21 @@ impl<T: ?Sized> Drop for ValueGuard<'_, T> {
     }
 }
 
-/// Takes `obj`'s lock; whether a holder died (since the last `mark_consistent`).
-fn lock(obj: &Object<ValueBlock>) -> Result<(&RawMutex, bool)> {
+/// Takes `obj`'s lock, waiting as `wait` says until `deadline`; whether a holder died (since the
+/// last `mark_consistent`).
+pub(super) fn lock(
+    obj: &Object<ValueBlock>,
+    deadline: Deadline,
+    wait: WaitStrategy,
+) -> Result<(&RawMutex, bool)> {
     let me = obj.me()?;
     let lock = &obj.block().lock;
-    lock.lock(obj.segment(), me, Deadline::NEVER)?;
+    lock.lock_with(obj.segment(), me, deadline, wait)?;
     Ok((lock, lock.is_inconsistent()))
 }
 
 /// Releases a lock taken by [`lock`] when dropped.
-struct Unlock<'a>(&'a RawMutex);
+pub(super) struct Unlock<'a>(pub(super) &'a RawMutex);
 
 impl Drop for Unlock<'_> {
     fn drop(&mut self) {
@@ -157,12 +198,14 @@ impl Drop for Unlock<'_> {
 ///
 /// # Safety
 /// `shared` holds `size_of_val(copy)` bytes, mapped while `obj` lives; `T` is `Pod` (or `[Pod]`).
-unsafe fn lock_copy<'a, T: ?Sized>(
+pub(super) unsafe fn lock_copy<'a, T: ?Sized>(
     obj: &'a Object<ValueBlock>,
     shared: *mut u8,
     mut copy: Box<T>,
+    deadline: Deadline,
+    wait: WaitStrategy,
 ) -> Result<ValueGuard<'a, T>> {
-    let (lock, died) = lock(obj)?;
+    let (lock, died) = lock(obj, deadline, wait)?;
     let len = std::mem::size_of_val(&*copy);
     // SAFETY: `copy` is `Pod` data of `len` bytes, so any bytes written into it are valid; `shared`
     // holds `len` bytes (the caller's promise).
@@ -179,31 +222,56 @@ unsafe fn lock_copy<'a, T: ?Sized>(
     })
 }
 
-impl<T: Pod> Value<T> {
-    fn make(v: T, name: Option<&str>) -> Result<Self> {
+impl<T: Pod> Built for Value<T> {
+    type Init = T;
+}
+
+impl<T: Pod> SyncBuilder<Value<T>> {
+    /// Creates the value.
+    pub fn build(self) -> Result<Value<T>> {
+        let v = self.init;
         let obj = Object::create_with(
             Kind::Value,
-            fingerprint_of::<T>(),
+            pod_fingerprint::<T>("Value"),
             [0; 6],
             std::mem::size_of::<T>().max(1),
-            name,
+            self.name.as_deref(),
             // SAFETY: the data area holds a `T` (sized so); nobody reads it before it is published.
             &|_, data| unsafe { write_shared(data, bytemuck::bytes_of(&v)) },
         )?;
         Ok(Value {
             obj,
+            wait: self.wait,
             _t: PhantomData,
         })
     }
+}
 
+impl<T: Pod> Value<T> {
     /// A value holding `v`, shared with children forked later.
     pub fn new(v: T) -> Result<Self> {
-        Self::make(v, None)
+        Self::builder(v).build()
     }
 
     /// A value named `name` holding `v`.
     pub fn create(name: &str, v: T) -> Result<Self> {
-        Self::make(v, Some(name))
+        Self::builder(v).name(name).build()
+    }
+
+    /// Options for a value holding `v`: a name, a wait strategy for its lock (see
+    /// [`SyncBuilder`]).
+    pub fn builder(v: T) -> SyncBuilder<Value<T>> {
+        SyncBuilder::new(v)
+    }
+
+    /// How this handle waits for the lock.
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.wait
+    }
+
+    /// Changes how this handle waits for the lock (its clones keep theirs).
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.wait = wait;
     }
 
     #[cfg(feature = "test-hooks")]
@@ -215,14 +283,17 @@ impl<T: Pod> Value<T> {
         Self::create(name, v)
     }
 
-    /// Opens the value named `name`, which must hold a `T`.
+    /// Opens the value named `name`, which must hold data of `T`'s size and alignment (else
+    /// [`Error::Incompatible`]), with the default wait strategy.
     pub fn open(name: &str) -> Result<Self> {
-        let obj: Object<ValueBlock> = Object::open(Kind::Value, fingerprint_of::<T>(), name)?;
+        let obj: Object<ValueBlock> =
+            Object::open(Kind::Value, pod_fingerprint::<T>("Value"), name)?;
         if obj.data().1 < std::mem::size_of::<T>() {
             return Err(Error::Corrupt);
         }
         Ok(Value {
             obj,
+            wait: WaitStrategy::default(),
             _t: PhantomData,
         })
     }
@@ -240,13 +311,33 @@ impl<T: Pod> Value<T> {
 
     /// Reads it (under the lock).
     pub fn get(&self) -> Result<T> {
-        let _held = Unlock(lock(&self.obj)?.0);
+        self.get_at(Deadline::NEVER)
+    }
+
+    /// [`get`](Self::get), giving up with [`Error::Timeout`] if the lock is not free within
+    /// `timeout`.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.get_at(Deadline::after(Some(timeout)))
+    }
+
+    fn get_at(&self, deadline: Deadline) -> Result<T> {
+        let _held = Unlock(lock(&self.obj, deadline, self.wait)?.0);
         Ok(self.read_unlocked())
     }
 
     /// Writes it (under the lock).
     pub fn set(&self, v: T) -> Result<()> {
-        let _held = Unlock(lock(&self.obj)?.0);
+        self.set_at(v, Deadline::NEVER)
+    }
+
+    /// [`set`](Self::set), giving up with [`Error::Timeout`] (and writing nothing) if the lock is
+    /// not free within `timeout`.
+    pub fn set_timeout(&self, v: T, timeout: Duration) -> Result<()> {
+        self.set_at(v, Deadline::after(Some(timeout)))
+    }
+
+    fn set_at(&self, v: T, deadline: Deadline) -> Result<()> {
+        let _held = Unlock(lock(&self.obj, deadline, self.wait)?.0);
         // SAFETY: the data area holds a T (checked on open), mapped while `self` lives.
         unsafe { write_shared(self.ptr(), bytemuck::bytes_of(&v)) };
         Ok(())
@@ -255,8 +346,18 @@ impl<T: Pod> Value<T> {
     /// Takes the lock and gives a copy of the value to read and change until the guard is dropped
     /// (changes are written back then).
     pub fn get_lock(&self) -> Result<ValueGuard<'_, T>> {
+        self.get_lock_at(Deadline::NEVER)
+    }
+
+    /// [`get_lock`](Self::get_lock), giving up with [`Error::Timeout`] after `timeout`.
+    pub fn get_lock_timeout(&self, timeout: Duration) -> Result<ValueGuard<'_, T>> {
+        self.get_lock_at(Deadline::after(Some(timeout)))
+    }
+
+    fn get_lock_at(&self, deadline: Deadline) -> Result<ValueGuard<'_, T>> {
+        let copy = Box::new(T::zeroed());
         // SAFETY: the data area holds a T (checked on open), mapped while `self` lives; T is Pod.
-        unsafe { lock_copy(&self.obj, self.ptr(), Box::new(T::zeroed())) }
+        unsafe { lock_copy(&self.obj, self.ptr(), copy, deadline, self.wait) }
     }
 }
 
@@ -268,6 +369,28 @@ mod sealed {
 
 /// Integers a [`Value`] can update atomically, without its lock (sealed: the integer types of 32
 /// and 64 bits).
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::{Process, Value};
+/// let hits = Value::new(0u32)?;
+/// let kids = (0..4)
+///     .map(|_| {
+///         let h = hits.clone();
+///         Process::fork(move || {
+///             for _ in 0..100 {
+///                 h.fetch_add(1);
+///             }
+///         })
+///     })
+///     .collect::<shmwire::Result<Vec<_>>>()?;
+/// for k in kids {
+///     assert!(k.join()?.success());
+/// }
+/// assert_eq!(hits.load(), 400);
+/// assert_eq!(hits.compare_exchange(400, 0), Ok(400));
+/// # Ok(()) }
+/// ```
 pub trait AtomicInt: Pod + sealed::Sealed {
     #[doc(hidden)]
     type Atomic;
@@ -337,170 +460,5 @@ impl<T: AtomicInt> Value<T> {
     /// Replaces `current` by `new` if it holds `current`; `Err(actual)` otherwise.
     pub fn compare_exchange(&self, current: T, new: T) -> std::result::Result<T, T> {
         T::compare_exchange(self.atomic(), current, new)
-    }
-}
-
-/// A fixed-length array of `T` in shared memory, with a lock: Python's `multiprocessing.Array`.
-///
-/// ```
-/// # fn main() -> shmwire::Result<()> {
-/// let a = shmwire::Array::<f64>::new(&[1.0, 2.0, 3.0])?;
-/// a.set(1, 20.0)?;
-/// assert_eq!(a.to_vec()?, vec![1.0, 20.0, 3.0]);
-/// {
-///     let mut g = a.get_lock()?;
-///     g[2] += 1.0;
-/// }
-/// assert_eq!(a.get(2)?, 4.0);
-/// # Ok(()) }
-/// ```
-pub struct Array<T: Pod> {
-    obj: Object<ValueBlock>,
-    len: usize,
-    _t: PhantomData<T>,
-}
-
-impl<T: Pod> Clone for Array<T> {
-    fn clone(&self) -> Self {
-        Array {
-            obj: self.obj.clone(),
-            len: self.len,
-            _t: PhantomData,
-        }
-    }
-}
-
-impl<T: Pod> std::fmt::Debug for Array<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Array").field("len", &self.len).finish()
-    }
-}
-
-impl<T: Pod> Array<T> {
-    fn make(items: &[T], name: Option<&str>) -> Result<Self> {
-        let bytes = std::mem::size_of_val(items);
-        let mut p = [0u64; 6];
-        p[PARAM_LEN] = items.len() as u64;
-        let obj = Object::create_with(
-            Kind::Value,
-            fingerprint_of::<ArrayOf<T>>(),
-            p,
-            bytes.max(1),
-            name,
-            // SAFETY: the data area holds `len` Ts (sized so); nobody reads it before it is
-            // published.
-            &|_, data| unsafe { write_shared(data, bytemuck::cast_slice(items)) },
-        )?;
-        Ok(Array {
-            obj,
-            len: items.len(),
-            _t: PhantomData,
-        })
-    }
-
-    /// An array holding a copy of `items`, shared with children forked later.
-    pub fn new(items: &[T]) -> Result<Self> {
-        Self::make(items, None)
-    }
-
-    /// An array of `len` zeroes.
-    pub fn zeroed(len: usize) -> Result<Self> {
-        Self::make(&vec![T::zeroed(); len], None)
-    }
-
-    /// A named array holding a copy of `items`.
-    pub fn create(name: &str, items: &[T]) -> Result<Self> {
-        Self::make(items, Some(name))
-    }
-
-    #[cfg(feature = "test-hooks")]
-    #[doc(hidden)]
-    /// Test hook: [`create`](Self::create), raising `signal` in this process as soon as the object
-    /// can be opened by name.
-    pub fn __create_interrupted(name: &str, items: &[T], signal: i32) -> Result<Self> {
-        crate::segment::object::hooks::raise_after_publish(signal);
-        Self::create(name, items)
-    }
-
-    /// Opens the array named `name`, which must hold `T`s.
-    pub fn open(name: &str) -> Result<Self> {
-        let obj: Object<ValueBlock> =
-            Object::open(Kind::Value, fingerprint_of::<ArrayOf<T>>(), name)?;
-        let len = obj.params()[PARAM_LEN] as usize;
-        if len
-            .checked_mul(std::mem::size_of::<T>())
-            .is_none_or(|b| b > obj.data().1)
-        {
-            return Err(Error::Corrupt);
-        }
-        Ok(Array {
-            obj,
-            len,
-            _t: PhantomData,
-        })
-    }
-
-    /// Where element `i` lives; `i <= len`.
-    fn ptr(&self, i: usize) -> *mut u8 {
-        debug_assert!(i <= self.len);
-        // SAFETY: the data area holds `len` Ts (checked on open), so the offset is in bounds.
-        unsafe { self.obj.data().0.add(i * std::mem::size_of::<T>()) }
-    }
-
-    /// Its length.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether it has no elements.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Element `i` (under the lock); out of range is [`Error::OutOfRange`].
-    pub fn get(&self, i: usize) -> Result<T> {
-        if i >= self.len {
-            return Err(Error::OutOfRange {
-                index: i,
-                len: self.len,
-            });
-        }
-        let mut v = T::zeroed();
-        let _held = Unlock(lock(&self.obj)?.0);
-        // SAFETY: element `i < len` lies in the data area, mapped while `self` lives.
-        unsafe { read_shared(self.ptr(i), bytemuck::bytes_of_mut(&mut v)) };
-        Ok(v)
-    }
-
-    /// Sets element `i` (under the lock); out of range is [`Error::OutOfRange`].
-    pub fn set(&self, i: usize, v: T) -> Result<()> {
-        if i >= self.len {
-            return Err(Error::OutOfRange {
-                index: i,
-                len: self.len,
-            });
-        }
-        let _held = Unlock(lock(&self.obj)?.0);
-        // SAFETY: element `i < len` lies in the data area, mapped while `self` lives.
-        unsafe { write_shared(self.ptr(i), bytemuck::bytes_of(&v)) };
-        Ok(())
-    }
-
-    /// A copy of all elements (under the lock).
-    pub fn to_vec(&self) -> Result<Vec<T>> {
-        let mut v = vec![T::zeroed(); self.len];
-        let _held = Unlock(lock(&self.obj)?.0);
-        // SAFETY: the data area holds `len` Ts, mapped while `self` lives.
-        unsafe { read_shared(self.ptr(0), bytemuck::cast_slice_mut(&mut v)) };
-        Ok(v)
-    }
-
-    /// Takes the lock and gives a copy of the elements to read and change until the guard is
-    /// dropped (changes are written back then). It copies the whole array in (and out, if changed):
-    /// for a few elements of a large array, [`get`](Self::get) and [`set`](Self::set) cost less.
-    pub fn get_lock(&self) -> Result<ValueGuard<'_, [T]>> {
-        let copy = vec![T::zeroed(); self.len].into_boxed_slice();
-        // SAFETY: the data area holds `len` Ts (checked on open), mapped while `self` lives; T is Pod.
-        unsafe { lock_copy(&self.obj, self.ptr(0), copy) }
     }
 }

@@ -9,9 +9,30 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// A serializable handle on one end of a pipe. Make it with [`Connection::to_handle`], pass it to
 /// [`Process::spawn`](crate::Process::spawn) or send it to any process of this user, and
-/// [`open`](Self::open) it there.
+/// [`open`](Self::open) it there. What it holds (descriptor numbers, a name) is private: it is only
+/// serialized, compared and opened.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::{ConnectionHandle, Pipe, Process};
+/// let (a, b) = Pipe::new()?;
+/// let bytes = postcard::to_allocvec(&b.to_handle()?).unwrap(); // plain data
+/// let p = Process::fork(move || {
+///     let h: ConnectionHandle = postcard::from_bytes(&bytes).unwrap();
+///     let b = h.open().unwrap(); // through this process's maker, which holds the end
+///     b.send("opened").unwrap();
+/// })?;
+/// assert_eq!(a.recv::<String>()?, "opened");
+/// assert!(p.join()?.success());
+/// # drop(b); Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub enum ConnectionHandle {
+#[serde(transparent)]
+pub struct ConnectionHandle(Repr);
+
+/// What a handle names.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+enum Repr {
     /// An anonymous pipe: what the spawned child inherits (a description and participant slot
     /// prepared for it), and what another process opens through `/proc` while the maker lives.
     Inherited {
@@ -37,9 +58,10 @@ pub enum ConnectionHandle {
     },
 }
 
-/// The same shape as `ConnectionHandle`, serialized after noting which export it carries.
+/// The same shape as `Repr`, serialized after noting which export it carries.
 #[derive(Serialize)]
-enum Repr<'a> {
+#[serde(rename = "Repr")]
+enum ReprOut<'a> {
     Inherited {
         fd: i32,
         slot: u32,
@@ -56,8 +78,8 @@ enum Repr<'a> {
 
 impl Serialize for ConnectionHandle {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        match self {
-            ConnectionHandle::Inherited {
+        match &self.0 {
+            Repr::Inherited {
                 fd,
                 slot,
                 end,
@@ -67,7 +89,7 @@ impl Serialize for ConnectionHandle {
             } => {
                 // A spawn encoding its arguments takes this export for its child.
                 registry::note_handle_serialized(*fd, *slot, *end as usize);
-                Repr::Inherited {
+                ReprOut::Inherited {
                     fd: *fd,
                     slot: *slot,
                     end: *end,
@@ -77,17 +99,16 @@ impl Serialize for ConnectionHandle {
                 }
                 .serialize(s)
             }
-            ConnectionHandle::Named { os_name, end } => {
-                Repr::Named { os_name, end: *end }.serialize(s)
-            }
+            Repr::Named { os_name, end } => ReprOut::Named { os_name, end: *end }.serialize(s),
         }
     }
 }
 
-fn identity(fd: RawFd) -> Option<(u64, u64)> {
+/// Device and inode of the file behind `fd`.
+fn identity(fd: RawFd) -> Result<(u64, u64)> {
     // SAFETY: `fd` is only borrowed for the fstat (an invalid one makes fstat fail, nothing more).
-    let st = rustix::fs::fstat(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }).ok()?;
-    Some((st.st_dev, st.st_ino))
+    let st = rustix::fs::fstat(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })?;
+    Ok((st.st_dev, st.st_ino))
 }
 
 impl Connection {
@@ -109,39 +130,38 @@ impl Connection {
         let seg = self.segment();
         let end = self.end() as u8;
         if let Some(os_name) = seg.os_name() {
-            return Ok(ConnectionHandle::Named {
+            return Ok(ConnectionHandle(Repr::Named {
                 os_name: os_name.to_owned(),
                 end,
-            });
+            }));
         }
         let (fd, slot) = registry::prepare_export(seg, self.end())?;
-        let file = identity(fd).ok_or(Error::Corrupt)?;
+        let file = identity(fd)?;
         let eventfds: Vec<i32> = seg.companions().collect();
         let exporter = (std::process::id(), seg.descriptor(), eventfds.clone());
-        Ok(ConnectionHandle::Inherited {
+        Ok(ConnectionHandle(Repr::Inherited {
             fd,
             slot,
             end,
             eventfds,
             file,
             exporter,
-        })
+        }))
     }
 }
 
 impl ConnectionHandle {
     /// Opens the end this handle names, making this process one more holder of it.
     ///
-    /// Errors: `Io(NotFound)` if the process that made an anonymous-pipe handle no longer holds the
-    /// pipe (or the name is gone), [`Error::OpenedByMaker`] in the process that made it. The spawned child
+    /// Errors: [`Error::NotFound`] if the process that made an anonymous-pipe handle no longer
+    /// holds the pipe (or the name is gone), [`Error::OpenedByMaker`] in the process that made it,
+    /// [`Error::Invalid`] for a handle that names no end of a pipe. The spawned child
     /// it was made for adopts the descriptors it inherited for it (those `spawn::enter` recorded, and
     /// only once: a second open goes through the maker, like any other process's).
     pub fn open(&self) -> Result<Connection> {
-        match self {
-            ConnectionHandle::Named { os_name, end } => {
-                crate::pipe::open_os_name(os_name, *end as usize)
-            }
-            ConnectionHandle::Inherited {
+        match &self.0 {
+            Repr::Named { os_name, end } => crate::pipe::open_os_name(os_name, *end as usize),
+            Repr::Inherited {
                 fd,
                 slot,
                 end,
@@ -160,8 +180,8 @@ impl ConnectionHandle {
                     if companions.len() != eventfds.len() {
                         companions.clear(); // all or none (`wait()` then polls)
                     }
-                    if identity(memfd.as_raw_fd()) != Some(*file) {
-                        return Err(Error::Corrupt); // not the pipe this handle names
+                    if identity(memfd.as_raw_fd()).ok() != Some(*file) {
+                        return Err(Error::NotFound); // not the pipe this handle names
                     }
                     return crate::pipe::adopt_end(memfd, Some(*slot), companions, *end as usize);
                 }
@@ -180,18 +200,14 @@ impl ConnectionHandle {
 fn open_from(exporter: &(u32, i32, Vec<i32>), file: (u64, u64), end: usize) -> Result<Connection> {
     use rustix::fs::{Mode, OFlags};
     let (pid, fd, eventfds) = exporter;
-    let gone = || {
-        let _ = pid;
-        Error::NotFound
-    };
     let memfd = rustix::fs::open(
         format!("/proc/{pid}/fd/{fd}"),
         OFlags::RDWR | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|_| gone())?;
-    if identity(memfd.as_raw_fd()) != Some(file) {
-        return Err(gone()); // the descriptor now names another file
+    .map_err(|_| Error::NotFound)?; // the maker exited, or no longer holds the pipe
+    if identity(memfd.as_raw_fd()).ok() != Some(file) {
+        return Err(Error::NotFound); // the descriptor now names another file
     }
     let companions: Vec<OwnedFd> = rustix::process::Pid::from_raw(*pid as i32)
         .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok())

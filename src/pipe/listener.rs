@@ -24,7 +24,7 @@
 //! waiting clients with it, and one that hands clients back while others poll wakes them (a private
 //! eventfd). Each client socket is tracked by the registry like the listening socket: a child forked
 //! while it waits holds it only if its closure owns the listener. A listener reports itself ready to
-//! [`wait`](crate::wait) only with a connection in hand, introduced and kept for the next `accept`.
+//! [`wait`](fn@crate::wait) only with a connection in hand, introduced and kept for the next `accept`.
 //!
 //! ```
 //! # fn main() -> shmwire::Result<()> {
@@ -32,7 +32,7 @@
 //! let name = format!("doc-listener-{}", std::process::id());
 //! let listener = Listener::bind(&name)?;
 //! let n = name.clone();
-//! let mut p = Process::fork(move || {
+//! let p = Process::fork(move || {
 //!     let conn = Client::connect(&n).unwrap();
 //!     conn.send(&"hello").unwrap();
 //! })?;
@@ -76,7 +76,7 @@ fn socket_path(name: &str) -> Result<PathBuf> {
     let path = PathBuf::from(format!("/dev/shm/{file}"));
     if path.as_os_str().len() >= 108 {
         return Err(Error::invalid(format!(
-            "listener name {name:?} is too long for a socket path"
+            "listener name {name:?} is too long for a socket path; use a shorter name"
         )));
     }
     Ok(path)
@@ -269,6 +269,25 @@ impl std::ops::DerefMut for Locked<'_> {
 }
 
 /// A named rendezvous point: [`Client::connect`] to the same name from any process of this user.
+/// The name goes away when the listener is dropped.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::{Client, Error, Listener, Process};
+/// use std::time::Duration;
+/// let name = format!("doc-listener-type-{}", std::process::id());
+/// let listener = Listener::bind(&name)?;
+/// assert!(matches!(Listener::bind(&name), Err(Error::Exists)));
+/// assert!(matches!(
+///     listener.accept_timeout(Duration::from_millis(10)),
+///     Err(Error::Timeout)
+/// ));
+/// let n = name.clone();
+/// let p = Process::fork(move || Client::connect(&n).unwrap().send(&7u8).unwrap())?;
+/// assert_eq!(listener.accept()?.recv::<u8>()?, 7);
+/// assert!(p.join()?.success());
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Listener {
     /// The listening socket (non-blocking).
@@ -310,7 +329,8 @@ impl Listener {
                 Err(Placing::Lost) => {
                     return Err(Error::io(
                         ErrorKind::NotFound,
-                        "the listener's socket file was removed as it was made",
+                        "the listener's socket file was removed as it was made (by a cleanup, \
+                         four times); bind again once no cleanup runs",
                     ));
                 }
                 Err(Placing::Failed(e)) => return Err(e),
@@ -346,6 +366,32 @@ impl Listener {
     /// connected but not yet introduced itself when the time is up is kept for the next call.
     pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection> {
         self.accept_at(Deadline::after(Some(timeout)))
+    }
+
+    /// The connections as clients arrive: each item is what [`accept`](Self::accept) returns (as
+    /// std's `TcpListener::incoming`). It never ends by itself: stop with `take`, `break` or `?`.
+    ///
+    /// ```
+    /// # fn main() -> shmwire::Result<()> {
+    /// use shmwire::{Client, Listener, Process};
+    /// let name = format!("doc-incoming-{}", std::process::id());
+    /// let listener = Listener::bind(&name)?;
+    /// let n = name.clone();
+    /// let p = Process::fork(move || {
+    ///     for i in 0..2u32 {
+    ///         Client::connect(&n).unwrap().send(&i).unwrap();
+    ///     }
+    /// })?;
+    /// let mut sum = 0;
+    /// for conn in listener.incoming().take(2) {
+    ///     sum += conn?.recv::<u32>()?;
+    /// }
+    /// assert_eq!(sum, 1);
+    /// assert!(p.join()?.success());
+    /// # Ok(()) }
+    /// ```
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming { listener: self }
     }
 
     /// The shared state, locked for a moment: under the fork gate, so that no child is forked while
@@ -549,6 +595,8 @@ impl AsFd for Listener {
     }
 }
 
+impl crate::wait::select::sealed::Sealed for Listener {}
+
 impl Waitable for Listener {
     fn __arm(&self) -> Result<Armed> {
         if self.connection_in_hand()? {
@@ -564,16 +612,68 @@ impl Waitable for Listener {
     }
 }
 
+/// The connections a [`Listener`] accepts, as clients arrive: made by [`Listener::incoming`]. Each
+/// item is what [`Listener::accept`] returns; it never ends by itself.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::{Client, Incoming, Listener, Process};
+/// let name = format!("doc-incoming-type-{}", std::process::id());
+/// let listener = Listener::bind(&name)?;
+/// let n = name.clone();
+/// let p = Process::fork(move || Client::connect(&n).unwrap().send("hi").unwrap())?;
+/// let mut clients: Incoming<'_> = listener.incoming();
+/// let conn = clients.next().unwrap()?;
+/// assert_eq!(conn.recv::<String>()?, "hi");
+/// assert!(p.join()?.success());
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Incoming<'a> {
+    listener: &'a Listener,
+}
+
+impl Iterator for Incoming<'_> {
+    type Item = Result<Connection>;
+
+    fn next(&mut self) -> Option<Result<Connection>> {
+        Some(self.listener.accept())
+    }
+}
+
+impl std::iter::FusedIterator for Incoming<'_> {}
+
 /// Connects to a [`Listener`] by name.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::{Client, Error, Listener, Process};
+/// use std::time::Duration;
+/// let name = format!("doc-client-{}", std::process::id());
+/// assert!(matches!(Client::connect(&name), Err(Error::NotFound))); // nobody listens yet
+/// let listener = Listener::bind(&name)?;
+/// let n = name.clone();
+/// let p = Process::fork(move || {
+///     let conn = Client::connect_timeout(&n, Duration::from_secs(10)).unwrap();
+///     let x: u32 = conn.recv().unwrap();
+///     conn.send(&(x + 1)).unwrap();
+/// })?;
+/// let conn = listener.accept()?;
+/// conn.send(&41u32)?;
+/// assert_eq!(conn.recv::<u32>()?, 42);
+/// assert!(p.join()?.success());
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Client;
 
 impl Client {
     /// Connects to the listener `name` and waits until it accepts; returns end 1 of a new pipe.
     ///
-    /// Errors: `Io(NotFound)` if no listener has the name, `Io(ConnectionRefused)` if its listener
-    /// died, `Io(PermissionDenied)` if it runs as another user (nothing is sent to it),
-    /// [`Error::Eof`] if the listener closed without accepting.
+    /// Errors: [`Error::NotFound`] if no live listener has the name (none was bound, or its
+    /// listener died), `Io(PermissionDenied)` if it runs as another user (nothing is sent to it),
+    /// [`Error::Eof`] if the listener closed without accepting, [`Error::Incompatible`] if what
+    /// answers is not a shmwire listener of this version.
     pub fn connect(name: &str) -> Result<Connection> {
         Self::connect_at(name, Deadline::NEVER)
     }
@@ -603,12 +703,9 @@ impl Client {
             Err(rustix::io::Errno::AGAIN) if deadline.remaining().is_some() => {
                 return Err(Error::Timeout);
             }
-            Err(rustix::io::Errno::NOENT) => return Err(Error::NotFound),
-            Err(rustix::io::Errno::CONNREFUSED) => {
-                return Err(Error::io(
-                    ErrorKind::ConnectionRefused,
-                    format!("the listener {name:?} is gone"),
-                ));
+            // No socket at the name, or one whose listener died: nobody listens there.
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::CONNREFUSED) => {
+                return Err(Error::NotFound);
             }
             Err(e) => return Err(e.into()),
         }
@@ -619,7 +716,8 @@ impl Client {
             return Err(Error::io(
                 ErrorKind::PermissionDenied,
                 format!(
-                    "the listener {name:?} runs as uid {}, not as this user (uid {}): refused",
+                    "the listener {name:?} runs as uid {}, not as this user (uid {}), so nothing \
+                     was sent to it; connect as its user, or use a name of your own",
                     cred.uid.as_raw(),
                     me.as_raw()
                 ),

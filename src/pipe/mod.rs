@@ -10,13 +10,13 @@
 //! process can make a read or write of it block by clearing `O_NONBLOCK` (a flag of the description,
 //! which an eventfd's holders would share), and filling it only makes a signal redundant.
 
-pub(crate) mod connection;
-pub(crate) mod handle;
-pub(crate) mod listener;
+pub mod connection;
+pub mod handle;
+pub mod listener;
 
-pub use connection::Connection;
+pub use connection::{Connection, ConnectionIter};
 pub use handle::ConnectionHandle;
-pub use listener::{Client, Listener};
+pub use listener::{Client, Incoming, Listener};
 
 use crate::error::{Error, Result};
 use crate::ring::buf::RingBuf;
@@ -32,7 +32,8 @@ pub const DEFAULT_CAPACITY: usize = 2 * 1024 * 1024;
 const PARAM_CAP: usize = 0;
 const PARAM_DUPLEX: usize = 1;
 /// Participants a pipe segment accepts (roles are bitmasks over 64 slots).
-const PIPE_SLOTS: u32 = 64;
+/// Processes one pipe admits at once (its participant slots).
+pub(crate) const PIPE_SLOTS: u32 = 64;
 const PAGE: usize = 4096;
 
 /// Creates pipes: `Pipe::new()` for a duplex pair, `Pipe::simplex()` for `(reader, writer)`, and
@@ -75,12 +76,26 @@ impl Pipe {
     /// Opens end `end` (0 or 1) of the pipe created with [`PipeBuilder::name`] by another process
     /// (or this one). The caller becomes one more holder of that end.
     ///
-    /// Errors: `Io(NotFound)` if no such pipe exists, [`Error::Incompatible`] if the name holds
-    /// something else, [`Error::Corrupt`] if its header is damaged.
+    /// Errors: [`Error::NotFound`] if no such pipe exists, [`Error::Invalid`] for a bad name or an
+    /// end other than 0 and 1, [`Error::Incompatible`] if the name holds something else,
+    /// [`Error::Corrupt`] if its header is damaged.
+    ///
+    /// ```
+    /// # fn main() -> shmwire::Result<()> {
+    /// use shmwire::{Pipe, Process};
+    /// let name = format!("doc-pipe-open-{}", std::process::id());
+    /// let (a, _b) = Pipe::builder().name(&name).build()?;
+    /// let n = name.clone();
+    /// let p = Process::fork(move || {
+    ///     let b = Pipe::open(&n, 1).unwrap(); // any process of this user, by name
+    ///     b.send("by name").unwrap();
+    /// })?;
+    /// assert_eq!(a.recv::<String>()?, "by name");
+    /// assert!(p.join()?.success());
+    /// # Ok(()) }
+    /// ```
     pub fn open(name: &str, end: usize) -> Result<Connection> {
-        if end > 1 {
-            return Err(Error::invalid("a pipe has ends 0 and 1"));
-        }
+        check_end(end)?;
         open_os_name(&crate::segment::names::user_name(name)?, end)
     }
 }
@@ -179,6 +194,16 @@ impl PipeBuilder {
     }
 }
 
+/// A pipe has ends 0 and 1.
+fn check_end(end: usize) -> Result<()> {
+    if end > 1 {
+        return Err(Error::invalid(format!(
+            "pipe end {end} does not exist; a pipe has ends 0 and 1"
+        )));
+    }
+    Ok(())
+}
+
 fn kind_size(cap: usize, rings: usize) -> usize {
     PAGE + rings * cap
 }
@@ -247,9 +272,7 @@ fn ring(seg: &Segment, i: usize, cap: usize) -> Spsc {
 
 /// Opens `end` of the named pipe `os_name`, becoming one more holder of it.
 pub(crate) fn open_os_name(os_name: &str, end: usize) -> Result<Connection> {
-    if end > 1 {
-        return Err(Error::invalid("a pipe has ends 0 and 1"));
-    }
+    check_end(end)?;
     let seg = Segment::open_named(os_name, Kind::Pipe, 0, wake_everyone)?;
     params(&seg)?;
     seg.take_role(end)?;
@@ -278,9 +301,7 @@ pub(crate) fn adopt_end_capped(
     end: usize,
     max_capacity: usize,
 ) -> Result<Connection> {
-    if end > 1 {
-        return Err(Error::Corrupt);
-    }
+    check_end(end)?;
     let companions = check_received(memfd.as_fd(), companions)?;
     let seg = Segment::adopt(
         memfd,
@@ -295,7 +316,8 @@ pub(crate) fn adopt_end_capped(
         return Err(Error::io(
             std::io::ErrorKind::InvalidData,
             format!(
-                "the pipe's rings hold {cap} bytes each, more than the {max_capacity} accepted"
+                "the pipe's rings hold {cap} bytes each, more than the {max_capacity} accepted, \
+                 so it was refused; build the pipe with a smaller capacity"
             ),
         ));
     }
@@ -312,12 +334,19 @@ pub(crate) fn adopt_end_capped(
 /// the sender does with its descriptions, our reads and writes of it never block.
 fn check_received(memfd: BorrowedFd<'_>, companions: Vec<OwnedFd>) -> Result<Vec<OwnedFd>> {
     use rustix::fs::SealFlags;
-    let refused = |why: String| Error::io(std::io::ErrorKind::InvalidData, why);
+    let refused = |why: &str, then: &str| {
+        Error::io(
+            std::io::ErrorKind::InvalidData,
+            format!("{why}, so it was refused; {then}"),
+        )
+    };
+    let seals_hint = || "pass only ends of pipes made by shmwire";
     let seals = rustix::fs::fcntl_get_seals(memfd)
-        .map_err(|_| refused("the pipe's memory is not a memfd".into()))?;
+        .map_err(|_| refused("the pipe's memory is not a memfd", seals_hint()))?;
     if !seals.contains(SealFlags::SHRINK | SealFlags::GROW) {
         return Err(refused(
-            "the pipe's memory is not sealed against resizing".into(),
+            "the pipe's memory is not sealed against resizing",
+            seals_hint(),
         ));
     }
     let mut own = Vec::with_capacity(companions.len());
@@ -327,15 +356,21 @@ fn check_received(memfd: BorrowedFd<'_>, companions: Vec<OwnedFd>) -> Result<Vec
         let is_fifo = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Fifo;
         // "pipe:[N]": an anonymous pipe (a named FIFO shows its path, and opening one could block).
         if !is_fifo || !link.as_os_str().as_encoded_bytes().starts_with(b"pipe:[") {
-            return Err(refused(format!(
-                "a descriptor passed as a wake-up pipe of the pipe is {}",
-                link.display()
-            )));
+            return Err(refused(
+                &format!(
+                    "a descriptor passed as a wake-up pipe of the pipe is {}",
+                    link.display()
+                ),
+                seals_hint(),
+            ));
         }
         let mine = own_description(e.as_fd())?;
         let again = rustix::fs::fstat(&mine)?;
         if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino) {
-            return Err(refused("a wake-up pipe changed while it was opened".into()));
+            return Err(refused(
+                "a wake-up pipe of the pipe changed while it was opened",
+                "pass the end again",
+            ));
         }
         own.push(mine); // the sender's description is closed when `e` drops
     }

@@ -8,7 +8,7 @@
 //!
 //! The child of a handed-over fork is a copy of the forker thread: it runs the closure (moved in
 //! through the parent's memory, which the child has a copy of) on the forker's stack
-//! ([`FORKER_STACK`] bytes, as much as a main thread gets), with the calling thread's signal mask,
+//! (`FORKER_STACK` bytes, as much as a main thread gets), with the calling thread's signal mask,
 //! and sees the forker's thread-locals, not those of the thread that called `fork`
 //! (`std::thread::current()` is named `shmwire-forker`). In the parent, the forker touches nothing but
 //! the `fork` call: the calling thread's data is used only by the child, which has no other thread.

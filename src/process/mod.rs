@@ -8,6 +8,16 @@
 //! the main thread, or for any other thread the crate's forker thread (see `process/forker.rs`); a
 //! child lives as long as its parent *process*, whichever thread asked for it.
 //!
+//! **Threads.** Forking a program that runs other threads is hazardous, as in C: a lock held by another
+//! thread at the moment of the fork stays locked in the child for ever. Allocator locks are handled by
+//! the C library; the crate's own locks, and stdout's and stderr's, are held across the fork (the
+//! child unlocks its copies first thing, so it prints, flushes and exits even while another thread
+//! of the parent prints). Others are not: a `Mutex` of yours, std's lock around panic messages (a
+//! child that panics while another thread of the parent was printing a panic may hang), or stdout
+//! locked by the forking thread itself when that is not the main thread (its child runs on the
+//! forker thread, so the lock stays another thread's). Fork before starting threads, or fork from a
+//! process whose other threads hold no locks the child needs.
+//!
 //! **Handles and fork.** The child holds exactly the handles its closure *owns* (moved in): they stay
 //! open in the child after the parent drops its copies (dropping the closure in the parent is that),
 //! and a named object whose last user is the child goes away when the child exits. Handles the parent
@@ -22,20 +32,10 @@
 //! The child learns what its closure owns from the parent, which finds out by dropping its copy of
 //! the closure: the child waits for that verdict before it runs the closure, so the destructors of
 //! what the closure captured must not wait for the child.
-//!
-//! **Threads.** Forking a program that runs other threads is hazardous, as in C: a lock held by another
-//! thread at the moment of the fork stays locked in the child for ever. Allocator locks are handled by
-//! the C library; the crate's own locks, and stdout's and stderr's, are held across the fork (the
-//! child unlocks its copies first thing, so it prints, flushes and exits even while another thread
-//! of the parent prints). Others are not: a `Mutex` of yours, std's lock around panic messages (a
-//! child that panics while another thread of the parent was printing a panic may hang), or stdout
-//! locked by the forking thread itself when that is not the main thread (its child runs on the
-//! forker thread, so the lock stays another thread's). Fork before starting threads, or fork from a
-//! process whose other threads hold no locks the child needs.
 
-mod forker;
+pub mod forker;
 pub mod spawn;
-mod verdict;
+pub mod verdict;
 
 use crate::error::{Error, Result};
 use crate::segment::registry;
@@ -49,7 +49,17 @@ use crate::sys::reap;
 pub(crate) use crate::sys::reap::reap_dropped;
 pub(crate) use forker::run as on_forker;
 
-/// What a child's closure may return; it becomes the exit code.
+/// What a child's closure may return; it becomes the exit code: `()` is 0, an `i32` is itself,
+/// `Ok(())` is 0 and `Err(e)` prints `e` on stderr and is 1.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::Process;
+/// assert_eq!(Process::fork_with(|| 7)?.join()?.code(), Some(7));
+/// let failed = Process::fork_with(|| -> Result<(), String> { Err("no luck".into()) })?;
+/// assert_eq!(failed.join()?.code(), Some(1));
+/// # Ok(()) }
+/// ```
 pub trait ChildOutcome {
     /// The exit code.
     fn exit_code(self) -> i32;
@@ -81,6 +91,17 @@ impl<E: fmt::Debug> ChildOutcome for std::result::Result<(), E> {
 }
 
 /// How a child ended: an exit code or a signal.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// let p = shmwire::Process::fork(|| std::thread::sleep(std::time::Duration::from_secs(60)))?;
+/// p.kill()?;
+/// let st = p.join()?;
+/// assert!(!st.success());
+/// assert_eq!(st.signal(), Some(libc::SIGKILL));
+/// assert_eq!(st.exitcode(), -9); // as Python reports it
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExitStatus {
     code: Option<i32>,
@@ -133,7 +154,19 @@ impl fmt::Display for ExitStatus {
     }
 }
 
-/// A child process started by [`Process::fork`].
+/// A child process started by [`Process::fork`] (or [`Process::spawn`]).
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::Process;
+/// use std::time::Duration;
+/// let p = Process::fork(|| std::thread::sleep(Duration::from_secs(60)))?;
+/// assert!(p.is_alive());
+/// assert!(matches!(p.join_timeout(Duration::from_millis(10)), Err(shmwire::Error::Timeout)));
+/// p.terminate()?;
+/// assert_eq!(p.join()?.exitcode(), -libc::SIGTERM); // as Python reports it
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Process {
     pid: libc::pid_t,
@@ -150,6 +183,13 @@ pub struct Process {
 impl Process {
     /// Runs `f` in a forked child and returns at once.
     ///
+    /// **Threads first:** forking a process that runs other threads is hazardous, as in C: a lock
+    /// another thread holds at the moment of the fork (a `Mutex` of yours, a library's) stays locked
+    /// in the child for ever. Fork before starting threads, use [`fork_checked`](Self::fork_checked)
+    /// (which refuses when other threads run), or [`spawn`](Self::spawn) (which re-executes the
+    /// program and is safe from a threaded parent). See the module docs for what the crate does about
+    /// its own locks and stdout's.
+    ///
     /// The child runs `f` under `catch_unwind` (a panic prints its message on stderr and exits 101),
     /// closes what it still holds, flushes stdout and leaves with `_exit` (code 0). It dies with its
     /// parent. See the module docs about handles and threads. For an exit code of your choosing, or
@@ -157,7 +197,7 @@ impl Process {
     ///
     /// ```
     /// # fn main() -> shmwire::Result<()> {
-    /// let mut child = shmwire::Process::fork(|| println!("hello from the child"))?;
+    /// let child = shmwire::Process::fork(|| println!("hello from the child"))?;
     /// assert!(child.join()?.success());
     /// # Ok(()) }
     /// ```
@@ -168,7 +208,7 @@ impl Process {
     /// [`fork`](Self::fork) where the closure's value becomes the exit code: `()` is 0, an `i32` is
     /// itself, `Ok(())` is 0 and `Err(e)` prints `e` on stderr and is 1.
     ///
-    /// Fails with `Io(QuotaExceeded)` when the closure owns a pipe end on a segment whose participant
+    /// Fails with [`Error::TooManyProcesses`] when the closure owns a pipe end on a segment whose participant
     /// slots are all taken (the child could not hold it): the child is undone, dropping the closure
     /// unrun, and is reaped before this returns.
     ///
@@ -251,12 +291,12 @@ impl Process {
             std::panic::resume_unwind(panic);
         }
         if verdict.abort {
-            return Err(Error::io(
-                std::io::ErrorKind::QuotaExceeded,
-                "the closure owns a pipe end on a segment whose participant slots are all taken: \
-                 no slot for the child to hold it, so the fork was undone (the child exited without \
-                 running the closure, which it dropped)",
-            ));
+            // The closure owns a pipe end on a segment whose participant slots are all taken: no
+            // slot for the child to hold it, so the fork was undone (the child exited without
+            // running the closure, which it dropped).
+            return Err(Error::TooManyProcesses {
+                limit: crate::pipe::PIPE_SLOTS,
+            });
         }
         Ok(child)
     }
@@ -462,6 +502,7 @@ impl Process {
     }
 }
 
+impl crate::wait::select::sealed::Sealed for Process {}
 impl crate::wait::select::Waitable for Process {
     fn __arm(&self) -> Result<crate::wait::select::Armed> {
         use crate::wait::select::Armed;

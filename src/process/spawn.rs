@@ -51,7 +51,8 @@ const ARGS: &str = "SHMWIRE_SPAWN_ARGS";
 const PARENT: &str = "SHMWIRE_SPAWN_PARENT";
 const FDS: &str = "SHMWIRE_SPAWN_FDS";
 
-/// The arguments a spawned role was given.
+/// The arguments a spawned role was given (see [`enter`], whose example decodes them with
+/// [`get`](Args::get)): any serde value the parent passed to [`Process::spawn`].
 #[derive(Debug, Clone)]
 pub struct Args {
     bytes: Vec<u8>,
@@ -80,6 +81,31 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 
 /// If this process is a spawned child, runs `run(role, args)`, then closes what the child still holds
 /// and exits with the code `run` returns; otherwise returns at once. Call it first thing in `main`.
+///
+/// ```standalone_crate
+/// use shmwire::{Pipe, Process};
+///
+/// fn main() -> shmwire::Result<()> {
+///     // A spawned child re-executes this program: it takes this branch, runs its role and exits.
+///     shmwire::spawn::enter(|role, args| match role {
+///         "doubler" => {
+///             let h: shmwire::ConnectionHandle = args.get().unwrap();
+///             let conn = h.open().unwrap();
+///             let n: u64 = conn.recv().unwrap();
+///             conn.send(&(n * 2)).unwrap();
+///             0
+///         }
+///         _ => 2,
+///     });
+///     let (mine, theirs) = Pipe::new()?;
+///     let child = Process::spawn("doubler", &theirs.to_handle()?)?;
+///     drop(theirs);
+///     mine.send(&21u64)?;
+///     assert_eq!(mine.recv::<u64>()?, 42);
+///     assert!(child.join()?.success());
+///     Ok(())
+/// }
+/// ```
 pub fn enter(run: impl FnOnce(&str, Args) -> i32) {
     let Ok(role) = std::env::var(ROLE) else {
         return;

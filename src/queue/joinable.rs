@@ -2,7 +2,7 @@
 
 use super::Queue;
 use crate::error::{Error, Result};
-use crate::wait::{Deadline, Spinner, WaitStrategy, block_on};
+use crate::wait::{Deadline, Spinner, block_on};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,13 +11,20 @@ use std::time::Duration;
 /// A [`Queue`] whose consumers mark items done and whose producers can wait until all are:
 /// Python's `multiprocessing.JoinableQueue`.
 ///
+/// It derefs to its [`Queue`]: `put` (by value or by reference), `get`, `try_get`, `iter`, `len`,
+/// `close` and the rest are the queue's. Every item a `get` took counts until it is marked done
+/// with [`task_done`](Self::task_done), an item that did not decode ([`Error::Decode`], taken
+/// with its bytes) too. Options (a name, a type tag, a wait strategy) are given to
+/// [`Queue::builder`], then the queue is wrapped with [`from_queue`](Self::from_queue).
+///
 /// ```
 /// # fn main() -> shmwire::Result<()> {
 /// use shmwire::{JoinableQueue, Process};
 /// let q = JoinableQueue::<u32>::new(0)?;
 /// let worker = q.clone();
-/// let mut p = Process::fork(move || {
-///     while let Ok(_job) = worker.get() {
+/// let p = Process::fork(move || {
+///     for job in &worker {
+///         let _job = job.unwrap(); // ends once the queue is closed and drained
 ///         worker.task_done().unwrap();
 ///     }
 /// })?;
@@ -27,6 +34,20 @@ use std::time::Duration;
 /// q.join()?; // every item was taken and marked done
 /// q.close()?;
 /// assert!(p.join()?.success());
+/// # Ok(()) }
+/// ```
+///
+/// Items go in by value or by reference:
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// let q = shmwire::JoinableQueue::<String>::new(0)?;
+/// let s = String::from("a");
+/// q.put(&s)?;
+/// q.put(s)?;
+/// let n = shmwire::JoinableQueue::<u64>::new(0)?;
+/// n.put(5)?;
+/// n.put(&6)?;
 /// # Ok(()) }
 /// ```
 pub struct JoinableQueue<T> {
@@ -94,7 +115,7 @@ impl<T> JoinableQueue<T> {
         let b = self.q.obj.block();
         let seg = self.q.obj.segment();
         let died = std::cell::Cell::new(false);
-        let mut spinner = Spinner::new(WaitStrategy::Adaptive);
+        let mut spinner = Spinner::new(self.q.wait);
         block_on(
             &mut spinner,
             false,
@@ -278,7 +299,30 @@ impl Held {
     }
 }
 
-/// The plain queue of Python's `multiprocessing.SimpleQueue`: `put`, `get`, `is_empty`, `close`.
+/// The plain queue of Python's `multiprocessing.SimpleQueue`: `put`, `get`, `is_empty`, `close`,
+/// an unbounded [`Queue`] underneath (with its defaults); and the Rust forms `try_get`, `iter`, and
+/// timeouts.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::{Process, SimpleQueue};
+/// let q = SimpleQueue::<String>::new()?;
+/// let producer = q.clone();
+/// let p = Process::fork(move || {
+///     let s = String::from("by value");
+///     producer.put(&s).unwrap(); // by reference
+///     producer.put(s).unwrap(); // by value
+///     producer.close().unwrap();
+/// })?;
+/// let got: Vec<String> = q.iter().collect::<shmwire::Result<_>>()?;
+/// assert_eq!(got, ["by value", "by value"]);
+/// assert!(p.join()?.success());
+/// let n = SimpleQueue::<u64>::new()?;
+/// n.put(5)?;
+/// n.put(&6)?;
+/// assert_eq!(n.try_get()?, 5);
+/// # Ok(()) }
+/// ```
 pub struct SimpleQueue<T> {
     q: Queue<T>,
 }
@@ -303,14 +347,37 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
         Ok(SimpleQueue { q: Queue::new(0)? })
     }
 
-    /// Puts `item`.
+    /// Puts `item` (by value or by reference). The queue is unbounded, so this waits only while
+    /// its spill area is too full for a large item (see [`Queue`]).
     pub fn put(&self, item: impl std::borrow::Borrow<T>) -> Result<()> {
         self.q.put(item)
     }
 
-    /// Takes the oldest item, waiting for one; [`Error::Eof`] once closed and drained.
+    /// [`put`](Self::put), giving up with [`Error::Timeout`] (nothing put) after `timeout`.
+    pub fn put_timeout(&self, item: impl std::borrow::Borrow<T>, timeout: Duration) -> Result<()> {
+        self.q.put_timeout(item, timeout)
+    }
+
+    /// Takes the oldest item, waiting for one; [`Error::Eof`] once closed and drained; an item that
+    /// does not decode is [`Error::Decode`] (see [`Queue::get`]).
     pub fn get(&self) -> Result<T> {
         self.q.get()
+    }
+
+    /// [`get`](Self::get), giving up with [`Error::Timeout`] (nothing taken) after `timeout`.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.q.get_timeout(timeout)
+    }
+
+    /// Takes the oldest item if there is one now, else [`Error::Empty`] ([`Error::Eof`] if closed
+    /// and drained).
+    pub fn try_get(&self) -> Result<T> {
+        self.q.try_get()
+    }
+
+    /// The items as they come, until the queue is closed and drained (see [`Queue::iter`]).
+    pub fn iter(&self) -> super::QueueIter<'_, T> {
+        self.q.iter()
     }
 
     /// Whether it is empty.

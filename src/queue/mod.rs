@@ -6,27 +6,31 @@
 //! `get` does not hold up the others. Blocked producers and consumers spin briefly, then sleep on
 //! eventcounts, so a busy queue makes no system calls.
 //!
+//! * `builder`: `QueueBuilder`, type tags, and what an opener checks.
 //! * `ops`: the machinery under `put` and `get` (rings, spill area, waiting, repair).
 //! * `rings`: the one ring of a bounded queue, or the growing chain of an unbounded one.
+//! * `iter`: `QueueIter`, `for item in q.iter()`.
 //! * `joinable`: `JoinableQueue` and `SimpleQueue`.
 
-mod joinable;
+pub mod builder;
+pub mod iter;
+pub mod joinable;
 mod ops;
-mod rings;
+pub mod rings;
 
+pub use builder::QueueBuilder;
+pub use iter::QueueIter;
 pub use joinable::{JoinableQueue, SimpleQueue};
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::ring::mpmc::SLOT_HEADER;
-use crate::ring::spill::{self, SpillCtl};
+use crate::ring::spill::SpillCtl;
 use crate::segment::object::{Object, SharedBlock};
-use crate::segment::{Kind, fingerprint_of};
-use crate::wait::Deadline;
 use crate::wait::eventcount::EventCount;
 use crate::wait::mutex::RawMutex;
+use crate::wait::{Deadline, WaitStrategy};
 use crossbeam_utils::CachePadded;
-use rings::{Chain, FIRST_SLOTS};
+use rings::Chain;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::borrow::Borrow;
@@ -71,6 +75,8 @@ const PARAM_CAP: usize = 0;
 const PARAM_SLOT: usize = 1;
 const PARAM_SPILL_UNITS: usize = 2;
 const PARAM_GROWS: usize = 3;
+/// `fingerprint_of_pod` of the maker's `T`: raw items of an opener whose `T` differs are refused.
+const PARAM_POD: usize = 4;
 /// The most slots of one ring an unbounded queue appends (1,048,576). An unbounded queue starts with
 /// 1,024 slots and appends rings of twice the slots (up to this many) as it fills, to 40 rings.
 pub const UNBOUNDED_CAPACITY: usize = 1 << 20;
@@ -91,20 +97,26 @@ pub const DEFAULT_SPILL_SIZE: usize = 64 << 20;
 /// encoding at all ([`put_pod`](Queue::put_pod)/[`get_pod`](Queue::get_pod)), whether or not it is
 /// also serde.
 ///
+/// Python's names are kept (`qsize`, `get_nowait`, `put_nowait`), beside the names a Rust user looks
+/// for ([`len`](Queue::len), [`try_get`](Queue::try_get), [`iter`](Queue::iter)). Every blocking call
+/// has a `_timeout` form, which gives up with [`Error::Timeout`] having put or taken nothing. An item
+/// that does not decode as `T` is [`Error::Decode`], taken with its bytes in the error. A named queue
+/// is opened by its type tag ([`QueueBuilder`]).
+///
 /// ```
 /// # fn main() -> shmwire::Result<()> {
 /// use shmwire::{Process, Queue};
 /// let q = Queue::<String>::new(0)?;
 /// let producer = q.clone();
-/// let mut p = Process::fork(move || {
+/// let p = Process::fork(move || {
 ///     for v in ["A", "B", "C"] {
 ///         producer.put(&v.to_string()).unwrap();
 ///     }
 ///     producer.close().unwrap();
 /// })?;
 /// let mut got = Vec::new();
-/// while let Ok(v) = q.get() {
-///     got.push(v);
+/// for v in q.iter() {
+///     got.push(v?); // until the producer closes the queue and it is drained
 /// }
 /// assert_eq!(got, ["A", "B", "C"]);
 /// assert!(p.join()?.success());
@@ -114,6 +126,10 @@ pub struct Queue<T> {
     obj: Object<QueueBlock>,
     maxsize: usize,
     chain: Arc<Chain>,
+    /// How this handle's blocked calls wait.
+    wait: WaitStrategy,
+    /// Whether the maker's `T` has this `T`'s size and alignment (raw items may move).
+    pod_fits: bool,
     _t: PhantomData<fn(T) -> T>,
 }
 
@@ -123,6 +139,8 @@ impl<T> Clone for Queue<T> {
             obj: self.obj.clone(),
             maxsize: self.maxsize,
             chain: self.chain.clone(),
+            wait: self.wait,
+            pod_fits: self.pod_fits,
             _t: PhantomData,
         }
     }
@@ -137,80 +155,6 @@ impl<T> std::fmt::Debug for Queue<T> {
     }
 }
 
-/// Options for a [`Queue`].
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct QueueBuilder<T> {
-    maxsize: usize,
-    item_size: usize,
-    spill_size: usize,
-    name: Option<String>,
-    _t: PhantomData<fn(T) -> T>,
-}
-
-impl<T> QueueBuilder<T> {
-    /// The most items it holds; 0 (the default) means unbounded: the queue grows as items wait.
-    pub fn maxsize(mut self, maxsize: usize) -> Self {
-        self.maxsize = maxsize;
-        self
-    }
-
-    /// The largest encoded item kept in a slot, in bytes (default 240); larger ones go to the spill
-    /// area.
-    pub fn item_size(mut self, bytes: usize) -> Self {
-        self.item_size = bytes;
-        self
-    }
-
-    /// Bytes of the spill area, where items larger than the item size wait (default
-    /// [`DEFAULT_SPILL_SIZE`]); it bounds the largest item and the bytes of large items waiting at
-    /// once (a put waits for room as it waits for a free slot). 0: no spill area, a larger item is
-    /// [`Error::TooLarge`].
-    pub fn spill_size(mut self, bytes: usize) -> Self {
-        self.spill_size = bytes;
-        self
-    }
-
-    /// A name other processes can [`Queue::open`].
-    pub fn name(mut self, name: &str) -> Self {
-        self.name = Some(name.to_owned());
-        self
-    }
-
-    /// Creates the queue.
-    pub fn build(self) -> Result<Queue<T>> {
-        let cap = if self.maxsize == 0 {
-            FIRST_SLOTS as usize
-        } else {
-            self.maxsize
-        };
-        let slot = (self.item_size.max(8) + SLOT_HEADER).div_ceil(8) * 8;
-        let units = self.spill_size.div_ceil(spill::UNIT);
-        let bytes = cap
-            .checked_mul(slot)
-            .and_then(|b| b.checked_add(spill::area_bytes(units)))
-            .filter(|&b| b <= 1 << 40)
-            .ok_or_else(|| {
-                Error::invalid("maxsize x item_size + spill_size is too large for one queue")
-            })?;
-        let mut p = [0u64; 6];
-        p[PARAM_CAP] = cap as u64;
-        p[PARAM_SLOT] = slot as u64;
-        p[PARAM_SPILL_UNITS] = units as u64;
-        p[PARAM_GROWS] = u64::from(self.maxsize == 0);
-        let obj = Object::create_growable(
-            Kind::Queue,
-            fingerprint_of::<T>(),
-            p,
-            bytes,
-            self.name.as_deref(),
-            self.maxsize == 0,
-            units * spill::UNIT,
-        )?;
-        Ok(Queue::with(obj))
-    }
-}
-
 impl<T> Queue<T> {
     /// A queue of at most `maxsize` items (0: unbounded, as in Python: it grows, a put never waits
     /// for a consumer), shared with children forked later.
@@ -218,54 +162,29 @@ impl<T> Queue<T> {
         Self::builder().maxsize(maxsize).build()
     }
 
-    /// Options: maxsize, item size, name.
+    /// Options: maxsize, item size, spill size, name, type tag, wait strategy.
     pub fn builder() -> QueueBuilder<T> {
         QueueBuilder {
             maxsize: 0,
             item_size: DEFAULT_ITEM_SIZE,
             spill_size: DEFAULT_SPILL_SIZE,
             name: None,
+            tag: None,
+            wait: WaitStrategy::default(),
             _t: PhantomData,
         }
     }
 
-    /// Opens the queue named `name`; it must carry `T` (else [`Error::Incompatible`]).
+    /// Opens the queue named `name` that another process made (see [`QueueBuilder::open`] to give
+    /// a type tag or a wait strategy): it must carry `T`'s default type tag, the name of `T`
+    /// (stable only within one build), else [`Error::Incompatible`].
     pub fn open(name: &str) -> Result<Queue<T>> {
-        let obj: Object<QueueBlock> = Object::open(Kind::Queue, fingerprint_of::<T>(), name)?;
-        let p = obj.params();
-        let (cap, slot, units) = (p[PARAM_CAP], p[PARAM_SLOT], p[PARAM_SPILL_UNITS]);
-        let fits = cap > 0
-            && p[PARAM_GROWS] <= 1
-            && slot >= SLOT_HEADER as u64 + 8
-            && slot % 8 == 0
-            && units < 1 << 40
-            && cap
-                .checked_mul(slot)
-                .and_then(|b| b.checked_add(spill::area_bytes(units as usize) as u64))
-                .is_some_and(|b| b <= obj.data().1 as u64);
-        if !fits {
-            return Err(Error::Corrupt);
-        }
-        Ok(Queue::with(obj))
+        Self::builder().name(name).open()
     }
 
-    fn with(obj: Object<QueueBlock>) -> Queue<T> {
-        let p = obj.params();
-        let grows = p[PARAM_GROWS] == 1;
-        let chain = Chain::new(
-            p[PARAM_CAP],
-            p[PARAM_SLOT],
-            p[PARAM_SPILL_UNITS] as usize,
-            obj.segment().header().size,
-            grows,
-            UNBOUNDED_CAPACITY as u64,
-        );
-        Queue {
-            maxsize: if grows { 0 } else { p[PARAM_CAP] as usize },
-            obj,
-            chain: Arc::new(chain),
-            _t: PhantomData,
-        }
+    /// How this handle's blocked calls wait ([`QueueBuilder::wait_strategy`]).
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.wait
     }
 }
 
@@ -280,6 +199,11 @@ impl<T> Queue<T> {
             .filter_map(|i| self.ring_at(i).ok())
             .map(|r| r.len() as usize)
             .sum()
+    }
+
+    /// Items in the queue now: [`qsize`](Self::qsize) under the name a Rust user looks for.
+    pub fn len(&self) -> usize {
+        self.qsize()
     }
 
     /// Whether it is empty (a snapshot).
@@ -333,6 +257,30 @@ impl<T> Queue<T> {
     }
 }
 
+/// Decodes an item taken from the queue; one that does not decode as `T` is [`Error::Decode`]
+/// carrying the item's bytes (it was taken: nobody else will see it).
+#[inline]
+fn decode_taken<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    codec::decode(bytes).map_err(|e| with_bytes(e, bytes))
+}
+
+/// [`decode_taken`] for a raw item: one of another size is [`Error::Decode`] with its bytes.
+#[inline]
+fn decode_pod_taken<T: bytemuck::Pod>(bytes: &[u8]) -> Result<T> {
+    codec::decode_pod(bytes).map_err(|e| with_bytes(e, bytes))
+}
+
+#[cold]
+fn with_bytes(e: Error, taken: &[u8]) -> Error {
+    match e {
+        Error::Decode { reason, .. } => Error::Decode {
+            reason,
+            bytes: taken.to_vec(),
+        },
+        e => e,
+    }
+}
+
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Encodes `item` (on the stack when small) and puts it.
     fn put_item(&self, item: &T, deadline: Deadline) -> Result<()> {
@@ -373,6 +321,20 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.put_item(item.borrow(), Deadline::after(Some(timeout)))
     }
 
+    /// [`put_nowait`](Self::put_nowait) under the name a Rust user looks for (beside
+    /// [`try_get`](Self::try_get)): puts `item` if there is room now, else [`Error::Full`].
+    ///
+    /// ```
+    /// # fn main() -> shmwire::Result<()> {
+    /// let q = shmwire::Queue::<u32>::new(1)?;
+    /// q.try_put(1)?;
+    /// assert!(matches!(q.try_put(2), Err(shmwire::Error::Full)));
+    /// # Ok(()) }
+    /// ```
+    pub fn try_put(&self, item: impl Borrow<T>) -> Result<()> {
+        self.put_nowait(item)
+    }
+
     /// Puts `item` if there is room now, else [`Error::Full`].
     pub fn put_nowait(&self, item: impl Borrow<T>) -> Result<()> {
         match self.put_item(item.borrow(), Deadline::after(Some(Duration::ZERO))) {
@@ -383,28 +345,100 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// Takes the oldest item, waiting while the queue is empty; [`Error::Eof`] once it is closed and
     /// drained.
+    ///
+    /// An item that does not decode as `T` (put by a process with another type under the same type
+    /// tag, or put raw with [`put_pod`](Self::put_pod)) is [`Error::Decode`]: the item is taken and
+    /// its bytes are in the error, so it is neither lost nor in the way of the next call (never
+    /// [`Error::Corrupt`], which means broken shared state).
     pub fn get(&self) -> Result<T> {
-        self.get_with(Deadline::NEVER, codec::decode::<T>)?
+        self.get_with(Deadline::NEVER, decode_taken::<T>)?
     }
 
-    /// [`get`](Self::get), giving up with [`Error::Timeout`] after `timeout`.
+    /// [`get`](Self::get), giving up with [`Error::Timeout`] (nothing taken) after `timeout`.
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        self.get_with(Deadline::after(Some(timeout)), codec::decode::<T>)?
+        self.get_with(Deadline::after(Some(timeout)), decode_taken::<T>)?
     }
 
     /// Takes the oldest item if there is one now, else [`Error::Empty`] ([`Error::Eof`] if closed and
-    /// drained).
+    /// drained). Python's name; [`try_get`](Self::try_get) is the same call.
     pub fn get_nowait(&self) -> Result<T> {
-        match self.get_with(Deadline::after(Some(Duration::ZERO)), codec::decode::<T>) {
+        match self.get_with(Deadline::after(Some(Duration::ZERO)), decode_taken::<T>) {
             Err(Error::Timeout) => Err(Error::Empty),
             Ok(v) => v,
             Err(e) => Err(e),
         }
     }
+
+    /// Takes the oldest item if there is one now, else [`Error::Empty`] ([`Error::Eof`] if closed and
+    /// drained): [`get_nowait`](Self::get_nowait) under the name a Rust user looks for.
+    ///
+    /// ```
+    /// # fn main() -> shmwire::Result<()> {
+    /// let q = shmwire::Queue::<u32>::new(0)?;
+    /// assert!(matches!(q.try_get(), Err(shmwire::Error::Empty)));
+    /// q.put(7)?;
+    /// assert_eq!(q.try_get()?, 7);
+    /// # Ok(()) }
+    /// ```
+    pub fn try_get(&self) -> Result<T> {
+        self.get_nowait()
+    }
+
+    /// The items as they come, each a `Result`: `for item in q.iter()` takes items (waiting for
+    /// each, as [`get`](Self::get)) until the queue is closed and drained. An item that does not
+    /// decode is yielded as [`Error::Decode`] and the iteration goes on (the item was taken: the
+    /// queue is fine); any other error is yielded once, then the iteration ends.
+    ///
+    /// ```
+    /// # fn main() -> shmwire::Result<()> {
+    /// use shmwire::{Process, Queue};
+    /// let q = Queue::<u64>::new(0)?;
+    /// let producer = q.clone();
+    /// let p = Process::fork(move || {
+    ///     for i in 1..=10 {
+    ///         producer.put(i).unwrap();
+    ///     }
+    ///     producer.close().unwrap();
+    /// })?;
+    /// let mut sum = 0;
+    /// for x in q.iter() {
+    ///     sum += x?;
+    /// }
+    /// assert_eq!(sum, 55);
+    /// assert!(p.join()?.success());
+    /// # Ok(()) }
+    /// ```
+    pub fn iter(&self) -> QueueIter<'_, T> {
+        QueueIter::new(self)
+    }
 }
 
 impl<T: bytemuck::Pod> Queue<T> {
+    /// Raw items may move only if the maker's `T` has this `T`'s size and alignment.
+    #[inline]
+    fn pod_fits(&self) -> Result<()> {
+        if self.pod_fits {
+            Ok(())
+        } else {
+            Err(Error::Incompatible)
+        }
+    }
+
+    fn put_pod_at(&self, item: &T, deadline: Deadline) -> Result<()> {
+        self.pod_fits()?;
+        self.put_bytes_at(bytemuck::bytes_of(item), deadline)
+    }
+
+    fn get_pod_at(&self, deadline: Deadline) -> Result<T> {
+        self.pod_fits()?;
+        self.get_with(deadline, decode_pod_taken::<T>)?
+    }
+
     /// Puts a plain-old-data item as its raw bytes (no encoding), waiting while the queue is full.
+    ///
+    /// Raw items move between handles whose `T` has the maker's size and alignment, whatever its
+    /// name (a named queue opened with another `T` of the same [type tag](QueueBuilder#type-tags)):
+    /// another size or alignment is [`Error::Incompatible`], with nothing put.
     ///
     /// ```
     /// # fn main() -> shmwire::Result<()> {
@@ -417,28 +451,40 @@ impl<T: bytemuck::Pod> Queue<T> {
     /// # Ok(()) }
     /// ```
     pub fn put_pod(&self, item: &T) -> Result<()> {
-        self.put_bytes_at(bytemuck::bytes_of(item), Deadline::NEVER)
+        self.put_pod_at(item, Deadline::NEVER)
+    }
+
+    /// [`put_pod`](Self::put_pod), giving up with [`Error::Timeout`] (nothing put) after `timeout`.
+    pub fn put_pod_timeout(&self, item: &T, timeout: Duration) -> Result<()> {
+        self.put_pod_at(item, Deadline::after(Some(timeout)))
     }
 
     /// [`put_pod`](Self::put_pod) if there is room now, else [`Error::Full`].
     pub fn put_pod_nowait(&self, item: &T) -> Result<()> {
-        match self.put_bytes_at(
-            bytemuck::bytes_of(item),
-            Deadline::after(Some(Duration::ZERO)),
-        ) {
+        match self.put_pod_at(item, Deadline::after(Some(Duration::ZERO))) {
             Err(Error::Timeout) => Err(Error::Full),
             other => other,
         }
     }
 
     /// Takes the oldest item put with [`put_pod`](Self::put_pod); [`Error::Eof`] once closed and
-    /// drained.
+    /// drained. An item of another size (put encoded with [`put`](Self::put)) is [`Error::Decode`],
+    /// taken with its bytes in the error.
     pub fn get_pod(&self) -> Result<T> {
-        self.get_with(Deadline::NEVER, codec::decode_pod::<T>)?
+        self.get_pod_at(Deadline::NEVER)
     }
 
-    /// [`get_pod`](Self::get_pod), giving up with [`Error::Timeout`] after `timeout`.
+    /// [`get_pod`](Self::get_pod), giving up with [`Error::Timeout`] (nothing taken) after `timeout`.
     pub fn get_pod_timeout(&self, timeout: Duration) -> Result<T> {
-        self.get_with(Deadline::after(Some(timeout)), codec::decode_pod::<T>)?
+        self.get_pod_at(Deadline::after(Some(timeout)))
+    }
+
+    /// [`get_pod`](Self::get_pod) if there is an item now, else [`Error::Empty`] ([`Error::Eof`] if
+    /// closed and drained).
+    pub fn get_pod_nowait(&self) -> Result<T> {
+        match self.get_pod_at(Deadline::after(Some(Duration::ZERO))) {
+            Err(Error::Timeout) => Err(Error::Empty),
+            other => other,
+        }
     }
 }

@@ -6,10 +6,39 @@ use super::{Dir, Queue};
 use crate::error::{Error, Result};
 use crate::ring::mpmc::{Attempt, Item, Mpmc, SLOT_HEADER};
 use crate::ring::spill::{SlotNow, Spill};
-use crate::wait::{Deadline, Spinner, WaitStrategy, block_on};
+use crate::wait::eventcount::EventCount;
+use crate::wait::{Deadline, Spinner, block_on};
 use std::sync::atomic::Ordering;
 
 impl<T> Queue<T> {
+    /// Runs `check` until it is ready (`block_on` on `ec`, with this handle's wait strategy and a
+    /// repair of what the dead left between sleeps). The first attempt comes before any waiting
+    /// state is built: the fast path, a queue neither full nor empty, pays for none of it.
+    #[inline(always)]
+    pub(super) fn wait_on<R>(
+        &self,
+        ec: &EventCount,
+        deadline: Deadline,
+        mut check: impl FnMut() -> Result<Option<R>>,
+    ) -> Result<R> {
+        match check()? {
+            Some(v) => Ok(v),
+            None => self.wait_slow(ec, deadline, check),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wait_slow<R>(
+        &self,
+        ec: &EventCount,
+        deadline: Deadline,
+        check: impl FnMut() -> Result<Option<R>>,
+    ) -> Result<R> {
+        let mut spinner = Spinner::new(self.wait);
+        block_on(&mut spinner, false, ec, deadline, check, || self.repair())
+    }
+
     pub(super) fn spill(&self) -> Option<Spill<'_>> {
         self.chain.spill(&self.obj)
     }
@@ -47,11 +76,14 @@ impl<T> Queue<T> {
     /// The rings in use, `head..=last`, checked: a scribbled directory is `Corrupt`, never a long
     /// walk.
     pub(super) fn span(&self) -> Result<(u32, u32)> {
+        if !self.chain.growable {
+            return Ok((0, 0)); // one ring, whatever the directory says
+        }
         let (head, last) = (
             self.dir().head.load(Ordering::Acquire),
             self.dir().last.load(Ordering::Acquire),
         );
-        if head > last || last as usize >= rings::MAX_RINGS || (!self.chain.growable && last != 0) {
+        if head > last || last as usize >= rings::MAX_RINGS {
             return Err(Error::Corrupt);
         }
         Ok((head, last))
@@ -109,16 +141,13 @@ impl<T> Queue<T> {
             return Err(Error::TooLarge);
         }
         let b = self.obj.block();
-        let mut spinner = Spinner::new(WaitStrategy::Adaptive);
         let alloc = || -> Result<Option<_>> {
             if self.closed() {
                 return Err(Error::Closed);
             }
             spill.alloc(me, len, deadline)
         };
-        let block = block_on(&mut spinner, false, &b.not_full, deadline, alloc, || {
-            self.repair()
-        })?;
+        let block = self.wait_on(&b.not_full, deadline, alloc)?;
         crate::hooks::hit(crate::hooks::Point::SpillAllocated);
         let out = spill
             .fill(block, len, fill)
@@ -132,7 +161,7 @@ impl<T> Queue<T> {
 
     /// One attempt to put `item` into the newest ring; an unbounded queue whose newest ring is full
     /// grows. `Ok(None)`: full.
-    pub(super) fn try_put<'s>(
+    pub(super) fn try_place<'s>(
         &'s self,
         me: u32,
         item: Item<'_>,
@@ -143,7 +172,7 @@ impl<T> Queue<T> {
             if self.closed() {
                 return Err(Error::Closed);
             }
-            let last = self.dir().last.load(Ordering::Acquire);
+            let last = self.span()?.1;
             let ring = self.ring_cached(last, cache)?;
             match ring.try_put(me, item)? {
                 Attempt::Done(()) => return Ok(Some(())),
@@ -166,19 +195,16 @@ impl<T> Queue<T> {
     /// Claims a slot for `item` and publishes it, waiting while the queue is full.
     pub(super) fn publish(&self, me: u32, item: Item<'_>, deadline: Deadline) -> Result<()> {
         let b = self.obj.block();
-        let mut spinner = Spinner::new(WaitStrategy::Adaptive);
         let mut cache = None;
-        let attempt = || self.try_put(me, item, deadline, &mut cache);
-        block_on(&mut spinner, false, &b.not_full, deadline, attempt, || {
-            self.repair()
-        })?;
+        let attempt = || self.try_place(me, item, deadline, &mut cache);
+        self.wait_on(&b.not_full, deadline, attempt)?;
         let _ = b.not_empty.notify();
         Ok(())
     }
 
     /// One attempt to take the oldest item: from the head ring, moving on to the next ring once the
     /// head is sealed and drained. `Ok(None)`: empty.
-    pub(super) fn try_get<'s, R>(
+    pub(super) fn try_take<'s, R>(
         &'s self,
         me: u32,
         read: &mut impl FnMut(&[u8]) -> R,
@@ -221,18 +247,15 @@ impl<T> Queue<T> {
         let mut cache = None;
         // A JoinableQueue's consumer counts the item as held *before* it claims it (and takes the
         // count back if it finds nothing), so that `join` never sees an item in neither place.
-        let mut spinner = Spinner::new(WaitStrategy::Adaptive);
         let out = if b.joinable.load(Ordering::Relaxed) == 0 {
-            let attempt = || self.try_get(me, &mut read, &mut cache, || {});
-            block_on(&mut spinner, false, &b.not_empty, deadline, attempt, || {
-                self.repair()
-            })?
+            let attempt = || self.try_take(me, &mut read, &mut cache, || {});
+            self.wait_on(&b.not_empty, deadline, attempt)?
         } else {
             let slot = self.obj.segment().my_slot();
             let attempt = || {
                 b.held.hold(slot, me);
                 let mut claimed = false;
-                let got = self.try_get(me, &mut read, &mut cache, || {
+                let got = self.try_take(me, &mut read, &mut cache, || {
                     claimed = true;
                     b.held.claimed(slot, me);
                 });
@@ -241,9 +264,7 @@ impl<T> Queue<T> {
                 }
                 got
             };
-            block_on(&mut spinner, false, &b.not_empty, deadline, attempt, || {
-                self.repair()
-            })?
+            self.wait_on(&b.not_empty, deadline, attempt)?
         };
         let _ = b.not_full.notify();
         Ok(out)

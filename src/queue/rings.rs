@@ -1,5 +1,5 @@
 //! The rings of a queue. A bounded queue has one, in its segment. An unbounded one starts with a ring
-//! of [`FIRST_SLOTS`] slots and, when the newest ring is full, appends a ring twice as large (up to
+//! of `FIRST_SLOTS` (1,024) slots and, when the newest ring is full, appends a ring twice as large (up to
 //! [`UNBOUNDED_CAPACITY`](super::UNBOUNDED_CAPACITY) slots) to the same file, so a producer never waits
 //! for a consumer.
 //!

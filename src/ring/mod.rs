@@ -6,11 +6,11 @@
 //! * [`spill`]: the blocks where items too big for an mpmc slot wait.
 //! * [`buf`]: the byte storage under a ring (raw shared memory, or loom cells under `--cfg loom`).
 
-pub(crate) mod buf;
-pub(crate) mod mpmc;
+pub mod buf;
+pub mod mpmc;
 #[cfg(not(loom))]
-pub(crate) mod spill;
-pub(crate) mod spsc;
+pub mod spill;
+pub mod spsc;
 
 /// Under loom the MPMC ring is modelled without a spill area: the types it names, never built.
 #[cfg(loom)]

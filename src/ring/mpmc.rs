@@ -29,7 +29,7 @@
 //! mark it skipped first) and then know the ring is finished.
 //!
 //! An item larger than a slot lives in a block of the spill area (`ring::spill`), and the slot
-//! carries its length with [`SPILLED`] set and the block's first unit.
+//! carries its length with `SPILLED` set and the block's first unit.
 //!
 //! Every length read from a slot is checked against the slot size before use.
 

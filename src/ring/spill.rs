@@ -1,7 +1,7 @@
 //! The spill area of a slot ring: items too big for a slot live in a block of their own, and the slot
 //! carries only the block's offset.
 //!
-//! The area is `n` units of [`UNIT`] bytes with a bitmap of the units in use. Blocks are runs of units
+//! The area is `n` units of `UNIT` (256) bytes with a bitmap of the units in use. Blocks are runs of units
 //! that start with a 32-byte header: a control word `state (2) | owner (32)`, the ring position the
 //! item was published at, its length, and the units it spans. The bitmap changes only under a robust
 //! mutex, and each change is first written as a redo record (`intent`), so the next holder after a
@@ -16,7 +16,7 @@
 //! * the consumer that read it, before it frees the slot (or the producer whose put failed);
 //! * the consumer that meets the slot of a producer that died after claiming it (a *skipped* slot), if
 //!   the slot points to a block recorded at that position;
-//! * [`repair`](Spill::repair), under the mutex: a `WRITING` or `READING` block whose owner is dead, and
+//! * `repair`, under the mutex: a `WRITING` or `READING` block whose owner is dead, and
 //!   a `QUEUED` block whose slot has moved on without it (a consumer died between taking the slot and
 //!   the block). Repair only tries the mutex: a stopped holder makes it skip the spill area, never
 //!   wait.

@@ -29,7 +29,18 @@ pub(crate) const MAX_SLOTS: u32 = 256;
 pub(crate) const MAX_ROLES: usize = 4;
 pub(crate) const PAGE: usize = 4096;
 
-/// What a segment holds.
+/// What a segment holds (as [`list`](super::list) reports it).
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// let _q = shmwire::Queue::<u32>::builder().name("doc-kind-queue").build()?;
+/// let info = shmwire::segment::list()?
+///     .into_iter()
+///     .find(|s| s.name.ends_with("doc-kind-queue"))
+///     .expect("listed");
+/// assert_eq!(info.kind, Some(shmwire::segment::Kind::Queue));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 #[non_exhaustive]
@@ -141,11 +152,50 @@ pub(crate) fn fingerprint_parts(name: &str, size: u64, align: u64) -> u64 {
     h
 }
 
-/// A stable fingerprint of an element type: its name, size and alignment (FNV-1a). A typed object
-/// opened with another type is refused with [`Error::Incompatible`].
+/// A fingerprint of an element type: its name, size and alignment (FNV-1a). A typed object opened
+/// with another type is refused with [`Error::Incompatible`].
+///
+/// The name is [`std::any::type_name`], which Rust keeps stable only within one build: two programs
+/// (or two compilers) may name one type differently. Named objects that other programs open check
+/// what matters instead: [`fingerprint_of_tag`] for encoded items, [`fingerprint_of_pod`] for raw
+/// data.
 pub fn fingerprint_of<T>() -> u64 {
     fingerprint_parts(
         std::any::type_name::<T>(),
+        std::mem::size_of::<T>() as u64,
+        std::mem::align_of::<T>() as u64,
+    )
+}
+
+/// The fingerprint of a type tag: the name a maker and its openers give the encoding of the items
+/// they exchange (`"orders-v2"`), whatever each calls the type. Equal tags mean "these encoded items
+/// decode as each other's"; the codec still checks every item ([`Error::Decode`]).
+///
+/// ```
+/// use shmwire::segment::fingerprint_of_tag;
+/// assert_eq!(fingerprint_of_tag("orders-v2"), fingerprint_of_tag("orders-v2"));
+/// assert_ne!(fingerprint_of_tag("orders-v2"), fingerprint_of_tag("orders-v3"));
+/// ```
+pub fn fingerprint_of_tag(tag: &str) -> u64 {
+    fingerprint_parts(tag, u64::MAX, 0)
+}
+
+/// The fingerprint of a plain-data (`bytemuck::Pod`) type by what matters for raw bytes: its size
+/// and alignment, not its name. Two programs whose types differ in name but agree in both share raw
+/// data (every bit pattern is a valid value of a `Pod` type); a different size or alignment is
+/// [`Error::Incompatible`].
+///
+/// ```
+/// use shmwire::segment::fingerprint_of_pod;
+/// #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+/// #[repr(C)]
+/// struct Tick { seq: u64, price: f64 }
+/// assert_eq!(fingerprint_of_pod::<Tick>(), fingerprint_of_pod::<[u64; 2]>());
+/// assert_ne!(fingerprint_of_pod::<Tick>(), fingerprint_of_pod::<[u32; 4]>()); // alignment 4
+/// ```
+pub fn fingerprint_of_pod<T>() -> u64 {
+    fingerprint_parts(
+        "pod",
         std::mem::size_of::<T>() as u64,
         std::mem::align_of::<T>() as u64,
     )

@@ -22,7 +22,8 @@ pub(crate) mod registry;
 
 pub(crate) use participants::CLAIM_BITS;
 
-pub use header::{Kind, fingerprint_of};
+pub(crate) use header::fingerprint_parts;
+pub use header::{Kind, fingerprint_of, fingerprint_of_pod, fingerprint_of_tag};
 pub use names::{SegmentInfo, cleanup, list};
 
 use crate::error::{Error, Result};

@@ -41,7 +41,20 @@ pub(crate) fn user_name(name: &str) -> Result<String> {
     Ok(format!("/{}u.{name}", prefix()))
 }
 
-/// A segment found in `/dev/shm`.
+/// A segment found in `/dev/shm` (see [`list`]).
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// let lock = shmwire::Lock::create("doc-listed-lock")?;
+/// let mine = shmwire::segment::list()?
+///     .into_iter()
+///     .find(|s| s.name.ends_with("doc-listed-lock"))
+///     .expect("listed");
+/// assert_eq!(mine.kind, Some(shmwire::segment::Kind::Sync));
+/// assert!(!mine.is_stale()); // its participant (this process) lives
+/// drop(lock);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SegmentInfo {
@@ -166,6 +179,21 @@ pub fn list() -> Result<Vec<SegmentInfo>> {
 ///
 /// Also reaps, without waiting, the children whose [`Process`](crate::Process) was dropped while
 /// they ran and that have ended since (as the next fork or spawn does), so none stays a zombie.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// // A child makes a named lock and is killed: its name stays behind, held by nobody.
+/// let p = shmwire::Process::fork(|| {
+///     let lock = shmwire::Lock::create("doc-left-behind").unwrap();
+///     std::mem::forget(lock);
+///     // SAFETY: plain syscall on ourselves.
+///     unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+/// })?;
+/// p.join()?;
+/// let removed = shmwire::cleanup()?;
+/// assert!(removed.iter().any(|n| n.ends_with("doc-left-behind")));
+/// # Ok(()) }
+/// ```
 pub fn cleanup() -> Result<Vec<String>> {
     crate::sys::reap::reap_dropped();
     let mut removed = Vec::new();

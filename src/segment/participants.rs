@@ -179,13 +179,9 @@ impl Segment {
                 return Ok(i);
             }
         }
-        Err(Error::io(
-            std::io::ErrorKind::QuotaExceeded,
-            format!(
-                "all {} participant slots of this segment are taken by live processes",
-                self.hdr.n_slots
-            ),
-        ))
+        Err(Error::TooManyProcesses {
+            limit: self.hdr.n_slots,
+        })
     }
 
     /// Clears whatever a dead holder of slot `i` left; the caller holds `i`'s token.

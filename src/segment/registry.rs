@@ -246,7 +246,7 @@ impl ForkPrep {
                 }
                 // Every slot taken: the child gets a description without one, and takes a slot
                 // on first use of this segment if one is free by then.
-                Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::QuotaExceeded => NO_SLOT,
+                Err(Error::TooManyProcesses { .. }) => NO_SLOT,
                 Err(e) => return Err(e),
             }
         };

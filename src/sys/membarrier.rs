@@ -3,7 +3,7 @@
 //! A Dekker pair normally needs a full fence on both sides. When one side runs on every message (a
 //! writer's notify) and the other only before sleeping (a waiter), the kernel can pay for both: the
 //! waiter calls `membarrier`, which runs a full barrier on every CPU currently running a thread of a
-//! registered process, and the hot side needs only a compiler barrier, its [`light`] half (liburcu
+//! registered process, and the hot side needs only a compiler barrier, its `light` half (liburcu
 //! and folly's `asymmetricHeavyBarrier` use the same idea). Every process that maps a segment
 //! registers (`MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED`), again after a fork; a process that could
 //! not register keeps its fences, and the eventcount falls back to the symmetric protocol.
@@ -13,7 +13,7 @@
 //! the light one were a full fence, but only against heavy barriers: against another thread's plain
 //! fence it is nothing). Each is an `AcqRel` read-modify-write of one model-wide word (the heavy one
 //! after a `SeqCst` fence, since the system call is also a full barrier for its caller). Whether the
-//! process "registered" is the model's choice ([`model_registered`]).
+//! process "registered" is the model's choice (`model_registered`).
 
 #[cfg(not(loom))]
 use crate::sys::fork::fork_generation;

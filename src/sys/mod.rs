@@ -5,10 +5,10 @@
 //! reaping of children whose `Process` was dropped while they ran.
 
 #[cfg(not(loom))]
-pub(crate) mod fork;
-pub(crate) mod futex;
-pub(crate) mod membarrier;
+pub mod fork;
+pub mod futex;
+pub mod membarrier;
 #[cfg(not(loom))]
-pub(crate) mod reap;
+pub mod reap;
 #[cfg(not(loom))]
-pub(crate) mod token;
+pub mod token;

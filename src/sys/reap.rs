@@ -1,4 +1,4 @@
-//! Children whose [`Process`](super::Process) was dropped while they ran, reaped later.
+//! Children whose [`Process`](crate::Process) was dropped while they ran, reaped later.
 //!
 //! As Python's `multiprocessing` keeps `_children`: a dropped `Process` whose child still runs leaves
 //! its pid (and pidfd) here, and the list is reaped without blocking at the next fork or spawn and

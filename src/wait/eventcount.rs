@@ -18,7 +18,7 @@
 //! published condition. Two ways to pay for it:
 //!
 //! * symmetric (`ASYM` clear): a full fence on both sides, after registering and after publishing;
-//! * asymmetric (`ASYM` set): the waiter issues a heavy barrier (`sync::membarrier`) after registering,
+//! * asymmetric (`ASYM` set): the waiter issues a heavy barrier (`sys::membarrier`) after registering,
 //!   and the waker needs only a compiler barrier, so a stream in which nobody sleeps runs without any
 //!   fence at all.
 //!

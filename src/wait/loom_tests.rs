@@ -1,6 +1,6 @@
 //! loom models of the eventcount's Dekker pair in each of its modes, on the crate's own
 //! `EventCount`, with the futex modelled per word and `membarrier` as an ordered heavy/light pair
-//! (see `sync::futex` and `sync::membarrier`). A lost wake-up is a deadlock in the model.
+//! (see `sys::futex` and `sys::membarrier`). A lost wake-up is a deadlock in the model.
 //!
 //! * symmetric: a waiter that sleeps at once (full fences on both sides);
 //! * asymmetric: a waiter that spins first, in a process that registered for membarrier, so that the

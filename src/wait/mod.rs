@@ -3,15 +3,15 @@
 //! cross-process mutex, the claim words that say who uses one side of a ring now, and `wait()` over
 //! many objects at once (`select`: any primitive that offers a pollable descriptor takes part).
 
-pub(crate) mod claim;
-pub(crate) mod eventcount;
+pub mod claim;
+pub mod eventcount;
 #[cfg(not(loom))]
-pub(crate) mod mutex;
+pub mod mutex;
 #[cfg(not(loom))]
-pub(crate) mod select;
-mod strategy;
+pub mod select;
+pub mod strategy;
 
-pub(crate) use strategy::{Deadline, Spinner, block_on};
+pub(crate) use strategy::{Deadline, Spinner, block_on, block_on_unprobed};
 pub use strategy::{PROBE_INTERVAL, WaitStrategy};
 
 #[cfg(all(test, loom))]

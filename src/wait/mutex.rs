@@ -40,10 +40,33 @@ impl RawMutex {
 
     /// Acquires, waiting until `deadline` (`Error::Timeout`). Takes over from a dead holder.
     pub(crate) fn lock(&self, seg: &Segment, me: u32, deadline: Deadline) -> Result<()> {
+        self.lock_with(seg, me, deadline, WaitStrategy::Adaptive)
+    }
+
+    /// [`lock`](Self::lock), waiting as `wait` says (spin, then sleep in probing slices).
+    #[inline]
+    pub(crate) fn lock_with(
+        &self,
+        seg: &Segment,
+        me: u32,
+        deadline: Deadline,
+        wait: WaitStrategy,
+    ) -> Result<()> {
         if self.try_lock(me) {
             return Ok(());
         }
-        let mut spinner = Spinner::new(WaitStrategy::Adaptive);
+        self.lock_slow(seg, me, deadline, wait)
+    }
+
+    #[cold]
+    fn lock_slow(
+        &self,
+        seg: &Segment,
+        me: u32,
+        deadline: Deadline,
+        wait: WaitStrategy,
+    ) -> Result<()> {
+        let mut spinner = Spinner::new(wait);
         let took_over = Cell::new(false);
         block_on(
             &mut spinner,

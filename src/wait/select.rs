@@ -4,7 +4,7 @@
 //! wake-up pipe (signalled by the sender only while somebody polls, so the fast path stays free of
 //! system calls), a [`Process`](crate::Process) its pidfd, a [`Listener`](crate::Listener) its socket. `wait`
 //! arms them all, polls once, and reports the ready ones; between polls of at most
-//! [`PROBE_INTERVAL`](crate::PROBE_INTERVAL) it re-checks, so a peer that dies is reported (its
+//! [`PROBE_INTERVAL`] it re-checks, so a peer that dies is reported (its
 //! connection becomes ready: `recv` returns the error) and nothing waits for ever on the dead.
 
 use crate::error::{Error, Result};
@@ -25,10 +25,38 @@ pub enum Armed {
     Tick,
 }
 
+/// Keeps [`Waitable`] to the types of this crate (a private supertrait: nobody else can name it).
+pub(crate) mod sealed {
+    /// Implemented by the crate's own waitable types only.
+    pub trait Sealed {}
+}
+
 /// Something [`wait`] can wait on: [`Connection`](crate::Connection) (a message, or the end of the
 /// stream, is ready), [`Process`](crate::Process) (it ended), [`Listener`](crate::Listener) (a client
-/// is waiting to be accepted).
-pub trait Waitable {
+/// is waiting to be accepted). It is sealed: only this crate's types implement it, so that how they
+/// take part in a `wait` can change without breaking anyone.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::{Pipe, Process, Waitable, wait};
+/// use std::time::Duration;
+/// let (a, b) = Pipe::new()?;
+/// let p = Process::fork(move || b.send(&1u8).unwrap())?;
+/// let objects: [&dyn Waitable; 2] = [&a, &p];
+/// let ready = wait(&objects, Duration::from_secs(10))?;
+/// assert!(!ready.is_empty()); // the message, the child's exit, or both
+/// assert!(p.join()?.success());
+/// assert_eq!(a.recv::<u8>()?, 1);
+/// # Ok(()) }
+/// ```
+///
+/// Other types cannot implement it:
+///
+/// ```compile_fail,E0277
+/// struct Mine;
+/// impl shmwire::Waitable for Mine {}
+/// ```
+pub trait Waitable: sealed::Sealed {
     #[doc(hidden)]
     /// Registers interest; `Ready` if the object is ready already.
     fn __arm(&self) -> Result<Armed>;
@@ -49,7 +77,7 @@ pub trait Waitable {
 /// use std::time::Duration;
 /// let (a, b) = Pipe::new()?;
 /// let (c, d) = Pipe::new()?;
-/// let mut p = Process::fork(move || d.send(&"second").unwrap())?;
+/// let p = Process::fork(move || d.send(&"second").unwrap())?;
 /// let ready = wait(&[&a, &c], Some(Duration::from_secs(5)))?;
 /// assert_eq!(ready, vec![1]);
 /// assert_eq!(c.recv::<String>()?, "second");

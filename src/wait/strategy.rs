@@ -1,5 +1,6 @@
 //! How a blocked call waits: a short adaptive spin, then sleep on an eventcount in slices, probing the
 //! peer's liveness between slices so that a dead peer is noticed within [`PROBE_INTERVAL`] or two.
+//! A waiter with no peer to probe sleeps in one piece (`block_on_unprobed`).
 
 use super::eventcount::EventCount;
 use crate::error::{Error, Result};
@@ -15,14 +16,39 @@ pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// way on the VMs this crate is measured on), while two processes spinning on a shared cache line see
 /// each other in a fraction of a microsecond. Spinning pays only when the peer runs on another CPU at
 /// the same time.
+///
+/// Every handle that blocks takes one: pipes (`Pipe::builder().wait_strategy(..)`,
+/// `Connection::set_wait_strategy`), and the locks family (`Lock::builder().wait_strategy(..)` and
+/// the other [`SyncBuilder`](crate::SyncBuilder)s, `set_wait_strategy` on a handle). The spin never
+/// outlasts the call's timeout. A waiter that has a peer to watch (a lock's holder, a barrier's
+/// parties, a pipe's other end) sleeps in slices of [`PROBE_INTERVAL`] and probes it between them;
+/// one with nobody to watch (an `Event` or `Semaphore` waiter) sleeps until woken or timed out.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::{Lock, Process, WaitStrategy};
+/// use std::time::Duration;
+/// // Spin up to 200 µs (instead of the default 50 µs) before sleeping: for a lock held only for
+/// // moments by processes that each have a CPU of their own.
+/// let lock = Lock::builder()
+///     .wait_strategy(WaitStrategy::SpinThenSleep(Duration::from_micros(200)))
+///     .build()?;
+/// let mut l = lock.clone();
+/// l.set_wait_strategy(WaitStrategy::Sleep); // this handle (in the child) sleeps at once
+/// let p = Process::fork(move || drop(l.acquire().unwrap()))?;
+/// assert!(p.join()?.success());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WaitStrategy {
     /// Spin for up to 50 µs, then sleep; but sleep at once when spinning cannot win: when this process
     /// is confined to one CPU and the peer last waited on that same CPU (both pinned to one core, as
     /// with `taskset -c 0`). The default.
     #[default]
     Adaptive,
-    /// Always spin for up to this long, then sleep.
+    /// Always spin for up to this long (any length: the 50 µs of `Adaptive` is only its default),
+    /// then sleep.
     SpinThenSleep(Duration),
     /// Sleep at once: the least CPU, and each wake-up costs a futex call.
     Sleep,
@@ -91,9 +117,31 @@ impl Spinner {
         !cfg!(loom) && self.spins_now()
     }
 
-    /// Spins on `check` for the budget. `Ok(Some)` when it became ready.
-    fn spin<T>(&mut self, check: &mut impl FnMut() -> Result<Option<T>>) -> Result<Option<T>> {
-        let budget = self.budget();
+    /// Spins on `check` for this strategy's budget (not at all for [`WaitStrategy::Sleep`]), for a
+    /// waiter that sleeps by other means than [`block_on`] (a barrier on its own futex word).
+    /// `Ok(Some)` when it became ready, `Ok(None)` when the budget ran out first.
+    pub(crate) fn spin_for<T>(
+        &mut self,
+        mut check: impl FnMut() -> Result<Option<T>>,
+        deadline: Deadline,
+    ) -> Result<Option<T>> {
+        if !self.spins_now() {
+            return check();
+        }
+        self.spin(&mut check, deadline)
+    }
+
+    /// Spins on `check` for the budget, or until `deadline` if that comes first. `Ok(Some)` when it
+    /// became ready.
+    fn spin<T>(
+        &mut self,
+        check: &mut impl FnMut() -> Result<Option<T>>,
+        deadline: Deadline,
+    ) -> Result<Option<T>> {
+        let budget = match deadline.remaining() {
+            Some(left) => self.budget().min(left),
+            None => self.budget(),
+        };
         // The clock is read only once spinning has gone on for a while: a peer that answers within a
         // few hundred nanoseconds is seen without paying for it.
         let mut start: Option<Instant> = None;
@@ -187,7 +235,7 @@ pub(crate) fn block_on<T>(
     // A peer that last waited on our CPU cannot answer while we spin: sleep at once.
     let spin = !co_located && spinner.spins_now();
     if spin {
-        if let Some(v) = spinner.spin(&mut check)? {
+        if let Some(v) = spinner.spin(&mut check, deadline)? {
             return Ok(v);
         }
     }
@@ -218,6 +266,56 @@ pub(crate) fn block_on<T>(
         }
         if probe_due(ec) {
             probe()?;
+        }
+    }
+}
+
+/// [`block_on`] for a waiter with nothing to probe: nobody it waits on can die unnoticed (an `Event`
+/// waiter, a `Semaphore` waiter: there is no holder to find dead, and a process that dies never
+/// sets, nor gives back, anything anyway). It spins as `spinner` says, then sleeps until `check`
+/// holds, a notify comes or the deadline passes, in one sleep rather than slices of
+/// [`PROBE_INTERVAL`]: an idle waiter costs no wake-ups.
+pub(crate) fn block_on_unprobed<T>(
+    spinner: &mut Spinner,
+    co_located: bool,
+    ec: &EventCount,
+    deadline: Deadline,
+    mut check: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    if let Some(v) = check()? {
+        return Ok(v);
+    }
+    if deadline.is_immediate_or_past() {
+        return Err(Error::Timeout);
+    }
+    let spin = !co_located && spinner.spins_now();
+    if spin {
+        if let Some(v) = spinner.spin(&mut check, deadline)? {
+            return Ok(v);
+        }
+    }
+    loop {
+        let key = ec.prepare(spin && spinner.prefers_asym());
+        match check() {
+            Ok(None) => {}
+            Ok(Some(v)) => {
+                ec.cancel(key);
+                return Ok(v);
+            }
+            Err(e) => {
+                ec.cancel(key);
+                return Err(e);
+            }
+        }
+        // The whole time left in one sleep (`None`: until notified).
+        let left = deadline.remaining();
+        if left.is_some_and(|r| r.is_zero()) {
+            ec.cancel(key);
+            return Err(Error::Timeout);
+        }
+        ec.wait(key, left);
+        if let Some(v) = check()? {
+            return Ok(v);
         }
     }
 }

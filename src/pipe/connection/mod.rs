@@ -18,7 +18,7 @@
 //! received in part, are this process's alone: [`to_handle`](Connection::to_handle) refuses to hand
 //! the end over while there are any.
 //!
-//! Each operation claims its side of the ring (see `sync::claim`) and checks, when it would block,
+//! Each operation claims its side of the ring (see `wait::claim`) and checks, when it would block,
 //! whether the peer's end is still held; a blocked call probes the peer's liveness tokens between
 //! sleeps, so a dead peer is an error within [`crate::PROBE_INTERVAL`] or two, never a hang.
 //!
@@ -28,6 +28,8 @@
 mod poll;
 mod recv;
 mod send;
+
+pub use recv::ConnectionIter;
 
 use crate::error::{Error, Result};
 use crate::ring::spsc::{Frame, Reservation, Spsc, TAG_CONT, TAG_HEAD, TAG_WHOLE};
@@ -69,7 +71,7 @@ pub(crate) fn note_fork() {
 /// # fn main() -> shmwire::Result<()> {
 /// use shmwire::{Error, Pipe, Process};
 /// let (parent, child) = Pipe::new()?;
-/// let mut p = Process::fork(move || {
+/// let p = Process::fork(move || {
 ///     while let Ok(n) = child.recv::<u32>() {
 ///         child.send(&(n * 2)).unwrap();
 ///     }
@@ -277,14 +279,20 @@ impl Connection {
 
     /// The wait strategy of blocked calls on this end.
     pub fn wait_strategy(&self) -> WaitStrategy {
-        self.st.borrow().send_spin.strategy()
+        // Inside a `send_with`/`recv_with` closure on this end the state is lent out: the strategy
+        // cannot have changed since the call began, and the default is as good an answer as any.
+        self.st
+            .try_borrow()
+            .map_or(WaitStrategy::default(), |st| st.send_spin.strategy())
     }
 
-    /// Changes the wait strategy of blocked calls on this end.
-    pub fn set_wait_strategy(&self, wait: WaitStrategy) {
-        let mut st = self.st.borrow_mut();
+    /// Changes the wait strategy of blocked calls on this end. From inside a
+    /// `send_with`/`recv_with` closure on this end it is [`Error::Misuse`] (nothing changes).
+    pub fn set_wait_strategy(&self, wait: WaitStrategy) -> Result<()> {
+        let mut st = self.st.try_borrow_mut().map_err(|_| Error::Misuse)?;
         st.send_spin = Spinner::new(wait);
         st.recv_spin = Spinner::new(wait);
+        Ok(())
     }
 
     fn begin(&self) -> Result<RefMut<'_, State>> {
@@ -330,6 +338,7 @@ impl Connection {
     }
 
     #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     /// Test hook: writes `bytes` into the outgoing ring as a raw frame with `tag` and a length field of
     /// `len_field`, bypassing every check, as a hostile peer could.
     pub fn __inject_raw_frame(&self, tag: u32, len_field: u32, bytes: &[u8]) -> Result<()> {

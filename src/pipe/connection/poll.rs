@@ -174,6 +174,8 @@ impl Connection {
     }
 }
 
+impl crate::wait::select::sealed::Sealed for Connection {}
+
 impl Waitable for Connection {
     fn __arm(&self) -> Result<Armed> {
         let st = self.begin()?;
@@ -214,10 +216,19 @@ impl Waitable for Connection {
     }
 }
 
+impl std::os::fd::AsRawFd for Connection {
+    /// The descriptor of [`as_fd`](AsFd::as_fd) (for APIs that take `AsRawFd`, such as tokio's
+    /// `AsyncFd`); the same rules and panic.
+    fn as_raw_fd(&self) -> RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.as_fd())
+    }
+}
+
 impl AsFd for Connection {
     /// A descriptor that becomes readable when a message may have arrived, and at the latest one tick
     /// after [`prepare_poll`](Connection::prepare_poll) (see there): call `prepare_poll` before each
-    /// wait on it. It belongs to this end, in this process.
+    /// wait on it. It belongs to this end, in this process, and stays the same (and open) as long as
+    /// the end lives.
     ///
     /// # Panics
     /// If the process has no file descriptors left to make it (two: an epoll instance and a timer);

@@ -1,7 +1,7 @@
 //! Receiving: whole frames (copied to private memory before decoding, or lent in place to
 //! `recv_with`), streamed messages assembled as their pieces arrive (kept across a timeout), the
-//! backlog first, `BufferTooShort` without loss, and the waits that turn a closed or dead peer into
-//! `Eof` or `PeerDied`.
+//! backlog first, `BufferTooShort` and `Decode` without loss (the message stays for the next call),
+//! and the waits that turn a closed or dead peer into `Eof` or `PeerDied`.
 //!
 //! The bytes of a frame lie in memory the peer can write. The decoding paths (`recv`, `recv_pod`)
 //! copy a frame (through raw pointers) to the stack, or to the reused scratch buffer if it is large,
@@ -19,13 +19,16 @@ use std::mem::MaybeUninit;
 /// buffer. Either way no allocation per message.
 const STACK_COPY: usize = 256;
 
-/// How a receive hands one whole message over.
+/// How a receive hands one whole message over. A failure (a message that does not decode as the
+/// type asked for, or that this process cannot allocate room for) keeps the message: it stays in the
+/// ring, or goes back to the front of the backlog, for the next call (`recv_bytes` takes any).
 trait Take {
     type Out;
-    /// From a published frame in the ring; consumes it (unless it fails: then the frame stays).
+    /// From a published frame in the ring; consumes it on success (on failure the frame stays).
     fn take_frame(self, rx: &Spsc, f: Frame, scratch: &mut Vec<u8>) -> Result<Self::Out>;
-    /// From bytes already in private memory (the backlog, a streamed message).
-    fn take_bytes(self, bytes: &[u8]) -> Self::Out;
+    /// From bytes already in private memory (the backlog, a streamed message); on failure the
+    /// caller keeps them.
+    fn take_bytes(self, bytes: &[u8]) -> Result<Self::Out>;
 }
 
 /// Lends the frame in place (`recv_with`: trusts the peer).
@@ -39,24 +42,25 @@ impl<R, F: FnOnce(&[u8]) -> R> Take for Lend<F> {
         rx.consume(f);
         Ok(out)
     }
-    fn take_bytes(self, bytes: &[u8]) -> R {
-        (self.0)(bytes)
+    fn take_bytes(self, bytes: &[u8]) -> Result<R> {
+        Ok((self.0)(bytes))
     }
 }
 
 /// Copies the frame (through raw pointers) to the stack, or to the scratch buffer if it is large,
-/// releases it, and hands the copy over.
+/// decodes the copy, and releases the frame if that succeeded.
 struct Copied<F>(F);
 
-impl<R, F: FnOnce(&[u8]) -> R> Take for Copied<F> {
+impl<R, F: FnOnce(&[u8]) -> Result<R>> Take for Copied<F> {
     type Out = R;
     #[inline]
     fn take_frame(self, rx: &Spsc, f: Frame, scratch: &mut Vec<u8>) -> Result<R> {
         if f.len <= STACK_COPY {
             let mut tmp = [MaybeUninit::<u8>::uninit(); STACK_COPY];
             let bytes = rx.read_payload_uninit(&f, 0, &mut tmp[..f.len]);
+            let out = (self.0)(bytes)?; // not a `T`: the frame stays
             rx.consume(f);
-            return Ok((self.0)(bytes));
+            return Ok(out);
         }
         if scratch.len() < f.len {
             // At most the ring's largest frame, a size the sender chose: reserved fallibly.
@@ -66,12 +70,13 @@ impl<R, F: FnOnce(&[u8]) -> R> Take for Copied<F> {
             scratch.resize(f.len, 0);
         }
         rx.read_payload(&f, 0, &mut scratch[..f.len]);
-        rx.consume(f);
         let out = (self.0)(&scratch[..f.len]);
         codec::trim_scratch(scratch);
+        let out = out?; // not a `T`: the frame stays
+        rx.consume(f);
         Ok(out)
     }
-    fn take_bytes(self, bytes: &[u8]) -> R {
+    fn take_bytes(self, bytes: &[u8]) -> Result<R> {
         (self.0)(bytes)
     }
 }
@@ -80,13 +85,12 @@ impl<R, F: FnOnce(&[u8]) -> R> Take for Copied<F> {
 struct PodOf<T>(std::marker::PhantomData<T>);
 
 impl<T: bytemuck::Pod> Take for PodOf<T> {
-    type Out = Result<T>;
+    type Out = T;
     #[inline]
-    fn take_frame(self, rx: &Spsc, f: Frame, _: &mut Vec<u8>) -> Result<Result<T>> {
+    fn take_frame(self, rx: &Spsc, f: Frame, _: &mut Vec<u8>) -> Result<T> {
         let size = std::mem::size_of::<T>();
         if f.len != size {
-            rx.consume(f);
-            return Ok(Err(Error::Corrupt));
+            return Err(pod_size_mismatch(f.len, size)); // the frame stays
         }
         let mut v = MaybeUninit::<T>::uninit();
         // SAFETY: the bytes of a `MaybeUninit<T>`, as many as `T` has.
@@ -94,10 +98,19 @@ impl<T: bytemuck::Pod> Take for PodOf<T> {
         rx.read_payload_uninit(&f, 0, dst);
         rx.consume(f);
         // SAFETY: all `size_of::<T>()` bytes were written, and any bytes are a valid `Pod` value.
-        Ok(Ok(unsafe { v.assume_init() }))
+        Ok(unsafe { v.assume_init() })
     }
     fn take_bytes(self, bytes: &[u8]) -> Result<T> {
         codec::decode_pod(bytes)
+    }
+}
+
+/// What [`codec::decode_pod`] says of a message of `len` bytes read as a type of `size`.
+#[cold]
+fn pod_size_mismatch(len: usize, size: usize) -> Error {
+    Error::Decode {
+        reason: format!("{len} bytes, where the type takes {size}"),
+        bytes: Vec::new(),
     }
 }
 
@@ -107,21 +120,91 @@ impl Connection {
     /// Receives a serde value sent with [`send`](Self::send). Blocks until one arrives.
     ///
     /// Errors: [`Error::Eof`] once the other end is closed and everything it sent was received,
-    /// [`Error::PeerDied`] once drained if its holders died, [`Error::Corrupt`] if the bytes are not a
-    /// `T`.
+    /// [`Error::PeerDied`] once drained if its holders died, [`Error::Decode`] if the message is not
+    /// a `T` (the message stays: receive it with the right type, or with
+    /// [`recv_bytes`](Self::recv_bytes)).
+    ///
+    /// ```
+    /// # fn main() -> shmwire::Result<()> {
+    /// use shmwire::Error;
+    /// let (a, b) = shmwire::Pipe::new()?;
+    /// a.send(&u64::MAX)?;
+    /// assert!(matches!(b.recv::<bool>(), Err(Error::Decode { .. })));
+    /// assert_eq!(b.recv::<u64>()?, u64::MAX); // still there
+    /// # Ok(()) }
+    /// ```
     pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
-        self.recv_at(Deadline::NEVER, Copied(codec::decode::<T>))?
+        self.recv_at(Deadline::NEVER, Copied(codec::decode::<T>))
     }
 
     /// [`recv`](Self::recv), giving up with [`Error::Timeout`] after `timeout` (nothing consumed).
     pub fn recv_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T> {
-        self.recv_at(Deadline::after(Some(timeout)), Copied(codec::decode::<T>))?
+        self.recv_at(Deadline::after(Some(timeout)), Copied(codec::decode::<T>))
     }
 
-    /// Receives a value sent with [`send_pod`](Self::send_pod); a message of another size is
-    /// [`Error::Corrupt`].
+    /// [`recv`](Self::recv) without waiting: [`Error::Empty`] if no whole message is there now.
+    ///
+    /// ```
+    /// # fn main() -> shmwire::Result<()> {
+    /// use shmwire::Error;
+    /// let (a, b) = shmwire::Pipe::new()?;
+    /// assert!(matches!(b.try_recv::<u32>(), Err(Error::Empty)));
+    /// a.send(&7u32)?;
+    /// assert_eq!(b.try_recv::<u32>()?, 7);
+    /// drop(a);
+    /// assert!(matches!(b.try_recv::<u32>(), Err(Error::Eof)));
+    /// # Ok(()) }
+    /// ```
+    pub fn try_recv<T: DeserializeOwned>(&self) -> Result<T> {
+        match self.recv_at(
+            Deadline::after(Some(Duration::ZERO)),
+            Copied(codec::decode::<T>),
+        ) {
+            Err(Error::Timeout) => Err(Error::Empty),
+            r => r,
+        }
+    }
+
+    /// The messages as they arrive, each decoded as a `T`: `for m in conn.iter::<T>()`. It ends at
+    /// [`Error::Eof`] (the other end closed and everything received); any other error
+    /// ([`Error::PeerDied`], [`Error::Decode`], ...) is yielded once, then it ends. Each item blocks
+    /// as [`recv`](Self::recv) does.
+    ///
+    /// ```
+    /// # fn main() -> shmwire::Result<()> {
+    /// use shmwire::{Pipe, Process};
+    /// let (a, b) = Pipe::new()?;
+    /// let p = Process::fork(move || {
+    ///     for i in 0..5u32 {
+    ///         a.send(&i).unwrap();
+    ///     }
+    /// })?; // the child exits: its end closes
+    /// let got: Vec<u32> = b.iter::<u32>().collect::<shmwire::Result<_>>()?;
+    /// assert_eq!(got, [0, 1, 2, 3, 4]);
+    /// assert!(p.join()?.success());
+    /// # Ok(()) }
+    /// ```
+    pub fn iter<T: DeserializeOwned>(&self) -> ConnectionIter<'_, T> {
+        ConnectionIter {
+            conn: self,
+            done: false,
+            _t: std::marker::PhantomData,
+        }
+    }
+
+    /// Receives a value sent with [`send_pod`](Self::send_pod). A message of another size is
+    /// [`Error::Decode`], and stays (for [`recv_bytes`](Self::recv_bytes), say).
     pub fn recv_pod<T: bytemuck::Pod>(&self) -> Result<T> {
-        self.recv_at(Deadline::NEVER, PodOf(std::marker::PhantomData))?
+        self.recv_at(Deadline::NEVER, PodOf(std::marker::PhantomData))
+    }
+
+    /// [`recv_pod`](Self::recv_pod), giving up with [`Error::Timeout`] after `timeout` (nothing
+    /// consumed).
+    pub fn recv_pod_timeout<T: bytemuck::Pod>(&self, timeout: Duration) -> Result<T> {
+        self.recv_at(
+            Deadline::after(Some(timeout)),
+            PodOf(std::marker::PhantomData),
+        )
     }
 
     /// Receives one message as bytes.
@@ -257,12 +340,24 @@ impl Connection {
                 Piece::Ring(f) if f.tag == TAG_WHOLE => {
                     return take.take_frame(rx, f, &mut st.scratch);
                 }
-                Piece::Owned(TAG_WHOLE, v) => return Ok(take.take_bytes(&v)),
+                Piece::Owned(TAG_WHOLE, v) => return Self::take_owned(st, v, take),
                 other => self.put_back(st, other),
             }
         }
         let v = self.next_owned(st, rx, deadline)?;
-        Ok(take.take_bytes(&v))
+        Self::take_owned(st, v, take)
+    }
+
+    /// Hands over a message in private memory; one that `take` refuses goes back to the front of
+    /// the backlog, for the next call.
+    fn take_owned<T: Take>(st: &mut State, v: Vec<u8>, take: T) -> Result<T::Out> {
+        match take.take_bytes(&v) {
+            Ok(out) => Ok(out),
+            Err(e) => {
+                st.backlog.push_front((TAG_WHOLE, v));
+                Err(e)
+            }
+        }
     }
 
     fn recv_into_at(&self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
@@ -547,5 +642,59 @@ impl Connection {
             },
             || seg.probe_role(peer),
         )
+    }
+}
+
+/// The messages of a [`Connection`], each decoded as a `T`: made by [`Connection::iter`]. It ends at
+/// [`Error::Eof`]; another error is yielded once, then it ends.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::{ConnectionIter, Error, Pipe};
+/// let (a, b) = Pipe::new()?;
+/// a.send(&1u8)?;
+/// a.send("not a number")?;
+/// let mut it: ConnectionIter<'_, u8> = b.iter();
+/// assert_eq!(it.next().transpose()?, Some(1));
+/// assert!(matches!(it.next(), Some(Err(Error::Decode { .. }))));
+/// assert!(it.next().is_none());
+/// assert_eq!(b.recv::<String>()?, "not a number"); // the message stayed
+/// # Ok(()) }
+/// ```
+pub struct ConnectionIter<'a, T> {
+    conn: &'a Connection,
+    done: bool,
+    _t: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> Iterator for ConnectionIter<'_, T> {
+    type Item = Result<T>;
+
+    fn next(&mut self) -> Option<Result<T>> {
+        if self.done {
+            return None;
+        }
+        match self.conn.recv::<T>() {
+            Ok(v) => Some(Ok(v)),
+            Err(Error::Eof) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+impl<T> std::iter::FusedIterator for ConnectionIter<'_, T> where T: DeserializeOwned {}
+
+impl<T> fmt::Debug for ConnectionIter<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionIter")
+            .field("conn", self.conn)
+            .field("done", &self.done)
+            .finish()
     }
 }

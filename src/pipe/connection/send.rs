@@ -25,6 +25,26 @@ impl Connection {
         self.send_value(value, Deadline::after(Some(timeout)))
     }
 
+    /// Sends `value` if the ring has room for it now, else [`Error::Full`] (nothing sent): the form
+    /// that never waits, beside [`try_recv`](Self::try_recv).
+    ///
+    /// ```
+    /// # fn main() -> shmwire::Result<()> {
+    /// let (a, b) = shmwire::Pipe::builder().capacity(4096).build()?;
+    /// a.try_send(&7u32)?;
+    /// let block = vec![0u8; 1000];
+    /// while a.try_send(&block).is_ok() {} // fill the ring
+    /// assert!(matches!(a.try_send(&block), Err(shmwire::Error::Full)));
+    /// assert_eq!(b.recv::<u32>()?, 7);
+    /// # Ok(()) }
+    /// ```
+    pub fn try_send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        match self.send_value(value, Deadline::after(Some(Duration::ZERO))) {
+            Err(Error::Timeout) => Err(Error::Full),
+            other => other,
+        }
+    }
+
     fn send_value<T: Serialize + ?Sized>(&self, value: &T, deadline: Deadline) -> Result<()> {
         let len = codec::encoded_len(value)?;
         let mut st = self.begin()?;
@@ -107,13 +127,31 @@ impl Connection {
     }
 
     /// Sends a plain-old-data value as its raw bytes (no encoding); receive with
-    /// [`recv_pod`](Self::recv_pod).
+    /// [`recv_pod`](Self::recv_pod). Blocks while the ring is full.
+    ///
+    /// ```
+    /// # fn main() -> shmwire::Result<()> {
+    /// let (a, b) = shmwire::Pipe::new()?;
+    /// a.send_pod(&[1.5f64, 2.5])?;
+    /// assert_eq!(b.recv_pod::<[f64; 2]>()?, [1.5, 2.5]);
+    /// # Ok(()) }
+    /// ```
     pub fn send_pod<T: bytemuck::Pod>(&self, value: &T) -> Result<()> {
+        self.send_pod_at(value, Deadline::NEVER)
+    }
+
+    /// [`send_pod`](Self::send_pod), giving up with [`Error::Timeout`] (nothing sent) after
+    /// `timeout`.
+    pub fn send_pod_timeout<T: bytemuck::Pod>(&self, value: &T, timeout: Duration) -> Result<()> {
+        self.send_pod_at(value, Deadline::after(Some(timeout)))
+    }
+
+    fn send_pod_at<T: bytemuck::Pod>(&self, value: &T, deadline: Deadline) -> Result<()> {
         let bytes = bytemuck::bytes_of(value);
         if bytes.len() > self.max_in_place_len() {
-            return self.send_bytes(bytes);
+            return self.send_bytes_at(bytes, deadline);
         }
-        self.send_in_place(bytes.len(), Deadline::NEVER, |tx, r| {
+        self.send_in_place(bytes.len(), deadline, |tx, r| {
             tx.write_payload(r, 0, bytes);
             Ok(())
         })
