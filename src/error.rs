@@ -66,9 +66,12 @@ pub enum Error {
     /// A pool worker died while running a task.
     #[error("worker died: a pool worker process died while running the task; the pool replaced it")]
     WorkerDied,
-    /// A task panicked in a worker.
-    #[error("task panicked in a worker process; its message was printed on the worker's stderr")]
-    TaskPanicked,
+    /// A task panicked in a worker (the worker goes on).
+    #[error("a task panicked in a pool worker: {message}; the pool goes on, fix the task")]
+    TaskPanicked {
+        /// The panic's message.
+        message: String,
+    },
     /// A barrier's round was cancelled: the barrier was aborted or reset, or a party timed out or
     /// died while waiting.
     #[error(

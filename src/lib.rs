@@ -38,8 +38,8 @@
 //! * The primitives, one folder per family: `pipe` ([`Pipe`], [`Connection`],
 //!   [`Listener`]/[`Client`], [`ConnectionHandle`]), `queue` ([`Queue`], [`JoinableQueue`],
 //!   [`SimpleQueue`]), `locks` ([`Lock`], [`RLock`], [`Semaphore`], [`Event`], [`Condition`],
-//!   [`Barrier`], [`Value`], [`Array`], [`SharedMemory`]), `process` ([`Process`], [`spawn`]); and
-//!   [`wait()`](fn@wait) over any of them.
+//!   [`Barrier`], [`Value`], [`Array`], [`SharedMemory`]), `process` ([`Process`], [`spawn`]),
+//!   `pool` ([`Pool`], [`AsyncResult`]); and [`wait()`](fn@wait) over any of them.
 //!
 //! ## Failure
 //!
@@ -86,6 +86,8 @@ pub mod locks;
 #[cfg(not(loom))]
 pub mod pipe;
 #[cfg(not(loom))]
+pub mod pool;
+#[cfg(not(loom))]
 pub mod process;
 #[cfg(not(loom))]
 pub mod queue;
@@ -100,6 +102,11 @@ pub struct ReadmeDoctests;
 pub use pipe::{
     Client, Connection, ConnectionHandle, ConnectionIter, DEFAULT_CAPACITY, Incoming, Listener,
     Pipe, PipeBuilder,
+};
+#[cfg(not(loom))]
+pub use pool::{
+    AsyncResult, DEFAULT_ARENA, DEFAULT_RESULT_RING, DEFAULT_TASK_SLOTS, Imap, Pool, PoolBuilder,
+    StartMethod, TaskValue,
 };
 #[cfg(not(loom))]
 pub use process::{ChildOutcome, ExitStatus, Process, spawn};

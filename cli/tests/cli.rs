@@ -121,7 +121,7 @@ const BENCH_LIMIT: Duration = Duration::from_secs(300);
 const QUICK_LIMIT: Duration = Duration::from_secs(30);
 
 /// Every ratio the bench reports without the iceoryx2 peer, in order; `true`: a Python ratio.
-const RATIOS: [(&str, bool); 19] = [
+const RATIOS: [(&str, bool); 28] = [
     ("RTT 8 B: shmwire default / spinning floor", false),
     ("RTT 8 B: shmwire sleep-only / futex floor", false),
     ("RTT 8 B: Unix socket busy-polling / shmwire default", false),
@@ -153,6 +153,24 @@ const RATIOS: [(&str, bool); 19] = [
         "Lock strict hand-off, 2 processes: shmwire / pthread mutex",
         false,
     ),
+    ("Pool map_chunked(.., 1) tasks/s: shmwire / Python", true),
+    (
+        "Pool map_chunked(.., 1) tasks/s: shmwire / OS-pipe pool",
+        false,
+    ),
+    ("Pool apply_async tasks/s: shmwire / Python", true),
+    ("Pool apply_async tasks/s: shmwire / OS-pipe pool", false),
+    (
+        "Pool map of 1,000,000 (default chunks): shmwire / Python",
+        true,
+    ),
+    ("Pool map of 1,000,000: threads (ceiling) / shmwire", false),
+    (
+        "Pool ~20 us tasks/s: shmwire / threads of one process",
+        false,
+    ),
+    ("Pool apply round trips/s: shmwire / OS-pipe pool", false),
+    ("Pool apply round trips/s: shmwire / Python", true),
 ];
 
 /// Whether `python3` with `multiprocessing` is here (then the bench runs Python's sides).

@@ -134,9 +134,13 @@ pub fn enter(run: impl FnOnce(&str, Args) -> i32) {
     if parent.is_some_and(|p| unsafe { libc::getppid() } != p) {
         std::process::exit(1);
     }
-    let code =
+    let code = if role == crate::pool::WORKER_ROLE {
+        // A pool's worker (see `Pool`): the pool's own role, before the program's.
+        std::panic::catch_unwind(|| crate::pool::spawned_worker(&bytes)).unwrap_or(101)
+    } else {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&role, Args { bytes })))
-            .unwrap_or(101); // a panic: its message is on stderr
+            .unwrap_or(101) // a panic: its message is on stderr
+    };
     // Output first (see the forked child's exit in `process`), then what it holds: thread-local
     // destructors that `exit` runs find their segments left (`release_at_exit`).
     let _ = std::io::stdout().flush();
@@ -210,5 +214,64 @@ impl Process {
                 })
             }
         }
+    }
+}
+
+/// Whether this process was spawned with a role and its `main` never called [`enter`] (the role is
+/// still in its environment).
+pub(crate) fn role_unentered() -> bool {
+    std::env::var_os(ROLE).is_some()
+}
+
+/// Starts `program` (a path to this program's own executable, such as `/proc/self/exe`) as a child
+/// running `role` with the already encoded `args`, inheriting the descriptors `fds` (close-on-exec
+/// in this process; the child finds them with `registry::take_inherited`). As
+/// [`Process::spawn`], it dies with this process.
+pub(crate) fn spawn_raw(
+    program: &std::path::Path,
+    role: &str,
+    args: &[u8],
+    fds: &[RawFd],
+) -> Result<Process> {
+    crate::process::reap_dropped();
+    let keep: Vec<RawFd> = fds.to_vec();
+    let fd_list: Vec<String> = keep.iter().map(|f| f.to_string()).collect();
+    let mut cmd = std::process::Command::new(program);
+    if let Some(a0) = std::env::args_os().next() {
+        cmd.arg0(a0);
+    }
+    cmd.env(ROLE, role)
+        .env(ARGS, hex(args))
+        .env(PARENT, std::process::id().to_string())
+        .env(FDS, fd_list.join(","));
+    // SAFETY: as in `Process::spawn`: only async-signal-safe calls on descriptors it does not free.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &keep {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
+            Ok(())
+        });
+    }
+    let mut spawned = None;
+    // SAFETY (on_forker): the job touches `cmd` and `spawned`, both `Send`.
+    let ran = unsafe { crate::process::on_forker(&mut || spawned = Some(cmd.spawn())) };
+    match (ran, spawned) {
+        (Ok(()), Some(Ok(child))) => Ok(Process::from_pid(child.id() as libc::pid_t)),
+        (_, Some(Err(e))) => Err(Error::Io(e)),
+        (Err(e), _) => Err(e),
+        _ => Err(Error::io(
+            std::io::ErrorKind::Other,
+            "the spawn did not run",
+        )),
     }
 }

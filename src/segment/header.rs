@@ -55,6 +55,8 @@ pub enum Kind {
     Value = 4,
     /// A [`Queue`](crate::Queue).
     Queue = 5,
+    /// A [`Pool`](crate::Pool)'s task board, result rings and argument arena.
+    Pool = 6,
     /// A [`Listener`](crate::Listener)'s socket (listings only: it has no segment header).
     Listener = 100,
 }
@@ -67,6 +69,7 @@ impl Kind {
             3 => Some(Kind::Sync),
             4 => Some(Kind::Value),
             5 => Some(Kind::Queue),
+            6 => Some(Kind::Pool),
             _ => None,
         }
     }
@@ -79,6 +82,7 @@ impl Kind {
             Kind::Sync => "sync",
             Kind::Value => "value",
             Kind::Queue => "queue",
+            Kind::Pool => "pool",
             Kind::Listener => "listener",
         }
     }

@@ -186,6 +186,22 @@ impl<T: SharedBlock> Object<T> {
         })
     }
 
+    /// Maps an object received as a descriptor (a spawned child's inherited one, shared with its
+    /// sender: this process opens a description of its own and takes a slot), which must be a
+    /// `kind` made for `fingerprint`.
+    pub(crate) fn adopt(fd: std::os::fd::OwnedFd, kind: Kind, fingerprint: u64) -> Result<Self> {
+        let seg = Segment::adopt(fd, None, kind, fingerprint, no_roles, Vec::new())?;
+        let data_len = seg.header().params[7];
+        if data_offset::<T>() as u64 + data_len > seg.kind_area().1 as u64 {
+            return Err(Error::Corrupt);
+        }
+        Ok(Object {
+            seg,
+            data_len: data_len as usize,
+            _t: PhantomData,
+        })
+    }
+
     /// The control block.
     #[inline]
     pub(crate) fn block(&self) -> &T {

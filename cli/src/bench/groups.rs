@@ -2,7 +2,8 @@
 
 use super::links::{self, fd_pair, floor_pair, shm_pair};
 use super::measure::{Echo, Pin, Side, Sink};
-use super::{Kind, Options, external, locks, prims};
+use super::pool::{Mode, PipePool, ShmPool, Threads};
+use super::{Kind, Options, external, locks, pool, prims};
 use shmwire::WaitStrategy;
 use std::time::Duration;
 
@@ -235,6 +236,7 @@ pub fn subs(opts: &Options, python: bool) -> Vec<Sub> {
             }),
         ],
     });
+    v.extend(pool_subs(python));
     for size in PLOT_SIZES {
         v.push(Sub {
             group: "rtt-by-size",
@@ -251,6 +253,107 @@ pub fn subs(opts: &Options, python: bool) -> Vec<Sub> {
     v
 }
 
+/// Python's pool side of `mode`.
+fn py_pool(python: bool, mode: &'static str, name: &str) -> Option<SideSpec> {
+    python.then(|| {
+        spec("py", name, move || {
+            let n = pool::workers().to_string();
+            external::python(&["pool", mode, &n]).map(|e| Box::new(e) as Box<dyn Side>)
+        })
+    })
+}
+
+/// The `pool` group: one dispatch per task (size 1 and 2), a big map (size 1,000,000), tasks of
+/// ~20 µs (size 20), the `apply` round trip (size 0, latency).
+fn pool_subs(python: bool) -> Vec<Sub> {
+    let s = Duration::from_secs_f64;
+    let mut v = Vec::new();
+    let mut map1 = vec![
+        spec("shm", "shmwire Pool, map_chunked(.., 1)", || {
+            side(ShmPool::new(Mode::Map1))
+        }),
+        spec("pipe-pool", "pool over OS pipes (CPython's design)", || {
+            side(PipePool::new(Mode::Map1))
+        }),
+    ];
+    map1.extend(py_pool(python, "map1", "Python Pool.map(chunksize=1)"));
+    v.push(Sub {
+        group: "pool",
+        size: 1,
+        pin: Pin::Any,
+        kind: Kind::Thr,
+        budget: s(3.0),
+        sides: map1,
+    });
+    let mut apply = vec![
+        spec("shm", "shmwire Pool, apply_async + get", || {
+            side(ShmPool::new(Mode::Apply))
+        }),
+        spec("pipe-pool", "pool over OS pipes (CPython's design)", || {
+            side(PipePool::new(Mode::Apply))
+        }),
+    ];
+    apply.extend(py_pool(python, "apply", "Python Pool.apply_async + get"));
+    v.push(Sub {
+        group: "pool",
+        size: 2,
+        pin: Pin::Any,
+        kind: Kind::Thr,
+        budget: s(3.0),
+        sides: apply,
+    });
+    let mut big = vec![
+        spec("shm", "shmwire Pool, map (default chunks)", || {
+            side(ShmPool::new(Mode::Map))
+        }),
+        spec("threads", "threads of one process (ceiling)", || {
+            side(Threads::new(Mode::Map))
+        }),
+    ];
+    big.extend(py_pool(python, "map", "Python Pool.map (default chunks)"));
+    v.push(Sub {
+        group: "pool",
+        size: pool::BIG as usize,
+        pin: Pin::Any,
+        kind: Kind::Thr,
+        budget: s(4.0),
+        sides: big,
+    });
+    v.push(Sub {
+        group: "pool",
+        size: 20,
+        pin: Pin::Any,
+        kind: Kind::Thr,
+        budget: s(3.0),
+        sides: vec![
+            spec("shm", "shmwire Pool, map of ~20 us tasks", || {
+                side(ShmPool::new(Mode::Work))
+            }),
+            spec("threads", "threads of one process, ~20 us tasks", || {
+                side(Threads::new(Mode::Work))
+            }),
+        ],
+    });
+    let mut rtt = vec![
+        spec("shm", "shmwire Pool, apply round trip", || {
+            side(ShmPool::new(Mode::Rtt))
+        }),
+        spec("pipe-pool", "pool over OS pipes, round trip", || {
+            side(PipePool::new(Mode::Rtt))
+        }),
+    ];
+    rtt.extend(py_pool(python, "rtt", "Python Pool.apply round trip"));
+    v.push(Sub {
+        group: "pool",
+        size: 0,
+        pin: Pin::Any,
+        kind: Kind::Thr,
+        budget: s(2.0),
+        sides: rtt,
+    });
+    v
+}
+
 /// Whether group `g` is selected.
 pub fn selected(opts: &Options, g: &str) -> bool {
     if opts.only.is_empty() {
@@ -260,12 +363,13 @@ pub fn selected(opts: &Options, g: &str) -> bool {
 }
 
 /// The names `--only` accepts (as prefixes).
-pub const GROUPS: [&str; 7] = [
+pub const GROUPS: [&str; 8] = [
     "rtt",
     "rtt-same-core",
     "throughput",
     "queue",
     "sync",
+    "pool",
     "rtt-by-size",
     "scaling",
 ];

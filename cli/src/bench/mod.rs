@@ -14,6 +14,7 @@ pub mod links;
 pub mod locks;
 pub mod measure;
 mod plot;
+pub mod pool;
 pub mod prims;
 mod ratios;
 mod report;

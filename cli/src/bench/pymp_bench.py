@@ -3,7 +3,9 @@
 # Workloads: `rtt` (Pipe send_bytes/recv_bytes round trip of 8 bytes, the echo checked), `thr64`
 # (a stream of 64-byte send_bytes to a child that counts them), `queue P C` (multiprocessing.Queue
 # of ints, P producer and C consumer processes), and `create SECS` (the cost to create and drop each
-# primitive, printed as `NAME MICROSECONDS` lines).
+# primitive, printed as `NAME MICROSECONDS` lines), `pool MODE N` (multiprocessing.Pool of N
+# processes: `map1` = map(sq, range(2000), chunksize=1), `apply` = 2000 apply_async then get,
+# `map` = map(sq, range(1000000)) with its default chunks, `rtt` = one apply at a time).
 #
 # Protocol (see cli/src/bench/external.rs): the workload is set up once (children forked once), then
 # `ready`; each `block SECS` or `items N` line runs one block and answers `ok OPS SECS`; `quit` or
@@ -191,6 +193,48 @@ class Queue:
             x.join(5)
 
 
+def sq(x):
+    return x * x
+
+
+class PoolW:
+    def __init__(self, mode, n):
+        self.pool = ctx.Pool(n)
+        self.mode = mode
+        self.pool.map(sq, range(100))
+        self.i = 0
+
+    def once(self):
+        if self.mode == "map1":
+            r = self.pool.map(sq, range(2000), chunksize=1)
+            assert r[7] == 49
+            return 2000
+        if self.mode == "apply":
+            rs = [self.pool.apply_async(sq, (i,)) for i in range(2000)]
+            for i, r in enumerate(rs):
+                assert r.get() == i * i
+            return 2000
+        if self.mode == "map":
+            r = self.pool.map(sq, range(1000000))
+            assert len(r) == 1000000
+            return 1000000
+        if self.mode == "rtt":
+            self.i += 1
+            assert self.pool.apply(sq, (self.i,)) == self.i * self.i
+            return 1
+        raise SystemExit(f"unknown pool mode {self.mode}")
+
+    def block(self, secs=None, items=None):
+        n, t0 = 0, now()
+        while (items is not None and n < items) or (items is None and (n == 0 or now() - t0 < secs)):
+            n += self.once()
+        return n, now() - t0
+
+    def close(self):
+        self.pool.terminate()
+        self.pool.join()
+
+
 def create(secs):
     kinds = [
         ("Pipe", lambda: ctx.Pipe()),
@@ -230,6 +274,8 @@ def main():
         w = Thr64()
     elif args[0] == "queue":
         w = Queue(int(args[1]), int(args[2]))
+    elif args[0] == "pool":
+        w = PoolW(args[1], int(args[2]))
     else:
         raise SystemExit(f"unknown workload {args}")
     pin(0)

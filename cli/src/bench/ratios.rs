@@ -34,6 +34,15 @@ const DEFS: &[(&str, &str, usize, &str, &str, &str)] = &[
     ("Queue 2P/2C items/s: shmwire / Python Queue", "queue", Q22, "shm", "py", ">= 50"),
     ("Lock strict hand-off, 2 processes / futex floor round trip", "sync", 2, "shm", "futex", "<= 1"),
     ("Lock strict hand-off, 2 processes: shmwire / pthread mutex", "sync", 2, "shm", "pthread", "-"),
+    ("Pool map_chunked(.., 1) tasks/s: shmwire / Python", "pool", 1, "shm", "py", ">= 20"),
+    ("Pool map_chunked(.., 1) tasks/s: shmwire / OS-pipe pool", "pool", 1, "shm", "pipe-pool", ">= 5"),
+    ("Pool apply_async tasks/s: shmwire / Python", "pool", 2, "shm", "py", ">= 20"),
+    ("Pool apply_async tasks/s: shmwire / OS-pipe pool", "pool", 2, "shm", "pipe-pool", ">= 5"),
+    ("Pool map of 1,000,000 (default chunks): shmwire / Python", "pool", 1_000_000, "shm", "py", ">= 5"),
+    ("Pool map of 1,000,000: threads (ceiling) / shmwire", "pool", 1_000_000, "threads", "shm", "-"),
+    ("Pool ~20 us tasks/s: shmwire / threads of one process", "pool", 20, "shm", "threads", ">= 0.85"),
+    ("Pool apply round trips/s: shmwire / OS-pipe pool", "pool", 0, "shm", "pipe-pool", "-"),
+    ("Pool apply round trips/s: shmwire / Python", "pool", 0, "shm", "py", "-"),
 ];
 
 /// Whether `x` meets `target` (`<= A` or `>= A`); `None` for `-`.

@@ -1,0 +1,657 @@
+//! Pool between real processes: map/imap/starmap against the serial computation with both start
+//! methods, callbacks, panics, workers killed mid-task, terminate, close and join,
+//! maxtasksperchild, initializers, two threads at once, the parent's death, other builds.
+
+mod common;
+
+use common::{Rng, gone};
+use shmwire::{Error, Pipe, Pool, Process, StartMethod};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn main() {
+    shmwire::spawn::enter(|_, _| 2);
+    common::run(tests![
+        map_imap_starmap_equal_serial_fork,
+        map_imap_starmap_equal_serial_spawn,
+        a_pool_of_n_runs_n_distinct_processes,
+        apply_async_callbacks_run_in_the_parent,
+        a_panicking_task_fails_alone_and_the_pool_goes_on,
+        a_worker_killed_twenty_times_during_a_long_map,
+        killed_workers_with_retries_lose_nothing,
+        killed_workers_of_a_spawn_pool,
+        terminate_mid_map_fails_pending_results,
+        close_then_join_finishes_the_work_and_refuses_more,
+        maxtasksperchild_replaces_workers_without_losing_or_repeating,
+        initializer_runs_in_every_worker,
+        a_panicking_initializer_breaks_the_pool_without_a_hang,
+        two_threads_use_one_pool_at_once,
+        large_arguments_and_results,
+        the_parents_death_kills_the_workers_fork,
+        the_parents_death_kills_the_workers_spawn,
+        dropping_the_pool_reaps_every_worker,
+        a_worker_of_another_build_refuses_tasks,
+        spawn_refuses_a_function_outside_the_executable,
+        async_results_answer_every_timeout_form,
+        a_failed_map_leaves_the_other_calls_outcomes_alone,
+    ]);
+}
+
+fn tasks() -> u64 {
+    if common::long() { 1_000_000 } else { 100_000 }
+}
+
+fn f(x: u64) -> u64 {
+    x.wrapping_mul(2_654_435_761) ^ (x >> 3)
+}
+
+fn add(a: u64, b: u64) -> u64 {
+    a * 3 + b
+}
+
+fn _pid_of(_: u64) -> u32 {
+    std::process::id()
+}
+
+fn slow_pid(ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+fn equal_serial(m: StartMethod) {
+    let n = tasks();
+    let pool = Pool::builder()
+        .processes(4)
+        .start_method(m)
+        .build()
+        .unwrap();
+    let serial: Vec<u64> = (0..n).map(f).collect();
+    assert_eq!(pool.map(f, 0..n).unwrap(), serial, "map");
+    let small = n / 10;
+    assert_eq!(
+        pool.map_chunked(f, 0..small, 1).unwrap(),
+        serial[..small as usize],
+        "map_chunked(.., 1)"
+    );
+    let got: Vec<u64> = pool.imap(f, 0..n).map(|r| r.unwrap()).collect();
+    assert_eq!(got, serial, "imap");
+    let mut got: Vec<u64> = pool.imap_unordered(f, 0..n).map(|r| r.unwrap()).collect();
+    let mut want = serial.clone();
+    got.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(got, want, "imap_unordered");
+    let pairs: Vec<(u64, u64)> = (0..n).map(|i| (i, i % 7)).collect();
+    let serial2: Vec<u64> = pairs.iter().map(|&(a, b)| add(a, b)).collect();
+    assert_eq!(pool.starmap(add, &pairs).unwrap(), serial2, "starmap");
+    assert_eq!(
+        pool.starmap_async(add, &pairs).unwrap().get().unwrap(),
+        serial2,
+        "starmap_async"
+    );
+    assert_eq!(
+        pool.map_async(f, 0..n).unwrap().get().unwrap(),
+        serial,
+        "map_async"
+    );
+    assert_eq!(pool.map(f, Vec::<u64>::new()).unwrap(), Vec::<u64>::new());
+    pool.close();
+    pool.join().unwrap();
+}
+
+fn map_imap_starmap_equal_serial_fork() {
+    equal_serial(StartMethod::Fork);
+}
+
+fn map_imap_starmap_equal_serial_spawn() {
+    equal_serial(StartMethod::Spawn);
+}
+
+fn a_pool_of_n_runs_n_distinct_processes() {
+    for m in [StartMethod::Fork, StartMethod::Spawn] {
+        let n = 4;
+        let pool = Pool::builder()
+            .processes(n)
+            .start_method(m)
+            .build()
+            .unwrap();
+        // Each task holds its worker long enough that every worker takes one.
+        let got: HashSet<u32> = pool
+            .map_chunked(slow_pid, vec![400u64; n], 1)
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(got.len(), n, "{m:?}: {got:?}");
+        let pids: HashSet<u32> = pool.pids().into_iter().collect();
+        assert_eq!(got, pids, "{m:?}");
+        assert!(!got.contains(&std::process::id()));
+        drop(pool);
+        for p in pids {
+            assert!(gone(p), "{m:?}: worker {p} outlived its pool");
+        }
+    }
+}
+
+fn square_or_panic(x: i64) -> i64 {
+    if x < 0 {
+        panic!("negative input {x}");
+    }
+    x * x
+}
+
+fn apply_async_callbacks_run_in_the_parent() {
+    let pool = Pool::new(3).unwrap();
+    let me = std::process::id();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut results = Vec::new();
+    for x in [-2i64, 5, -1, 10] {
+        let (ok, err) = (seen.clone(), seen.clone());
+        let r = pool
+            .apply_async_with(
+                square_or_panic,
+                x,
+                move |v: &i64| {
+                    let t = std::thread::current().name().map(str::to_owned);
+                    ok.lock().unwrap().push((x, Ok(*v), std::process::id(), t));
+                },
+                move |e: &Error| {
+                    let t = std::thread::current().name().map(str::to_owned);
+                    let msg = match e {
+                        Error::TaskPanicked { message } => message.clone(),
+                        other => format!("unexpected {other:?}"),
+                    };
+                    err.lock()
+                        .unwrap()
+                        .push((x, Err(msg), std::process::id(), t));
+                },
+            )
+            .unwrap();
+        results.push((x, r));
+    }
+    for (x, r) in &results {
+        match r.get() {
+            Ok(v) => assert_eq!(v, x * x),
+            Err(Error::TaskPanicked { message }) => {
+                assert!(*x < 0);
+                assert!(
+                    message.contains(&format!("negative input {x}")),
+                    "{message}"
+                );
+            }
+            Err(e) => panic!("{x}: {e:?}"),
+        }
+        assert!(r.ready());
+        assert_eq!(r.successful().unwrap(), *x >= 0);
+        assert!(matches!(r.get(), Err(Error::Misuse)), "a second get");
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    for (x, out, pid, thread) in seen.iter() {
+        assert_eq!(*pid, me, "callbacks run in the parent");
+        assert_eq!(
+            thread.as_deref(),
+            Some("shmwire-pool"),
+            "on the result thread"
+        );
+        match out {
+            Ok(v) => assert_eq!(*v, x * x),
+            Err(m) => assert!(*x < 0 && m.contains("negative input"), "{m}"),
+        }
+    }
+}
+
+fn a_panicking_task_fails_alone_and_the_pool_goes_on() {
+    let pool = Pool::new(2).unwrap();
+    let pids: HashSet<u32> = pool.pids().into_iter().collect();
+    let xs: Vec<i64> = (-1..200)
+        .map(|i| if i == 77 { -77 } else { i.max(0) })
+        .collect();
+    match pool.map(square_or_panic, &xs) {
+        Err(Error::TaskPanicked { message }) => assert!(message.contains("-77"), "{message}"),
+        other => panic!("map of a panicking task: {other:?}"),
+    }
+    let got: Vec<Result<i64, Error>> = pool.imap(square_or_panic, &xs).collect();
+    assert_eq!(got.len(), xs.len());
+    for (x, r) in xs.iter().zip(&got) {
+        match r {
+            Ok(v) => assert_eq!(*v, x * x),
+            Err(Error::TaskPanicked { message }) => {
+                assert!(*x < 0 && message.contains(&x.to_string()))
+            }
+            Err(e) => panic!("{x}: {e:?}"),
+        }
+    }
+    // The same workers went on.
+    assert_eq!(pool.apply(square_or_panic, 12).unwrap(), 144);
+    assert_eq!(pool.pids().into_iter().collect::<HashSet<_>>(), pids);
+}
+
+fn busy(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_micros(800));
+    f(x)
+}
+
+/// Kills a random worker of `pool` `kills` times, `every` apart; returns how many it killed.
+fn killer(pool: &Pool, kills: usize, every: Duration, seed: u64) -> usize {
+    let mut rng = Rng(seed);
+    let mut done = 0;
+    let mut last = HashSet::new();
+    while done < kills {
+        std::thread::sleep(every);
+        let pids = pool.pids();
+        let p = pids[rng.below(pids.len() as u64) as usize];
+        if p == 0 || last.contains(&p) {
+            continue;
+        }
+        // SAFETY: plain syscall; the pid is a live worker of this test's pool (reaped by the pool
+        // or its zygote only after its death is seen, so not reused meanwhile).
+        if unsafe { libc::kill(p as i32, libc::SIGKILL) } == 0 {
+            last.insert(p);
+            done += 1;
+        }
+    }
+    done
+}
+
+fn a_worker_killed_twenty_times_during_a_long_map() {
+    let pool = Pool::new(4).unwrap();
+    let n = 12_000u64;
+    let start = Instant::now();
+    let (got, killed) = std::thread::scope(|s| {
+        let k = s.spawn(|| killer(&pool, 20, Duration::from_millis(80), 7));
+        let got: Vec<Result<u64, Error>> = pool.imap_chunked(busy, 0..n, 10).collect();
+        (got, k.join().unwrap())
+    });
+    let took = start.elapsed();
+    assert_eq!(killed, 20);
+    assert_eq!(got.len() as u64, n);
+    let mut died = 0;
+    for (i, r) in got.iter().enumerate() {
+        match r {
+            Ok(v) => assert_eq!(*v, f(i as u64), "task {i}"),
+            Err(Error::WorkerDied) => died += 1,
+            Err(e) => panic!("task {i}: {e:?}"),
+        }
+    }
+    assert!(died <= killed, "{died} tasks died of {killed} kills");
+    println!("({died} tasks WorkerDied of 20 kills, {took:?})");
+    // Every worker is a live one again.
+    let pids = pool.pids();
+    assert_eq!(pids.len(), 4);
+    assert!(pids.iter().all(|&p| !gone(p)));
+    assert_eq!(
+        pool.map(f, 0..1000).unwrap(),
+        (0..1000).map(f).collect::<Vec<_>>()
+    );
+}
+
+fn killed_workers_with_retries_lose_nothing() {
+    let pool = Pool::builder().processes(3).retries(30).build().unwrap();
+    let n = 6_000u64;
+    let got = std::thread::scope(|s| {
+        s.spawn(|| killer(&pool, 8, Duration::from_millis(100), 11));
+        pool.map_chunked(busy, 0..n, 25)
+    });
+    assert_eq!(got.unwrap(), (0..n).map(f).collect::<Vec<_>>());
+}
+
+fn killed_workers_of_a_spawn_pool() {
+    let pool = Pool::builder()
+        .processes(3)
+        .start_method(StartMethod::Spawn)
+        .build()
+        .unwrap();
+    let n = 4_000u64;
+    let got: Vec<Result<u64, Error>> = std::thread::scope(|s| {
+        s.spawn(|| killer(&pool, 5, Duration::from_millis(150), 3));
+        pool.imap_chunked(busy, 0..n, 5).collect()
+    });
+    let died = got
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| match r {
+            Ok(v) => {
+                assert_eq!(*v, f(*i as u64));
+                false
+            }
+            Err(Error::WorkerDied) => true,
+            Err(e) => panic!("{e:?}"),
+        })
+        .count();
+    assert!(died <= 5);
+}
+
+fn slow(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(20));
+    x
+}
+
+fn terminate_mid_map_fails_pending_results() {
+    let pool = Pool::new(3).unwrap();
+    let pids = pool.pids();
+    let r = pool.map_async(slow, 0..1000).unwrap();
+    let one = pool.apply_async(slow, 5).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let (_, took) = common::within(Duration::from_secs(5), || pool.terminate());
+    assert!(matches!(r.get(), Err(Error::Closed)));
+    assert!(matches!(one.get(), Ok(5) | Err(Error::Closed)));
+    for p in pids {
+        assert!(gone(p), "worker {p} outlived terminate");
+    }
+    assert!(matches!(pool.map(f, 0..3), Err(Error::Closed)));
+    assert!(matches!(pool.apply(f, 3), Err(Error::Closed)));
+    pool.join().unwrap();
+    println!("(terminate took {took:?})");
+}
+
+fn close_then_join_finishes_the_work_and_refuses_more() {
+    let pool = Pool::new(2).unwrap();
+    assert!(matches!(pool.join(), Err(Error::Misuse)), "join while open");
+    let pids = pool.pids();
+    let rs: Vec<_> = (0..20u64)
+        .map(|i| pool.apply_async(slow, i).unwrap())
+        .collect();
+    let m = pool.map_async(f, 0..5000).unwrap();
+    pool.close();
+    assert!(
+        matches!(pool.map(f, 0..3), Err(Error::Closed)),
+        "map after close"
+    );
+    assert!(matches!(pool.apply_async(f, 3), Err(Error::Closed)));
+    let mut it = pool.imap(f, 0..3);
+    assert!(matches!(it.next(), Some(Err(Error::Closed))));
+    assert!(it.next().is_none());
+    common::within(Duration::from_secs(20), || pool.join().unwrap());
+    for (i, r) in rs.iter().enumerate() {
+        assert!(r.ready());
+        assert_eq!(r.get().unwrap(), i as u64);
+    }
+    assert_eq!(m.get().unwrap(), (0..5000).map(f).collect::<Vec<_>>());
+    for p in pids {
+        assert!(gone(p), "worker {p} outlived join");
+    }
+}
+
+fn tag_pid(x: u64) -> (u64, u32) {
+    (x, std::process::id())
+}
+
+fn maxtasksperchild_replaces_workers_without_losing_or_repeating() {
+    for m in [StartMethod::Fork, StartMethod::Spawn] {
+        let k = 5;
+        let pool = Pool::builder()
+            .processes(3)
+            .start_method(m)
+            .maxtasksperchild(k)
+            .build()
+            .unwrap();
+        let n = if m == StartMethod::Fork { 600 } else { 150 };
+        let got = pool.map_chunked(tag_pid, 0..n, 1).unwrap();
+        let mut per_pid: BTreeMap<u32, u64> = BTreeMap::new();
+        for (i, &(x, pid)) in got.iter().enumerate() {
+            assert_eq!(x, i as u64, "{m:?}: every task once, in order");
+            *per_pid.entry(pid).or_default() += 1;
+        }
+        assert!(per_pid.values().all(|&c| c <= k), "{m:?}: {per_pid:?}");
+        assert!(
+            per_pid.len() as u64 >= n / k,
+            "{m:?}: {} workers",
+            per_pid.len()
+        );
+        // Chunks of several tasks: a worker retires at the end of its chunk.
+        let got = pool.map_chunked(tag_pid, 0..n, 4).unwrap();
+        assert_eq!(
+            got.iter().map(|t| t.0).collect::<Vec<_>>(),
+            (0..n).collect::<Vec<_>>()
+        );
+        pool.close();
+        pool.join().unwrap();
+    }
+}
+
+static INIT: AtomicU64 = AtomicU64::new(0);
+
+fn set_init(v: u64) {
+    INIT.store(v, Ordering::SeqCst);
+}
+
+fn read_init(_: u64) -> u64 {
+    INIT.load(Ordering::SeqCst)
+}
+
+fn bad_init(v: u64) {
+    panic!("initializer refuses {v}");
+}
+
+fn initializer_runs_in_every_worker() {
+    for m in [StartMethod::Fork, StartMethod::Spawn] {
+        let pool = Pool::builder()
+            .processes(3)
+            .start_method(m)
+            .initializer(set_init, 4242)
+            .maxtasksperchild(7)
+            .build()
+            .unwrap();
+        let got = pool.map_chunked(read_init, 0..100, 1).unwrap();
+        assert!(got.iter().all(|&v| v == 4242), "{m:?}: {got:?}");
+        assert_eq!(INIT.load(Ordering::SeqCst), 0, "not in the parent");
+    }
+}
+
+fn a_panicking_initializer_breaks_the_pool_without_a_hang() {
+    let pool = Pool::builder()
+        .processes(2)
+        .initializer(bad_init, 9)
+        .build()
+        .unwrap();
+    let (r, _) = common::within(Duration::from_secs(10), || pool.map(f, 0..10));
+    match r {
+        Err(Error::TaskPanicked { message }) => {
+            assert!(message.contains("initializer refuses 9"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(pool.apply(f, 1), Err(Error::TaskPanicked { .. })));
+}
+
+fn two_threads_use_one_pool_at_once() {
+    let pool = Pool::new(3).unwrap();
+    let n = 20_000u64;
+    std::thread::scope(|s| {
+        let a = s.spawn(|| pool.map(f, 0..n).unwrap());
+        let b = s.spawn(|| {
+            let pairs: Vec<(u64, u64)> = (0..n).map(|i| (i, 1)).collect();
+            pool.starmap(add, pairs).unwrap()
+        });
+        let c = s.spawn(|| {
+            (0..500u64)
+                .map(|i| pool.apply_async(f, i).unwrap())
+                .map(|r| r.get().unwrap())
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(a.join().unwrap(), (0..n).map(f).collect::<Vec<_>>());
+        assert_eq!(
+            b.join().unwrap(),
+            (0..n).map(|i| add(i, 1)).collect::<Vec<_>>()
+        );
+        assert_eq!(c.join().unwrap(), (0..500).map(f).collect::<Vec<_>>());
+    });
+}
+
+fn grow(v: Vec<u8>) -> Vec<u8> {
+    let mut out = v.clone();
+    out.extend(v.iter().map(|b| b.wrapping_add(1)));
+    out
+}
+
+fn large_arguments_and_results() {
+    let pool = Pool::builder()
+        .processes(2)
+        .result_ring_size(4096)
+        .build()
+        .unwrap();
+    let mut rng = Rng(5);
+    let inputs: Vec<Vec<u8>> = [0usize, 1, 100, 5000, 70_000, 1 << 20]
+        .iter()
+        .map(|&n| {
+            let mut v = vec![0u8; n];
+            rng.fill(&mut v);
+            v
+        })
+        .collect();
+    let got = pool.map_chunked(grow, &inputs, 2).unwrap();
+    for (i, g) in inputs.iter().zip(&got) {
+        assert_eq!(*g, grow(i.clone()));
+    }
+    let small = Pool::builder()
+        .processes(1)
+        .arena_size(1 << 16)
+        .build()
+        .unwrap();
+    assert!(matches!(
+        small.apply(grow, vec![0u8; 1 << 17]),
+        Err(Error::TooLarge)
+    ));
+    assert_eq!(small.apply(grow, vec![1u8; 3]).unwrap(), [1, 1, 1, 2, 2, 2]);
+}
+
+fn parents_death(m: StartMethod) {
+    let (tx, rx) = Pipe::new().unwrap();
+    let child = Process::fork(move || {
+        let pool = Pool::builder()
+            .processes(3)
+            .start_method(m)
+            .build()
+            .unwrap();
+        assert_eq!(pool.map(f, 0..100).unwrap().len(), 100);
+        tx.send(&pool.pids()).unwrap();
+        let _r = pool.map_async(slow, 0..100_000).unwrap();
+        std::thread::sleep(Duration::from_secs(60));
+    })
+    .unwrap();
+    let pids: Vec<u32> = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert_eq!(pids.len(), 3);
+    std::thread::sleep(Duration::from_millis(100));
+    child.kill().unwrap();
+    assert_eq!(child.join().unwrap().signal(), Some(libc::SIGKILL));
+    let until = Instant::now() + Duration::from_secs(5);
+    while pids.iter().any(|&p| !gone(p)) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for p in pids {
+        assert!(gone(p), "{m:?}: worker {p} outlived its parent");
+    }
+}
+
+fn the_parents_death_kills_the_workers_fork() {
+    parents_death(StartMethod::Fork);
+}
+
+fn the_parents_death_kills_the_workers_spawn() {
+    parents_death(StartMethod::Spawn);
+}
+
+fn dropping_the_pool_reaps_every_worker() {
+    for m in [StartMethod::Fork, StartMethod::Spawn] {
+        let pool = Pool::builder()
+            .processes(3)
+            .start_method(m)
+            .build()
+            .unwrap();
+        let _pending = pool.map_async(slow, 0..10_000).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let pids = pool.pids();
+        common::within(Duration::from_secs(5), || drop(pool));
+        for p in pids {
+            assert!(gone(p), "{m:?}: worker {p} outlived the pool");
+        }
+    }
+}
+
+fn a_worker_of_another_build_refuses_tasks() {
+    // A copy of this very program is another file: another build, as far as a worker can tell.
+    let copy = std::env::temp_dir().join(format!("shmwire-pool-copy-{}", std::process::id()));
+    std::fs::copy("/proc/self/exe", &copy).unwrap();
+    Pool::__set_spawn_program(Some(copy.clone()));
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(StartMethod::Spawn)
+        .build();
+    Pool::__set_spawn_program(None);
+    let pool = pool.unwrap();
+    let (r, _) = common::within(Duration::from_secs(20), || pool.map(f, 0..10));
+    assert!(matches!(r, Err(Error::Incompatible)), "{r:?}");
+    assert!(matches!(pool.apply(f, 1), Err(Error::Incompatible)));
+    drop(pool);
+    let _ = std::fs::remove_file(copy);
+}
+
+fn spawn_refuses_a_function_outside_the_executable() {
+    let pool = Pool::builder()
+        .processes(1)
+        .start_method(StartMethod::Spawn)
+        .build()
+        .unwrap();
+    // SAFETY: only the pointer's value is used: the pool refuses it before anything calls it.
+    let outside: fn(i32) -> i32 = unsafe {
+        std::mem::transmute::<unsafe extern "C" fn(i32) -> i32, fn(i32) -> i32>(libc::abs)
+    };
+    assert!(matches!(pool.apply(outside, -3), Err(Error::Invalid(_))));
+    assert_eq!(pool.apply(|x: i32| x.abs(), -3).unwrap(), 3);
+}
+
+fn async_results_answer_every_timeout_form() {
+    let pool = Pool::new(1).unwrap();
+    let r = pool.apply_async(slow_pid, 300).unwrap();
+    assert!(!r.ready());
+    assert!(matches!(r.successful(), Err(Error::Misuse)));
+    assert!(matches!(
+        r.get_timeout(Duration::from_millis(20)),
+        Err(Error::Timeout)
+    ));
+    assert!(!r.wait_timeout(Duration::from_millis(10)));
+    r.wait();
+    assert!(r.ready() && r.successful().unwrap());
+    assert_eq!(r.get_timeout(Duration::ZERO).unwrap(), pool.pids()[0]);
+    let mut it = pool.imap(slow_pid, [300u64]);
+    assert!(matches!(
+        it.next_timeout(Duration::from_millis(20)),
+        Some(Err(Error::Timeout))
+    ));
+    assert!(matches!(
+        it.next_timeout(Duration::from_secs(20)),
+        Some(Ok(_))
+    ));
+    assert!(it.next().is_none());
+}
+
+/// A `map` that failed early ignores the outcomes of its other tasks; those arriving together with
+/// another call's must not shift that call's (they did: the next call got the wrong values, or
+/// waited for ever for its last ones).
+fn a_failed_map_leaves_the_other_calls_outcomes_alone() {
+    let pool = Pool::new(1).unwrap();
+    let xs: Vec<i64> = std::iter::once(-1).chain(1..60).collect();
+    for round in 0..50 {
+        let a = pool.map_async(square_or_panic, &xs).unwrap();
+        let b = pool.map_async(f, 0..300u64).unwrap();
+        let c = pool.apply_async(f, 7).unwrap();
+        assert!(
+            matches!(a.get(), Err(Error::TaskPanicked { .. })),
+            "round {round}"
+        );
+        let (got, _) = common::within(Duration::from_secs(20), || {
+            b.get_timeout(Duration::from_secs(20))
+        });
+        assert_eq!(
+            got.unwrap(),
+            (0..300).map(f).collect::<Vec<_>>(),
+            "round {round}"
+        );
+        assert_eq!(
+            c.get_timeout(Duration::from_secs(20)).unwrap(),
+            f(7),
+            "round {round}"
+        );
+    }
+}
