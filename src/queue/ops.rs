@@ -57,7 +57,7 @@ impl<T> Queue<T> {
         if cache.as_ref().is_none_or(|(j, _)| *j != i) {
             *cache = Some((i, self.ring_at(i)?));
         }
-        cache.as_ref().map(|(_, r)| r).ok_or_else(|| Error::Corrupt)
+        cache.as_ref().map(|(_, r)| r).ok_or(Error::Corrupt)
     }
 
     /// The largest item a slot holds.

@@ -119,7 +119,7 @@ impl Chain {
                 let (off, len) = self.extents[i];
                 let m = obj.segment().map_extent(off, len)?;
                 let _ = self.maps[i].set(m);
-                self.maps[i].get().ok_or_else(|| Error::Corrupt)?
+                self.maps[i].get().ok_or(Error::Corrupt)?
             }
         };
         let p = map.as_mut_ptr();
