@@ -38,8 +38,8 @@
 //! * The primitives, one folder per family: `pipe` ([`Pipe`], [`Connection`],
 //!   [`Listener`]/[`Client`], [`ConnectionHandle`]), `queue` ([`Queue`], [`JoinableQueue`],
 //!   [`SimpleQueue`]), `locks` ([`Lock`], [`RLock`], [`Semaphore`], [`Event`], [`Condition`],
-//!   [`Barrier`], [`Value`], [`Array`], [`SharedMemory`]), `process` ([`Process`], [`spawn`]); and
-//!   [`wait`] over any of them.
+//!   [`Barrier`], [`Value`], [`Array`], [`SharedMemory`]), `manager` ([`Manager`], [`SharedDict`],
+//!   [`SharedList`]), `process` ([`Process`], [`spawn`]); and [`wait`] over any of them.
 //!
 //! ## Failure
 //!
@@ -80,6 +80,8 @@ mod wait;
 #[cfg(not(loom))]
 mod locks;
 #[cfg(not(loom))]
+mod manager;
+#[cfg(not(loom))]
 mod pipe;
 #[cfg(not(loom))]
 mod process;
@@ -92,6 +94,8 @@ pub use error::{Error, Result};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+#[cfg(not(loom))]
+pub use manager::{Manager, ManagerBuilder, ManagerStats, SharedDict, SharedList};
 #[cfg(not(loom))]
 pub use pipe::{
     Client, Connection, ConnectionHandle, DEFAULT_CAPACITY, Listener, Pipe, PipeBuilder,

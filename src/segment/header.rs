@@ -44,6 +44,8 @@ pub enum Kind {
     Value = 4,
     /// A [`Queue`](crate::Queue).
     Queue = 5,
+    /// A [`Manager`](crate::Manager)'s arena (its dicts and lists).
+    Manager = 6,
     /// A [`Listener`](crate::Listener)'s socket (listings only: it has no segment header).
     Listener = 100,
 }
@@ -56,6 +58,7 @@ impl Kind {
             3 => Some(Kind::Sync),
             4 => Some(Kind::Value),
             5 => Some(Kind::Queue),
+            6 => Some(Kind::Manager),
             _ => None,
         }
     }
@@ -68,6 +71,7 @@ impl Kind {
             Kind::Sync => "sync",
             Kind::Value => "value",
             Kind::Queue => "queue",
+            Kind::Manager => "manager",
             Kind::Listener => "listener",
         }
     }

@@ -1,0 +1,646 @@
+//! `SharedDict`: a hash table in the arena, Python's `Manager().dict()`.
+//!
+//! The table is one block: its capacity (a power of two), then one word per bucket: 0 empty, 1 a
+//! tombstone, else an entry's `Ref` with the top 8 bits of its hash as a tag. An entry is one block:
+//! the full hash, the key's and value's lengths, the key's bytes, the value's bytes (both encoded).
+//! Lookups probe linearly, at most `capacity` buckets.
+//!
+//! Every change is one redo record (see `slot`): a new entry's bucket word (the entry filled before),
+//! a tombstone, a value of the same length rewritten in place (the bytes travel in the record), or a
+//! new table swapped in at the root (a rehash, copied while nobody could reach it; or none, to
+//! clear, with the old table's entries freed after). A table grows past 3/4 full and shrinks below
+//! 1/8.
+
+use super::arena::{Arena, Ref};
+use super::bytes::{self, Copied, Enc};
+use super::slot::{self, Change, Container, DICT, DRAIN_TABLE, INLINE, Locked, REF_MASK, Slot};
+use crate::error::{Error, Result};
+use crate::segment::fingerprint_of;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::borrow::Borrow;
+use std::marker::PhantomData;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const EMPTY: u64 = 0;
+const TOMB: u64 = 1;
+const MIN_CAP: u64 = 8;
+const MAX_CAP: u64 = 1 << 32;
+/// Bytes before an entry's key: its hash, its lengths.
+const ENTRY_HDR: u64 = 16;
+
+/// A dict shared by processes, in a [`Manager`](crate::Manager)'s arena: Python's
+/// `Manager().dict()`.
+///
+/// Keys and values are any serde types; keys are equal when their encodings are (`K: Eq + Hash` by
+/// its encoded bytes), so a `&str` finds a `String` key. Every call is one atomic step for every
+/// process: `modify` is a read-modify-write no other process can interleave with (the seeds'
+/// `d['count'] -= 1`). Readers never block each other nor write shared memory (a seqlock); writers
+/// take the dict's robust mutex, and a writer killed at any instruction leaves the dict as it was
+/// before or after its change, never between.
+///
+/// `Clone + Send + Sync`; shared with forked children, and serde-serializable: a handle sent through
+/// a [`Queue`](crate::Queue) or [`Pipe`](crate::Pipe), or passed to a spawned child, opens the same
+/// dict there. The dict lives until [`destroy`](Self::destroy) or until its manager is gone (every
+/// process holding it closed it or died), not until its last handle drops; a call on a destroyed dict
+/// is [`Error::Closed`].
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::{Manager, Process};
+/// let m = Manager::new()?;
+/// let d = m.dict_from([("count".to_string(), 100)])?;
+/// let mut kids = Vec::new();
+/// for _ in 0..4 {
+///     let d = d.clone();
+///     kids.push(Process::fork(move || {
+///         d.modify("count", |v| *v -= 1).unwrap();
+///     })?);
+/// }
+/// for k in kids {
+///     assert!(k.join()?.success());
+/// }
+/// assert_eq!(d.get("count")?, Some(96));
+/// assert_eq!(format!("{d:?}"), r#"{"count": 96}"#);
+/// # Ok(()) }
+/// ```
+pub struct SharedDict<K, V> {
+    pub(crate) c: Container,
+    _t: PhantomData<fn(K, V) -> (K, V)>,
+}
+
+impl<K, V> Clone for SharedDict<K, V> {
+    fn clone(&self) -> Self {
+        SharedDict {
+            c: self.c.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+/// Where a key is, or where it would go.
+enum Probe {
+    Found {
+        bucket: Ref,
+        entry: Ref,
+        /// The value's bytes and length.
+        value: Ref,
+        vlen: u64,
+    },
+    Vacant {
+        bucket: Ref,
+        was_empty: bool,
+    },
+}
+
+#[derive(Clone, Copy)]
+struct Table {
+    at: Ref,
+    cap: u64,
+}
+
+impl Table {
+    /// The root table, checked: a power-of-two capacity whose buckets lie within the chunk.
+    #[inline]
+    fn of(a: &Arena, s: &Slot) -> Result<Option<Table>> {
+        let at = Ref(s.root.load(Ordering::Relaxed));
+        if at.is_null() {
+            return Ok(None);
+        }
+        let cap = a.load(at)?;
+        if !cap.is_power_of_two() || !(MIN_CAP..=MAX_CAP).contains(&cap) {
+            return Err(Error::Corrupt);
+        }
+        a.at(at, 8 + 8 * cap)?;
+        Ok(Some(Table { at, cap }))
+    }
+
+    #[inline]
+    fn bucket(&self, i: u64) -> Ref {
+        self.at.add(8 + 8 * i)
+    }
+
+    /// Probes for `key` (hash `h`): at most `cap` buckets.
+    #[inline]
+    fn find(&self, a: &Arena, key: &[u8], h: u64) -> Result<Probe> {
+        let mask = self.cap - 1;
+        let tag = h >> 56;
+        let mut tomb = None;
+        for step in 0..self.cap {
+            let bucket = self.bucket(h.wrapping_add(step) & mask);
+            let w = a.load(bucket)?;
+            if w == EMPTY {
+                return Ok(Probe::Vacant {
+                    bucket: tomb.unwrap_or(bucket),
+                    was_empty: tomb.is_none(),
+                });
+            }
+            if w == TOMB {
+                tomb.get_or_insert(bucket);
+                continue;
+            }
+            if w >> 56 != tag {
+                continue;
+            }
+            let entry = Ref(w & REF_MASK);
+            if a.load(entry)? != h {
+                continue;
+            }
+            let lens = a.load(entry.add(8))?;
+            let (klen, vlen) = (lens & 0xffff_ffff, lens >> 32);
+            if klen != key.len() as u64 {
+                continue;
+            }
+            a.at(entry, ENTRY_HDR + klen + vlen)?;
+            if bytes::equal_at(a, entry.add(ENTRY_HDR), key)? {
+                return Ok(Probe::Found {
+                    bucket,
+                    entry,
+                    value: entry.add(ENTRY_HDR + klen),
+                    vlen,
+                });
+            }
+        }
+        match tomb {
+            Some(bucket) => Ok(Probe::Vacant {
+                bucket,
+                was_empty: false,
+            }),
+            None => Err(Error::Corrupt), // a full table: never kept so
+        }
+    }
+
+    /// The key and value of each entry, in bucket order (bounded by the table).
+    fn entries(
+        &self,
+        a: &Arena,
+        mut f: impl FnMut(Ref, u64, Ref, u64) -> Result<()>,
+    ) -> Result<()> {
+        for i in 0..self.cap {
+            let w = a.load(self.bucket(i))?;
+            if w <= TOMB {
+                continue;
+            }
+            let entry = Ref(w & REF_MASK);
+            let lens = a.load(entry.add(8))?;
+            let (klen, vlen) = (lens & 0xffff_ffff, lens >> 32);
+            a.at(entry, ENTRY_HDR + klen + vlen)?;
+            f(entry.add(ENTRY_HDR), klen, entry.add(ENTRY_HDR + klen), vlen)?;
+        }
+        Ok(())
+    }
+}
+
+impl<K, V> SharedDict<K, V> {
+    pub(crate) fn attach(c: Container) -> Self {
+        SharedDict {
+            c,
+            _t: PhantomData,
+        }
+    }
+
+    /// The fingerprints a dict of these types records (its key and value type names).
+    pub(crate) fn fingerprints() -> (u64, u64) {
+        (fingerprint_of::<K>(), fingerprint_of::<V>())
+    }
+
+    /// This handle with every call bounded by `timeout`: a call that cannot take the dict's lock in
+    /// time (its holder is stopped) returns [`Error::Timeout`], having changed nothing.
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        SharedDict {
+            c: self.c.with_timeout(Some(timeout)),
+            _t: PhantomData,
+        }
+    }
+
+    /// Entries now.
+    pub fn len(&self) -> Result<usize> {
+        self.c
+            .read(|_, s| Ok(s.len.load(Ordering::Relaxed) as usize))
+    }
+
+    /// Whether it holds no entry.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Removes every entry.
+    pub fn clear(&self) -> Result<()> {
+        let g = self.c.lock()?;
+        Self::clear_locked(&g)
+    }
+
+    fn clear_locked(g: &Locked<'_>) -> Result<()> {
+        if let Some(t) = Table::of(g.arena(), g.s)? {
+            g.commit(Change::store(g.c.root_ref(), 0, 0, 0).draining(t.at, DRAIN_TABLE, 0))?;
+        }
+        Ok(())
+    }
+
+    /// Frees the dict and everything in it, for every process: later calls on any handle of it are
+    /// [`Error::Closed`].
+    pub fn destroy(&self) -> Result<()> {
+        if self.c.index == 0 {
+            return Err(Error::Misuse); // the manager's namespace
+        }
+        let g = self.c.lock()?;
+        Self::clear_locked(&g)?;
+        g.retire();
+        Ok(())
+    }
+
+    /// Makes room for one more entry: a table if there is none, a larger one past 3/4 full (counting
+    /// tombstones).
+    fn ensure_room(g: &Locked<'_>) -> Result<Table> {
+        let s = g.s;
+        let (len, filled) = (
+            s.len.load(Ordering::Relaxed),
+            s.filled.load(Ordering::Relaxed),
+        );
+        match Table::of(g.arena(), s)? {
+            Some(t) if (filled + 1) * 4 <= t.cap * 3 => Ok(t),
+            old => {
+                let cap = ((len + 1) * 2).max(MIN_CAP).next_power_of_two();
+                Self::rehash(g, old, cap)
+            }
+        }
+    }
+
+    /// Swaps in a table of `cap` buckets holding the same entries.
+    fn rehash(g: &Locked<'_>, old: Option<Table>, cap: u64) -> Result<Table> {
+        if cap > MAX_CAP {
+            return Err(Error::Full);
+        }
+        let a = g.arena();
+        let at = g.alloc(8 + 8 * cap, 0)?;
+        a.word(at)?.store(cap, Ordering::Relaxed);
+        a.zero(at.add(8), 8 * cap)?;
+        let new = Table { at, cap };
+        let mut n = 0u64;
+        if let Some(t) = old {
+            for i in 0..t.cap {
+                let w = a.load(t.bucket(i))?;
+                if w <= TOMB {
+                    continue;
+                }
+                let h = a.load(Ref(w & REF_MASK))?;
+                let mut placed = false;
+                for step in 0..cap {
+                    let b = new.bucket(h.wrapping_add(step) & (cap - 1));
+                    if a.load(b)? == EMPTY {
+                        a.word(b)?.store(w, Ordering::Relaxed);
+                        placed = true;
+                        break;
+                    }
+                }
+                if !placed {
+                    return Err(Error::Corrupt);
+                }
+                n += 1;
+            }
+        }
+        let old_at = old.map_or(Ref::NULL, |t| t.at);
+        g.commit(Change::store(g.c.root_ref(), at.0, n, n).freeing(old_at))?;
+        Ok(new)
+    }
+
+    /// Shrinks a table that is mostly empty (after a removal).
+    fn maybe_shrink(g: &Locked<'_>) -> Result<()> {
+        if let Some(t) = Table::of(g.arena(), g.s)? {
+            let len = g.s.len.load(Ordering::Relaxed);
+            if t.cap > 64 && len * 8 < t.cap {
+                let cap = (len * 4).max(MIN_CAP).next_power_of_two();
+                Self::rehash(g, Some(t), cap)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A new entry block holding `key` and `value`.
+    fn new_entry(g: &Locked<'_>, key: &[u8], h: u64, value: &[u8]) -> Result<Ref> {
+        if key.len() > u32::MAX as usize || value.len() > u32::MAX as usize {
+            return Err(Error::invalid(
+                "a key or value of 4 GiB or more: a dict entry holds less",
+            ));
+        }
+        let a = g.arena();
+        let (klen, vlen) = (key.len() as u64, value.len() as u64);
+        let e = g.alloc(ENTRY_HDR + klen + vlen, 0)?;
+        a.word(e)?.store(h, Ordering::Relaxed);
+        a.word(e.add(8))?.store(klen | vlen << 32, Ordering::Relaxed);
+        a.copy_in(e.add(ENTRY_HDR), key)?;
+        a.copy_in(e.add(ENTRY_HDR + klen), value)?;
+        Ok(e)
+    }
+
+    /// Writes `value` for `key` under the lock: in place when it has the old value's length (and
+    /// fits a redo record), else as a new entry.
+    fn write_locked(g: &Locked<'_>, key: &[u8], h: u64, value: &[u8]) -> Result<()> {
+        let t = Self::ensure_room(g)?;
+        let s = g.s;
+        let (len, filled) = (
+            s.len.load(Ordering::Relaxed),
+            s.filled.load(Ordering::Relaxed),
+        );
+        let tag = h & !REF_MASK;
+        match t.find(g.arena(), key, h)? {
+            Probe::Found {
+                bucket,
+                entry,
+                value: at,
+                vlen,
+            } => {
+                if vlen == value.len() as u64 && value.len() <= INLINE {
+                    g.commit(Change {
+                        bytes: Some(value),
+                        ..Change::store(at, 0, len, filled)
+                    })
+                } else {
+                    let e = Self::new_entry(g, key, h, value)?;
+                    g.commit(Change::store(bucket, tag | e.0, len, filled).freeing(entry))
+                }
+            }
+            Probe::Vacant { bucket, was_empty } => {
+                let e = Self::new_entry(g, key, h, value)?;
+                g.commit(Change::store(
+                    bucket,
+                    tag | e.0,
+                    len + 1,
+                    filled + u64::from(was_empty),
+                ))
+            }
+        }
+    }
+
+    fn seed(&self) -> u64 {
+        self.c.slot().seed.load(Ordering::Relaxed)
+    }
+}
+
+impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedDict<K, V> {
+    /// The value for `key`, if any (a `&str` finds a `String` key).
+    #[inline]
+    pub fn get<Q: Serialize + ?Sized>(&self, key: &Q) -> Result<Option<V>>
+    where
+        K: Borrow<Q>,
+    {
+        let key = bytes::encode(key)?;
+        let h = bytes::hash(self.seed(), &key);
+        let mut out = Copied::new();
+        let found = self.c.read(|a, s| {
+            let Some(t) = Table::of(a, s)? else {
+                return Ok(false);
+            };
+            match t.find(a, &key, h)? {
+                Probe::Found { value, vlen, .. } => {
+                    out.fill(a, value, vlen)?;
+                    Ok(true)
+                }
+                Probe::Vacant { .. } => Ok(false),
+            }
+        })?;
+        if found {
+            Ok(Some(bytes::decode(out.bytes())?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Whether `key` has a value.
+    pub fn contains_key<Q: Serialize + ?Sized>(&self, key: &Q) -> Result<bool>
+    where
+        K: Borrow<Q>,
+    {
+        let key = bytes::encode(key)?;
+        let h = bytes::hash(self.seed(), &key);
+        self.c.read(|a, s| match Table::of(a, s)? {
+            Some(t) => Ok(matches!(t.find(a, &key, h)?, Probe::Found { .. })),
+            None => Ok(false),
+        })
+    }
+
+    /// Sets `key` to `value`; returns the value it replaced.
+    pub fn insert(&self, key: impl Borrow<K>, value: impl Borrow<V>) -> Result<Option<V>> {
+        let (key, value) = (bytes::encode(key.borrow())?, bytes::encode(value.borrow())?);
+        let h = bytes::hash(self.seed(), &key);
+        let g = self.c.lock()?;
+        let old = match Table::of(g.arena(), g.s)? {
+            Some(t) => match t.find(g.arena(), &key, h)? {
+                Probe::Found { value, vlen, .. } => {
+                    let mut out = Copied::new();
+                    out.fill(g.arena(), value, vlen)?;
+                    Some(bytes::decode::<V>(out.bytes())?)
+                }
+                Probe::Vacant { .. } => None,
+            },
+            None => None,
+        };
+        Self::write_locked(&g, &key, h, &value)?;
+        Ok(old)
+    }
+
+    /// Removes `key`; returns its value, if it had one.
+    pub fn remove<Q: Serialize + ?Sized>(&self, key: &Q) -> Result<Option<V>>
+    where
+        K: Borrow<Q>,
+    {
+        let key = bytes::encode(key)?;
+        let h = bytes::hash(self.seed(), &key);
+        let g = self.c.lock()?;
+        let Some(t) = Table::of(g.arena(), g.s)? else {
+            return Ok(None);
+        };
+        let Probe::Found {
+            bucket,
+            entry,
+            value,
+            vlen,
+        } = t.find(g.arena(), &key, h)?
+        else {
+            return Ok(None);
+        };
+        let mut out = Copied::new();
+        out.fill(g.arena(), value, vlen)?;
+        let old = bytes::decode::<V>(out.bytes())?;
+        let (len, filled) = (
+            g.s.len.load(Ordering::Relaxed),
+            g.s.filled.load(Ordering::Relaxed),
+        );
+        g.commit(Change::store(bucket, TOMB, len.saturating_sub(1), filled).freeing(entry))?;
+        Self::maybe_shrink(&g)?;
+        Ok(Some(old))
+    }
+
+    /// The value for `key`, after setting it to `value` if it had none (Python's `setdefault`).
+    pub fn get_or_insert(&self, key: impl Borrow<K>, value: V) -> Result<V> {
+        let key_b = bytes::encode(key.borrow())?;
+        let h = bytes::hash(self.seed(), &key_b);
+        let g = self.c.lock()?;
+        if let Some(t) = Table::of(g.arena(), g.s)? {
+            if let Probe::Found { value, vlen, .. } = t.find(g.arena(), &key_b, h)? {
+                let mut out = Copied::new();
+                out.fill(g.arena(), value, vlen)?;
+                return bytes::decode(out.bytes());
+            }
+        }
+        Self::write_locked(&g, &key_b, h, &bytes::encode(&value)?)?;
+        Ok(value)
+    }
+
+    /// Runs `f` on the value for `key` and stores what it leaves, as one step no other process can
+    /// interleave with; returns what `f` returns. [`Error::NotFound`] if `key` has no value (Python's
+    /// `KeyError`), and nothing changes. A panic in `f` changes nothing.
+    ///
+    /// ```
+    /// # fn main() -> shmwire::Result<()> {
+    /// let m = shmwire::Manager::new()?;
+    /// let d = m.dict_from([("count".to_string(), 100)])?;
+    /// let now = d.modify("count", |v| {
+    ///     *v -= 1;
+    ///     *v
+    /// })?;
+    /// assert_eq!(now, 99);
+    /// assert!(matches!(d.modify("nope", |v| *v += 1), Err(shmwire::Error::NotFound)));
+    /// # Ok(()) }
+    /// ```
+    pub fn modify<Q: Serialize + ?Sized, R>(&self, key: &Q, f: impl FnOnce(&mut V) -> R) -> Result<R>
+    where
+        K: Borrow<Q>,
+    {
+        let key = bytes::encode(key)?;
+        let h = bytes::hash(self.seed(), &key);
+        let g = self.c.lock()?;
+        let Some(t) = Table::of(g.arena(), g.s)? else {
+            return Err(Error::NotFound);
+        };
+        let Probe::Found { value, vlen, .. } = t.find(g.arena(), &key, h)? else {
+            return Err(Error::NotFound);
+        };
+        let mut out = Copied::new();
+        out.fill(g.arena(), value, vlen)?;
+        let mut v: V = bytes::decode(out.bytes())?;
+        let r = f(&mut v);
+        Self::write_locked(&g, &key, h, &bytes::encode(&v)?)?;
+        Ok(r)
+    }
+
+    /// Sets every `(key, value)` of `items`, under one hold of the lock (each is its own step: a
+    /// writer killed half way leaves the first ones set).
+    pub fn update(&self, items: impl IntoIterator<Item = (K, V)>) -> Result<()> {
+        let encoded: Vec<(Enc, Enc)> = items
+            .into_iter()
+            .map(|(k, v)| Ok((bytes::encode(&k)?, bytes::encode(&v)?)))
+            .collect::<Result<_>>()?;
+        let seed = self.seed();
+        let g = self.c.lock()?;
+        for (k, v) in &encoded {
+            Self::write_locked(&g, k, bytes::hash(seed, k), v)?;
+        }
+        Ok(())
+    }
+
+    /// Every `(key, value)`, as one consistent snapshot (in no particular order).
+    pub fn items(&self) -> Result<Vec<(K, V)>> {
+        let raw = self.snapshot(true, true)?;
+        raw.into_iter()
+            .map(|(k, v)| Ok((bytes::decode(&k)?, bytes::decode(&v)?)))
+            .collect()
+    }
+
+    /// Every key, as one consistent snapshot.
+    pub fn keys(&self) -> Result<Vec<K>> {
+        let raw = self.snapshot(true, false)?;
+        raw.into_iter().map(|(k, _)| bytes::decode(&k)).collect()
+    }
+
+    /// Every value, as one consistent snapshot.
+    pub fn values(&self) -> Result<Vec<V>> {
+        let raw = self.snapshot(false, true)?;
+        raw.into_iter().map(|(_, v)| bytes::decode(&v)).collect()
+    }
+
+    fn snapshot(&self, keys: bool, values: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.c.read(|a, s| {
+            let mut out = Vec::new();
+            if let Some(t) = Table::of(a, s)? {
+                t.entries(a, |k, klen, v, vlen| {
+                    let mut kb = Vec::new();
+                    let mut vb = Vec::new();
+                    if keys {
+                        a.append_out(k, klen, &mut kb)?;
+                    }
+                    if values {
+                        a.append_out(v, vlen, &mut vb)?;
+                    }
+                    out.push((kb, vb));
+                    Ok(())
+                })?;
+            }
+            Ok(out)
+        })
+    }
+
+    /// Under the lock: `f` gets the value for `key` (if any) and says what to store (if anything)
+    /// and what to return. `f` runs with no other lock held (it may create containers).
+    pub(crate) fn upsert_with<R>(
+        &self,
+        key: &K,
+        f: impl FnOnce(Option<V>) -> Result<(Option<V>, R)>,
+    ) -> Result<R> {
+        let key = bytes::encode(key)?;
+        let h = bytes::hash(self.seed(), &key);
+        let g = self.c.lock()?;
+        let old = match Table::of(g.arena(), g.s)? {
+            Some(t) => match t.find(g.arena(), &key, h)? {
+                Probe::Found { value, vlen, .. } => {
+                    let mut out = Copied::new();
+                    out.fill(g.arena(), value, vlen)?;
+                    Some(bytes::decode::<V>(out.bytes())?)
+                }
+                Probe::Vacant { .. } => None,
+            },
+            None => None,
+        };
+        let (new, r) = f(old)?;
+        if let Some(v) = new {
+            Self::write_locked(&g, &key, h, &bytes::encode(&v)?)?;
+        }
+        Ok(r)
+    }
+}
+
+impl<K, V> SharedDict<K, V>
+where
+    K: Serialize + DeserializeOwned,
+    V: Serialize + DeserializeOwned,
+{
+    /// Makes a new empty dict in `arena` (used by the manager).
+    pub(crate) fn create(arena: &std::sync::Arc<Arena>, timeout: Option<Duration>) -> Result<Self> {
+        let c = slot::new_container(arena, DICT, Self::fingerprints(), timeout)?;
+        Ok(Self::attach(c))
+    }
+}
+
+impl<K, V> std::fmt::Debug for SharedDict<K, V>
+where
+    K: Serialize + DeserializeOwned + std::fmt::Debug,
+    V: Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    /// Prints like Python's dict: `{"count": 0}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.items() {
+            Ok(items) => {
+                f.write_str("{")?;
+                for (i, (k, v)) in items.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{k:?}: {v:?}")?;
+                }
+                f.write_str("}")
+            }
+            Err(e) => write!(f, "<dict: {e}>"),
+        }
+    }
+}
