@@ -324,8 +324,35 @@ impl Guard<'_> {
         Ok(())
     }
 
-    /// A free block of at least `size` bytes, if a class holds one.
+    /// A free block of at least `size` bytes, if a class holds one: the head of the first class
+    /// whose every block fits, else one of the first few blocks of `size`'s own class that fits (so
+    /// that a block freed just now is reused for the same size, even in a full arena).
     fn find(&self, size: u64) -> Result<Option<Block>> {
+        if let Some(b) = self.find_good(size)? {
+            return Ok(Some(b));
+        }
+        let (fl, sl) = mapping(size);
+        if fl >= FL {
+            return Ok(None);
+        }
+        let mut at = self.head(fl, sl).load(Ordering::Relaxed);
+        for _ in 0..16 {
+            if at == 0 {
+                break;
+            }
+            let b = self.block(Ref(at))?;
+            if b.flags & FREE == 0 {
+                return Err(Error::Corrupt);
+            }
+            if b.size >= size {
+                return Ok(Some(b));
+            }
+            at = self.a.load(b.at.add(16))?;
+        }
+        Ok(None)
+    }
+
+    fn find_good(&self, size: u64) -> Result<Option<Block>> {
         let (fl, sl) = mapping_search(size);
         if fl >= FL {
             return Ok(None);
@@ -478,7 +505,8 @@ impl Guard<'_> {
         if n == MAX_CHUNKS {
             return Err(Error::Full);
         }
-        let mapped = self.a.mapped();
+        // The whole file: the segment's header and participant table, then the chunks.
+        let mapped = self.a.seg.header().kind_offset.saturating_add(self.a.mapped());
         let want = (size + HDR).div_ceil(PAGE) * PAGE;
         let mut len = want.max(mapped.clamp(MIN_STEP, MAX_STEP));
         let max = ctl.max_bytes.load(Ordering::Relaxed);

@@ -176,13 +176,14 @@ impl Arena {
         let floor = HEAP_START + (64 << 10);
         let mut initial = initial.max(floor);
         if max_bytes != 0 {
-            if max_bytes < floor + PAGE {
+            if max_bytes < floor + 4 * PAGE {
                 return Err(Error::invalid(format!(
                     "max_bytes {max_bytes} is below the smallest arena ({} bytes); ask for more",
-                    floor + PAGE
+                    floor + 4 * PAGE
                 )));
             }
-            initial = initial.min(max_bytes - PAGE);
+            // The segment's header and participant table come first (two pages for 256 slots).
+            initial = initial.min(max_bytes - 4 * PAGE);
         }
         let initial = initial.div_ceil(PAGE) * PAGE;
         let spec = Spec {

@@ -259,9 +259,13 @@ impl<K, V> SharedDict<K, V> {
             s.filled.load(Ordering::Relaxed),
         );
         match Table::of(g.arena(), s)? {
-            Some(t) if (filled + 1) * 4 <= t.cap * 3 => Ok(t),
+            Some(t) if filled.saturating_add(1).saturating_mul(4) <= t.cap * 3 => Ok(t),
             old => {
-                let cap = ((len + 1) * 2).max(MIN_CAP).next_power_of_two();
+                let cap = len
+                    .saturating_add(1)
+                    .saturating_mul(2)
+                    .clamp(MIN_CAP, MAX_CAP + 1)
+                    .next_power_of_two();
                 Self::rehash(g, old, cap)
             }
         }
@@ -309,7 +313,7 @@ impl<K, V> SharedDict<K, V> {
     fn maybe_shrink(g: &Locked<'_>) -> Result<()> {
         if let Some(t) = Table::of(g.arena(), g.s)? {
             let len = g.s.len.load(Ordering::Relaxed);
-            if t.cap > 64 && len * 8 < t.cap {
+            if t.cap > 64 && len.saturating_mul(8) < t.cap {
                 let cap = (len * 4).max(MIN_CAP).next_power_of_two();
                 Self::rehash(g, Some(t), cap)?;
             }
@@ -366,8 +370,8 @@ impl<K, V> SharedDict<K, V> {
                 g.commit(Change::store(
                     bucket,
                     tag | e.0,
-                    len + 1,
-                    filled + u64::from(was_empty),
+                    len.wrapping_add(1),
+                    filled.wrapping_add(u64::from(was_empty)),
                 ))
             }
         }

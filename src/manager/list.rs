@@ -236,7 +236,7 @@ impl<T> SharedList<T> {
         let e = Self::new_elem(g, bytes, 0)?;
         // Past the end: nobody reads this word until the length moves on.
         a.word(arr.word(len))?.store(e.0, Ordering::Relaxed);
-        g.commit(Change::store(g.c.len_ref(), len + 1, len + 1, 0))
+        g.commit(Change::store(g.c.len_ref(), len + 1, len + 1, 0)) // len < cap
     }
 
     /// Replaces element `i` with `bytes` under the lock.
@@ -258,7 +258,7 @@ impl<T> SharedList<T> {
     fn maybe_shrink(g: &Locked<'_>) -> Result<()> {
         let len = g.s.len.load(Ordering::Relaxed);
         if let Some(arr) = Array::of(g.arena(), g.s)? {
-            if arr.cap > 64 && len * 4 < arr.cap {
+            if arr.cap > 64 && len.saturating_mul(4) < arr.cap {
                 let cap = (len * 2).max(MIN_CAP);
                 let at = Self::new_array(g, Some(arr), len, cap, None)?;
                 g.commit(Change::store(g.c.root_ref(), at.0, len, 0).freeing(arr.at))?;

@@ -505,7 +505,7 @@ impl<'a> Locked<'a> {
         })();
         // ORDERING: Release publishes the change (and the blocks filled before it) to readers that
         // Acquire the even sequence.
-        s.seq.store(odd + 1, Ordering::Release);
+        s.seq.store(odd.wrapping_add(1), Ordering::Release);
         done?;
         j.new[0].store(0, r);
         j.new[1].store(0, r);
@@ -583,7 +583,7 @@ impl<'a> Locked<'a> {
         }
         let q = s.seq.load(Ordering::Relaxed);
         if q & 1 != 0 {
-            s.seq.store(q + 1, Ordering::Release);
+            s.seq.store(q.wrapping_add(1), Ordering::Release);
         }
         self.release_alloc();
         Ok(())
@@ -679,7 +679,7 @@ fn create(
         w.store(0, r);
     }
     let q = s.seq.load(r);
-    s.seq.store((q | 1) + 1, r);
+    s.seq.store((q | 1).wrapping_add(1), r);
     let id = dir.next_id.fetch_add(1, r).max(NAMESPACE_ID + 1);
     s.id.store(id, r);
     // ORDERING: Release: a handle that Acquires LIVE sees the fields above.
