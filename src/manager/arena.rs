@@ -75,6 +75,52 @@ impl Ref {
     }
 }
 
+/// Shared bytes from a checked, 8-aligned position to the end of its chunk: one chunk lookup when
+/// made, then one comparison per access (what a lookup's many small reads of one table or entry
+/// need).
+#[derive(Clone, Copy)]
+pub(crate) struct Span {
+    p: *mut u8,
+    len: u64,
+}
+
+impl Span {
+    /// A pointer to `n` bytes at `off`, checked to lie within the span.
+    #[inline(always)]
+    pub(crate) fn check(&self, off: u64, n: u64) -> Result<*mut u8> {
+        if off > self.len || n > self.len - off {
+            return Err(Error::Corrupt);
+        }
+        // SAFETY: `off + n <= len`: within the chunk's mapping.
+        Ok(unsafe { self.p.add(off as usize) })
+    }
+
+    /// The word at `off` (a multiple of 8).
+    #[inline(always)]
+    pub(crate) fn word(&self, off: u64) -> Result<&AtomicU64> {
+        if off % 8 != 0 {
+            return Err(Error::Corrupt);
+        }
+        let p = self.check(off, 8)?;
+        // SAFETY: in bounds, 8-aligned (the span starts 8-aligned); atomics may alias shared memory.
+        Ok(unsafe { &*(p as *const AtomicU64) })
+    }
+
+    #[inline(always)]
+    pub(crate) fn load(&self, off: u64) -> Result<u64> {
+        Ok(self.word(off)?.load(Ordering::Relaxed))
+    }
+
+    /// Copies the bytes at `off` into `out` (a private copy).
+    #[inline]
+    pub(crate) fn copy_out(&self, off: u64, out: &mut [u8]) -> Result<()> {
+        let p = self.check(off, out.len() as u64)?;
+        // SAFETY: in bounds (checked); raw copy, no reference to shared bytes.
+        unsafe { copy_raw(p, out.as_mut_ptr(), out.len()) };
+        Ok(())
+    }
+}
+
 /// Where chunk `i` lives in the file. Written by the grower before the chunk is published, never
 /// after.
 #[repr(C)]
@@ -334,6 +380,21 @@ impl Arena {
         if i == 0 { HEAP_START } else { 0 }
     }
 
+    /// The span from `r` (8-aligned) to the end of its chunk.
+    #[inline]
+    pub(crate) fn span(&self, r: Ref) -> Result<Span> {
+        let (p, clen) = self.chunk(r.chunk())?;
+        let off = r.offset();
+        if off % 8 != 0 || off > clen as u64 {
+            return Err(Error::Corrupt);
+        }
+        Ok(Span {
+            // SAFETY: `off <= clen`: within (or at the end of) the mapping.
+            p: unsafe { p.add(off as usize) },
+            len: clen as u64 - off,
+        })
+    }
+
     /// A pointer to `len` bytes at `r`, checked to lie within its chunk.
     #[inline]
     pub(crate) fn at(&self, r: Ref, len: u64) -> Result<*mut u8> {
@@ -369,7 +430,7 @@ impl Arena {
     pub(crate) fn copy_out(&self, r: Ref, out: &mut [u8]) -> Result<()> {
         let p = self.at(r, out.len() as u64)?;
         // SAFETY: `p..p + len` is in the mapping (checked); raw copy, no reference to shared bytes.
-        unsafe { std::ptr::copy_nonoverlapping(p, out.as_mut_ptr(), out.len()) };
+        unsafe { copy_raw(p, out.as_mut_ptr(), out.len()) };
         Ok(())
     }
 
@@ -393,7 +454,7 @@ impl Arena {
     pub(crate) fn copy_in(&self, r: Ref, bytes: &[u8]) -> Result<()> {
         let p = self.at(r, bytes.len() as u64)?;
         // SAFETY: in bounds (checked); raw copy from our own memory.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len()) };
+        unsafe { copy_raw(bytes.as_ptr(), p, bytes.len()) };
         Ok(())
     }
 
@@ -433,6 +494,65 @@ impl Arena {
     /// The user name of a named arena.
     pub(crate) fn os_name(&self) -> Option<&str> {
         self.seg.os_name()
+    }
+}
+
+/// Copies `len` bytes from `src` to `dst` (not overlapping): the few bytes of a key or a small value
+/// as two overlapping words (a call to `memcpy` costs more than the copy), longer runs with `memcpy`.
+///
+/// # Safety
+/// `src..src + len` must be readable and `dst..dst + len` writable, and they must not overlap.
+#[inline(always)]
+pub(crate) unsafe fn copy_raw(src: *const u8, dst: *mut u8, len: usize) {
+    use std::ptr::{read_unaligned as rd, write_unaligned as wr};
+    // SAFETY: every access below lies within `[0, len)` of both ranges (the caller's promise).
+    unsafe {
+        match len {
+            0 => {}
+            1 => *dst = *src,
+            2..=3 => {
+                let (a, b) = (rd(src as *const u16), rd(src.add(len - 2) as *const u16));
+                wr(dst as *mut u16, a);
+                wr(dst.add(len - 2) as *mut u16, b);
+            }
+            4..=7 => {
+                let (a, b) = (rd(src as *const u32), rd(src.add(len - 4) as *const u32));
+                wr(dst as *mut u32, a);
+                wr(dst.add(len - 4) as *mut u32, b);
+            }
+            8..=16 => {
+                let (a, b) = (rd(src as *const u64), rd(src.add(len - 8) as *const u64));
+                wr(dst as *mut u64, a);
+                wr(dst.add(len - 8) as *mut u64, b);
+            }
+            _ => std::ptr::copy_nonoverlapping(src, dst, len),
+        }
+    }
+}
+
+/// The `len <= 16` bytes at `p` as two words (overlapping reads, as `copy_raw` copies them), to
+/// compare in registers.
+///
+/// # Safety
+/// `p..p + len` must be readable and `len <= 16`.
+#[inline(always)]
+pub(crate) unsafe fn small_words(p: *const u8, len: usize) -> (u64, u64) {
+    use std::ptr::read_unaligned as rd;
+    // SAFETY: every read lies within `[0, len)` (the caller's promise).
+    unsafe {
+        match len {
+            0 => (0, 0),
+            1 => (u64::from(*p), 0),
+            2..=3 => (
+                u64::from(rd(p as *const u16)),
+                u64::from(rd(p.add(len - 2) as *const u16)),
+            ),
+            4..=7 => (
+                u64::from(rd(p as *const u32)),
+                u64::from(rd(p.add(len - 4) as *const u32)),
+            ),
+            _ => (rd(p as *const u64), rd(p.add(len - 8) as *const u64)),
+        }
     }
 }
 

@@ -11,7 +11,7 @@
 //! clear, with the old table's entries freed after). A table grows past 3/4 full and shrinks below
 //! 1/8.
 
-use super::arena::{Arena, Ref};
+use super::arena::{Arena, Ref, Span};
 use super::bytes::{self, Copied, Enc};
 use super::slot::{self, Change, Container, DICT, DRAIN_TABLE, INLINE, Locked, REF_MASK, Slot};
 use crate::error::{Error, Result};
@@ -84,8 +84,9 @@ enum Probe {
     Found {
         bucket: Ref,
         entry: Ref,
-        /// The value's bytes and length.
-        value: Ref,
+        /// The entry's bytes, its key's length and its value's length.
+        span: Span,
+        klen: u64,
         vlen: u64,
     },
     Vacant {
@@ -94,10 +95,27 @@ enum Probe {
     },
 }
 
+impl Probe {
+    /// The value's bytes, copied out (a found key).
+    #[inline(always)]
+    fn value(&self, out: &mut Copied) -> Result<bool> {
+        match self {
+            Probe::Found {
+                span, klen, vlen, ..
+            } => {
+                out.fill_from(span, ENTRY_HDR + klen, *vlen)?;
+                Ok(true)
+            }
+            Probe::Vacant { .. } => Ok(false),
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 struct Table {
     at: Ref,
     cap: u64,
+    span: Span,
 }
 
 impl Table {
@@ -108,12 +126,13 @@ impl Table {
         if at.is_null() {
             return Ok(None);
         }
-        let cap = a.load(at)?;
+        let span = a.span(at)?;
+        let cap = span.load(0)?;
         if !cap.is_power_of_two() || !(MIN_CAP..=MAX_CAP).contains(&cap) {
             return Err(Error::Corrupt);
         }
-        a.at(at, 8 + 8 * cap)?;
-        Ok(Some(Table { at, cap }))
+        span.check(0, 8 + 8 * cap)?;
+        Ok(Some(Table { at, cap, span }))
     }
 
     #[inline]
@@ -121,43 +140,50 @@ impl Table {
         self.at.add(8 + 8 * i)
     }
 
-    /// Probes for `key` (hash `h`): at most `cap` buckets.
     #[inline]
+    fn load(&self, i: u64) -> Result<u64> {
+        self.span.load(8 + 8 * i)
+    }
+
+    /// Probes for `key` (hash `h`): at most `cap` buckets.
+    #[inline(always)]
     fn find(&self, a: &Arena, key: &[u8], h: u64) -> Result<Probe> {
         let mask = self.cap - 1;
         let tag = h >> 56;
         let mut tomb = None;
         for step in 0..self.cap {
-            let bucket = self.bucket(h.wrapping_add(step) & mask);
-            let w = a.load(bucket)?;
+            let i = h.wrapping_add(step) & mask;
+            let w = self.load(i)?;
             if w == EMPTY {
                 return Ok(Probe::Vacant {
-                    bucket: tomb.unwrap_or(bucket),
+                    bucket: tomb.unwrap_or(self.bucket(i)),
                     was_empty: tomb.is_none(),
                 });
             }
             if w == TOMB {
-                tomb.get_or_insert(bucket);
+                tomb.get_or_insert(self.bucket(i));
                 continue;
             }
             if w >> 56 != tag {
                 continue;
             }
             let entry = Ref(w & REF_MASK);
-            if a.load(entry)? != h {
+            let e = a.span(entry)?;
+            if e.load(0)? != h {
                 continue;
             }
-            let lens = a.load(entry.add(8))?;
+            let lens = e.load(8)?;
             let (klen, vlen) = (lens & 0xffff_ffff, lens >> 32);
             if klen != key.len() as u64 {
                 continue;
             }
-            a.at(entry, ENTRY_HDR + klen + vlen)?;
-            if bytes::equal_at(a, entry.add(ENTRY_HDR), key)? {
+            e.check(ENTRY_HDR, klen + vlen)?;
+            if bytes::equal_in(&e, ENTRY_HDR, key)? {
                 return Ok(Probe::Found {
-                    bucket,
+                    bucket: self.bucket(i),
                     entry,
-                    value: entry.add(ENTRY_HDR + klen),
+                    span: e,
+                    klen,
                     vlen,
                 });
             }
@@ -175,18 +201,18 @@ impl Table {
     fn entries(
         &self,
         a: &Arena,
-        mut f: impl FnMut(Ref, u64, Ref, u64) -> Result<()>,
+        mut f: impl FnMut(&Span, u64, u64) -> Result<()>,
     ) -> Result<()> {
         for i in 0..self.cap {
-            let w = a.load(self.bucket(i))?;
+            let w = self.load(i)?;
             if w <= TOMB {
                 continue;
             }
-            let entry = Ref(w & REF_MASK);
-            let lens = a.load(entry.add(8))?;
+            let e = a.span(Ref(w & REF_MASK))?;
+            let lens = e.load(8)?;
             let (klen, vlen) = (lens & 0xffff_ffff, lens >> 32);
-            a.at(entry, ENTRY_HDR + klen + vlen)?;
-            f(entry.add(ENTRY_HDR), klen, entry.add(ENTRY_HDR + klen), vlen)?;
+            e.check(ENTRY_HDR, klen + vlen)?;
+            f(&e, klen, vlen)?;
         }
         Ok(())
     }
@@ -250,25 +276,30 @@ impl<K, V> SharedDict<K, V> {
         Ok(())
     }
 
-    /// Makes room for one more entry: a table if there is none, a larger one past 3/4 full (counting
-    /// tombstones).
-    fn ensure_room(g: &Locked<'_>) -> Result<Table> {
-        let s = g.s;
-        let (len, filled) = (
-            s.len.load(Ordering::Relaxed),
-            s.filled.load(Ordering::Relaxed),
-        );
-        match Table::of(g.arena(), s)? {
-            Some(t) if filled.saturating_add(1).saturating_mul(4) <= t.cap * 3 => Ok(t),
-            old => {
-                let cap = len
-                    .saturating_add(1)
-                    .saturating_mul(2)
-                    .clamp(MIN_CAP, MAX_CAP + 1)
-                    .next_power_of_two();
-                Self::rehash(g, old, cap)
+    /// Where `key` is, or where it would go, in a table with room for it: a table is made if there
+    /// is none, and a larger one swapped in past 3/4 full (counting tombstones).
+    #[inline(always)]
+    fn probe_for_write(g: &Locked<'_>, key: &[u8], h: u64) -> Result<(Table, Probe)> {
+        let (a, s) = (g.arena(), g.s);
+        let old = Table::of(a, s)?;
+        if let Some(t) = old {
+            let p = t.find(a, key, h)?;
+            let filled = s.filled.load(Ordering::Relaxed);
+            if matches!(p, Probe::Found { .. })
+                || filled.saturating_add(1).saturating_mul(4) <= t.cap * 3
+            {
+                return Ok((t, p));
             }
         }
+        let len = s.len.load(Ordering::Relaxed);
+        let cap = len
+            .saturating_add(1)
+            .saturating_mul(2)
+            .clamp(MIN_CAP, MAX_CAP + 1)
+            .next_power_of_two();
+        let t = Self::rehash(g, old, cap)?;
+        let p = t.find(a, key, h)?;
+        Ok((t, p))
     }
 
     /// Swaps in a table of `cap` buckets holding the same entries.
@@ -278,22 +309,24 @@ impl<K, V> SharedDict<K, V> {
         }
         let a = g.arena();
         let at = g.alloc(8 + 8 * cap, 0)?;
-        a.word(at)?.store(cap, Ordering::Relaxed);
+        let span = a.span(at)?;
+        span.check(0, 8 + 8 * cap)?;
+        span.word(0)?.store(cap, Ordering::Relaxed);
         a.zero(at.add(8), 8 * cap)?;
-        let new = Table { at, cap };
+        let new = Table { at, cap, span };
         let mut n = 0u64;
         if let Some(t) = old {
             for i in 0..t.cap {
-                let w = a.load(t.bucket(i))?;
+                let w = t.load(i)?;
                 if w <= TOMB {
                     continue;
                 }
                 let h = a.load(Ref(w & REF_MASK))?;
                 let mut placed = false;
                 for step in 0..cap {
-                    let b = new.bucket(h.wrapping_add(step) & (cap - 1));
-                    if a.load(b)? == EMPTY {
-                        a.word(b)?.store(w, Ordering::Relaxed);
+                    let j = h.wrapping_add(step) & (cap - 1);
+                    if new.load(j)? == EMPTY {
+                        span.word(8 + 8 * j)?.store(w, Ordering::Relaxed);
                         placed = true;
                         break;
                     }
@@ -331,31 +364,36 @@ impl<K, V> SharedDict<K, V> {
         let a = g.arena();
         let (klen, vlen) = (key.len() as u64, value.len() as u64);
         let e = g.alloc(ENTRY_HDR + klen + vlen, 0)?;
-        a.word(e)?.store(h, Ordering::Relaxed);
-        a.word(e.add(8))?.store(klen | vlen << 32, Ordering::Relaxed);
+        let span = a.span(e)?;
+        span.check(0, ENTRY_HDR + klen + vlen)?;
+        span.word(0)?.store(h, Ordering::Relaxed);
+        span.word(8)?.store(klen | vlen << 32, Ordering::Relaxed);
         a.copy_in(e.add(ENTRY_HDR), key)?;
         a.copy_in(e.add(ENTRY_HDR + klen), value)?;
         Ok(e)
     }
 
-    /// Writes `value` for `key` under the lock: in place when it has the old value's length (and
-    /// fits a redo record), else as a new entry.
-    fn write_locked(g: &Locked<'_>, key: &[u8], h: u64, value: &[u8]) -> Result<()> {
-        let t = Self::ensure_room(g)?;
+    /// Writes `value` for `key` where `probe` says (from [`probe_for_write`](Self::probe_for_write),
+    /// or a found key): in place when it has the old value's length (and fits a redo record), else as
+    /// a new entry.
+    #[inline(always)]
+    fn write_at(g: &Locked<'_>, probe: &Probe, key: &[u8], h: u64, value: &[u8]) -> Result<()> {
         let s = g.s;
         let (len, filled) = (
             s.len.load(Ordering::Relaxed),
             s.filled.load(Ordering::Relaxed),
         );
         let tag = h & !REF_MASK;
-        match t.find(g.arena(), key, h)? {
+        match *probe {
             Probe::Found {
                 bucket,
                 entry,
-                value: at,
+                klen,
                 vlen,
+                ..
             } => {
                 if vlen == value.len() as u64 && value.len() <= INLINE {
+                    let at = entry.add(ENTRY_HDR + klen);
                     g.commit(Change {
                         bytes: Some(value),
                         ..Change::store(at, 0, len, filled)
@@ -377,6 +415,12 @@ impl<K, V> SharedDict<K, V> {
         }
     }
 
+    /// Sets `key` to `value` under the lock.
+    fn put_locked(g: &Locked<'_>, key: &[u8], h: u64, value: &[u8]) -> Result<()> {
+        let (_, p) = Self::probe_for_write(g, key, h)?;
+        Self::write_at(g, &p, key, h, value)
+    }
+
     fn seed(&self) -> u64 {
         self.c.slot().seed.load(Ordering::Relaxed)
     }
@@ -389,20 +433,13 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedDic
     where
         K: Borrow<Q>,
     {
-        let key = bytes::encode(key)?;
-        let h = bytes::hash(self.seed(), &key);
         let mut out = Copied::new();
-        let found = self.c.read(|a, s| {
-            let Some(t) = Table::of(a, s)? else {
-                return Ok(false);
-            };
-            match t.find(a, &key, h)? {
-                Probe::Found { value, vlen, .. } => {
-                    out.fill(a, value, vlen)?;
-                    Ok(true)
-                }
-                Probe::Vacant { .. } => Ok(false),
-            }
+        let found = bytes::with_encoded(key, |key| {
+            let h = bytes::hash(self.seed(), key);
+            self.c.read(|a, s| match Table::of(a, s)? {
+                Some(t) => t.find(a, key, h)?.value(&mut out),
+                None => Ok(false),
+            })
         })?;
         if found {
             Ok(Some(bytes::decode(out.bytes())?))
@@ -416,32 +453,31 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedDic
     where
         K: Borrow<Q>,
     {
-        let key = bytes::encode(key)?;
-        let h = bytes::hash(self.seed(), &key);
-        self.c.read(|a, s| match Table::of(a, s)? {
-            Some(t) => Ok(matches!(t.find(a, &key, h)?, Probe::Found { .. })),
-            None => Ok(false),
+        bytes::with_encoded(key, |key| {
+            let h = bytes::hash(self.seed(), key);
+            self.c.read(|a, s| match Table::of(a, s)? {
+                Some(t) => Ok(matches!(t.find(a, key, h)?, Probe::Found { .. })),
+                None => Ok(false),
+            })
         })
     }
 
     /// Sets `key` to `value`; returns the value it replaced.
     pub fn insert(&self, key: impl Borrow<K>, value: impl Borrow<V>) -> Result<Option<V>> {
-        let (key, value) = (bytes::encode(key.borrow())?, bytes::encode(value.borrow())?);
-        let h = bytes::hash(self.seed(), &key);
-        let g = self.c.lock()?;
-        let old = match Table::of(g.arena(), g.s)? {
-            Some(t) => match t.find(g.arena(), &key, h)? {
-                Probe::Found { value, vlen, .. } => {
-                    let mut out = Copied::new();
-                    out.fill(g.arena(), value, vlen)?;
-                    Some(bytes::decode::<V>(out.bytes())?)
-                }
-                Probe::Vacant { .. } => None,
-            },
-            None => None,
-        };
-        Self::write_locked(&g, &key, h, &value)?;
-        Ok(old)
+        bytes::with_encoded(key.borrow(), |key| {
+            bytes::with_encoded(value.borrow(), |value| {
+                let h = bytes::hash(self.seed(), key);
+                let g = self.c.lock()?;
+                let (_, p) = Self::probe_for_write(&g, key, h)?;
+                let mut out = Copied::new();
+                let old = match p.value(&mut out)? {
+                    true => Some(bytes::decode::<V>(out.bytes())?),
+                    false => None,
+                };
+                Self::write_at(&g, &p, key, h, value)?;
+                Ok(old)
+            })
+        })
     }
 
     /// Removes `key`; returns its value, if it had one.
@@ -449,47 +485,42 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedDic
     where
         K: Borrow<Q>,
     {
-        let key = bytes::encode(key)?;
-        let h = bytes::hash(self.seed(), &key);
-        let g = self.c.lock()?;
-        let Some(t) = Table::of(g.arena(), g.s)? else {
-            return Ok(None);
-        };
-        let Probe::Found {
-            bucket,
-            entry,
-            value,
-            vlen,
-        } = t.find(g.arena(), &key, h)?
-        else {
-            return Ok(None);
-        };
-        let mut out = Copied::new();
-        out.fill(g.arena(), value, vlen)?;
-        let old = bytes::decode::<V>(out.bytes())?;
-        let (len, filled) = (
-            g.s.len.load(Ordering::Relaxed),
-            g.s.filled.load(Ordering::Relaxed),
-        );
-        g.commit(Change::store(bucket, TOMB, len.saturating_sub(1), filled).freeing(entry))?;
-        Self::maybe_shrink(&g)?;
-        Ok(Some(old))
+        bytes::with_encoded(key, |key| {
+            let h = bytes::hash(self.seed(), key);
+            let g = self.c.lock()?;
+            let Some(t) = Table::of(g.arena(), g.s)? else {
+                return Ok(None);
+            };
+            let p = t.find(g.arena(), key, h)?;
+            let mut out = Copied::new();
+            let Probe::Found { bucket, entry, .. } = p else {
+                return Ok(None);
+            };
+            p.value(&mut out)?;
+            let old = bytes::decode::<V>(out.bytes())?;
+            let (len, filled) = (
+                g.s.len.load(Ordering::Relaxed),
+                g.s.filled.load(Ordering::Relaxed),
+            );
+            g.commit(Change::store(bucket, TOMB, len.saturating_sub(1), filled).freeing(entry))?;
+            Self::maybe_shrink(&g)?;
+            Ok(Some(old))
+        })
     }
 
     /// The value for `key`, after setting it to `value` if it had none (Python's `setdefault`).
     pub fn get_or_insert(&self, key: impl Borrow<K>, value: V) -> Result<V> {
-        let key_b = bytes::encode(key.borrow())?;
-        let h = bytes::hash(self.seed(), &key_b);
-        let g = self.c.lock()?;
-        if let Some(t) = Table::of(g.arena(), g.s)? {
-            if let Probe::Found { value, vlen, .. } = t.find(g.arena(), &key_b, h)? {
-                let mut out = Copied::new();
-                out.fill(g.arena(), value, vlen)?;
+        bytes::with_encoded(key.borrow(), |key| {
+            let h = bytes::hash(self.seed(), key);
+            let g = self.c.lock()?;
+            let (_, p) = Self::probe_for_write(&g, key, h)?;
+            let mut out = Copied::new();
+            if p.value(&mut out)? {
                 return bytes::decode(out.bytes());
             }
-        }
-        Self::write_locked(&g, &key_b, h, &bytes::encode(&value)?)?;
-        Ok(value)
+            bytes::with_encoded(&value, |v| Self::write_at(&g, &p, key, h, v))?;
+            Ok(value)
+        })
     }
 
     /// Runs `f` on the value for `key` and stores what it leaves, as one step no other process can
@@ -512,21 +543,22 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedDic
     where
         K: Borrow<Q>,
     {
-        let key = bytes::encode(key)?;
-        let h = bytes::hash(self.seed(), &key);
-        let g = self.c.lock()?;
-        let Some(t) = Table::of(g.arena(), g.s)? else {
-            return Err(Error::NotFound);
-        };
-        let Probe::Found { value, vlen, .. } = t.find(g.arena(), &key, h)? else {
-            return Err(Error::NotFound);
-        };
-        let mut out = Copied::new();
-        out.fill(g.arena(), value, vlen)?;
-        let mut v: V = bytes::decode(out.bytes())?;
-        let r = f(&mut v);
-        Self::write_locked(&g, &key, h, &bytes::encode(&v)?)?;
-        Ok(r)
+        bytes::with_encoded(key, |key| {
+            let h = bytes::hash(self.seed(), key);
+            let g = self.c.lock()?;
+            let Some(t) = Table::of(g.arena(), g.s)? else {
+                return Err(Error::NotFound);
+            };
+            let p = t.find(g.arena(), key, h)?;
+            let mut out = Copied::new();
+            if !p.value(&mut out)? {
+                return Err(Error::NotFound);
+            }
+            let mut v: V = bytes::decode(out.bytes())?;
+            let r = f(&mut v);
+            bytes::with_encoded(&v, |v| Self::write_at(&g, &p, key, h, v))?;
+            Ok(r)
+        })
     }
 
     /// Sets every `(key, value)` of `items`, under one hold of the lock (each is its own step: a
@@ -539,7 +571,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedDic
         let seed = self.seed();
         let g = self.c.lock()?;
         for (k, v) in &encoded {
-            Self::write_locked(&g, k, bytes::hash(seed, k), v)?;
+            Self::put_locked(&g, k, bytes::hash(seed, k), v)?;
         }
         Ok(())
     }
@@ -568,15 +600,11 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedDic
         self.c.read(|a, s| {
             let mut out = Vec::new();
             if let Some(t) = Table::of(a, s)? {
-                t.entries(a, |k, klen, v, vlen| {
-                    let mut kb = Vec::new();
-                    let mut vb = Vec::new();
-                    if keys {
-                        a.append_out(k, klen, &mut kb)?;
-                    }
-                    if values {
-                        a.append_out(v, vlen, &mut vb)?;
-                    }
+                t.entries(a, |e, klen, vlen| {
+                    let mut kb = vec![0u8; if keys { klen as usize } else { 0 }];
+                    let mut vb = vec![0u8; if values { vlen as usize } else { 0 }];
+                    e.copy_out(ENTRY_HDR, &mut kb)?;
+                    e.copy_out(ENTRY_HDR + klen, &mut vb)?;
                     out.push((kb, vb));
                     Ok(())
                 })?;
@@ -595,20 +623,16 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedDic
         let key = bytes::encode(key)?;
         let h = bytes::hash(self.seed(), &key);
         let g = self.c.lock()?;
+        let mut out = Copied::new();
         let old = match Table::of(g.arena(), g.s)? {
-            Some(t) => match t.find(g.arena(), &key, h)? {
-                Probe::Found { value, vlen, .. } => {
-                    let mut out = Copied::new();
-                    out.fill(g.arena(), value, vlen)?;
-                    Some(bytes::decode::<V>(out.bytes())?)
-                }
-                Probe::Vacant { .. } => None,
-            },
-            None => None,
+            Some(t) if t.find(g.arena(), &key, h)?.value(&mut out)? => {
+                Some(bytes::decode::<V>(out.bytes())?)
+            }
+            _ => None,
         };
         let (new, r) = f(old)?;
         if let Some(v) = new {
-            Self::write_locked(&g, &key, h, &bytes::encode(&v)?)?;
+            Self::put_locked(&g, &key, h, &bytes::encode(&v)?)?;
         }
         Ok(r)
     }

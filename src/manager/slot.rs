@@ -180,6 +180,22 @@ impl Clone for Container {
     }
 }
 
+static NEXT_THREAD: AtomicU64 = AtomicU64::new(1);
+thread_local! {
+    static THREAD: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// A token for the calling thread, unique within this process (to tell a re-entrant call from
+/// another thread of the same process waiting its turn).
+fn thread_token() -> u64 {
+    THREAD.with(|t| {
+        if t.get() == 0 {
+            t.set(NEXT_THREAD.fetch_add(1, Ordering::Relaxed));
+        }
+        t.get()
+    })
+}
+
 /// The `Ref` and address of slot `index`.
 fn locate(arena: &Arena, index: u32) -> Result<(Ref, *const Slot)> {
     let (page, i) = (
@@ -293,8 +309,15 @@ impl Container {
     pub(crate) fn lock(&self) -> Result<Locked<'_>> {
         let me = self.arena.me()?;
         let s = self.slot();
+        let thread = thread_token();
+        if s.lock.holder() == me && s.lock.thread.load(Ordering::Relaxed) == thread {
+            // Called from inside `modify`'s closure on the same container: waiting would wait
+            // for ourselves for ever.
+            return Err(Error::Misuse);
+        }
         let deadline = Deadline::after(self.timeout);
         s.lock.lock(&self.arena.seg, me, deadline)?;
+        s.lock.thread.store(thread, Ordering::Relaxed);
         let g = Locked {
             c: self,
             s,
@@ -455,13 +478,10 @@ impl<'a> Locked<'a> {
         j.drain_len.store(ch.drain_len, r);
         match ch.bytes {
             Some(b) if b.len() <= INLINE => {
-                let mut buf = [0u8; INLINE];
-                buf[..b.len()].copy_from_slice(b);
-                for (k, w) in j.inline.iter().enumerate() {
-                    w.store(
-                        u64::from_ne_bytes(buf[k * 8..k * 8 + 8].try_into().unwrap_or([0; 8])),
-                        r,
-                    );
+                for (w, part) in j.inline.iter().zip(b.chunks(8)) {
+                    let mut word = [0u8; 8];
+                    word[..part.len()].copy_from_slice(part);
+                    w.store(u64::from_ne_bytes(word), r);
                 }
                 j.inline_len.store(b.len() as u64, r);
             }
@@ -491,7 +511,7 @@ impl<'a> Locked<'a> {
                     return Err(Error::Corrupt);
                 }
                 let mut buf = [0u8; INLINE];
-                for (k, w) in j.inline.iter().enumerate() {
+                for (k, w) in j.inline.iter().take(n.div_ceil(8)).enumerate() {
                     buf[k * 8..k * 8 + 8].copy_from_slice(&w.load(r).to_ne_bytes());
                 }
                 self.c.arena.copy_in(word, &buf[..n])?;

@@ -235,6 +235,7 @@ pub fn subs(opts: &Options, python: bool) -> Vec<Sub> {
             }),
         ],
     });
+    v.extend(super::manager_group::subs(python));
     for size in PLOT_SIZES {
         v.push(Sub {
             group: "rtt-by-size",
@@ -260,12 +261,13 @@ pub fn selected(opts: &Options, g: &str) -> bool {
 }
 
 /// The names `--only` accepts (as prefixes).
-pub const GROUPS: [&str; 7] = [
+pub const GROUPS: [&str; 8] = [
     "rtt",
     "rtt-same-core",
     "throughput",
     "queue",
     "sync",
+    "manager",
     "rtt-by-size",
     "scaling",
 ];
