@@ -53,12 +53,17 @@ fn single_process(c: &mut Criterion) {
         b.iter(|| d.insert(next(), black_box(1_000_123u64)).unwrap())
     });
     g.bench_function("shmwire_modify", |b| {
-        b.iter(|| d.modify(&next(), |v| *v = 1_000_000 + (*v + 1) % 1_000_000).unwrap())
+        b.iter(|| {
+            d.modify(&next(), |v| *v = 1_000_000 + (*v + 1) % 1_000_000)
+                .unwrap()
+        })
     });
     g.bench_function("mutex_hashmap_get", |b| {
         b.iter(|| mutex.lock().unwrap().get(&next()).copied())
     });
-    g.bench_function("hashmap_get_no_lock", |b| b.iter(|| map.get_mut(&next()).copied()));
+    g.bench_function("hashmap_get_no_lock", |b| {
+        b.iter(|| map.get_mut(&next()).copied())
+    });
     g.finish();
 }
 

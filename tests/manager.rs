@@ -20,6 +20,11 @@ fn roles(role: &str, args: shmwire::spawn::Args) -> i32 {
             for _ in 0..n {
                 d.modify("hits", |v| *v += 1).unwrap();
             }
+            // Values that grow the arena: the other process maps the new chunks as it meets them.
+            let big = m.named_list::<Vec<u8>>("big").unwrap();
+            for i in 0..4u8 {
+                big.push(vec![i; 1 << 20]).unwrap();
+            }
             assert!(matches!(
                 m.named_dict::<String, String>("counts"),
                 Err(Error::Incompatible)
@@ -75,7 +80,10 @@ fn wait_stopped(pid: u32) {
     let t = Instant::now();
     loop {
         let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = s.rsplit(')').next().and_then(|r| r.trim_start().chars().next());
+        let state = s
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.trim_start().chars().next());
         if state == Some('T') || state == Some('t') {
             return;
         }
@@ -147,15 +155,29 @@ fn dict_calls_do_what_python_s_do() {
     let d = m.dict::<String, Vec<u32>>().unwrap();
     assert!(d.is_empty().unwrap());
     assert_eq!(d.insert("a".to_string(), vec![1]).unwrap(), None);
-    assert_eq!(d.insert("a".to_string(), vec![2, 3]).unwrap(), Some(vec![1]));
+    assert_eq!(
+        d.insert("a".to_string(), vec![2, 3]).unwrap(),
+        Some(vec![1])
+    );
     assert_eq!(d.get("a").unwrap(), Some(vec![2, 3]));
     assert_eq!(d.get("b").unwrap(), None);
     assert!(d.contains_key("a").unwrap() && !d.contains_key("b").unwrap());
     assert_eq!(d.get_or_insert("b".to_string(), vec![9]).unwrap(), vec![9]);
     assert_eq!(d.get_or_insert("b".to_string(), vec![8]).unwrap(), vec![9]);
-    assert!(matches!(d.modify("zz", |v| v.push(1)), Err(Error::NotFound)));
-    assert_eq!(d.modify("a", |v| { v.push(4); v.len() }).unwrap(), 3);
-    d.update((0..100).map(|i| (format!("k{i}"), vec![i]))).unwrap();
+    assert!(matches!(
+        d.modify("zz", |v| v.push(1)),
+        Err(Error::NotFound)
+    ));
+    assert_eq!(
+        d.modify("a", |v| {
+            v.push(4);
+            v.len()
+        })
+        .unwrap(),
+        3
+    );
+    d.update((0..100).map(|i| (format!("k{i}"), vec![i])))
+        .unwrap();
     assert_eq!(d.len().unwrap(), 102);
     // A child sees it all, and changes it.
     let dc = d.clone();
@@ -185,14 +207,30 @@ fn dict_calls_do_what_python_s_do() {
     assert_eq!(format!("{d:?}"), "{}");
     d.insert("x".to_string(), vec![1, 2]).unwrap();
     assert_eq!(format!("{d:?}"), r#"{"x": [1, 2]}"#);
+    // Inside `modify`'s closure, the same dict can be read but not written (that would wait for
+    // itself): `Misuse`, and nothing changes.
+    let r = d.modify("x", |v| {
+        assert_eq!(d.get("x").unwrap(), Some(vec![1, 2]));
+        v.push(3);
+        d.insert("y".to_string(), vec![])
+    });
+    assert!(matches!(r, Ok(Err(Error::Misuse))), "{r:?}");
+    assert_eq!(d.get("x").unwrap(), Some(vec![1, 2, 3]));
+    assert_eq!(d.get("y").unwrap(), None);
     m.__audit().unwrap();
 }
 
 fn list_calls_do_what_python_s_do() {
     let m = Manager::new().unwrap();
     let l = m.list::<String>().unwrap();
-    assert!(matches!(l.pop(), Err(Error::OutOfRange { index: 0, len: 0 })));
-    assert!(matches!(l.get(0), Err(Error::OutOfRange { index: 0, len: 0 })));
+    assert!(matches!(
+        l.pop(),
+        Err(Error::OutOfRange { index: 0, len: 0 })
+    ));
+    assert!(matches!(
+        l.get(0),
+        Err(Error::OutOfRange { index: 0, len: 0 })
+    ));
     l.push("a".to_string()).unwrap();
     l.extend(["b", "c", "d"].map(String::from)).unwrap();
     assert_eq!(l.to_vec().unwrap(), ["a", "b", "c", "d"]);
@@ -204,11 +242,24 @@ fn list_calls_do_what_python_s_do() {
     ));
     assert_eq!(l.to_vec().unwrap(), ["a", "x", "b", "c", "d", "end"]);
     assert_eq!(l.remove(2).unwrap(), "b");
-    assert!(matches!(l.remove(5), Err(Error::OutOfRange { index: 5, len: 5 })));
+    assert!(matches!(
+        l.remove(5),
+        Err(Error::OutOfRange { index: 5, len: 5 })
+    ));
     assert_eq!(l.pop().unwrap(), "end");
     l.set(0, "A".to_string()).unwrap();
-    assert!(matches!(l.set(4, "no".to_string()), Err(Error::OutOfRange { .. })));
-    assert_eq!(l.modify(1, |s| { s.push('!'); s.len() }).unwrap(), 2);
+    assert!(matches!(
+        l.set(4, "no".to_string()),
+        Err(Error::OutOfRange { .. })
+    ));
+    assert_eq!(
+        l.modify(1, |s| {
+            s.push('!');
+            s.len()
+        })
+        .unwrap(),
+        2
+    );
     assert_eq!(l.index(&"c".to_string()).unwrap(), 2);
     assert!(matches!(l.index(&"zz".to_string()), Err(Error::NotFound)));
     assert_eq!(format!("{l:?}"), r#"["A", "x!", "c", "d"]"#);
@@ -271,21 +322,29 @@ fn eight_processes_mixed_operations_match_a_reference_model() {
                             }
                         }
                         3 => {
-                            if d.get(&key).map_err(|x| e(&x.to_string()))? != model.get(&key).copied() {
+                            if d.get(&key).map_err(|x| e(&x.to_string()))?
+                                != model.get(&key).copied()
+                            {
                                 return Err(e("get"));
                             }
                         }
                         4 => {
-                            let got = d.modify(&key, |x| { *x += 1; *x });
+                            let got = d.modify(&key, |x| {
+                                *x += 1;
+                                *x
+                            });
                             match (got, model.get_mut(&key)) {
                                 (Ok(n), Some(x)) if n == *x + 1 => *x += 1,
                                 (Err(Error::NotFound), None) => {}
                                 (g, _) => return Err(e(&format!("modify: {g:?}"))),
                             }
-                            d.modify("total", |t| *t += 1).map_err(|x| e(&x.to_string()))?;
+                            d.modify("total", |t| *t += 1)
+                                .map_err(|x| e(&x.to_string()))?;
                         }
                         5 => {
-                            let got = d.get_or_insert(key.clone(), v).map_err(|x| e(&x.to_string()))?;
+                            let got = d
+                                .get_or_insert(key.clone(), v)
+                                .map_err(|x| e(&x.to_string()))?;
                             if got != *model.entry(key.clone()).or_insert(v) {
                                 return Err(e("get_or_insert"));
                             }
@@ -303,7 +362,8 @@ fn eight_processes_mixed_operations_match_a_reference_model() {
                                     Err(Error::OutOfRange { .. }) => {}
                                     Err(x) => return Err(e(&x.to_string())),
                                 },
-                                3 => match l.insert(r2.below(len as u64 + 1) as usize, (p, pushed)) {
+                                3 => match l.insert(r2.below(len as u64 + 1) as usize, (p, pushed))
+                                {
                                     Ok(()) => pushed += 1,
                                     Err(Error::OutOfRange { .. }) => {} // it shrank meanwhile
                                     Err(x) => return Err(e(&x.to_string())),
@@ -385,7 +445,12 @@ fn eight_processes_mixed_operations_match_a_reference_model() {
         *seen.entry(x).or_default() += 1;
     }
     for p in 0..procs {
-        for x in m.named_list::<(u64, u64)>(&format!("taken-{p}")).unwrap().to_vec().unwrap() {
+        for x in m
+            .named_list::<(u64, u64)>(&format!("taken-{p}"))
+            .unwrap()
+            .to_vec()
+            .unwrap()
+        {
             *seen.entry(x).or_default() += 1;
         }
     }
@@ -439,7 +504,10 @@ fn growth_to_256_mib_and_back_reuses_freed_space() {
     assert!(p.join().unwrap().success());
     let again = m.stats().unwrap();
     assert!(again.used >= total, "{again:?}");
-    assert_eq!(again.mapped, full.mapped, "before {full:?}, after {again:?}");
+    assert_eq!(
+        again.mapped, full.mapped,
+        "before {full:?}, after {again:?}"
+    );
     assert_eq!(l.get(7).unwrap(), vec![7u8; small as usize]);
     l.clear().unwrap();
     assert!(m.stats().unwrap().used < 1 << 20);
@@ -489,7 +557,10 @@ fn destroyed_containers_are_closed_and_their_memory_reused() {
     }
     let after = m.stats().unwrap();
     assert_eq!(after.mapped, before.mapped, "{before:?} {after:?}");
-    assert!(after.used <= before.used + 64 << 10, "{before:?} {after:?}");
+    assert!(
+        after.used <= before.used + (64 << 10),
+        "{before:?} {after:?}"
+    );
     assert_eq!(m.__audit().unwrap(), 1, "only the namespace lives");
 }
 
@@ -562,7 +633,11 @@ impl Model {
     }
 }
 
-fn run_step(d: &SharedDict<u32, Vec<u8>>, l: &SharedList<Vec<u8>>, s: &Step) -> shmwire::Result<()> {
+fn run_step(
+    d: &SharedDict<u32, Vec<u8>>,
+    l: &SharedList<Vec<u8>>,
+    s: &Step,
+) -> shmwire::Result<()> {
     let n = l.len()? as u64;
     match s.clone() {
         Step::Insert(k, v) => d.insert(k, v).map(drop),
@@ -625,7 +700,11 @@ fn killed_at_random_points_contents_equal_completed_updates() {
             }
         }
         let _ = p.kill();
-        assert_eq!(p.join().unwrap().signal(), Some(libc::SIGKILL), "kill {kill}");
+        assert_eq!(
+            p.join().unwrap().signal(),
+            Some(libc::SIGKILL),
+            "kill {kill}"
+        );
         let n = done.load();
         for i in start..n {
             model.apply(&step(i));
@@ -667,7 +746,9 @@ fn a_writer_killed_inside_its_window_leaves_no_reader_spinning() {
     // dead, and the repair finishes the change.
     for point in [Point::ManagerCommitting, Point::ManagerFreeing] {
         let m = Manager::new().unwrap();
-        let d = m.dict_from((0..100u32).map(|i| (i, vec![0u8; 200]))).unwrap();
+        let d = m
+            .dict_from((0..100u32).map(|i| (i, vec![0u8; 200])))
+            .unwrap();
         let dc = d.clone();
         let p = Process::fork(move || {
             shmwire::hooks::__arm(point, libc::SIGKILL, 0);
@@ -676,7 +757,11 @@ fn a_writer_killed_inside_its_window_leaves_no_reader_spinning() {
         .unwrap();
         assert_eq!(p.join().unwrap().signal(), Some(libc::SIGKILL));
         let (v, _) = common::within(Duration::from_secs(3), || d.get(&7).unwrap());
-        assert_eq!(v, Some(vec![1u8; 300]), "{point:?}: the committed change is redone whole");
+        assert_eq!(
+            v,
+            Some(vec![1u8; 300]),
+            "{point:?}: the committed change is redone whole"
+        );
         assert_eq!(d.len().unwrap(), 100);
         m.__audit().unwrap();
     }
@@ -686,7 +771,9 @@ fn a_stopped_lock_holder_makes_others_time_out_never_steal() {
     let t = Duration::from_millis(200);
     for point in [Point::ManagerLocked, Point::ManagerCommitting] {
         let m = Manager::new().unwrap();
-        let d = m.dict_from([("a".to_string(), 1u64), ("b".to_string(), 2)]).unwrap();
+        let d = m
+            .dict_from([("a".to_string(), 1u64), ("b".to_string(), 2)])
+            .unwrap();
         let other = m.list_from([1u8, 2, 3]).unwrap();
         let dc = d.clone();
         let p = Process::fork(move || {
@@ -751,16 +838,28 @@ fn named_dict_with_other_types_is_incompatible() {
     let m = Manager::new().unwrap();
     let d = m.named_dict::<String, u64>("counts").unwrap();
     d.insert("x".to_string(), 1).unwrap();
-    assert!(matches!(m.named_dict::<String, String>("counts"), Err(Error::Incompatible)));
-    assert!(matches!(m.named_dict::<u64, u64>("counts"), Err(Error::Incompatible)));
-    assert!(matches!(m.named_list::<u64>("counts"), Err(Error::Incompatible)));
+    assert!(matches!(
+        m.named_dict::<String, String>("counts"),
+        Err(Error::Incompatible)
+    ));
+    assert!(matches!(
+        m.named_dict::<u64, u64>("counts"),
+        Err(Error::Incompatible)
+    ));
+    assert!(matches!(
+        m.named_list::<u64>("counts"),
+        Err(Error::Incompatible)
+    ));
     // A forked child finds the same one by name.
     let mc = m.clone();
     let p = Process::fork(move || {
         let d = mc.named_dict::<String, u64>("counts").unwrap();
         assert_eq!(d.get("x").unwrap(), Some(1));
         d.insert("y".to_string(), 2).unwrap();
-        assert!(matches!(mc.named_list::<String>("counts"), Err(Error::Incompatible)));
+        assert!(matches!(
+            mc.named_list::<String>("counts"),
+            Err(Error::Incompatible)
+        ));
     })
     .unwrap();
     assert!(p.join().unwrap().success());
@@ -785,6 +884,12 @@ fn two_exec_d_binaries_share_a_dict_by_name() {
         assert!(k.join().unwrap().success());
     }
     assert_eq!(d.get("hits").unwrap(), Some(2 * n));
+    let big = m.named_list::<Vec<u8>>("big").unwrap();
+    assert_eq!(big.len().unwrap(), 8);
+    let mut firsts: Vec<u8> = (0..8).map(|i| big.get(i).unwrap()[1 << 19]).collect();
+    firsts.sort();
+    assert_eq!(firsts, [0, 0, 1, 1, 2, 2, 3, 3]);
+    assert!(m.stats().unwrap().mapped > 8 << 20);
     assert!(matches!(Manager::open("mgr-no-such"), Err(Error::NotFound)));
 }
 
@@ -809,7 +914,10 @@ fn a_handle_sent_through_a_queue_opens_the_same_dict() {
     assert_eq!(d.get("from-child").unwrap(), Some(42));
     // To a spawned child through a named queue.
     let qname = format!("mq-{}", std::process::id());
-    let nq = Queue::<SharedDict<String, u64>>::builder().name(&qname).build().unwrap();
+    let nq = Queue::<SharedDict<String, u64>>::builder()
+        .name(&qname)
+        .build()
+        .unwrap();
     let p = Process::spawn("handle-from-queue", &qname).unwrap();
     nq.put(&d).unwrap();
     assert!(p.join().unwrap().success());
@@ -920,8 +1028,12 @@ fn hostile_bytes_never_crash_or_hang_the_honest_side() {
     let name = format!("hostile-m-{}", std::process::id());
     let m = Manager::create(&name).unwrap();
     let d = m.named_dict::<u32, Vec<u8>>("d").unwrap();
-    d.update((0..300).map(|i| (i, vec![1u8; 50 + i as usize]))).unwrap();
-    m.named_list::<Vec<u8>>("l").unwrap().extend((0..100).map(|i| vec![2u8; i])).unwrap();
+    d.update((0..300).map(|i| (i, vec![1u8; 50 + i as usize])))
+        .unwrap();
+    m.named_list::<Vec<u8>>("l")
+        .unwrap()
+        .extend((0..100).map(|i| vec![2u8; i]))
+        .unwrap();
     let (kids, _) = hostile_writes(&name);
     // The control block (allocator, directory, namespace) and the heap.
     let writes = common::scribble(&shm_path(&name), 8192, 96 << 10, Duration::from_secs(2), 11);
@@ -975,5 +1087,8 @@ fn nothing_left_in_dev_shm() {
         killed.join().unwrap();
         assert_eq!(d.len().unwrap(), 4);
     }
-    assert!(!std::path::Path::new(&path).exists(), "{path} is still there");
+    assert!(
+        !std::path::Path::new(&path).exists(),
+        "{path} is still there"
+    );
 }

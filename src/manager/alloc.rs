@@ -251,9 +251,9 @@ impl Guard<'_> {
         let ok = off % 16 == 0
             && off >= Arena::heap_start(at.chunk())
             && size >= MIN_BLOCK
-            && (clen as u64).checked_sub(HDR).is_some_and(|end| {
-                off.checked_add(size).is_some_and(|e| e <= end)
-            });
+            && (clen as u64)
+                .checked_sub(HDR)
+                .is_some_and(|end| off.checked_add(size).is_some_and(|e| e <= end));
         if !ok {
             return Err(Error::Corrupt);
         }
@@ -361,7 +361,8 @@ impl Guard<'_> {
         let mut fl = fl;
         let mut slm = c.sl_map[fl].load(Ordering::Relaxed) & (!0u64 << sl);
         if slm == 0 {
-            let flm = c.fl_map.load(Ordering::Relaxed) & (!0u64).checked_shl(fl as u32 + 1).unwrap_or(0);
+            let flm =
+                c.fl_map.load(Ordering::Relaxed) & (!0u64).checked_shl(fl as u32 + 1).unwrap_or(0);
             if flm == 0 {
                 return Ok(None);
             }
@@ -431,7 +432,8 @@ impl Guard<'_> {
         self.commit();
         let c = self.c();
         c.used.fetch_add(got, Ordering::Relaxed);
-        c.free.fetch_sub(got.min(c.free.load(Ordering::Relaxed)), Ordering::Relaxed);
+        c.free
+            .fetch_sub(got.min(c.free.load(Ordering::Relaxed)), Ordering::Relaxed);
         Ok(payload)
     }
 
@@ -488,7 +490,8 @@ impl Guard<'_> {
         }
         self.commit();
         let c = self.c();
-        c.used.fetch_sub(freed.min(c.used.load(Ordering::Relaxed)), Ordering::Relaxed);
+        c.used
+            .fetch_sub(freed.min(c.used.load(Ordering::Relaxed)), Ordering::Relaxed);
         c.free.fetch_add(freed, Ordering::Relaxed);
         Ok(())
     }
@@ -506,7 +509,12 @@ impl Guard<'_> {
             return Err(Error::Full);
         }
         // The whole file: the segment's header and participant table, then the chunks.
-        let mapped = self.a.seg.header().kind_offset.saturating_add(self.a.mapped());
+        let mapped = self
+            .a
+            .seg
+            .header()
+            .kind_offset
+            .saturating_add(self.a.mapped());
         let want = (size + HDR).div_ceil(PAGE) * PAGE;
         let mut len = want.max(mapped.clamp(MIN_STEP, MAX_STEP));
         let max = ctl.max_bytes.load(Ordering::Relaxed);
@@ -610,9 +618,13 @@ impl Guard<'_> {
         let mut prev: Option<Block> = None;
         let mut bad = None;
         self.walk(|b| {
-            let prev_free = prev.is_some_and(|p| p.at.chunk() == b.at.chunk() && p.flags & FREE != 0);
+            let prev_free =
+                prev.is_some_and(|p| p.at.chunk() == b.at.chunk() && p.flags & FREE != 0);
             if (b.flags & PREV_FREE != 0) != prev_free {
-                bad = Some(format!("{:?}: PREV_FREE does not match its neighbour", b.at));
+                bad = Some(format!(
+                    "{:?}: PREV_FREE does not match its neighbour",
+                    b.at
+                ));
             }
             if prev_free && b.flags & FREE != 0 {
                 bad = Some(format!("{:?}: two free blocks side by side", b.at));

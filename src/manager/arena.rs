@@ -151,8 +151,7 @@ pub(crate) struct ArenaCtl {
 }
 
 /// Where the heap starts in chunk 0.
-pub(crate) const HEAP_START: u64 =
-    (std::mem::size_of::<ArenaCtl>() as u64).div_ceil(PAGE) * PAGE;
+pub(crate) const HEAP_START: u64 = (std::mem::size_of::<ArenaCtl>() as u64).div_ceil(PAGE) * PAGE;
 
 /// Identifies the layout: a build with another `ArenaCtl` is `Incompatible`.
 fn fingerprint() -> u64 {
@@ -338,7 +337,10 @@ impl Arena {
     /// The `Ref` of a word of the control block (for the allocator's undo log).
     #[inline]
     pub(crate) fn ctl_ref(&self, w: &AtomicU64) -> Ref {
-        Ref::new(0, (w as *const AtomicU64 as usize - self.base as usize) as u64)
+        Ref::new(
+            0,
+            (w as *const AtomicU64 as usize - self.base as usize) as u64,
+        )
     }
 
     /// The start and length of chunk `i`, mapping it on first use.

@@ -61,7 +61,10 @@ pub(crate) fn audit(arena: &Arc<Arena>, _timeout: Option<Duration>) -> Result<us
             }
             LIST => {
                 for i in 0..len {
-                    reach(Ref(load(root.add(8 + 8 * i))?), format!("list {index}'s element {i}"))?;
+                    reach(
+                        Ref(load(root.add(8 + 8 * i))?),
+                        format!("list {index}'s element {i}"),
+                    )?;
                 }
             }
             k => return Err(format!("slot {index} holds kind {k}")),

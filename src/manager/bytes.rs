@@ -49,9 +49,7 @@ impl postcard::ser_flavors::Flavor for Stack<'_> {
             return Err(postcard::Error::SerializeBufferFull);
         }
         // SAFETY: `b.len()` bytes fit after `n` (checked); `b` is not our buffer.
-        unsafe {
-            super::arena::copy_raw(b.as_ptr(), self.buf.as_mut_ptr().add(self.n), b.len())
-        };
+        unsafe { super::arena::copy_raw(b.as_ptr(), self.buf.as_mut_ptr().add(self.n), b.len()) };
         self.n += b.len();
         Ok(())
     }
@@ -68,7 +66,10 @@ pub(crate) fn with_encoded<T: Serialize + ?Sized, R>(
     f: impl FnOnce(&[u8]) -> Result<R>,
 ) -> Result<R> {
     let mut buf = [0u8; 64];
-    let out = Stack { buf: &mut buf, n: 0 };
+    let out = Stack {
+        buf: &mut buf,
+        n: 0,
+    };
     match postcard::serialize_with_flavor::<T, Stack<'_>, usize>(v, out) {
         Ok(n) => f(&buf[..n]),
         Err(postcard::Error::SerializeBufferFull) => f(&crate::codec::encode(v)?),

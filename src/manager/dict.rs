@@ -67,8 +67,11 @@ const ENTRY_HDR: u64 = 16;
 /// ```
 pub struct SharedDict<K, V> {
     pub(crate) c: Container,
-    _t: PhantomData<fn(K, V) -> (K, V)>,
+    _t: PhantomData<Types<K, V>>,
 }
+
+/// The key and value types, for `PhantomData` (neither is owned: `Send + Sync` whatever they are).
+type Types<K, V> = fn(K, V) -> (K, V);
 
 impl<K, V> Clone for SharedDict<K, V> {
     fn clone(&self) -> Self {
@@ -198,11 +201,7 @@ impl Table {
     }
 
     /// The key and value of each entry, in bucket order (bounded by the table).
-    fn entries(
-        &self,
-        a: &Arena,
-        mut f: impl FnMut(&Span, u64, u64) -> Result<()>,
-    ) -> Result<()> {
+    fn entries(&self, a: &Arena, mut f: impl FnMut(&Span, u64, u64) -> Result<()>) -> Result<()> {
         for i in 0..self.cap {
             let w = self.load(i)?;
             if w <= TOMB {
@@ -220,10 +219,7 @@ impl Table {
 
 impl<K, V> SharedDict<K, V> {
     pub(crate) fn attach(c: Container) -> Self {
-        SharedDict {
-            c,
-            _t: PhantomData,
-        }
+        SharedDict { c, _t: PhantomData }
     }
 
     /// The fingerprints a dict of these types records (its key and value type names).
@@ -539,7 +535,11 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedDic
     /// assert!(matches!(d.modify("nope", |v| *v += 1), Err(shmwire::Error::NotFound)));
     /// # Ok(()) }
     /// ```
-    pub fn modify<Q: Serialize + ?Sized, R>(&self, key: &Q, f: impl FnOnce(&mut V) -> R) -> Result<R>
+    pub fn modify<Q: Serialize + ?Sized, R>(
+        &self,
+        key: &Q,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> Result<R>
     where
         K: Borrow<Q>,
     {

@@ -80,7 +80,11 @@ impl Array {
         let at = Ref(s.root.load(Ordering::Relaxed));
         let len = s.len.load(Ordering::Relaxed);
         if at.is_null() {
-            return if len == 0 { Ok(None) } else { Err(Error::Corrupt) };
+            return if len == 0 {
+                Ok(None)
+            } else {
+                Err(Error::Corrupt)
+            };
         }
         let cap = a.load(at)?;
         if cap > MAX_CAP || len > cap {
@@ -114,10 +118,7 @@ fn out_of_range(index: u64, len: u64) -> Error {
 
 impl<T> SharedList<T> {
     pub(crate) fn attach(c: Container) -> Self {
-        SharedList {
-            c,
-            _t: PhantomData,
-        }
+        SharedList { c, _t: PhantomData }
     }
 
     pub(crate) fn fingerprints() -> (u64, u64) {

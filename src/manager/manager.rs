@@ -210,7 +210,10 @@ impl Manager {
     }
 
     /// A new dict holding `items` (Python's `m.dict({'count': 100})`).
-    pub fn dict_from<K, V>(&self, items: impl IntoIterator<Item = (K, V)>) -> Result<SharedDict<K, V>>
+    pub fn dict_from<K, V>(
+        &self,
+        items: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<SharedDict<K, V>>
     where
         K: Serialize + DeserializeOwned,
         V: Serialize + DeserializeOwned,
@@ -278,10 +281,11 @@ impl Manager {
     /// The queue named `name` in this manager's namespace, made (with `maxsize`) if there is none:
     /// any process holding the manager finds it. It lives while some process holds it (this
     /// manager keeps it in every process that asked for it).
-    pub fn named_queue<T: 'static>(&self, name: &str, maxsize: usize) -> Result<Queue<T>>
-    where
-        T: Send + Sync,
-    {
+    pub fn named_queue<T: Send + Sync + 'static>(
+        &self,
+        name: &str,
+        maxsize: usize,
+    ) -> Result<Queue<T>> {
         self.named_object(
             name,
             OBJ_QUEUE,
@@ -303,10 +307,18 @@ impl Manager {
 
     /// The value named `name` in this manager's namespace, made holding `v` if there is none (see
     /// [`named_queue`](Self::named_queue)).
-    pub fn named_value<T: bytemuck::Pod + Send + Sync>(&self, name: &str, v: T) -> Result<Value<T>> {
-        self.named_object(name, OBJ_VALUE, fingerprint_of::<T>(), Value::<T>::open, |os| {
-            Value::create(os, v)
-        })
+    pub fn named_value<T: bytemuck::Pod + Send + Sync>(
+        &self,
+        name: &str,
+        v: T,
+    ) -> Result<Value<T>> {
+        self.named_object(
+            name,
+            OBJ_VALUE,
+            fingerprint_of::<T>(),
+            Value::<T>::open,
+            |os| Value::create(os, v),
+        )
     }
 
     fn namespace(&self) -> Result<SharedDict<String, NsEntry>> {
@@ -317,7 +329,13 @@ impl Manager {
             DICT,
             namespace_fingerprints(),
         )
-        .map_err(|e| if matches!(e, Error::Closed) { Error::Corrupt } else { e })?;
+        .map_err(|e| {
+            if matches!(e, Error::Closed) {
+                Error::Corrupt
+            } else {
+                e
+            }
+        })?;
         Ok(SharedDict::attach(c.with_timeout(self.timeout)))
     }
 

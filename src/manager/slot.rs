@@ -139,7 +139,10 @@ pub(crate) fn init_dir(ctl: &ArenaCtl, base: *mut u8) {
     s.kind.store(DICT, r);
     s.fp_k.store(fk, r);
     s.fp_v.store(fv, r);
-    s.seed.store(ctl.prefix.load(r).rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15, r);
+    s.seed.store(
+        ctl.prefix.load(r).rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15,
+        r,
+    );
     s.id.store(NAMESPACE_ID, r);
     s.state.store(LIVE, r);
 }
@@ -695,7 +698,14 @@ fn create(
     s.len.store(0, r);
     s.filled.store(0, r);
     let j = &s.j;
-    for w in [&j.op, &j.new[0], &j.new[1], &j.old[0], &j.old[1], &j.inline_len] {
+    for w in [
+        &j.op,
+        &j.new[0],
+        &j.new[1],
+        &j.old[0],
+        &j.old[1],
+        &j.inline_len,
+    ] {
         w.store(0, r);
     }
     let q = s.seq.load(r);
@@ -743,10 +753,13 @@ fn recover_dir(arena: &Arena, me: u32, deadline: Deadline) -> Result<()> {
     Ok(())
 }
 
-/// Slots in use and their containers' roots, for the audit (test hook): `(index, id, kind, root,
-/// len)`.
+/// A slot in use, for the audit: `(index, id, kind, root, len)`.
 #[cfg(feature = "test-hooks")]
-pub(crate) fn live_slots(arena: &Arena) -> Result<Vec<(u32, u64, u64, Ref, u64)>> {
+pub(crate) type LiveSlot = (u32, u64, u64, Ref, u64);
+
+/// Slots in use and their containers' roots, for the audit (test hook).
+#[cfg(feature = "test-hooks")]
+pub(crate) fn live_slots(arena: &Arena) -> Result<Vec<LiveSlot>> {
     let dir = &arena.ctl().dir;
     let n = (dir.npages.load(Ordering::Acquire) as usize).min(MAX_PAGES);
     let mut out = Vec::new();

@@ -200,9 +200,7 @@ impl Worker for Shm {
 /// A dict of [`KEYS`] keys in a new manager.
 pub fn shm_dict() -> (Manager, SharedDict<u64, u64>) {
     let m = Manager::new().expect("manager");
-    let d = m
-        .dict_from((0..KEYS).map(|k| (k, BASE + k)))
-        .expect("dict");
+    let d = m.dict_from((0..KEYS).map(|k| (k, BASE + k))).expect("dict");
     (m, d)
 }
 

@@ -23,7 +23,11 @@ fn python(op: Op, n: usize) -> Option<Box<dyn Side>> {
         .map(|e| Box::new(e) as Box<dyn Side>)
 }
 
-fn spec(id: &'static str, name: String, make: impl Fn() -> Option<Box<dyn Side>> + 'static) -> SideSpec {
+fn spec(
+    id: &'static str,
+    name: String,
+    make: impl Fn() -> Option<Box<dyn Side>> + 'static,
+) -> SideSpec {
     SideSpec {
         id,
         name,
@@ -43,15 +47,47 @@ pub fn subs(python_there: bool) -> Vec<Sub> {
         let o = op.name();
         let mut sides = Vec::new();
         if python_there {
-            sides.push(spec("py", format!("Python Manager().dict() {o}, 1 process"), move || python(op, 1)));
-            sides.push(spec("py4", format!("Python Manager().dict() {o}, 4 processes"), move || python(op, 4)));
+            sides.push(spec(
+                "py",
+                format!("Python Manager().dict() {o}, 1 process"),
+                move || python(op, 1),
+            ));
+            sides.push(spec(
+                "py4",
+                format!("Python Manager().dict() {o}, 4 processes"),
+                move || python(op, 4),
+            ));
         }
-        sides.push(spec("shm", format!("shmwire SharedDict {o}, 1 process"), move || boxed(manager::shm(op, 1))));
-        sides.push(spec("uds", format!("dict over a Unix socket {o}, 1 process"), move || boxed(manager::uds(op, 1))));
-        sides.push(spec("shm4", format!("shmwire SharedDict {o}, 4 processes"), move || boxed(manager::shm(op, 4))));
-        sides.push(spec("uds4", format!("dict over a Unix socket {o}, 4 processes"), move || boxed(manager::uds(op, 4))));
-        sides.push(spec("mutex", format!("Mutex<HashMap> {o}, 1 thread (ceiling)"), move || boxed(manager::mutex(op, 1))));
-        sides.push(spec("mutex4", format!("Mutex<HashMap> {o}, 4 threads"), move || boxed(manager::mutex(op, 4))));
+        sides.push(spec(
+            "shm",
+            format!("shmwire SharedDict {o}, 1 process"),
+            move || boxed(manager::shm(op, 1)),
+        ));
+        sides.push(spec(
+            "uds",
+            format!("dict over a Unix socket {o}, 1 process"),
+            move || boxed(manager::uds(op, 1)),
+        ));
+        sides.push(spec(
+            "shm4",
+            format!("shmwire SharedDict {o}, 4 processes"),
+            move || boxed(manager::shm(op, 4)),
+        ));
+        sides.push(spec(
+            "uds4",
+            format!("dict over a Unix socket {o}, 4 processes"),
+            move || boxed(manager::uds(op, 4)),
+        ));
+        sides.push(spec(
+            "mutex",
+            format!("Mutex<HashMap> {o}, 1 thread (ceiling)"),
+            move || boxed(manager::mutex(op, 1)),
+        ));
+        sides.push(spec(
+            "mutex4",
+            format!("Mutex<HashMap> {o}, 4 threads"),
+            move || boxed(manager::mutex(op, 4)),
+        ));
         v.push(Sub {
             group: "manager",
             size: op.code(),
@@ -88,14 +124,24 @@ pub fn tables(s: &mut String, rows: &[Row]) {
     if !rows.iter().any(|r| of(&r)) {
         return;
     }
-    let _ = writeln!(s, "\nManager: one dict of {} u64 keys, operations per second (all processes)", manager::KEYS);
+    let _ = writeln!(
+        s,
+        "\nManager: one dict of {} u64 keys, operations per second (all processes)",
+        manager::KEYS
+    );
     for r in rows.iter().filter(of) {
         if let Some(t) = r.thr {
-            let vs = r.vs_python.map_or(String::new(), |x| format!("  {x:.0}x Python's"));
+            let vs = r
+                .vs_python
+                .map_or(String::new(), |x| format!("  {x:.0}x Python's"));
             let _ = writeln!(s, "  {:<56} {:>16}{vs}", r.name, rate(t.msgs_per_s, "op"));
         }
         if let Some(m) = r.mem {
-            let _ = writeln!(s, "  {:<56} {:>8.1} B used, {:.1} B mapped", r.name, m.resident, m.mapped);
+            let _ = writeln!(
+                s,
+                "  {:<56} {:>8.1} B used, {:.1} B mapped",
+                r.name, m.resident, m.mapped
+            );
         }
     }
 }

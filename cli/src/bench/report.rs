@@ -40,7 +40,11 @@ pub fn rows(measured: &[Measured]) -> Vec<Row> {
             }
             if has_py && id.starts_with("shm") {
                 // The manager's 4-process sides pair with Python's 4-process side.
-                let py = if m.group == "manager" && id.ends_with('4') { "py4" } else { "py" };
+                let py = if m.group == "manager" && id.ends_with('4') {
+                    "py4"
+                } else {
+                    "py"
+                };
                 let v = match m.kind {
                     Kind::Lat => per_round(m, py, id),
                     Kind::Thr => per_round(m, id, py),
