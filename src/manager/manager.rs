@@ -93,6 +93,21 @@ impl Drop for Manager {
 }
 
 /// Options for a [`Manager`].
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::{Error, Manager};
+/// let m = Manager::builder().max_bytes(4 << 20).build()?;
+/// let l = m.list::<Vec<u8>>()?;
+/// let err = loop {
+///     if let Err(e) = l.push(vec![0u8; 100_000]) {
+///         break e;
+///     }
+/// };
+/// assert!(matches!(err, Error::Full)); // nothing lost: what went in is there
+/// assert!(m.stats()?.mapped <= 4 << 20);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Default)]
 #[must_use]
 pub struct ManagerBuilder {
@@ -134,6 +149,18 @@ impl ManagerBuilder {
 }
 
 /// How much memory a manager's arena holds, in bytes.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// let m = shmwire::Manager::new()?;
+/// let d = m.dict::<u32, Vec<u8>>()?;
+/// d.insert(1, vec![7u8; 1 << 20])?;
+/// let s = m.stats()?;
+/// assert!(s.used > 1 << 20 && s.mapped >= s.used + s.free);
+/// d.remove(&1)?;
+/// assert!(m.stats()?.used < 1 << 20); // freed, and reused by the next values
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ManagerStats {
