@@ -51,7 +51,22 @@ impl ArenaRef {
 
     fn resolve(&self) -> Result<Arc<Arena>> {
         match self {
-            ArenaRef::Named(os) => Arena::open_os(os),
+            ArenaRef::Named(os) => {
+                // A name from another process: one of ours in /dev/shm, nothing else.
+                let ok = os.strip_prefix('/').is_some_and(|rest| {
+                    rest.starts_with("shmwire.")
+                        && rest.len() <= 255
+                        && rest
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                });
+                if !ok {
+                    return Err(Error::invalid(format!(
+                        "{os:?} is not the name of a shmwire manager"
+                    )));
+                }
+                Arena::open_os(os)
+            }
             ArenaRef::Anonymous { file, holders } => {
                 if let Some(a) = Arena::find(*file) {
                     return Ok(a);
