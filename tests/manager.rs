@@ -61,6 +61,7 @@ fn main() {
         growth_to_256_mib_and_back_reuses_freed_space,
         killed_at_random_points_contents_equal_completed_updates,
         a_writer_killed_inside_its_window_leaves_no_reader_spinning,
+        readers_write_nothing_shared,
         a_stopped_lock_holder_makes_others_time_out_never_steal,
         a_stopped_allocator_holder_times_out_other_writers,
         named_dict_with_other_types_is_incompatible,
@@ -765,6 +766,41 @@ fn a_writer_killed_inside_its_window_leaves_no_reader_spinning() {
         assert_eq!(d.len().unwrap(), 100);
         m.__audit().unwrap();
     }
+}
+
+fn readers_write_nothing_shared() {
+    // Four processes read a dict and a list hard: not one byte of the arena changes (the seqlock's
+    // readers copy and re-check; they take no lock and bump no counter).
+    let name = format!("readers-{}", std::process::id());
+    let m = Manager::create(&name).unwrap();
+    let d = m
+        .dict_from((0..1000u64).map(|k| (k, format!("v{k}"))))
+        .unwrap();
+    let l = m.list_from((0..100u64).map(|k| vec![k; 3])).unwrap();
+    let arena = |path: &str| std::fs::read(path).unwrap()[8192..].to_vec(); // past the slot table
+    let before = arena(&shm_path(&name));
+    let kids: Vec<Process> = (0..4)
+        .map(|p| {
+            let (d, l) = (d.clone(), l.clone());
+            Process::fork(move || {
+                for i in 0..50_000u64 {
+                    let k = (i * 7 + p) % 1000;
+                    assert_eq!(d.get(&k).unwrap(), Some(format!("v{k}")));
+                    assert_eq!(l.get((k % 100) as usize).unwrap(), vec![k % 100; 3]);
+                }
+                assert_eq!(d.items().unwrap().len(), 1000);
+                assert_eq!(l.to_vec().unwrap().len(), 100);
+                assert!(d.contains_key(&999).unwrap() && l.index(&vec![5; 3]).unwrap() == 5);
+            })
+            .unwrap()
+        })
+        .collect();
+    for k in kids {
+        assert!(k.join().unwrap().success());
+    }
+    let after = arena(&shm_path(&name));
+    let changed = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+    assert_eq!(changed, 0, "readers changed {changed} bytes of the arena");
 }
 
 fn a_stopped_lock_holder_makes_others_time_out_never_steal() {

@@ -710,6 +710,7 @@ fn create(
     }
     let q = s.seq.load(r);
     s.seq.store((q | 1).wrapping_add(1), r);
+    s.lock.prefer_cheap_release();
     let id = dir.next_id.fetch_add(1, r).max(NAMESPACE_ID + 1);
     s.id.store(id, r);
     // ORDERING: Release: a handle that Acquires LIVE sees the fields above.
