@@ -38,6 +38,19 @@ pub enum Point {
     /// A segment's last handle in this process is gone (it can no longer be reached) and its drop
     /// has begun: it still holds its tokens and descriptor.
     SegmentDropping = 11,
+    /// A manager's allocator holder has made part of an undo-logged change (a split, a merge).
+    ManagerAllocMid = 12,
+    /// A manager's grower has published a new chunk and not yet put its space in the free lists.
+    ManagerGrowing = 13,
+    /// A dict or list writer holds the container's lock and has allocated and filled its new block,
+    /// and not yet written its redo record.
+    ManagerStaged = 14,
+    /// A dict or list writer has written its redo record and applied part of it (the sequence odd).
+    ManagerCommitting = 15,
+    /// A dict or list writer has committed and not yet freed what the change replaced.
+    ManagerFreeing = 16,
+    /// A dict or list writer holds the container's lock and has changed nothing yet.
+    ManagerLocked = 17,
 }
 
 #[cfg(feature = "test-hooks")]

@@ -38,8 +38,8 @@
 //! * The primitives, one folder per family: `pipe` ([`Pipe`], [`Connection`],
 //!   [`Listener`]/[`Client`], [`ConnectionHandle`]), `queue` ([`Queue`], [`JoinableQueue`],
 //!   [`SimpleQueue`]), `locks` ([`Lock`], [`RLock`], [`Semaphore`], [`Event`], [`Condition`],
-//!   [`Barrier`], [`Value`], [`Array`], [`SharedMemory`]), `process` ([`Process`], [`spawn`]),
-//!   `pool` ([`Pool`], [`AsyncResult`]); and [`wait()`](fn@wait) over any of them.
+//!   [`Barrier`], [`Value`], [`Array`], [`SharedMemory`]), `manager` ([`Manager`], [`SharedDict`],
+//!   [`SharedList`]), `process` ([`Process`], [`spawn`]), `pool` ([`Pool`], [`AsyncResult`]); and [`wait()`](fn@wait) over any of them.
 //!
 //! ## Failure
 //!
@@ -84,6 +84,8 @@ pub mod wait;
 #[cfg(not(loom))]
 pub mod locks;
 #[cfg(not(loom))]
+pub mod manager;
+#[cfg(not(loom))]
 pub mod pipe;
 #[cfg(not(loom))]
 pub mod pool;
@@ -98,6 +100,8 @@ pub use error::{Error, Result};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+#[cfg(not(loom))]
+pub use manager::{Manager, ManagerBuilder, ManagerStats, SharedDict, SharedList};
 #[cfg(not(loom))]
 pub use pipe::{
     Client, Connection, ConnectionHandle, ConnectionIter, DEFAULT_CAPACITY, Incoming, Listener,

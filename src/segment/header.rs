@@ -57,6 +57,8 @@ pub enum Kind {
     Queue = 5,
     /// A [`Pool`](crate::Pool)'s task board, result rings and argument arena.
     Pool = 6,
+    /// A [`Manager`](crate::Manager)'s arena (its dicts and lists).
+    Manager = 7,
     /// A [`Listener`](crate::Listener)'s socket (listings only: it has no segment header).
     Listener = 100,
 }
@@ -70,6 +72,7 @@ impl Kind {
             4 => Some(Kind::Value),
             5 => Some(Kind::Queue),
             6 => Some(Kind::Pool),
+            7 => Some(Kind::Manager),
             _ => None,
         }
     }
@@ -83,6 +86,7 @@ impl Kind {
             Kind::Value => "value",
             Kind::Queue => "queue",
             Kind::Pool => "pool",
+            Kind::Manager => "manager",
             Kind::Listener => "listener",
         }
     }

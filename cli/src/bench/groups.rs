@@ -237,6 +237,7 @@ pub fn subs(opts: &Options, python: bool) -> Vec<Sub> {
         ],
     });
     v.extend(pool_subs(python));
+    v.extend(super::manager_group::subs(python));
     for size in PLOT_SIZES {
         v.push(Sub {
             group: "rtt-by-size",
@@ -363,13 +364,14 @@ pub fn selected(opts: &Options, g: &str) -> bool {
 }
 
 /// The names `--only` accepts (as prefixes).
-pub const GROUPS: [&str; 8] = [
+pub const GROUPS: [&str; 9] = [
     "rtt",
     "rtt-same-core",
     "throughput",
     "queue",
     "sync",
     "pool",
+    "manager",
     "rtt-by-size",
     "scaling",
 ];

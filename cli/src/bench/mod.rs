@@ -12,6 +12,8 @@ mod external;
 mod groups;
 pub mod links;
 pub mod locks;
+pub mod manager;
+mod manager_group;
 pub mod measure;
 mod plot;
 pub mod pool;
@@ -303,6 +305,10 @@ fn run_once(opts: &Options, python: bool, run: usize, runs: usize) -> RunResult 
     }
     if selected(opts, "scaling") {
         rows.extend(scaling::run(opts.quick, python, &progress));
+    }
+    if selected(opts, "manager") {
+        progress.show("manager: memory per entry");
+        rows.push(manager_group::memory(opts.quick));
     }
     progress.done();
     RunResult {

@@ -8,6 +8,10 @@ use super::{Figure, Measured, Ratio};
 const Q11: usize = 11;
 const Q22: usize = 22;
 const MIB: usize = 1 << 20;
+/// Manager groups are told apart by their operation.
+const MGET: usize = 10;
+const MINS: usize = 20;
+const MMOD: usize = 30;
 
 /// Every ratio, in the order printed: (name, group, size, numerator side, denominator side, target).
 /// A latency group's figure is a time per operation, a throughput group's a rate; either way the
@@ -43,6 +47,15 @@ const DEFS: &[(&str, &str, usize, &str, &str, &str)] = &[
     ("Pool ~20 us tasks/s: shmwire / threads of one process", "pool", 20, "shm", "threads", ">= 0.85"),
     ("Pool apply round trips/s: shmwire / OS-pipe pool", "pool", 0, "shm", "pipe-pool", "-"),
     ("Pool apply round trips/s: shmwire / Python", "pool", 0, "shm", "py", "-"),
+    ("Manager get, 1 process: shmwire / Python Manager", "manager", MGET, "shm", "py", ">= 200"),
+    ("Manager insert, 1 process: shmwire / Python Manager", "manager", MINS, "shm", "py", ">= 200"),
+    ("Manager modify, 1 process: shmwire / Python Manager", "manager", MMOD, "shm", "py", ">= 200"),
+    ("Manager insert, 4 processes: shmwire / Python Manager", "manager", MINS, "shm4", "py4", ">= 50"),
+    ("Manager modify, 4 processes: shmwire / Python Manager", "manager", MMOD, "shm4", "py4", ">= 50"),
+    ("Manager get, 1 process: Mutex<HashMap> thread / shmwire", "manager", MGET, "mutex", "shm", "<= 3"),
+    ("Manager get: 4 reader processes / 1", "manager", MGET, "shm4", "shm", ">= 1.5"),
+    ("Manager get, 1 process: shmwire / Unix-socket dict", "manager", MGET, "shm", "uds", "-"),
+    ("Manager modify, 4 processes: shmwire / Unix-socket dict", "manager", MMOD, "shm4", "uds4", "-"),
 ];
 
 /// Whether `x` meets `target` (`<= A` or `>= A`); `None` for `-`.

@@ -39,9 +39,15 @@ pub fn rows(measured: &[Measured]) -> Vec<Row> {
                 Kind::Thr => row.thr = Some(thr_of(samples, size)),
             }
             if has_py && id.starts_with("shm") {
+                // The manager's 4-process sides pair with Python's 4-process side.
+                let py = if m.group == "manager" && id.ends_with('4') {
+                    "py4"
+                } else {
+                    "py"
+                };
                 let v = match m.kind {
-                    Kind::Lat => per_round(m, "py", id),
-                    Kind::Thr => per_round(m, id, "py"),
+                    Kind::Lat => per_round(m, py, id),
+                    Kind::Thr => per_round(m, id, py),
                 };
                 row.vs_python = v.map(|v| median(&v));
             }
@@ -260,6 +266,7 @@ pub fn table(h: &Header) -> String {
         }
     }
     by_size(&mut s, rows);
+    super::manager_group::tables(&mut s, rows);
     super::scaling::tables(&mut s, rows);
     s
 }
