@@ -85,6 +85,8 @@ mod pipe;
 mod process;
 #[cfg(not(loom))]
 mod queue;
+#[cfg(not(loom))]
+pub mod transport;
 
 pub use error::{Error, Result};
 
@@ -95,7 +97,12 @@ pub struct ReadmeDoctests;
 #[cfg(not(loom))]
 pub use pipe::{
     Client, Connection, ConnectionHandle, ConnectionIter, DEFAULT_CAPACITY, Incoming, Listener,
-    Pipe, PipeBuilder,
+    Pipe, PipeBuilder, Transport,
+};
+#[cfg(not(loom))]
+pub use transport::{
+    DEAD_PEER_TIMEOUT, DEFAULT_MAX_MESSAGE, HANDSHAKE_TIMEOUT, Remote, RemoteQueue, Server,
+    ServerThread,
 };
 #[cfg(not(loom))]
 pub use process::{ChildOutcome, ExitStatus, Process, spawn};
