@@ -23,7 +23,11 @@ pub(crate) mod remote;
 pub(crate) mod server;
 pub(crate) mod stream;
 
+#[doc(hidden)]
+pub use auth::__fuzz_handshake;
 pub use auth::HANDSHAKE_TIMEOUT;
+#[doc(hidden)]
+pub use frame::__fuzz_frames;
 pub use frame::DEFAULT_MAX_MESSAGE;
 pub use remote::{Remote, RemoteQueue};
 pub use server::{Server, ServerThread};

@@ -39,6 +39,7 @@ const QUICK: Duration = Duration::from_secs(30);
 pub struct Remote {
     address: String,
     authkey: Vec<u8>,
+    dead_peer: Option<Duration>,
 }
 
 impl Remote {
@@ -49,13 +50,26 @@ impl Remote {
         let r = Remote {
             address: address.to_owned(),
             authkey: authkey.as_ref().to_vec(),
+            dead_peer: None,
         };
         drop(r.dial()?);
         Ok(r)
     }
 
+    /// The dead-peer timeout of the connections proxies open from now on
+    /// ([`Connection::set_dead_peer_timeout`]; default
+    /// [`DEAD_PEER_TIMEOUT`](crate::DEAD_PEER_TIMEOUT)): a call waiting on a server whose host
+    /// vanished fails within it.
+    pub fn set_dead_peer_timeout(&mut self, timeout: Duration) {
+        self.dead_peer = Some(timeout);
+    }
+
     fn dial(&self) -> Result<Connection> {
-        Client::connect_with_authkey_timeout(&self.address, &self.authkey, QUICK)
+        let c = Client::connect_with_authkey_timeout(&self.address, &self.authkey, QUICK)?;
+        if let Some(d) = self.dead_peer {
+            c.set_dead_peer_timeout(d)?;
+        }
+        Ok(c)
     }
 
     /// Opens the queue served under `name`, whose items are `T`s (the server's queue must hold
