@@ -28,12 +28,16 @@ fn main() {
         [a, k, flag] if flag == "--objects" => (a, k, true),
         _ => {
             eprintln!("usage: echo_server ADDRESS AUTHKEY [--objects]");
-            eprintln!("  ADDRESS: tcp://HOST:PORT or unix:/path; --objects needs --features pickle");
+            eprintln!(
+                "  ADDRESS: tcp://HOST:PORT or unix:/path; --objects needs --features pickle"
+            );
             std::process::exit(2);
         }
     };
     if objects && !cfg!(feature = "pickle") {
-        eprintln!("--objects needs the pickle feature: cargo run --example echo_server --features pickle -- ...");
+        eprintln!(
+            "--objects needs the pickle feature: cargo run --example echo_server --features pickle -- ..."
+        );
         std::process::exit(2);
     }
     let listener = match Listener::bind_with_authkey(address, authkey.as_bytes()) {

@@ -100,15 +100,15 @@ pub use pipe::{
     Pipe, PipeBuilder, Transport,
 };
 #[cfg(not(loom))]
-pub use transport::{
-    DEAD_PEER_TIMEOUT, DEFAULT_MAX_MESSAGE, HANDSHAKE_TIMEOUT, Remote, RemoteQueue, Server,
-    ServerThread,
-};
-#[cfg(not(loom))]
 pub use process::{ChildOutcome, ExitStatus, Process, spawn};
 #[cfg(not(loom))]
 pub use segment::cleanup;
 pub use timeout::Timeout;
+#[cfg(not(loom))]
+pub use transport::{
+    DEAD_PEER_TIMEOUT, DEFAULT_MAX_MESSAGE, HANDSHAKE_TIMEOUT, Remote, RemoteQueue, Server,
+    ServerThread,
+};
 #[cfg(not(loom))]
 pub use wait::select::{Waitable, wait};
 pub use wait::{PROBE_INTERVAL, WaitStrategy};

@@ -161,19 +161,28 @@ impl Listener {
     /// The longest message each accepted socket connection takes
     /// ([`Connection::set_max_message`]); applies to connections accepted from now on.
     pub fn set_max_message(&self, bytes: usize) {
-        self.options.lock().unwrap_or_else(|e| e.into_inner()).max_message = bytes;
+        self.options
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .max_message = bytes;
     }
 
     /// The dead-peer timeout of each accepted TCP connection
     /// ([`Connection::set_dead_peer_timeout`]); applies to connections accepted from now on.
     pub fn set_dead_peer_timeout(&self, timeout: Duration) {
-        self.options.lock().unwrap_or_else(|e| e.into_inner()).dead_peer = timeout;
+        self.options
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .dead_peer = timeout;
     }
 
     /// How long a client may take over the authkey handshake (default
     /// [`HANDSHAKE_TIMEOUT`](crate::HANDSHAKE_TIMEOUT)); a client slower than that is dropped.
     pub fn set_handshake_timeout(&self, timeout: Duration) {
-        self.options.lock().unwrap_or_else(|e| e.into_inner()).handshake = timeout;
+        self.options
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .handshake = timeout;
     }
 
     fn options(&self) -> Options {

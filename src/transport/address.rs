@@ -78,7 +78,9 @@ fn parse_tcp(s: &str, rest: &str) -> Result<Address> {
         ))
     };
     let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-        let (host, after) = v6.split_once(']').ok_or_else(|| bad("no closing bracket"))?;
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or_else(|| bad("no closing bracket"))?;
         let port = after.strip_prefix(':').ok_or_else(|| bad("no port"))?;
         if host.parse::<std::net::Ipv6Addr>().is_err() {
             return Err(bad("the bracketed host is not an IPv6 address"));

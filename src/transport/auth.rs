@@ -268,8 +268,14 @@ mod tests {
             let raw = Digest::Md5.mac(key, &c[CHALLENGE.len()..]);
             assert!(check(key, &c[CHALLENGE.len()..], &raw));
         }
-        assert_eq!(split(b"{sha3_256}abc"), Err(Refused::Unsupported("sha3_256".into())));
-        assert_eq!(split(b"{nope}abcdefghijklmnopqrstu"), Err(Refused::Malformed));
+        assert_eq!(
+            split(b"{sha3_256}abc"),
+            Err(Refused::Unsupported("sha3_256".into()))
+        );
+        assert_eq!(
+            split(b"{nope}abcdefghijklmnopqrstu"),
+            Err(Refused::Malformed)
+        );
         assert_eq!(answer(key, b"#CHALLENGE#short"), Err(Refused::Short));
         assert_eq!(answer(key, b"hello"), Err(Refused::NotAChallenge));
     }

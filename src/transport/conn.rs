@@ -470,9 +470,9 @@ impl SockConn {
                 RecvFlags::DONTWAIT
             };
             let sock = &self.sock;
-            let r = st.reader.fill(|room| {
-                rustix::net::recv(sock, room, flags).map(|((init, _), _)| init.len())
-            });
+            let r = st
+                .reader
+                .fill(|room| rustix::net::recv(sock, room, flags).map(|((init, _), _)| init.len()));
             match r {
                 Err(_) => return Err(Error::TooLarge), // no memory for what arrives: it stays
                 Ok(Ok(0)) => {
@@ -603,7 +603,9 @@ impl SockConn {
         if Self::has_out(&st) {
             return Ok(Armed::Tick); // output left: look again shortly (and write it)
         }
-        Ok(Armed::Fd(std::os::fd::AsRawFd::as_raw_fd(&self.sock.as_fd())))
+        Ok(Armed::Fd(std::os::fd::AsRawFd::as_raw_fd(
+            &self.sock.as_fd(),
+        )))
     }
 
     pub(crate) fn check(&self) -> Result<bool> {

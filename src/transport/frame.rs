@@ -197,8 +197,7 @@ impl FrameReader {
             return Ok(std::mem::take(&mut self.buf));
         }
         let mut v = Vec::new();
-        v.try_reserve_exact(len)
-            .map_err(|_| FrameError::NoMemory)?;
+        v.try_reserve_exact(len).map_err(|_| FrameError::NoMemory)?;
         v.extend_from_slice(self.payload());
         self.consume();
         Ok(v)
@@ -342,10 +341,7 @@ mod tests {
         let mut h = [0u8; 12];
         assert_eq!(encode_header(5, ESCAPE_THRESHOLD, &mut h), 4);
         assert_eq!(&h[..4], &[0, 0, 0, 5]);
-        assert_eq!(
-            parse_header(&h[..4]),
-            Ok(Header::Frame { size: 4, len: 5 })
-        );
+        assert_eq!(parse_header(&h[..4]), Ok(Header::Frame { size: 4, len: 5 }));
         assert_eq!(encode_header(5, 4, &mut h), 12);
         assert_eq!(&h[..12], &[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 5]);
         assert_eq!(parse_header(&h[..11]), Ok(Header::Need));

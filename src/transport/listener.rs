@@ -91,7 +91,11 @@ impl SockListener {
 
     /// Whether a connection waits to be accepted.
     pub(crate) fn pending(&self) -> Result<bool> {
-        poll_one(self.sock.as_fd(), true, Deadline::after(Some(std::time::Duration::ZERO)))
+        poll_one(
+            self.sock.as_fd(),
+            true,
+            Deadline::after(Some(std::time::Duration::ZERO)),
+        )
     }
 
     pub(crate) fn raw(&self) -> RawFd {

@@ -3,7 +3,7 @@
 //! served to other hosts ([`Server`], [`Remote`]).
 //!
 //! The same [`Listener`](crate::Listener) / [`Client`](crate::Client) / `Connection` API runs over
-//! three transports, chosen by the address ([`address`]): a shared-memory name (the fast path, on
+//! three transports, chosen by the address: a shared-memory name (the fast path, on
 //! this host), `unix:/path`, and `tcp://host:port`. A socket connection is for a peer that cannot
 //! share memory: another host, or another language.
 //!

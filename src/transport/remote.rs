@@ -190,7 +190,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
     }
 
     /// [`put`](Self::put), giving up with [`Error::Timeout`] (nothing put) after `timeout` (the
-    /// answer may take [`GRACE`] longer to come back).
+    /// answer may take 5 s longer to come back).
     pub fn put_timeout(&self, item: impl Borrow<T>, timeout: Duration) -> Result<()> {
         self.put_at(item.borrow(), Some(timeout))
     }
@@ -210,7 +210,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
     }
 
     /// [`get`](Self::get), giving up with [`Error::Timeout`] (nothing taken) after `timeout` (the
-    /// answer may take [`GRACE`] longer to come back).
+    /// answer may take 5 s longer to come back).
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
         self.get_at(Some(timeout))
     }

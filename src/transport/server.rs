@@ -144,7 +144,9 @@ impl Waiter<'_> {
                         return Err(Error::Timeout);
                     }
                     // A client that sent anything more, or went away, no longer waits for this.
-                    if self.stop.load(Ordering::Relaxed) || !matches!(self.client.poll(Duration::ZERO), Ok(false)) {
+                    if self.stop.load(Ordering::Relaxed)
+                        || !matches!(self.client.poll(Duration::ZERO), Ok(false))
+                    {
                         return Err(Error::BrokenPipe);
                     }
                 }
@@ -319,7 +321,7 @@ impl Server {
         Ok(())
     }
 
-    /// Makes [`run`](Self::run) return (within [`SLICE`], 100 ms) and ends the connections being
+    /// Makes [`run`](Self::run) return (within 100 ms) and ends the connections being
     /// served (their clients see the end of the stream).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);

@@ -150,11 +150,15 @@ pub(crate) fn bind_tcp(host: &str, port: u16) -> Result<(Sock, String)> {
         rustix::io::Errno::ADDRINUSE => Error::Exists,
         rustix::io::Errno::ADDRNOTAVAIL => Error::io(
             ErrorKind::AddrNotAvailable,
-            format!("{sa} is not an address of this host, so nothing can listen there; use one of its addresses, or 0.0.0.0 / [::]"),
+            format!(
+                "{sa} is not an address of this host, so nothing can listen there; use one of its addresses, or 0.0.0.0 / [::]"
+            ),
         ),
         rustix::io::Errno::ACCESS => Error::io(
             ErrorKind::PermissionDenied,
-            format!("binding {sa} needs privileges (a port below 1024?); use a port of 1024 or more"),
+            format!(
+                "binding {sa} needs privileges (a port below 1024?); use a port of 1024 or more"
+            ),
         ),
         e => e.into(),
     })

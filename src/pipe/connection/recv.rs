@@ -508,7 +508,7 @@ impl ShmEnd {
 
     /// The next frame if it is there or arrives within a short inline spin (only when the wait
     /// strategy spins at all); the slow path does the rest (closed peers, sleeping, timeouts).
-    #[inline]
+    #[inline(always)] // the receive fast path: kept inside recv_into_at and recv_at
     fn quick_frame(&self, st: &mut State, rx: &Spsc, deadline: Deadline) -> Result<Option<Frame>> {
         if let Some(f) = rx.try_peek()? {
             return Ok(Some(f));

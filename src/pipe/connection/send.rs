@@ -25,7 +25,11 @@ impl ShmEnd {
         self.send_value(value, Deadline::after(Some(timeout)))
     }
 
-    pub(crate) fn send_value<T: Serialize + ?Sized>(&self, value: &T, deadline: Deadline) -> Result<()> {
+    pub(crate) fn send_value<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        deadline: Deadline,
+    ) -> Result<()> {
         let len = codec::encoded_len(value)?;
         let mut st = self.begin()?;
         let tx = self.tx.as_ref().ok_or(Error::Misuse)?;
@@ -59,7 +63,11 @@ impl ShmEnd {
         self.send_pod_at(value, Deadline::after(Some(timeout)))
     }
 
-    pub(crate) fn send_pod_at<T: bytemuck::Pod>(&self, value: &T, deadline: Deadline) -> Result<()> {
+    pub(crate) fn send_pod_at<T: bytemuck::Pod>(
+        &self,
+        value: &T,
+        deadline: Deadline,
+    ) -> Result<()> {
         let bytes = bytemuck::bytes_of(value);
         if bytes.len() > self.max_in_place_len() {
             return self.send_bytes_at(bytes, deadline);
