@@ -332,32 +332,6 @@ fn bounded(p: &[u8]) -> std::result::Result<(), String> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_memo_bomb_is_refused_before_decoding() {
-        // [x, x] of the previous level, 40 levels deep: 2^40 copies from a few hundred bytes.
-        let mut p = vec![0x80, 4, b']', 0x94];
-        for i in 0..40u8 {
-            p.extend_from_slice(&[b'(', b'h', i, b'h', i, b'l', 0x94]);
-        }
-        p.push(b'.');
-        let e = loads(&p).unwrap_err();
-        assert!(e.to_string().contains("refused before decoding"), "{e}");
-        // Deep nesting.
-        let mut deep = vec![0x80, 4];
-        deep.extend(std::iter::repeat_n(b']', 5000));
-        deep.extend(std::iter::repeat_n(b'a', 4999));
-        deep.push(b'.');
-        assert!(loads(&deep).is_err());
-        // A plain value passes.
-        let v = Value::List(vec![Value::I64(1); 3]);
-        assert_eq!(loads(&dumps(&v).unwrap()).unwrap(), v);
-    }
-}
-
 impl Connection {
     /// Sends a Python object, pickled: what Python's `Connection.recv()` receives (feature
     /// `pickle`).
@@ -392,5 +366,31 @@ impl Connection {
     /// consumed).
     pub fn recv_py_timeout(&self, timeout: Duration) -> Result<Value> {
         self.recv_map_at(Deadline::after(Some(timeout)), loads)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_memo_bomb_is_refused_before_decoding() {
+        // [x, x] of the previous level, 40 levels deep: 2^40 copies from a few hundred bytes.
+        let mut p = vec![0x80, 4, b']', 0x94];
+        for i in 0..40u8 {
+            p.extend_from_slice(&[b'(', b'h', i, b'h', i, b'l', 0x94]);
+        }
+        p.push(b'.');
+        let e = loads(&p).unwrap_err();
+        assert!(e.to_string().contains("refused before decoding"), "{e}");
+        // Deep nesting.
+        let mut deep = vec![0x80, 4];
+        deep.extend(std::iter::repeat_n(b']', 5000));
+        deep.extend(std::iter::repeat_n(b'a', 4999));
+        deep.push(b'.');
+        assert!(loads(&deep).is_err());
+        // A plain value passes.
+        let v = Value::List(vec![Value::I64(1); 3]);
+        assert_eq!(loads(&dumps(&v).unwrap()).unwrap(), v);
     }
 }
