@@ -40,6 +40,10 @@
 //!   [`SimpleQueue`]), `locks` ([`Lock`], [`RLock`], [`Semaphore`], [`Event`], [`Condition`],
 //!   [`Barrier`], [`Value`], [`Array`], [`SharedMemory`]), `process` ([`Process`], [`spawn`]); and
 //!   [`wait`] over any of them.
+//! * [`transport`]: `Connection`s over Unix and TCP sockets speaking Python's
+//!   `multiprocessing.connection` wire (framing, authkey handshake, pickled objects with the
+//!   `pickle` feature), chosen by address (`unix:/path`, `tcp://host:port`), and objects served to
+//!   other hosts ([`Server`], [`Remote`]).
 //!
 //! ## Failure
 //!

@@ -96,6 +96,24 @@ impl Remote {
 ///
 /// It is `Send + Sync`; calls from several threads take turns on its one connection (open one
 /// proxy per thread for calls that wait concurrently).
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::{Error, Queue, Remote, Server};
+/// use std::time::Duration;
+/// let server = Server::bind("tcp://127.0.0.1:0", b"key")?;
+/// server.serve_queue("q", Queue::<String>::new(1)?)?;
+/// let server = server.start()?;
+/// let q = Remote::connect(&server.address(), b"key")?.queue::<String>("q")?;
+/// q.put("one".to_string())?;
+/// assert!(matches!(q.put_nowait("two".to_string()), Err(Error::Full)));
+/// assert_eq!(q.qsize()?, 1);
+/// assert_eq!(q.get()?, "one");
+/// assert!(matches!(q.get_timeout(Duration::from_millis(10)), Err(Error::Timeout)));
+/// q.close()?;
+/// assert!(matches!(q.get(), Err(Error::Eof)));
+/// # Ok(()) }
+/// ```
 pub struct RemoteQueue<T> {
     remote: Remote,
     name: String,

@@ -353,6 +353,19 @@ impl Server {
 }
 
 /// A [`Server`] running on a thread: made by [`Server::start`]; dropping it stops the server.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::{Error, Queue, Remote, Server};
+/// let server = Server::bind("tcp://127.0.0.1:0", b"key")?;
+/// server.serve_queue("q", Queue::<u8>::new(0)?)?;
+/// let running = server.start()?;
+/// let addr = running.address();
+/// Remote::connect(&addr, b"key")?.queue::<u8>("q")?.put(1)?;
+/// running.stop()?; // the listener goes: nobody is there any more
+/// assert!(matches!(Remote::connect(&addr, b"key"), Err(Error::NotFound)));
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct ServerThread {
     server: Arc<Server>,

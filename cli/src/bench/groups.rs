@@ -248,6 +248,7 @@ pub fn subs(opts: &Options, python: bool) -> Vec<Sub> {
                 .collect(),
         });
     }
+    v.extend(super::transport::subs(python));
     v
 }
 
@@ -260,7 +261,7 @@ pub fn selected(opts: &Options, g: &str) -> bool {
 }
 
 /// The names `--only` accepts (as prefixes).
-pub const GROUPS: [&str; 7] = [
+pub const GROUPS: [&str; 8] = [
     "rtt",
     "rtt-same-core",
     "throughput",
@@ -268,4 +269,5 @@ pub const GROUPS: [&str; 7] = [
     "sync",
     "rtt-by-size",
     "scaling",
+    "transport",
 ];

@@ -18,6 +18,7 @@ pub mod prims;
 mod ratios;
 mod report;
 mod scaling;
+mod transport;
 
 pub use groups::GROUPS;
 use groups::{Sub, selected, subs};

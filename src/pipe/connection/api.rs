@@ -15,7 +15,20 @@ use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
-/// What carries a [`Connection`].
+/// What carries a [`Connection`]: chosen by the address given to [`Listener::bind`] and
+/// [`Client::connect`](crate::Client::connect).
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::{Client, Listener, Transport};
+/// let l = Listener::bind("tcp://127.0.0.1:0")?;
+/// let c = Client::connect(&l.address())?;
+/// assert_eq!(c.transport(), Transport::Tcp);
+/// assert_eq!(l.accept()?.transport(), Transport::Tcp);
+/// # Ok(()) }
+/// ```
+///
+/// [`Listener::bind`]: crate::Listener::bind
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Transport {
