@@ -616,9 +616,11 @@ impl SockConn {
 
 impl Drop for SockConn {
     fn drop(&mut self) {
-        // A timed send's rest: one last try, without waiting.
+        // A timed send's rest: one last try, without waiting (not when the connection is moving
+        // into a child just forked: the child writes it).
+        let moving = self.sock.moving();
         if let Ok(mut st) = self.st.try_borrow_mut() {
-            if !self.closed.get() && Self::has_out(&st) {
+            if !moving && !self.closed.get() && Self::has_out(&st) {
                 let _ = self.flush_out(&mut st, Deadline::after(Some(Duration::ZERO)));
             }
         }
