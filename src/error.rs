@@ -163,11 +163,20 @@ pub enum Error {
         bytes: Vec<u8>,
     },
     /// A message or object is larger than this path can carry (or than this process can allocate
-    /// to receive it: the message is kept).
+    /// to receive it: the message is kept), or a message over a socket is longer than the
+    /// connection's limit ([`Connection::set_max_message`](crate::Connection::set_max_message)):
+    /// that one is skipped, and the next call receives the message after it.
     #[error(
-        "too large: the message exceeds what this call can carry (send_with takes at most half the ring, a queue item at most its spill area; a received message, what this process could allocate: it is kept); use send_bytes, a larger ring or QueueBuilder::spill_size"
+        "too large: the message exceeds what this call can carry (send_with takes at most half the ring, a queue item at most its spill area; a received message, what this process could allocate: it is kept; over a socket, a message past the connection's limit: it was skipped); use send_bytes, a larger ring, QueueBuilder::spill_size or Connection::set_max_message"
     )]
     TooLarge,
+    /// The authkey handshake failed: the peer's answer to our challenge was wrong, or it rejected
+    /// ours (the two sides do not hold the same key), or it broke the handshake's protocol. Nothing
+    /// was exchanged; the connection is closed.
+    #[error(
+        "authentication failed: the peer does not hold the same authkey (or does not speak the multiprocessing.connection handshake); nothing was exchanged, check the key on both sides"
+    )]
+    AuthenticationFailed,
     /// The shared object was made by an incompatible layout version, is of another kind, or holds
     /// items of another type tag (a queue's encoded items) or another size or alignment (raw data).
     #[error(

@@ -40,6 +40,10 @@
 //!   [`SimpleQueue`]), `locks` ([`Lock`], [`RLock`], [`Semaphore`], [`Event`], [`Condition`],
 //!   [`Barrier`], [`Value`], [`Array`], [`SharedMemory`]), `manager` ([`Manager`], [`SharedDict`],
 //!   [`SharedList`]), `process` ([`Process`], [`spawn`]), `pool` ([`Pool`], [`AsyncResult`]); and [`wait()`](fn@wait) over any of them.
+//! * [`transport`]: `Connection`s over Unix and TCP sockets speaking Python's
+//!   `multiprocessing.connection` wire (framing, authkey handshake, pickled objects with the
+//!   `pickle` feature), chosen by address (`unix:/path`, `tcp://host:port`), and objects served to
+//!   other hosts ([`Server`], [`Remote`]).
 //!
 //! ## Failure
 //!
@@ -93,6 +97,8 @@ pub mod pool;
 pub mod process;
 #[cfg(not(loom))]
 pub mod queue;
+#[cfg(not(loom))]
+pub mod transport;
 
 pub use error::{Error, Result};
 
@@ -105,7 +111,7 @@ pub use manager::{Manager, ManagerBuilder, ManagerStats, SharedDict, SharedList}
 #[cfg(not(loom))]
 pub use pipe::{
     Client, Connection, ConnectionHandle, ConnectionIter, DEFAULT_CAPACITY, Incoming, Listener,
-    Pipe, PipeBuilder,
+    Pipe, PipeBuilder, Transport,
 };
 #[cfg(not(loom))]
 pub use pool::{
@@ -117,6 +123,11 @@ pub use process::{ChildOutcome, ExitStatus, Process, spawn};
 #[cfg(not(loom))]
 pub use segment::cleanup;
 pub use timeout::Timeout;
+#[cfg(not(loom))]
+pub use transport::{
+    DEAD_PEER_TIMEOUT, DEFAULT_MAX_MESSAGE, HANDSHAKE_TIMEOUT, Remote, RemoteQueue, Server,
+    ServerThread,
+};
 #[cfg(not(loom))]
 pub use wait::select::{Waitable, wait};
 pub use wait::{PROBE_INTERVAL, WaitStrategy};

@@ -121,7 +121,7 @@ const BENCH_LIMIT: Duration = Duration::from_secs(300);
 const QUICK_LIMIT: Duration = Duration::from_secs(30);
 
 /// Every ratio the bench reports without the iceoryx2 peer, in order; `true`: a Python ratio.
-const RATIOS: [(&str, bool); 28] = [
+const RATIOS: [(&str, bool); 35] = [
     ("RTT 8 B: shmwire default / spinning floor", false),
     ("RTT 8 B: shmwire sleep-only / futex floor", false),
     ("RTT 8 B: Unix socket busy-polling / shmwire default", false),
@@ -171,6 +171,31 @@ const RATIOS: [(&str, bool); 28] = [
     ),
     ("Pool apply round trips/s: shmwire / OS-pipe pool", false),
     ("Pool apply round trips/s: shmwire / Python", true),
+    ("Transport RTT 8 B: our TCP Connection / raw TCP", false),
+    (
+        "Transport RTT 8 B: our Unix-socket Connection / raw socketpair",
+        false,
+    ),
+    (
+        "Transport RTT 8 B: our TCP Connection / shared memory",
+        false,
+    ),
+    (
+        "Transport RTT 8 B: Python multiprocessing.connection TCP / ours",
+        true,
+    ),
+    (
+        "Transport 64 KiB msgs/s: our TCP Connection / raw TCP",
+        false,
+    ),
+    (
+        "Transport 64 KiB msgs/s: shared memory / our TCP Connection",
+        false,
+    ),
+    (
+        "Transport 64 KiB msgs/s: ours / Python multiprocessing.connection, TCP",
+        true,
+    ),
 ];
 
 /// Whether `python3` with `multiprocessing` is here (then the bench runs Python's sides).

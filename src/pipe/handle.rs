@@ -26,9 +26,15 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 /// assert!(p.join()?.success());
 /// # drop(b); Ok(()) }
 /// ```
+///
+/// Shared memory does not cross hosts: a handle records the boot of the host that made it, and
+/// opening it on another host is [`Error::Invalid`], saying to connect over `tcp://` instead.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct ConnectionHandle(Repr);
+pub struct ConnectionHandle {
+    /// The boot id of the host that made it (zeros if unknown).
+    host: [u8; 16],
+    repr: Repr,
+}
 
 /// What a handle names.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -58,7 +64,15 @@ enum Repr {
     },
 }
 
-/// The same shape as `Repr`, serialized after noting which export it carries.
+/// The same shape as `ConnectionHandle`, serialized after noting which export it carries.
+#[derive(Serialize)]
+#[serde(rename = "ConnectionHandle")]
+struct HandleOut<'a> {
+    host: [u8; 16],
+    repr: ReprOut<'a>,
+}
+
+/// The same shape as `Repr`.
 #[derive(Serialize)]
 #[serde(rename = "Repr")]
 enum ReprOut<'a> {
@@ -78,7 +92,7 @@ enum ReprOut<'a> {
 
 impl Serialize for ConnectionHandle {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        match &self.0 {
+        let repr = match &self.repr {
             Repr::Inherited {
                 fd,
                 slot,
@@ -97,11 +111,34 @@ impl Serialize for ConnectionHandle {
                     file: *file,
                     exporter,
                 }
-                .serialize(s)
             }
-            Repr::Named { os_name, end } => ReprOut::Named { os_name, end: *end }.serialize(s),
+            Repr::Named { os_name, end } => ReprOut::Named { os_name, end: *end },
+        };
+        HandleOut {
+            host: self.host,
+            repr,
         }
+        .serialize(s)
     }
+}
+
+/// The boot id of this host (`/proc/sys/kernel/random/boot_id`), zeros if it cannot be read.
+fn host_id() -> [u8; 16] {
+    static ID: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
+    *ID.get_or_init(|| {
+        let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        let hex: Vec<u8> = text
+            .bytes()
+            .filter_map(|b| (b as char).to_digit(16).map(|d| d as u8))
+            .collect();
+        let mut id = [0u8; 16];
+        if hex.len() == 32 {
+            for (i, pair) in hex.chunks(2).enumerate() {
+                id[i] = pair[0] << 4 | pair[1];
+            }
+        }
+        id
+    })
 }
 
 /// Device and inode of the file behind `fd`.
@@ -123,30 +160,44 @@ impl Connection {
     /// new one). A closed end is [`Error::Misuse`], and so is an end holding frames that only this
     /// process has: taken into its private backlog by a waiting send, or the first pieces of a
     /// message received in part (whoever opens the handle would never see them): receive them first.
+    ///
+    /// A socket connection has no handle ([`Error::Invalid`]): send its address to the other
+    /// process, and connect there.
     pub fn to_handle(&self) -> Result<ConnectionHandle> {
-        if self.is_closed() || self.holds_private_frames() {
+        let Some(shm) = self.shm_end() else {
+            return Err(Error::invalid(
+                "a socket connection cannot be handed over as a handle; send the listener's address to the other process and connect from there",
+            ));
+        };
+        if shm.is_closed() || shm.holds_private_frames() {
             return Err(Error::Misuse);
         }
-        let seg = self.segment();
-        let end = self.end() as u8;
+        let seg = shm.segment();
+        let end = shm.end() as u8;
         if let Some(os_name) = seg.os_name() {
-            return Ok(ConnectionHandle(Repr::Named {
-                os_name: os_name.to_owned(),
-                end,
-            }));
+            return Ok(ConnectionHandle {
+                host: host_id(),
+                repr: Repr::Named {
+                    os_name: os_name.to_owned(),
+                    end,
+                },
+            });
         }
-        let (fd, slot) = registry::prepare_export(seg, self.end())?;
+        let (fd, slot) = registry::prepare_export(seg, shm.end())?;
         let file = identity(fd)?;
         let eventfds: Vec<i32> = seg.companions().collect();
         let exporter = (std::process::id(), seg.descriptor(), eventfds.clone());
-        Ok(ConnectionHandle(Repr::Inherited {
-            fd,
-            slot,
-            end,
-            eventfds,
-            file,
-            exporter,
-        }))
+        Ok(ConnectionHandle {
+            host: host_id(),
+            repr: Repr::Inherited {
+                fd,
+                slot,
+                end,
+                eventfds,
+                file,
+                exporter,
+            },
+        })
     }
 }
 
@@ -158,8 +209,16 @@ impl ConnectionHandle {
     /// [`Error::Invalid`] for a handle that names no end of a pipe. The spawned child
     /// it was made for adopts the descriptors it inherited for it (those `spawn::enter` recorded, and
     /// only once: a second open goes through the maker, like any other process's).
+    ///
+    /// A handle made on another host is [`Error::Invalid`]: shared memory does not cross hosts.
     pub fn open(&self) -> Result<Connection> {
-        match &self.0 {
+        let here = host_id();
+        if self.host != [0; 16] && here != [0; 16] && self.host != here {
+            return Err(Error::invalid(
+                "this ConnectionHandle names a shared-memory pipe of another host, and shared memory does not cross hosts; listen on a tcp:// address there (Listener::bind(\"tcp://HOST:PORT\")) and connect to it from here",
+            ));
+        }
+        match &self.repr {
             Repr::Named { os_name, end } => crate::pipe::open_os_name(os_name, *end as usize),
             Repr::Inherited {
                 fd,
@@ -191,6 +250,16 @@ impl ConnectionHandle {
                 open_from(exporter, *file, *end as usize)
             }
         }
+    }
+}
+
+impl ConnectionHandle {
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    /// Test hook: the same handle, as if it had been made on another host.
+    pub fn __from_another_host(mut self) -> Self {
+        self.host = [0xa5; 16];
+        self
     }
 }
 

@@ -47,7 +47,7 @@ use crate::pipe::connection::Connection;
 use crate::segment::names::{is_stale, reclaim_lock, unix_socket};
 use crate::segment::registry::{self, Gate};
 use crate::wait::Deadline;
-use crate::wait::select::{Armed, Waitable};
+use crate::wait::select::Armed;
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags,
@@ -268,28 +268,9 @@ impl std::ops::DerefMut for Locked<'_> {
     }
 }
 
-/// A named rendezvous point: [`Client::connect`] to the same name from any process of this user.
-/// The name goes away when the listener is dropped.
-///
-/// ```
-/// # fn main() -> shmwire::Result<()> {
-/// use shmwire::{Client, Error, Listener, Process};
-/// use std::time::Duration;
-/// let name = format!("doc-listener-type-{}", std::process::id());
-/// let listener = Listener::bind(&name)?;
-/// assert!(matches!(Listener::bind(&name), Err(Error::Exists)));
-/// assert!(matches!(
-///     listener.accept_timeout(Duration::from_millis(10)),
-///     Err(Error::Timeout)
-/// ));
-/// let n = name.clone();
-/// let p = Process::fork(move || Client::connect(&n).unwrap().send(&7u8).unwrap())?;
-/// assert_eq!(listener.accept()?.recv::<u8>()?, 7);
-/// assert!(p.join()?.success());
-/// # Ok(()) }
-/// ```
+/// A shared-memory listener: the part of a [`Listener`](crate::Listener) bound to a name.
 #[derive(Debug)]
-pub struct Listener {
+pub(crate) struct ShmListener {
     /// The listening socket (non-blocking).
     sock: OwnedFd,
     /// Signalled when clients or connections are handed back while other threads poll.
@@ -300,7 +281,7 @@ pub struct Listener {
     state: Mutex<State>,
 }
 
-impl Listener {
+impl ShmListener {
     /// The largest ring a client's pipe may have (each direction): a larger one is refused. What
     /// this process allocates for one message from a client is bounded by half of it (a frame).
     pub const MAX_CLIENT_CAPACITY: usize = 64 << 20;
@@ -309,7 +290,7 @@ impl Listener {
     ///
     /// A name held by a live listener is [`Error::Exists`]; one left by a listener that died is
     /// reclaimed (by one of several processes that try at once: the others get `Exists`).
-    pub fn bind(name: &str) -> Result<Listener> {
+    pub(crate) fn bind(name: &str) -> Result<ShmListener> {
         let path = socket_path(name)?;
         let taken = || Error::Exists;
         // A fork from another thread must not copy the socket before it is tracked.
@@ -338,7 +319,7 @@ impl Listener {
         };
         // A forked child closes it unless its closure owns this listener.
         registry::track_listener(sock.as_raw_fd());
-        Ok(Listener {
+        Ok(ShmListener {
             sock,
             wake,
             path,
@@ -349,49 +330,8 @@ impl Listener {
     }
 
     /// The name it was bound to.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
-    }
-
-    /// Waits for a client and returns the connection to it (end 0 of a new pipe).
-    ///
-    /// A client that fails its introduction (another user, bad descriptors, silence for 5 s, gone
-    /// before the answer) is dropped and the wait goes on. Clients whose introductions arrive together
-    /// are introduced one per call.
-    pub fn accept(&self) -> Result<Connection> {
-        self.accept_at(Deadline::NEVER)
-    }
-
-    /// [`accept`](Self::accept), giving up with [`Error::Timeout`] after `timeout`. A client that has
-    /// connected but not yet introduced itself when the time is up is kept for the next call.
-    pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection> {
-        self.accept_at(Deadline::after(Some(timeout)))
-    }
-
-    /// The connections as clients arrive: each item is what [`accept`](Self::accept) returns (as
-    /// std's `TcpListener::incoming`). It never ends by itself: stop with `take`, `break` or `?`.
-    ///
-    /// ```
-    /// # fn main() -> shmwire::Result<()> {
-    /// use shmwire::{Client, Listener, Process};
-    /// let name = format!("doc-incoming-{}", std::process::id());
-    /// let listener = Listener::bind(&name)?;
-    /// let n = name.clone();
-    /// let p = Process::fork(move || {
-    ///     for i in 0..2u32 {
-    ///         Client::connect(&n).unwrap().send(&i).unwrap();
-    ///     }
-    /// })?;
-    /// let mut sum = 0;
-    /// for conn in listener.incoming().take(2) {
-    ///     sum += conn?.recv::<u32>()?;
-    /// }
-    /// assert_eq!(sum, 1);
-    /// assert!(p.join()?.success());
-    /// # Ok(()) }
-    /// ```
-    pub fn incoming(&self) -> Incoming<'_> {
-        Incoming { listener: self }
     }
 
     /// The shared state, locked for a moment: under the fork gate, so that no child is forked while
@@ -404,9 +344,12 @@ impl Listener {
         }
     }
 
-    fn accept_at(&self, deadline: Deadline) -> Result<Connection> {
+    /// Waits until `deadline` for a client and returns the connection to it (end 0 of a new
+    /// pipe). A client that fails its introduction (another user, bad descriptors, silence for
+    /// 5 s, gone before the answer) is dropped and the wait goes on.
+    pub(crate) fn accept_at(&self, deadline: Deadline) -> Result<Connection> {
         self.state().accepting += 1;
-        struct Leave<'a>(&'a Listener);
+        struct Leave<'a>(&'a ShmListener);
         impl Drop for Leave<'_> {
             fn drop(&mut self) {
                 self.0.state().accepting -= 1;
@@ -568,7 +511,7 @@ impl Listener {
     }
 }
 
-impl Drop for Listener {
+impl Drop for ShmListener {
     fn drop(&mut self) {
         let fd = self.sock.as_raw_fd();
         let moved = crate::segment::moving::note_listener_moved(fd);
@@ -588,171 +531,96 @@ impl Drop for Listener {
     }
 }
 
-impl AsFd for Listener {
+impl ShmListener {
     /// The listening socket (non-blocking): readable when a client waits to be accepted.
-    fn as_fd(&self) -> BorrowedFd<'_> {
+    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
         self.sock.as_fd()
     }
-}
 
-impl crate::wait::select::sealed::Sealed for Listener {}
-
-impl Waitable for Listener {
-    fn __arm(&self) -> Result<Armed> {
+    pub(crate) fn arm(&self) -> Result<Armed> {
         if self.connection_in_hand()? {
             return Ok(Armed::Ready);
         }
         Ok(Armed::Fd(self.sock.as_raw_fd()))
     }
 
-    fn __check(&self, _signalled: bool) -> Result<bool> {
+    pub(crate) fn check(&self) -> Result<bool> {
         // A client that connected and hung up (a liveness probe) makes the socket readable: ready
         // only with a connection in hand. Clients waiting for their introduction are looked at too.
         self.connection_in_hand()
     }
 }
 
-/// The connections a [`Listener`] accepts, as clients arrive: made by [`Listener::incoming`]. Each
-/// item is what [`Listener::accept`] returns; it never ends by itself.
-///
-/// ```
-/// # fn main() -> shmwire::Result<()> {
-/// use shmwire::{Client, Incoming, Listener, Process};
-/// let name = format!("doc-incoming-type-{}", std::process::id());
-/// let listener = Listener::bind(&name)?;
-/// let n = name.clone();
-/// let p = Process::fork(move || Client::connect(&n).unwrap().send("hi").unwrap())?;
-/// let mut clients: Incoming<'_> = listener.incoming();
-/// let conn = clients.next().unwrap()?;
-/// assert_eq!(conn.recv::<String>()?, "hi");
-/// assert!(p.join()?.success());
-/// # Ok(()) }
-/// ```
-#[derive(Debug)]
-pub struct Incoming<'a> {
-    listener: &'a Listener,
-}
-
-impl Iterator for Incoming<'_> {
-    type Item = Result<Connection>;
-
-    fn next(&mut self) -> Option<Result<Connection>> {
-        Some(self.listener.accept())
-    }
-}
-
-impl std::iter::FusedIterator for Incoming<'_> {}
-
-/// Connects to a [`Listener`] by name.
-///
-/// ```
-/// # fn main() -> shmwire::Result<()> {
-/// use shmwire::{Client, Error, Listener, Process};
-/// use std::time::Duration;
-/// let name = format!("doc-client-{}", std::process::id());
-/// assert!(matches!(Client::connect(&name), Err(Error::NotFound))); // nobody listens yet
-/// let listener = Listener::bind(&name)?;
-/// let n = name.clone();
-/// let p = Process::fork(move || {
-///     let conn = Client::connect_timeout(&n, Duration::from_secs(10)).unwrap();
-///     let x: u32 = conn.recv().unwrap();
-///     conn.send(&(x + 1)).unwrap();
-/// })?;
-/// let conn = listener.accept()?;
-/// conn.send(&41u32)?;
-/// assert_eq!(conn.recv::<u32>()?, 42);
-/// assert!(p.join()?.success());
-/// # Ok(()) }
-/// ```
-#[derive(Debug)]
-pub struct Client;
-
-impl Client {
-    /// Connects to the listener `name` and waits until it accepts; returns end 1 of a new pipe.
-    ///
-    /// Errors: [`Error::NotFound`] if no live listener has the name (none was bound, or its
-    /// listener died), `Io(PermissionDenied)` if it runs as another user (nothing is sent to it),
-    /// [`Error::Eof`] if the listener closed without accepting, [`Error::Incompatible`] if what
-    /// answers is not a shmwire listener of this version.
-    pub fn connect(name: &str) -> Result<Connection> {
-        Self::connect_at(name, Deadline::NEVER)
-    }
-
-    /// [`connect`](Self::connect), giving up with [`Error::Timeout`] if not accepted within `timeout`
-    /// (a listener whose backlog is full included).
-    pub fn connect_timeout(name: &str, timeout: Duration) -> Result<Connection> {
-        Self::connect_at(name, Deadline::after(Some(timeout)))
-    }
-
-    fn connect_at(name: &str, deadline: Deadline) -> Result<Connection> {
-        let path = socket_path(name)?;
-        let addr = SocketAddrUnix::new(path.as_path())?;
-        let sock = unix_socket(SocketFlags::empty())?;
-        if let Some(left) = deadline.remaining() {
-            // A Unix socket's connect waits while the listener's backlog is full, for as long as the
-            // socket's send timeout allows (which then also bounds sending the introduction).
-            let left = left.max(Duration::from_micros(1));
-            rustix::net::sockopt::set_socket_timeout(
-                &sock,
-                rustix::net::sockopt::Timeout::Send,
-                Some(left),
-            )?;
-        }
-        match rustix::net::connect(&sock, &addr) {
-            Ok(()) => {}
-            Err(rustix::io::Errno::AGAIN) if deadline.remaining().is_some() => {
-                return Err(Error::Timeout);
-            }
-            // No socket at the name, or one whose listener died: nobody listens there.
-            Err(rustix::io::Errno::NOENT | rustix::io::Errno::CONNREFUSED) => {
-                return Err(Error::NotFound);
-            }
-            Err(e) => return Err(e.into()),
-        }
-        // The pipe's descriptors go to a process of this user only.
-        let cred = rustix::net::sockopt::socket_peercred(&sock)?;
-        let me = rustix::process::geteuid();
-        if cred.uid != me {
-            return Err(Error::io(
-                ErrorKind::PermissionDenied,
-                format!(
-                    "the listener {name:?} runs as uid {}, not as this user (uid {}), so nothing \
-                     was sent to it; connect as its user, or use a name of your own",
-                    cred.uid.as_raw(),
-                    me.as_raw()
-                ),
-            ));
-        }
-        let (theirs, mine) = crate::Pipe::new()?;
-        let fds = theirs.descriptors();
-        let borrowed: Vec<BorrowedFd<'_>> =
-            // SAFETY: the descriptors belong to `theirs`'s segment, alive until the end of this call.
-            fds.iter().map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) }).collect();
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS))];
-        let mut cmsg = SendAncillaryBuffer::new(&mut space);
-        cmsg.push(SendAncillaryMessage::ScmRights(&borrowed));
-        match rustix::net::sendmsg(
+/// Connects to the shared-memory listener `name` within `deadline`; returns end 1 of a new pipe
+/// (see [`Client::connect`](crate::Client::connect) for the errors).
+pub(crate) fn connect_at(name: &str, deadline: Deadline) -> Result<Connection> {
+    let path = socket_path(name)?;
+    let addr = SocketAddrUnix::new(path.as_path())?;
+    let sock = unix_socket(SocketFlags::empty())?;
+    if let Some(left) = deadline.remaining() {
+        // A Unix socket's connect waits while the listener's backlog is full, for as long as the
+        // socket's send timeout allows (which then also bounds sending the introduction).
+        let left = left.max(Duration::from_micros(1));
+        rustix::net::sockopt::set_socket_timeout(
             &sock,
-            &[IoSlice::new(HELLO)],
-            &mut cmsg,
-            SendFlags::NOSIGNAL,
-        ) {
-            Ok(_) => {}
-            Err(rustix::io::Errno::AGAIN) => return Err(Error::Timeout),
-            Err(e) => return Err(e.into()),
-        }
-        if !poll_in(sock.as_fd(), deadline)? {
+            rustix::net::sockopt::Timeout::Send,
+            Some(left),
+        )?;
+    }
+    match rustix::net::connect(&sock, &addr) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::AGAIN) if deadline.remaining().is_some() => {
             return Err(Error::Timeout);
         }
-        let mut ok = [0u8; 2];
-        let n = rustix::io::read(&sock, &mut ok)?;
-        if n == 0 {
-            return Err(Error::Eof);
+        // No socket at the name, or one whose listener died: nobody listens there.
+        Err(rustix::io::Errno::NOENT | rustix::io::Errno::CONNREFUSED) => {
+            return Err(Error::NotFound);
         }
-        if &ok[..n] != OK {
-            return Err(Error::Incompatible);
-        }
-        drop(theirs); // the listener holds end 0 now
-        Ok(mine)
+        Err(e) => return Err(e.into()),
     }
+    // The pipe's descriptors go to a process of this user only.
+    let cred = rustix::net::sockopt::socket_peercred(&sock)?;
+    let me = rustix::process::geteuid();
+    if cred.uid != me {
+        return Err(Error::io(
+            ErrorKind::PermissionDenied,
+            format!(
+                "the listener {name:?} runs as uid {}, not as this user (uid {}), so nothing \
+                 was sent to it; connect as its user, or use a name of your own",
+                cred.uid.as_raw(),
+                me.as_raw()
+            ),
+        ));
+    }
+    let (theirs, mine) = crate::Pipe::new()?;
+    let fds = theirs.shm_end().expect("a new pipe's end").descriptors();
+    let borrowed: Vec<BorrowedFd<'_>> =
+        // SAFETY: the descriptors belong to `theirs`'s segment, alive until the end of this call.
+        fds.iter().map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) }).collect();
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS))];
+    let mut cmsg = SendAncillaryBuffer::new(&mut space);
+    cmsg.push(SendAncillaryMessage::ScmRights(&borrowed));
+    match rustix::net::sendmsg(
+        &sock,
+        &[IoSlice::new(HELLO)],
+        &mut cmsg,
+        SendFlags::NOSIGNAL,
+    ) {
+        Ok(_) => {}
+        Err(rustix::io::Errno::AGAIN) => return Err(Error::Timeout),
+        Err(e) => return Err(e.into()),
+    }
+    if !poll_in(sock.as_fd(), deadline)? {
+        return Err(Error::Timeout);
+    }
+    let mut ok = [0u8; 2];
+    let n = rustix::io::read(&sock, &mut ok)?;
+    if n == 0 {
+        return Err(Error::Eof);
+    }
+    if &ok[..n] != OK {
+        return Err(Error::Incompatible);
+    }
+    drop(theirs); // the listener holds end 0 now
+    Ok(mine)
 }

@@ -10,13 +10,14 @@
 //! process can make a read or write of it block by clearing `O_NONBLOCK` (a flag of the description,
 //! which an eventfd's holders would share), and filling it only makes a signal redundant.
 
-pub mod connection;
-pub mod handle;
-pub mod listener;
+pub(crate) mod connection;
+pub(crate) mod handle;
+pub(crate) mod listener;
+pub(crate) mod rendezvous;
 
-pub use connection::{Connection, ConnectionIter};
+pub use connection::{Connection, ConnectionIter, Transport};
 pub use handle::ConnectionHandle;
-pub use listener::{Client, Incoming, Listener};
+pub use rendezvous::{Client, Incoming, Listener};
 
 use crate::error::{Error, Result};
 use crate::ring::buf::RingBuf;
@@ -385,7 +386,13 @@ pub(crate) fn open_end(seg: &Arc<Segment>, end: usize, wait: WaitStrategy) -> Re
         (false, 0) => (None, Some(ring(seg, 0, cap))),
         (false, _) => (Some(ring(seg, 0, cap)), None),
     };
-    Ok(Connection::from_parts(seg.clone(), end, tx, rx, wait))
+    Ok(Connection::shm(connection::ShmEnd::from_parts(
+        seg.clone(),
+        end,
+        tx,
+        rx,
+        wait,
+    )))
 }
 
 /// Called when an end closes (its last holder closed it or died): wake every sleeper on both rings so

@@ -1,8 +1,10 @@
 //! `wait()`: block until any of several objects is ready, as `multiprocessing.connection.wait`.
 //!
-//! Each object offers a descriptor the kernel can poll: a [`Connection`](crate::Connection) its
-//! wake-up pipe (signalled by the sender only while somebody polls, so the fast path stays free of
-//! system calls), a [`Process`](crate::Process) its pidfd, a [`Listener`](crate::Listener) its socket. `wait`
+//! Each object offers a descriptor the kernel can poll: a shared-memory
+//! [`Connection`](crate::Connection) its wake-up pipe (signalled by the sender only while somebody
+//! polls, so the fast path stays free of system calls), a socket `Connection` its socket (ready
+//! once a whole message has arrived: the bytes that came are read into it as the poll reports
+//! them), a [`Process`](crate::Process) its pidfd, a [`Listener`](crate::Listener) its socket. `wait`
 //! arms them all, polls once, and reports the ready ones; between polls of at most
 //! [`PROBE_INTERVAL`] it re-checks, so a peer that dies is reported (its
 //! connection becomes ready: `recv` returns the error) and nothing waits for ever on the dead.

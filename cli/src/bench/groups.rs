@@ -251,6 +251,7 @@ pub fn subs(opts: &Options, python: bool) -> Vec<Sub> {
                 .collect(),
         });
     }
+    v.extend(super::transport::subs(python));
     v
 }
 
@@ -364,7 +365,7 @@ pub fn selected(opts: &Options, g: &str) -> bool {
 }
 
 /// The names `--only` accepts (as prefixes).
-pub const GROUPS: [&str; 9] = [
+pub const GROUPS: [&str; 10] = [
     "rtt",
     "rtt-same-core",
     "throughput",
@@ -374,4 +375,5 @@ pub const GROUPS: [&str; 9] = [
     "manager",
     "rtt-by-size",
     "scaling",
+    "transport",
 ];

@@ -21,6 +21,7 @@ pub mod prims;
 mod ratios;
 mod report;
 mod scaling;
+mod transport;
 
 pub use groups::GROUPS;
 use groups::{Sub, selected, subs};

@@ -186,6 +186,10 @@ pub fn table(h: &Header) -> String {
             "Round trip, 8 B, parent on CPU 0, child on CPU 1 (median of the blocks' medians of 16-trip batches; tails timed one by one)",
         ),
         ("rtt-same-core", "Round trip, 8 B, both on CPU 0"),
+        (
+            "transport",
+            "Round trip, 8 B, by transport: one Connection API over shared memory, Unix socket, TCP (beside the raw OS paths and Python's multiprocessing.connection)",
+        ),
     ] {
         if !rows.iter().any(|r| r.group == group) {
             continue;
@@ -211,17 +215,26 @@ pub fn table(h: &Header) -> String {
             }
         }
     }
-    if rows.iter().any(|r| r.group == "throughput") {
-        let _ = writeln!(
-            s,
-            "\nOne-way stream, counted at the receiver (median of blocks)"
-        );
+    for (group, title) in [
+        (
+            "throughput",
+            "One-way stream, counted at the receiver (median of blocks)",
+        ),
+        (
+            "transport-thr",
+            "One-way stream by transport, counted at the receiver (median of blocks)",
+        ),
+    ] {
+        if !rows.iter().any(|r| r.group == group) {
+            continue;
+        }
+        let _ = writeln!(s, "\n{title}");
         let _ = writeln!(
             s,
             "  {:<56} {:>8} {:>16} {:>10}",
             "path", "size", "messages", "GB/s"
         );
-        for r in rows.iter().filter(|r| r.group == "throughput") {
+        for r in rows.iter().filter(|r| r.group == group) {
             if let Some(t) = r.thr {
                 let _ = writeln!(
                     s,

@@ -29,7 +29,9 @@ mod poll;
 mod recv;
 mod send;
 
-pub use recv::ConnectionIter;
+mod api;
+
+pub use api::{Connection, ConnectionIter, Transport};
 
 use crate::error::{Error, Result};
 use crate::ring::spsc::{Frame, Reservation, Spsc, TAG_CONT, TAG_HEAD, TAG_WHOLE};
@@ -38,7 +40,7 @@ use crate::timeout::Timeout;
 use crate::wait::WaitStrategy;
 use crate::wait::claim::{ClaimGuard, claim};
 use crate::wait::eventcount::Key;
-use crate::wait::select::{Armed, Waitable};
+use crate::wait::select::Armed;
 use crate::wait::{Deadline, Spinner, block_on};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -61,28 +63,12 @@ pub(crate) fn note_fork() {
     FORKS.fetch_add(1, Ordering::Relaxed);
 }
 
-/// One end of a [`Pipe`](crate::Pipe).
+/// One end of a [`Pipe`](crate::Pipe): the shared-memory side of a [`Connection`].
 ///
 /// `Send` (move it to a thread or into a forked child) but not `Sync` (one user at a time, as a
 /// socket). Dropping it closes it. A forked child holds the ends its closure owns; the end closes when
 /// every process holding it has closed it or died.
-///
-/// ```
-/// # fn main() -> shmwire::Result<()> {
-/// use shmwire::{Error, Pipe, Process};
-/// let (parent, child) = Pipe::new()?;
-/// let p = Process::fork(move || {
-///     while let Ok(n) = child.recv::<u32>() {
-///         child.send(&(n * 2)).unwrap();
-///     }
-/// })?;
-/// parent.send(&21u32)?;
-/// assert_eq!(parent.recv::<u32>()?, 42);
-/// drop(parent); // the child's recv returns Err(Eof) and its loop ends
-/// assert!(p.join()?.success());
-/// # Ok(()) }
-/// ```
-pub struct Connection {
+pub(crate) struct ShmEnd {
     seg: Arc<Segment>,
     end: usize,
     peer: usize,
@@ -190,7 +176,7 @@ impl Piece {
     }
 }
 
-impl fmt::Debug for Connection {
+impl fmt::Debug for ShmEnd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
             .field("end", &self.end)
@@ -204,15 +190,15 @@ impl fmt::Debug for Connection {
 /// Iterations of the inline spin of `quick_frame` (a few microseconds).
 const QUICK_SPINS: u32 = 256;
 
-impl Connection {
+impl ShmEnd {
     pub(crate) fn from_parts(
         seg: Arc<Segment>,
         end: usize,
         tx: Option<Spsc>,
         rx: Option<Spsc>,
         wait: WaitStrategy,
-    ) -> Connection {
-        Connection {
+    ) -> ShmEnd {
+        ShmEnd {
             seg,
             end,
             peer: 1 - end,
@@ -371,7 +357,7 @@ impl Connection {
     }
 }
 
-impl Drop for Connection {
+impl Drop for ShmEnd {
     fn drop(&mut self) {
         crate::segment::moving::note_moved_to_child(&self.seg, self.end);
         crate::segment::registry::withdraw_exports(&self.seg, self.end);

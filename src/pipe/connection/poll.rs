@@ -84,7 +84,7 @@ impl Poller {
     }
 }
 
-impl Connection {
+impl ShmEnd {
     /// For your own `poll`/`epoll`/mio/tokio loop, with [`as_fd`](AsFd::as_fd): call it before each
     /// wait. `Ok(true)`: a message (or the end of the stream) is ready now; receive, then call again.
     /// `Ok(false)`: wait for the descriptor to become readable, then call again.
@@ -93,20 +93,6 @@ impl Connection {
     /// arrived, and at the latest one tick after this call ([`PROBE_INTERVAL`], or 10 ms for a
     /// pipe opened by name, whose processes share no wake-up pipe), so a sender that cannot signal it
     /// and a peer that died are noticed too (then `Ok(true)`, and `recv` reports the end).
-    ///
-    /// ```
-    /// # fn main() -> shmwire::Result<()> {
-    /// use std::os::fd::AsFd;
-    /// let (a, b) = shmwire::Pipe::new()?;
-    /// a.send(&5u8)?;
-    /// let fd = b.as_fd();
-    /// let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
-    /// while !b.prepare_poll()? {
-    ///     rustix::event::poll(&mut fds, None)?;
-    /// }
-    /// assert_eq!(b.recv::<u8>()?, 5);
-    /// # Ok(()) }
-    /// ```
     pub fn prepare_poll(&self) -> Result<bool> {
         let st = self.begin()?;
         let rx = self.rx.as_ref().ok_or(Error::Misuse)?;
@@ -174,10 +160,8 @@ impl Connection {
     }
 }
 
-impl crate::wait::select::sealed::Sealed for Connection {}
-
-impl Waitable for Connection {
-    fn __arm(&self) -> Result<Armed> {
+impl ShmEnd {
+    pub(crate) fn arm(&self) -> Result<Armed> {
         let st = self.begin()?;
         let rx = self.rx.as_ref().ok_or(Error::Misuse)?;
         if let Some(key) = self.armed.take() {
@@ -195,7 +179,7 @@ impl Waitable for Connection {
         Ok(rx.data_fd().map_or(Armed::Tick, Armed::Fd))
     }
 
-    fn __check(&self, signalled: bool) -> Result<bool> {
+    pub(crate) fn check(&self, signalled: bool) -> Result<bool> {
         let st = self.begin()?;
         let rx = self.rx.as_ref().ok_or(Error::Misuse)?;
         rx.drain_data_fd();
@@ -209,31 +193,19 @@ impl Waitable for Connection {
         Ok(false)
     }
 
-    fn __disarm(&self) {
+    pub(crate) fn disarm(&self) {
         if let (Some(key), Some(rx)) = (self.armed.take(), self.rx.as_ref()) {
             rx.ctl().data.cancel(key);
         }
     }
 }
 
-impl std::os::fd::AsRawFd for Connection {
-    /// The descriptor of [`as_fd`](AsFd::as_fd) (for APIs that take `AsRawFd`, such as tokio's
-    /// `AsyncFd`); the same rules and panic.
-    fn as_raw_fd(&self) -> RawFd {
-        std::os::fd::AsRawFd::as_raw_fd(&self.as_fd())
-    }
-}
-
-impl AsFd for Connection {
-    /// A descriptor that becomes readable when a message may have arrived, and at the latest one tick
-    /// after [`prepare_poll`](Connection::prepare_poll) (see there): call `prepare_poll` before each
-    /// wait on it. It belongs to this end, in this process, and stays the same (and open) as long as
-    /// the end lives.
+impl ShmEnd {
+    /// The descriptor of `AsFd` (see the module docs).
     ///
     /// # Panics
-    /// If the process has no file descriptors left to make it (two: an epoll instance and a timer);
-    /// call `prepare_poll` first to get that as an error instead.
-    fn as_fd(&self) -> BorrowedFd<'_> {
+    /// If the process has no file descriptors left to make it (two: an epoll instance and a timer).
+    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
         match self.poller() {
             Ok(p) => p.epoll.as_fd(),
             Err(e) => panic!("Connection::as_fd: cannot make its descriptor: {e}"),

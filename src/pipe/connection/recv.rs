@@ -114,7 +114,7 @@ fn pod_size_mismatch(len: usize, size: usize) -> Error {
     }
 }
 
-impl Connection {
+impl ShmEnd {
     // ---- receiving -------------------------------------------------------------------------------
 
     /// Receives a serde value sent with [`send`](Self::send). Blocks until one arrives.
@@ -123,38 +123,11 @@ impl Connection {
     /// [`Error::PeerDied`] once drained if its holders died, [`Error::Decode`] if the message is not
     /// a `T` (the message stays: receive it with the right type, or with
     /// [`recv_bytes`](Self::recv_bytes)).
-    ///
-    /// ```
-    /// # fn main() -> shmwire::Result<()> {
-    /// use shmwire::Error;
-    /// let (a, b) = shmwire::Pipe::new()?;
-    /// a.send(&u64::MAX)?;
-    /// assert!(matches!(b.recv::<bool>(), Err(Error::Decode { .. })));
-    /// assert_eq!(b.recv::<u64>()?, u64::MAX); // still there
-    /// # Ok(()) }
-    /// ```
     pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
         self.recv_at(Deadline::NEVER, Copied(codec::decode::<T>))
     }
 
-    /// [`recv`](Self::recv), giving up with [`Error::Timeout`] after `timeout` (nothing consumed).
-    pub fn recv_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T> {
-        self.recv_at(Deadline::after(Some(timeout)), Copied(codec::decode::<T>))
-    }
-
     /// [`recv`](Self::recv) without waiting: [`Error::Empty`] if no whole message is there now.
-    ///
-    /// ```
-    /// # fn main() -> shmwire::Result<()> {
-    /// use shmwire::Error;
-    /// let (a, b) = shmwire::Pipe::new()?;
-    /// assert!(matches!(b.try_recv::<u32>(), Err(Error::Empty)));
-    /// a.send(&7u32)?;
-    /// assert_eq!(b.try_recv::<u32>()?, 7);
-    /// drop(a);
-    /// assert!(matches!(b.try_recv::<u32>(), Err(Error::Eof)));
-    /// # Ok(()) }
-    /// ```
     pub fn try_recv<T: DeserializeOwned>(&self) -> Result<T> {
         match self.recv_at(
             Deadline::after(Some(Duration::ZERO)),
@@ -162,33 +135,6 @@ impl Connection {
         ) {
             Err(Error::Timeout) => Err(Error::Empty),
             r => r,
-        }
-    }
-
-    /// The messages as they arrive, each decoded as a `T`: `for m in conn.iter::<T>()`. It ends at
-    /// [`Error::Eof`] (the other end closed and everything received); any other error
-    /// ([`Error::PeerDied`], [`Error::Decode`], ...) is yielded once, then it ends. Each item blocks
-    /// as [`recv`](Self::recv) does.
-    ///
-    /// ```
-    /// # fn main() -> shmwire::Result<()> {
-    /// use shmwire::{Pipe, Process};
-    /// let (a, b) = Pipe::new()?;
-    /// let p = Process::fork(move || {
-    ///     for i in 0..5u32 {
-    ///         a.send(&i).unwrap();
-    ///     }
-    /// })?; // the child exits: its end closes
-    /// let got: Vec<u32> = b.iter::<u32>().collect::<shmwire::Result<_>>()?;
-    /// assert_eq!(got, [0, 1, 2, 3, 4]);
-    /// assert!(p.join()?.success());
-    /// # Ok(()) }
-    /// ```
-    pub fn iter<T: DeserializeOwned>(&self) -> ConnectionIter<'_, T> {
-        ConnectionIter {
-            conn: self,
-            done: false,
-            _t: std::marker::PhantomData,
         }
     }
 
@@ -207,32 +153,9 @@ impl Connection {
         )
     }
 
-    /// Receives one message as bytes.
-    pub fn recv_bytes(&self) -> Result<Vec<u8>> {
-        self.recv_bytes_at(Deadline::NEVER)
-    }
-
-    /// [`recv_bytes`](Self::recv_bytes) with a timeout.
-    pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>> {
-        self.recv_bytes_at(Deadline::after(Some(timeout)))
-    }
-
     /// Receives one message into `buf` and returns its length. If `buf` is too small the message is
     /// kept and the call fails with [`Error::BufferTooShort { needed }`](Error::BufferTooShort); call
     /// again with a larger buffer.
-    ///
-    /// ```
-    /// # fn main() -> shmwire::Result<()> {
-    /// use shmwire::Error;
-    /// let (a, b) = shmwire::Pipe::new()?;
-    /// a.send_bytes(b"hello world")?;
-    /// let mut small = [0u8; 4];
-    /// assert!(matches!(b.recv_bytes_into(&mut small), Err(Error::BufferTooShort { needed: 11 })));
-    /// let mut big = [0u8; 64];
-    /// let n = b.recv_bytes_into(&mut big)?;
-    /// assert_eq!(&big[..n], b"hello world");
-    /// # Ok(()) }
-    /// ```
     pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize> {
         self.recv_into_at(buf, Deadline::NEVER)
     }
@@ -254,11 +177,6 @@ impl Connection {
     /// out. Use it only between processes you trust; [`recv`](Self::recv),
     /// [`recv_bytes`](Self::recv_bytes) and the other forms decode from a private copy and are sound
     /// whatever the peer does.
-    ///
-    /// ```compile_fail,E0133
-    /// let (_a, b) = shmwire::Pipe::new().unwrap();
-    /// let _ = b.recv_with(|bytes| bytes.len()); // `unsafe` is required
-    /// ```
     pub unsafe fn recv_with<R>(&self, read: impl FnOnce(&[u8]) -> R) -> Result<R> {
         self.recv_at(Deadline::NEVER, Lend(read))
     }
@@ -279,17 +197,6 @@ impl Connection {
     /// Whether a message can be received without blocking, waiting up to `timeout`: `Duration::ZERO`
     /// (or `Timeout::ZERO`) asks and returns at once, `None` (or `Timeout::NEVER`) waits for ever.
     /// Once the other end is closed and drained it fails with [`Error::Eof`] (or [`Error::PeerDied`]).
-    ///
-    /// ```
-    /// # fn main() -> shmwire::Result<()> {
-    /// use std::time::Duration;
-    /// let (a, b) = shmwire::Pipe::new()?;
-    /// assert!(!b.poll(Duration::ZERO)?);
-    /// a.send(&1u8)?;
-    /// assert!(b.poll(Duration::from_millis(10))?);
-    /// assert!(b.poll(None)?);
-    /// # Ok(()) }
-    /// ```
     pub fn poll(&self, timeout: impl Into<Timeout>) -> Result<bool> {
         let mut st = self.begin()?;
         let rx = self.rx.as_ref().ok_or(Error::Misuse)?;
@@ -303,11 +210,20 @@ impl Connection {
         }
     }
 
-    fn recv_bytes_at(&self, deadline: Deadline) -> Result<Vec<u8>> {
+    pub(crate) fn recv_bytes_at(&self, deadline: Deadline) -> Result<Vec<u8>> {
         let mut st = self.begin()?;
         let rx = self.rx.as_ref().ok_or(Error::Misuse)?;
         let _claim = self.claim_rx(rx)?;
         self.next_owned(&mut st, rx, deadline)
+    }
+
+    /// One whole message, copied to private memory and handed to `take`; kept if `take` fails.
+    pub(crate) fn recv_map_at<R>(
+        &self,
+        deadline: Deadline,
+        take: impl FnOnce(&[u8]) -> Result<R>,
+    ) -> Result<R> {
+        self.recv_at(deadline, Copied(take))
     }
 
     /// One whole message, handed over by `take`.
@@ -592,7 +508,7 @@ impl Connection {
 
     /// The next frame if it is there or arrives within a short inline spin (only when the wait
     /// strategy spins at all); the slow path does the rest (closed peers, sleeping, timeouts).
-    #[inline]
+    #[inline(always)] // the receive fast path: kept inside recv_into_at and recv_at
     fn quick_frame(&self, st: &mut State, rx: &Spsc, deadline: Deadline) -> Result<Option<Frame>> {
         if let Some(f) = rx.try_peek()? {
             return Ok(Some(f));
@@ -642,59 +558,5 @@ impl Connection {
             },
             || seg.probe_role(peer),
         )
-    }
-}
-
-/// The messages of a [`Connection`], each decoded as a `T`: made by [`Connection::iter`]. It ends at
-/// [`Error::Eof`]; another error is yielded once, then it ends.
-///
-/// ```
-/// # fn main() -> shmwire::Result<()> {
-/// use shmwire::{ConnectionIter, Error, Pipe};
-/// let (a, b) = Pipe::new()?;
-/// a.send(&1u8)?;
-/// a.send("not a number")?;
-/// let mut it: ConnectionIter<'_, u8> = b.iter();
-/// assert_eq!(it.next().transpose()?, Some(1));
-/// assert!(matches!(it.next(), Some(Err(Error::Decode { .. }))));
-/// assert!(it.next().is_none());
-/// assert_eq!(b.recv::<String>()?, "not a number"); // the message stayed
-/// # Ok(()) }
-/// ```
-pub struct ConnectionIter<'a, T> {
-    conn: &'a Connection,
-    done: bool,
-    _t: std::marker::PhantomData<fn() -> T>,
-}
-
-impl<T: DeserializeOwned> Iterator for ConnectionIter<'_, T> {
-    type Item = Result<T>;
-
-    fn next(&mut self) -> Option<Result<T>> {
-        if self.done {
-            return None;
-        }
-        match self.conn.recv::<T>() {
-            Ok(v) => Some(Ok(v)),
-            Err(Error::Eof) => {
-                self.done = true;
-                None
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
-    }
-}
-
-impl<T> std::iter::FusedIterator for ConnectionIter<'_, T> where T: DeserializeOwned {}
-
-impl<T> fmt::Debug for ConnectionIter<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnectionIter")
-            .field("conn", self.conn)
-            .field("done", &self.done)
-            .finish()
     }
 }

@@ -9,7 +9,7 @@
 use super::*;
 use crate::codec;
 
-impl Connection {
+impl ShmEnd {
     // ---- sending ---------------------------------------------------------------------------------
 
     /// Sends any serde value (encoded with postcard). Blocks while the ring is full.
@@ -25,27 +25,19 @@ impl Connection {
         self.send_value(value, Deadline::after(Some(timeout)))
     }
 
-    /// Sends `value` if the ring has room for it now, else [`Error::Full`] (nothing sent): the form
-    /// that never waits, beside [`try_recv`](Self::try_recv).
-    ///
-    /// ```
-    /// # fn main() -> shmwire::Result<()> {
-    /// let (a, b) = shmwire::Pipe::builder().capacity(4096).build()?;
-    /// a.try_send(&7u32)?;
-    /// let block = vec![0u8; 1000];
-    /// while a.try_send(&block).is_ok() {} // fill the ring
-    /// assert!(matches!(a.try_send(&block), Err(shmwire::Error::Full)));
-    /// assert_eq!(b.recv::<u32>()?, 7);
-    /// # Ok(()) }
-    /// ```
-    pub fn try_send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+    /// [`Connection::try_send`](crate::Connection::try_send) over shared memory.
+    pub(crate) fn try_send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
         match self.send_value(value, Deadline::after(Some(Duration::ZERO))) {
             Err(Error::Timeout) => Err(Error::Full),
             other => other,
         }
     }
 
-    fn send_value<T: Serialize + ?Sized>(&self, value: &T, deadline: Deadline) -> Result<()> {
+    pub(crate) fn send_value<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        deadline: Deadline,
+    ) -> Result<()> {
         let len = codec::encoded_len(value)?;
         let mut st = self.begin()?;
         let tx = self.tx.as_ref().ok_or(Error::Misuse)?;
@@ -67,75 +59,8 @@ impl Connection {
         self.send_bytes_at(bytes, Deadline::NEVER)
     }
 
-    /// [`send_bytes`](Self::send_bytes) with a timeout, which bounds the whole call. `Timeout` means
-    /// the message is not delivered: a message larger than half the ring is streamed in pieces, and
-    /// one given up part way (the reader alive but not reading) is discarded by the receiver, which
-    /// goes on with the next message.
-    pub fn send_bytes_timeout(&self, bytes: &[u8], timeout: Duration) -> Result<()> {
-        self.send_bytes_at(bytes, Deadline::after(Some(timeout)))
-    }
-
-    /// Writes a message of `len` bytes in place: `fill` gets the message's bytes inside the ring
-    /// (zero-copy). `len` may be at most [`max_in_place_len`](Self::max_in_place_len) (half the
-    /// ring), else [`Error::TooLarge`]. The message is sent when `fill` returns.
-    ///
-    /// # Safety
-    ///
-    /// The caller trusts the peer: `fill` gets a `&mut [u8]` over memory the peer's processes can
-    /// write. A well-behaved peer does not touch a frame before it is published, but a buggy or
-    /// hostile one writing it while `fill` holds the slice is a data race (undefined behaviour),
-    /// which the type system cannot rule out. Use it only between processes you trust;
-    /// [`send`](Self::send) and [`send_bytes`](Self::send_bytes) never lend the ring's bytes.
-    ///
-    /// ```
-    /// # fn main() -> shmwire::Result<()> {
-    /// let (a, b) = shmwire::Pipe::new()?;
-    /// // SAFETY: both ends are ours.
-    /// unsafe {
-    ///     a.send_with(8, |buf| buf.copy_from_slice(&7u64.to_le_bytes()))?;
-    ///     let v = b.recv_with(|bytes| u64::from_le_bytes(bytes.try_into().unwrap()))?;
-    ///     assert_eq!(v, 7);
-    /// }
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// Without `unsafe` it does not compile:
-    ///
-    /// ```compile_fail,E0133
-    /// let (a, _b) = shmwire::Pipe::new().unwrap();
-    /// a.send_with(8, |buf| buf.fill(0)).unwrap();
-    /// ```
-    pub unsafe fn send_with<R>(&self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
-        self.send_in_place(len, Deadline::NEVER, |tx, r| Ok(fill(tx.payload_mut(r))))
-    }
-
-    /// [`send_with`](Self::send_with), giving up with [`Error::Timeout`] (nothing sent, `fill` not
-    /// called) if the ring has no room within `timeout`.
-    ///
-    /// # Safety
-    ///
-    /// As for [`send_with`](Self::send_with): the caller trusts the peer.
-    pub unsafe fn send_with_timeout<R>(
-        &self,
-        len: usize,
-        timeout: Duration,
-        fill: impl FnOnce(&mut [u8]) -> R,
-    ) -> Result<R> {
-        self.send_in_place(len, Deadline::after(Some(timeout)), |tx, r| {
-            Ok(fill(tx.payload_mut(r)))
-        })
-    }
-
     /// Sends a plain-old-data value as its raw bytes (no encoding); receive with
     /// [`recv_pod`](Self::recv_pod). Blocks while the ring is full.
-    ///
-    /// ```
-    /// # fn main() -> shmwire::Result<()> {
-    /// let (a, b) = shmwire::Pipe::new()?;
-    /// a.send_pod(&[1.5f64, 2.5])?;
-    /// assert_eq!(b.recv_pod::<[f64; 2]>()?, [1.5, 2.5]);
-    /// # Ok(()) }
-    /// ```
     pub fn send_pod<T: bytemuck::Pod>(&self, value: &T) -> Result<()> {
         self.send_pod_at(value, Deadline::NEVER)
     }
@@ -146,7 +71,11 @@ impl Connection {
         self.send_pod_at(value, Deadline::after(Some(timeout)))
     }
 
-    fn send_pod_at<T: bytemuck::Pod>(&self, value: &T, deadline: Deadline) -> Result<()> {
+    pub(crate) fn send_pod_at<T: bytemuck::Pod>(
+        &self,
+        value: &T,
+        deadline: Deadline,
+    ) -> Result<()> {
         let bytes = bytemuck::bytes_of(value);
         if bytes.len() > self.max_in_place_len() {
             return self.send_bytes_at(bytes, deadline);
@@ -175,7 +104,7 @@ impl Connection {
 
     /// Reserves a frame of `len` bytes, lets `fill` write it, and publishes it if `fill` succeeded
     /// (else nothing is published: an unpublished reservation is simply written over later).
-    fn send_in_place<R>(
+    pub(crate) fn send_in_place<R>(
         &self,
         len: usize,
         deadline: Deadline,
@@ -209,7 +138,7 @@ impl Connection {
         Ok(out)
     }
 
-    fn send_bytes_at(&self, data: &[u8], deadline: Deadline) -> Result<()> {
+    pub(crate) fn send_bytes_at(&self, data: &[u8], deadline: Deadline) -> Result<()> {
         let mut st = self.begin()?;
         let st = &mut *st;
         let tx = self.tx.as_ref().ok_or(Error::Misuse)?;

@@ -1,0 +1,396 @@
+//! Python objects over any [`Connection`] (feature `pickle`): `send_py`/`recv_py` exchange them
+//! with Python's `Connection.send`/`recv`, which pickle.
+//!
+//! Values are [`Value`], the value type of the `serde-pickle` crate, which keeps Python's types
+//! apart: `None`, `bool`, `int` (an `i64`, or a [`BigInt`] past 64 bits), `float`, `str`, `bytes`,
+//! `list`, `tuple` (a tuple stays a tuple), `dict` (keys of [`HashableValue`]), `set` and
+//! `frozenset`. (The generic serde path of that crate would turn tuples into lists: it is not used
+//! here.) `send`/`recv` keep the crate's own codec: this feature only adds.
+//!
+//! What goes out is pickle protocol 3 (every Python 3 reads it); what comes in may be any protocol
+//! Python writes (its default is 4). A pickle that names a class or function (anything beyond
+//! those types) is refused as [`Error::Decode`] (nothing is ever imported or run), and the
+//! message stays for the next call. A dict's keys come back in order of their values (a
+//! `BTreeMap`), not in insertion order.
+//!
+//! **Hostile pickles.** A pickle can refer to a value already built (its memo) any number of
+//! times, and the value type holds copies, not references: a few hundred bytes could otherwise
+//! ask for terabytes. Before decoding, the opcodes are walked once (their arguments are skipped,
+//! the stack's sizes tracked) and a pickle is refused if what it would build exceeds
+//! `max(64 MiB, 256 x its length)` bytes or nests deeper than 1000 levels (each level is a frame
+//! of recursion when the value is dropped).
+
+use crate::error::{Error, Result};
+use crate::pipe::Connection;
+use crate::wait::Deadline;
+use std::time::Duration;
+
+pub use num_bigint::BigInt;
+pub use serde_pickle::{HashableValue, Value};
+
+/// Python's name for the type of `v` (`type(v).__name__`): `NoneType`, `bool`, `int`, `float`,
+/// `str`, `bytes`, `list`, `tuple`, `dict`, `set` or `frozenset`.
+///
+/// ```
+/// use shmwire::transport::pickle::{type_name, Value};
+/// assert_eq!(type_name(&Value::Tuple(vec![Value::None])), "tuple");
+/// assert_eq!(type_name(&Value::None), "NoneType");
+/// ```
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::None => "NoneType",
+        Value::Bool(_) => "bool",
+        Value::I64(_) | Value::Int(_) => "int",
+        Value::F64(_) => "float",
+        Value::String(_) => "str",
+        Value::Bytes(_) => "bytes",
+        Value::List(_) => "list",
+        Value::Tuple(_) => "tuple",
+        Value::Dict(_) => "dict",
+        Value::Set(_) => "set",
+        Value::FrozenSet(_) => "frozenset",
+    }
+}
+
+/// Pickles `v` (protocol 3).
+pub fn dumps(v: &Value) -> Result<Vec<u8>> {
+    serde_pickle::value_to_vec(v, serde_pickle::SerOptions::new())
+        .map_err(|e| Error::Encode(e.to_string()))
+}
+
+/// Unpickles `bytes` (any protocol) into a [`Value`]; anything but the types above is
+/// [`Error::Decode`].
+pub fn loads(bytes: &[u8]) -> Result<Value> {
+    bounded(bytes).map_err(|why| Error::Decode {
+        reason: format!("refused before decoding: {why}"),
+        bytes: Vec::new(),
+    })?;
+    serde_pickle::value_from_slice(bytes, serde_pickle::DeOptions::new()).map_err(|e| {
+        Error::Decode {
+            reason: format!("not a pickle of plain Python values: {e}"),
+            bytes: Vec::new(),
+        }
+    })
+}
+
+/// The most nesting a pickle may build.
+const MAX_DEPTH: u32 = 1000;
+
+/// Checks that what `p` would build stays within `max(64 MiB, 256 x len)` bytes (memo references
+/// counted as the copies the value type makes) and 1000 levels; walks every opcode once. What is
+/// not well formed is left to the decoder to refuse (an unknown opcode included).
+fn bounded(p: &[u8]) -> std::result::Result<(), String> {
+    let budget = (64u64 << 20).max(256 * p.len() as u64);
+    // Per stack item: (bytes it stands for, nesting depth).
+    let mut stack: Vec<(u64, u32)> = Vec::new();
+    let mut marks: Vec<usize> = Vec::new();
+    let mut memo: std::collections::HashMap<u64, (u64, u32)> = std::collections::HashMap::new();
+    let mut total: u64 = 0;
+    let mut at = 0usize;
+    let take = |at: &mut usize, n: usize| -> Option<&[u8]> {
+        let s = p.get(*at..at.checked_add(n)?)?;
+        *at += n;
+        Some(s)
+    };
+    let uint = |b: &[u8]| b.iter().rev().fold(0u64, |a, &x| a << 8 | x as u64);
+    let line = |at: &mut usize| -> Option<usize> {
+        let n = p.get(*at..)?.iter().position(|&b| b == b'\n')?;
+        *at += n + 1;
+        Some(n)
+    };
+    // Pops back to the last mark: the popped items' bytes and depth.
+    fn to_mark(stack: &mut Vec<(u64, u32)>, marks: &mut Vec<usize>) -> Option<(u64, u32)> {
+        let m = marks.pop()?;
+        if m > stack.len() {
+            return None;
+        }
+        let popped = stack.split_off(m);
+        Some(
+            popped
+                .iter()
+                .fold((0, 0), |(w, d), &(pw, pd)| (w + pw, d.max(pd))),
+        )
+    }
+    fn pop_n(stack: &mut Vec<(u64, u32)>, n: usize) -> Option<(u64, u32)> {
+        let at = stack.len().checked_sub(n)?;
+        let popped = stack.split_off(at);
+        Some(
+            popped
+                .iter()
+                .fold((0, 0), |(w, d), &(pw, pd)| (w + pw, d.max(pd))),
+        )
+    }
+    loop {
+        let Some(&op) = p.get(at) else { return Ok(()) };
+        at += 1;
+        let mut push =
+            |stack: &mut Vec<(u64, u32)>, w: u64, d: u32| -> std::result::Result<(), String> {
+                total = total.saturating_add(w);
+                if total > budget {
+                    return Err(format!("it would build more than {budget} bytes"));
+                }
+                if d > MAX_DEPTH {
+                    return Err(format!("it nests deeper than {MAX_DEPTH} levels"));
+                }
+                stack.push((w, d));
+                Ok(())
+            };
+        let bad = || Ok(()); // malformed: the decoder refuses it
+        match op {
+            b'.' => return Ok(()),
+            0x80 => {
+                if take(&mut at, 1).is_none() {
+                    return bad();
+                }
+            } // PROTO
+            0x95 => {
+                if take(&mut at, 8).is_none() {
+                    return bad();
+                }
+            } // FRAME
+            b'(' => marks.push(stack.len()),
+            // Scalars with fixed arguments.
+            b'N' | 0x88 | 0x89 => push(&mut stack, 1, 0)?,
+            b'K' | b'M' | b'J' | b'G' => {
+                let n = match op {
+                    b'K' => 1,
+                    b'M' => 2,
+                    b'J' => 4,
+                    _ => 8,
+                };
+                if take(&mut at, n).is_none() {
+                    return bad();
+                }
+                push(&mut stack, 1, 0)?;
+            }
+            // Length-prefixed scalars: (length bytes).
+            0x8a | b'U' | b'C' | 0x8c | 0x8b | b'T' | b'B' | b'X' | 0x8e | 0x8d | 0x96 => {
+                let lb = match op {
+                    0x8a | b'U' | b'C' | 0x8c => 1,
+                    0x8b | b'T' | b'B' | b'X' => 4,
+                    _ => 8,
+                };
+                let Some(l) = take(&mut at, lb) else {
+                    return bad();
+                };
+                let n = uint(l);
+                let Some(_) = usize::try_from(n).ok().and_then(|n| take(&mut at, n)) else {
+                    return bad();
+                };
+                push(&mut stack, 1 + n, 0)?;
+            }
+            // Text-line scalars.
+            b'I' | b'L' | b'S' | b'V' | b'F' => {
+                let Some(n) = line(&mut at) else { return bad() };
+                push(&mut stack, 1 + n as u64, 0)?;
+            }
+            b'c' | b'i' => {
+                if line(&mut at).is_none() || line(&mut at).is_none() {
+                    return bad();
+                }
+                if op == b'i' {
+                    let Some((w, d)) = to_mark(&mut stack, &mut marks) else {
+                        return bad();
+                    };
+                    push(&mut stack, 1 + w, d + 1)?;
+                } else {
+                    push(&mut stack, 1, 0)?;
+                }
+            }
+            b'P' => {
+                if line(&mut at).is_none() {
+                    return bad();
+                }
+                push(&mut stack, 1, 0)?;
+            }
+            0x82..=0x84 => {
+                let n = match op {
+                    0x82 => 1,
+                    0x83 => 2,
+                    _ => 4,
+                };
+                if take(&mut at, n).is_none() {
+                    return bad();
+                }
+                push(&mut stack, 1, 0)?;
+            }
+            0x97 => push(&mut stack, 1, 0)?, // NEXT_BUFFER
+            0x98 => {}                       // READONLY_BUFFER
+            // Containers.
+            b']' | b')' | b'}' | 0x8f => push(&mut stack, 1, 1)?,
+            b'l' | b't' | b'd' | 0x91 | b'o' => {
+                let Some((w, d)) = to_mark(&mut stack, &mut marks) else {
+                    return bad();
+                };
+                push(&mut stack, 1 + w, d + 1)?;
+            }
+            0x85..=0x87 => {
+                let Some((w, d)) = pop_n(&mut stack, (op - 0x84) as usize) else {
+                    return bad();
+                };
+                push(&mut stack, 1 + w, d + 1)?;
+            }
+            b'a' | b's' | b'b' | b'e' | b'u' | 0x90 => {
+                let got = match op {
+                    b'a' | b'b' => pop_n(&mut stack, 1),
+                    b's' => pop_n(&mut stack, 2),
+                    _ => to_mark(&mut stack, &mut marks),
+                };
+                let (Some((w, d)), Some(top)) = (got, stack.len().checked_sub(1)) else {
+                    return bad();
+                };
+                let (tw, td) = stack[top];
+                stack[top] = (tw.saturating_add(w), td.max(d + 1));
+                if stack[top].1 > MAX_DEPTH {
+                    return Err(format!("it nests deeper than {MAX_DEPTH} levels"));
+                }
+            }
+            b'R' | 0x93 | 0x81 | 0x92 | b'Q' => {
+                let n = match op {
+                    b'Q' => 1,
+                    0x92 => 3,
+                    _ => 2,
+                };
+                let Some((w, d)) = pop_n(&mut stack, n) else {
+                    return bad();
+                };
+                push(&mut stack, 1 + w, d + 1)?;
+            }
+            // The stack itself.
+            b'0' => {
+                if stack.pop().is_none() {
+                    return bad();
+                }
+            }
+            b'1' => {
+                if to_mark(&mut stack, &mut marks).is_none() {
+                    return bad();
+                }
+            }
+            b'2' => {
+                let Some(&(w, d)) = stack.last() else {
+                    return bad();
+                };
+                push(&mut stack, w, d)?;
+            }
+            // The memo: a reference builds a copy.
+            b'p' | b'q' | b'r' | 0x94 => {
+                let id = match op {
+                    b'p' => {
+                        let Some(n) = line(&mut at) else { return bad() };
+                        n as u64 ^ (at as u64) << 32
+                    }
+                    b'q' => {
+                        let Some(b) = take(&mut at, 1) else {
+                            return bad();
+                        };
+                        uint(b)
+                    }
+                    b'r' => {
+                        let Some(b) = take(&mut at, 4) else {
+                            return bad();
+                        };
+                        uint(b)
+                    }
+                    _ => memo.len() as u64,
+                };
+                let Some(&top) = stack.last() else {
+                    return bad();
+                };
+                memo.insert(id, top);
+            }
+            b'g' | b'h' | b'j' => {
+                let id = match op {
+                    b'g' => {
+                        let Some(n) = line(&mut at) else { return bad() };
+                        n as u64 ^ (at as u64) << 32
+                    }
+                    b'h' => {
+                        let Some(b) = take(&mut at, 1) else {
+                            return bad();
+                        };
+                        uint(b)
+                    }
+                    _ => {
+                        let Some(b) = take(&mut at, 4) else {
+                            return bad();
+                        };
+                        uint(b)
+                    }
+                };
+                // A text GET names its id in text: count it as the largest memo entry.
+                let entry = if op == b'g' {
+                    memo.values().copied().max_by_key(|e| e.0)
+                } else {
+                    memo.get(&id).copied()
+                };
+                let Some((w, d)) = entry else { return bad() };
+                push(&mut stack, w, d)?;
+            }
+            _ => return bad(), // unknown: the decoder refuses it
+        }
+    }
+}
+
+impl Connection {
+    /// Sends a Python object, pickled: what Python's `Connection.recv()` receives (feature
+    /// `pickle`).
+    ///
+    /// ```
+    /// # fn main() -> shmwire::Result<()> {
+    /// use shmwire::transport::pickle::Value;
+    /// let (a, b) = shmwire::Pipe::new()?;
+    /// let v = Value::Tuple(vec![Value::I64(1), Value::String("two".into())]);
+    /// a.send_py(&v)?;
+    /// assert_eq!(b.recv_py()?, v); // a tuple stays a tuple
+    /// # Ok(()) }
+    /// ```
+    pub fn send_py(&self, value: &Value) -> Result<()> {
+        self.send_bytes(&dumps(value)?)
+    }
+
+    /// [`send_py`](Self::send_py), giving up with [`Error::Timeout`] after `timeout` (as
+    /// [`send_bytes_timeout`](Self::send_bytes_timeout)).
+    pub fn send_py_timeout(&self, value: &Value, timeout: Duration) -> Result<()> {
+        self.send_bytes_timeout(&dumps(value)?, timeout)
+    }
+
+    /// Receives a Python object sent with Python's `Connection.send(obj)` (or
+    /// [`send_py`](Self::send_py)). A message that is not a pickle of plain values is
+    /// [`Error::Decode`], and stays (for [`recv_bytes`](Self::recv_bytes), say).
+    pub fn recv_py(&self) -> Result<Value> {
+        self.recv_map_at(Deadline::NEVER, loads)
+    }
+
+    /// [`recv_py`](Self::recv_py), giving up with [`Error::Timeout`] after `timeout` (nothing
+    /// consumed).
+    pub fn recv_py_timeout(&self, timeout: Duration) -> Result<Value> {
+        self.recv_map_at(Deadline::after(Some(timeout)), loads)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_memo_bomb_is_refused_before_decoding() {
+        // [x, x] of the previous level, 40 levels deep: 2^40 copies from a few hundred bytes.
+        let mut p = vec![0x80, 4, b']', 0x94];
+        for i in 0..40u8 {
+            p.extend_from_slice(&[b'(', b'h', i, b'h', i, b'l', 0x94]);
+        }
+        p.push(b'.');
+        let e = loads(&p).unwrap_err();
+        assert!(e.to_string().contains("refused before decoding"), "{e}");
+        // Deep nesting.
+        let mut deep = vec![0x80, 4];
+        deep.extend(std::iter::repeat_n(b']', 5000));
+        deep.extend(std::iter::repeat_n(b'a', 4999));
+        deep.push(b'.');
+        assert!(loads(&deep).is_err());
+        // A plain value passes.
+        let v = Value::List(vec![Value::I64(1); 3]);
+        assert_eq!(loads(&dumps(&v).unwrap()).unwrap(), v);
+    }
+}

@@ -1,0 +1,452 @@
+//! Objects served to other hosts, as Python's `BaseManager` serves them: a [`Server`] listens at an
+//! address (with an authkey) and serves named objects; a [`Remote`](super::Remote) on any host
+//! connects and uses them with the same calls and errors as the local objects.
+//!
+//! **Protocol** (postcard over an authenticated [`Connection`]; one connection per opened object):
+//! the client sends `Open { kind, name }` and gets `Ok` (or `NotFound` / `Incompatible`), then
+//! `Call { op, timeout, arg }` requests, each answered by one `Reply`. Items travel as the bytes
+//! the local object stores (postcard), so the server never needs more of `T` than its queue has.
+//!
+//! **Served objects** are a small trait, [`Served`]: one implementation per kind (a [`Queue`] now;
+//! the Manager's dict and list are the next kinds, `serve_dict`/`serve_list`, once the Manager is
+//! on main). Each client connection is served by a thread of its own. A blocking call (a `get` on
+//! an empty queue) waits in slices of [`SLICE`], between which it checks that its client is still
+//! connected and the server still running: a client that gave up or vanished does not keep a
+//! thread waiting for ever.
+
+use crate::error::{Error, Result};
+use crate::pipe::{Connection, Listener};
+use crate::queue::Queue;
+use crate::wait::Deadline;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a served blocking call waits before it looks at its client again.
+const SLICE: Duration = Duration::from_millis(100);
+
+/// Kinds of served objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum ObjKind {
+    Queue,
+}
+
+/// Calls on a served object (a queue's, for now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Op {
+    Put,
+    Get,
+    Qsize,
+    IsEmpty,
+    IsFull,
+    Maxsize,
+    Close,
+    IsClosed,
+}
+
+/// A client's request.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Request {
+    Open {
+        kind: ObjKind,
+        name: String,
+    },
+    /// `timeout_us`: `None` waits for ever; `Some(0)` does not wait.
+    Call {
+        op: Op,
+        timeout_us: Option<u64>,
+        arg: Vec<u8>,
+    },
+}
+
+/// An error as it crosses the wire.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum WireError {
+    Timeout,
+    Full,
+    Empty,
+    Eof,
+    Closed,
+    NotFound,
+    Exists,
+    Incompatible,
+    Corrupt,
+    Decode { reason: String, bytes: Vec<u8> },
+    Encode(String),
+    Other(String),
+}
+
+/// The server's answer to a request.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Reply {
+    Ok(Vec<u8>),
+    Err(WireError),
+}
+
+impl From<Error> for WireError {
+    fn from(e: Error) -> WireError {
+        match e {
+            Error::Timeout => WireError::Timeout,
+            Error::Full => WireError::Full,
+            Error::Empty => WireError::Empty,
+            Error::Eof => WireError::Eof,
+            Error::Closed => WireError::Closed,
+            Error::NotFound => WireError::NotFound,
+            Error::Exists => WireError::Exists,
+            Error::Incompatible => WireError::Incompatible,
+            Error::Corrupt => WireError::Corrupt,
+            Error::Decode { reason, bytes } => WireError::Decode { reason, bytes },
+            Error::Encode(s) => WireError::Encode(s),
+            e => WireError::Other(format!("on the server: {e}")),
+        }
+    }
+}
+
+impl From<WireError> for Error {
+    fn from(e: WireError) -> Error {
+        match e {
+            WireError::Timeout => Error::Timeout,
+            WireError::Full => Error::Full,
+            WireError::Empty => Error::Empty,
+            WireError::Eof => Error::Eof,
+            WireError::Closed => Error::Closed,
+            WireError::NotFound => Error::NotFound,
+            WireError::Exists => Error::Exists,
+            WireError::Incompatible => Error::Incompatible,
+            WireError::Corrupt => Error::Corrupt,
+            WireError::Decode { reason, bytes } => Error::Decode { reason, bytes },
+            WireError::Encode(s) => Error::Encode(s),
+            WireError::Other(s) => Error::io(std::io::ErrorKind::Other, s),
+        }
+    }
+}
+
+/// What a served call may wait for: its deadline, its client, the server.
+pub(crate) struct Waiter<'a> {
+    deadline: Deadline,
+    client: &'a Connection,
+    stop: &'a AtomicBool,
+}
+
+impl Waiter<'_> {
+    /// Runs `f` with slices of at most [`SLICE`] until it stops timing out, the deadline passes
+    /// (`Timeout`), or the client is gone or the server stopping (`BrokenPipe`: nobody to answer).
+    fn wait<R>(&self, mut f: impl FnMut(Duration) -> Result<R>) -> Result<R> {
+        loop {
+            let slice = self.deadline.remaining().map_or(SLICE, |d| d.min(SLICE));
+            match f(slice) {
+                Err(Error::Timeout) => {
+                    if self.deadline.is_immediate_or_past() {
+                        return Err(Error::Timeout);
+                    }
+                    // A client that sent anything more, or went away, no longer waits for this.
+                    if self.stop.load(Ordering::Relaxed)
+                        || !matches!(self.client.poll(Duration::ZERO), Ok(false))
+                    {
+                        return Err(Error::BrokenPipe);
+                    }
+                }
+                r => return r,
+            }
+        }
+    }
+}
+
+/// An object a [`Server`] serves: one implementation per kind.
+pub(crate) trait Served: Send + Sync {
+    fn kind(&self) -> ObjKind;
+    /// Runs `op` with its argument's bytes; the reply's bytes.
+    fn call(&self, op: Op, arg: &[u8], waiter: &Waiter<'_>) -> Result<Vec<u8>>;
+}
+
+fn encoded<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    crate::codec::encode(v)
+}
+
+impl<T> Served for Queue<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn kind(&self) -> ObjKind {
+        ObjKind::Queue
+    }
+
+    fn call(&self, op: Op, arg: &[u8], w: &Waiter<'_>) -> Result<Vec<u8>> {
+        match op {
+            Op::Put => {
+                let item: T = crate::codec::decode(arg).map_err(|e| match e {
+                    Error::Decode { reason, .. } => Error::Decode {
+                        reason: format!("the served queue holds another type: {reason}"),
+                        bytes: arg.to_vec(),
+                    },
+                    e => e,
+                })?;
+                w.wait(|slice| self.put_timeout(&item, slice))?;
+                Ok(Vec::new())
+            }
+            Op::Get => encoded(&w.wait(|slice| self.get_timeout(slice))?),
+            Op::Qsize => encoded(&(self.qsize() as u64)),
+            Op::IsEmpty => encoded(&self.is_empty()),
+            Op::IsFull => encoded(&self.is_full()),
+            Op::Maxsize => encoded(&(self.maxsize() as u64)),
+            Op::Close => encoded(&self.close()?),
+            Op::IsClosed => encoded(&self.is_closed()),
+        }
+    }
+}
+
+type Objects = Mutex<HashMap<String, Arc<dyn Served>>>;
+
+/// Serves named objects at an address, to [`Remote`](crate::Remote)s on any host (Python's
+/// `BaseManager` server). Each client connection authenticates with the server's authkey and is
+/// served by a thread of its own.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::{Process, Queue, Remote, Server};
+/// let server = Server::bind("tcp://127.0.0.1:0", b"key")?;
+/// server.serve_queue("jobs", Queue::<String>::new(0)?)?;
+/// let server = server.start()?; // runs on a thread until dropped
+/// let addr = server.address();
+/// let mut p = Process::fork(move || {
+///     let remote = Remote::connect(&addr, b"key").unwrap();
+///     remote.queue::<String>("jobs").unwrap().put("from afar".to_string()).unwrap();
+/// })?;
+/// let remote = Remote::connect(&server.address(), b"key")?;
+/// assert_eq!(remote.queue::<String>("jobs")?.get()?, "from afar");
+/// assert!(p.join()?.success());
+/// # Ok(()) }
+/// ```
+pub struct Server {
+    listener: Listener,
+    objects: Arc<Objects>,
+    stop: Arc<AtomicBool>,
+    /// The sockets of the connections being served (shut down when the server stops).
+    clients: Arc<Mutex<Vec<RawFd>>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = self
+            .objects
+            .lock()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        f.debug_struct("Server")
+            .field("address", &self.listener.address())
+            .field("objects", &names)
+            .finish()
+    }
+}
+
+impl Server {
+    /// Listens at `address` (`tcp://host:port`, `unix:/path`, or a shared-memory name), serving to
+    /// clients that hold `authkey` (a wrong key is refused before anything is served).
+    pub fn bind(address: &str, authkey: impl AsRef<[u8]>) -> Result<Server> {
+        Ok(Server {
+            listener: Listener::bind_with_authkey(address, authkey)?,
+            objects: Arc::default(),
+            stop: Arc::default(),
+            clients: Arc::default(),
+        })
+    }
+
+    /// The address clients connect to (with the real port of a port-0 bind).
+    pub fn address(&self) -> String {
+        self.listener.address()
+    }
+
+    /// Serves `queue` under `name` (a name served already is [`Error::Exists`]). Remote clients
+    /// open it with [`Remote::queue`](crate::Remote::queue) with the same `T`.
+    pub fn serve_queue<T>(&self, name: &str, queue: Queue<T>) -> Result<()>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.serve(name, Arc::new(queue))
+    }
+
+    fn serve(&self, name: &str, obj: Arc<dyn Served>) -> Result<()> {
+        let mut objects = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+        if objects.contains_key(name) {
+            return Err(Error::Exists);
+        }
+        objects.insert(name.to_owned(), obj);
+        Ok(())
+    }
+
+    /// Serves until [`stop`](Self::stop) is called (from another thread): accepts clients and
+    /// serves each on a thread of its own. A client that fails the handshake is refused and the
+    /// server goes on.
+    pub fn run(&self) -> Result<()> {
+        while !self.stop.load(Ordering::Relaxed) {
+            let conn = match self.listener.accept_timeout(SLICE) {
+                Ok(c) => c,
+                Err(
+                    Error::Timeout
+                    | Error::AuthenticationFailed
+                    | Error::Eof
+                    | Error::BrokenPipe
+                    | Error::Incompatible
+                    | Error::NotFound,
+                ) => continue,
+                Err(e) => return Err(e),
+            };
+            let fd = conn.as_raw_fd();
+            self.clients
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(fd);
+            let (objects, stop, clients) = (
+                self.objects.clone(),
+                self.stop.clone(),
+                self.clients.clone(),
+            );
+            std::thread::Builder::new()
+                .name("shmwire-serve".into())
+                .spawn(move || {
+                    serve_client(&conn, &objects, &stop);
+                    // Untracked before it closes, so `stop` never shuts a reused number down.
+                    clients
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .retain(|&c| c != fd);
+                    drop(conn);
+                })
+                .map_err(Error::Io)?;
+        }
+        Ok(())
+    }
+
+    /// Makes [`run`](Self::run) return (within 100 ms) and ends the connections being
+    /// served (their clients see the end of the stream).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for &fd in self
+            .clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            // SAFETY: shutdown on a descriptor tracked while its connection lives (a connection
+            // untracks itself before it closes); it only ends the stream.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        }
+    }
+
+    /// Runs the server on a thread of its own until the returned value is dropped (or stopped).
+    pub fn start(self) -> Result<ServerThread> {
+        let server = Arc::new(self);
+        let s = server.clone();
+        let thread = std::thread::Builder::new()
+            .name("shmwire-server".into())
+            .spawn(move || s.run())
+            .map_err(Error::Io)?;
+        Ok(ServerThread {
+            server,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// A [`Server`] running on a thread: made by [`Server::start`]; dropping it stops the server.
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::{Error, Queue, Remote, Server};
+/// let server = Server::bind("tcp://127.0.0.1:0", b"key")?;
+/// server.serve_queue("q", Queue::<u8>::new(0)?)?;
+/// let running = server.start()?;
+/// let addr = running.address();
+/// Remote::connect(&addr, b"key")?.queue::<u8>("q")?.put(1)?;
+/// running.stop()?; // the listener goes: nobody is there any more
+/// assert!(matches!(Remote::connect(&addr, b"key"), Err(Error::NotFound)));
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct ServerThread {
+    server: Arc<Server>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl ServerThread {
+    /// The address clients connect to.
+    pub fn address(&self) -> String {
+        self.server.address()
+    }
+
+    /// Stops the server and waits for its thread; what `run` returned.
+    pub fn stop(mut self) -> Result<()> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.server.stop();
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(Error::io(
+                std::io::ErrorKind::Other,
+                "the server's thread panicked",
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
+/// Serves one client until it closes (or the server stops).
+fn serve_client(conn: &Connection, objects: &Objects, stop: &AtomicBool) {
+    let obj = match conn.recv::<Request>() {
+        Ok(Request::Open { kind, name }) => {
+            let found = objects
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&name)
+                .cloned();
+            let reply = match &found {
+                None => Reply::Err(WireError::NotFound),
+                Some(o) if o.kind() != kind => Reply::Err(WireError::Incompatible),
+                Some(_) => Reply::Ok(Vec::new()),
+            };
+            if conn.send(&reply).is_err() {
+                return;
+            }
+            match found {
+                Some(o) if o.kind() == kind => o,
+                _ => return,
+            }
+        }
+        _ => return, // not this protocol, or gone
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(Request::Call {
+            op,
+            timeout_us,
+            arg,
+        }) = conn.recv::<Request>()
+        else {
+            return; // closed, gone, or not this protocol
+        };
+        let waiter = Waiter {
+            deadline: Deadline::after(timeout_us.map(Duration::from_micros)),
+            client: conn,
+            stop,
+        };
+        let reply = match obj.call(op, &arg, &waiter) {
+            Ok(v) => Reply::Ok(v),
+            Err(Error::BrokenPipe) => return, // the client is gone: nobody to answer
+            Err(e) => Reply::Err(e.into()),
+        };
+        if conn.send(&reply).is_err() {
+            return;
+        }
+    }
+}
