@@ -235,6 +235,7 @@ pub(crate) fn check_key(key: &[u8]) -> Result<()> {
 
 /// Runs `bytes` through the handshake's parsers, as answers and as challenges: what the fuzz target
 /// and the corpus replay test call. Never panics, whatever the bytes.
+#[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub fn __fuzz_handshake(bytes: &[u8]) -> bool {
     let (key, rest) = bytes.split_at(bytes.len().min(8));

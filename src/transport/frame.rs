@@ -269,6 +269,7 @@ impl FrameReader {
 /// Runs `bytes` through a reader as a stream arriving in pieces (their sizes taken from the bytes
 /// themselves), taking every frame: what the fuzz target and the corpus replay test call. Returns
 /// the frames taken. Never panics, whatever the bytes.
+#[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub fn __fuzz_frames(bytes: &[u8]) -> usize {
     let Some((&k, rest)) = bytes.split_first() else {

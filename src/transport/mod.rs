@@ -23,9 +23,11 @@ pub(crate) mod remote;
 pub(crate) mod server;
 pub(crate) mod stream;
 
+#[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub use auth::__fuzz_handshake;
 pub use auth::HANDSHAKE_TIMEOUT;
+#[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub use frame::__fuzz_frames;
 pub use frame::DEFAULT_MAX_MESSAGE;

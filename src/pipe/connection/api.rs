@@ -737,6 +737,7 @@ impl Connection {
 
     // ---- test hooks ------------------------------------------------------------------------------
 
+    #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     /// Test hook: writes `bytes` into the outgoing ring as a raw frame with `tag` and a length field of
     /// `len_field`, bypassing every check, as a hostile peer could (shared memory only).
