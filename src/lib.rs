@@ -125,8 +125,8 @@ pub use segment::cleanup;
 pub use timeout::Timeout;
 #[cfg(not(loom))]
 pub use transport::{
-    DEAD_PEER_TIMEOUT, DEFAULT_MAX_MESSAGE, HANDSHAKE_TIMEOUT, Remote, RemoteQueue, Server,
-    ServerThread,
+    DEAD_PEER_TIMEOUT, DEFAULT_MAX_MESSAGE, HANDSHAKE_TIMEOUT, Remote, RemoteDict, RemoteList,
+    RemoteQueue, Server, ServerThread,
 };
 #[cfg(not(loom))]
 pub use wait::select::{Waitable, wait};

@@ -8,7 +8,8 @@ mod common;
 
 use common::skip;
 use shmwire::{
-    Client, Connection, Error, Listener, Pipe, Process, Queue, Remote, Server, Transport, wait,
+    Client, Connection, Error, Listener, Manager, Pipe, Process, Queue, Remote, Server, Transport,
+    wait,
 };
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -43,6 +44,7 @@ fn main() {
         python_objects_both_ways,
         echo_server_example_serves_python,
         served_queue_used_by_two_client_processes_at_once,
+        served_dict_and_list_used_by_two_client_processes_at_once,
         shared_memory_handle_from_another_host_is_refused,
         across_hosts_in_two_network_namespaces,
         fuzz_corpus_replays_without_a_panic,
@@ -1172,6 +1174,183 @@ fn served_queue_used_by_two_client_processes_at_once() {
     assert!(srv.join().unwrap().success());
     // A stopped server: a lost connection is an error, never a hang.
     assert!(q.get_timeout(Duration::from_secs(1)).is_err());
+    srv.kill_on_drop(false);
+}
+
+/// A client of the served dict and list: `n` increments of `count` by `modify` (whose closure runs
+/// here, as a compare-and-swap), `n` pushes, and its own keys; then it reports.
+fn container_client(addr: &str, who: u64, n: u64, report: &Connection) {
+    let remote = Remote::connect(addr, b"mkey").unwrap();
+    let d = remote.dict::<String, u64>("counts").unwrap();
+    let l = remote.list::<u64>("log").unwrap();
+    for i in 0..n {
+        d.modify("count", |v| *v += 1).unwrap();
+        l.push(who << 32 | i).unwrap();
+        if i % 50 == 0 {
+            assert_eq!(d.insert(format!("{who}-{i}"), i).unwrap(), None);
+        }
+    }
+    report.send(&who).unwrap();
+}
+
+fn served_dict_and_list_used_by_two_client_processes_at_once() {
+    let m = Manager::new().unwrap();
+    let counts = m.dict_from([("count".to_string(), 0u64)]).unwrap();
+    let log = m.list::<u64>().unwrap();
+    let server = Server::bind("tcp://127.0.0.1:0", b"mkey").unwrap();
+    server.serve_dict("counts", counts.clone()).unwrap();
+    server.serve_list("log", log.clone()).unwrap();
+    server
+        .serve_queue("q", Queue::<u64>::new(0).unwrap())
+        .unwrap();
+    assert!(matches!(
+        server.serve_dict("counts", counts.clone()),
+        Err(Error::Exists)
+    ));
+    let (report, theirs) = Pipe::new().unwrap();
+    let (ctl, ctl_theirs) = Pipe::new().unwrap();
+    let srv = Process::fork(move || {
+        let s = server.start().unwrap();
+        ctl_theirs.send(&s.address()).unwrap();
+        let _ = ctl_theirs.recv_bytes(); // until the test says so
+        s.stop().unwrap();
+    })
+    .unwrap();
+    let addr: String = ctl.recv_timeout(LONG).unwrap();
+    let n = 300u64;
+    let kids: Vec<Process> = (1..=2u64)
+        .map(|who| {
+            let addr = addr.clone();
+            let r = &theirs;
+            Process::fork(move || container_client(&addr, who, n, r)).unwrap()
+        })
+        .collect();
+    for _ in 0..2 {
+        report.recv_timeout::<u64>(Duration::from_secs(60)).unwrap();
+    }
+    for k in &kids {
+        assert!(k.join().unwrap().success());
+    }
+    // Seen locally: every remote modify counted once, every push there once.
+    assert_eq!(
+        counts.get("count").unwrap(),
+        Some(2 * n),
+        "no increment lost"
+    );
+    let mut got = log.to_vec().unwrap();
+    got.sort_unstable();
+    let mut want: Vec<u64> = (1..=2u64)
+        .flat_map(|who| (0..n).map(move |i| who << 32 | i))
+        .collect();
+    want.sort_unstable();
+    assert_eq!(got, want, "every push there once");
+    assert_eq!(counts.len().unwrap(), 1 + 2 * n.div_ceil(50) as usize);
+
+    // The calls and errors of the local containers, remotely.
+    let remote = Remote::connect(&addr, b"mkey").unwrap();
+    let d = remote.dict::<String, u64>("counts").unwrap();
+    assert_eq!(d.get("count").unwrap(), Some(2 * n));
+    assert_eq!(d.get("nothing").unwrap(), None);
+    assert!(d.contains_key("1-0").unwrap() && !d.contains_key("9-9").unwrap());
+    assert_eq!(d.remove("1-0").unwrap(), Some(0));
+    assert_eq!(d.remove("1-0").unwrap(), None);
+    assert_eq!(d.get_or_insert("new".to_string(), 5).unwrap(), 5);
+    assert_eq!(d.get_or_insert("new".to_string(), 6).unwrap(), 5);
+    assert!(matches!(
+        d.modify("missing", |v| *v += 1),
+        Err(Error::NotFound)
+    ));
+    d.update([("a".to_string(), 1), ("b".to_string(), 2)])
+        .unwrap();
+    assert_eq!(counts.get("b").unwrap(), Some(2), "the local dict sees it");
+    let mut keys = d.keys().unwrap();
+    keys.sort();
+    let mut items = d.items().unwrap();
+    items.sort();
+    assert_eq!(
+        keys,
+        items.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()
+    );
+    assert_eq!(d.values().unwrap().len(), d.len().unwrap());
+    let l = remote.list::<u64>("log").unwrap();
+    assert_eq!(l.len().unwrap(), 2 * n as usize);
+    l.clear().unwrap();
+    assert!(l.is_empty().unwrap() && log.is_empty().unwrap());
+    l.extend([10, 20, 30]).unwrap();
+    l.insert(0, 5).unwrap();
+    l.set(1, 11).unwrap();
+    assert_eq!(
+        l.modify(2, |v| {
+            *v += 1;
+            *v
+        })
+        .unwrap(),
+        21
+    );
+    assert_eq!(l.index(&30).unwrap(), 3);
+    assert!(matches!(l.index(&99), Err(Error::NotFound)));
+    assert_eq!(l.remove(0).unwrap(), 5);
+    assert_eq!(l.pop().unwrap(), 30);
+    assert_eq!(l.to_vec().unwrap(), [11, 21]);
+    assert_eq!(l.get(1).unwrap(), 21);
+    assert!(matches!(
+        l.get(7),
+        Err(Error::OutOfRange { index: 7, len: 2 })
+    ));
+    assert!(matches!(
+        l.modify(7, |v| *v += 1),
+        Err(Error::OutOfRange { index: 7, len: 2 })
+    ));
+    assert!(matches!(
+        remote.dict::<String, u64>("log"),
+        Err(Error::Incompatible)
+    ));
+    assert!(matches!(remote.list::<u64>("q"), Err(Error::Incompatible)));
+    assert!(matches!(
+        remote.dict::<String, u64>("nothing"),
+        Err(Error::NotFound)
+    ));
+    let wrong = remote.dict::<String, String>("counts").unwrap();
+    assert!(matches!(
+        wrong.insert("x".to_string(), "text".to_string()),
+        Err(Error::Decode { .. })
+    ));
+
+    // A holder of the dict's lock stopped: a bounded remote call times out, never steals.
+    let (stopped, stopped_theirs) = Pipe::new().unwrap();
+    let c2 = counts.clone();
+    let holder = Process::fork(move || {
+        c2.modify("count", |v| {
+            *v += 1000;
+            stopped_theirs.send(&0u8).unwrap();
+            // SAFETY: raise has no preconditions; the process stops here, holding the lock.
+            unsafe { libc::raise(libc::SIGSTOP) };
+        })
+        .unwrap();
+    })
+    .unwrap();
+    stopped.recv_timeout::<u8>(LONG).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let bounded = d.with_timeout(Duration::from_millis(200));
+    let (r, took) = common::within(LONG, || bounded.insert("late".to_string(), 1));
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    assert!(took >= Duration::from_millis(200), "{took:?}");
+    let (r, _) = common::within(LONG, || bounded.modify("count", |v| *v += 1));
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    // SAFETY: kill on our own child's pid.
+    unsafe { libc::kill(holder.pid() as i32, libc::SIGCONT) };
+    assert!(holder.join().unwrap().success());
+    assert_eq!(d.get("count").unwrap(), Some(2 * n + 1000));
+    assert_eq!(
+        d.get("late").unwrap(),
+        None,
+        "a timed-out insert changed nothing"
+    );
+
+    ctl.send_bytes(b"stop").unwrap();
+    assert!(srv.join().unwrap().success());
+    // A stopped server: a lost connection is an error, never a hang.
+    assert!(d.with_timeout(Duration::from_secs(1)).len().is_err());
     srv.kill_on_drop(false);
 }
 

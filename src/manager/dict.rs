@@ -613,6 +613,44 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedDic
         })
     }
 
+    /// The stored bytes of `key`'s value, if any (a served dict's answer: a remote `modify` hands
+    /// them back to [`replace_raw`](Self::replace_raw) as what it expects).
+    pub(crate) fn get_raw(&self, key: &K) -> Result<Option<Vec<u8>>> {
+        let mut out = Copied::new();
+        let found = bytes::with_encoded(key, |key| {
+            let h = bytes::hash(self.seed(), key);
+            self.c.read(|a, s| match Table::of(a, s)? {
+                Some(t) => t.find(a, key, h)?.value(&mut out),
+                None => Ok(false),
+            })
+        })?;
+        Ok(found.then(|| out.bytes().to_vec()))
+    }
+
+    /// Under the lock: sets `key`'s value to `new` if its stored bytes are `expected` (a remote
+    /// `modify`'s compare-and-swap); whether it did. [`Error::NotFound`] if `key` has no value;
+    /// `new` must decode as a `V` ([`Error::Decode`] else, and nothing changes).
+    pub(crate) fn replace_raw(&self, key: &K, expected: &[u8], new: &[u8]) -> Result<bool> {
+        bytes::decode::<V>(new)?;
+        bytes::with_encoded(key, |key| {
+            let h = bytes::hash(self.seed(), key);
+            let g = self.c.lock()?;
+            let Some(t) = Table::of(g.arena(), g.s)? else {
+                return Err(Error::NotFound);
+            };
+            let p = t.find(g.arena(), key, h)?;
+            let mut out = Copied::new();
+            if !p.value(&mut out)? {
+                return Err(Error::NotFound);
+            }
+            if out.bytes() != expected {
+                return Ok(false);
+            }
+            Self::write_at(&g, &p, key, h, new)?;
+            Ok(true)
+        })
+    }
+
     /// Under the lock: `f` gets the value for `key` (if any) and says what to store (if anything)
     /// and what to return. `f` runs with no other lock held (it may create containers).
     pub(crate) fn upsert_with<R>(

@@ -337,6 +337,38 @@ impl<T: Serialize + DeserializeOwned> SharedList<T> {
         Ok(r)
     }
 
+    /// The stored bytes of element `i` (a served list's answer: a remote `modify` hands them back
+    /// to [`replace_raw`](Self::replace_raw) as what it expects).
+    pub(crate) fn get_raw(&self, i: usize) -> Result<Vec<u8>> {
+        let mut out = Copied::new();
+        self.c.read(|a, s| {
+            let len = s.len.load(Ordering::Relaxed);
+            if i as u64 >= len {
+                return Err(out_of_range(i as u64, len));
+            }
+            let arr = Array::of(a, s)?.ok_or(Error::Corrupt)?;
+            let (e, n) = arr.elem(a, i as u64)?;
+            out.fill(a, e.add(8), n)
+        })?;
+        Ok(out.bytes().to_vec())
+    }
+
+    /// Under the lock: sets element `i` to `new` if its stored bytes are `expected` (a remote
+    /// `modify`'s compare-and-swap); whether it did. `new` must decode as a `T`.
+    pub(crate) fn replace_raw(&self, i: usize, expected: &[u8], new: &[u8]) -> Result<bool> {
+        bytes::decode::<T>(new)?;
+        let g = self.c.lock()?;
+        let arr = Self::locked_at(&g, i)?;
+        let (e, n) = arr.elem(g.arena(), i as u64)?;
+        let mut out = Copied::new();
+        out.fill(g.arena(), e.add(8), n)?;
+        if out.bytes() != expected {
+            return Ok(false);
+        }
+        Self::set_locked(&g, arr, i as u64, new)?;
+        Ok(true)
+    }
+
     /// Removes and returns the last element; [`Error::OutOfRange`] if the list is empty.
     pub fn pop(&self) -> Result<T> {
         let g = self.c.lock()?;

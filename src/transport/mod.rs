@@ -9,8 +9,8 @@
 //!
 //! Files: `address` (parsing), `stream` (sockets, options, the fork rules), `frame` (the framing and
 //! the reader), `conn` (a socket connection's sending and receiving), `listener` (a listening
-//! socket), `auth` (the handshake), `pickle` (Python objects, feature `pickle`), `server` and
-//! `remote` (objects served across hosts).
+//! socket), `auth` (the handshake), `pickle` (Python objects, feature `pickle`), `server`,
+//! `served`, `proxy`, `remote` and `remote_containers` (objects served across hosts).
 
 pub(crate) mod address;
 pub(crate) mod auth;
@@ -19,7 +19,10 @@ pub(crate) mod frame;
 pub(crate) mod listener;
 #[cfg(feature = "pickle")]
 pub mod pickle;
+pub(crate) mod proxy;
 pub(crate) mod remote;
+pub(crate) mod remote_containers;
+pub(crate) mod served;
 pub(crate) mod server;
 pub(crate) mod stream;
 
@@ -32,5 +35,6 @@ pub use auth::HANDSHAKE_TIMEOUT;
 pub use frame::__fuzz_frames;
 pub use frame::DEFAULT_MAX_MESSAGE;
 pub use remote::{Remote, RemoteQueue};
+pub use remote_containers::{RemoteDict, RemoteList};
 pub use server::{Server, ServerThread};
 pub use stream::DEAD_PEER_TIMEOUT;

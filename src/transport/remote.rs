@@ -1,28 +1,27 @@
 //! The client side of served objects: [`Remote`] (a server's address and key) and the proxies it
-//! opens ([`RemoteQueue`]), each over a connection of its own (see `server.rs` for the protocol).
+//! opens ([`RemoteQueue`] here; `RemoteDict`, `RemoteList` in `remote_containers.rs`), each over a
+//! connection of its own (`proxy.rs`; see `server.rs` for the protocol).
 //!
 //! **Time.** A call with a timeout sends it to the server, which waits at most that long, and
-//! waits for the answer that long plus [`GRACE`]. A call without one waits as long as the local
+//! waits for the answer that long plus `GRACE` (5 s, `proxy.rs`). A call without one waits as long as the local
 //! call would (a `get` on an empty queue, for ever), the connection's dead-peer timeout noticing
 //! a server whose host vanished. A server that does not answer within the grace (stopped, or
 //! stuck) makes the call [`Error::Timeout`], and the proxy reconnects for its next call (the late
 //! answer can never be taken for another's).
 
-use super::server::{ObjKind, Op, Reply, Request};
+use super::proxy::Proxy;
+use super::server::{ObjKind, Op};
 use crate::error::{Error, Result};
 use crate::pipe::{Client, Connection};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::borrow::Borrow;
 use std::marker::PhantomData;
-use std::sync::Mutex;
 use std::time::Duration;
 
-/// How long past a call's own timeout its answer may take to arrive (the network's share).
-pub(crate) const GRACE: Duration = Duration::from_secs(5);
-
-/// How long a call that does not wait on the object (`qsize`, `close`...) waits for its answer.
-const QUICK: Duration = Duration::from_secs(30);
+/// How long a call that does not wait on the object (`qsize`, `close`...), and a connection's
+/// opening, wait for an answer.
+pub(crate) const QUICK: Duration = Duration::from_secs(30);
 
 /// A server's objects, seen from another process or host: [`Remote::connect`] checks the address
 /// and the key, then each proxy ([`queue`](Self::queue)) opens a connection of its own.
@@ -64,7 +63,12 @@ impl Remote {
         self.dead_peer = Some(timeout);
     }
 
-    fn dial(&self) -> Result<Connection> {
+    /// The server's address.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    pub(crate) fn dial(&self) -> Result<Connection> {
         let c = Client::connect_with_authkey_timeout(&self.address, &self.authkey, QUICK)?;
         if let Some(d) = self.dead_peer {
             c.set_dead_peer_timeout(d)?;
@@ -76,14 +80,10 @@ impl Remote {
     /// the same `T`: an item of another type is [`Error::Decode`]). [`Error::NotFound`] if no object
     /// has that name, [`Error::Incompatible`] if it is not a queue.
     pub fn queue<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<RemoteQueue<T>> {
-        let q = RemoteQueue {
-            remote: self.clone(),
-            name: name.to_owned(),
-            conn: Mutex::new(None),
+        Ok(RemoteQueue {
+            proxy: Proxy::open(self, ObjKind::Queue, name, None)?,
             _t: PhantomData,
-        };
-        q.with_conn(|_| Ok(()))?;
-        Ok(q)
+        })
     }
 }
 
@@ -115,74 +115,19 @@ impl Remote {
 /// # Ok(()) }
 /// ```
 pub struct RemoteQueue<T> {
-    remote: Remote,
-    name: String,
-    conn: Mutex<Option<Connection>>,
+    proxy: Proxy,
     _t: PhantomData<fn(T) -> T>,
 }
 
 impl<T> std::fmt::Debug for RemoteQueue<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteQueue")
-            .field("address", &self.remote.address)
-            .field("name", &self.name)
-            .finish()
+        self.proxy.describe("RemoteQueue", f)
     }
 }
 
 impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
-    /// Runs `f` on the proxy's connection, opening it (and the queue) first if needed; a
-    /// connection that failed (not an error the server answered with) is dropped, so the next
-    /// call opens a new one.
-    fn with_conn<R>(&self, f: impl FnOnce(&Connection) -> Result<R, Failed>) -> Result<R> {
-        let mut slot = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() {
-            let c = self.remote.dial()?;
-            c.send(&Request::Open {
-                kind: ObjKind::Queue,
-                name: self.name.clone(),
-            })?;
-            match c.recv_timeout::<Reply>(QUICK)? {
-                Reply::Ok(_) => {}
-                Reply::Err(e) => return Err(e.into()),
-            }
-            *slot = Some(c);
-        }
-        match f(slot.as_ref().expect("opened above")) {
-            Ok(r) => Ok(r),
-            Err(Failed::Answer(e)) => Err(e),
-            Err(Failed::Lost(e)) => {
-                *slot = None; // out of step, or lost: start afresh next time
-                Err(e)
-            }
-        }
-    }
-
-    /// One call: `timeout` is the server's wait (`None`: for ever).
     fn call(&self, op: Op, timeout: Option<Duration>, arg: Vec<u8>) -> Result<Vec<u8>> {
-        self.with_conn(|c| {
-            c.send(&Request::Call {
-                op,
-                timeout_us: timeout.map(|d| d.as_micros().min(u64::MAX as u128) as u64),
-                arg,
-            })
-            .map_err(Failed::Lost)?;
-            let wait = match (op, timeout) {
-                (Op::Put | Op::Get, None) => None,
-                (Op::Put | Op::Get, Some(d)) => Some(d + GRACE),
-                _ => Some(QUICK),
-            };
-            let reply = match wait {
-                None => c.recv::<Reply>(),
-                Some(d) => c.recv_timeout::<Reply>(d),
-            };
-            match reply {
-                Ok(Reply::Ok(v)) => Ok(v),
-                Ok(Reply::Err(e)) => Err(Failed::Answer(e.into())),
-                // No answer in time, or none at all: the connection is out of step, or lost.
-                Err(e) => Err(Failed::Lost(e)),
-            }
-        })
+        self.proxy.call_within(op, timeout, arg)
     }
 
     fn put_at(&self, item: &T, timeout: Option<Duration>) -> Result<()> {
@@ -281,12 +226,4 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
     pub fn is_closed(&self) -> Result<bool> {
         self.ask(Op::IsClosed)
     }
-}
-
-/// How a call failed.
-enum Failed {
-    /// The server answered with an error (the connection is fine).
-    Answer(Error),
-    /// The connection failed, or the answer did not come in time.
-    Lost(Error),
 }

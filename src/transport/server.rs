@@ -7,14 +7,15 @@
 //! `Call { op, timeout, arg }` requests, each answered by one `Reply`. Items travel as the bytes
 //! the local object stores (postcard), so the server never needs more of `T` than its queue has.
 //!
-//! **Served objects** are a small trait, [`Served`]: one implementation per kind (a [`Queue`] now;
-//! the Manager's dict and list are the next kinds, `serve_dict`/`serve_list`, once the Manager is
-//! on main). Each client connection is served by a thread of its own. A blocking call (a `get` on
+//! **Served objects** are a small trait, `Served` (`served.rs`): one implementation per kind (a
+//! [`Queue`], a [`SharedDict`], a [`SharedList`]). Each client connection is served by a thread of its own. A blocking call (a `get` on
 //! an empty queue) waits in slices of [`SLICE`], between which it checks that its client is still
 //! connected and the server still running: a client that gave up or vanished does not keep a
 //! thread waiting for ever.
 
+use super::served::Served;
 use crate::error::{Error, Result};
+use crate::manager::{SharedDict, SharedList};
 use crate::pipe::{Connection, Listener};
 use crate::queue::Queue;
 use crate::wait::Deadline;
@@ -33,11 +34,14 @@ const SLICE: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum ObjKind {
     Queue,
+    Dict,
+    List,
 }
 
-/// Calls on a served object (a queue's, for now).
+/// Calls on a served object (`served.rs` says what each kind answers to, with what argument).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Op {
+    // A queue's.
     Put,
     Get,
     Qsize,
@@ -46,6 +50,40 @@ pub(crate) enum Op {
     Maxsize,
     Close,
     IsClosed,
+    // A dict's and a list's.
+    Len,
+    Clear,
+    /// The stored bytes of a key's value (dict) or an element (list).
+    Lookup,
+    /// A compare-and-swap on those bytes (a remote `modify`).
+    Replace,
+    Contains,
+    Insert,
+    Remove,
+    GetOrInsert,
+    Update,
+    Keys,
+    Values,
+    Items,
+    Push,
+    Extend,
+    Set,
+    Pop,
+    InsertAt,
+    RemoveAt,
+    Index,
+    ToVec,
+}
+
+impl Op {
+    /// Whether the call may wait on the object (for an item, a room, or a container's lock), so
+    /// that its answer may take as long as its timeout.
+    pub(crate) fn waits(self) -> bool {
+        !matches!(
+            self,
+            Op::Qsize | Op::IsEmpty | Op::IsFull | Op::Maxsize | Op::Close | Op::IsClosed
+        )
+    }
 }
 
 /// A client's request.
@@ -75,6 +113,7 @@ pub(crate) enum WireError {
     Exists,
     Incompatible,
     Corrupt,
+    OutOfRange { index: u64, len: u64 },
     Decode { reason: String, bytes: Vec<u8> },
     Encode(String),
     Other(String),
@@ -99,6 +138,10 @@ impl From<Error> for WireError {
             Error::Exists => WireError::Exists,
             Error::Incompatible => WireError::Incompatible,
             Error::Corrupt => WireError::Corrupt,
+            Error::OutOfRange { index, len } => WireError::OutOfRange {
+                index: index as u64,
+                len: len as u64,
+            },
             Error::Decode { reason, bytes } => WireError::Decode { reason, bytes },
             Error::Encode(s) => WireError::Encode(s),
             e => WireError::Other(format!("on the server: {e}")),
@@ -118,6 +161,10 @@ impl From<WireError> for Error {
             WireError::Exists => Error::Exists,
             WireError::Incompatible => Error::Incompatible,
             WireError::Corrupt => Error::Corrupt,
+            WireError::OutOfRange { index, len } => Error::OutOfRange {
+                index: usize::try_from(index).unwrap_or(usize::MAX),
+                len: usize::try_from(len).unwrap_or(usize::MAX),
+            },
             WireError::Decode { reason, bytes } => Error::Decode { reason, bytes },
             WireError::Encode(s) => Error::Encode(s),
             WireError::Other(s) => Error::io(std::io::ErrorKind::Other, s),
@@ -127,7 +174,7 @@ impl From<WireError> for Error {
 
 /// What a served call may wait for: its deadline, its client, the server.
 pub(crate) struct Waiter<'a> {
-    deadline: Deadline,
+    pub(crate) deadline: Deadline,
     client: &'a Connection,
     stop: &'a AtomicBool,
 }
@@ -135,7 +182,7 @@ pub(crate) struct Waiter<'a> {
 impl Waiter<'_> {
     /// Runs `f` with slices of at most [`SLICE`] until it stops timing out, the deadline passes
     /// (`Timeout`), or the client is gone or the server stopping (`BrokenPipe`: nobody to answer).
-    fn wait<R>(&self, mut f: impl FnMut(Duration) -> Result<R>) -> Result<R> {
+    pub(crate) fn wait<R>(&self, mut f: impl FnMut(Duration) -> Result<R>) -> Result<R> {
         loop {
             let slice = self.deadline.remaining().map_or(SLICE, |d| d.min(SLICE));
             match f(slice) {
@@ -152,49 +199,6 @@ impl Waiter<'_> {
                 }
                 r => return r,
             }
-        }
-    }
-}
-
-/// An object a [`Server`] serves: one implementation per kind.
-pub(crate) trait Served: Send + Sync {
-    fn kind(&self) -> ObjKind;
-    /// Runs `op` with its argument's bytes; the reply's bytes.
-    fn call(&self, op: Op, arg: &[u8], waiter: &Waiter<'_>) -> Result<Vec<u8>>;
-}
-
-fn encoded<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    crate::codec::encode(v)
-}
-
-impl<T> Served for Queue<T>
-where
-    T: Serialize + DeserializeOwned + Send + 'static,
-{
-    fn kind(&self) -> ObjKind {
-        ObjKind::Queue
-    }
-
-    fn call(&self, op: Op, arg: &[u8], w: &Waiter<'_>) -> Result<Vec<u8>> {
-        match op {
-            Op::Put => {
-                let item: T = crate::codec::decode(arg).map_err(|e| match e {
-                    Error::Decode { reason, .. } => Error::Decode {
-                        reason: format!("the served queue holds another type: {reason}"),
-                        bytes: arg.to_vec(),
-                    },
-                    e => e,
-                })?;
-                w.wait(|slice| self.put_timeout(&item, slice))?;
-                Ok(Vec::new())
-            }
-            Op::Get => encoded(&w.wait(|slice| self.get_timeout(slice))?),
-            Op::Qsize => encoded(&(self.qsize() as u64)),
-            Op::IsEmpty => encoded(&self.is_empty()),
-            Op::IsFull => encoded(&self.is_full()),
-            Op::Maxsize => encoded(&(self.maxsize() as u64)),
-            Op::Close => encoded(&self.close()?),
-            Op::IsClosed => encoded(&self.is_closed()),
         }
     }
 }
@@ -267,6 +271,26 @@ impl Server {
         T: Serialize + DeserializeOwned + Send + 'static,
     {
         self.serve(name, Arc::new(queue))
+    }
+
+    /// Serves a [`Manager`](crate::Manager)'s `dict` under `name` (a name served already is
+    /// [`Error::Exists`]). Remote clients open it with [`Remote::dict`](crate::Remote::dict) with the
+    /// same `K` and `V`; local processes go on using it directly, beside them.
+    pub fn serve_dict<K, V>(&self, name: &str, dict: SharedDict<K, V>) -> Result<()>
+    where
+        K: Serialize + DeserializeOwned + Send + Sync + 'static,
+        V: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        self.serve(name, Arc::new(dict))
+    }
+
+    /// Serves a [`Manager`](crate::Manager)'s `list` under `name`, for
+    /// [`Remote::list`](crate::Remote::list) (as [`serve_dict`](Self::serve_dict)).
+    pub fn serve_list<T>(&self, name: &str, list: SharedList<T>) -> Result<()>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        self.serve(name, Arc::new(list))
     }
 
     fn serve(&self, name: &str, obj: Arc<dyn Served>) -> Result<()> {
