@@ -121,7 +121,7 @@ const BENCH_LIMIT: Duration = Duration::from_secs(300);
 const QUICK_LIMIT: Duration = Duration::from_secs(30);
 
 /// Every ratio the bench reports without the iceoryx2 peer, in order; `true`: a Python ratio.
-const RATIOS: [(&str, bool); 35] = [
+const RATIOS: [(&str, bool); 44] = [
     ("RTT 8 B: shmwire default / spinning floor", false),
     ("RTT 8 B: shmwire sleep-only / futex floor", false),
     ("RTT 8 B: Unix socket busy-polling / shmwire default", false),
@@ -171,6 +171,27 @@ const RATIOS: [(&str, bool); 35] = [
     ),
     ("Pool apply round trips/s: shmwire / OS-pipe pool", false),
     ("Pool apply round trips/s: shmwire / Python", true),
+    ("Manager get, 1 process: shmwire / Python Manager", true),
+    ("Manager insert, 1 process: shmwire / Python Manager", true),
+    ("Manager modify, 1 process: shmwire / Python Manager", true),
+    (
+        "Manager insert, 4 processes: shmwire / Python Manager",
+        true,
+    ),
+    (
+        "Manager modify, 4 processes: shmwire / Python Manager",
+        true,
+    ),
+    (
+        "Manager get, 1 process: Mutex<HashMap> thread / shmwire",
+        false,
+    ),
+    ("Manager get: 4 reader processes / 1", false),
+    ("Manager get, 1 process: shmwire / Unix-socket dict", false),
+    (
+        "Manager modify, 4 processes: shmwire / Unix-socket dict",
+        false,
+    ),
     ("Transport RTT 8 B: our TCP Connection / raw TCP", false),
     (
         "Transport RTT 8 B: our Unix-socket Connection / raw socketpair",
@@ -239,11 +260,15 @@ fn bench_quick_json_has_every_ratio() {
         rows.iter()
             .any(|r| r["group"] == "throughput" && r["thr"]["msgs_per_s"].as_f64().unwrap() > 0.0)
     );
-    // Every row measured something.
+    // Every row measured something (a time, a rate, or memory).
     for r in rows {
         let lat = r["lat"]["p50_ns"].as_f64().unwrap_or(0.0);
         let thr = r["thr"]["msgs_per_s"].as_f64().unwrap_or(0.0);
-        assert!(lat > 0.0 || thr > 0.0, "a row without a figure: {r}");
+        let mem = r["mem"]["mapped"].as_f64().unwrap_or(0.0);
+        assert!(
+            lat > 0.0 || thr > 0.0 || mem > 0.0,
+            "a row without a figure: {r}"
+        );
     }
     let python = python_here();
     let want: Vec<&str> = RATIOS
