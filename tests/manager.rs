@@ -1154,7 +1154,11 @@ fn a_removal_that_times_out_changed_nothing() {
     wait_stopped(p.pid());
     let (r, _) = common::within(t * 10, || d2.with_timeout(t).remove(&1));
     assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
-    assert_eq!(d2.get(&1).unwrap().as_deref(), Some("one"), "a timed-out remove removed");
+    assert_eq!(
+        d2.get(&1).unwrap().as_deref(),
+        Some("one"),
+        "a timed-out remove removed"
+    );
     let (r, _) = common::within(t * 10, || l.with_timeout(t).pop());
     assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
     assert_eq!(l.to_vec().unwrap(), ["a", "b"], "a timed-out pop popped");
@@ -1246,9 +1250,17 @@ fn hostile_shared_entries_never_make_a_snapshot_allocate_beyond_the_arena() {
     l.extend((1..N).map(|_| vec![1u8])).unwrap();
     d.insert(0, vec![0xcdu8; BIG as usize]).unwrap();
     d.update((1..N as u32).map(|i| (i, vec![1u8]))).unwrap();
-    assert_eq!(m.stats().unwrap().mapped, mapped, "it grew: the layout below needs one chunk");
+    assert_eq!(
+        m.stats().unwrap().mapped,
+        mapped,
+        "it grew: the layout below needs one chunk"
+    );
     let path = shm_path(&name);
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
     let mut bytes = Vec::new();
     std::io::Read::read_to_end(&mut &file, &mut bytes).unwrap();
     let word = |p: usize| u64::from_le_bytes(bytes[p..p + 8].try_into().unwrap());
@@ -1362,6 +1374,10 @@ fn a_stale_handle_never_opens_a_recreated_manager_s_container() {
     })
     .unwrap();
     let st = p.join().unwrap();
-    assert_eq!(d2.get("stale").unwrap(), None, "written through a stale handle");
+    assert_eq!(
+        d2.get("stale").unwrap(),
+        None,
+        "written through a stale handle"
+    );
     assert!(st.success(), "{st:?}");
 }
