@@ -73,6 +73,10 @@ fn main() {
         named_objects_through_the_namespace,
         hostile_bytes_never_crash_or_hang_the_honest_side,
         nothing_left_in_dev_shm,
+        a_removal_that_times_out_changed_nothing,
+        a_removal_that_cannot_shrink_still_returns_the_value,
+        hostile_shared_entries_never_make_a_snapshot_allocate_beyond_the_arena,
+        a_stale_handle_never_opens_a_recreated_manager_s_container,
     ]);
 }
 
@@ -1127,4 +1131,253 @@ fn nothing_left_in_dev_shm() {
         !std::path::Path::new(&path).exists(),
         "{path} is still there"
     );
+}
+
+// ---- the second reading -------------------------------------------------------------------------
+
+/// A removal needs the allocator to free what it removed: when the allocator's holder is stopped,
+/// the call times out *before* anything changed (a `Timeout` means nothing happened).
+fn a_removal_that_times_out_changed_nothing() {
+    let t = Duration::from_millis(200);
+    let m = Manager::new().unwrap();
+    let d1 = m.dict::<u32, String>().unwrap();
+    let d2 = m
+        .dict_from([(1u32, "one".to_string()), (2, "two".to_string())])
+        .unwrap();
+    let l = m.list_from(["a".to_string(), "b".to_string()]).unwrap();
+    let c1 = d1.clone();
+    let p = Process::fork(move || {
+        shmwire::hooks::__arm(Point::ManagerAllocMid, libc::SIGSTOP, 0);
+        c1.insert(1, "x".repeat(100)).unwrap();
+    })
+    .unwrap();
+    wait_stopped(p.pid());
+    let (r, _) = common::within(t * 10, || d2.with_timeout(t).remove(&1));
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    assert_eq!(
+        d2.get(&1).unwrap().as_deref(),
+        Some("one"),
+        "a timed-out remove removed"
+    );
+    let (r, _) = common::within(t * 10, || l.with_timeout(t).pop());
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    assert_eq!(l.to_vec().unwrap(), ["a", "b"], "a timed-out pop popped");
+    let (r, _) = common::within(t * 10, || l.with_timeout(t).remove(0));
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    let (r, _) = common::within(t * 10, || d2.with_timeout(t).clear());
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    assert_eq!(d2.len().unwrap(), 2, "a timed-out clear cleared");
+    p.signal(libc::SIGCONT).unwrap();
+    assert!(p.join().unwrap().success());
+    assert_eq!(d2.remove(&1).unwrap().as_deref(), Some("one"));
+    assert_eq!(l.pop().unwrap(), "b");
+    m.__audit().unwrap();
+}
+
+/// `pop` and `remove` shrink a mostly empty array or table afterwards; when the arena has no room
+/// for the smaller one, the removal still returns its value (the shrink is only an economy).
+fn a_removal_that_cannot_shrink_still_returns_the_value() {
+    let m = Manager::builder().max_bytes(1 << 20).build().unwrap();
+    let a = m.list::<u8>().unwrap();
+    let d = m.dict::<u8, u8>().unwrap();
+    let f = m.list::<Vec<u8>>().unwrap();
+    // The list's and dict's entries lie between the filler's, so freeing them frees small holes.
+    for i in 0..100u8 {
+        a.push(i).unwrap();
+        d.insert(i, i).unwrap();
+        f.push(Vec::new()).unwrap();
+    }
+    // Fill the arena: values of shrinking sizes in new lists until not even a small one fits.
+    let mut fill = Vec::new();
+    for size in [65536usize, 4096, 256, 16, 0] {
+        loop {
+            let Ok(g) = m.list::<Vec<u8>>() else { break };
+            let mut n = 0;
+            while g.push(vec![7u8; size]).is_ok() {
+                n += 1;
+            }
+            fill.push(g);
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    let p = Process::fork_with(move || -> Result<(), String> {
+        for i in (0..100u8).rev() {
+            match a.pop() {
+                Ok(v) if v == i => {}
+                other => return Err(format!("pop of {i}: {other:?}")),
+            }
+            match d.remove(&i) {
+                Ok(Some(v)) if v == i => {}
+                other => return Err(format!("remove of {i}: {other:?}")),
+            }
+        }
+        Ok(())
+    })
+    .unwrap();
+    let st = p.join().unwrap();
+    assert!(st.success(), "the child failed: {st:?}");
+    m.__audit().unwrap();
+}
+
+/// Finds the 8-aligned words of `bytes` for which `f(position, word)` holds.
+fn words_where(bytes: &[u8], mut f: impl FnMut(usize, u64) -> bool) -> Vec<usize> {
+    (0..bytes.len() / 8)
+        .map(|i| i * 8)
+        .filter(|&p| f(p, u64::from_le_bytes(bytes[p..p + 8].try_into().unwrap())))
+        .collect()
+}
+
+/// A hostile process points every element of a list (and every bucket of a dict) at one large
+/// value: a snapshot must not allocate the value's size times the count (the arena holds at most
+/// its own size of values), whatever the bytes say. The honest side runs under an address-space
+/// limit: an allocation past the arena's size fails it.
+fn hostile_shared_entries_never_make_a_snapshot_allocate_beyond_the_arena() {
+    use std::os::unix::fs::FileExt;
+    const BIG: u64 = 4 << 20;
+    const N: usize = 1000;
+    let name = format!("hostile-snap-{}", std::process::id());
+    let m = Manager::builder()
+        .name(&name)
+        .initial_bytes(24 << 20)
+        .build()
+        .unwrap();
+    let mapped = m.stats().unwrap().mapped;
+    let l = m.named_list::<Vec<u8>>("l").unwrap();
+    let d = m.named_dict::<u32, Vec<u8>>("d").unwrap();
+    l.push(vec![0xabu8; BIG as usize]).unwrap();
+    l.extend((1..N).map(|_| vec![1u8])).unwrap();
+    d.insert(0, vec![0xcdu8; BIG as usize]).unwrap();
+    d.update((1..N as u32).map(|i| (i, vec![1u8]))).unwrap();
+    assert_eq!(
+        m.stats().unwrap().mapped,
+        mapped,
+        "it grew: the layout below needs one chunk"
+    );
+    let path = shm_path(&name);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut &file, &mut bytes).unwrap();
+    let word = |p: usize| u64::from_le_bytes(bytes[p..p + 8].try_into().unwrap());
+    let put = |p: usize, w: u64| file.write_all_at(&w.to_le_bytes(), p as u64).unwrap();
+    // The large element: its length word (4 MiB and the length's varint), then 0xab bytes.
+    let elem = words_where(&bytes, |p, w| {
+        (BIG + 1..BIG + 8).contains(&w) && bytes.get(p + 8 + (w - BIG) as usize) == Some(&0xab)
+    });
+    assert_eq!(elem.len(), 1, "{elem:?}");
+    // The array: its capacity, then the large element's Ref (file position - chunk 0's offset).
+    let arr = words_where(&bytes, |p, w| {
+        w == 1024
+            && p + 16 <= bytes.len()
+            && elem[0]
+                .checked_sub(word(p + 8) as usize)
+                .is_some_and(|k| k % 4096 == 0 && k < 1 << 20)
+    });
+    assert_eq!(arr.len(), 1, "{arr:?}");
+    let w0 = word(arr[0] + 8);
+    let kind_offset = elem[0] - w0 as usize;
+    for i in 1..N {
+        put(arr[0] + 8 + 8 * i, w0);
+    }
+    // The dict's large entry (hash, key length 1 | value length << 32) and its bucket word.
+    let entry = words_where(&bytes, |p, w| {
+        (BIG + 1..BIG + 8).contains(&(w >> 32))
+            && w & 0xffff_ffff == 1
+            && p >= 8
+            && bytes.get(p + 9 + ((w >> 32) - BIG) as usize) == Some(&0xcd)
+    });
+    assert_eq!(entry.len(), 1, "{entry:?}");
+    let eref = (entry[0] - 8 - kind_offset) as u64;
+    // Its bucket in the live table (freed older tables may still hold the word): the table is the
+    // block of 2048 buckets (header: its size, 16416 bytes) whose buckets include the word.
+    let cap = 2048usize;
+    let tag = word(entry[0] - 8) >> 56;
+    let tables: std::collections::BTreeSet<usize> =
+        words_where(&bytes, |_, w| w & ((1 << 56) - 1) == eref && w >> 56 == tag)
+            .into_iter()
+            .filter_map(|b| {
+                (0..=cap)
+                    .map(|k| b - 8 * k)
+                    .find(|&p| word(p) == cap as u64 && word(p - 8) & !15 == 16416)
+            })
+            .collect();
+    assert_eq!(tables.len(), 1, "{tables:?}");
+    let start = *tables.first().unwrap();
+    let bw = (0..cap)
+        .map(|k| word(start + 8 + 8 * k))
+        .find(|w| w & ((1 << 56) - 1) == eref)
+        .unwrap();
+    for k in 0..cap {
+        let p = start + 8 + 8 * k;
+        if word(p) > 1 {
+            put(p, bw);
+        }
+    }
+    let (lc, dc) = (l.clone(), d.clone());
+    let p = Process::fork_with(move || -> Result<(), String> {
+        let lim = libc::rlimit {
+            rlim_cur: 1 << 30,
+            rlim_max: 1 << 30,
+        };
+        // SAFETY: a plain syscall on this process.
+        unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) };
+        let t = Duration::from_millis(200);
+        match lc.with_timeout(t).to_vec() {
+            Err(Error::Corrupt) => {}
+            other => return Err(format!("to_vec: {:?}", other.map(|v| v.len()))),
+        }
+        match dc.with_timeout(t).values() {
+            Err(Error::Corrupt) => {}
+            other => return Err(format!("values: {:?}", other.map(|v| v.len()))),
+        }
+        Ok(())
+    })
+    .unwrap();
+    let st = p.join().unwrap();
+    drop((l, d, m));
+    assert!(st.success(), "the honest child failed: {st:?}");
+}
+
+/// A handle names its container by slot and id; a manager made again under the same name (a
+/// restarted service) must not let an old handle open the new manager's container of that slot.
+fn a_stale_handle_never_opens_a_recreated_manager_s_container() {
+    let name = format!("stale-m-{}", std::process::id());
+    let qname = format!("stale-q-{}", std::process::id());
+    let q = Queue::<SharedDict<String, u64>>::builder()
+        .name(&qname)
+        .build()
+        .unwrap();
+    {
+        let m = Manager::create(&name).unwrap();
+        let d = m.dict::<String, u64>().unwrap();
+        d.insert("old".to_string(), 1).unwrap();
+        q.put(&d).unwrap();
+    }
+    assert!(!std::path::Path::new(&shm_path(&name)).exists());
+    let m2 = Manager::create(&name).unwrap();
+    let d2 = m2.dict::<String, u64>().unwrap();
+    let qc = q.clone();
+    let p = Process::fork_with(move || -> Result<(), String> {
+        match qc.get_timeout(Duration::from_secs(10)) {
+            Ok(d) => {
+                let _ = d.insert("stale".to_string(), 1);
+                Err("an old handle opened the new manager's dict".into())
+            }
+            Err(Error::Decode { .. }) => Ok(()),
+            Err(e) => Err(format!("{e:?}")),
+        }
+    })
+    .unwrap();
+    let st = p.join().unwrap();
+    assert_eq!(
+        d2.get("stale").unwrap(),
+        None,
+        "written through a stale handle"
+    );
+    assert!(st.success(), "{st:?}");
 }

@@ -338,8 +338,17 @@ impl<K, V> SharedDict<K, V> {
         Ok(new)
     }
 
-    /// Shrinks a table that is mostly empty (after a removal).
+    /// Shrinks a table that is mostly empty, after a removal that is done: an economy, so no room
+    /// for the smaller one ([`Error::Full`], [`Error::Io`]) or a stopped allocator holder
+    /// ([`Error::Timeout`]) keeps the larger one, and the removal still returns its value.
     fn maybe_shrink(g: &Locked<'_>) -> Result<()> {
+        match Self::shrink(g) {
+            Err(Error::Full | Error::Io(_) | Error::Timeout) => Ok(()),
+            r => r,
+        }
+    }
+
+    fn shrink(g: &Locked<'_>) -> Result<()> {
         if let Some(t) = Table::of(g.arena(), g.s)? {
             let len = g.s.len.load(Ordering::Relaxed);
             if t.cap > 64 && len.saturating_mul(8) < t.cap {
@@ -600,7 +609,12 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedDic
         self.c.read(|a, s| {
             let mut out = Vec::new();
             if let Some(t) = Table::of(a, s)? {
+                // Entries are distinct blocks: together they hold less than the arena. Words that
+                // point many buckets at one large entry (hostile, or torn) must not make this
+                // allocate more than that.
+                let mut left = a.mapped();
                 t.entries(a, |e, klen, vlen| {
+                    left = left.checked_sub(klen + vlen).ok_or(Error::Corrupt)?;
                     let mut kb = vec![0u8; if keys { klen as usize } else { 0 }];
                     let mut vb = vec![0u8; if values { vlen as usize } else { 0 }];
                     e.copy_out(ENTRY_HDR, &mut kb)?;

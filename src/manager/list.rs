@@ -255,8 +255,17 @@ impl<T> SharedList<T> {
         g.commit(Change::store(arr.word(i), e.0, len, 0).freeing(old))
     }
 
-    /// Shrinks an array that is mostly empty.
+    /// Shrinks a array that is mostly empty, after a removal that is done: an economy, so no room
+    /// for the smaller one ([`Error::Full`], [`Error::Io`]) or a stopped allocator holder
+    /// ([`Error::Timeout`]) keeps the larger one, and the removal still returns its value.
     fn maybe_shrink(g: &Locked<'_>) -> Result<()> {
+        match Self::shrink(g) {
+            Err(Error::Full | Error::Io(_) | Error::Timeout) => Ok(()),
+            r => r,
+        }
+    }
+
+    fn shrink(g: &Locked<'_>) -> Result<()> {
         let len = g.s.len.load(Ordering::Relaxed);
         if let Some(arr) = Array::of(g.arena(), g.s)? {
             if arr.cap > 64 && len.saturating_mul(4) < arr.cap {
@@ -458,8 +467,13 @@ impl<T: Serialize + DeserializeOwned> SharedList<T> {
             let len = s.len.load(Ordering::Relaxed);
             let mut out = Vec::new();
             if let Some(arr) = Array::of(a, s)? {
+                // Elements are distinct blocks: together they hold less than the arena. Words
+                // that point many elements at one large block (hostile, or torn) must not make
+                // this allocate more than that.
+                let mut left = a.mapped();
                 for i in 0..len {
                     let (e, n) = arr.elem(a, i)?;
+                    left = left.checked_sub(n).ok_or(Error::Corrupt)?;
                     let mut b = Vec::new();
                     a.append_out(e.add(8), n, &mut b)?;
                     out.push(b);

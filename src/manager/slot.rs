@@ -67,8 +67,6 @@ pub(crate) const INLINE: usize = 64;
 
 /// Tries of a lock-free read before it takes the mutex.
 pub(crate) const READ_TRIES: u32 = 64;
-/// Frees in one hold of the allocator's mutex while draining (others allocate in between).
-const DRAIN_BATCH: usize = 512;
 
 /// One container's shared state. All atomics: any bytes are a valid value.
 #[repr(C, align(64))]
@@ -77,7 +75,8 @@ pub(crate) struct Slot {
     /// Odd while a writer changes what readers can reach.
     pub(crate) seq: AtomicU64,
     pub(crate) state: AtomicU64,
-    /// Which container lives here (never 0 while live; a destroyed one's handles see another).
+    /// Which container lives here (never 0 while live; a destroyed one's handles see another; ids
+    /// start at a random number per arena, see `init_dir`).
     pub(crate) id: AtomicU64,
     pub(crate) kind: AtomicU64,
     /// Fingerprints of the key and value (or element) types.
@@ -133,7 +132,12 @@ pub(crate) fn init_dir(ctl: &ArenaCtl, base: *mut u8) {
     let page = &ctl.first_page as *const _ as usize - base as usize;
     ctl.dir.pages[0].store(Ref::new(0, page as u64).0, r);
     ctl.dir.npages.store(1, r);
-    ctl.dir.next_id.store(NAMESPACE_ID + 1, r);
+    // Ids start at a random number per arena: a handle names its arena by name (or file) and its
+    // container by slot and id, so an arena made again under the same name must not give its
+    // containers the ids an earlier one gave out (an old handle would open the new container).
+    // Below 2^62: no wrap however many containers are made.
+    let first = (super::arena::random_seed() >> 2).max(NAMESPACE_ID + 1);
+    ctl.dir.next_id.store(first, r);
     let s = &ctl.first_page[0];
     let (fk, fv) = super::manager::namespace_fingerprints();
     s.kind.store(DICT, r);
@@ -469,6 +473,12 @@ impl<'a> Locked<'a> {
 
     /// Writes the redo record, commits it and applies it.
     pub(crate) fn commit(&self, ch: Change<'_>) -> Result<()> {
+        if !ch.old[0].is_null() || !ch.old[1].is_null() {
+            // The frees after the commit need the allocator: take it now, so that a stopped
+            // holder makes this call time out before anything changed, never after (a `Timeout`
+            // means the change did not happen).
+            self.with_alloc(|_| Ok(()))?;
+        }
         let j = &self.s.j;
         let r = Ordering::Relaxed;
         j.word.store(ch.word.0, r);
@@ -541,7 +551,9 @@ impl<'a> Locked<'a> {
 
     /// Frees what the applied change replaced: a drained table's entries or array's elements, then
     /// the old blocks. Each free clears the word that named the block, so a recovery that does this
-    /// again frees each block once.
+    /// again frees each block once. The allocator is held from before the commit (see `commit`)
+    /// to the end: releasing it half way would let a stopped holder make a committed change
+    /// return `Timeout`.
     fn release_old(&self) -> Result<()> {
         let j = &self.s.j;
         let r = Ordering::Relaxed;
@@ -556,7 +568,6 @@ impl<'a> Locked<'a> {
             };
             // Bounded by the block holding the table or array.
             a.at(old, 8u64.saturating_add(n.saturating_mul(8)))?;
-            let mut in_batch = 0;
             for i in 0..n {
                 let w = old.add(8 + 8 * i);
                 let v = a.load(w)?;
@@ -566,11 +577,6 @@ impl<'a> Locked<'a> {
                     _ => continue,
                 };
                 self.with_alloc(|g| g.free(Ref(target), Some(w)))?;
-                in_batch += 1;
-                if in_batch == DRAIN_BATCH {
-                    in_batch = 0;
-                    self.release_alloc();
-                }
             }
         }
         for k in 0..2 {
