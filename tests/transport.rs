@@ -45,6 +45,9 @@ fn main() {
         echo_server_example_serves_python,
         served_queue_used_by_two_client_processes_at_once,
         served_dict_and_list_used_by_two_client_processes_at_once,
+        a_served_client_slow_through_the_handshake_is_served,
+        a_remote_call_to_a_stopped_server_ends_within_its_bound,
+        stopping_a_server_ends_the_connections_it_serves,
         shared_memory_handle_from_another_host_is_refused,
         across_hosts_in_two_network_namespaces,
         fuzz_corpus_replays_without_a_panic,
@@ -1074,7 +1077,7 @@ fn echo_server_example_serves_python() {
 
 /// The clients' part of a served-queue test: `n` items tagged by `who` put, `n` items got; their
 /// sum sent back over `report`.
-fn queue_client(addr: &str, who: u64, n: u64, report: &Connection) {
+fn queue_client(addr: &str, who: u64, n: u64, report: &Queue<u64>) {
     let remote = Remote::connect(addr, b"qkey").unwrap();
     let q = remote.queue::<u64>("work").unwrap();
     for i in 0..n {
@@ -1084,7 +1087,7 @@ fn queue_client(addr: &str, who: u64, n: u64, report: &Connection) {
     for _ in 0..n {
         sum = sum.wrapping_add(q.get_timeout(Duration::from_secs(20)).unwrap());
     }
-    report.send(&sum).unwrap();
+    report.put(sum).unwrap();
 }
 
 fn served_queue_used_by_two_client_processes_at_once() {
@@ -1099,7 +1102,8 @@ fn served_queue_used_by_two_client_processes_at_once() {
         Err(Error::Exists)
     ));
     // The server's threads run in a child, so this process forks no threaded copy of itself.
-    let (report, theirs) = Pipe::new().unwrap();
+    // A queue, not a pipe: both clients report at once (one end of a pipe takes one sender at a time).
+    let report = Queue::<u64>::new(0).unwrap();
     let (ctl, ctl_theirs) = Pipe::new().unwrap();
     let srv = Process::fork(move || {
         let s = server.start().unwrap();
@@ -1113,12 +1117,12 @@ fn served_queue_used_by_two_client_processes_at_once() {
     let kids: Vec<Process> = (1..=2u64)
         .map(|who| {
             let addr = addr.clone();
-            let r = &theirs;
-            Process::fork(move || queue_client(&addr, who, n, r)).unwrap()
+            let r = report.clone();
+            Process::fork(move || queue_client(&addr, who, n, &r)).unwrap()
         })
         .collect();
     let sums: u64 = (0..2)
-        .map(|_| report.recv_timeout::<u64>(Duration::from_secs(50)).unwrap())
+        .map(|_| report.get_timeout(Duration::from_secs(50)).unwrap())
         .fold(0, u64::wrapping_add);
     let want = (1..=2u64)
         .flat_map(|who| (0..n).map(move |i| who << 32 | i))
@@ -1179,7 +1183,7 @@ fn served_queue_used_by_two_client_processes_at_once() {
 
 /// A client of the served dict and list: `n` increments of `count` by `modify` (whose closure runs
 /// here, as a compare-and-swap), `n` pushes, and its own keys; then it reports.
-fn container_client(addr: &str, who: u64, n: u64, report: &Connection) {
+fn container_client(addr: &str, who: u64, n: u64, report: &Queue<u64>) {
     let remote = Remote::connect(addr, b"mkey").unwrap();
     let d = remote.dict::<String, u64>("counts").unwrap();
     let l = remote.list::<u64>("log").unwrap();
@@ -1190,7 +1194,7 @@ fn container_client(addr: &str, who: u64, n: u64, report: &Connection) {
             assert_eq!(d.insert(format!("{who}-{i}"), i).unwrap(), None);
         }
     }
-    report.send(&who).unwrap();
+    report.put(who).unwrap();
 }
 
 fn served_dict_and_list_used_by_two_client_processes_at_once() {
@@ -1207,7 +1211,8 @@ fn served_dict_and_list_used_by_two_client_processes_at_once() {
         server.serve_dict("counts", counts.clone()),
         Err(Error::Exists)
     ));
-    let (report, theirs) = Pipe::new().unwrap();
+    // A queue, not a pipe: both clients report at once (one end of a pipe takes one sender at a time).
+    let report = Queue::<u64>::new(0).unwrap();
     let (ctl, ctl_theirs) = Pipe::new().unwrap();
     let srv = Process::fork(move || {
         let s = server.start().unwrap();
@@ -1221,12 +1226,12 @@ fn served_dict_and_list_used_by_two_client_processes_at_once() {
     let kids: Vec<Process> = (1..=2u64)
         .map(|who| {
             let addr = addr.clone();
-            let r = &theirs;
-            Process::fork(move || container_client(&addr, who, n, r)).unwrap()
+            let r = report.clone();
+            Process::fork(move || container_client(&addr, who, n, &r)).unwrap()
         })
         .collect();
     for _ in 0..2 {
-        report.recv_timeout::<u64>(Duration::from_secs(60)).unwrap();
+        report.get_timeout(Duration::from_secs(60)).unwrap();
     }
     for k in &kids {
         assert!(k.join().unwrap().success());
@@ -1506,20 +1511,21 @@ fn across_hosts_in_two_network_namespaces() {
     assert!(addr.starts_with(&format!("tcp://{ADDR_A}:")), "{addr}");
     // Not reachable from here (this host's namespace has no such link).
     // Host B: two clients at once.
-    let (report, theirs) = Pipe::new().unwrap();
+    // A queue, not a pipe: both clients report at once (one end of a pipe takes one sender at a time).
+    let report = Queue::<u64>::new(0).unwrap();
     let n = 500u64;
     let kids: Vec<Process> = (1..=2u64)
         .map(|who| {
-            let (addr, ns_b, r) = (addr.clone(), hosts.b.clone(), &theirs);
+            let (addr, ns_b, r) = (addr.clone(), hosts.b.clone(), report.clone());
             Process::fork(move || {
                 Hosts::enter(&ns_b);
-                queue_client(&addr, who, n, r)
+                queue_client(&addr, who, n, &r)
             })
             .unwrap()
         })
         .collect();
     let sums: u64 = (0..2)
-        .map(|_| report.recv_timeout::<u64>(Duration::from_secs(50)).unwrap())
+        .map(|_| report.get_timeout(Duration::from_secs(50)).unwrap())
         .fold(0, u64::wrapping_add);
     let want = (1..=2u64)
         .flat_map(|who| (0..n).map(move |i| who << 32 | i))
@@ -1574,6 +1580,141 @@ fn across_hosts_in_two_network_namespaces() {
     );
     stuck.kill_on_drop(false);
     srv.kill_on_drop(false);
+}
+
+// ---- served objects under slow, stopped and stopping peers ----------------------------------------
+
+/// A [`Server`] bound at `bind` (authkey `skey`) serving a `Queue<Vec<u8>>` named `q`, run in a
+/// child (so this process forks no threaded copy of itself). The child stops the server when `ctl`
+/// says anything, answers `stopped`, and exits when `ctl` closes (its serving threads live until
+/// then). Returns the child, `ctl` and the address.
+fn server_in_child(bind: &str) -> (Process, Connection, String) {
+    let server = Server::bind(bind, b"skey").unwrap();
+    server
+        .serve_queue("q", Queue::<Vec<u8>>::new(0).unwrap())
+        .unwrap();
+    let (ctl, theirs) = Pipe::new().unwrap();
+    let srv = Process::fork(move || {
+        let s = server.start().unwrap();
+        theirs.send(&s.address()).unwrap();
+        let _ = theirs.recv_bytes();
+        s.stop().unwrap();
+        theirs.send_bytes(b"stopped").unwrap();
+        let _ = theirs.recv_bytes();
+    })
+    .unwrap();
+    let addr: String = ctl.recv_timeout(LONG).unwrap();
+    (srv, ctl, addr)
+}
+
+/// Ends a [`server_in_child`].
+fn end_server(srv: Process, ctl: Connection) {
+    ctl.send_bytes(b"stop").unwrap();
+    assert_eq!(ctl.recv_bytes_timeout(LONG).unwrap(), b"stopped");
+    drop(ctl);
+    assert!(srv.join_timeout(LONG).unwrap().success());
+}
+
+/// Python 3's `Client` on a link slower than a loopback: half a second before it answers the
+/// server's challenge (as over a long-distance link, or from a loaded host).
+const PY_SLOW_CLIENT: &str = r##"
+import sys, time
+import multiprocessing.connection as mc
+answer = mc.answer_challenge
+def slow(c, key):
+    time.sleep(0.5)
+    return answer(c, key)
+mc.answer_challenge = slow
+try:
+    c = mc.Client(("127.0.0.1", int(sys.argv[1])), authkey=b"skey")
+    print("ok", flush=True)
+except Exception as e:
+    print("failed", type(e).__name__, e, flush=True)
+"##;
+
+fn a_served_client_slow_through_the_handshake_is_served() {
+    need_python();
+    let (srv, ctl, addr) = server_in_child("tcp://127.0.0.1:0");
+    let port = port_of(&addr).to_string();
+    let mut py = Py::start(PY_SLOW_CLIENT, &[&port]);
+    assert_eq!(
+        py.line(),
+        "ok",
+        "a client slower than 100 ms is authenticated"
+    );
+    assert!(py.finish().0);
+    // Meanwhile and after, a client of ours is served.
+    let q = Remote::connect(&addr, b"skey")
+        .unwrap()
+        .queue::<Vec<u8>>("q")
+        .unwrap();
+    q.put(vec![1]).unwrap();
+    assert_eq!(q.get().unwrap(), [1]);
+    drop(q);
+    end_server(srv, ctl);
+}
+
+fn a_remote_call_to_a_stopped_server_ends_within_its_bound() {
+    let dir = tempdir();
+    let (srv, ctl, addr) = server_in_child(&format!("unix:{dir}/srv.sock"));
+    let (ready, ready_theirs) = Pipe::new().unwrap();
+    let a = addr.clone();
+    let client = Process::fork(move || {
+        let q = Remote::connect(&a, b"skey")
+            .unwrap()
+            .queue::<Vec<u8>>("q")
+            .unwrap();
+        q.put(vec![1]).unwrap();
+        ready_theirs.send(&0u8).unwrap();
+        let _ = ready_theirs.recv_bytes(); // the server is stopped (SIGSTOP) now
+        // An item larger than the socket's buffers: the request cannot all be written. The
+        // documented bound: the timeout plus the 5 s grace.
+        let (r, took) = common::within(Duration::from_secs(30), || {
+            q.put_timeout(vec![7u8; 8 << 20], Duration::from_millis(200))
+        });
+        assert!(matches!(r, Err(Error::Timeout)), "{r:?} after {took:?}");
+    })
+    .unwrap();
+    ready.recv_timeout::<u8>(LONG).unwrap();
+    srv.signal(libc::SIGSTOP).unwrap();
+    ready.send_bytes(b"go").unwrap();
+    let r = client.join_timeout(Duration::from_secs(30));
+    if r.is_err() {
+        client.kill().unwrap();
+        let _ = client.join();
+    }
+    srv.signal(libc::SIGCONT).unwrap();
+    end_server(srv, ctl);
+    let _ = std::fs::remove_dir_all(dir);
+    assert!(
+        matches!(&r, Ok(st) if st.success()),
+        "the call on a stopped server did not end with Timeout within 30 s: {r:?}"
+    );
+}
+
+fn stopping_a_server_ends_the_connections_it_serves() {
+    let dir = tempdir();
+    for bind in [
+        format!("srv-stop-{}", std::process::id()),
+        format!("unix:{dir}/stop.sock"),
+        "tcp://127.0.0.1:0".to_string(),
+    ] {
+        let (srv, ctl, addr) = server_in_child(&bind);
+        let q = Remote::connect(&addr, b"skey")
+            .unwrap()
+            .queue::<Vec<u8>>("q")
+            .unwrap();
+        assert_eq!(q.qsize().unwrap(), 0, "{bind}: an idle client, served");
+        ctl.send_bytes(b"stop").unwrap();
+        assert_eq!(ctl.recv_bytes_timeout(LONG).unwrap(), b"stopped");
+        // `stop` ends the connections being served: the idle client's next call fails.
+        let (r, _) = common::within(LONG, || q.qsize());
+        assert!(r.is_err(), "{bind}: a stopped server still answered: {r:?}");
+        drop(q);
+        drop(ctl);
+        assert!(srv.join_timeout(LONG).unwrap().success());
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 // ---- fuzz corpus ---------------------------------------------------------------------------------

@@ -213,26 +213,14 @@ impl Listener {
 
     fn accept_at(&self, deadline: Deadline) -> Result<Connection> {
         loop {
-            let opts = self.options();
-            let conn = match &self.kind {
-                Kind::Shm(l) => l.accept_at(deadline)?,
-                Kind::Sock(l) => {
-                    let c = l.accept_at(deadline)?;
-                    c.set_max_message(opts.max_message)?;
-                    if c.family() == Family::Tcp && opts.dead_peer != DEAD_PEER_TIMEOUT {
-                        c.set_dead_peer_timeout(opts.dead_peer)?;
-                    }
-                    Connection::sock(c)
-                }
-            };
+            let conn = self.accept_unauthenticated_at(deadline)?;
             let Some(key) = &self.authkey else {
                 return Ok(conn);
             };
-            let hs = auth::deadline(deadline, opts.handshake);
-            let done = auth::deliver(&conn, key, hs).and_then(|()| auth::respond(&conn, key, hs));
-            match done {
+            let hs = auth::deadline(deadline, self.options().handshake);
+            match authenticate_as_listener(&conn, key, hs) {
                 Ok(()) => return Ok(conn),
-                Err(Error::AuthenticationFailed) => return Err(Error::AuthenticationFailed),
+                Err(e @ Error::AuthenticationFailed) => return Err(e),
                 Err(e) if is_local_failure(&e) => return Err(e),
                 // Silent past the handshake's time, or gone: dropped (the caller's deadline ends
                 // the wait, below).
@@ -242,6 +230,30 @@ impl Listener {
                 return Err(Error::Timeout);
             }
         }
+    }
+
+    /// The next connection, with the listener's options set but before any handshake: a
+    /// [`Server`](crate::Server) runs the handshake on the client's own thread
+    /// ([`authenticate_as_listener`] with [`authkey`](Self::authkey)), so that a slow client
+    /// delays nobody else.
+    pub(crate) fn accept_unauthenticated_at(&self, deadline: Deadline) -> Result<Connection> {
+        let opts = self.options();
+        Ok(match &self.kind {
+            Kind::Shm(l) => l.accept_at(deadline)?,
+            Kind::Sock(l) => {
+                let c = l.accept_at(deadline)?;
+                c.set_max_message(opts.max_message)?;
+                if c.family() == Family::Tcp && opts.dead_peer != DEAD_PEER_TIMEOUT {
+                    c.set_dead_peer_timeout(opts.dead_peer)?;
+                }
+                Connection::sock(c)
+            }
+        })
+    }
+
+    /// The key every connection authenticates with, if any.
+    pub(crate) fn authkey(&self) -> Option<&[u8]> {
+        self.authkey.as_deref()
     }
 
     /// The connections as clients arrive: each item is what [`accept`](Self::accept) returns (as
@@ -269,6 +281,16 @@ impl Listener {
     pub fn incoming(&self) -> Incoming<'_> {
         Incoming { listener: self }
     }
+}
+
+/// The listener's side of the handshake on `conn` under `key` (it delivers its challenge, then
+/// answers the client's), within `deadline`.
+pub(crate) fn authenticate_as_listener(
+    conn: &Connection,
+    key: &[u8],
+    deadline: Deadline,
+) -> Result<()> {
+    auth::deliver(conn, key, deadline).and_then(|()| auth::respond(conn, key, deadline))
 }
 
 /// Whether an error is this process's problem (out of memory or descriptors), not the client's.

@@ -7,6 +7,7 @@ use super::remote::{QUICK, Remote};
 use super::server::{ObjKind, Op, Reply, Request};
 use crate::error::{Error, Result};
 use crate::pipe::Connection;
+use crate::wait::Deadline;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -82,11 +83,16 @@ impl Proxy {
             Some(c) => c,
             None => {
                 let c = self.remote.dial()?;
-                c.send(&Request::Open {
-                    kind: self.kind,
-                    name: self.name.clone(),
-                })?;
-                match c.recv_timeout::<Reply>(QUICK)? {
+                let deadline = Deadline::after(Some(QUICK));
+                send_within(
+                    &c,
+                    &Request::Open {
+                        kind: self.kind,
+                        name: self.name.clone(),
+                    },
+                    deadline,
+                )?;
+                match c.recv_timeout::<Reply>(deadline.remaining().unwrap_or_default())? {
                     Reply::Ok(_) => {}
                     Reply::Err(e) => return Err(e.into()),
                 }
@@ -121,26 +127,29 @@ impl Proxy {
         )
     }
 
-    /// One call: `timeout` is the server's wait (`None`: for ever).
+    /// One call: `timeout` is the server's wait (`None`: for ever). The request's sending and the
+    /// answer's wait share one bound, `timeout` plus [`GRACE`] (a server that stopped reading
+    /// cannot hold a large request's send for longer).
     pub(crate) fn call_within(
         &self,
         op: Op,
         timeout: Option<Duration>,
         arg: Vec<u8>,
     ) -> Result<Vec<u8>> {
+        let wait = match (op.waits(), timeout) {
+            (true, None) => None,
+            (true, Some(d)) => Some(d.saturating_add(GRACE)),
+            (false, _) => Some(QUICK),
+        };
         self.with_conn(|c| {
-            c.send(&Request::Call {
+            let deadline = Deadline::after(wait);
+            let request = Request::Call {
                 op,
                 timeout_us: timeout.map(|d| d.as_micros().min(u64::MAX as u128) as u64),
                 arg,
-            })
-            .map_err(Failed::Lost)?;
-            let wait = match (op.waits(), timeout) {
-                (true, None) => None,
-                (true, Some(d)) => Some(d.saturating_add(GRACE)),
-                (false, _) => Some(QUICK),
             };
-            let reply = match wait {
+            send_within(c, &request, deadline).map_err(Failed::Lost)?;
+            let reply = match deadline.remaining() {
                 None => c.recv::<Reply>(),
                 Some(d) => c.recv_timeout::<Reply>(d),
             };
@@ -150,5 +159,15 @@ impl Proxy {
                 Err(e) => Err(Failed::Lost(e)),
             }
         })
+    }
+}
+
+/// Sends `request` within `deadline` (unbounded: blocks as long as the send does). Over a socket, a
+/// request of which part left when the time ran out counts as sent (the rest goes first, with the
+/// wait for its answer), so the stream stays in step.
+fn send_within(c: &Connection, request: &Request, deadline: Deadline) -> Result<()> {
+    match deadline.remaining() {
+        None => c.send(request),
+        Some(d) => c.send_timeout(request, d),
     }
 }

@@ -8,27 +8,40 @@
 //! the local object stores (postcard), so the server never needs more of `T` than its queue has.
 //!
 //! **Served objects** are a small trait, `Served` (`served.rs`): one implementation per kind (a
-//! [`Queue`], a [`SharedDict`], a [`SharedList`]). Each client connection is served by a thread of its own. A blocking call (a `get` on
-//! an empty queue) waits in slices of [`SLICE`], between which it checks that its client is still
-//! connected and the server still running: a client that gave up or vanished does not keep a
-//! thread waiting for ever.
+//! [`Queue`], a [`SharedDict`], a [`SharedList`]).
+//!
+//! **Threads.** Each client connection is served by a thread of its own, which first runs the
+//! authkey handshake (bounded by [`HANDSHAKE_TIMEOUT`](crate::HANDSHAKE_TIMEOUT)), so a slow client
+//! (a long link) delays nobody else; at most [`MAX_HANDSHAKES`] run at once, and a connection
+//! beyond them is closed at once. A served thread waits for its client's next request in slices
+//! of [`SLICE`], and a blocking call (a `get` on an empty queue) waits in such slices too, between
+//! which it checks that its client is still connected and the server still running: a client
+//! that gave up or vanished does not keep a thread waiting for ever, and once the server is
+//! stopped no request is answered.
 
 use super::served::Served;
 use crate::error::{Error, Result};
 use crate::manager::{SharedDict, SharedList};
+use crate::pipe::rendezvous::authenticate_as_listener;
 use crate::pipe::{Connection, Listener};
 use crate::queue::Queue;
+use crate::transport::auth::HANDSHAKE_TIMEOUT;
 use crate::wait::Deadline;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// How long a served blocking call waits before it looks at its client again.
+/// How long a served blocking call waits before it looks at its client again (and a served
+/// thread waits for a request before it looks at the server's state).
 const SLICE: Duration = Duration::from_millis(100);
+
+/// Handshakes running at once, at most: a connection beyond them is closed unanswered (a flood
+/// of silent connections cannot make the server start threads without bound).
+pub(crate) const MAX_HANDSHAKES: usize = 64;
 
 /// Kinds of served objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,6 +244,8 @@ pub struct Server {
     stop: Arc<AtomicBool>,
     /// The sockets of the connections being served (shut down when the server stops).
     clients: Arc<Mutex<Vec<RawFd>>>,
+    /// Handshakes running now.
+    handshakes: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Server {
@@ -256,6 +271,7 @@ impl Server {
             objects: Arc::default(),
             stop: Arc::default(),
             clients: Arc::default(),
+            handshakes: Arc::default(),
         })
     }
 
@@ -306,8 +322,12 @@ impl Server {
     /// serves each on a thread of its own. A client that fails the handshake is refused and the
     /// server goes on.
     pub fn run(&self) -> Result<()> {
+        let key: Arc<[u8]> = self.listener.authkey().unwrap_or_default().into();
         while !self.stop.load(Ordering::Relaxed) {
-            let conn = match self.listener.accept_timeout(SLICE) {
+            let conn = match self
+                .listener
+                .accept_unauthenticated_at(Deadline::after(Some(SLICE)))
+            {
                 Ok(c) => c,
                 Err(
                     Error::Timeout
@@ -319,28 +339,51 @@ impl Server {
                 ) => continue,
                 Err(e) => return Err(e),
             };
-            let fd = conn.as_raw_fd();
-            self.clients
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(fd);
-            let (objects, stop, clients) = (
+            if self.handshakes.fetch_add(1, Ordering::Relaxed) >= MAX_HANDSHAKES {
+                self.handshakes.fetch_sub(1, Ordering::Relaxed);
+                continue; // dropped: too many clients are in their handshakes
+            }
+            let fd = conn.sock_fd();
+            if let Some(fd) = fd {
+                self.clients
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(fd);
+            }
+            let (objects, stop, clients, handshakes, key) = (
                 self.objects.clone(),
                 self.stop.clone(),
                 self.clients.clone(),
+                self.handshakes.clone(),
+                key.clone(),
             );
-            std::thread::Builder::new()
-                .name("shmwire-serve".into())
-                .spawn(move || {
-                    serve_client(&conn, &objects, &stop);
-                    // Untracked before it closes, so `stop` never shuts a reused number down.
+            let untrack = move |clients: &Mutex<Vec<RawFd>>| {
+                if let Some(fd) = fd {
                     clients
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .retain(|&c| c != fd);
+                }
+            };
+            let spawned = std::thread::Builder::new()
+                .name("shmwire-serve".into())
+                .spawn(move || {
+                    let hs = Deadline::after(Some(HANDSHAKE_TIMEOUT));
+                    let ok = authenticate_as_listener(&conn, &key, hs).is_ok();
+                    handshakes.fetch_sub(1, Ordering::Relaxed);
+                    if ok {
+                        serve_client(&conn, &objects, &stop);
+                    }
+                    // Untracked before it closes, so `stop` never shuts a reused number down.
+                    untrack(&clients);
                     drop(conn);
-                })
-                .map_err(Error::Io)?;
+                });
+            if let Err(e) = spawned {
+                // The closure (and the connection with it) is gone: untrack it.
+                self.handshakes.fetch_sub(1, Ordering::Relaxed);
+                untrack(&self.clients);
+                return Err(Error::Io(e));
+            }
         }
         Ok(())
     }
@@ -426,10 +469,26 @@ impl Drop for ServerThread {
     }
 }
 
+/// The client's next request, waiting in slices of [`SLICE`] so that a stopped server is noticed
+/// (`None`: the server stopped, the client closed or vanished, or it sent what is no request).
+fn next_request(conn: &Connection, stop: &AtomicBool) -> Option<Request> {
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        match conn.recv_timeout::<Request>(SLICE) {
+            // A request that came as the server stopped is not answered.
+            Ok(r) => return (!stop.load(Ordering::Relaxed)).then_some(r),
+            Err(Error::Timeout) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
 /// Serves one client until it closes (or the server stops).
 fn serve_client(conn: &Connection, objects: &Objects, stop: &AtomicBool) {
-    let obj = match conn.recv::<Request>() {
-        Ok(Request::Open { kind, name }) => {
+    let obj = match next_request(conn, stop) {
+        Some(Request::Open { kind, name }) => {
             let found = objects
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -448,17 +507,14 @@ fn serve_client(conn: &Connection, objects: &Objects, stop: &AtomicBool) {
                 _ => return,
             }
         }
-        _ => return, // not this protocol, or gone
+        _ => return, // not this protocol, gone, or the server stopped
     };
-    while !stop.load(Ordering::Relaxed) {
-        let Ok(Request::Call {
-            op,
-            timeout_us,
-            arg,
-        }) = conn.recv::<Request>()
-        else {
-            return; // closed, gone, or not this protocol
-        };
+    while let Some(Request::Call {
+        op,
+        timeout_us,
+        arg,
+    }) = next_request(conn, stop)
+    {
         let waiter = Waiter {
             deadline: Deadline::after(timeout_us.map(Duration::from_micros)),
             client: conn,

@@ -133,6 +133,14 @@ impl Connection {
     }
 
     /// The shared-memory end, if that is what carries this connection.
+    /// The socket of a socket connection (`None` over shared memory).
+    pub(crate) fn sock_fd(&self) -> Option<RawFd> {
+        match &self.inner {
+            Inner::Shm(_) => None,
+            Inner::Sock(c) => Some(std::os::fd::AsRawFd::as_raw_fd(&c.as_fd())),
+        }
+    }
+
     pub(crate) fn shm_end(&self) -> Option<&ShmEnd> {
         match &self.inner {
             Inner::Shm(c) => Some(c),
