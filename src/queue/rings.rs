@@ -119,7 +119,10 @@ impl Chain {
                 let (off, len) = self.extents[i];
                 let m = obj.segment().map_extent(off, len)?;
                 let _ = self.maps[i].set(m);
-                self.maps[i].get().ok_or(Error::Corrupt)?
+                match self.maps[i].get() {
+                    Some(m) => m,
+                    None => return Err(Error::Corrupt),
+                }
             }
         };
         let p = map.as_mut_ptr();

@@ -399,7 +399,9 @@ impl Segment {
         // SAFETY: as in `extend`.
         let bfd = unsafe { rustix::fd::BorrowedFd::borrow_raw(fd) };
         let size = rustix::fs::fstat(bfd)?.st_size as u64;
-        let end = offset.checked_add(len as u64).ok_or(Error::Corrupt)?;
+        let Some(end) = offset.checked_add(len as u64) else {
+            return Err(Error::Corrupt);
+        };
         if offset < self.hdr.size || offset % PAGE as u64 != 0 || end > size {
             return Err(Error::Corrupt);
         }

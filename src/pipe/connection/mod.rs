@@ -328,8 +328,12 @@ impl ShmEnd {
     /// Test hook: writes `bytes` into the outgoing ring as a raw frame with `tag` and a length field of
     /// `len_field`, bypassing every check, as a hostile peer could.
     pub fn __inject_raw_frame(&self, tag: u32, len_field: u32, bytes: &[u8]) -> Result<()> {
-        let tx = self.tx.as_ref().ok_or(Error::Misuse)?;
-        let r = tx.try_reserve(bytes.len())?.ok_or(Error::Full)?;
+        let Some(tx) = self.tx.as_ref() else {
+            return Err(Error::Misuse);
+        };
+        let Some(r) = tx.try_reserve(bytes.len())? else {
+            return Err(Error::Full);
+        };
         tx.write_payload(&r, 0, bytes);
         tx.commit_raw(r, tag, len_field);
         Ok(())

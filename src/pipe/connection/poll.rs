@@ -95,7 +95,9 @@ impl ShmEnd {
     /// and a peer that died are noticed too (then `Ok(true)`, and `recv` reports the end).
     pub fn prepare_poll(&self) -> Result<bool> {
         let st = self.begin()?;
-        let rx = self.rx.as_ref().ok_or(Error::Misuse)?;
+        let Some(rx) = self.rx.as_ref() else {
+            return Err(Error::Misuse);
+        };
         if let Some(key) = self.armed.take() {
             rx.ctl().data.cancel(key); // each call registers anew
         }
@@ -163,7 +165,9 @@ impl ShmEnd {
 impl ShmEnd {
     pub(crate) fn arm(&self) -> Result<Armed> {
         let st = self.begin()?;
-        let rx = self.rx.as_ref().ok_or(Error::Misuse)?;
+        let Some(rx) = self.rx.as_ref() else {
+            return Err(Error::Misuse);
+        };
         if let Some(key) = self.armed.take() {
             rx.ctl().data.cancel(key);
         }
@@ -181,7 +185,9 @@ impl ShmEnd {
 
     pub(crate) fn check(&self, signalled: bool) -> Result<bool> {
         let st = self.begin()?;
-        let rx = self.rx.as_ref().ok_or(Error::Misuse)?;
+        let Some(rx) = self.rx.as_ref() else {
+            return Err(Error::Misuse);
+        };
         rx.drain_data_fd();
         if self.ready_now(&st, rx) {
             return Ok(true);

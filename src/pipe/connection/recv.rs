@@ -199,7 +199,9 @@ impl ShmEnd {
     /// Once the other end is closed and drained it fails with [`Error::Eof`] (or [`Error::PeerDied`]).
     pub fn poll(&self, timeout: impl Into<Timeout>) -> Result<bool> {
         let mut st = self.begin()?;
-        let rx = self.rx.as_ref().ok_or(Error::Misuse)?;
+        let Some(rx) = self.rx.as_ref() else {
+            return Err(Error::Misuse);
+        };
         if !st.backlog.is_empty() {
             return Ok(true);
         }
@@ -212,7 +214,9 @@ impl ShmEnd {
 
     pub(crate) fn recv_bytes_at(&self, deadline: Deadline) -> Result<Vec<u8>> {
         let mut st = self.begin()?;
-        let rx = self.rx.as_ref().ok_or(Error::Misuse)?;
+        let Some(rx) = self.rx.as_ref() else {
+            return Err(Error::Misuse);
+        };
         let _claim = self.claim_rx(rx)?;
         self.next_owned(&mut st, rx, deadline)
     }
@@ -229,7 +233,9 @@ impl ShmEnd {
     /// One whole message, handed over by `take`.
     fn recv_at<T: Take>(&self, deadline: Deadline, take: T) -> Result<T::Out> {
         let mut st = self.begin()?;
-        let rx = self.rx.as_ref().ok_or(Error::Misuse)?;
+        let Some(rx) = self.rx.as_ref() else {
+            return Err(Error::Misuse);
+        };
         let _claim = self.claim_rx(rx)?;
         if st.partial.is_none() && st.backlog.is_empty() {
             // Fast path: a whole message is there, or arrives within a short inline spin.
@@ -278,7 +284,9 @@ impl ShmEnd {
 
     fn recv_into_at(&self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
         let mut st = self.begin()?;
-        let rx = self.rx.as_ref().ok_or(Error::Misuse)?;
+        let Some(rx) = self.rx.as_ref() else {
+            return Err(Error::Misuse);
+        };
         let _claim = self.claim_rx(rx)?;
         // Fast path: a whole message arrives within a short inline spin and nothing was set aside
         // earlier. It keeps the generic waiting machinery off the critical path of a ping-pong.

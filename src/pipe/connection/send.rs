@@ -40,7 +40,9 @@ impl ShmEnd {
     ) -> Result<()> {
         let len = codec::encoded_len(value)?;
         let mut st = self.begin()?;
-        let tx = self.tx.as_ref().ok_or(Error::Misuse)?;
+        let Some(tx) = self.tx.as_ref() else {
+            return Err(Error::Misuse);
+        };
         if len <= tx.max_payload() {
             return self.send_in_place_locked(&mut st, tx, len, deadline, |tx, r| {
                 // SAFETY: the reservation's payload is ours until it is committed, and valid for
@@ -111,7 +113,9 @@ impl ShmEnd {
         fill: impl FnOnce(&Spsc, &mut Reservation) -> Result<R>,
     ) -> Result<R> {
         let mut st = self.begin()?;
-        let tx = self.tx.as_ref().ok_or(Error::Misuse)?;
+        let Some(tx) = self.tx.as_ref() else {
+            return Err(Error::Misuse);
+        };
         if len > tx.max_payload() {
             return Err(Error::TooLarge);
         }
@@ -141,7 +145,9 @@ impl ShmEnd {
     pub(crate) fn send_bytes_at(&self, data: &[u8], deadline: Deadline) -> Result<()> {
         let mut st = self.begin()?;
         let st = &mut *st;
-        let tx = self.tx.as_ref().ok_or(Error::Misuse)?;
+        let Some(tx) = self.tx.as_ref() else {
+            return Err(Error::Misuse);
+        };
         let _claim = self.claim_tx(tx)?;
         let max = tx.max_payload();
         if data.len() <= max {
