@@ -36,6 +36,11 @@ fn main() {
         spawn_refuses_a_function_outside_the_executable,
         async_results_answer_every_timeout_form,
         a_failed_map_leaves_the_other_calls_outcomes_alone,
+        a_short_piece_header_from_a_lying_worker_breaks_nothing,
+        a_frame_claiming_four_billion_results_allocates_nothing,
+        a_worker_killed_as_it_records_its_chunk_fails_no_task,
+        a_killed_worker_fails_only_the_task_it_was_running,
+        a_result_type_whose_decoding_panics_fails_its_task_alone,
     ]);
 }
 
@@ -654,4 +659,138 @@ fn a_failed_map_leaves_the_other_calls_outcomes_alone() {
             "round {round}"
         );
     }
+}
+
+/// The pool goes on after a worker wrote `frame` (with `tag`) into its result ring, as a lying
+/// worker could: the liar's own task is its value or `WorkerDied`, nothing waits past its bound,
+/// and the workers then in place complete later work.
+fn survives_a_lie(liar: fn(u64) -> u64) {
+    let pool = Pool::new(2).unwrap();
+    let r = pool.apply_async(liar, 0).unwrap();
+    let (got, _) = common::within(Duration::from_secs(20), || {
+        r.get_timeout(Duration::from_secs(10))
+    });
+    assert!(matches!(got, Ok(7) | Err(Error::WorkerDied)), "{got:?}");
+    let (m, _) = common::within(Duration::from_secs(20), || {
+        pool.map_async(f, 0..1000u64)
+            .unwrap()
+            .get_timeout(Duration::from_secs(10))
+    });
+    assert_eq!(m.unwrap(), (0..1000).map(f).collect::<Vec<_>>());
+    let pids = pool.pids();
+    common::within(Duration::from_secs(10), || drop(pool));
+    for p in pids {
+        assert!(gone(p), "worker {p} outlived the pool");
+    }
+}
+
+fn short_head(_: u64) -> u64 {
+    // A piece header is `[total u64]` then the frame's first bytes: 3 bytes is none.
+    assert!(Pool::__worker_raw_frame(2, &[1, 2, 3]));
+    7
+}
+
+/// A piece header too short to hold its total took the result thread down (a slice out of range):
+/// every call then waited for ever.
+fn a_short_piece_header_from_a_lying_worker_breaks_nothing() {
+    survives_a_lie(short_head);
+}
+
+fn claims_many(_: u64) -> u64 {
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&0u64.to_le_bytes()); // chunk
+    frame.extend_from_slice(&0u32.to_le_bytes()); // first task
+    frame.extend_from_slice(&u32::MAX.to_le_bytes()); // results: none follow
+    assert!(Pool::__worker_raw_frame(1, &frame));
+    7
+}
+
+/// A frame whose header claims 2^32 - 1 results (and carries none) made the result thread reserve
+/// room for all of them: an allocation of the liar's choosing.
+fn a_frame_claiming_four_billion_results_allocates_nothing() {
+    survives_a_lie(claims_many);
+}
+
+/// A worker killed right after it noted the chunk it took, before it noted that it had begun none
+/// of its tasks, left the count of its previous chunk in its slot: that many tasks of the new
+/// chunk, none of which had begun, failed with `WorkerDied`.
+fn a_worker_killed_as_it_records_its_chunk_fails_no_task() {
+    // The zygote, forked by `build`, inherits the armed point: each worker it forks kills itself
+    // as it records its second chunk.
+    shmwire::hooks::__arm(shmwire::hooks::Point::PoolRecording, libc::SIGKILL, 1);
+    let pool = Pool::builder().processes(1).build();
+    shmwire::hooks::__disarm_all();
+    let pool = pool.unwrap();
+    let (got, _) = common::within(Duration::from_secs(30), || pool.map_chunked(f, 0..40u64, 5));
+    assert_eq!(got.unwrap(), (0..40).map(f).collect::<Vec<_>>());
+}
+
+fn die_at_30(x: u64) -> u64 {
+    if x == 30 {
+        // SAFETY: plain syscall on this (worker) process.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+    f(x)
+}
+
+/// A worker killed while it runs a task: that task is `WorkerDied` (no retries) and every other one
+/// completes, those that had ended with their results not yet published included (they were
+/// `WorkerDied` too: up to a frame's worth of tasks per death).
+fn a_killed_worker_fails_only_the_task_it_was_running() {
+    let pool = Pool::new(2).unwrap();
+    let (got, _) = common::within(Duration::from_secs(20), || {
+        pool.imap_chunked(die_at_30, 0..64u64, 64)
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(got.len(), 64);
+    for (i, r) in got.iter().enumerate() {
+        match r {
+            Err(Error::WorkerDied) if i == 30 => {}
+            Ok(v) if i != 30 => assert_eq!(*v, f(i as u64)),
+            other => panic!("task {i}: {other:?}"),
+        }
+    }
+}
+
+/// A result type whose `Deserialize` panics on one value (a validating type that unwraps).
+#[derive(serde::Serialize, Debug, PartialEq)]
+struct Picky(u64);
+
+impl<'de> serde::Deserialize<'de> for Picky {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = <u64 as serde::Deserialize>::deserialize(d)?;
+        assert!(v != 13, "Picky refuses 13");
+        Ok(Picky(v))
+    }
+}
+
+fn picky(x: u64) -> Picky {
+    Picky(x)
+}
+
+/// The result thread decodes each value into the caller's type: a `Deserialize` that panicked there
+/// took the thread down, and every call of the pool then waited for ever.
+fn a_result_type_whose_decoding_panics_fails_its_task_alone() {
+    let pool = Pool::new(2).unwrap();
+    let (got, _) = common::within(Duration::from_secs(20), || {
+        let mut it = pool.imap(picky, 0..20u64);
+        (0..20)
+            .map(|_| it.next_timeout(Duration::from_secs(10)).unwrap())
+            .map(|r| r.map_err(|e| e.to_string()))
+            .collect::<Vec<_>>()
+    });
+    for (i, r) in got.iter().enumerate() {
+        match r {
+            Err(m) if i == 13 => assert!(m.contains("Picky refuses 13"), "{m}"),
+            Ok(v) if i != 13 => assert_eq!(*v, Picky(i as u64)),
+            other => panic!("task {i}: {other:?}"),
+        }
+    }
+    let (m, _) = common::within(Duration::from_secs(20), || {
+        pool.map_async(picky, 0..20u64)
+            .unwrap()
+            .get_timeout(Duration::from_secs(10))
+    });
+    assert!(matches!(m, Err(Error::Decode { .. })), "{m:?}");
+    assert_eq!(pool.apply(f, 3).unwrap(), f(3));
 }

@@ -389,6 +389,15 @@ impl Pool {
         *TEST_PROGRAM.lock().unwrap_or_else(|p| p.into_inner()) = path;
     }
 
+    /// Test hook, in a task running in a pool's worker: writes a raw frame (`tag` 1: whole, 2:
+    /// head, 3: piece) into the worker's result ring, as a lying worker could. False outside a
+    /// worker.
+    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
+    pub fn __worker_raw_frame(tag: u32, payload: &[u8]) -> bool {
+        worker::raw_frame(tag, payload)
+    }
+
     /// How many worker processes it runs.
     pub fn processes(&self) -> usize {
         self.inner.cfg.processes

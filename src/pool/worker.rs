@@ -288,6 +288,10 @@ pub(crate) fn run(shared: &Shared, start: &Start) -> i32 {
     if ring.recover_tail().is_err() {
         return EXIT_NO_SEGMENT;
     }
+    #[cfg(feature = "test-hooks")]
+    {
+        *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = Some((shared.clone(), w));
+    }
     if let Err(msg) = initialize(shared, main_only) {
         let mut b = Batch::new();
         let _ = b
@@ -337,6 +341,7 @@ pub(crate) fn run(shared: &Shared, start: &Start) -> i32 {
             Err(_) => return EXIT_OK,   // the parent is gone
         };
         slot.chunk.store(d.chunk.wrapping_add(1), Ordering::Relaxed);
+        crate::hooks::hit(crate::hooks::Point::PoolRecording);
         slot.started.store(0, Ordering::Relaxed);
         shared.free(p); // Release: the record above is visible before the entry is reused
         let bufs = (&mut arg, &mut out, &mut batch);
@@ -350,6 +355,32 @@ pub(crate) fn run(shared: &Shared, start: &Start) -> i32 {
             return EXIT_OK;
         }
     }
+}
+
+/// The pool and index of the worker this process is (test hooks only).
+#[cfg(feature = "test-hooks")]
+static CURRENT: std::sync::Mutex<Option<(Shared, usize)>> = std::sync::Mutex::new(None);
+
+/// Test hook, in a task running in a worker: writes a frame of `tag` (1 whole, 2 head, 3 piece)
+/// and `payload` into this worker's result ring, as a lying worker could. False outside a worker
+/// or when the ring has no room.
+#[cfg(feature = "test-hooks")]
+pub(crate) fn raw_frame(tag: u32, payload: &[u8]) -> bool {
+    let cur = CURRENT.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let Some((shared, w)) = cur else {
+        return false;
+    };
+    let ring = shared.ring(w);
+    if payload.len() > ring.max_payload() {
+        return false;
+    }
+    let Ok(Some(r)) = ring.try_reserve(payload.len()) else {
+        return false;
+    };
+    ring.write_payload(&r, 0, payload);
+    ring.commit(r, tag);
+    let _ = shared.block().results.notify();
+    true
 }
 
 /// Runs tasks `d.first..d.count` of a chunk as worker `w`, publishing their results (all of them
