@@ -726,7 +726,9 @@ impl Thread {
         Ok(())
     }
 
-    /// Reads every frame waiting in ring `w` (at most `limit`) into `batch`.
+    /// Reads every frame waiting in ring `w` (at most `limit`) into `batch`; false when the ring
+    /// holds what no worker writes (a bad frame, a piece header too short for its total): its
+    /// writer is then killed and recovered as dead. Nothing in the ring can make this panic.
     fn drain(&mut self, w: usize, limit: usize, batch: &mut Vec<u8>, got: &mut Vec<Got>) -> bool {
         let r = &mut self.readers[w];
         for _ in 0..limit {
@@ -751,10 +753,18 @@ impl Thread {
                     batch.truncate(at);
                 }
                 TAG_HEAD => {
+                    // `[total u64]`, then the frame's first bytes (its header among them): a
+                    // shorter one is no worker's.
+                    let head = batch.get(at..at + 8 + transport::FRAME_HEAD).is_some();
                     let total = batch
                         .get(at..at + 8)
                         .and_then(|b| b.try_into().ok())
-                        .map_or(0, u64::from_le_bytes) as usize;
+                        .map(u64::from_le_bytes)
+                        .and_then(|t| usize::try_from(t).ok());
+                    let (true, Some(total)) = (head, total) else {
+                        batch.truncate(at);
+                        return false;
+                    };
                     r.partial = Some((total, batch[at + 8..].to_vec()));
                     batch.truncate(at);
                 }
@@ -987,7 +997,8 @@ impl Thread {
 /// The `n` results of a frame's body (at `body` in `batch`), each a value's range in `batch` or a
 /// failure; a malformed entry ends the list (its tasks stay undecided, as if unpublished).
 fn entries(batch: &[u8], body: std::ops::Range<usize>, n: u32) -> Vec<Res> {
-    let mut out = Vec::with_capacity(n as usize);
+    // `n` is the worker's word: no more entries than the body can hold.
+    let mut out = Vec::with_capacity((n as usize).min(body.len() / transport::ENTRY_HEAD));
     let mut at = body.start;
     for _ in 0..n {
         let Some((status, v, next)) = transport::next_entry(&batch[at..body.end]) else {
