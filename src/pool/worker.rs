@@ -340,9 +340,13 @@ pub(crate) fn run(shared: &Shared, start: &Start) -> i32 {
             Ok(None) => return EXIT_OK, // closing
             Err(_) => return EXIT_OK,   // the parent is gone
         };
-        slot.chunk.store(d.chunk.wrapping_add(1), Ordering::Relaxed);
-        crate::hooks::hit(crate::hooks::Point::PoolRecording);
+        // "Began none" first, then the chunk: a worker killed between the two leaves "none
+        // held" (the entry, still taken by it, runs again whole), never the new chunk with the
+        // count of tasks its previous chunk began (which failed that many tasks that never ran).
         slot.started.store(0, Ordering::Relaxed);
+        crate::hooks::hit(crate::hooks::Point::PoolRecording);
+        // ORDERING: Release orders the reset above before it.
+        slot.chunk.store(d.chunk.wrapping_add(1), Ordering::Release);
         shared.free(p); // Release: the record above is visible before the entry is reused
         let bufs = (&mut arg, &mut out, &mut batch);
         if run_chunk(shared, &ring, w, &d, main_only, bufs, &mut done).is_err() {
