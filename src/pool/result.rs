@@ -37,9 +37,28 @@ pub(crate) trait Sink: Send + Sync {
     fn abort(&self, err: &dyn Fn() -> Error);
 }
 
+/// Decodes a value into the caller's `R` on the result thread. `R`'s `Deserialize` is the caller's
+/// code: a panic in it is this task's [`Error::Decode`], never the thread's end (every call of the
+/// pool would then wait for ever).
 fn decode<R: DeserializeOwned>(out: Outcome<'_>) -> Result<R> {
     match out {
-        Outcome::Value(b) => codec::decode(b),
+        Outcome::Value(b) => {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| codec::decode(b))) {
+                Ok(r) => r,
+                Err(p) => {
+                    let reason = format!(
+                        "the result type's Deserialize panicked: {}",
+                        super::function::panic_message(&*p)
+                    );
+                    // Dropping the payload runs the caller's code too: under its own guard.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(p)));
+                    Err(Error::Decode {
+                        reason,
+                        bytes: b.to_vec(),
+                    })
+                }
+            }
+        }
         Outcome::Failed(e) => Err(e),
     }
 }
