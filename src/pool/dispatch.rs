@@ -12,8 +12,10 @@
 //! **Recovery of a dead worker `w`** (see `transport`): its ring is drained first (every result it
 //! published is delivered), then its slot says which chunk it held and which task it began: that
 //! task fails with [`Error::WorkerDied`] (or runs again, `retries`), the tasks after it run again
-//! elsewhere; board entries taken by a dead claimer (a worker killed between its claim and its
-//! record) run again whole. A task whose outcome is known is never delivered twice.
+//! elsewhere, and so do those before it whose results it had not yet published (they had ended: a
+//! task may thus run twice, but only the one running at the death fails); board entries taken by a
+//! dead claimer (a worker killed between its claim and its record) run again whole. A task whose
+//! outcome is known is never delivered twice.
 
 use super::StartMethod;
 use super::function::FnRef;
@@ -403,18 +405,20 @@ impl State {
         }
     }
 
-    /// Runs tasks `from..` of `chunk` again (those without an outcome).
-    fn rerun(&mut self, chunk: u64, from: u32) {
+    /// Runs tasks `from..to` of `chunk` again (from the first without an outcome; a dispatch
+    /// carries a range, so a task left out of it runs no more).
+    fn rerun(&mut self, chunk: u64, from: u32, to: u32) {
         let Some(c) = self.ledger.get(&chunk) else {
             return;
         };
-        let Some(first) = c.first_open(from) else {
+        let to = to.min(c.count);
+        let Some(first) = c.first_open(from).filter(|&i| i < to) else {
             return;
         };
         let d = Desc {
             chunk,
             first,
-            count: c.count,
+            count: to,
             off: 0,
             len: 0,
             shim: c.f.shim,
@@ -425,7 +429,8 @@ impl State {
         }
     }
 
-    /// What dead worker `w` held: its begun task fails (or runs again), the rest runs again.
+    /// What dead worker `w` held: the task it was running fails (or runs again), the rest runs
+    /// again.
     fn recover(&mut self, shared: &Shared, w: usize, retries: u32, out: &mut Out) {
         let s = shared.slot(w);
         let held = s.chunk.load(Ordering::Acquire);
@@ -439,38 +444,35 @@ impl State {
         let Some(c) = self.ledger.get_mut(&chunk) else {
             return;
         };
-        if started == 0 || started > u64::from(c.count) {
-            self.rerun(chunk, 0);
+        let count = c.count;
+        if started == 0 || started > u64::from(count) {
+            self.rerun(chunk, 0, count);
             return;
         }
-        // The tasks below `started` without a result died with the worker (the last while it ran,
-        // the others with their results unpublished); they share one fate: all run again while
-        // each has tries left, else all fail. Those from `started` on never began.
-        let started = started as u32;
-        let dead: Vec<u32> = (0..started).filter(|&i| !c.is_final(i)).collect();
-        let Some(&from) = dead.first() else {
-            self.rerun(chunk, started);
+        // Task `started - 1` was running when the worker died (or had just ended, its result not
+        // yet published): it runs again while it has tries left, else fails with `WorkerDied`.
+        // The tasks before it without a result had ended, their results not yet published (a
+        // frame carries several): they run again, charged nothing (a worker's death is not
+        // theirs). Those from `started` on never began.
+        let running = started as u32 - 1;
+        if c.is_final(running) {
+            self.rerun(chunk, 0, count);
             return;
-        };
-        let mut again = true;
-        for &i in &dead {
-            let t = match c.tries.iter_mut().find(|t| t.0 == i) {
-                Some(t) => t,
-                None => {
-                    c.tries.push((i, 0));
-                    c.tries.last_mut().expect("just pushed")
-                }
-            };
-            t.1 += 1;
-            again &= t.1 <= retries;
         }
-        if again {
-            self.rerun(chunk, from);
-        } else {
-            for i in dead {
-                self.finish(chunk, i, [Res::Failed(Error::WorkerDied)], out);
+        let t = match c.tries.iter_mut().find(|t| t.0 == running) {
+            Some(t) => t,
+            None => {
+                c.tries.push((running, 0));
+                c.tries.last_mut().expect("just pushed")
             }
-            self.rerun(chunk, started);
+        };
+        t.1 += 1;
+        if t.1 <= retries {
+            self.rerun(chunk, 0, count);
+        } else {
+            self.finish(chunk, running, [Res::Failed(Error::WorkerDied)], out);
+            self.rerun(chunk, 0, running);
+            self.rerun(chunk, running + 1, count);
         }
     }
 
@@ -886,7 +888,7 @@ impl Thread {
                 if !dead.is_empty() {
                     let seg = shared.obj.segment();
                     for d in shared.reclaim(&|id| seg.claim_alive(id).unwrap_or(true)) {
-                        st.rerun(d.chunk, d.first);
+                        st.rerun(d.chunk, d.first, d.count);
                     }
                 }
                 published = st.pump(&shared);

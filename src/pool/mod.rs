@@ -303,7 +303,8 @@ fn test_program() -> Option<std::path::PathBuf> {
 /// **Failure never hangs**: a task that panics is [`Error::TaskPanicked`] with its message and the
 /// worker goes on; a worker killed while running a task makes that task [`Error::WorkerDied`] (or
 /// runs it again, [`PoolBuilder::retries`]), a new worker takes its place, and every other task
-/// completes (the tasks of its chunk that had not begun run elsewhere), within 2 ×
+/// completes (the tasks of its chunk that had not begun run elsewhere, and so do those that had
+/// ended with their results not yet published: such a task runs twice), within 2 ×
 /// [`PROBE_INTERVAL`](crate::PROBE_INTERVAL) of the death. A program built with
 /// `panic = "abort"` loses the worker with the panic: its task is then `WorkerDied`.
 /// [`terminate`](Self::terminate) fails pending results with [`Error::Closed`]; work submitted
