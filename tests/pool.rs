@@ -41,6 +41,7 @@ fn main() {
         a_worker_killed_as_it_records_its_chunk_fails_no_task,
         a_killed_worker_fails_only_the_task_it_was_running,
         a_result_type_whose_decoding_panics_fails_its_task_alone,
+        an_argument_the_initializers_arena_block_leaves_no_room_for_is_refused,
     ]);
 }
 
@@ -793,4 +794,29 @@ fn a_result_type_whose_decoding_panics_fails_its_task_alone() {
     });
     assert!(matches!(m, Err(Error::Decode { .. })), "{m:?}");
     assert_eq!(pool.apply(f, 3).unwrap(), f(3));
+}
+
+fn len_of(v: Vec<u8>) -> usize {
+    v.len()
+}
+
+/// The initializer's argument holds a block of the arena for the pool's life: a task whose
+/// arguments fit the arena but not beside that block was accepted and then waited for room that
+/// never came (for ever).
+fn an_argument_the_initializers_arena_block_leaves_no_room_for_is_refused() {
+    let pool = Pool::builder()
+        .processes(1)
+        .arena_size(1 << 16)
+        .initializer(set_init, 1)
+        .build()
+        .unwrap();
+    // 65,500 bytes, its length (3) and the task's length word (4): the whole 64 KiB arena.
+    let big = vec![7u8; 65_500];
+    let (r, _) = common::within(Duration::from_secs(20), || {
+        pool.apply_async(len_of, &big)
+            .and_then(|r| r.get_timeout(Duration::from_secs(10)))
+    });
+    assert!(matches!(r, Err(Error::TooLarge)), "{r:?}");
+    // What fits beside the block runs.
+    assert_eq!(pool.apply(len_of, vec![7u8; 60_000]).unwrap(), 60_000);
 }

@@ -93,6 +93,9 @@ struct Block {
 /// The arena's allocator (in the parent alone): first fit over free runs of units.
 struct Arena {
     free: BTreeMap<u64, u64>,
+    /// Units a chunk may have: the arena's, less the blocks held for the pool's life (the
+    /// initializer's argument). Once every chunk is done they are free, and in one run (the
+    /// held block comes first).
     units: u64,
 }
 
@@ -142,6 +145,13 @@ impl Arena {
 
     fn fits(&self, len: usize) -> bool {
         Self::units_for(len) <= self.units
+    }
+
+    /// Allocates a block held for the pool's life (no chunk can have its room).
+    fn alloc_for_good(&mut self, len: usize) -> Option<Block> {
+        let b = self.alloc(len)?;
+        self.units -= Self::units_for(len);
+        Some(b)
     }
 }
 
@@ -294,7 +304,7 @@ impl State {
 
     /// Puts `bytes` in the arena for good (the initializer's argument): `(offset, length)`.
     pub(crate) fn reserve(&mut self, shared: &Shared, bytes: &[u8]) -> Result<(u64, u64)> {
-        let b = self.arena.alloc(bytes.len()).ok_or(Error::TooLarge)?;
+        let b = self.arena.alloc_for_good(bytes.len()).ok_or(Error::TooLarge)?;
         shared.write_arena(b.off, bytes)?;
         Ok((b.off, b.len))
     }

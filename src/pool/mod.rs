@@ -185,7 +185,8 @@ impl PoolBuilder {
     }
 
     /// Bytes of the arena that holds the arguments of the tasks not yet done (default
-    /// [`DEFAULT_ARENA`]); it bounds one chunk's arguments ([`Error::TooLarge`] beyond).
+    /// [`DEFAULT_ARENA`]); it bounds one chunk's arguments ([`Error::TooLarge`] beyond), less
+    /// the initializer's argument, which it holds for the pool's life.
     pub fn arena_size(mut self, bytes: usize) -> Self {
         self.arena = bytes;
         self
