@@ -936,11 +936,9 @@ impl Thread {
             for w in dead {
                 let r = &mut self.readers[w];
                 r.partial = None;
-                // The dead writer's ring: empty from where we read (nothing it half wrote counts).
-                let ctl = r.ring.ctl();
-                ctl.tx
-                    .pos
-                    .store(ctl.rx.pos.load(Ordering::Acquire), Ordering::Release);
+                // The dead writer's ring: empty from where we read (nothing it half wrote counts,
+                // nor a frame we could not step over: its successor must find a sound ring).
+                r.ring.reset_after_writer();
                 if let Some(p) = self.procs[w].take() {
                     p.reap();
                 }
