@@ -43,6 +43,7 @@ fn main() {
         a_result_type_whose_decoding_panics_fails_its_task_alone,
         an_argument_the_initializers_arena_block_leaves_no_room_for_is_refused,
         a_frame_of_no_known_kind_leaves_a_ring_the_successor_can_use,
+        imap_yields_an_unencodable_item_s_error_in_its_place,
     ]);
 }
 
@@ -836,4 +837,66 @@ fn bad_tag(_: u64) -> u64 {
 /// position, so every successor found its ring corrupt and exited at once, for ever.
 fn a_frame_of_no_known_kind_leaves_a_ring_the_successor_can_use() {
     survives_a_lie(bad_tag, true);
+}
+
+/// An argument whose `Serialize` refuses one value.
+struct Touchy(u64);
+
+impl serde::Serialize for Touchy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 == 300 {
+            return Err(<S::Error as serde::ser::Error>::custom("Touchy refuses 300"));
+        }
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Touchy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <u64 as serde::Deserialize>::deserialize(d).map(Touchy)
+    }
+}
+
+fn touchy(t: Touchy) -> u64 {
+    f(t.0)
+}
+
+/// `imap` over items one of which cannot be encoded: that item's error comes in its place and the
+/// rest go on. The items taken with it from the input (up to 64) were dropped without a word, and
+/// the results after them came at the wrong places.
+fn imap_yields_an_unencodable_item_s_error_in_its_place() {
+    let pool = Pool::new(2).unwrap();
+    for in_order in [true, false] {
+        let (got, _) = common::within(Duration::from_secs(20), || {
+            let items = (0..1000u64).map(Touchy);
+            let it = if in_order {
+                pool.imap(touchy, items)
+            } else {
+                pool.imap_unordered(touchy, items)
+            };
+            it.collect::<Vec<_>>()
+        });
+        assert_eq!(got.len(), 1000, "in order: {in_order}");
+        let mut values = Vec::new();
+        let mut failed = Vec::new();
+        for (i, r) in got.into_iter().enumerate() {
+            match r {
+                Ok(v) => values.push((i, v)),
+                // (postcard keeps no message of a custom serialization error)
+                Err(Error::Encode(_)) => failed.push(i),
+                Err(e) => panic!("{i}: {e:?}"),
+            }
+        }
+        assert_eq!(failed.len(), 1, "in order: {in_order}");
+        if in_order {
+            assert_eq!(failed, [300]);
+            assert!(values.iter().all(|&(i, v)| v == f(i as u64)));
+        } else {
+            let mut v: Vec<u64> = values.into_iter().map(|p| p.1).collect();
+            let mut want: Vec<u64> = (0..1000).filter(|&i| i != 300).map(f).collect();
+            v.sort_unstable();
+            want.sort_unstable();
+            assert_eq!(v, want);
+        }
+    }
 }

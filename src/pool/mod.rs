@@ -22,7 +22,7 @@ use crate::codec;
 use crate::error::{Error, Result};
 use dispatch::{Config, End, Inner, State, Thread};
 use function::FnRef;
-use result::{Cell, MapSink, OneSink, Sink, StreamSink};
+use result::{Cell, MapSink, OneSink, Outcome, Sink, StreamSink};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::borrow::Borrow;
@@ -442,15 +442,25 @@ impl Pool {
 
     /// Encodes `args` into chunks of at most `chunksize` tasks, `(base, count, payload)`, and hands
     /// them to `emit` in batches (a few thousand tasks at a time: workers start on the first ones
-    /// while the rest are encoded). Returns how many tasks there were.
+    /// while the rest are encoded). An item that cannot be encoded ends the call with its error,
+    /// or, given `bad`, is handed to it with its index (after every chunk before it went to
+    /// `emit`) and the rest go on. Returns how many items there were.
     fn chunks<T: Serialize, B: Borrow<T>>(
         &self,
         args: impl IntoIterator<Item = B>,
         base: u64,
         chunksize: usize,
         emit: &mut dyn FnMut(Vec<dispatch::ChunkArgs>) -> Result<()>,
+        mut bad: Option<&mut dyn FnMut(u64, Error)>,
     ) -> Result<u64> {
         const BATCH_TASKS: u64 = 4096;
+        /// Encodes into a borrowed buffer (postcard's `to_extend` drops what it owns on failure).
+        struct Ext<'a>(&'a mut Vec<u8>);
+        impl Extend<u8> for Ext<'_> {
+            fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+                self.0.extend(iter);
+            }
+        }
         let max = self.chunk_bytes();
         let mut out = Vec::new();
         let (mut cur, mut count, mut start, mut n) = (Vec::new(), 0u32, base, base);
@@ -468,10 +478,31 @@ impl Pool {
             // `[len u32][value]`, encoded in place (the length is patched in after).
             let at = cur.len();
             cur.extend_from_slice(&[0; 4]);
-            cur = postcard::to_extend(a.borrow(), cur).map_err(|e| Error::Encode(e.to_string()))?;
-            let len = u32::try_from(cur.len() - at - 4).map_err(|_| Error::TooLarge)?;
-            cur[at..at + 4].copy_from_slice(&len.to_le_bytes());
-            count += 1;
+            let len = match postcard::to_extend(a.borrow(), Ext(&mut cur)) {
+                Ok(_) => u32::try_from(cur.len() - at - 4).map_err(|_| Error::TooLarge),
+                Err(e) => Err(Error::Encode(e.to_string())),
+            };
+            match (len, bad.as_deref_mut()) {
+                (Ok(len), _) => {
+                    cur[at..at + 4].copy_from_slice(&len.to_le_bytes());
+                    count += 1;
+                }
+                (Err(e), None) => return Err(e),
+                (Err(e), Some(bad)) => {
+                    // Its place stays its own: what came before goes first, then its error.
+                    cur.truncate(at);
+                    if count > 0 {
+                        out.push((start, count, std::mem::take(&mut cur)));
+                        count = 0;
+                    }
+                    if !out.is_empty() {
+                        emit(std::mem::take(&mut out))?;
+                    }
+                    bad(n, e);
+                    start = n + 1;
+                    batch_from = n + 1;
+                }
+            }
             n += 1;
         }
         if count > 0 {
@@ -494,11 +525,17 @@ impl Pool {
         chunksize: usize,
     ) -> Result<u64> {
         let mut any = false;
-        let r = self.chunks::<T, B>(args, base, chunksize, &mut |c| {
-            self.inner.submit(job.clone(), f, c)?;
-            any = true;
-            Ok(())
-        });
+        let r = self.chunks::<T, B>(
+            args,
+            base,
+            chunksize,
+            &mut |c| {
+                self.inner.submit(job.clone(), f, c)?;
+                any = true;
+                Ok(())
+            },
+            None,
+        );
         if r.is_err() && any {
             job.abort(&|| Error::Closed);
         }
@@ -605,7 +642,8 @@ impl Pool {
 
     /// A lazy, ordered [`map`](Self::map): an iterator yielding each task's result (or error) in
     /// the order of `iter`, taking items from `iter` as results are consumed (one task per chunk,
-    /// as Python's default). A failed task yields its error in its place and the rest go on.
+    /// as Python's default). A failed task yields its error in its place and the rest go on (an
+    /// item that cannot be encoded too: [`Error::Encode`]).
     pub fn imap<T, R, I>(&self, f: fn(T) -> R, iter: I) -> Imap<'_, T, R, I::IntoIter>
     where
         T: TaskValue,
@@ -836,13 +874,27 @@ where
                 break;
             }
             let sink: Arc<dyn Sink> = self.sink.clone();
-            let (pool, submitted) = (self.pool, &mut self.submitted);
-            pool.chunks::<T, I::Item>(items, *submitted, self.chunksize, &mut |c| {
-                let n: u64 = c.iter().map(|c| u64::from(c.1)).sum();
-                pool.inner.submit(sink.clone(), f, c)?;
-                *submitted += n; // only what went: the results to wait for
-                Ok(())
-            })?;
+            let pool = self.pool;
+            // The index of the next item: what went, and the items that could not be encoded
+            // (their errors are in the stream, in their places).
+            let next = std::cell::Cell::new(self.submitted);
+            let r = pool.chunks::<T, I::Item>(
+                items,
+                next.get(),
+                self.chunksize,
+                &mut |c| {
+                    let n: u64 = c.iter().map(|c| u64::from(c.1)).sum();
+                    pool.inner.submit(sink.clone(), f, c)?;
+                    next.set(next.get() + n); // only what went: the results to wait for
+                    Ok(())
+                },
+                Some(&mut |i, e| {
+                    sink.deliver(i, Outcome::Failed(e));
+                    next.set(next.get() + 1);
+                }),
+            );
+            self.submitted = next.get();
+            r?;
         }
         Ok(())
     }
