@@ -44,6 +44,7 @@ fn main() {
         an_argument_the_initializers_arena_block_leaves_no_room_for_is_refused,
         a_frame_of_no_known_kind_leaves_a_ring_the_successor_can_use,
         imap_yields_an_unencodable_item_s_error_in_its_place,
+        two_killing_tasks_of_one_chunk_each_fail_once,
     ]);
 }
 
@@ -845,7 +846,9 @@ struct Touchy(u64);
 impl serde::Serialize for Touchy {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if self.0 == 300 {
-            return Err(<S::Error as serde::ser::Error>::custom("Touchy refuses 300"));
+            return Err(<S::Error as serde::ser::Error>::custom(
+                "Touchy refuses 300",
+            ));
         }
         s.serialize_u64(self.0)
     }
@@ -897,6 +900,34 @@ fn imap_yields_an_unencodable_item_s_error_in_its_place() {
             v.sort_unstable();
             want.sort_unstable();
             assert_eq!(v, want);
+        }
+    }
+}
+
+fn die_at_30_and_40(x: u64) -> u64 {
+    if x == 30 || x == 40 {
+        // SAFETY: plain syscall on this (worker) process.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+    f(x)
+}
+
+/// Two tasks of one chunk that kill their worker: each is `WorkerDied` once, and no task that
+/// failed so runs again (a dispatch that ran again tasks `0..40` ran the failed task 30 again,
+/// which killed its worker again, for ever).
+fn two_killing_tasks_of_one_chunk_each_fail_once() {
+    let pool = Pool::new(1).unwrap();
+    let (got, _) = common::within(Duration::from_secs(20), || {
+        let mut it = pool.imap_chunked(die_at_30_and_40, 0..64u64, 64);
+        (0..64)
+            .map(|_| it.next_timeout(Duration::from_secs(10)).unwrap())
+            .collect::<Vec<_>>()
+    });
+    for (i, r) in got.iter().enumerate() {
+        match r {
+            Err(Error::WorkerDied) if i == 30 || i == 40 => {}
+            Ok(v) if i != 30 && i != 40 => assert_eq!(*v, f(i as u64)),
+            other => panic!("task {i}: {other:?}"),
         }
     }
 }

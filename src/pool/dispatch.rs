@@ -304,7 +304,10 @@ impl State {
 
     /// Puts `bytes` in the arena for good (the initializer's argument): `(offset, length)`.
     pub(crate) fn reserve(&mut self, shared: &Shared, bytes: &[u8]) -> Result<(u64, u64)> {
-        let b = self.arena.alloc_for_good(bytes.len()).ok_or(Error::TooLarge)?;
+        let b = self
+            .arena
+            .alloc_for_good(bytes.len())
+            .ok_or(Error::TooLarge)?;
         shared.write_arena(b.off, bytes)?;
         Ok((b.off, b.len))
     }
@@ -415,27 +418,33 @@ impl State {
         }
     }
 
-    /// Runs tasks `from..to` of `chunk` again (from the first without an outcome; a dispatch
-    /// carries a range, so a task left out of it runs no more).
+    /// Runs the tasks of `from..to` of `chunk` that have no outcome again: one dispatch per run of
+    /// them (a dispatch carries a range, and a task with an outcome must not run inside one: a
+    /// task that failed with `WorkerDied` may kill every worker that runs it).
     fn rerun(&mut self, chunk: u64, from: u32, to: u32) {
         let Some(c) = self.ledger.get(&chunk) else {
             return;
         };
         let to = to.min(c.count);
-        let Some(first) = c.first_open(from).filter(|&i| i < to) else {
-            return;
-        };
-        let d = Desc {
-            chunk,
-            first,
-            count: to,
-            off: 0,
-            len: 0,
-            shim: c.f.shim,
-            func: c.f.func,
-        };
-        if !self.backlog.contains(&d) {
-            self.backlog.push_front(d);
+        let mut runs = Vec::new();
+        let mut at = from;
+        while let Some(first) = c.first_open(at).filter(|&i| i < to) {
+            let end = (first..to).find(|&i| c.is_final(i)).unwrap_or(to);
+            runs.push(Desc {
+                chunk,
+                first,
+                count: end,
+                off: 0,
+                len: 0,
+                shim: c.f.shim,
+                func: c.f.func,
+            });
+            at = end;
+        }
+        for d in runs.into_iter().rev() {
+            if !self.backlog.contains(&d) {
+                self.backlog.push_front(d);
+            }
         }
     }
 
@@ -445,6 +454,7 @@ impl State {
         let s = shared.slot(w);
         let held = s.chunk.load(Ordering::Acquire);
         let started = s.started.load(Ordering::Acquire);
+        let range = s.range.load(Ordering::Relaxed);
         s.chunk.store(0, Ordering::Relaxed);
         s.started.store(0, Ordering::Relaxed);
         if held == 0 {
@@ -454,19 +464,26 @@ impl State {
         let Some(c) = self.ledger.get_mut(&chunk) else {
             return;
         };
-        let count = c.count;
-        if started == 0 || started > u64::from(count) {
-            self.rerun(chunk, 0, count);
+        // Its part of the chunk (the rest may be running elsewhere); the whole of it if the slot
+        // says what no worker writes.
+        let (first, end) = ((range >> 32) as u32, range as u32);
+        let (first, end) = if first < end && end <= c.count {
+            (first, end)
+        } else {
+            (0, c.count)
+        };
+        if started <= u64::from(first) || started > u64::from(end) {
+            self.rerun(chunk, first, end);
             return;
         }
         // Task `started - 1` was running when the worker died (or had just ended, its result not
         // yet published): it runs again while it has tries left, else fails with `WorkerDied`.
-        // The tasks before it without a result had ended, their results not yet published (a
-        // frame carries several): they run again, charged nothing (a worker's death is not
-        // theirs). Those from `started` on never began.
+        // The tasks of its part before it without a result had ended, their results not yet
+        // published (a frame carries several): they run again, charged nothing (a worker's death
+        // is not theirs). Those from `started` on never began.
         let running = started as u32 - 1;
         if c.is_final(running) {
-            self.rerun(chunk, 0, count);
+            self.rerun(chunk, first, end);
             return;
         }
         let t = match c.tries.iter_mut().find(|t| t.0 == running) {
@@ -477,13 +494,10 @@ impl State {
             }
         };
         t.1 += 1;
-        if t.1 <= retries {
-            self.rerun(chunk, 0, count);
-        } else {
+        if t.1 > retries {
             self.finish(chunk, running, [Res::Failed(Error::WorkerDied)], out);
-            self.rerun(chunk, 0, running);
-            self.rerun(chunk, running + 1, count);
         }
+        self.rerun(chunk, first, end);
     }
 
     /// The pool ends (or broke): every pending job fails with `end`'s error.

@@ -136,6 +136,9 @@ pub(crate) struct WSlot {
     pub(crate) started: AtomicU64,
     /// Tasks this incarnation ran.
     pub(crate) tasks: AtomicU64,
+    /// The tasks of that chunk it was given, `first << 32 | end` (a dispatch after a death
+    /// carries part of a chunk: the rest may be in other hands).
+    pub(crate) range: AtomicU64,
 }
 
 #[repr(C)]

@@ -345,6 +345,10 @@ pub(crate) fn run(shared: &Shared, start: &Start) -> i32 {
         // count of tasks its previous chunk began (which failed that many tasks that never ran).
         slot.started.store(0, Ordering::Relaxed);
         crate::hooks::hit(crate::hooks::Point::PoolRecording);
+        slot.range.store(
+            u64::from(d.first) << 32 | u64::from(d.count),
+            Ordering::Relaxed,
+        );
         // ORDERING: Release orders the reset above before it.
         slot.chunk.store(d.chunk.wrapping_add(1), Ordering::Release);
         shared.free(p); // Release: the record above is visible before the entry is reused
