@@ -45,6 +45,7 @@ fn main() {
         a_frame_of_no_known_kind_leaves_a_ring_the_successor_can_use,
         imap_yields_an_unencodable_item_s_error_in_its_place,
         two_killing_tasks_of_one_chunk_each_fail_once,
+        a_scribbled_initializer_length_allocates_nothing,
     ]);
 }
 
@@ -929,5 +930,34 @@ fn two_killing_tasks_of_one_chunk_each_fail_once() {
             Ok(v) if i != 30 && i != 40 => assert_eq!(*v, f(i as u64)),
             other => panic!("task {i}: {other:?}"),
         }
+    }
+}
+
+fn scribble_init(len: u64) -> u64 {
+    assert!(Pool::__worker_scribble_init_len(len));
+    len
+}
+
+/// A lying worker writes 1 TiB as the length of the initializer's argument: the next worker
+/// allocated that much before it checked it against the arena (the allocation failed, the worker
+/// aborted, and its successors after it, for ever: nothing ran again). Now the argument lies
+/// outside the arena: the initializer fails, and the pool is broken, which it says.
+fn a_scribbled_initializer_length_allocates_nothing() {
+    let pool = Pool::builder()
+        .processes(1)
+        .initializer(set_init, 5)
+        .maxtasksperchild(1)
+        .build()
+        .unwrap();
+    assert_eq!(pool.apply(scribble_init, 1 << 40).unwrap(), 1 << 40);
+    let (r, _) = common::within(Duration::from_secs(20), || {
+        pool.apply_async(read_init, 0)
+            .and_then(|r| r.get_timeout(Duration::from_secs(10)))
+    });
+    match r {
+        Err(Error::TaskPanicked { message }) => {
+            assert!(message.contains("outside the arena"), "{message}")
+        }
+        other => panic!("{other:?}"),
     }
 }

@@ -400,6 +400,14 @@ impl Pool {
         worker::raw_frame(tag, payload)
     }
 
+    /// Test hook, in a task running in a pool's worker: writes `len` as the length of the
+    /// initializer's argument (what the next worker to start reads), as a lying worker could.
+    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
+    pub fn __worker_scribble_init_len(len: u64) -> bool {
+        worker::scribble_init_len(len)
+    }
+
     /// How many worker processes it runs.
     pub fn processes(&self) -> usize {
         self.inner.cfg.processes

@@ -249,10 +249,17 @@ fn initialize(shared: &Shared, main_only: bool) -> std::result::Result<(), Strin
     if !function::callable(f, main_only) {
         return Err("the initializer is not callable in this worker".into());
     }
-    let mut arg = vec![0u8; usize::try_from(len).map_err(|_| "corrupt initializer")?];
-    shared
-        .read_arena(off, &mut arg)
-        .map_err(|_| "the initializer's argument lies outside the arena".to_owned())?;
+    // The words are shared: the block is checked against the arena before anything is allocated.
+    let outside = || "the initializer's argument lies outside the arena".to_owned();
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|&l| {
+            off.checked_add(l as u64)
+                .is_some_and(|e| e <= shared.arena().1 as u64)
+        })
+        .ok_or_else(outside)?;
+    let mut arg = vec![0u8; len];
+    shared.read_arena(off, &mut arg).map_err(|_| outside())?;
     let mut out = Vec::new();
     // SAFETY: made by `FnRef::of` in the parent (same build: checked for spawned workers, a
     // copy for forked ones), checked callable above.
@@ -388,6 +395,18 @@ pub(crate) fn raw_frame(tag: u32, payload: &[u8]) -> bool {
     ring.write_payload(&r, 0, payload);
     ring.commit(r, tag);
     let _ = shared.block().results.notify();
+    true
+}
+
+/// Test hook, in a task running in a worker: writes `len` as the length of the initializer's
+/// argument, as a lying worker could (the next worker to start reads it).
+#[cfg(feature = "test-hooks")]
+pub(crate) fn scribble_init_len(len: u64) -> bool {
+    let cur = CURRENT.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let Some((shared, _)) = cur else {
+        return false;
+    };
+    shared.block().init[3].store(len, Ordering::Release);
     true
 }
 
