@@ -46,6 +46,8 @@ fn main() {
         imap_yields_an_unencodable_item_s_error_in_its_place,
         two_killing_tasks_of_one_chunk_each_fail_once,
         a_scribbled_initializer_length_allocates_nothing,
+        a_callback_that_waits_for_the_pool_is_refused_not_hung,
+        a_callback_that_joins_its_pool_is_refused_not_hung,
     ]);
 }
 
@@ -960,4 +962,67 @@ fn a_scribbled_initializer_length_allocates_nothing() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// A callback runs on the result thread: one that waits for another result of the pool (an
+/// `apply` there) waited for itself, for ever, and every other call with it. It is refused with
+/// `Misuse`.
+fn a_callback_that_waits_for_the_pool_is_refused_not_hung() {
+    let pool = Arc::new(Pool::new(2).unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (p2, s2) = (pool.clone(), seen.clone());
+    let r = pool
+        .apply_async_with(
+            f,
+            1,
+            move |_| {
+                let got = p2.apply(f, 2).map_err(|e| e.to_string());
+                let mut it = p2.imap(f, [3u64]);
+                let next = it.next().map(|r| r.map_err(|e| e.to_string()));
+                s2.lock().unwrap().push((got, next));
+            },
+            |_| {},
+        )
+        .unwrap();
+    let (got, _) = common::within(Duration::from_secs(20), || {
+        r.get_timeout(Duration::from_secs(10))
+    });
+    assert_eq!(got.unwrap(), f(1));
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    let misuse = Error::Misuse.to_string();
+    assert_eq!(seen[0].0, Err(misuse.clone()));
+    assert_eq!(seen[0].1, Some(Err(misuse)));
+    // The pool goes on.
+    assert_eq!(pool.apply(f, 4).unwrap(), f(4));
+}
+
+/// `close` then `join` in a callback while other work is pending: `join` waited for the result
+/// thread (the callback's own) to deliver that work, for ever. It is refused with `Misuse`, and a
+/// `join` elsewhere finishes the work.
+fn a_callback_that_joins_its_pool_is_refused_not_hung() {
+    let pool = Arc::new(Pool::new(1).unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (p2, s2) = (pool.clone(), seen.clone());
+    let first = pool
+        .apply_async_with(
+            f,
+            1,
+            move |_| {
+                p2.close();
+                s2.lock()
+                    .unwrap()
+                    .push(p2.join().map_err(|e| e.to_string()));
+            },
+            |_| {},
+        )
+        .unwrap();
+    let later = pool.apply_async(slow, 9).unwrap();
+    let (got, _) = common::within(Duration::from_secs(20), || {
+        first.get_timeout(Duration::from_secs(10))
+    });
+    assert_eq!(got.unwrap(), f(1));
+    assert_eq!(*seen.lock().unwrap(), [Err(Error::Misuse.to_string())]);
+    common::within(Duration::from_secs(20), || pool.join().unwrap());
+    assert_eq!(later.get().unwrap(), 9);
 }

@@ -828,6 +828,7 @@ impl Thread {
 
     /// The pool thread's loop.
     pub(crate) fn run(mut self) {
+        super::result::enter_result_thread(super::result::pool_id(&self.inner));
         let inner = self.inner.clone();
         let shared = inner.shared.clone();
         let blk = shared.block();

@@ -566,7 +566,7 @@ impl Pool {
         if chunksize == 0 {
             return Err(Error::invalid("chunksize must be at least 1"));
         }
-        let cell = Cell::new();
+        let cell = Cell::new(result::pool_id(&self.inner));
         let sink: Arc<dyn Sink> = Arc::new(MapSink::<R>::new(cell.clone(), args.len()));
         if args.is_empty() {
             self.inner.lock().open()?;
@@ -710,7 +710,9 @@ impl Pool {
     /// [`apply_async`](Self::apply_async) with callbacks, run in this process on the pool's result
     /// thread (as Python's): `callback` with the value when the task returns one, else
     /// `error_callback` with the error; before the result is ready. They must not block for long
-    /// (every other result waits meanwhile); a panic in one is reported on stderr.
+    /// (every other result waits meanwhile); a panic in one is reported on stderr. One that waits
+    /// for an outcome of this pool not yet known (`get`, `map`, `apply`, `imap`, `join`) is
+    /// refused with [`Error::Misuse`]: the callback's thread is the one that would deliver it.
     pub fn apply_async_with<T, R>(
         &self,
         f: fn(T) -> R,
@@ -742,7 +744,7 @@ impl Pool {
         R: TaskValue + Send + 'static,
     {
         let f = self.fn_ref(FnRef::of(f))?;
-        let cell = Cell::new();
+        let cell = Cell::new(result::pool_id(&self.inner));
         let sink: Arc<dyn Sink> = Arc::new(OneSink::new(cell.clone(), cb, ecb));
         self.submit_all::<T, &T>(&sink, f, [arg], 0, 1)?;
         Ok(AsyncResult::new(cell))
@@ -756,7 +758,8 @@ impl Pool {
 
     /// After [`close`](Self::close) (or [`terminate`](Self::terminate)): waits for the submitted
     /// work to finish and the workers to exit, and reaps them. [`Error::Misuse`] on a pool still
-    /// open (as Python's `ValueError`).
+    /// open (as Python's `ValueError`), and in a callback of this pool while work is pending (the
+    /// callback's thread is the one that would deliver it).
     pub fn join(&self) -> Result<()> {
         self.mine()?;
         {
@@ -765,6 +768,9 @@ impl Pool {
                 return Err(Error::Misuse);
             }
             while !st.idle() && st.ended.is_none() {
+                if result::waits_for_itself(result::pool_id(&self.inner)) {
+                    return Err(Error::Misuse); // a callback: the work waits for this very thread
+                }
                 st = self.inner.idle.wait(st).unwrap_or_else(|p| p.into_inner());
             }
         }
@@ -857,7 +863,7 @@ where
             f,
             input,
             chunksize,
-            sink: StreamSink::new(in_order),
+            sink: StreamSink::new(in_order, result::pool_id(&pool.inner)),
             submitted: 0,
             yielded: 0,
             window,
