@@ -48,6 +48,7 @@ fn main() {
         a_scribbled_initializer_length_allocates_nothing,
         a_callback_that_waits_for_the_pool_is_refused_not_hung,
         a_callback_that_joins_its_pool_is_refused_not_hung,
+        two_threads_terminating_at_once_both_return_after_the_workers_are_gone,
     ]);
 }
 
@@ -1025,4 +1026,25 @@ fn a_callback_that_joins_its_pool_is_refused_not_hung() {
     assert_eq!(*seen.lock().unwrap(), [Err(Error::Misuse.to_string())]);
     common::within(Duration::from_secs(20), || pool.join().unwrap());
     assert_eq!(later.get().unwrap(), 9);
+}
+
+/// `terminate` promises the workers are reaped when it returns. Two threads calling it at once:
+/// the second found the result thread's handle taken by the first and returned at once, while the
+/// workers still ran.
+fn two_threads_terminating_at_once_both_return_after_the_workers_are_gone() {
+    for round in 0..20 {
+        let pool = Pool::new(3).unwrap();
+        let pids = pool.pids();
+        let _pending = pool.map_async(slow, 0..1000).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    pool.terminate();
+                    for &p in &pids {
+                        assert!(gone(p), "round {round}: worker {p} outlived terminate");
+                    }
+                });
+            }
+        });
+    }
 }

@@ -798,8 +798,10 @@ impl Pool {
         if std::thread::current().id() == self.thread_id {
             return;
         }
-        let h = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = h {
+        // The lock is held while the thread is joined: a second caller (another thread's `join`
+        // or `terminate`) waits for the first to finish reaping, not just for the handle.
+        let mut g = self.thread.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = g.take() {
             let _ = h.join();
         }
     }
