@@ -51,6 +51,9 @@ pub enum Point {
     ManagerFreeing = 16,
     /// A dict or list writer holds the container's lock and has changed nothing yet.
     ManagerLocked = 17,
+    /// A pool worker has taken a board entry and is recording in its slot what it holds (the
+    /// entry not yet freed).
+    PoolRecording = 18,
 }
 
 #[cfg(feature = "test-hooks")]

@@ -36,6 +36,19 @@ fn main() {
         spawn_refuses_a_function_outside_the_executable,
         async_results_answer_every_timeout_form,
         a_failed_map_leaves_the_other_calls_outcomes_alone,
+        a_short_piece_header_from_a_lying_worker_breaks_nothing,
+        a_frame_claiming_four_billion_results_allocates_nothing,
+        a_worker_killed_as_it_records_its_chunk_fails_no_task,
+        a_killed_worker_fails_only_the_task_it_was_running,
+        a_result_type_whose_decoding_panics_fails_its_task_alone,
+        an_argument_the_initializers_arena_block_leaves_no_room_for_is_refused,
+        a_frame_of_no_known_kind_leaves_a_ring_the_successor_can_use,
+        imap_yields_an_unencodable_item_s_error_in_its_place,
+        two_killing_tasks_of_one_chunk_each_fail_once,
+        a_scribbled_initializer_length_allocates_nothing,
+        a_callback_that_waits_for_the_pool_is_refused_not_hung,
+        a_callback_that_joins_its_pool_is_refused_not_hung,
+        two_threads_terminating_at_once_both_return_after_the_workers_are_gone,
     ]);
 }
 
@@ -653,5 +666,385 @@ fn a_failed_map_leaves_the_other_calls_outcomes_alone() {
             f(7),
             "round {round}"
         );
+    }
+}
+
+/// The pool goes on after a worker's task `liar` wrote into its result ring what no worker writes:
+/// the liar's own task is its value or `WorkerDied` (unless its result lies behind a frame the
+/// reader cannot step over, `hidden`: a liar can always withhold its results), nothing waits past
+/// its bound, and the liar's successor completes later work (one worker: nobody else could).
+fn survives_a_lie(liar: fn(u64) -> u64, hidden: bool) {
+    let pool = Pool::new(1).unwrap();
+    let r = pool.apply_async(liar, 0).unwrap();
+    let wait = Duration::from_secs(if hidden { 1 } else { 10 });
+    let (got, _) = common::within(Duration::from_secs(20), || r.get_timeout(wait));
+    match got {
+        Ok(7) | Err(Error::WorkerDied) => {}
+        Err(Error::Timeout) if hidden => {}
+        other => panic!("{other:?}"),
+    }
+    let (m, _) = common::within(Duration::from_secs(20), || {
+        pool.map_async(f, 0..1000u64)
+            .unwrap()
+            .get_timeout(Duration::from_secs(10))
+    });
+    assert_eq!(m.unwrap(), (0..1000).map(f).collect::<Vec<_>>());
+    let pids = pool.pids();
+    common::within(Duration::from_secs(10), || drop(pool));
+    for p in pids {
+        assert!(gone(p), "worker {p} outlived the pool");
+    }
+}
+
+fn short_head(_: u64) -> u64 {
+    // A piece header is `[total u64]` then the frame's first bytes: 3 bytes is none.
+    assert!(Pool::__worker_raw_frame(2, &[1, 2, 3]));
+    7
+}
+
+/// A piece header too short to hold its total took the result thread down (a slice out of range):
+/// every call then waited for ever.
+fn a_short_piece_header_from_a_lying_worker_breaks_nothing() {
+    survives_a_lie(short_head, false);
+}
+
+fn claims_many(_: u64) -> u64 {
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&0u64.to_le_bytes()); // chunk
+    frame.extend_from_slice(&0u32.to_le_bytes()); // first task
+    frame.extend_from_slice(&u32::MAX.to_le_bytes()); // results: none follow
+    assert!(Pool::__worker_raw_frame(1, &frame));
+    7
+}
+
+/// A frame whose header claims 2^32 - 1 results (and carries none) made the result thread reserve
+/// room for all of them: an allocation of the liar's choosing.
+fn a_frame_claiming_four_billion_results_allocates_nothing() {
+    survives_a_lie(claims_many, false);
+}
+
+/// A worker killed right after it noted the chunk it took, before it noted that it had begun none
+/// of its tasks, left the count of its previous chunk in its slot: that many tasks of the new
+/// chunk, none of which had begun, failed with `WorkerDied`.
+fn a_worker_killed_as_it_records_its_chunk_fails_no_task() {
+    // The zygote, forked by `build`, inherits the armed point: each worker it forks kills itself
+    // as it records its second chunk.
+    shmwire::hooks::__arm(shmwire::hooks::Point::PoolRecording, libc::SIGKILL, 1);
+    let pool = Pool::builder().processes(1).build();
+    shmwire::hooks::__disarm_all();
+    let pool = pool.unwrap();
+    let (got, _) = common::within(Duration::from_secs(30), || pool.map_chunked(f, 0..40u64, 5));
+    assert_eq!(got.unwrap(), (0..40).map(f).collect::<Vec<_>>());
+}
+
+fn die_at_30(x: u64) -> u64 {
+    if x == 30 {
+        // SAFETY: plain syscall on this (worker) process.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+    f(x)
+}
+
+/// A worker killed while it runs a task: that task is `WorkerDied` (no retries) and every other one
+/// completes, those that had ended with their results not yet published included (they were
+/// `WorkerDied` too: up to a frame's worth of tasks per death).
+fn a_killed_worker_fails_only_the_task_it_was_running() {
+    let pool = Pool::new(2).unwrap();
+    let (got, _) = common::within(Duration::from_secs(20), || {
+        pool.imap_chunked(die_at_30, 0..64u64, 64)
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(got.len(), 64);
+    for (i, r) in got.iter().enumerate() {
+        match r {
+            Err(Error::WorkerDied) if i == 30 => {}
+            Ok(v) if i != 30 => assert_eq!(*v, f(i as u64)),
+            other => panic!("task {i}: {other:?}"),
+        }
+    }
+}
+
+/// A result type whose `Deserialize` panics on one value (a validating type that unwraps).
+#[derive(serde::Serialize, Debug, PartialEq)]
+struct Picky(u64);
+
+impl<'de> serde::Deserialize<'de> for Picky {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = <u64 as serde::Deserialize>::deserialize(d)?;
+        assert!(v != 13, "Picky refuses 13");
+        Ok(Picky(v))
+    }
+}
+
+fn picky(x: u64) -> Picky {
+    Picky(x)
+}
+
+/// The result thread decodes each value into the caller's type: a `Deserialize` that panicked there
+/// took the thread down, and every call of the pool then waited for ever.
+fn a_result_type_whose_decoding_panics_fails_its_task_alone() {
+    let pool = Pool::new(2).unwrap();
+    let (got, _) = common::within(Duration::from_secs(20), || {
+        let mut it = pool.imap(picky, 0..20u64);
+        (0..20)
+            .map(|_| it.next_timeout(Duration::from_secs(10)).unwrap())
+            .map(|r| r.map_err(|e| e.to_string()))
+            .collect::<Vec<_>>()
+    });
+    for (i, r) in got.iter().enumerate() {
+        match r {
+            Err(m) if i == 13 => assert!(m.contains("Picky refuses 13"), "{m}"),
+            Ok(v) if i != 13 => assert_eq!(*v, Picky(i as u64)),
+            other => panic!("task {i}: {other:?}"),
+        }
+    }
+    let (m, _) = common::within(Duration::from_secs(20), || {
+        pool.map_async(picky, 0..20u64)
+            .unwrap()
+            .get_timeout(Duration::from_secs(10))
+    });
+    assert!(matches!(m, Err(Error::Decode { .. })), "{m:?}");
+    assert_eq!(pool.apply(f, 3).unwrap(), f(3));
+}
+
+fn len_of(v: Vec<u8>) -> usize {
+    v.len()
+}
+
+/// The initializer's argument holds a block of the arena for the pool's life: a task whose
+/// arguments fit the arena but not beside that block was accepted and then waited for room that
+/// never came (for ever).
+fn an_argument_the_initializers_arena_block_leaves_no_room_for_is_refused() {
+    let pool = Pool::builder()
+        .processes(1)
+        .arena_size(1 << 16)
+        .initializer(set_init, 1)
+        .build()
+        .unwrap();
+    // 65,500 bytes, its length (3) and the task's length word (4): the whole 64 KiB arena.
+    let big = vec![7u8; 65_500];
+    let (r, _) = common::within(Duration::from_secs(20), || {
+        pool.apply_async(len_of, &big)
+            .and_then(|r| r.get_timeout(Duration::from_secs(10)))
+    });
+    assert!(matches!(r, Err(Error::TooLarge)), "{r:?}");
+    // What fits beside the block runs.
+    assert_eq!(pool.apply(len_of, vec![7u8; 60_000]).unwrap(), 60_000);
+}
+
+fn bad_tag(_: u64) -> u64 {
+    assert!(Pool::__worker_raw_frame(9, &[0; 16]));
+    7
+}
+
+/// A frame of no known kind is left in the ring (the reader cannot step over it): the liar is
+/// killed, and its ring was handed to the successor with that frame still at the reader's
+/// position, so every successor found its ring corrupt and exited at once, for ever.
+fn a_frame_of_no_known_kind_leaves_a_ring_the_successor_can_use() {
+    survives_a_lie(bad_tag, true);
+}
+
+/// An argument whose `Serialize` refuses one value.
+struct Touchy(u64);
+
+impl serde::Serialize for Touchy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 == 300 {
+            return Err(<S::Error as serde::ser::Error>::custom(
+                "Touchy refuses 300",
+            ));
+        }
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Touchy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <u64 as serde::Deserialize>::deserialize(d).map(Touchy)
+    }
+}
+
+fn touchy(t: Touchy) -> u64 {
+    f(t.0)
+}
+
+/// `imap` over items one of which cannot be encoded: that item's error comes in its place and the
+/// rest go on. The items taken with it from the input (up to 64) were dropped without a word, and
+/// the results after them came at the wrong places.
+fn imap_yields_an_unencodable_item_s_error_in_its_place() {
+    let pool = Pool::new(2).unwrap();
+    for in_order in [true, false] {
+        let (got, _) = common::within(Duration::from_secs(20), || {
+            let items = (0..1000u64).map(Touchy);
+            let it = if in_order {
+                pool.imap(touchy, items)
+            } else {
+                pool.imap_unordered(touchy, items)
+            };
+            it.collect::<Vec<_>>()
+        });
+        assert_eq!(got.len(), 1000, "in order: {in_order}");
+        let mut values = Vec::new();
+        let mut failed = Vec::new();
+        for (i, r) in got.into_iter().enumerate() {
+            match r {
+                Ok(v) => values.push((i, v)),
+                // (postcard keeps no message of a custom serialization error)
+                Err(Error::Encode(_)) => failed.push(i),
+                Err(e) => panic!("{i}: {e:?}"),
+            }
+        }
+        assert_eq!(failed.len(), 1, "in order: {in_order}");
+        if in_order {
+            assert_eq!(failed, [300]);
+            assert!(values.iter().all(|&(i, v)| v == f(i as u64)));
+        } else {
+            let mut v: Vec<u64> = values.into_iter().map(|p| p.1).collect();
+            let mut want: Vec<u64> = (0..1000).filter(|&i| i != 300).map(f).collect();
+            v.sort_unstable();
+            want.sort_unstable();
+            assert_eq!(v, want);
+        }
+    }
+}
+
+fn die_at_30_and_40(x: u64) -> u64 {
+    if x == 30 || x == 40 {
+        // SAFETY: plain syscall on this (worker) process.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+    f(x)
+}
+
+/// Two tasks of one chunk that kill their worker: each is `WorkerDied` once, and no task that
+/// failed so runs again (a dispatch that ran again tasks `0..40` ran the failed task 30 again,
+/// which killed its worker again, for ever).
+fn two_killing_tasks_of_one_chunk_each_fail_once() {
+    let pool = Pool::new(1).unwrap();
+    let (got, _) = common::within(Duration::from_secs(20), || {
+        let mut it = pool.imap_chunked(die_at_30_and_40, 0..64u64, 64);
+        (0..64)
+            .map(|_| it.next_timeout(Duration::from_secs(10)).unwrap())
+            .collect::<Vec<_>>()
+    });
+    for (i, r) in got.iter().enumerate() {
+        match r {
+            Err(Error::WorkerDied) if i == 30 || i == 40 => {}
+            Ok(v) if i != 30 && i != 40 => assert_eq!(*v, f(i as u64)),
+            other => panic!("task {i}: {other:?}"),
+        }
+    }
+}
+
+fn scribble_init(len: u64) -> u64 {
+    assert!(Pool::__worker_scribble_init_len(len));
+    len
+}
+
+/// A lying worker writes 1 TiB as the length of the initializer's argument: the next worker
+/// allocated that much before it checked it against the arena (the allocation failed, the worker
+/// aborted, and its successors after it, for ever: nothing ran again). Now the argument lies
+/// outside the arena: the initializer fails, and the pool is broken, which it says.
+fn a_scribbled_initializer_length_allocates_nothing() {
+    let pool = Pool::builder()
+        .processes(1)
+        .initializer(set_init, 5)
+        .maxtasksperchild(1)
+        .build()
+        .unwrap();
+    assert_eq!(pool.apply(scribble_init, 1 << 40).unwrap(), 1 << 40);
+    let (r, _) = common::within(Duration::from_secs(20), || {
+        pool.apply_async(read_init, 0)
+            .and_then(|r| r.get_timeout(Duration::from_secs(10)))
+    });
+    match r {
+        Err(Error::TaskPanicked { message }) => {
+            assert!(message.contains("outside the arena"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A callback runs on the result thread: one that waits for another result of the pool (an
+/// `apply` there) waited for itself, for ever, and every other call with it. It is refused with
+/// `Misuse`.
+fn a_callback_that_waits_for_the_pool_is_refused_not_hung() {
+    let pool = Arc::new(Pool::new(2).unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (p2, s2) = (pool.clone(), seen.clone());
+    let r = pool
+        .apply_async_with(
+            f,
+            1,
+            move |_| {
+                let got = p2.apply(f, 2).map_err(|e| e.to_string());
+                let mut it = p2.imap(f, [3u64]);
+                let next = it.next().map(|r| r.map_err(|e| e.to_string()));
+                s2.lock().unwrap().push((got, next));
+            },
+            |_| {},
+        )
+        .unwrap();
+    let (got, _) = common::within(Duration::from_secs(20), || {
+        r.get_timeout(Duration::from_secs(10))
+    });
+    assert_eq!(got.unwrap(), f(1));
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    let misuse = Error::Misuse.to_string();
+    assert_eq!(seen[0].0, Err(misuse.clone()));
+    assert_eq!(seen[0].1, Some(Err(misuse)));
+    // The pool goes on.
+    assert_eq!(pool.apply(f, 4).unwrap(), f(4));
+}
+
+/// `close` then `join` in a callback while other work is pending: `join` waited for the result
+/// thread (the callback's own) to deliver that work, for ever. It is refused with `Misuse`, and a
+/// `join` elsewhere finishes the work.
+fn a_callback_that_joins_its_pool_is_refused_not_hung() {
+    let pool = Arc::new(Pool::new(1).unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (p2, s2) = (pool.clone(), seen.clone());
+    let first = pool
+        .apply_async_with(
+            f,
+            1,
+            move |_| {
+                p2.close();
+                s2.lock()
+                    .unwrap()
+                    .push(p2.join().map_err(|e| e.to_string()));
+            },
+            |_| {},
+        )
+        .unwrap();
+    let later = pool.apply_async(slow, 9).unwrap();
+    let (got, _) = common::within(Duration::from_secs(20), || {
+        first.get_timeout(Duration::from_secs(10))
+    });
+    assert_eq!(got.unwrap(), f(1));
+    assert_eq!(*seen.lock().unwrap(), [Err(Error::Misuse.to_string())]);
+    common::within(Duration::from_secs(20), || pool.join().unwrap());
+    assert_eq!(later.get().unwrap(), 9);
+}
+
+/// `terminate` promises the workers are reaped when it returns. Two threads calling it at once:
+/// the second found the result thread's handle taken by the first and returned at once, while the
+/// workers still ran.
+fn two_threads_terminating_at_once_both_return_after_the_workers_are_gone() {
+    for round in 0..20 {
+        let pool = Pool::new(3).unwrap();
+        let pids = pool.pids();
+        let _pending = pool.map_async(slow, 0..1000).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    pool.terminate();
+                    for &p in &pids {
+                        assert!(gone(p), "round {round}: worker {p} outlived terminate");
+                    }
+                });
+            }
+        });
     }
 }

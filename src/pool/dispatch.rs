@@ -12,8 +12,10 @@
 //! **Recovery of a dead worker `w`** (see `transport`): its ring is drained first (every result it
 //! published is delivered), then its slot says which chunk it held and which task it began: that
 //! task fails with [`Error::WorkerDied`] (or runs again, `retries`), the tasks after it run again
-//! elsewhere; board entries taken by a dead claimer (a worker killed between its claim and its
-//! record) run again whole. A task whose outcome is known is never delivered twice.
+//! elsewhere, and so do those before it whose results it had not yet published (they had ended: a
+//! task may thus run twice, but only the one running at the death fails); board entries taken by a
+//! dead claimer (a worker killed between its claim and its record) run again whole. A task whose
+//! outcome is known is never delivered twice.
 
 use super::StartMethod;
 use super::function::FnRef;
@@ -91,6 +93,9 @@ struct Block {
 /// The arena's allocator (in the parent alone): first fit over free runs of units.
 struct Arena {
     free: BTreeMap<u64, u64>,
+    /// Units a chunk may have: the arena's, less the blocks held for the pool's life (the
+    /// initializer's argument). Once every chunk is done they are free, and in one run (the
+    /// held block comes first).
     units: u64,
 }
 
@@ -140,6 +145,13 @@ impl Arena {
 
     fn fits(&self, len: usize) -> bool {
         Self::units_for(len) <= self.units
+    }
+
+    /// Allocates a block held for the pool's life (no chunk can have its room).
+    fn alloc_for_good(&mut self, len: usize) -> Option<Block> {
+        let b = self.alloc(len)?;
+        self.units -= Self::units_for(len);
+        Some(b)
     }
 }
 
@@ -292,7 +304,10 @@ impl State {
 
     /// Puts `bytes` in the arena for good (the initializer's argument): `(offset, length)`.
     pub(crate) fn reserve(&mut self, shared: &Shared, bytes: &[u8]) -> Result<(u64, u64)> {
-        let b = self.arena.alloc(bytes.len()).ok_or(Error::TooLarge)?;
+        let b = self
+            .arena
+            .alloc_for_good(bytes.len())
+            .ok_or(Error::TooLarge)?;
         shared.write_arena(b.off, bytes)?;
         Ok((b.off, b.len))
     }
@@ -403,33 +418,43 @@ impl State {
         }
     }
 
-    /// Runs tasks `from..` of `chunk` again (those without an outcome).
-    fn rerun(&mut self, chunk: u64, from: u32) {
+    /// Runs the tasks of `from..to` of `chunk` that have no outcome again: one dispatch per run of
+    /// them (a dispatch carries a range, and a task with an outcome must not run inside one: a
+    /// task that failed with `WorkerDied` may kill every worker that runs it).
+    fn rerun(&mut self, chunk: u64, from: u32, to: u32) {
         let Some(c) = self.ledger.get(&chunk) else {
             return;
         };
-        let Some(first) = c.first_open(from) else {
-            return;
-        };
-        let d = Desc {
-            chunk,
-            first,
-            count: c.count,
-            off: 0,
-            len: 0,
-            shim: c.f.shim,
-            func: c.f.func,
-        };
-        if !self.backlog.contains(&d) {
-            self.backlog.push_front(d);
+        let to = to.min(c.count);
+        let mut runs = Vec::new();
+        let mut at = from;
+        while let Some(first) = c.first_open(at).filter(|&i| i < to) {
+            let end = (first..to).find(|&i| c.is_final(i)).unwrap_or(to);
+            runs.push(Desc {
+                chunk,
+                first,
+                count: end,
+                off: 0,
+                len: 0,
+                shim: c.f.shim,
+                func: c.f.func,
+            });
+            at = end;
+        }
+        for d in runs.into_iter().rev() {
+            if !self.backlog.contains(&d) {
+                self.backlog.push_front(d);
+            }
         }
     }
 
-    /// What dead worker `w` held: its begun task fails (or runs again), the rest runs again.
+    /// What dead worker `w` held: the task it was running fails (or runs again), the rest runs
+    /// again.
     fn recover(&mut self, shared: &Shared, w: usize, retries: u32, out: &mut Out) {
         let s = shared.slot(w);
         let held = s.chunk.load(Ordering::Acquire);
         let started = s.started.load(Ordering::Acquire);
+        let range = s.range.load(Ordering::Relaxed);
         s.chunk.store(0, Ordering::Relaxed);
         s.started.store(0, Ordering::Relaxed);
         if held == 0 {
@@ -439,39 +464,40 @@ impl State {
         let Some(c) = self.ledger.get_mut(&chunk) else {
             return;
         };
-        if started == 0 || started > u64::from(c.count) {
-            self.rerun(chunk, 0);
-            return;
-        }
-        // The tasks below `started` without a result died with the worker (the last while it ran,
-        // the others with their results unpublished); they share one fate: all run again while
-        // each has tries left, else all fail. Those from `started` on never began.
-        let started = started as u32;
-        let dead: Vec<u32> = (0..started).filter(|&i| !c.is_final(i)).collect();
-        let Some(&from) = dead.first() else {
-            self.rerun(chunk, started);
-            return;
-        };
-        let mut again = true;
-        for &i in &dead {
-            let t = match c.tries.iter_mut().find(|t| t.0 == i) {
-                Some(t) => t,
-                None => {
-                    c.tries.push((i, 0));
-                    c.tries.last_mut().expect("just pushed")
-                }
-            };
-            t.1 += 1;
-            again &= t.1 <= retries;
-        }
-        if again {
-            self.rerun(chunk, from);
+        // Its part of the chunk (the rest may be running elsewhere); the whole of it if the slot
+        // says what no worker writes.
+        let (first, end) = ((range >> 32) as u32, range as u32);
+        let (first, end) = if first < end && end <= c.count {
+            (first, end)
         } else {
-            for i in dead {
-                self.finish(chunk, i, [Res::Failed(Error::WorkerDied)], out);
-            }
-            self.rerun(chunk, started);
+            (0, c.count)
+        };
+        if started <= u64::from(first) || started > u64::from(end) {
+            self.rerun(chunk, first, end);
+            return;
         }
+        // Task `started - 1` was running when the worker died (or had just ended, its result not
+        // yet published): it runs again while it has tries left, else fails with `WorkerDied`.
+        // The tasks of its part before it without a result had ended, their results not yet
+        // published (a frame carries several): they run again, charged nothing (a worker's death
+        // is not theirs). Those from `started` on never began.
+        let running = started as u32 - 1;
+        if c.is_final(running) {
+            self.rerun(chunk, first, end);
+            return;
+        }
+        let t = match c.tries.iter_mut().find(|t| t.0 == running) {
+            Some(t) => t,
+            None => {
+                c.tries.push((running, 0));
+                c.tries.last_mut().expect("just pushed")
+            }
+        };
+        t.1 += 1;
+        if t.1 > retries {
+            self.finish(chunk, running, [Res::Failed(Error::WorkerDied)], out);
+        }
+        self.rerun(chunk, first, end);
     }
 
     /// The pool ends (or broke): every pending job fails with `end`'s error.
@@ -726,7 +752,9 @@ impl Thread {
         Ok(())
     }
 
-    /// Reads every frame waiting in ring `w` (at most `limit`) into `batch`.
+    /// Reads every frame waiting in ring `w` (at most `limit`) into `batch`; false when the ring
+    /// holds what no worker writes (a bad frame, a piece header too short for its total): its
+    /// writer is then killed and recovered as dead. Nothing in the ring can make this panic.
     fn drain(&mut self, w: usize, limit: usize, batch: &mut Vec<u8>, got: &mut Vec<Got>) -> bool {
         let r = &mut self.readers[w];
         for _ in 0..limit {
@@ -751,10 +779,18 @@ impl Thread {
                     batch.truncate(at);
                 }
                 TAG_HEAD => {
+                    // `[total u64]`, then the frame's first bytes (its header among them): a
+                    // shorter one is no worker's.
+                    let head = batch.get(at..at + 8 + transport::FRAME_HEAD).is_some();
                     let total = batch
                         .get(at..at + 8)
                         .and_then(|b| b.try_into().ok())
-                        .map_or(0, u64::from_le_bytes) as usize;
+                        .map(u64::from_le_bytes)
+                        .and_then(|t| usize::try_from(t).ok());
+                    let (true, Some(total)) = (head, total) else {
+                        batch.truncate(at);
+                        return false;
+                    };
                     r.partial = Some((total, batch[at + 8..].to_vec()));
                     batch.truncate(at);
                 }
@@ -792,6 +828,7 @@ impl Thread {
 
     /// The pool thread's loop.
     pub(crate) fn run(mut self) {
+        super::result::enter_result_thread(super::result::pool_id(&self.inner));
         let inner = self.inner.clone();
         let shared = inner.shared.clone();
         let blk = shared.block();
@@ -876,7 +913,7 @@ impl Thread {
                 if !dead.is_empty() {
                     let seg = shared.obj.segment();
                     for d in shared.reclaim(&|id| seg.claim_alive(id).unwrap_or(true)) {
-                        st.rerun(d.chunk, d.first);
+                        st.rerun(d.chunk, d.first, d.count);
                     }
                 }
                 published = st.pump(&shared);
@@ -914,11 +951,9 @@ impl Thread {
             for w in dead {
                 let r = &mut self.readers[w];
                 r.partial = None;
-                // The dead writer's ring: empty from where we read (nothing it half wrote counts).
-                let ctl = r.ring.ctl();
-                ctl.tx
-                    .pos
-                    .store(ctl.rx.pos.load(Ordering::Acquire), Ordering::Release);
+                // The dead writer's ring: empty from where we read (nothing it half wrote counts,
+                // nor a frame we could not step over: its successor must find a sound ring).
+                r.ring.reset_after_writer();
                 if let Some(p) = self.procs[w].take() {
                     p.reap();
                 }
@@ -987,7 +1022,8 @@ impl Thread {
 /// The `n` results of a frame's body (at `body` in `batch`), each a value's range in `batch` or a
 /// failure; a malformed entry ends the list (its tasks stay undecided, as if unpublished).
 fn entries(batch: &[u8], body: std::ops::Range<usize>, n: u32) -> Vec<Res> {
-    let mut out = Vec::with_capacity(n as usize);
+    // `n` is the worker's word: no more entries than the body can hold.
+    let mut out = Vec::with_capacity((n as usize).min(body.len() / transport::ENTRY_HEAD));
     let mut at = body.start;
     for _ in 0..n {
         let Some((status, v, next)) = transport::next_entry(&batch[at..body.end]) else {

@@ -22,7 +22,7 @@ use crate::codec;
 use crate::error::{Error, Result};
 use dispatch::{Config, End, Inner, State, Thread};
 use function::FnRef;
-use result::{Cell, MapSink, OneSink, Sink, StreamSink};
+use result::{Cell, MapSink, OneSink, Outcome, Sink, StreamSink};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::borrow::Borrow;
@@ -185,7 +185,8 @@ impl PoolBuilder {
     }
 
     /// Bytes of the arena that holds the arguments of the tasks not yet done (default
-    /// [`DEFAULT_ARENA`]); it bounds one chunk's arguments ([`Error::TooLarge`] beyond).
+    /// [`DEFAULT_ARENA`]); it bounds one chunk's arguments ([`Error::TooLarge`] beyond), less
+    /// the initializer's argument, which it holds for the pool's life.
     pub fn arena_size(mut self, bytes: usize) -> Self {
         self.arena = bytes;
         self
@@ -303,7 +304,8 @@ fn test_program() -> Option<std::path::PathBuf> {
 /// **Failure never hangs**: a task that panics is [`Error::TaskPanicked`] with its message and the
 /// worker goes on; a worker killed while running a task makes that task [`Error::WorkerDied`] (or
 /// runs it again, [`PoolBuilder::retries`]), a new worker takes its place, and every other task
-/// completes (the tasks of its chunk that had not begun run elsewhere), within 2 ×
+/// completes (the tasks of its chunk that had not begun run elsewhere, and so do those that had
+/// ended with their results not yet published: such a task runs twice), within 2 ×
 /// [`PROBE_INTERVAL`](crate::PROBE_INTERVAL) of the death. A program built with
 /// `panic = "abort"` loses the worker with the panic: its task is then `WorkerDied`.
 /// [`terminate`](Self::terminate) fails pending results with [`Error::Closed`]; work submitted
@@ -389,6 +391,23 @@ impl Pool {
         *TEST_PROGRAM.lock().unwrap_or_else(|p| p.into_inner()) = path;
     }
 
+    /// Test hook, in a task running in a pool's worker: writes a raw frame (`tag` 1: whole, 2:
+    /// head, 3: piece) into the worker's result ring, as a lying worker could. False outside a
+    /// worker.
+    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
+    pub fn __worker_raw_frame(tag: u32, payload: &[u8]) -> bool {
+        worker::raw_frame(tag, payload)
+    }
+
+    /// Test hook, in a task running in a pool's worker: writes `len` as the length of the
+    /// initializer's argument (what the next worker to start reads), as a lying worker could.
+    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
+    pub fn __worker_scribble_init_len(len: u64) -> bool {
+        worker::scribble_init_len(len)
+    }
+
     /// How many worker processes it runs.
     pub fn processes(&self) -> usize {
         self.inner.cfg.processes
@@ -431,15 +450,25 @@ impl Pool {
 
     /// Encodes `args` into chunks of at most `chunksize` tasks, `(base, count, payload)`, and hands
     /// them to `emit` in batches (a few thousand tasks at a time: workers start on the first ones
-    /// while the rest are encoded). Returns how many tasks there were.
+    /// while the rest are encoded). An item that cannot be encoded ends the call with its error,
+    /// or, given `bad`, is handed to it with its index (after every chunk before it went to
+    /// `emit`) and the rest go on. Returns how many items there were.
     fn chunks<T: Serialize, B: Borrow<T>>(
         &self,
         args: impl IntoIterator<Item = B>,
         base: u64,
         chunksize: usize,
         emit: &mut dyn FnMut(Vec<dispatch::ChunkArgs>) -> Result<()>,
+        mut bad: Option<&mut dyn FnMut(u64, Error)>,
     ) -> Result<u64> {
         const BATCH_TASKS: u64 = 4096;
+        /// Encodes into a borrowed buffer (postcard's `to_extend` drops what it owns on failure).
+        struct Ext<'a>(&'a mut Vec<u8>);
+        impl Extend<u8> for Ext<'_> {
+            fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+                self.0.extend(iter);
+            }
+        }
         let max = self.chunk_bytes();
         let mut out = Vec::new();
         let (mut cur, mut count, mut start, mut n) = (Vec::new(), 0u32, base, base);
@@ -457,10 +486,31 @@ impl Pool {
             // `[len u32][value]`, encoded in place (the length is patched in after).
             let at = cur.len();
             cur.extend_from_slice(&[0; 4]);
-            cur = postcard::to_extend(a.borrow(), cur).map_err(|e| Error::Encode(e.to_string()))?;
-            let len = u32::try_from(cur.len() - at - 4).map_err(|_| Error::TooLarge)?;
-            cur[at..at + 4].copy_from_slice(&len.to_le_bytes());
-            count += 1;
+            let len = match postcard::to_extend(a.borrow(), Ext(&mut cur)) {
+                Ok(_) => u32::try_from(cur.len() - at - 4).map_err(|_| Error::TooLarge),
+                Err(e) => Err(Error::Encode(e.to_string())),
+            };
+            match (len, bad.as_deref_mut()) {
+                (Ok(len), _) => {
+                    cur[at..at + 4].copy_from_slice(&len.to_le_bytes());
+                    count += 1;
+                }
+                (Err(e), None) => return Err(e),
+                (Err(e), Some(bad)) => {
+                    // Its place stays its own: what came before goes first, then its error.
+                    cur.truncate(at);
+                    if count > 0 {
+                        out.push((start, count, std::mem::take(&mut cur)));
+                        count = 0;
+                    }
+                    if !out.is_empty() {
+                        emit(std::mem::take(&mut out))?;
+                    }
+                    bad(n, e);
+                    start = n + 1;
+                    batch_from = n + 1;
+                }
+            }
             n += 1;
         }
         if count > 0 {
@@ -483,11 +533,17 @@ impl Pool {
         chunksize: usize,
     ) -> Result<u64> {
         let mut any = false;
-        let r = self.chunks::<T, B>(args, base, chunksize, &mut |c| {
-            self.inner.submit(job.clone(), f, c)?;
-            any = true;
-            Ok(())
-        });
+        let r = self.chunks::<T, B>(
+            args,
+            base,
+            chunksize,
+            &mut |c| {
+                self.inner.submit(job.clone(), f, c)?;
+                any = true;
+                Ok(())
+            },
+            None,
+        );
         if r.is_err() && any {
             job.abort(&|| Error::Closed);
         }
@@ -510,7 +566,7 @@ impl Pool {
         if chunksize == 0 {
             return Err(Error::invalid("chunksize must be at least 1"));
         }
-        let cell = Cell::new();
+        let cell = Cell::new(result::pool_id(&self.inner));
         let sink: Arc<dyn Sink> = Arc::new(MapSink::<R>::new(cell.clone(), args.len()));
         if args.is_empty() {
             self.inner.lock().open()?;
@@ -594,7 +650,8 @@ impl Pool {
 
     /// A lazy, ordered [`map`](Self::map): an iterator yielding each task's result (or error) in
     /// the order of `iter`, taking items from `iter` as results are consumed (one task per chunk,
-    /// as Python's default). A failed task yields its error in its place and the rest go on.
+    /// as Python's default). A failed task yields its error in its place and the rest go on (an
+    /// item that cannot be encoded too: [`Error::Encode`]).
     pub fn imap<T, R, I>(&self, f: fn(T) -> R, iter: I) -> Imap<'_, T, R, I::IntoIter>
     where
         T: TaskValue,
@@ -653,7 +710,9 @@ impl Pool {
     /// [`apply_async`](Self::apply_async) with callbacks, run in this process on the pool's result
     /// thread (as Python's): `callback` with the value when the task returns one, else
     /// `error_callback` with the error; before the result is ready. They must not block for long
-    /// (every other result waits meanwhile); a panic in one is reported on stderr.
+    /// (every other result waits meanwhile); a panic in one is reported on stderr. One that waits
+    /// for an outcome of this pool not yet known (`get`, `map`, `apply`, `imap`, `join`) is
+    /// refused with [`Error::Misuse`]: the callback's thread is the one that would deliver it.
     pub fn apply_async_with<T, R>(
         &self,
         f: fn(T) -> R,
@@ -685,7 +744,7 @@ impl Pool {
         R: TaskValue + Send + 'static,
     {
         let f = self.fn_ref(FnRef::of(f))?;
-        let cell = Cell::new();
+        let cell = Cell::new(result::pool_id(&self.inner));
         let sink: Arc<dyn Sink> = Arc::new(OneSink::new(cell.clone(), cb, ecb));
         self.submit_all::<T, &T>(&sink, f, [arg], 0, 1)?;
         Ok(AsyncResult::new(cell))
@@ -699,7 +758,8 @@ impl Pool {
 
     /// After [`close`](Self::close) (or [`terminate`](Self::terminate)): waits for the submitted
     /// work to finish and the workers to exit, and reaps them. [`Error::Misuse`] on a pool still
-    /// open (as Python's `ValueError`).
+    /// open (as Python's `ValueError`), and in a callback of this pool while work is pending (the
+    /// callback's thread is the one that would deliver it).
     pub fn join(&self) -> Result<()> {
         self.mine()?;
         {
@@ -708,6 +768,9 @@ impl Pool {
                 return Err(Error::Misuse);
             }
             while !st.idle() && st.ended.is_none() {
+                if result::waits_for_itself(result::pool_id(&self.inner)) {
+                    return Err(Error::Misuse); // a callback: the work waits for this very thread
+                }
                 st = self.inner.idle.wait(st).unwrap_or_else(|p| p.into_inner());
             }
         }
@@ -735,8 +798,10 @@ impl Pool {
         if std::thread::current().id() == self.thread_id {
             return;
         }
-        let h = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = h {
+        // The lock is held while the thread is joined: a second caller (another thread's `join`
+        // or `terminate`) waits for the first to finish reaping, not just for the handle.
+        let mut g = self.thread.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = g.take() {
             let _ = h.join();
         }
     }
@@ -800,7 +865,7 @@ where
             f,
             input,
             chunksize,
-            sink: StreamSink::new(in_order),
+            sink: StreamSink::new(in_order, result::pool_id(&pool.inner)),
             submitted: 0,
             yielded: 0,
             window,
@@ -825,13 +890,27 @@ where
                 break;
             }
             let sink: Arc<dyn Sink> = self.sink.clone();
-            let (pool, submitted) = (self.pool, &mut self.submitted);
-            pool.chunks::<T, I::Item>(items, *submitted, self.chunksize, &mut |c| {
-                let n: u64 = c.iter().map(|c| u64::from(c.1)).sum();
-                pool.inner.submit(sink.clone(), f, c)?;
-                *submitted += n; // only what went: the results to wait for
-                Ok(())
-            })?;
+            let pool = self.pool;
+            // The index of the next item: what went, and the items that could not be encoded
+            // (their errors are in the stream, in their places).
+            let next = std::cell::Cell::new(self.submitted);
+            let r = pool.chunks::<T, I::Item>(
+                items,
+                next.get(),
+                self.chunksize,
+                &mut |c| {
+                    let n: u64 = c.iter().map(|c| u64::from(c.1)).sum();
+                    pool.inner.submit(sink.clone(), f, c)?;
+                    next.set(next.get() + n); // only what went: the results to wait for
+                    Ok(())
+                },
+                Some(&mut |i, e| {
+                    sink.deliver(i, Outcome::Failed(e));
+                    next.set(next.get() + 1);
+                }),
+            );
+            self.submitted = next.get();
+            r?;
         }
         Ok(())
     }

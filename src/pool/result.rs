@@ -37,9 +37,28 @@ pub(crate) trait Sink: Send + Sync {
     fn abort(&self, err: &dyn Fn() -> Error);
 }
 
+/// Decodes a value into the caller's `R` on the result thread. `R`'s `Deserialize` is the caller's
+/// code: a panic in it is this task's [`Error::Decode`], never the thread's end (every call of the
+/// pool would then wait for ever).
 fn decode<R: DeserializeOwned>(out: Outcome<'_>) -> Result<R> {
     match out {
-        Outcome::Value(b) => codec::decode(b),
+        Outcome::Value(b) => {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| codec::decode(b))) {
+                Ok(r) => r,
+                Err(p) => {
+                    let reason = format!(
+                        "the result type's Deserialize panicked: {}",
+                        super::function::panic_message(&*p)
+                    );
+                    // Dropping the payload runs the caller's code too: under its own guard.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(p)));
+                    Err(Error::Decode {
+                        reason,
+                        bytes: b.to_vec(),
+                    })
+                }
+            }
+        }
         Outcome::Failed(e) => Err(e),
     }
 }
@@ -58,6 +77,27 @@ fn guarded(what: &str, f: impl FnOnce()) {
     }
 }
 
+thread_local! {
+    /// On a pool's result thread: that pool's id ([`pool_id`]); 0 elsewhere.
+    static RESULT_THREAD_OF: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// A pool's id: the address of what its threads share.
+pub(crate) fn pool_id<T>(inner: &Arc<T>) -> usize {
+    Arc::as_ptr(inner) as *const u8 as usize
+}
+
+/// Marks this thread as pool `id`'s result thread.
+pub(crate) fn enter_result_thread(id: usize) {
+    RESULT_THREAD_OF.with(|t| t.set(id));
+}
+
+/// Whether waiting here for a result of pool `id` would wait for ever: this is its result thread
+/// (in a callback), which alone could deliver it.
+pub(crate) fn waits_for_itself(id: usize) -> bool {
+    RESULT_THREAD_OF.with(|t| t.get()) == id
+}
+
 enum Slot<R> {
     Pending,
     Ready(Result<R>),
@@ -66,6 +106,8 @@ enum Slot<R> {
 }
 
 pub(crate) struct Cell<R> {
+    /// The pool it belongs to ([`pool_id`]).
+    pool: usize,
     slot: Mutex<Slot<R>>,
     cv: Condvar,
     /// Threads waiting on `cv` (changed under `slot`'s lock): a result nobody waits for is set
@@ -95,8 +137,9 @@ fn wait_counted<'a, T>(
 }
 
 impl<R> Cell<R> {
-    pub(crate) fn new() -> Arc<Cell<R>> {
+    pub(crate) fn new(pool: usize) -> Arc<Cell<R>> {
         Arc::new(Cell {
+            pool,
             slot: Mutex::new(Slot::Pending),
             cv: Condvar::new(),
             waiters: AtomicU32::new(0),
@@ -151,9 +194,11 @@ impl<R> AsyncResult<R> {
         AsyncResult { cell }
     }
 
+    /// Waits until the outcome is known or `deadline`; on the pool's own result thread (a
+    /// callback) a pending outcome never comes: it does not wait (`get` says [`Error::Misuse`]).
     fn wait_until(&self, deadline: Option<Instant>) -> MutexGuard<'_, Slot<R>> {
         let mut s = lock(&self.cell.slot);
-        while matches!(*s, Slot::Pending) {
+        while matches!(*s, Slot::Pending) && !waits_for_itself(self.cell.pool) {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
@@ -162,10 +207,13 @@ impl<R> AsyncResult<R> {
         s
     }
 
-    fn take(mut s: MutexGuard<'_, Slot<R>>) -> Result<R> {
+    fn take(&self, mut s: MutexGuard<'_, Slot<R>>) -> Result<R> {
         match std::mem::replace(&mut *s, Slot::Taken(false)) {
             Slot::Pending => {
                 *s = Slot::Pending;
+                if waits_for_itself(self.cell.pool) {
+                    return Err(Error::Misuse);
+                }
                 Err(Error::Timeout)
             }
             Slot::Ready(r) => {
@@ -181,14 +229,16 @@ impl<R> AsyncResult<R> {
 
     /// Waits for the outcome and returns it: the task's value, or why it has none
     /// ([`Error::TaskPanicked`], [`Error::WorkerDied`], [`Error::Closed`] after `terminate`, ...).
-    /// The value is taken: a second call is [`Error::Misuse`].
+    /// The value is taken: a second call is [`Error::Misuse`]. So is a wait in a callback of the
+    /// same pool for an outcome not yet known (the callback runs on the thread that would deliver
+    /// it: Python's pool waits for ever there); `wait` then returns at once.
     pub fn get(&self) -> Result<R> {
-        Self::take(self.wait_until(None))
+        self.take(self.wait_until(None))
     }
 
     /// [`get`](Self::get), giving up with [`Error::Timeout`] after `timeout` (the task runs on).
     pub fn get_timeout(&self, timeout: Duration) -> Result<R> {
-        Self::take(self.wait_until(Instant::now().checked_add(timeout)))
+        self.take(self.wait_until(Instant::now().checked_add(timeout)))
     }
 
     /// Waits until the outcome is known.
@@ -337,6 +387,8 @@ impl<R: DeserializeOwned + Send + 'static> Sink for MapSink<R> {
 
 /// The sink of an `imap` or `imap_unordered`: outcomes wait here until the iterator takes them.
 pub(crate) struct StreamSink<R> {
+    /// The pool it belongs to ([`pool_id`]).
+    pool: usize,
     state: Mutex<Stream<R>>,
     cv: Condvar,
     waiters: AtomicU32,
@@ -352,8 +404,9 @@ struct Stream<R> {
 }
 
 impl<R> StreamSink<R> {
-    pub(crate) fn new(in_order: bool) -> Arc<Self> {
+    pub(crate) fn new(in_order: bool, pool: usize) -> Arc<Self> {
         Arc::new(StreamSink {
+            pool,
             in_order,
             waiters: AtomicU32::new(0),
             state: Mutex::new(Stream {
@@ -385,6 +438,9 @@ impl<R> StreamSink<R> {
             }
             if s.ended {
                 return Err(s.aborted.take().unwrap_or(Error::Closed));
+            }
+            if waits_for_itself(self.pool) {
+                return Err(Error::Misuse); // in a callback of this pool: none would come
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(Error::Timeout);

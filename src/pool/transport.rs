@@ -38,9 +38,11 @@
 //! 50 µs or so; never with its chunk's end. A
 //! frame larger than the ring allows goes as a `TAG_HEAD` frame (`[total u64]` then the frame's
 //! first bytes) and `TAG_CONT` frames. A worker records each task it begins (`started = i + 1` in
-//! its slot) before it runs it: once the parent has drained a dead worker's ring, the tasks of its
-//! chunk below `started` without a result died with it (the last one while running, the others
-//! with their results unpublished), and those from `started` on never began.
+//! its slot) before it runs it: once the parent has drained a dead worker's ring, task
+//! `started - 1` of its chunk, if it has no result, was running when it died; the tasks below it
+//! without a result had ended with their results unpublished (they run again), and those from
+//! `started` on never began. It notes "began none" before it notes a new chunk, so a slot never
+//! pairs a chunk with the count of the one before.
 //!
 //! Everything a process reads from shared memory it copies, then checks: positions, lengths,
 //! offsets and the arena range of a block are validated before use.
@@ -134,6 +136,9 @@ pub(crate) struct WSlot {
     pub(crate) started: AtomicU64,
     /// Tasks this incarnation ran.
     pub(crate) tasks: AtomicU64,
+    /// The tasks of that chunk it was given, `first << 32 | end` (a dispatch after a death
+    /// carries part of a chunk: the rest may be in other hands).
+    pub(crate) range: AtomicU64,
 }
 
 #[repr(C)]

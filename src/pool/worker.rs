@@ -249,10 +249,17 @@ fn initialize(shared: &Shared, main_only: bool) -> std::result::Result<(), Strin
     if !function::callable(f, main_only) {
         return Err("the initializer is not callable in this worker".into());
     }
-    let mut arg = vec![0u8; usize::try_from(len).map_err(|_| "corrupt initializer")?];
-    shared
-        .read_arena(off, &mut arg)
-        .map_err(|_| "the initializer's argument lies outside the arena".to_owned())?;
+    // The words are shared: the block is checked against the arena before anything is allocated.
+    let outside = || "the initializer's argument lies outside the arena".to_owned();
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|&l| {
+            off.checked_add(l as u64)
+                .is_some_and(|e| e <= shared.arena().1 as u64)
+        })
+        .ok_or_else(outside)?;
+    let mut arg = vec![0u8; len];
+    shared.read_arena(off, &mut arg).map_err(|_| outside())?;
     let mut out = Vec::new();
     // SAFETY: made by `FnRef::of` in the parent (same build: checked for spawned workers, a
     // copy for forked ones), checked callable above.
@@ -287,6 +294,10 @@ pub(crate) fn run(shared: &Shared, start: &Start) -> i32 {
     let ring = shared.ring(w);
     if ring.recover_tail().is_err() {
         return EXIT_NO_SEGMENT;
+    }
+    #[cfg(feature = "test-hooks")]
+    {
+        *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = Some((shared.clone(), w));
     }
     if let Err(msg) = initialize(shared, main_only) {
         let mut b = Batch::new();
@@ -336,8 +347,17 @@ pub(crate) fn run(shared: &Shared, start: &Start) -> i32 {
             Ok(None) => return EXIT_OK, // closing
             Err(_) => return EXIT_OK,   // the parent is gone
         };
-        slot.chunk.store(d.chunk.wrapping_add(1), Ordering::Relaxed);
+        // "Began none" first, then the chunk: a worker killed between the two leaves "none
+        // held" (the entry, still taken by it, runs again whole), never the new chunk with the
+        // count of tasks its previous chunk began (which failed that many tasks that never ran).
         slot.started.store(0, Ordering::Relaxed);
+        crate::hooks::hit(crate::hooks::Point::PoolRecording);
+        slot.range.store(
+            u64::from(d.first) << 32 | u64::from(d.count),
+            Ordering::Relaxed,
+        );
+        // ORDERING: Release orders the reset above before it.
+        slot.chunk.store(d.chunk.wrapping_add(1), Ordering::Release);
         shared.free(p); // Release: the record above is visible before the entry is reused
         let bufs = (&mut arg, &mut out, &mut batch);
         if run_chunk(shared, &ring, w, &d, main_only, bufs, &mut done).is_err() {
@@ -350,6 +370,44 @@ pub(crate) fn run(shared: &Shared, start: &Start) -> i32 {
             return EXIT_OK;
         }
     }
+}
+
+/// The pool and index of the worker this process is (test hooks only).
+#[cfg(feature = "test-hooks")]
+static CURRENT: std::sync::Mutex<Option<(Shared, usize)>> = std::sync::Mutex::new(None);
+
+/// Test hook, in a task running in a worker: writes a frame of `tag` (1 whole, 2 head, 3 piece)
+/// and `payload` into this worker's result ring, as a lying worker could. False outside a worker
+/// or when the ring has no room.
+#[cfg(feature = "test-hooks")]
+pub(crate) fn raw_frame(tag: u32, payload: &[u8]) -> bool {
+    let cur = CURRENT.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let Some((shared, w)) = cur else {
+        return false;
+    };
+    let ring = shared.ring(w);
+    if payload.len() > ring.max_payload() {
+        return false;
+    }
+    let Ok(Some(r)) = ring.try_reserve(payload.len()) else {
+        return false;
+    };
+    ring.write_payload(&r, 0, payload);
+    ring.commit(r, tag);
+    let _ = shared.block().results.notify();
+    true
+}
+
+/// Test hook, in a task running in a worker: writes `len` as the length of the initializer's
+/// argument, as a lying worker could (the next worker to start reads it).
+#[cfg(feature = "test-hooks")]
+pub(crate) fn scribble_init_len(len: u64) -> bool {
+    let cur = CURRENT.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let Some((shared, _)) = cur else {
+        return false;
+    };
+    shared.block().init[3].store(len, Ordering::Release);
+    true
 }
 
 /// Runs tasks `d.first..d.count` of a chunk as worker `w`, publishing their results (all of them

@@ -489,6 +489,21 @@ impl Spsc {
         let _ = self.ctl().space.notify(); // nobody polls a descriptor for room
     }
 
+    /// Empties the ring from the reader's side once its writer is dead and before another takes
+    /// its place (nobody writes meanwhile): `head` and `tail` meet at `head` (8-aligned) and the
+    /// header slot there reads "nothing", so whatever the dead writer left from there (a frame the
+    /// reader could not step over, a half-written one) is dropped, and the next writer starts on a
+    /// ring its `recover_tail` accepts.
+    pub(crate) fn reset_after_writer(&self) {
+        let ctl = self.ctl();
+        let head = ctl.rx.pos.load(Ordering::Relaxed) & !7;
+        self.slot((head & self.mask()) as usize)
+            .store(0, Ordering::Relaxed);
+        ctl.rx.pos.store(head, Ordering::Relaxed);
+        // ORDERING: Release: the next writer (started after this) sees the zeroed slot first.
+        ctl.tx.pos.store(head, Ordering::Release);
+    }
+
     /// Records `me` as the last reader of the ring (we hold the reader's claim): one store to the
     /// line `consume` writes anyway.
     #[inline]
