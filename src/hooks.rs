@@ -54,6 +54,11 @@ pub enum Point {
     /// A pool worker has taken a board entry and is recording in its slot what it holds (the
     /// entry not yet freed).
     PoolRecording = 18,
+    /// A listener being bound found its name's socket stale (not yet under the reclaim lock).
+    ReclaimFound = 19,
+    /// A reclaimer holds the reclaim lock and has judged the name's socket stale, and not yet
+    /// removed it.
+    ReclaimChecked = 20,
 }
 
 #[cfg(feature = "test-hooks")]

@@ -94,6 +94,7 @@ fn main() {
         accept_timeout_is_bounded_while_another_thread_accepts,
         accept_timeout_is_bounded_under_a_stream_of_clients,
         reclaiming_a_stale_name_has_one_winner,
+        a_reclaimer_never_removes_a_listener_that_came_after_its_check,
         listener_survives_a_pipe_of_more_than_64_slots,
         listener_refuses_rings_above_its_maximum,
         wake_descriptors_of_a_client_cannot_block_the_listener,
@@ -1089,6 +1090,66 @@ fn reclaiming_a_stale_name_has_one_winner() {
         );
         drop(conn);
     }
+}
+
+/// A binder finds the name's socket stale; a cleanup removes that socket before the binder takes
+/// the reclaim lock, so under the lock the binder finds no file at all; a new listener links itself
+/// at the free name (no lock needed for a free name) just then. The binder must not remove that
+/// live listener's file (two winners: both binds `Ok`, one of them unreachable).
+fn a_reclaimer_never_removes_a_listener_that_came_after_its_check() {
+    use shmwire::hooks::{__arm, __paused, __resume, Point};
+    let name = unique("reclaim-race");
+    let path = socket_path(&name);
+    {
+        let _ = std::fs::remove_file(&path);
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap()); // stale: nobody listens
+    }
+    __arm(Point::ReclaimFound, 0, 0);
+    let n = name.clone();
+    let first = std::thread::spawn(move || Listener::bind(&n));
+    let paused_at = |p: Point, within: Duration| {
+        let t = Instant::now();
+        while !__paused(p) && !first.is_finished() && t.elapsed() < within {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        __paused(p)
+    };
+    assert!(
+        paused_at(Point::ReclaimFound, Duration::from_secs(10)),
+        "the binder found the stale socket"
+    );
+    // The cleanup removes the stale socket (under the reclaim lock, rightly).
+    let removed = shmwire::cleanup().unwrap();
+    assert!(removed.iter().any(|r| r.ends_with(&name)), "{removed:?}");
+    __arm(Point::ReclaimChecked, 0, 0);
+    __resume(Point::ReclaimFound);
+    // The binder now holds the lock and finds no file; a new listener takes the free name.
+    let at_check = paused_at(Point::ReclaimChecked, Duration::from_secs(2));
+    let second = Listener::bind(&name);
+    if at_check {
+        __resume(Point::ReclaimChecked);
+    }
+    let first = first.join().unwrap();
+    shmwire::hooks::__disarm_all();
+    let winners = [first.is_ok(), second.is_ok()];
+    assert_eq!(
+        winners.iter().filter(|w| **w).count(),
+        1,
+        "one winner (first: {first:?}, second: {second:?})"
+    );
+    // The winner is reachable at the name.
+    let l = first.or(second).unwrap();
+    let n = name.clone();
+    let p = Process::fork(move || {
+        Client::connect_timeout(&n, Duration::from_secs(5))
+            .unwrap()
+            .send(&1u8)
+            .unwrap();
+    })
+    .unwrap();
+    let c = l.accept_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(c.recv_timeout::<u8>(Duration::from_secs(10)).unwrap(), 1);
+    assert!(p.join().unwrap().success());
 }
 
 /// A sealed memfd laid out as a pipe segment (4 KiB rings) whose header says `n_slots` slots.

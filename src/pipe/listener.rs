@@ -44,7 +44,7 @@
 
 use crate::error::{Error, Result};
 use crate::pipe::connection::Connection;
-use crate::segment::names::{is_stale, reclaim_lock, unix_socket};
+use crate::segment::names::{is_stale, reclaim_lock, remove_stale_locked, unix_socket};
 use crate::segment::registry::{self, Gate};
 use crate::wait::Deadline;
 use crate::wait::select::Armed;
@@ -166,18 +166,14 @@ fn place(tmp: &Path, path: &Path) -> std::result::Result<(), Placing> {
     if !is_stale(path) {
         return Err(Placing::Taken);
     }
+    crate::hooks::hit(crate::hooks::Point::ReclaimFound);
     // Its listener died. Under the lock, a stale socket stays stale (nobody revives one: a live
-    // listener is only ever linked in anew) and only we remove it, so we remove what we checked.
+    // listener is only ever linked in anew) and only we remove it; a name found with no file is
+    // left for whoever links first (see `remove_stale_locked`).
     let Some(_lock) = reclaim_lock(path, RECLAIM_WAIT).map_err(Placing::Failed)? else {
         return Err(Placing::Taken);
     };
-    if is_stale(path) {
-        match std::fs::remove_file(path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(Placing::Failed(e.into())),
-        }
-    }
+    remove_stale_locked(path).map_err(|e| Placing::Failed(e.into()))?;
     match rustix::fs::link(tmp, path) {
         Ok(()) => Ok(()),
         Err(rustix::io::Errno::EXIST) => Err(Placing::Taken), // a live listener came first

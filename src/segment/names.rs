@@ -273,5 +273,47 @@ pub(crate) fn remove_if_stale(path: &Path) -> bool {
     let Ok(Some(_lock)) = reclaim_lock(path, Duration::from_millis(100)) else {
         return false;
     };
-    is_stale(path) && std::fs::remove_file(path).is_ok()
+    remove_stale_locked(path).unwrap_or(false)
+}
+
+/// Under the reclaim lock: removes the socket file at `path` if its listener is dead, and only the
+/// very file that was checked; whether it did. A name with no file is left alone: a new listener
+/// may link itself there at any moment without the lock (a free name needs none), and removing
+/// "what is there now" would remove that live listener. A file replaced while it was checked is
+/// left alone too. Once a refused file is seen at `path` twice (the same inode), only a holder of
+/// the lock can remove it (a live listener's own drop removes its file before it stops listening,
+/// so a refused file has no live owner), so the removal below takes that file.
+pub(crate) fn remove_stale_locked(path: &Path) -> std::io::Result<bool> {
+    let same =
+        |a: &rustix::fs::Stat, b: &rustix::fs::Stat| (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino);
+    let Ok(before) = rustix::fs::lstat(path) else {
+        return Ok(false); // no file: nothing to reclaim
+    };
+    if !refused(path) {
+        return Ok(false);
+    }
+    crate::hooks::hit(crate::hooks::Point::ReclaimChecked);
+    match rustix::fs::lstat(path) {
+        Ok(after) if same(&before, &after) => {}
+        _ => return Ok(false),
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether connecting to the socket file at `path` is refused: it exists and nobody listens.
+fn refused(path: &Path) -> bool {
+    let Ok(addr) = SocketAddrUnix::new(path) else {
+        return false;
+    };
+    let Ok(s) = unix_socket(SocketFlags::NONBLOCK) else {
+        return false;
+    };
+    matches!(
+        rustix::net::connect(&s, &addr),
+        Err(rustix::io::Errno::CONNREFUSED)
+    )
 }

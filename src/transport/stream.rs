@@ -181,14 +181,21 @@ pub(crate) fn bind_unix(path: &Path) -> Result<(Sock, (u64, u64))> {
             Err(rustix::io::Errno::ADDRINUSE)
                 if attempt == 0 && crate::segment::names::is_stale(path) =>
             {
-                // A socket file whose listener died (or any leftover socket file): reclaimed.
+                // A socket file whose listener died: reclaimed under the reclaim lock, and only the
+                // file found dead (another binder may have taken the path meanwhile).
                 let is_socket = rustix::fs::lstat(path).is_ok_and(|st| {
                     rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Socket
                 });
                 if !is_socket {
                     return Err(Error::Exists);
                 }
-                let _ = std::fs::remove_file(path);
+                let _gate = crate::segment::registry::fork_gate();
+                if let Some(_lock) = crate::segment::names::reclaim_lock(
+                    path,
+                    std::time::Duration::from_millis(100),
+                )? {
+                    crate::segment::names::remove_stale_locked(path)?;
+                }
             }
             Err(rustix::io::Errno::ADDRINUSE) => return Err(Error::Exists),
             Err(rustix::io::Errno::NOENT) => {
