@@ -458,6 +458,20 @@ impl ForkedParent {
     }
 }
 
+impl ForkedParent {
+    /// Step 3 for a foreign fork (`process::foreign`): the child keeps every role the parent held.
+    pub(crate) fn finish_keeping_all(self, child: u32) -> Verdict {
+        let moved: Vec<(usize, usize)> = self
+            .items
+            .iter()
+            .flat_map(|(s, _, _)| {
+                (0..super::header::MAX_ROLES).map(move |r| (Arc::as_ptr(s) as usize, r))
+            })
+            .collect();
+        self.finish(child, &moved, Vec::new(), Vec::new())
+    }
+}
+
 impl Drop for ForkedParent {
     /// Closes our copies of the child's descriptions, under the pending list's lock (so no child
     /// forked meanwhile copies them): from here the child's slots are the child's alone.

@@ -1,0 +1,226 @@
+//! `Connection`: one end of a named shmwire pipe (`Pipe::builder().name(..)`), so that a child of any
+//! start method opens it by name. Pickling (`send`/`recv`) happens in Python; this moves bytes.
+
+use crate::{blocking, deadline, none_on_timeout, to_py};
+use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use shmwire::{Connection, Pipe};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+/// One end of a pipe. `send_bytes` and the receiving calls take the end's lock (a `Connection` is
+/// used by one thread at a time); blocking ones hold it for one slice at a time.
+#[pyclass(module = "shmwire._shmwire", name = "RawConnection")]
+pub(crate) struct RawConnection {
+    conn: Mutex<Option<Connection>>,
+    name: String,
+    end: usize,
+    /// An eventfd of ours in the end's epoll instance: `fileno()` makes it readable when
+    /// `prepare_poll` says a message is there already (see `fileno`).
+    ready: OnceLock<OwnedFd>,
+}
+
+fn closed() -> PyErr {
+    PyOSError::new_err("handle is closed")
+}
+
+impl RawConnection {
+    fn new(conn: Connection, name: String, end: usize) -> Self {
+        RawConnection {
+            conn: Mutex::new(Some(conn)),
+            name,
+            end,
+            ready: OnceLock::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Connection>> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the end in slices until it gives `Some` or the deadline passes.
+    fn wait<T: Send>(
+        &self,
+        py: Python<'_>,
+        timeout: Option<f64>,
+        mut f: impl FnMut(&Connection, Duration) -> shmwire::Result<Option<T>> + Send,
+    ) -> PyResult<Option<T>> {
+        let deadline = deadline(timeout)?;
+        let mut gone = false;
+        let out = blocking(py, deadline, |slice| {
+            let guard = self.lock();
+            match guard.as_ref() {
+                Some(c) => f(c, slice).map(|o| o.map(Some)),
+                None => {
+                    gone = true;
+                    Ok(Some(None))
+                }
+            }
+        })?;
+        match out {
+            Some(Some(v)) => Ok(Some(v)),
+            Some(None) if gone => Err(closed()),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// A contiguous byte view of `buf` (the Python layer passes a memoryview cast to bytes).
+fn bytes_of<'a>(buf: &'a PyBuffer<u8>) -> PyResult<&'a [u8]> {
+    if !buf.is_c_contiguous() {
+        return Err(PyValueError::new_err("the buffer must be contiguous"));
+    }
+    // SAFETY: the buffer is exported (held by `buf`) for as long as the slice lives, so its memory
+    // stays put (Python forbids resizing an exported bytearray); it is C-contiguous with
+    // `len_bytes` bytes of item size 1. Another thread writing into it meanwhile changes what is
+    // sent, as with Python's own send_bytes.
+    Ok(unsafe { std::slice::from_raw_parts(buf.buf_ptr() as *const u8, buf.len_bytes()) })
+}
+
+#[pymethods]
+impl RawConnection {
+    /// A new pipe named `name`: both ends.
+    #[staticmethod]
+    fn pipe(name: String, duplex: bool) -> PyResult<(RawConnection, RawConnection)> {
+        let (a, b) = Pipe::builder()
+            .duplex(duplex)
+            .name(&name)
+            .build()
+            .map_err(to_py)?;
+        Ok((
+            RawConnection::new(a, name.clone(), 0),
+            RawConnection::new(b, name, 1),
+        ))
+    }
+
+    /// Opens end `end` of the pipe named `name`.
+    #[staticmethod]
+    fn open(py: Python<'_>, name: String, end: usize) -> PyResult<RawConnection> {
+        let c = py
+            .allow_threads(|| Pipe::open(&name, end))
+            .map_err(to_py)?;
+        Ok(RawConnection::new(c, name, end))
+    }
+
+    #[getter]
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    #[getter]
+    fn end(&self) -> usize {
+        self.end
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.lock().is_none()
+    }
+
+    #[getter]
+    fn readable(&self) -> bool {
+        self.lock().as_ref().is_some_and(|c| c.readable())
+    }
+
+    #[getter]
+    fn writable(&self) -> bool {
+        self.lock().as_ref().is_some_and(|c| c.writable())
+    }
+
+    /// Closes this process's hold on the end (the others keep theirs).
+    fn close(&self) {
+        if let Some(c) = self.lock().take() {
+            c.close();
+        }
+    }
+
+    /// Sends `buf` as one message, waiting for room in slices.
+    fn send_bytes(&self, py: Python<'_>, buf: PyBuffer<u8>) -> PyResult<()> {
+        let data = bytes_of(&buf)?;
+        self.wait(py, None, |c, slice| {
+            none_on_timeout(c.send_bytes_timeout(data, slice))
+        })?;
+        Ok(())
+    }
+
+    /// Receives one message (None: the timeout ran out).
+    #[pyo3(signature = (timeout=None))]
+    fn recv_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let got = self.wait(py, timeout, |c, slice| {
+            none_on_timeout(c.recv_bytes_timeout(slice))
+        })?;
+        Ok(got.map(|v| PyBytes::new_bound(py, &v)))
+    }
+
+    /// Whether a message (or the end) is ready within `timeout` seconds (None: for ever).
+    #[pyo3(signature = (timeout=Some(0.0)))]
+    fn poll(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        if timeout.is_some_and(|t| t <= 0.0) {
+            let g = self.lock();
+            let c = g.as_ref().ok_or_else(closed)?;
+            return c.poll(Duration::ZERO).map_err(to_py);
+        }
+        let got = self.wait(py, timeout, |c, slice| {
+            c.poll(slice).map(|ready| ready.then_some(()))
+        })?;
+        Ok(got.is_some())
+    }
+
+    /// A descriptor for `select`/`multiprocessing.connection.wait`: readable when a message may be
+    /// there (and at the latest one probe tick later, `shmwire.PROBE_INTERVAL`: then `poll()` tells).
+    /// Each call re-arms it, as selectors call `fileno()` before each wait.
+    fn fileno(&self) -> PyResult<RawFd> {
+        let g = self.lock();
+        let c = g.as_ref().ok_or_else(closed)?;
+        let ready = c.prepare_poll().map_err(to_py)?;
+        let epoll = c.as_fd().as_raw_fd();
+        let efd = match self.ready.get() {
+            Some(fd) => fd.as_raw_fd(),
+            None => {
+                // SAFETY: eventfd creates a new descriptor or fails; on success it is ours alone.
+                let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+                if raw < 0 {
+                    return Err(PyOSError::new_err(std::io::Error::last_os_error().to_string()));
+                }
+                // SAFETY: `raw` was just created and is owned by nobody else.
+                let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+                let mut ev = libc::epoll_event {
+                    events: libc::EPOLLIN as u32,
+                    u64: u64::MAX,
+                };
+                // SAFETY: `epoll` is the end's epoll instance, open while the end lives (we hold
+                // it through the lock); `raw` is our eventfd; `ev` is a valid event.
+                if unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, raw, &mut ev) } < 0 {
+                    return Err(PyOSError::new_err(std::io::Error::last_os_error().to_string()));
+                }
+                let _ = self.ready.set(fd);
+                raw
+            }
+        };
+        let mut word = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into `word` from our non-blocking eventfd (empties it).
+        unsafe { libc::read(efd, word.as_mut_ptr().cast(), 8) };
+        if ready {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writes 8 bytes from `one` to our eventfd, making the epoll readable.
+            unsafe { libc::write(efd, one.as_ptr().cast(), 8) };
+        }
+        Ok(epoll)
+    }
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<RawConnection>()?;
+    m.add(
+        "PROBE_INTERVAL",
+        shmwire::PROBE_INTERVAL.as_secs_f64(),
+    )?;
+    Ok(())
+}
