@@ -26,6 +26,7 @@ import pickle
 import queue as _queue
 import threading as _threading
 from multiprocessing import BufferTooShort, TimeoutError as _MpTimeoutError  # noqa: F401
+from multiprocessing import util as _mp_util
 from multiprocessing.reduction import ForkingPickler as _Pickler
 
 from . import _shmwire
@@ -44,6 +45,24 @@ os.register_at_fork(
     after_in_child=_shmwire._after_fork_in_child,
     after_in_parent=lambda: _shmwire._after_fork_in_parent(0),
 )
+
+
+class _ExitAnchor:
+    pass
+
+
+_EXIT_ANCHOR = _ExitAnchor()
+
+
+def _release_at_exit_in_children(_anchor):
+    # A multiprocessing child ends in os._exit (no drops): give up what it holds, and the names it
+    # was the last to hold, when its finalizers run. (The registry was cleared after the fork.)
+    _mp_util.Finalize(None, _shmwire._release_at_exit, exitpriority=-100)
+
+
+# In this process (main or spawned child) at exit, and in every multiprocessing child after fork.
+_mp_util.Finalize(None, _shmwire._release_at_exit, exitpriority=-100)
+_mp_util.register_after_fork(_EXIT_ANCHOR, _release_at_exit_in_children)
 
 
 def _name(kind):

@@ -96,6 +96,13 @@ fn _after_fork_in_parent(pid: Option<u32>) {
     shmwire::process::foreign::__after_foreign_fork_in_parent(pid);
 }
 
+/// Gives up everything this process holds, as an exiting process's drops would (see
+/// `shmwire::process::foreign::__release_at_exit`).
+#[pyfunction]
+fn _release_at_exit() {
+    shmwire::process::foreign::__release_at_exit();
+}
+
 /// Removes segments whose participants all died; returns how many.
 #[pyfunction]
 fn cleanup() -> PyResult<usize> {
@@ -109,6 +116,7 @@ fn _shmwire(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
     m.add_function(wrap_pyfunction!(_after_fork_in_parent, m)?)?;
     m.add_function(wrap_pyfunction!(cleanup, m)?)?;
+    m.add_function(wrap_pyfunction!(_release_at_exit, m)?)?;
     connection::register(m)?;
     queue::register(m)?;
     locks::register(m)?;

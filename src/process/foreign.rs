@@ -58,3 +58,11 @@ pub fn __after_foreign_fork_in_parent(child: Option<u32>) {
         }
     }
 }
+
+/// For a process about to exit without dropping its handles (a child of Python's `multiprocessing`
+/// ends in `os._exit`): gives up its roles and slots, and removes the names it was the last to
+/// hold, as the handles' drops would. Handles used after this take a slot of their own again.
+#[doc(hidden)]
+pub fn __release_at_exit() {
+    registry::release_at_exit();
+}
