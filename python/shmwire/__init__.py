@@ -192,10 +192,7 @@ def _open_connection(name, end):
 def Pipe(duplex=True):
     """Two Connections; with duplex=False, the first only receives and the second only sends."""
     a, b = _shmwire.RawConnection.pipe(_name("pipe"), duplex)
-    if duplex:
-        return Connection(a), Connection(b)
-    # shmwire's simplex pipe: end 0 writes, end 1 reads; multiprocessing returns (reader, writer).
-    return Connection(b), Connection(a)
+    return Connection(a), Connection(b)  # simplex: (reader, writer), as multiprocessing's
 
 
 # ---- Queues ----------------------------------------------------------------------------------------
