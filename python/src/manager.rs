@@ -70,8 +70,8 @@ impl RawDict {
         Ok(RawDict { d: from_handle(handle)? })
     }
 
-    fn handle(&self) -> PyResult<Vec<u8>> {
-        handle_of(&self.d)
+    fn handle<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        Ok(PyBytes::new_bound(py, &handle_of(&self.d)?))
     }
 
     fn get(&self, py: Python<'_>, key: &[u8]) -> PyResult<Option<PyObject>> {
@@ -150,8 +150,8 @@ impl RawList {
         Ok(RawList { l: from_handle(handle)? })
     }
 
-    fn handle(&self) -> PyResult<Vec<u8>> {
-        handle_of(&self.l)
+    fn handle<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        Ok(PyBytes::new_bound(py, &handle_of(&self.l)?))
     }
 
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
