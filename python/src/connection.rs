@@ -23,6 +23,9 @@ pub(crate) struct RawConnection {
     ready: OnceLock<OwnedFd>,
 }
 
+/// Each direction's ring: large enough that a 1 MiB message goes in place, not streamed.
+const RING: usize = 4 << 20;
+
 fn closed() -> PyErr {
     PyOSError::new_err("handle is closed")
 }
@@ -68,6 +71,31 @@ impl RawConnection {
     }
 }
 
+impl RawConnection {
+    /// Receives the message of `needed` bytes that is there (or arriving, if streamed) straight
+    /// into a new bytes object, without the GIL, in slices.
+    fn recv_into_new<'py>(&self, py: Python<'py>, needed: usize) -> PyResult<Bound<'py, PyBytes>> {
+        PyBytes::new_bound_with(py, needed, |buf| loop {
+            let r = py.allow_threads(|| {
+                let g = self.lock();
+                match g.as_ref() {
+                    Some(c) => c.recv_bytes_into_timeout(buf, crate::SLICE).map(Some),
+                    None => Ok(None),
+                }
+            });
+            match r {
+                Ok(Some(n)) if n == needed => return Ok(()),
+                Ok(Some(_)) => {
+                    return Err(crate::Error::new_err("the message changed length while it was received"))
+                }
+                Ok(None) => return Err(closed()),
+                Err(shmwire::Error::Timeout) => py.check_signals()?, // pieces so far are kept
+                Err(e) => return Err(to_py(e)),
+            }
+        })
+    }
+}
+
 /// A contiguous byte view of `buf` (the Python layer passes a memoryview cast to bytes).
 fn bytes_of<'a>(buf: &'a PyBuffer<u8>) -> PyResult<&'a [u8]> {
     if !buf.is_c_contiguous() {
@@ -86,6 +114,7 @@ impl RawConnection {
     #[staticmethod]
     fn pipe(name: String, duplex: bool) -> PyResult<(RawConnection, RawConnection)> {
         let (a, b) = Pipe::builder()
+            .capacity(RING)
             .duplex(duplex)
             .name(&name)
             .build()
@@ -140,23 +169,56 @@ impl RawConnection {
     /// Sends `buf` as one message, waiting for room in slices.
     fn send_bytes(&self, py: Python<'_>, buf: PyBuffer<u8>) -> PyResult<()> {
         let data = bytes_of(&buf)?;
+        {
+            // First without letting go of the GIL, for a message that fits in the ring at once (a
+            // longer one would be streamed, and given up part way if the ring filled).
+            let g = self.lock();
+            let c = g.as_ref().ok_or_else(closed)?;
+            if data.len() <= c.max_in_place_len() {
+                match c.send_bytes_timeout(data, Duration::ZERO) {
+                    Ok(()) => return Ok(()),
+                    Err(shmwire::Error::Timeout) => {}
+                    Err(e) => return Err(to_py(e)),
+                }
+            }
+        }
         self.wait(py, None, |c, slice| {
             none_on_timeout(c.send_bytes_timeout(data, slice))
         })?;
         Ok(())
     }
 
-    /// Receives one message (None: the timeout ran out).
+    /// Receives one message (None: the timeout ran out). The message is copied once, from the
+    /// ring into the new bytes object: its length comes first (`BufferTooShort`, the message kept).
     #[pyo3(signature = (timeout=None))]
     fn recv_bytes<'py>(
         &self,
         py: Python<'py>,
         timeout: Option<f64>,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let got = self.wait(py, timeout, |c, slice| {
-            none_on_timeout(c.recv_bytes_timeout(slice))
-        })?;
-        Ok(got.map(|v| PyBytes::new_bound(py, &v)))
+        // First without letting go of the GIL (a message already there), then in slices without it
+        // (spinning, then sleeping): each asks for the length only, and the message stays.
+        let length = |c: &Connection, d: Duration| match c.recv_bytes_into_timeout(&mut [], d) {
+            Ok(_) => Ok(Some(0)),
+            Err(shmwire::Error::BufferTooShort { needed }) => Ok(Some(needed)),
+            Err(shmwire::Error::Timeout) => Ok(None),
+            Err(e) => Err(e),
+        };
+        let now = {
+            let g = self.lock();
+            let c = g.as_ref().ok_or_else(closed)?;
+            length(c, Duration::ZERO).map_err(to_py)?
+        };
+        let needed = match now {
+            Some(n) => Some(n),
+            None if timeout.is_some_and(|t| t <= 0.0) => None,
+            None => self.wait(py, timeout, length)?,
+        };
+        match needed {
+            None => Ok(None),
+            Some(0) => Ok(Some(PyBytes::new_bound(py, b""))),
+            Some(n) => self.recv_into_new(py, n).map(Some),
+        }
     }
 
     /// Whether a message (or the end) is ready within `timeout` seconds (None: for ever).

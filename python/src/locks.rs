@@ -66,11 +66,11 @@ impl RawLock {
     #[pyo3(signature = (timeout=None))]
     fn acquire(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         let lock = self.lock_ref();
-        let g = if timeout.is_some_and(|t| t <= 0.0) {
-            lock.try_acquire().map_err(to_py)?
-        } else {
-            acquire_with(py, timeout, |slice| lock.acquire_timeout(slice))?
-        };
+        // First without letting go of the GIL: an uncontended acquire is one CAS.
+        let mut g = lock.try_acquire().map_err(to_py)?;
+        if g.is_none() && !timeout.is_some_and(|t| t <= 0.0) {
+            g = acquire_with(py, timeout, |slice| lock.acquire_timeout(slice))?;
+        }
         match g {
             Some(g) => {
                 if g.owner_died() {

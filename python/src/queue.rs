@@ -77,12 +77,12 @@ impl RawQueue {
     #[pyo3(signature = (buf, timeout=None))]
     fn put(&self, py: Python<'_>, buf: PyBuffer<u8>, timeout: Option<f64>) -> PyResult<bool> {
         let item = item_of(&buf, py)?;
-        if timeout.is_some_and(|t| t <= 0.0) {
-            return match self.q.put_nowait(&item) {
-                Ok(()) => Ok(true),
-                Err(Error::Full) => Ok(false),
-                Err(e) => Err(to_py(e)),
-            };
+        // First without letting go of the GIL: a put with room is a few stores.
+        match self.q.put_nowait(&item) {
+            Ok(()) => return Ok(true),
+            Err(Error::Full) if timeout.is_some_and(|t| t <= 0.0) => return Ok(false),
+            Err(Error::Full) => {}
+            Err(e) => return Err(to_py(e)),
         }
         let q = &self.q;
         let done = blocking(py, deadline(timeout)?, |slice| {
@@ -94,23 +94,19 @@ impl RawQueue {
     /// Takes an item; None if the timeout ran out (0: don't wait).
     #[pyo3(signature = (timeout=None))]
     fn get<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let got = if timeout.is_some_and(|t| t <= 0.0) {
-            let r = match &self.j {
-                Some(j) => j.get_nowait(),
-                None => self.q.get_nowait(),
-            };
-            match r {
-                Ok(v) => Some(v),
-                Err(Error::Empty) => None,
-                Err(e) => return Err(to_py(e)),
-            }
+        // First without letting go of the GIL: a get of a ready item is a few loads and stores.
+        let now = match self.q.get_nowait() {
+            Ok(v) => Some(v),
+            Err(Error::Empty) => None,
+            Err(e) => return Err(to_py(e)),
+        };
+        let got = if now.is_some() || timeout.is_some_and(|t| t <= 0.0) {
+            now
         } else {
             let (q, j) = (&self.q, &self.j);
             blocking(py, deadline(timeout)?, |slice| {
-                none_on_timeout(match j {
-                    Some(j) => j.get_timeout(slice),
-                    None => q.get_timeout(slice),
-                })
+                let _ = j; // a JoinableQueue's get is the queue's (the count lives in the queue)
+                none_on_timeout(q.get_timeout(slice))
             })?
         };
         Ok(got.map(|b| PyBytes::new_bound(py, &b)))
