@@ -26,16 +26,18 @@ import pickle
 import queue as _queue
 import threading as _threading
 from multiprocessing import BufferTooShort, TimeoutError as _MpTimeoutError  # noqa: F401
+from multiprocessing import context as _mp_context
 from multiprocessing import util as _mp_util
 from multiprocessing.reduction import ForkingPickler as _Pickler
 
 from . import _shmwire
 from ._shmwire import Error, cleanup, PROBE_INTERVAL  # noqa: F401
+from ._shmwire import _release_at_exit as release_at_exit  # noqa: F401
 
 __all__ = [
     "Pipe", "Connection", "Queue", "JoinableQueue", "SimpleQueue", "Lock", "RLock", "Semaphore",
     "BoundedSemaphore", "Event", "Condition", "Barrier", "Value", "Array", "Manager", "Error",
-    "BufferTooShort", "cleanup",
+    "BufferTooShort", "cleanup", "release_at_exit",
 ]
 
 # A child of os.fork takes over prepared slots (its own liveness tokens) for everything we hold.
@@ -105,9 +107,26 @@ class Connection:
 
     def __init__(self, raw):
         self._raw = raw
+        self._handoffs = []  # (Event, popen) of spawned children this end was pickled for
 
     def __reduce__(self):
-        return (_open_connection, (self._raw.name, self._raw.end))
+        popen = _mp_context.get_spawning_popen()
+        if popen is None:
+            return (_open_connection, (self._raw.name, self._raw.end))
+        # For a spawned child: it opens the end by name when it starts, and says so through this
+        # event; close() waits for that (or the child's end), so `p.start(); conn.close()` works.
+        ev = Event()
+        self._handoffs.append((ev, popen))
+        return (_open_connection, (self._raw.name, self._raw.end, ev._raw.name))
+
+    def _wait_handoffs(self, limit=30.0):
+        import time
+        deadline = time.monotonic() + limit
+        for ev, popen in self._handoffs:
+            while not ev.wait(0.05):
+                if popen.poll() is not None or time.monotonic() > deadline:
+                    break
+        self._handoffs = []
 
     def _check(self):
         if self._raw.closed:
@@ -130,6 +149,8 @@ class Connection:
         return self._raw.fileno()
 
     def close(self):
+        if self._handoffs:
+            self._wait_handoffs()
         self._raw.close()
 
     def send_bytes(self, buf, offset=0, size=None):
@@ -197,8 +218,14 @@ class Connection:
             self._raw.name, self._raw.end, " closed" if self._raw.closed else "")
 
 
-def _open_connection(name, end):
-    return Connection(_shmwire.RawConnection.open(name, end))
+def _open_connection(name, end, handoff=None):
+    conn = Connection(_shmwire.RawConnection.open(name, end))
+    if handoff is not None:
+        try:
+            _shmwire.RawEvent.open(handoff).set()
+        except Error:
+            pass  # the maker closed already (it waited as long as it would)
+    return conn
 
 
 def Pipe(duplex=True):

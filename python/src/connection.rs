@@ -224,15 +224,18 @@ impl RawConnection {
     /// Whether a message (or the end) is ready within `timeout` seconds (None: for ever).
     #[pyo3(signature = (timeout=Some(0.0)))]
     fn poll(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        // The end of the stream is "ready" (recv then raises EOFError), as in Python.
+        let ready = |c: &Connection, d: Duration| match c.poll(d) {
+            Ok(r) => Ok(r.then_some(())),
+            Err(shmwire::Error::Eof | shmwire::Error::PeerDied) => Ok(Some(())),
+            Err(e) => Err(e),
+        };
         if timeout.is_some_and(|t| t <= 0.0) {
             let g = self.lock();
             let c = g.as_ref().ok_or_else(closed)?;
-            return c.poll(Duration::ZERO).map_err(to_py);
+            return ready(c, Duration::ZERO).map(|r| r.is_some()).map_err(to_py);
         }
-        let got = self.wait(py, timeout, |c, slice| {
-            c.poll(slice).map(|ready| ready.then_some(()))
-        })?;
-        Ok(got.is_some())
+        Ok(self.wait(py, timeout, ready)?.is_some())
     }
 
     /// A descriptor for `select`/`multiprocessing.connection.wait`: readable when a message may be

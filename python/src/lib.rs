@@ -28,6 +28,8 @@ pub(crate) fn to_py(e: shmwire::Error) -> PyErr {
     match e {
         E::Timeout => PyTimeoutError::new_err("timed out"),
         E::Eof => PyEOFError::new_err(()),
+        // Python's pipes give EOFError when the other side died: so do ours, with the reason.
+        E::PeerDied => PyEOFError::new_err(e.to_string()),
         E::BrokenPipe => PyBrokenPipeError::new_err("the other end of the pipe is closed"),
         E::Invalid { .. } => PyValueError::new_err(e.to_string()),
         other => Error::new_err(other.to_string()),
@@ -79,10 +81,13 @@ pub(crate) fn none_on_timeout<T>(r: shmwire::Result<T>) -> shmwire::Result<Optio
 }
 
 /// Foreign-fork hooks, called by `os.register_at_fork` (see `shmwire::process::foreign`).
+/// Returns the error's message if the preparation failed (the child then takes its slots on first
+/// use): a fork hook cannot raise.
 #[pyfunction]
-fn _before_fork() {
-    // A failure leaves the child to take its slots on first use: nothing to raise in a fork hook.
-    let _ = shmwire::process::foreign::__before_foreign_fork();
+fn _before_fork() -> Option<String> {
+    shmwire::process::foreign::__before_foreign_fork()
+        .err()
+        .map(|e| e.to_string())
 }
 
 #[pyfunction]

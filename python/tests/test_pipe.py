@@ -52,12 +52,8 @@ def test_eof_once_every_copy_of_the_other_end_is_closed(ctx):
     a, b = shmwire.Pipe()
     p = ctx.Process(target=_send_and_exit, args=(b, list(range(10))))
     p.start()
-    if ctx.get_start_method() == "fork":
-        b.close()
-    got = [a.recv()]
-    # Under spawn the child opens its end by name when it starts: the parent lets go of its copy
-    # once the child has it (Python's own spawn allows closing at once; see the README).
-    b.close()
+    b.close()  # under spawn, returns once the child has opened its copy
+    got = []
     while True:
         try:
             got.append(a.recv())

@@ -58,3 +58,20 @@ def test_seed004_baozi_pipe_and_queue():
     assert "进程间通信-队列-主进程" in rest
     assert re.findall(r"\d+ 生产了 包子(\d)", rest) == [str(i) for i in range(10)]
     assert re.findall(r"\033\[45m\d+包子(\d)", rest) == [str(i) for i in range(10)]
+
+
+@pytest.mark.parametrize("name", ["seed000_pipe_manager.py", "seed002_manager_lock.py",
+                                  "seed003_pipe_two_children.py"])
+def test_seeds_under_spawn(name, tmp_path):
+    # The same programs with the spawn start method set first: same output.
+    src = open(os.path.join(EXAMPLES, name), encoding="utf-8").read()
+    src = src.replace("if __name__ == '__main__':", 'if __name__ == "__main__":').replace(
+        'if __name__ == "__main__":',
+        'if __name__ == "__main__":\n    import multiprocessing\n'
+        '    multiprocessing.set_start_method("spawn")', 1)
+    path = tmp_path / name
+    path.write_text(src, encoding="utf-8")
+    forked = run(name)
+    r = subprocess.run([sys.executable, str(path)], capture_output=True, timeout=300, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == forked
