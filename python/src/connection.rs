@@ -86,7 +86,9 @@ impl RawConnection {
             match r {
                 Ok(Some(n)) if n == needed => return Ok(()),
                 Ok(Some(_)) => {
-                    return Err(crate::Error::new_err("the message changed length while it was received"))
+                    return Err(crate::Error::new_err(
+                        "the message changed length while it was received",
+                    ))
                 }
                 Ok(None) => return Err(closed()),
                 Err(shmwire::Error::Timeout) => py.check_signals()?, // pieces so far are kept
@@ -128,9 +130,7 @@ impl RawConnection {
     /// Opens end `end` of the pipe named `name`.
     #[staticmethod]
     fn open(py: Python<'_>, name: String, end: usize) -> PyResult<RawConnection> {
-        let c = py
-            .allow_threads(|| Pipe::open(&name, end))
-            .map_err(to_py)?;
+        let c = py.allow_threads(|| Pipe::open(&name, end)).map_err(to_py)?;
         Ok(RawConnection::new(c, name, end))
     }
 
@@ -252,7 +252,9 @@ impl RawConnection {
                 // SAFETY: eventfd creates a new descriptor or fails; on success it is ours alone.
                 let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
                 if raw < 0 {
-                    return Err(PyOSError::new_err(std::io::Error::last_os_error().to_string()));
+                    return Err(PyOSError::new_err(
+                        std::io::Error::last_os_error().to_string(),
+                    ));
                 }
                 // SAFETY: `raw` was just created and is owned by nobody else.
                 let fd = unsafe { OwnedFd::from_raw_fd(raw) };
@@ -263,7 +265,9 @@ impl RawConnection {
                 // SAFETY: `epoll` is the end's epoll instance, open while the end lives (we hold
                 // it through the lock); `raw` is our eventfd; `ev` is a valid event.
                 if unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, raw, &mut ev) } < 0 {
-                    return Err(PyOSError::new_err(std::io::Error::last_os_error().to_string()));
+                    return Err(PyOSError::new_err(
+                        std::io::Error::last_os_error().to_string(),
+                    ));
                 }
                 let _ = self.ready.set(fd);
                 raw
@@ -283,9 +287,6 @@ impl RawConnection {
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RawConnection>()?;
-    m.add(
-        "PROBE_INTERVAL",
-        shmwire::PROBE_INTERVAL.as_secs_f64(),
-    )?;
+    m.add("PROBE_INTERVAL", shmwire::PROBE_INTERVAL.as_secs_f64())?;
     Ok(())
 }

@@ -17,7 +17,12 @@ mod manager;
 mod queue;
 mod values;
 
-create_exception!(_shmwire, Error, PyException, "An error of shmwire (the message says what happened and what to do).");
+create_exception!(
+    _shmwire,
+    Error,
+    PyException,
+    "An error of shmwire (the message says what happened and what to do)."
+);
 
 /// The longest one wait lasts without the GIL before signals are checked.
 pub(crate) const SLICE: Duration = Duration::from_millis(50);

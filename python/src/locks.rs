@@ -5,7 +5,9 @@
 use crate::{blocking, deadline, none_on_timeout, to_py};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use shmwire::{Barrier, BoundedSemaphore, Condition, Error, Event, Lock, LockGuard, RLock, Semaphore};
+use shmwire::{
+    Barrier, BoundedSemaphore, Condition, Error, Event, Lock, LockGuard, RLock, Semaphore,
+};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -47,13 +49,21 @@ impl RawLock {
     #[staticmethod]
     fn create(name: String) -> PyResult<RawLock> {
         let lock = Lock::create(&name).map_err(to_py)?;
-        Ok(RawLock { guard: Mutex::new(None), lock: Arc::new(lock), name })
+        Ok(RawLock {
+            guard: Mutex::new(None),
+            lock: Arc::new(lock),
+            name,
+        })
     }
 
     #[staticmethod]
     fn open(name: String) -> PyResult<RawLock> {
         let lock = Lock::open(&name).map_err(to_py)?;
-        Ok(RawLock { guard: Mutex::new(None), lock: Arc::new(lock), name })
+        Ok(RawLock {
+            guard: Mutex::new(None),
+            lock: Arc::new(lock),
+            name,
+        })
     }
 
     #[getter]
@@ -89,7 +99,9 @@ impl RawLock {
                 g.release();
                 Ok(())
             }
-            None => Err(PyValueError::new_err("semaphore or lock released too many times")),
+            None => Err(PyValueError::new_err(
+                "semaphore or lock released too many times",
+            )),
         }
     }
 
@@ -112,12 +124,18 @@ pub(crate) struct RawRLock {
 impl RawRLock {
     #[staticmethod]
     fn create(name: String) -> PyResult<RawRLock> {
-        Ok(RawRLock { lock: RLock::create(&name).map_err(to_py)?, name })
+        Ok(RawRLock {
+            lock: RLock::create(&name).map_err(to_py)?,
+            name,
+        })
     }
 
     #[staticmethod]
     fn open(name: String) -> PyResult<RawRLock> {
-        Ok(RawRLock { lock: RLock::open(&name).map_err(to_py)?, name })
+        Ok(RawRLock {
+            lock: RLock::open(&name).map_err(to_py)?,
+            name,
+        })
     }
 
     #[getter]
@@ -233,7 +251,9 @@ impl RawSemaphore {
             Sem::Bounded(s) => s.release(),
         }
         .map_err(|e| match e {
-            Error::CalledTooOften => PyValueError::new_err("semaphore or lock released too many times"),
+            Error::CalledTooOften => {
+                PyValueError::new_err("semaphore or lock released too many times")
+            }
             e => to_py(e),
         })
     }
@@ -258,12 +278,18 @@ pub(crate) struct RawEvent {
 impl RawEvent {
     #[staticmethod]
     fn create(name: String) -> PyResult<RawEvent> {
-        Ok(RawEvent { ev: Event::create(&name).map_err(to_py)?, name })
+        Ok(RawEvent {
+            ev: Event::create(&name).map_err(to_py)?,
+            name,
+        })
     }
 
     #[staticmethod]
     fn open(name: String) -> PyResult<RawEvent> {
-        Ok(RawEvent { ev: Event::open(&name).map_err(to_py)?, name })
+        Ok(RawEvent {
+            ev: Event::open(&name).map_err(to_py)?,
+            name,
+        })
     }
 
     #[getter]
@@ -329,13 +355,21 @@ impl RawCondition {
     #[staticmethod]
     fn create(name: String) -> PyResult<RawCondition> {
         let cond = Condition::create(&name).map_err(to_py)?;
-        Ok(RawCondition { guard: Mutex::new(None), cond: Arc::new(cond), name })
+        Ok(RawCondition {
+            guard: Mutex::new(None),
+            cond: Arc::new(cond),
+            name,
+        })
     }
 
     #[staticmethod]
     fn open(name: String) -> PyResult<RawCondition> {
         let cond = Condition::open(&name).map_err(to_py)?;
-        Ok(RawCondition { guard: Mutex::new(None), cond: Arc::new(cond), name })
+        Ok(RawCondition {
+            guard: Mutex::new(None),
+            cond: Arc::new(cond),
+            name,
+        })
     }
 
     #[getter]
@@ -433,12 +467,18 @@ pub(crate) struct RawBarrier {
 impl RawBarrier {
     #[staticmethod]
     fn create(name: String, parties: u32) -> PyResult<RawBarrier> {
-        Ok(RawBarrier { b: Barrier::create(&name, parties).map_err(to_py)?, name })
+        Ok(RawBarrier {
+            b: Barrier::create(&name, parties).map_err(to_py)?,
+            name,
+        })
     }
 
     #[staticmethod]
     fn open(name: String) -> PyResult<RawBarrier> {
-        Ok(RawBarrier { b: Barrier::open(&name).map_err(to_py)?, name })
+        Ok(RawBarrier {
+            b: Barrier::open(&name).map_err(to_py)?,
+            name,
+        })
     }
 
     #[getter]

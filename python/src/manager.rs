@@ -34,12 +34,18 @@ pub(crate) struct RawManager {
 impl RawManager {
     #[staticmethod]
     fn create(name: String) -> PyResult<RawManager> {
-        Ok(RawManager { m: Manager::create(&name).map_err(to_py)?, name })
+        Ok(RawManager {
+            m: Manager::create(&name).map_err(to_py)?,
+            name,
+        })
     }
 
     #[staticmethod]
     fn open(name: String) -> PyResult<RawManager> {
-        Ok(RawManager { m: Manager::open(&name).map_err(to_py)?, name })
+        Ok(RawManager {
+            m: Manager::open(&name).map_err(to_py)?,
+            name,
+        })
     }
 
     #[getter]
@@ -67,7 +73,9 @@ pub(crate) struct RawDict {
 impl RawDict {
     #[staticmethod]
     fn open(handle: &[u8]) -> PyResult<RawDict> {
-        Ok(RawDict { d: from_handle(handle)? })
+        Ok(RawDict {
+            d: from_handle(handle)?,
+        })
     }
 
     fn handle<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
@@ -75,7 +83,9 @@ impl RawDict {
     }
 
     fn get(&self, py: Python<'_>, key: &[u8]) -> PyResult<Option<PyObject>> {
-        let v = py.allow_threads(|| self.d.get(Bytes::new(key))).map_err(to_py)?;
+        let v = py
+            .allow_threads(|| self.d.get(Bytes::new(key)))
+            .map_err(to_py)?;
         Ok(v.map(|b| py_bytes(py, b)))
     }
 
@@ -87,26 +97,34 @@ impl RawDict {
 
     /// Removes `key`, returning its value (KeyError if absent).
     fn pop(&self, py: Python<'_>, key: &[u8]) -> PyResult<PyObject> {
-        match py.allow_threads(|| self.d.remove(Bytes::new(key))).map_err(to_py)? {
+        match py
+            .allow_threads(|| self.d.remove(Bytes::new(key)))
+            .map_err(to_py)?
+        {
             Some(b) => Ok(py_bytes(py, b)),
             None => Err(PyKeyError::new_err(())),
         }
     }
 
     fn contains(&self, py: Python<'_>, key: &[u8]) -> PyResult<bool> {
-        py.allow_threads(|| self.d.contains_key(Bytes::new(key))).map_err(to_py)
+        py.allow_threads(|| self.d.contains_key(Bytes::new(key)))
+            .map_err(to_py)
     }
 
     /// `setdefault`: the value of `key`, inserting `value` first if absent.
     fn setdefault(&self, py: Python<'_>, key: &[u8], value: &[u8]) -> PyResult<PyObject> {
         let (k, v) = (ByteBuf::from(key), ByteBuf::from(value));
-        let got = py.allow_threads(|| self.d.get_or_insert(k, v)).map_err(to_py)?;
+        let got = py
+            .allow_threads(|| self.d.get_or_insert(k, v))
+            .map_err(to_py)?;
         Ok(py_bytes(py, got))
     }
 
     fn update(&self, py: Python<'_>, items: Vec<(Vec<u8>, Vec<u8>)>) -> PyResult<()> {
-        let items: Vec<(ByteBuf, ByteBuf)> =
-            items.into_iter().map(|(k, v)| (ByteBuf::from(k), ByteBuf::from(v))).collect();
+        let items: Vec<(ByteBuf, ByteBuf)> = items
+            .into_iter()
+            .map(|(k, v)| (ByteBuf::from(k), ByteBuf::from(v)))
+            .collect();
         py.allow_threads(|| self.d.update(items)).map_err(to_py)
     }
 
@@ -121,7 +139,10 @@ impl RawDict {
     /// A consistent snapshot of the (key, value) pairs.
     fn items(&self, py: Python<'_>) -> PyResult<Vec<(PyObject, PyObject)>> {
         let items = py.allow_threads(|| self.d.items()).map_err(to_py)?;
-        Ok(items.into_iter().map(|(k, v)| (py_bytes(py, k), py_bytes(py, v))).collect())
+        Ok(items
+            .into_iter()
+            .map(|(k, v)| (py_bytes(py, k), py_bytes(py, v)))
+            .collect())
     }
 
     fn keys(&self, py: Python<'_>) -> PyResult<Vec<PyObject>> {
@@ -147,7 +168,9 @@ fn list_err(e: Error) -> PyErr {
 impl RawList {
     #[staticmethod]
     fn open(handle: &[u8]) -> PyResult<RawList> {
-        Ok(RawList { l: from_handle(handle)? })
+        Ok(RawList {
+            l: from_handle(handle)?,
+        })
     }
 
     fn handle<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
@@ -184,12 +207,10 @@ impl RawList {
     }
 
     fn pop_last(&self, py: Python<'_>) -> PyResult<PyObject> {
-        let b = py
-            .allow_threads(|| self.l.pop())
-            .map_err(|e| match e {
-                Error::OutOfRange { .. } => PyIndexError::new_err("pop from empty list"),
-                e => to_py(e),
-            })?;
+        let b = py.allow_threads(|| self.l.pop()).map_err(|e| match e {
+            Error::OutOfRange { .. } => PyIndexError::new_err("pop from empty list"),
+            e => to_py(e),
+        })?;
         Ok(py_bytes(py, b))
     }
 

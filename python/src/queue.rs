@@ -93,7 +93,11 @@ impl RawQueue {
 
     /// Takes an item; None if the timeout ran out (0: don't wait).
     #[pyo3(signature = (timeout=None))]
-    fn get<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         // First without letting go of the GIL: a get of a ready item is a few loads and stores.
         let now = match self.q.get_nowait() {
             Ok(v) => Some(v),

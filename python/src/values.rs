@@ -11,16 +11,56 @@ use shmwire::{Array, Value};
 macro_rules! each_type {
     ($enum:ident, $e:expr, $v:ident, $body:expr) => {
         match $e {
-            $enum::B($v) => { type T = i8; let _ = std::marker::PhantomData::<T>; $body }
-            $enum::UB($v) => { type T = u8; let _ = std::marker::PhantomData::<T>; $body }
-            $enum::H($v) => { type T = i16; let _ = std::marker::PhantomData::<T>; $body }
-            $enum::UH($v) => { type T = u16; let _ = std::marker::PhantomData::<T>; $body }
-            $enum::I($v) => { type T = i32; let _ = std::marker::PhantomData::<T>; $body }
-            $enum::UI($v) => { type T = u32; let _ = std::marker::PhantomData::<T>; $body }
-            $enum::L($v) => { type T = i64; let _ = std::marker::PhantomData::<T>; $body }
-            $enum::UL($v) => { type T = u64; let _ = std::marker::PhantomData::<T>; $body }
-            $enum::F($v) => { type T = f32; let _ = std::marker::PhantomData::<T>; $body }
-            $enum::D($v) => { type T = f64; let _ = std::marker::PhantomData::<T>; $body }
+            $enum::B($v) => {
+                type T = i8;
+                let _ = std::marker::PhantomData::<T>;
+                $body
+            }
+            $enum::UB($v) => {
+                type T = u8;
+                let _ = std::marker::PhantomData::<T>;
+                $body
+            }
+            $enum::H($v) => {
+                type T = i16;
+                let _ = std::marker::PhantomData::<T>;
+                $body
+            }
+            $enum::UH($v) => {
+                type T = u16;
+                let _ = std::marker::PhantomData::<T>;
+                $body
+            }
+            $enum::I($v) => {
+                type T = i32;
+                let _ = std::marker::PhantomData::<T>;
+                $body
+            }
+            $enum::UI($v) => {
+                type T = u32;
+                let _ = std::marker::PhantomData::<T>;
+                $body
+            }
+            $enum::L($v) => {
+                type T = i64;
+                let _ = std::marker::PhantomData::<T>;
+                $body
+            }
+            $enum::UL($v) => {
+                type T = u64;
+                let _ = std::marker::PhantomData::<T>;
+                $body
+            }
+            $enum::F($v) => {
+                type T = f32;
+                let _ = std::marker::PhantomData::<T>;
+                $body
+            }
+            $enum::D($v) => {
+                type T = f64;
+                let _ = std::marker::PhantomData::<T>;
+                $body
+            }
         }
     };
 }
@@ -39,19 +79,39 @@ macro_rules! by_code {
             "L" | "Q" | "N" | "P" => $enum::UL($make!(u64)),
             "f" => $enum::F($make!(f32)),
             "d" => $enum::D($make!(f64)),
-            other => return Err(PyValueError::new_err(format!("unsupported typecode {other:?}"))),
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unsupported typecode {other:?}"
+                )))
+            }
         }
     };
 }
 
 enum AnyValue {
-    B(Value<i8>), UB(Value<u8>), H(Value<i16>), UH(Value<u16>), I(Value<i32>), UI(Value<u32>),
-    L(Value<i64>), UL(Value<u64>), F(Value<f32>), D(Value<f64>),
+    B(Value<i8>),
+    UB(Value<u8>),
+    H(Value<i16>),
+    UH(Value<u16>),
+    I(Value<i32>),
+    UI(Value<u32>),
+    L(Value<i64>),
+    UL(Value<u64>),
+    F(Value<f32>),
+    D(Value<f64>),
 }
 
 enum AnyArray {
-    B(Array<i8>), UB(Array<u8>), H(Array<i16>), UH(Array<u16>), I(Array<i32>), UI(Array<u32>),
-    L(Array<i64>), UL(Array<u64>), F(Array<f32>), D(Array<f64>),
+    B(Array<i8>),
+    UB(Array<u8>),
+    H(Array<i16>),
+    UH(Array<u16>),
+    I(Array<i32>),
+    UI(Array<u32>),
+    L(Array<i64>),
+    UL(Array<u64>),
+    F(Array<f32>),
+    D(Array<f64>),
 }
 
 /// A Python number as `T` (ints wrap as ctypes' do; floats for float codes).
