@@ -491,9 +491,14 @@ impl RawBarrier {
     #[pyo3(signature = (timeout=None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<u32>> {
         let b = &self.b;
+        if timeout.is_some_and(f64::is_nan) {
+            return Err(PyValueError::new_err("timeout is NaN"));
+        }
         let r = py.allow_threads(|| match timeout {
             None => b.wait(),
-            Some(t) => b.wait_timeout(Duration::from_secs_f64(t.max(0.0))),
+            Some(t) => b.wait_timeout(
+                Duration::try_from_secs_f64(t.max(0.0)).unwrap_or(Duration::from_secs(1 << 40)),
+            ),
         });
         match r {
             Ok(i) => Ok(Some(i)),
