@@ -278,6 +278,9 @@ impl ForkPrep {
             // refers to (and it now refers to the new one); closing it does not touch the parent's
             // token (the parent keeps its copy).
             unsafe { libc::close(old) };
+            // The inherited mappings refer to the parent's description too (and keep its token):
+            // map them again through ours.
+            let _ = crate::sys::fork::remap_through(p.fd.as_raw_fd());
             p.seg.set_slot(p.slot);
             if p.slot == NO_SLOT {
                 p.seg.owner_gen.store(super::STALE, Ordering::Relaxed);
