@@ -99,7 +99,7 @@ impl RawConnection {
 }
 
 /// A contiguous byte view of `buf` (the Python layer passes a memoryview cast to bytes).
-fn bytes_of<'a>(buf: &'a PyBuffer<u8>) -> PyResult<&'a [u8]> {
+fn bytes_of(buf: &PyBuffer<u8>) -> PyResult<&[u8]> {
     if !buf.is_c_contiguous() {
         return Err(PyValueError::new_err("the buffer must be contiguous"));
     }

@@ -6,6 +6,9 @@
 //! them, so Ctrl-C raises `KeyboardInterrupt` within a slice. No panic crosses into Python: every
 //! `shmwire::Error` becomes a Python exception ([`to_py`]).
 
+// pyo3 0.22's #[pymethods] expansion converts each PyResult's error into itself.
+#![allow(clippy::useless_conversion)]
+
 use pyo3::create_exception;
 use pyo3::exceptions::{PyBrokenPipeError, PyEOFError, PyException, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
