@@ -167,8 +167,17 @@ impl RawConnection {
     }
 
     /// Sends `buf` as one message, waiting for room in slices.
-    fn send_bytes(&self, py: Python<'_>, buf: PyBuffer<u8>) -> PyResult<()> {
-        let data = bytes_of(&buf)?;
+    fn send_bytes(&self, py: Python<'_>, buf: &Bound<'_, PyAny>) -> PyResult<()> {
+        // A `bytes` object is read in place (immutable, and kept alive by the caller); any other
+        // buffer through the buffer protocol.
+        let held;
+        let data = match buf.downcast::<PyBytes>() {
+            Ok(b) => b.as_bytes(),
+            Err(_) => {
+                held = PyBuffer::<u8>::get_bound(buf)?;
+                bytes_of(&held)?
+            }
+        };
         {
             // First without letting go of the GIL, for a message that fits in the ring at once (a
             // longer one would be streamed, and given up part way if the ring filled).

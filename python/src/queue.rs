@@ -33,11 +33,16 @@ impl RawQueue {
     }
 }
 
-fn item_of(buf: &PyBuffer<u8>, py: Python<'_>) -> PyResult<Item> {
+/// The item's bytes: a `bytes` object is read in place, any other buffer through the protocol.
+fn item_of(obj: &Bound<'_, PyAny>) -> PyResult<Item> {
+    if let Ok(b) = obj.downcast::<PyBytes>() {
+        return Ok(ByteBuf::from(b.as_bytes().to_vec()));
+    }
+    let buf = PyBuffer::<u8>::get_bound(obj)?;
     if !buf.is_c_contiguous() {
         return Err(PyValueError::new_err("the buffer must be contiguous"));
     }
-    Ok(ByteBuf::from(buf.to_vec(py)?))
+    Ok(ByteBuf::from(buf.to_vec(obj.py())?))
 }
 
 #[pymethods]
@@ -75,8 +80,8 @@ impl RawQueue {
 
     /// Puts `buf`; False if the timeout (seconds, None: for ever; 0: don't wait) ran out.
     #[pyo3(signature = (buf, timeout=None))]
-    fn put(&self, py: Python<'_>, buf: PyBuffer<u8>, timeout: Option<f64>) -> PyResult<bool> {
-        let item = item_of(&buf, py)?;
+    fn put(&self, py: Python<'_>, buf: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<bool> {
+        let item = item_of(buf)?;
         // First without letting go of the GIL: a put with room is a few stores.
         match self.q.put_nowait(&item) {
             Ok(()) => return Ok(true),
