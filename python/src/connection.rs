@@ -75,6 +75,22 @@ impl RawConnection {
     /// Receives the message of `needed` bytes that is there (or arriving, if streamed) straight
     /// into a new bytes object, without the GIL, in slices.
     fn recv_into_new<'py>(&self, py: Python<'py>, needed: usize) -> PyResult<Bound<'py, PyBytes>> {
+        {
+            // A message that fits in the ring in place is all there: copy it keeping the GIL.
+            let g = self.lock();
+            let c = g.as_ref().ok_or_else(closed)?;
+            if needed <= c.max_in_place_len() {
+                return PyBytes::new_bound_with(py, needed, |buf| {
+                    match c.recv_bytes_into_timeout(buf, Duration::ZERO) {
+                        Ok(n) if n == needed => Ok(()),
+                        Ok(_) => Err(crate::Error::new_err(
+                            "the message changed length while it was received",
+                        )),
+                        Err(e) => Err(to_py(e)),
+                    }
+                });
+            }
+        }
         PyBytes::new_bound_with(py, needed, |buf| loop {
             let r = py.allow_threads(|| {
                 let g = self.lock();
