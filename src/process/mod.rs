@@ -33,6 +33,8 @@
 //! the closure: the child waits for that verdict before it runs the closure, so the destructors of
 //! what the closure captured must not wait for the child.
 
+#[doc(hidden)]
+pub mod foreign;
 pub mod forker;
 pub mod spawn;
 pub mod verdict;

@@ -278,6 +278,9 @@ impl ForkPrep {
             // refers to (and it now refers to the new one); closing it does not touch the parent's
             // token (the parent keeps its copy).
             unsafe { libc::close(old) };
+            // The inherited mappings refer to the parent's description too (and keep its token):
+            // map them again through ours.
+            let _ = crate::sys::fork::remap_through(p.fd.as_raw_fd());
             p.seg.set_slot(p.slot);
             if p.slot == NO_SLOT {
                 p.seg.owner_gen.store(super::STALE, Ordering::Relaxed);
@@ -455,6 +458,20 @@ impl ForkedParent {
             listeners: lis,
             abort,
         }
+    }
+}
+
+impl ForkedParent {
+    /// Step 3 for a foreign fork (`process::foreign`): the child keeps every role the parent held.
+    pub(crate) fn finish_keeping_all(self, child: u32) -> Verdict {
+        let moved: Vec<(usize, usize)> = self
+            .items
+            .iter()
+            .flat_map(|(s, _, _)| {
+                (0..super::header::MAX_ROLES).map(move |r| (Arc::as_ptr(s) as usize, r))
+            })
+            .collect();
+        self.finish(child, &moved, Vec::new(), Vec::new())
     }
 }
 
