@@ -37,7 +37,7 @@ from ._shmwire import _release_at_exit as release_at_exit  # noqa: F401
 __all__ = [
     "Pipe", "Connection", "Queue", "JoinableQueue", "SimpleQueue", "Lock", "RLock", "Semaphore",
     "BoundedSemaphore", "Event", "Condition", "Barrier", "Value", "Array", "Manager", "Error",
-    "BufferTooShort", "cleanup", "release_at_exit",
+    "BufferTooShort", "cleanup", "release_at_exit", "Listener", "Client",
 ]
 
 # A child of os.fork takes over prepared slots (its own liveness tokens) for everything we hold.
@@ -110,6 +110,10 @@ class Connection:
         self._handoffs = []  # (Event, popen) of spawned children this end was pickled for
 
     def __reduce__(self):
+        if self._raw.end > 1:
+            raise TypeError(
+                "a Connection made by Listener/Client cannot be pickled; connect again in the "
+                "other process, or send it a Pipe end")
         popen = _mp_context.get_spawning_popen()
         if popen is None:
             return (_open_connection, (self._raw.name, self._raw.end))
@@ -232,6 +236,53 @@ def Pipe(duplex=True):
     """Two Connections; with duplex=False, the first only receives and the second only sends."""
     a, b = _shmwire.RawConnection.pipe(_name("pipe"), duplex)
     return Connection(a), Connection(b)  # simplex: (reader, writer), as multiprocessing's
+
+
+def _address(address):
+    """A shmwire address: a name (shared memory), 'unix:/path', 'tcp://host:port', or Python's
+    (host, port) tuple for TCP."""
+    if isinstance(address, tuple):
+        host, port = address
+        return "tcp://[%s]:%d" % (host, port) if ":" in host else "tcp://%s:%d" % (host, port)
+    return str(address)
+
+
+class Listener:
+    """multiprocessing.connection.Listener's counterpart: accepts connections from any program using
+    shmwire (Rust or Python) at a shared-memory name, 'unix:/path' or 'tcp://host:port' (also a
+    (host, port) tuple), with Python's authkey handshake when ``authkey`` is given. Over a socket the
+    wire is Python's own, so a ``multiprocessing.connection.Client`` can connect too. ``address`` is
+    the address as a string."""
+
+    def __init__(self, address=None, family=None, backlog=1, authkey=None):
+        if address is None:
+            address = _name("listener")
+        self._raw = _shmwire.RawListener.bind(_address(address), authkey)
+
+    @property
+    def address(self):
+        return self._raw.address
+
+    def accept(self, timeout=None):
+        raw = self._raw.accept(timeout)
+        if raw is None:
+            raise TimeoutError("no client within the timeout")
+        return Connection(raw)
+
+    def close(self):
+        self._raw.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def Client(address, family=None, authkey=None):
+    """A Connection to the Listener at ``address`` (multiprocessing.connection.Client's
+    counterpart)."""
+    return Connection(_shmwire.client(_address(address), authkey))
 
 
 # ---- Queues ----------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use shmwire::{Connection, Pipe};
+use shmwire::{Connection, Pipe, Transport};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -31,7 +31,7 @@ fn closed() -> PyErr {
 }
 
 impl RawConnection {
-    fn new(conn: Connection, name: String, end: usize) -> Self {
+    pub(crate) fn new(conn: Connection, name: String, end: usize) -> Self {
         RawConnection {
             conn: Mutex::new(Some(conn)),
             name,
@@ -79,7 +79,8 @@ impl RawConnection {
             // A message that fits in the ring in place is all there: copy it keeping the GIL.
             let g = self.lock();
             let c = g.as_ref().ok_or_else(closed)?;
-            if needed <= c.max_in_place_len() {
+            // (Over a socket the message may still be arriving: the loop below waits for it.)
+            if needed <= c.max_in_place_len() && c.transport() == Transport::SharedMemory {
                 return PyBytes::new_bound_with(py, needed, |buf| {
                     match c.recv_bytes_into_timeout(buf, Duration::ZERO) {
                         Ok(n) if n == needed => Ok(()),
@@ -199,6 +200,17 @@ impl RawConnection {
             // longer one would be streamed, and given up part way if the ring filled).
             let g = self.lock();
             let c = g.as_ref().ok_or_else(closed)?;
+            if c.transport() != Transport::SharedMemory {
+                // A socket counts a message written in part when a timeout runs out as sent (its
+                // rest goes out with the next call): so one call that waits until it is all out.
+                drop(g);
+                return py
+                    .allow_threads(|| match self.lock().as_ref() {
+                        Some(c) => c.send_bytes(data),
+                        None => Err(shmwire::Error::Closed),
+                    })
+                    .map_err(to_py);
+            }
             if data.len() <= c.max_in_place_len() {
                 match c.send_bytes_timeout(data, Duration::ZERO) {
                     Ok(()) => return Ok(()),
@@ -269,6 +281,9 @@ impl RawConnection {
     fn fileno(&self) -> PyResult<RawFd> {
         let g = self.lock();
         let c = g.as_ref().ok_or_else(closed)?;
+        if c.transport() != Transport::SharedMemory {
+            return Ok(c.as_fd().as_raw_fd()); // a socket: readable when bytes are there
+        }
         let ready = c.prepare_poll().map_err(to_py)?;
         let epoll = c.as_fd().as_raw_fd();
         let efd = match self.ready.get() {
@@ -312,6 +327,7 @@ impl RawConnection {
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RawConnection>()?;
+    m.add_class::<crate::listener::RawListener>()?;
     m.add("PROBE_INTERVAL", shmwire::PROBE_INTERVAL.as_secs_f64())?;
     Ok(())
 }

@@ -15,6 +15,7 @@ use pyo3::prelude::*;
 use std::time::{Duration, Instant};
 
 mod connection;
+mod listener;
 mod locks;
 mod manager;
 mod queue;
@@ -130,6 +131,7 @@ fn _shmwire(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_after_fork_in_parent, m)?)?;
     m.add_function(wrap_pyfunction!(cleanup, m)?)?;
     m.add_function(wrap_pyfunction!(_release_at_exit, m)?)?;
+    m.add_function(wrap_pyfunction!(listener::client, m)?)?;
     connection::register(m)?;
     queue::register(m)?;
     locks::register(m)?;
