@@ -228,6 +228,23 @@ fn python_here() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Whether python3 imports the Python module (`pip install ./python`): the bench's
+/// `python-module` group runs only then.
+fn python_module_here() -> bool {
+    Command::new("python3")
+        .args(["-c", "import shmwire"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The `python-module` group's ratios, in order.
+const PYMOD_RATIOS: [&str; 3] = [
+    "Python module: Pipe send/recv round trip, multiprocessing / shmwire",
+    "Python module: Queue 1P/1C items/s, shmwire / multiprocessing",
+    "Python module: Manager dict set+get ops/s, shmwire / multiprocessing",
+];
+
 fn json_of(out: &Output) -> serde_json::Value {
     assert!(
         out.status.success(),
@@ -271,11 +288,14 @@ fn bench_quick_json_has_every_ratio() {
         );
     }
     let python = python_here();
-    let want: Vec<&str> = RATIOS
+    let mut want: Vec<&str> = RATIOS
         .iter()
         .filter(|(_, py)| python || !py)
         .map(|(n, _)| *n)
         .collect();
+    if python && python_module_here() {
+        want.extend(PYMOD_RATIOS);
+    }
     assert_eq!(ratio_names(&doc), want, "the ratios, in order");
     for r in doc["ratios"].as_array().unwrap() {
         let v = r["value"].as_f64().unwrap();

@@ -252,6 +252,9 @@ pub fn subs(opts: &Options, python: bool) -> Vec<Sub> {
         });
     }
     v.extend(super::transport::subs(python));
+    if python && super::pymod::installed() {
+        v.extend(super::pymod::subs());
+    }
     v
 }
 
@@ -365,7 +368,7 @@ pub fn selected(opts: &Options, g: &str) -> bool {
 }
 
 /// The names `--only` accepts (as prefixes).
-pub const GROUPS: [&str; 10] = [
+pub const GROUPS: [&str; 11] = [
     "rtt",
     "rtt-same-core",
     "throughput",
@@ -376,4 +379,5 @@ pub const GROUPS: [&str; 10] = [
     "rtt-by-size",
     "scaling",
     "transport",
+    "python-module",
 ];

@@ -18,6 +18,7 @@ pub mod measure;
 mod plot;
 pub mod pool;
 pub mod prims;
+mod pymod;
 mod ratios;
 mod report;
 mod scaling;

@@ -84,7 +84,11 @@ pub fn per_round(m: &Measured, num: &str, den: &str) -> Option<Vec<f64>> {
 /// This run's ratios: each the median of its per-round ratios, with their range.
 pub fn ratios(measured: &[Measured]) -> Vec<Ratio> {
     let mut out = Vec::new();
-    for &(what, group, size, num, den, target) in DEFS.iter().chain(super::transport::RATIOS) {
+    for &(what, group, size, num, den, target) in DEFS
+        .iter()
+        .chain(super::transport::RATIOS)
+        .chain(super::pymod::RATIOS)
+    {
         let Some(m) = measured.iter().find(|m| m.group == group && m.size == size) else {
             continue;
         };
