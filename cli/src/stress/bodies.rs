@@ -420,7 +420,7 @@ pub fn dict_peer(c: Ctx, name: String) {
 }
 
 /// Pushes ids (`producer`) or pops them (consumer) on a manager's list opened by name.
-pub fn list_peer(c: Ctx, name: String, producer: bool) {
+pub fn list_peer(c: Ctx, name: String, producer: bool, cap: u64) {
     let l = match Manager::open(&name).and_then(|m| m.with_timeout(T).named_list::<u64>("l")) {
         Ok(l) => l,
         Err(e) => return c.wrong(format_args!("open: {e:?}")),
@@ -428,7 +428,7 @@ pub fn list_peer(c: Ctx, name: String, producer: bool) {
     let mut seq = 0u64;
     while !c.stopping() {
         if producer {
-            if l.len().is_ok_and(|n| n > 5000) {
+            if seq >= cap || l.len().is_ok_and(|n| n > 5000) {
                 std::thread::sleep(Duration::from_millis(1));
                 continue;
             }

@@ -313,20 +313,12 @@ impl<'a> Round<'a> {
                 let m = Manager::create(base).map_err(io)?;
                 m.named_list::<u64>("l").map_err(io)?;
                 let np = split(rng, n);
+                // One consumer may take every item: its log must hold them.
+                let cap = (LOG_CAP / np) as u64;
                 for s in 0..n {
                     let name = base.to_owned();
-                    let role = if s < np {
-                        Role::Producer
-                    } else {
-                        Role::Consumer
-                    };
-                    add(
-                        role,
-                        None,
-                        spawn(&l, prim, s, rng, move |c| {
-                            bodies::list_peer(c, name, s < np)
-                        })?,
-                    );
+                    let role = if s < np { Role::Producer } else { Role::Consumer };
+                    add(role, None, spawn(&l, prim, s, rng, move |c| bodies::list_peer(c, name, s < np, cap))?);
                 }
                 World::List(m)
             }
