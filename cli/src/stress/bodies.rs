@@ -70,7 +70,12 @@ impl Q for RemoteQueue<Vec<u8>> {
 /// Puts items until the round ends (or `cap` are acknowledged).
 pub fn producer(mut c: Ctx, q: &impl Q, sizes: Sizes, cap: u64) {
     let mut seq = 0u64;
-    while !c.stopping() && seq < cap {
+    while !c.stopping() {
+        if seq >= cap {
+            c.s().capped.store(1, Ordering::Release);
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
+        }
         let item = make_item(id(c.slot, seq), sizes.pick(&mut c));
         match c.call("put", T, || q.put_t(&item)) {
             Ok(()) => {
@@ -85,15 +90,31 @@ pub fn producer(mut c: Ctx, q: &impl Q, sizes: Sizes, cap: u64) {
     c.s().done.store(1, Ordering::Release);
 }
 
+/// `SHMWIRE_STRESS_SABOTAGE`: `drop` (a consumer forgets every 100th item it took) or `hang` (a
+/// consumer's 50th get takes 3 s). Only for the tests that show the checks fail when they should.
+fn sabotage() -> String {
+    std::env::var("SHMWIRE_STRESS_SABOTAGE").unwrap_or_default()
+}
+
 /// Gets items until the queue is closed and drained (`Eof`). With `wait_go`, first waits until the
 /// supervisor says go (the queue grows meanwhile).
 pub fn consumer(c: Ctx, q: &impl Q, wait_go: bool) {
     while wait_go && c.l.header().go.load(Ordering::Acquire) == 0 && !c.stopping() {
         std::thread::sleep(Duration::from_millis(2));
     }
+    let sabotage = sabotage();
+    let mut n = 0u64;
     loop {
-        match c.call("get", T, || q.get_t()) {
+        n += 1;
+        let got = c.call("get", T, || {
+            if sabotage == "hang" && n == 50 {
+                std::thread::sleep(Duration::from_secs(3));
+            }
+            q.get_t()
+        });
+        match got {
             Ok(item) => match check_item(&item) {
+                Some(_) if sabotage == "drop" && n % 100 == 0 => {}
                 Some(i) => {
                     if !c.l.record(c.slot, i) {
                         return c.wrong(format_args!("log full"));
@@ -428,6 +449,9 @@ pub fn list_peer(c: Ctx, name: String, producer: bool, cap: u64) {
     let mut seq = 0u64;
     while !c.stopping() {
         if producer {
+            if seq >= cap {
+                c.s().capped.store(1, Ordering::Release);
+            }
             if seq >= cap || l.len().is_ok_and(|n| n > 5000) {
                 std::thread::sleep(Duration::from_millis(1));
                 continue;

@@ -61,7 +61,9 @@ pub struct Slot {
     pub log_len: AtomicU64,
     /// 1 once the participant finished its loop and is about to exit normally.
     pub done: AtomicU64,
-    pub _pad: [AtomicU64; 6],
+    /// 1 while a producer idles at its cap (what one consumer's log holds): no progress is due.
+    pub capped: AtomicU64,
+    pub _pad: [AtomicU64; 5],
 }
 
 pub struct Ledger {

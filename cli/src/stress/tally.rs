@@ -75,14 +75,24 @@ pub fn tally_items(p: &Produced, received: &[u64], killed_consumers: u64) -> (u6
             wrong += 1;
         }
     }
-    let mut missing = 0u64;
+    let mut missing = Vec::new();
     for (&slot, &(acked, _)) in &p.acked {
         for seq in 0..acked {
             if !seen.contains_key(&super::ledger::id(slot, seq)) {
-                missing += 1;
+                missing.push((slot, seq));
             }
         }
     }
-    let in_flight = missing.min(killed_consumers);
+    let missing_n = missing.len() as u64;
+    let in_flight = missing_n.min(killed_consumers);
+    if missing_n > in_flight {
+        missing.sort_unstable();
+        eprintln!(
+            "stress: LOST: {missing_n} acknowledged item(s) never taken, {killed_consumers} consumer(s) \
+             killed; the first (producer slot, sequence): {:?}",
+            &missing[..missing.len().min(5)]
+        );
+    }
+    let missing = missing_n;
     (in_flight, missing - in_flight, dup, wrong)
 }
