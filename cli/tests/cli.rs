@@ -520,8 +520,19 @@ fn stress_short_run_prints_live_lines_and_the_table() {
     let out = shmwire(
         "stress",
         &[
-            "stress", "--duration", "3s", "--procs", "3", "--only", "lock,queue", "--interval",
-            "1s", "--kill-every", "500ms", "--stop-every", "100ms",
+            "stress",
+            "--duration",
+            "3s",
+            "--procs",
+            "3",
+            "--only",
+            "lock,queue",
+            "--interval",
+            "1s",
+            "--kill-every",
+            "500ms",
+            "--stop-every",
+            "100ms",
         ],
         Duration::from_secs(120),
     );
@@ -531,10 +542,20 @@ fn stress_short_run_prints_live_lines_and_the_table() {
     assert!(!text.contains('\r') && !text.contains("\x1b["), "{text:?}");
     let live: Vec<&str> = text.lines().filter(|l| l.contains("ops/s")).collect();
     assert!(live.len() >= 2, "{text}");
-    for field in ["kills", "recoveries", "hangs 0", "lost 0", "duplicated 0", "leaked 0"] {
+    for field in [
+        "kills",
+        "recoveries",
+        "hangs 0",
+        "lost 0",
+        "duplicated 0",
+        "leaked 0",
+    ] {
         assert!(live.last().unwrap().contains(field), "{field}: {text}");
     }
-    assert!(text.contains("| lock ") && text.contains("| queue ") && text.contains("| all "), "{text}");
+    assert!(
+        text.contains("| lock ") && text.contains("| queue ") && text.contains("| all "),
+        "{text}"
+    );
 }
 
 #[test]

@@ -90,8 +90,14 @@ fn stress(tag: &str, args: &[&str], env: &[(&str, &str)], limit: Duration) -> Ru
         "shmwire stress {args:?} hung: killed after {limit:?}; stderr:\n{}",
         run.stderr
     );
-    assert!(left.is_empty(), "shmwire stress {args:?} left processes: {left:?}");
-    assert!(shm.is_empty(), "shmwire stress {args:?} left in /dev/shm (deleted): {shm:?}");
+    assert!(
+        left.is_empty(),
+        "shmwire stress {args:?} left processes: {left:?}"
+    );
+    assert!(
+        shm.is_empty(),
+        "shmwire stress {args:?} left in /dev/shm (deleted): {shm:?}"
+    );
     run
 }
 
@@ -118,13 +124,17 @@ fn group_members(pgid: i32) -> Vec<String> {
 /// The JSON summary at the end of stdout.
 fn summary(r: &Run) -> serde_json::Value {
     let at = r.stdout.find("\n{").map(|i| i + 1).unwrap_or_else(|| {
-        panic!("no JSON summary; stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr)
+        panic!(
+            "no JSON summary; stdout:\n{}\nstderr:\n{}",
+            r.stdout, r.stderr
+        )
     });
     serde_json::from_str(&r.stdout[at..]).expect("the summary parses")
 }
 
 fn count(v: &serde_json::Value, k: &str) -> u64 {
-    v[k].as_u64().unwrap_or_else(|| panic!("no count {k} in {v}"))
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("no count {k} in {v}"))
 }
 
 /// Kills `kills` participants of `prims` (round robin), stopping others, and requires a clean
@@ -134,7 +144,18 @@ fn faults_on(tag: &str, prims: &str, kills: u64) {
     let limit = if long() { 3600 } else { 150 };
     let r = stress(
         tag,
-        &["--only", prims, "--kills", &k, "--duration", "50m", "--procs", "4", "--stop-every", "150ms"],
+        &[
+            "--only",
+            prims,
+            "--kills",
+            &k,
+            "--duration",
+            "50m",
+            "--procs",
+            "4",
+            "--stop-every",
+            "150ms",
+        ],
         &[],
         Duration::from_secs(limit),
     );
@@ -155,7 +176,11 @@ fn faults_on(tag: &str, prims: &str, kills: u64) {
     assert!(count(t, "recoveries") > 0, "{t}");
     for p in s["by_primitive"].as_array().unwrap() {
         let c = &p["counts"];
-        assert!(count(c, "kills") >= 1, "{} was never killed: {c}", p["primitive"]);
+        assert!(
+            count(c, "kills") >= 1,
+            "{} was never killed: {c}",
+            p["primitive"]
+        );
         assert!(count(c, "ops") > 0, "{} did nothing: {c}", p["primitive"]);
     }
 }
@@ -184,7 +209,16 @@ fn faults_manager_pool_and_served_queue() {
 fn a_planted_loss_fails_the_stress() {
     let r = stress(
         "drop",
-        &["--only", "queue", "--duration", "2s", "--kill-every", "0"],
+        &[
+            "--only",
+            "queue",
+            "--duration",
+            "2s",
+            "--kill-every",
+            "0",
+            "--stop-every",
+            "0",
+        ],
         &[("SHMWIRE_STRESS_SABOTAGE", "drop")],
         Duration::from_secs(60),
     );
@@ -199,7 +233,16 @@ fn a_planted_loss_fails_the_stress() {
 fn a_planted_hang_fails_the_stress() {
     let r = stress(
         "hang",
-        &["--only", "queue", "--duration", "2s", "--kill-every", "0"],
+        &[
+            "--only",
+            "queue",
+            "--duration",
+            "2s",
+            "--kill-every",
+            "0",
+            "--stop-every",
+            "0",
+        ],
         &[("SHMWIRE_STRESS_SABOTAGE", "hang")],
         Duration::from_secs(60),
     );

@@ -114,7 +114,7 @@ pub fn consumer(c: Ctx, q: &impl Q, wait_go: bool) {
         });
         match got {
             Ok(item) => match check_item(&item) {
-                Some(_) if sabotage == "drop" && n % 100 == 0 => {}
+                Some(_) if sabotage == "drop" && n.is_multiple_of(100) => {}
                 Some(i) => {
                     if !c.l.record(c.slot, i) {
                         return c.wrong(format_args!("log full"));
@@ -415,7 +415,7 @@ pub fn dict_peer(c: Ctx, name: String) {
     let (mut seq, mut k) = (0u64, 0u64);
     while !c.stopping() {
         k += 1;
-        if k % 4 == 0 {
+        if k.is_multiple_of(4) {
             match c.call("modify", T, || d.modify(&COUNT_KEY, |v| *v += 1)) {
                 Ok(()) => {
                     c.s().acked2.fetch_add(1, Ordering::Release);
