@@ -155,6 +155,10 @@ fn faults_on(tag: &str, prims: &str, kills: u64) {
             "4",
             "--stop-every",
             "150ms",
+            // Shorter than a round's window for kills: (almost) every round has one or two, so
+            // every primitive gets its share of the kills.
+            "--kill-every",
+            "400ms",
         ],
         &[],
         Duration::from_secs(limit),
