@@ -75,7 +75,12 @@ impl Live {
         if dt < self.every && !force {
             return;
         }
-        let rate = (t.ops - self.last_ops.min(t.ops)) as f64 / dt.as_secs_f64().max(1e-3);
+        // The last line gives the run's mean rate; the others the last interval's.
+        let rate = if force {
+            t.ops as f64 / now.duration_since(self.start).as_secs_f64().max(1e-3)
+        } else {
+            (t.ops - self.last_ops.min(t.ops)) as f64 / dt.as_secs_f64().max(1e-3)
+        };
         self.last = now;
         self.last_ops = t.ops;
         let s = format!(
