@@ -5,11 +5,14 @@
 //!               [--plot FILE.svg] [--plot-throughput FILE.svg] [--iceoryx2 PEER_BINARY]
 //! shmwire ls [--json]
 //! shmwire clean [--dry-run]
+//! shmwire stress [--duration 10s] [--procs N] [--kill-every DUR] [--stop-every DUR]
+//!                [--only PRIM[,PRIM..]] [--kills N] [--round DUR] [--seed N] [--interval DUR] [--json]
 //! ```
 //!
 //! Arguments are parsed by clap: an unknown flag or a bad value is an error (exit code 2).
 
 mod bench;
+mod stress;
 
 use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 use std::process::ExitCode;
@@ -84,6 +87,14 @@ fn cli() -> Command {
                 .about("This user's shmwire segments in /dev/shm, with kind, size and participants")
                 .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print JSON")),
         )
+        .subcommand(stress_command())
+        .subcommand(
+            Command::new("plot-soak")
+                .hide(true)
+                .about("The soak's samples (benches/soak.sh's CSV) as an SVG")
+                .arg(Arg::new("csv").required(true))
+                .arg(Arg::new("svg").required(true)),
+        )
         .subcommand(
             Command::new("clean")
                 .about("Remove the segments whose participants are all dead")
@@ -94,6 +105,103 @@ fn cli() -> Command {
                         .help("Only say what would be removed"),
                 ),
         )
+}
+
+fn stress_command() -> Command {
+    let dur = |s: &str| stress::parse_duration(s);
+    let prims = stress::PRIMS.join(", ");
+    Command::new("stress")
+        .about(
+            "Load every primitive with 2 to N processes while killing (SIGKILL) and stopping \
+             (SIGSTOP) them at random; check each round (no call past its bound, nothing acknowledged \
+             lost or duplicated, /dev/shm clean after cleanup(), no process left). Exits 1 on any \
+             hang, loss, duplicate, leak or wrong result",
+        )
+        .arg(
+            Arg::new("duration")
+                .long("duration")
+                .value_name("DUR")
+                .value_parser(dur)
+                .default_value("10s")
+                .help("How long to run: 10s, 2m, 1h"),
+        )
+        .arg(
+            Arg::new("procs")
+                .long("procs")
+                .value_name("N")
+                .value_parser(value_parser!(u64).range(2..=8))
+                .default_value("4")
+                .help("Processes per round, at most (each round takes 2 to N)"),
+        )
+        .arg(
+            Arg::new("kill-every")
+                .long("kill-every")
+                .value_name("DUR")
+                .value_parser(dur)
+                .default_value("1s")
+                .help("Mean time between SIGKILLs of a random participant (0: none)"),
+        )
+        .arg(
+            Arg::new("stop-every")
+                .long("stop-every")
+                .value_name("DUR")
+                .value_parser(dur)
+                .default_value("200ms")
+                .help("Mean time between SIGSTOPs (5 to 100 ms, then SIGCONT) of a random participant (0: none)"),
+        )
+        .arg(
+            Arg::new("only")
+                .long("only")
+                .value_name("PRIM")
+                .value_delimiter(',')
+                .value_parser(clap::builder::PossibleValuesParser::new(stress::PRIMS))
+                .action(ArgAction::Append)
+                .help(format!("Only these primitives (default: all): {prims}")),
+        )
+        .arg(
+            Arg::new("kills")
+                .long("kills")
+                .value_name("N")
+                .value_parser(value_parser!(u64).range(1..))
+                .help("Stop after N kills (the duration still bounds the run)"),
+        )
+        .arg(
+            Arg::new("round")
+                .long("round")
+                .value_name("DUR")
+                .value_parser(dur)
+                .default_value("1s")
+                .help("Length of a round (one primitive, one set of processes)"),
+        )
+        .arg(Arg::new("seed").long("seed").value_name("N").value_parser(value_parser!(u64)).help("Seed of the random choices"))
+        .arg(
+            Arg::new("interval")
+                .long("interval")
+                .value_name("DUR")
+                .value_parser(dur)
+                .help("Live line every DUR (default: 1s on a terminal, 10s otherwise)"),
+        )
+        .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print the summary as JSON"))
+}
+
+fn stress_options(m: &ArgMatches) -> stress::Options {
+    let d = |k: &str| *m.get_one::<std::time::Duration>(k).expect("default");
+    let nonzero = |v: std::time::Duration| (!v.is_zero()).then_some(v);
+    stress::Options {
+        duration: d("duration"),
+        kills: m.get_one::<u64>("kills").copied(),
+        procs: *m.get_one::<u64>("procs").expect("default") as usize,
+        kill_every: nonzero(d("kill-every")),
+        stop_every: nonzero(d("stop-every")),
+        only: m
+            .get_many::<String>("only")
+            .map(|v| v.cloned().collect())
+            .unwrap_or_default(),
+        round: d("round").max(std::time::Duration::from_millis(100)),
+        seed: m.get_one::<u64>("seed").copied(),
+        interval: m.get_one::<std::time::Duration>("interval").copied(),
+        json: m.get_flag("json"),
+    }
 }
 
 fn bench_options(m: &ArgMatches) -> bench::Options {
@@ -120,6 +228,11 @@ fn main() -> ExitCode {
         Some(("bench", m)) => bench::run(&bench_options(m)),
         Some(("ls", m)) => ls(m.get_flag("json")),
         Some(("clean", m)) => clean(m.get_flag("dry-run")),
+        Some(("stress", m)) => stress::run(&stress_options(m)),
+        Some(("plot-soak", m)) => {
+            let a = |k: &str| m.get_one::<String>(k).expect("required").clone();
+            stress::soakplot::run(&a("csv"), &a("svg"))
+        }
         _ => unreachable!("subcommand_required"),
     };
     match result {

@@ -532,3 +532,66 @@ fn no_progress_line_when_stderr_is_not_a_terminal() {
     assert!(!err.contains('\r') && !err.contains("\x1b["), "{err:?}");
     assert!(err.trim().is_empty(), "{err:?}");
 }
+
+/// `shmwire stress` for a few seconds, not on a terminal: a live line per interval (no carriage
+/// returns), then the table; exit status 0 (the run found nothing wrong).
+#[test]
+fn stress_short_run_prints_live_lines_and_the_table() {
+    let out = shmwire(
+        "stress",
+        &[
+            "stress",
+            "--duration",
+            "3s",
+            "--procs",
+            "3",
+            "--only",
+            "lock,queue",
+            "--interval",
+            "1s",
+            "--kill-every",
+            "500ms",
+            "--stop-every",
+            "100ms",
+        ],
+        Duration::from_secs(120),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}\n{err}");
+    assert!(!text.contains('\r') && !text.contains("\x1b["), "{text:?}");
+    let live: Vec<&str> = text.lines().filter(|l| l.contains("ops/s")).collect();
+    assert!(live.len() >= 2, "{text}");
+    for field in [
+        "kills",
+        "recoveries",
+        "hangs 0",
+        "lost 0",
+        "duplicated 0",
+        "leaked 0",
+    ] {
+        assert!(live.last().unwrap().contains(field), "{field}: {text}");
+    }
+    assert!(
+        text.contains("| lock ") && text.contains("| queue ") && text.contains("| all "),
+        "{text}"
+    );
+}
+
+#[test]
+fn stress_bad_usage_is_exit_code_2() {
+    for args in [
+        &["stress", "--procs", "9"][..],
+        &["stress", "--procs", "1"],
+        &["stress", "--duration", "10x"],
+        &["stress", "--kill-every", "soon"],
+        &["stress", "--only", "nosuchprimitive"],
+        &["stress", "--kills", "0"],
+    ] {
+        let out = shmwire("stressusage", args, QUICK_LIMIT);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("error:"), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
