@@ -440,6 +440,14 @@ impl Manager {
     /// Checks the whole arena (test hook): the allocator's heap and lists, and that the blocks in use
     /// are exactly those the containers reach (nothing leaked, nothing shared). Returns the number
     /// of live containers.
+    /// Test hook: this process's descriptor of the arena's segment (the fuzz targets and the
+    /// hostile-peer tests write into it as a peer could).
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn __segment_fd(&self) -> std::os::fd::RawFd {
+        self.arena.seg.descriptor()
+    }
+
     #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub fn __audit(&self) -> std::result::Result<usize, String> {

@@ -241,6 +241,14 @@ impl<T> Queue<T> {
 impl<T> Queue<T> {
     #[doc(hidden)]
     #[cfg(feature = "test-hooks")]
+    /// Test hook: this process's descriptor of the queue's segment (the fuzz targets and the
+    /// hostile-peer tests write into it as a peer could).
+    pub fn __segment_fd(&self) -> std::os::fd::RawFd {
+        self.obj.segment().descriptor()
+    }
+
+    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     /// Test hook: how many rings the queue has (1 until an unbounded queue grows).
     pub fn __rings(&self) -> u32 {
         self.dir().last.load(Ordering::Acquire) + 1
