@@ -10,13 +10,249 @@
 mod common;
 
 use common::{Rng, within};
-use shmwire::{Error, Manager, Process};
+use shmwire::{
+    Barrier, Condition, Error, Lock, Manager, Pipe, Pool, Process, Queue, Value,
+};
 use std::time::{Duration, Instant};
 
 fn main() {
+    shmwire::spawn::enter(|_, _| 2);
     common::run(tests![
+        hostile_bytes_in_a_pipe_never_crash_or_hang_the_honest_side,
+        hostile_bytes_in_a_queue_and_its_spill_area_never_crash_or_hang_the_honest_side,
+        hostile_bytes_in_locks_conditions_barriers_and_values_never_crash_or_hang,
+        hostile_bytes_in_a_pool_board_never_crash_or_hang_its_owner,
         a_dict_whose_entries_share_one_hash_grows_in_bounded_time,
+        every_unnamed_object_is_a_sealed_memfd,
+        a_shrunk_named_segment_faults_its_users_as_the_readme_says,
     ]);
+}
+
+/// Each honest call's own timeout.
+const T: Duration = Duration::from_millis(50);
+/// What a call may take past its timeout (a loaded 2-core machine; the bound is the timeout).
+const SLACK: Duration = Duration::from_secs(2);
+/// How long the hostile peer writes, and the honest processes work.
+const FIRE: Duration = Duration::from_secs(2);
+
+fn shm_path(name: &str) -> String {
+    let prefix = std::env::var("SHMWIRE_PREFIX").unwrap_or_default();
+    format!("/dev/shm/shmwire.{prefix}.u.{name}")
+}
+
+/// The descriptors of this process's anonymous segments (memfds named `shmwire`).
+fn memfds() -> Vec<i32> {
+    let mut fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let link = std::fs::read_link(e.path()).ok()?;
+            link.to_str()?.starts_with("/memfd:shmwire").then_some(())?;
+            e.file_name().to_str()?.parse().ok()
+        })
+        .collect();
+    fds.sort();
+    fds
+}
+
+/// One honest process's call, made again and again.
+type Op = Box<dyn FnMut(&mut Rng)>;
+
+/// Forks one honest process per op, each calling it in a loop for [`FIRE`] and a little more; a
+/// call that takes longer than `T + SLACK` fails the process (as does a panic or a crash).
+fn honest(ops: Vec<Op>) -> Vec<Process> {
+    ops.into_iter()
+        .enumerate()
+        .map(|(k, mut op)| {
+            Process::fork_with(move || -> Result<(), String> {
+                let mut r = Rng(k as u64 * 7919 + 1);
+                let start = Instant::now();
+                let mut calls = 0u64;
+                while start.elapsed() < FIRE + Duration::from_millis(500) {
+                    let t = Instant::now();
+                    op(&mut r);
+                    calls += 1;
+                    if t.elapsed() > T + SLACK {
+                        return Err(format!("call {calls} of process {k} took {:?}", t.elapsed()));
+                    }
+                }
+                Ok(())
+            })
+            .unwrap()
+        })
+        .collect()
+}
+
+/// `n` ops made by `make(k)`.
+fn ops(n: u64, make: impl Fn(u64) -> Op) -> Vec<Op> {
+    (0..n).map(make).collect()
+}
+
+/// Forks a hostile peer that writes garbage into each of `paths` (files in /dev/shm, or
+/// `/proc/PID/fd/N` for another process's memfd) for [`FIRE`].
+fn hostile(paths: Vec<String>, seed: u64) -> Process {
+    Process::fork(move || {
+        let each = FIRE / paths.len() as u32;
+        let mut writes = 0;
+        for _ in 0..2 {
+            for (i, p) in paths.iter().enumerate() {
+                writes += common::scribble(p, 0, 64 << 10, each / 2, seed + i as u64);
+            }
+        }
+        assert!(writes > 100, "only {writes} hostile writes");
+    })
+    .unwrap()
+}
+
+/// Joins the honest processes and the hostile one: every honest process returned in time.
+fn join_all(kids: Vec<Process>, peer: Process) {
+    assert!(peer.join().unwrap().success(), "the hostile peer failed");
+    for k in kids {
+        let st = k.join().unwrap();
+        assert!(st.success(), "an honest process failed: {st:?}");
+    }
+}
+
+fn hostile_bytes_in_a_pipe_never_crash_or_hang_the_honest_side() {
+    let name = format!("hostile-p-{}", std::process::id());
+    let (a, b) = Pipe::builder().name(&name).capacity(1 << 16).build().unwrap();
+    let kids = honest(vec![
+        Box::new(move |r: &mut Rng| {
+            let size = [0, 10, 200, 5000, 40000, 100000][r.below(6) as usize];
+            let _ = a.send_bytes_timeout(&vec![7u8; size], T);
+        }),
+        Box::new(move |_: &mut Rng| {
+            let _ = b.recv_bytes_timeout(T);
+            let _ = b.poll(T);
+        }),
+    ]);
+    let peer = hostile(vec![shm_path(&name)], 21);
+    join_all(kids, peer);
+    // This process opens what is left and survives it.
+    within(Duration::from_secs(20), || {
+        if let Ok(c) = Pipe::open(&name, 1) {
+            let _ = c.recv_bytes_timeout(T);
+            let _ = c.send_bytes_timeout(b"after", T);
+        }
+    });
+}
+
+fn hostile_bytes_in_a_queue_and_its_spill_area_never_crash_or_hang_the_honest_side() {
+    for maxsize in [16, 0] {
+        // Bounded, and unbounded (it grows while the peer writes).
+        let name = format!("hostile-q{maxsize}-{}", std::process::id());
+        let q = Queue::<Vec<u8>>::builder()
+            .name(&name)
+            .maxsize(maxsize)
+            .item_size(64)
+            .spill_size(1 << 20)
+            .build()
+            .unwrap();
+        let kids = honest(ops(3, |k| {
+            let h = q.clone();
+            Box::new(move |r: &mut Rng| {
+                let size = [1, 40, 100, 3000, 70000][r.below(5) as usize];
+                let _ = match (k + r.below(2)) % 3 {
+                    0 => h.put_timeout(vec![k as u8; size], T),
+                    1 => h.get_timeout(T).map(drop),
+                    _ => h.put_nowait(vec![1; 8]).and_then(|_| h.get_nowait().map(drop)),
+                };
+                let _ = (h.qsize(), h.is_empty());
+            })
+        }));
+        let peer = hostile(vec![shm_path(&name)], 31 + maxsize as u64);
+        join_all(kids, peer);
+        within(Duration::from_secs(20), || {
+            for _ in 0..50 {
+                let _ = q.get_timeout(T);
+                let _ = q.put_timeout(vec![2; 500], T);
+            }
+            let _ = Queue::<Vec<u8>>::open(&name).map(|o| o.get_nowait());
+        });
+    }
+}
+
+fn hostile_bytes_in_locks_conditions_barriers_and_values_never_crash_or_hang() {
+    let id = std::process::id();
+    let names: Vec<String> = ["l", "c", "b", "v"]
+        .iter()
+        .map(|k| format!("hostile-{k}-{id}"))
+        .collect();
+    let lock = Lock::create(&names[0]).unwrap();
+    let cond = Condition::create(&names[1]).unwrap();
+    let barrier = Barrier::create(&names[2], 2).unwrap();
+    let value = Value::create(&names[3], 0u64).unwrap();
+    let kids = honest(ops(2, |k| {
+        let (l, c, b, v) = (lock.clone(), cond.clone(), barrier.clone(), value.clone());
+        Box::new(move |r: &mut Rng| match r.below(5) {
+            0 => {
+                if let Ok(g) = l.acquire_timeout(T) {
+                    drop(g);
+                }
+            }
+            1 => {
+                if let Ok(g) = c.acquire_timeout(T) {
+                    let _ = c.wait_timeout(g, T);
+                }
+            }
+            2 => {
+                let _ = c.notify_all();
+            }
+            3 => {
+                if b.wait_timeout(T).is_err() {
+                    let _ = b.reset();
+                }
+            }
+            _ => {
+                let _ = v.set_timeout(k, T);
+                let _ = v.get_timeout(T);
+            }
+        })
+    }));
+    let peer = hostile(names.iter().map(|n| shm_path(n)).collect(), 41);
+    join_all(kids, peer);
+    within(Duration::from_secs(20), || {
+        let _ = lock.acquire_timeout(T).map(drop);
+        let _ = cond.acquire_timeout(T).map(|g| cond.wait_timeout(g, T).map(drop));
+        let _ = barrier.wait_timeout(T);
+        let _ = value.get_timeout(T);
+        let _ = Lock::open(&names[0]).map(|l| l.acquire_timeout(T).map(drop));
+        let _ = Value::<u64>::open(&names[3]).map(|v| v.get_timeout(T));
+    });
+}
+
+fn twice(x: u64) -> u64 {
+    x * 2
+}
+
+fn hostile_bytes_in_a_pool_board_never_crash_or_hang_its_owner() {
+    let before = memfds();
+    let pool = Pool::new(2).unwrap();
+    assert_eq!(pool.apply(twice, 21).unwrap(), 42);
+    let board: Vec<String> = memfds()
+        .into_iter()
+        .filter(|fd| !before.contains(fd))
+        .map(|fd| format!("/proc/{}/fd/{fd}", std::process::id()))
+        .collect();
+    assert!(!board.is_empty(), "the pool's segments are memfds");
+    let peer = hostile(board, 51);
+    // The owner is the honest side here: its calls return, with results or errors.
+    let start = Instant::now();
+    let mut calls = 0;
+    while start.elapsed() < FIRE + Duration::from_millis(500) {
+        let t = Instant::now();
+        let _ = pool
+            .apply_async(twice, calls)
+            .and_then(|r| r.get_timeout(T * 4));
+        calls += 1;
+        assert!(t.elapsed() < T * 4 + SLACK, "call {calls} took {:?}", t.elapsed());
+    }
+    assert!(peer.join().unwrap().success());
+    within(Duration::from_secs(30), || {
+        pool.terminate();
+        let _ = pool.join();
+    });
+    println!("  ({calls} calls of the pool's owner while a peer wrote garbage)");
 }
 
 /// A peer writes one hash into every entry of a large dict; the next insert that grows the table
@@ -54,4 +290,79 @@ fn a_dict_whose_entries_share_one_hash_grows_in_bounded_time() {
     }
     let outcome = outcome.unwrap_or("grown");
     println!("  ({n} entries with one hash: the growth gave {outcome})");
+}
+
+/// Every object made without a name lives in a memfd sealed against shrinking (and against
+/// growing, but for those that grow: an unbounded queue, a manager's arena), with the seals
+/// themselves sealed: a peer holding it cannot make the others fault by truncating it. (A named
+/// one can be truncated: see the next test and the README's threat model.)
+fn every_unnamed_object_is_a_sealed_memfd() {
+    let before = memfds();
+    let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
+    let mut growable = Vec::new();
+    let mut made = |what: &str, grows: bool, obj: Box<dyn std::any::Any>| {
+        keep.push(obj);
+        for fd in memfds() {
+            if !before.contains(&fd) && !growable.iter().any(|(f, _, _)| *f == fd) {
+                growable.push((fd, grows, what.to_owned()));
+            }
+        }
+    };
+    made("pipe", false, Box::new(Pipe::new().unwrap()));
+    made("queue", false, Box::new(Queue::<u32>::new(4).unwrap()));
+    made("unbounded queue", true, Box::new(Queue::<u32>::new(0).unwrap()));
+    made("lock", false, Box::new(Lock::new().unwrap()));
+    made("condition", false, Box::new(Condition::new().unwrap()));
+    made("barrier", false, Box::new(Barrier::new(2).unwrap()));
+    made("value", false, Box::new(Value::new(1u64).unwrap()));
+    made("manager", true, Box::new(Manager::new().unwrap()));
+    let pool = Pool::new(1).unwrap();
+    made("pool", false, Box::new(()));
+    let objects = growable;
+    assert!(objects.len() >= 10, "{objects:?}");
+    let eperm = |r: i32| r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    for (fd, grows, what) in &objects {
+        // SAFETY: plain syscalls on a descriptor this process holds.
+        unsafe {
+            let seals = libc::fcntl(*fd, libc::F_GET_SEALS);
+            let mut want = libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+            if !grows {
+                want |= libc::F_SEAL_GROW;
+            }
+            assert_eq!(seals & want, want, "{what}: seals {seals:#x}");
+            let mut st: libc::stat = std::mem::zeroed();
+            assert_eq!(libc::fstat(*fd, &mut st), 0);
+            assert!(eperm(libc::ftruncate(*fd, st.st_size / 2)), "{what}: shrunk");
+            assert!(eperm(libc::ftruncate(*fd, 0)), "{what}: shrunk");
+        }
+    }
+    println!("  ({} memfds checked)", objects.len());
+    pool.terminate();
+    pool.join().unwrap();
+}
+
+/// What the README's threat model states: a named segment is a file in /dev/shm that any process of
+/// the user may truncate (POSIX shared memory cannot be sealed), and a process using it then faults
+/// with SIGBUS when it touches a page past the new end. This test shows exactly that, and that the
+/// same peer cannot do it to an unnamed object.
+fn a_shrunk_named_segment_faults_its_users_as_the_readme_says() {
+    let name = format!("shrunk-{}", std::process::id());
+    let q = Queue::<Vec<u8>>::builder().name(&name).maxsize(64).build().unwrap();
+    let user = Process::fork(move || {
+        let q = Queue::<Vec<u8>>::open(&name).unwrap();
+        q.put(vec![1u8; 10]).unwrap();
+        std::thread::sleep(Duration::from_millis(300)); // the peer truncates the file meanwhile
+        for _ in 0..64 {
+            let _ = q.put_timeout(vec![2u8; 10], T);
+        }
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let path = shm_path(&format!("shrunk-{}", std::process::id()));
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(4096).unwrap();
+    let st = user.join().unwrap();
+    assert_eq!(st.signal(), Some(libc::SIGBUS), "the user of a truncated segment: {st:?}");
+    // This process maps it too: it must not touch it again (its drop would fault as well).
+    std::mem::forget(q);
+    std::fs::remove_file(&path).unwrap();
 }
