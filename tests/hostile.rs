@@ -11,7 +11,7 @@ mod common;
 
 use common::{Rng, within};
 use shmwire::{
-    Barrier, Condition, Error, Lock, Manager, Pipe, Pool, Process, Queue, Value,
+    Barrier, Client, Condition, Error, Listener, Lock, Manager, Pipe, Pool, Process, Queue, Value,
 };
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,10 @@ fn main() {
         a_dict_whose_entries_share_one_hash_grows_in_bounded_time,
         every_unnamed_object_is_a_sealed_memfd,
         a_shrunk_named_segment_faults_its_users_as_the_readme_says,
+        segments_and_listener_sockets_are_0600,
+        another_user_cannot_open_them_and_is_told_what_to_do,
+        mode_0660_lets_the_group_in_and_only_then,
+        modes_that_let_others_in_are_refused_when_built,
     ]);
 }
 
@@ -365,4 +369,194 @@ fn a_shrunk_named_segment_faults_its_users_as_the_readme_says() {
     // This process maps it too: it must not touch it again (its drop would fault as well).
     std::mem::forget(q);
     std::fs::remove_file(&path).unwrap();
+}
+
+// ---- permissions -------------------------------------------------------------------------------
+
+fn mode_of(path: &str) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Runs `f` in a child that dropped to uid and gid 65534 (`nobody`) with supplementary `groups`
+/// (tests run as root, whom the kernel lets open anything; `nobody` it does not).
+fn as_nobody(groups: Vec<u32>, f: impl FnOnce() -> Result<(), String>) -> Process {
+    Process::fork_with(move || -> Result<(), String> {
+        // SAFETY: plain syscalls in a single-threaded child, on a valid array.
+        unsafe {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setresgid(65534, 65534, 65534) != 0
+                || libc::setresuid(65534, 65534, 65534) != 0
+            {
+                return Err(format!("dropping to nobody: {}", std::io::Error::last_os_error()));
+            }
+        }
+        f()
+    })
+    .unwrap()
+}
+
+fn root_only() {
+    // SAFETY: plain syscall.
+    if unsafe { libc::geteuid() } != 0 {
+        common::skip("needs root, to drop to another user");
+    }
+}
+
+/// An error that says permission is denied, and says what to do (`hint`).
+fn denied<T: std::fmt::Debug>(what: &str, r: shmwire::Result<T>, hint: &str) -> Result<(), String> {
+    match &r {
+        Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            if e.to_string().contains(hint) {
+                Ok(())
+            } else {
+                Err(format!("{what}: the error does not say what to do ({hint:?}): {e}"))
+            }
+        }
+        _ => Err(format!("{what}: {r:?}, not a permission error")),
+    }
+}
+
+/// Named objects of each family, and a listener; their paths in /dev/shm. The manager is made and
+/// held by a child: a process that maps an arena finds it again by its file (a forked child too,
+/// whatever user it became), so this process must not map it for the children to open it anew.
+struct Named {
+    paths: Vec<String>,
+    names: Vec<String>,
+    _keep: Vec<Box<dyn std::any::Any>>,
+    holder: Option<Process>,
+}
+
+impl Drop for Named {
+    fn drop(&mut self) {
+        if let Some(h) = self.holder.take() {
+            let _ = h.kill();
+            let _ = h.join();
+            // Killed, it left its name: a stale one, as `cleanup()` would remove.
+            let _ = std::fs::remove_file(&self.paths[3]);
+        }
+    }
+}
+
+fn named(tag: &str, mode: Option<u32>) -> Named {
+    let id = std::process::id();
+    let names: Vec<String> = ["p", "q", "l", "m", "s"]
+        .iter()
+        .map(|k| format!("perm-{tag}-{k}-{id}"))
+        .collect();
+    let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
+    let (mut pb, mut qb, mut lb, mut mb) = (
+        Pipe::builder().name(&names[0]),
+        Queue::<u32>::builder().name(&names[1]).maxsize(4),
+        Lock::builder().name(&names[2]),
+        Manager::builder().name(&names[3]),
+    );
+    if let Some(m) = mode {
+        (pb, qb, lb, mb) = (pb.mode(m), qb.mode(m), lb.mode(m), mb.mode(m));
+    }
+    keep.push(Box::new(pb.build().unwrap()));
+    keep.push(Box::new(qb.build().unwrap()));
+    keep.push(Box::new(lb.build().unwrap()));
+    keep.push(Box::new(Listener::bind(&names[4]).unwrap()));
+    let mut paths: Vec<String> = names[..4].iter().map(|n| shm_path(n)).collect();
+    paths.push(shm_path(&names[4]).replacen(".u.", ".l.", 1));
+    let holder = Process::fork(move || {
+        let _m = mb.build().unwrap();
+        std::thread::sleep(Duration::from_secs(600));
+    })
+    .unwrap();
+    let t = Instant::now();
+    while !std::path::Path::new(&paths[3]).exists() {
+        assert!(t.elapsed() < Duration::from_secs(10), "the manager was not made");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Named {
+        paths,
+        names,
+        _keep: keep,
+        holder: Some(holder),
+    }
+}
+
+fn segments_and_listener_sockets_are_0600() {
+    let n = named("mode", None);
+    for p in &n.paths {
+        assert_eq!(mode_of(p), 0o600, "{p}");
+    }
+}
+
+fn another_user_cannot_open_them_and_is_told_what_to_do() {
+    root_only();
+    let n = named("other", None);
+    let names = n.names.clone();
+    // Even in the objects' group: 0600 lets nobody else in.
+    let child = as_nobody(vec![0], move || {
+        let share = ".mode(0o660)";
+        denied("pipe", Pipe::open(&names[0], 1), share)?;
+        denied("queue", Queue::<u32>::open(&names[1]), share)?;
+        denied("lock", Lock::open(&names[2]), share)?;
+        denied("manager", Manager::open(&names[3]), share)?;
+        denied("listener", Client::connect(&names[4]), "the listener's user")?;
+        Ok(())
+    });
+    let st = child.join().unwrap();
+    assert!(st.success(), "{st:?}");
+}
+
+fn mode_0660_lets_the_group_in_and_only_then() {
+    root_only();
+    let n = named("group", Some(0o660));
+    for p in &n.paths[..4] {
+        assert_eq!(mode_of(p), 0o660, "{p}");
+    }
+    // SAFETY: plain syscall.
+    let gid = unsafe { libc::getegid() };
+    // A user in the objects' group opens each and uses it.
+    let names = n.names.clone();
+    let member = as_nobody(vec![gid], move || {
+        let e = |what: &str, e: Error| format!("{what}: {e}");
+        let c = Pipe::open(&names[0], 1).map_err(|x| e("pipe", x))?;
+        c.send(&7u32).map_err(|x| e("pipe send", x))?;
+        let q = Queue::<u32>::open(&names[1]).map_err(|x| e("queue", x))?;
+        q.put(8).map_err(|x| e("queue put", x))?;
+        let l = Lock::open(&names[2]).map_err(|x| e("lock", x))?;
+        drop(l.acquire_timeout(T * 20).map_err(|x| e("lock acquire", x))?);
+        let m = Manager::open(&names[3]).map_err(|x| e("manager", x))?;
+        m.dict::<u32, u32>()
+            .and_then(|d| d.insert(1, 2))
+            .map_err(|x| e("manager dict", x))?;
+        Ok(())
+    });
+    let st = member.join().unwrap();
+    assert!(st.success(), "a member of the group: {st:?}");
+    // A user outside the group does not get in, and is told why.
+    let names = n.names.clone();
+    let outsider = as_nobody(vec![], move || {
+        let share = "a group both users are in";
+        denied("pipe", Pipe::open(&names[0], 1), share)?;
+        denied("queue", Queue::<u32>::open(&names[1]), share)?;
+        denied("lock", Lock::open(&names[2]), share)?;
+        denied("manager", Manager::open(&names[3]), share)
+    });
+    let st = outsider.join().unwrap();
+    assert!(st.success(), "a user outside the group: {st:?}");
+    // What the member sent arrived.
+    let q = Queue::<u32>::open(&n.names[1]).unwrap();
+    assert_eq!(q.get_timeout(Duration::from_secs(5)).unwrap(), 8);
+}
+
+fn modes_that_let_others_in_are_refused_when_built() {
+    let name = format!("perm-bad-{}", std::process::id());
+    for mode in [0o666, 0o644, 0o606, 0o700, 0o400, 0o2660] {
+        let r = Pipe::builder().name(&name).mode(mode).build();
+        assert!(matches!(r, Err(Error::Invalid(_))), "mode {mode:o}: {r:?}");
+        let r = Queue::<u8>::builder().name(&name).mode(mode).build();
+        assert!(matches!(r, Err(Error::Invalid(_))), "mode {mode:o}: {r:?}");
+        assert!(!std::path::Path::new(&shm_path(&name)).exists());
+    }
+    // 0o600 and 0o660 are fine.
+    for mode in [0o600, 0o660] {
+        let (_a, _b) = Pipe::builder().name(&name).mode(mode).build().unwrap();
+        assert_eq!(mode_of(&shm_path(&name)), mode);
+    }
 }

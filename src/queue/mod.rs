@@ -169,6 +169,7 @@ impl<T> Queue<T> {
             item_size: DEFAULT_ITEM_SIZE,
             spill_size: DEFAULT_SPILL_SIZE,
             name: None,
+            mode: None,
             tag: None,
             wait: WaitStrategy::default(),
             _t: PhantomData,
