@@ -237,6 +237,7 @@ impl Manager {
         Ok(ManagerStats {
             used,
             free,
+            // Both bounded by the file's size (`mapped` checks what peers wrote).
             mapped: self.arena.seg.header().kind_offset + self.arena.mapped(),
         })
     }
