@@ -51,8 +51,10 @@ pub fn __fuzz_segment(bytes: &[u8]) -> usize {
     use crate::segment::{Kind, Segment};
     use rustix::fs::{MemfdFlags, SealFlags};
     let (k, body) = split(bytes);
-    let Ok(fd) = rustix::fs::memfd_create("shmwire-fuzz", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
-    else {
+    let Ok(fd) = rustix::fs::memfd_create(
+        "shmwire-fuzz",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    ) else {
         return 0;
     };
     // A whole number of pages, at least one, at most 4 (the header's `size` says what it says).
@@ -68,7 +70,13 @@ pub fn __fuzz_segment(bytes: &[u8]) -> usize {
         .get(24..32)
         .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
     let mut ok = 0;
-    for kind in [Kind::Pipe, Kind::Queue, Kind::Sync, Kind::Manager, Kind::Pool] {
+    for kind in [
+        Kind::Pipe,
+        Kind::Queue,
+        Kind::Sync,
+        Kind::Manager,
+        Kind::Pool,
+    ] {
         let Ok(dup) = rustix::io::dup(&fd) else {
             return ok;
         };
@@ -140,7 +148,11 @@ fn queue(bytes: &[u8], spill: bool) -> usize {
     }
     // The window: header, participants and the control block, the slots, and with a spill area its
     // bitmap and first blocks.
-    scribble(q.__segment_fd(), if spill { 1 << 17 } else { 1 << 15 }, patch);
+    scribble(
+        q.__segment_fd(),
+        if spill { 1 << 17 } else { 1 << 15 },
+        patch,
+    );
     let mut got = 0;
     for i in 0..12 {
         if q.get_nowait().is_ok() {

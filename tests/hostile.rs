@@ -77,7 +77,10 @@ fn honest(ops: Vec<Op>) -> Vec<Process> {
                     op(&mut r);
                     calls += 1;
                     if t.elapsed() > T + SLACK {
-                        return Err(format!("call {calls} of process {k} took {:?}", t.elapsed()));
+                        return Err(format!(
+                            "call {calls} of process {k} took {:?}",
+                            t.elapsed()
+                        ));
                     }
                 }
                 Ok(())
@@ -119,7 +122,11 @@ fn join_all(kids: Vec<Process>, peer: Process) {
 
 fn hostile_bytes_in_a_pipe_never_crash_or_hang_the_honest_side() {
     let name = format!("hostile-p-{}", std::process::id());
-    let (a, b) = Pipe::builder().name(&name).capacity(1 << 16).build().unwrap();
+    let (a, b) = Pipe::builder()
+        .name(&name)
+        .capacity(1 << 16)
+        .build()
+        .unwrap();
     let kids = honest(vec![
         Box::new(move |r: &mut Rng| {
             let size = [0, 10, 200, 5000, 40000, 100000][r.below(6) as usize];
@@ -159,7 +166,9 @@ fn hostile_bytes_in_a_queue_and_its_spill_area_never_crash_or_hang_the_honest_si
                 let _ = match (k + r.below(2)) % 3 {
                     0 => h.put_timeout(vec![k as u8; size], T),
                     1 => h.get_timeout(T).map(drop),
-                    _ => h.put_nowait(vec![1; 8]).and_then(|_| h.get_nowait().map(drop)),
+                    _ => h
+                        .put_nowait(vec![1; 8])
+                        .and_then(|_| h.get_nowait().map(drop)),
                 };
                 let _ = (h.qsize(), h.is_empty());
             })
@@ -217,7 +226,9 @@ fn hostile_bytes_in_locks_conditions_barriers_and_values_never_crash_or_hang() {
     join_all(kids, peer);
     within(Duration::from_secs(20), || {
         let _ = lock.acquire_timeout(T).map(drop);
-        let _ = cond.acquire_timeout(T).map(|g| cond.wait_timeout(g, T).map(drop));
+        let _ = cond
+            .acquire_timeout(T)
+            .map(|g| cond.wait_timeout(g, T).map(drop));
         let _ = barrier.wait_timeout(T);
         let _ = value.get_timeout(T);
         let _ = Lock::open(&names[0]).map(|l| l.acquire_timeout(T).map(drop));
@@ -249,7 +260,11 @@ fn hostile_bytes_in_a_pool_board_never_crash_or_hang_its_owner() {
             .apply_async(twice, calls)
             .and_then(|r| r.get_timeout(T * 4));
         calls += 1;
-        assert!(t.elapsed() < T * 4 + SLACK, "call {calls} took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < T * 4 + SLACK,
+            "call {calls} took {:?}",
+            t.elapsed()
+        );
     }
     assert!(peer.join().unwrap().success());
     within(Duration::from_secs(30), || {
@@ -314,7 +329,11 @@ fn every_unnamed_object_is_a_sealed_memfd() {
     };
     made("pipe", false, Box::new(Pipe::new().unwrap()));
     made("queue", false, Box::new(Queue::<u32>::new(4).unwrap()));
-    made("unbounded queue", true, Box::new(Queue::<u32>::new(0).unwrap()));
+    made(
+        "unbounded queue",
+        true,
+        Box::new(Queue::<u32>::new(0).unwrap()),
+    );
     made("lock", false, Box::new(Lock::new().unwrap()));
     made("condition", false, Box::new(Condition::new().unwrap()));
     made("barrier", false, Box::new(Barrier::new(2).unwrap()));
@@ -324,7 +343,8 @@ fn every_unnamed_object_is_a_sealed_memfd() {
     made("pool", false, Box::new(()));
     let objects = growable;
     assert!(objects.len() >= 10, "{objects:?}");
-    let eperm = |r: i32| r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    let eperm =
+        |r: i32| r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
     for (fd, grows, what) in &objects {
         // SAFETY: plain syscalls on a descriptor this process holds.
         unsafe {
@@ -336,7 +356,10 @@ fn every_unnamed_object_is_a_sealed_memfd() {
             assert_eq!(seals & want, want, "{what}: seals {seals:#x}");
             let mut st: libc::stat = std::mem::zeroed();
             assert_eq!(libc::fstat(*fd, &mut st), 0);
-            assert!(eperm(libc::ftruncate(*fd, st.st_size / 2)), "{what}: shrunk");
+            assert!(
+                eperm(libc::ftruncate(*fd, st.st_size / 2)),
+                "{what}: shrunk"
+            );
             assert!(eperm(libc::ftruncate(*fd, 0)), "{what}: shrunk");
         }
     }
@@ -351,7 +374,11 @@ fn every_unnamed_object_is_a_sealed_memfd() {
 /// same peer cannot do it to an unnamed object.
 fn a_shrunk_named_segment_faults_its_users_as_the_readme_says() {
     let name = format!("shrunk-{}", std::process::id());
-    let q = Queue::<Vec<u8>>::builder().name(&name).maxsize(64).build().unwrap();
+    let q = Queue::<Vec<u8>>::builder()
+        .name(&name)
+        .maxsize(64)
+        .build()
+        .unwrap();
     let user = Process::fork(move || {
         let q = Queue::<Vec<u8>>::open(&name).unwrap();
         q.put(vec![1u8; 10]).unwrap();
@@ -363,9 +390,18 @@ fn a_shrunk_named_segment_faults_its_users_as_the_readme_says() {
     .unwrap();
     std::thread::sleep(Duration::from_millis(100));
     let path = shm_path(&format!("shrunk-{}", std::process::id()));
-    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(4096).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
     let st = user.join().unwrap();
-    assert_eq!(st.signal(), Some(libc::SIGBUS), "the user of a truncated segment: {st:?}");
+    assert_eq!(
+        st.signal(),
+        Some(libc::SIGBUS),
+        "the user of a truncated segment: {st:?}"
+    );
     // This process maps it too: it must not touch it again (its drop would fault as well).
     std::mem::forget(q);
     std::fs::remove_file(&path).unwrap();
@@ -388,7 +424,10 @@ fn as_nobody(groups: Vec<u32>, f: impl FnOnce() -> Result<(), String>) -> Proces
                 || libc::setresgid(65534, 65534, 65534) != 0
                 || libc::setresuid(65534, 65534, 65534) != 0
             {
-                return Err(format!("dropping to nobody: {}", std::io::Error::last_os_error()));
+                return Err(format!(
+                    "dropping to nobody: {}",
+                    std::io::Error::last_os_error()
+                ));
             }
         }
         f()
@@ -410,7 +449,9 @@ fn denied<T: std::fmt::Debug>(what: &str, r: shmwire::Result<T>, hint: &str) -> 
             if e.to_string().contains(hint) {
                 Ok(())
             } else {
-                Err(format!("{what}: the error does not say what to do ({hint:?}): {e}"))
+                Err(format!(
+                    "{what}: the error does not say what to do ({hint:?}): {e}"
+                ))
             }
         }
         _ => Err(format!("{what}: {r:?}, not a permission error")),
@@ -467,7 +508,10 @@ fn named(tag: &str, mode: Option<u32>) -> Named {
     .unwrap();
     let t = Instant::now();
     while !std::path::Path::new(&paths[3]).exists() {
-        assert!(t.elapsed() < Duration::from_secs(10), "the manager was not made");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the manager was not made"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     Named {
@@ -496,7 +540,11 @@ fn another_user_cannot_open_them_and_is_told_what_to_do() {
         denied("queue", Queue::<u32>::open(&names[1]), share)?;
         denied("lock", Lock::open(&names[2]), share)?;
         denied("manager", Manager::open(&names[3]), share)?;
-        denied("listener", Client::connect(&names[4]), "the listener's user")?;
+        denied(
+            "listener",
+            Client::connect(&names[4]),
+            "the listener's user",
+        )?;
         Ok(())
     });
     let st = child.join().unwrap();
@@ -520,7 +568,10 @@ fn mode_0660_lets_the_group_in_and_only_then() {
         let q = Queue::<u32>::open(&names[1]).map_err(|x| e("queue", x))?;
         q.put(8).map_err(|x| e("queue put", x))?;
         let l = Lock::open(&names[2]).map_err(|x| e("lock", x))?;
-        drop(l.acquire_timeout(T * 20).map_err(|x| e("lock acquire", x))?);
+        drop(
+            l.acquire_timeout(T * 20)
+                .map_err(|x| e("lock acquire", x))?,
+        );
         let m = Manager::open(&names[3]).map_err(|x| e("manager", x))?;
         m.dict::<u32, u32>()
             .and_then(|d| d.insert(1, 2))

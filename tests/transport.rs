@@ -1728,7 +1728,9 @@ fn fuzz_corpus_replays_without_a_panic() {
     let mut n = 0;
     let targets: &[(&str, fn(&[u8]) -> usize)] = &[
         ("frame", shmwire::transport::__fuzz_frames),
-        ("handshake", |b| shmwire::transport::__fuzz_handshake(b) as usize),
+        ("handshake", |b| {
+            shmwire::transport::__fuzz_handshake(b) as usize
+        }),
         ("segment", fuzz::__fuzz_segment),
         ("spsc", fuzz::__fuzz_spsc),
         ("mpmc", fuzz::__fuzz_mpmc),
@@ -1749,7 +1751,10 @@ fn fuzz_corpus_replays_without_a_panic() {
             assert!(t.elapsed() < LONG, "{}: {:?}", path.display(), t.elapsed());
             here += 1;
         }
-        assert!(here >= 2, "{target}: only {here} corpus entries: the corpus is missing");
+        assert!(
+            here >= 2,
+            "{target}: only {here} corpus entries: the corpus is missing"
+        );
         n += here;
     }
     println!("({n} corpus entries replayed)");
@@ -1776,9 +1781,18 @@ fn a_small_pickle_never_builds_more_than_its_bound() {
         let before = peak_rss();
         let r = shmwire::transport::pickle::loads(bytes);
         let grew = peak_rss().saturating_sub(before);
-        println!("  (decoded: {}; peak memory grew by {} MiB)", r.is_ok(), grew >> 20);
+        println!(
+            "  (decoded: {}; peak memory grew by {} MiB)",
+            r.is_ok(),
+            grew >> 20
+        );
         // The bound is 64 MiB of values; the decoder's own working copy may double it.
-        assert!(grew < 128 << 20, "a {}-byte pickle took {} MiB", bytes.len(), grew >> 20);
+        assert!(
+            grew < 128 << 20,
+            "a {}-byte pickle took {} MiB",
+            bytes.len(),
+            grew >> 20
+        );
     })
     .unwrap();
     assert!(p.join().unwrap().success());

@@ -221,7 +221,7 @@ fn bounded(p: &[u8]) -> std::result::Result<(), String> {
                 push(&mut stack, ITEM, 0)?;
             }
             0x97 => push(&mut stack, ITEM, 0)?, // NEXT_BUFFER
-            0x98 => {}                       // READONLY_BUFFER
+            0x98 => {}                          // READONLY_BUFFER
             // Containers.
             b']' | b')' | b'}' | 0x8f => push(&mut stack, ITEM, 1)?,
             b'l' | b't' | b'd' | 0x91 | b'o' => {

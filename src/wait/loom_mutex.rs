@@ -43,13 +43,17 @@ fn world() -> Arc<World> {
 /// writes its own RLock state and checks that nobody changed it, then releases.
 fn visit(w: &World, me: u32, tries: usize) -> bool {
     for _ in 0..tries {
-        let took_over = w
-            .m
-            .take_over_if_dead(me, |id| Ok(id != DEAD))
-            .unwrap();
+        let took_over = w.m.take_over_if_dead(me, |id| Ok(id != DEAD)).unwrap();
         if took_over || w.m.try_lock(me) {
-            assert_eq!(w.inside.fetch_add(1, Ordering::SeqCst), 0, "two holders at once");
-            assert!(w.m.is_inconsistent(), "a holder after the death is not told");
+            assert_eq!(
+                w.inside.fetch_add(1, Ordering::SeqCst),
+                0,
+                "two holders at once"
+            );
+            assert!(
+                w.m.is_inconsistent(),
+                "a holder after the death is not told"
+            );
             assert_ne!(
                 w.m.thread.load(Ordering::Relaxed),
                 77,
@@ -107,7 +111,11 @@ fn loom_robust_mutex_recovery_then_a_new_holder() {
             // A late recoverer: still sees the dead id (or not), must never take from the living.
             let took = w2.m.take_over_if_dead(5, |id| Ok(id != DEAD)).unwrap();
             if took {
-                assert_eq!(w2.inside.fetch_add(1, Ordering::SeqCst), 0, "two holders at once");
+                assert_eq!(
+                    w2.inside.fetch_add(1, Ordering::SeqCst),
+                    0,
+                    "two holders at once"
+                );
                 w2.inside.fetch_sub(1, Ordering::SeqCst);
                 w2.m.unlock();
             }
