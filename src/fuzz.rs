@@ -164,12 +164,12 @@ fn queue(bytes: &[u8], spill: bool) -> usize {
     got
 }
 
-/// See [`queue`]: slots only.
+/// A queue's slots only (see `queue`).
 pub fn __fuzz_mpmc(bytes: &[u8]) -> usize {
     queue(bytes, false)
 }
 
-/// See [`queue`]: items that spill.
+/// A queue's slots and spill area (see `queue`).
 pub fn __fuzz_spill(bytes: &[u8]) -> usize {
     queue(bytes, true)
 }

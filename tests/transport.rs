@@ -1726,7 +1726,8 @@ fn fuzz_corpus_replays_without_a_panic() {
     use shmwire::fuzz;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
     let mut n = 0;
-    let targets: &[(&str, fn(&[u8]) -> usize)] = &[
+    type Parse = fn(&[u8]) -> usize;
+    let targets: &[(&str, Parse)] = &[
         ("frame", shmwire::transport::__fuzz_frames),
         ("handshake", |b| {
             shmwire::transport::__fuzz_handshake(b) as usize
@@ -1761,6 +1762,7 @@ fn fuzz_corpus_replays_without_a_panic() {
 }
 
 /// Peak resident bytes of this process (`ru_maxrss`).
+#[cfg(feature = "pickle")]
 fn peak_rss() -> u64 {
     // SAFETY: getrusage fills the struct it is given.
     unsafe {
