@@ -122,7 +122,7 @@ impl SyncBuilder<Lock> {
 
     /// Who may open it by name besides this user: `0o660` also lets in the users of its group
     /// (the creating process's effective group), `0o600` (the default) nobody else; others never
-    /// (any other mode is [`Error::Invalid`](crate::Error::Invalid)). A process of another user
+    /// (any other mode is [`Error::Invalid`]). A process of another user
     /// opens such an object only if it is in that group; without this, it is refused.
     ///
     /// (A lock's builder only, for now: the other objects of this family are this user's.)

@@ -129,7 +129,7 @@ pub struct PipeBuilder {
 impl PipeBuilder {
     /// Who may open it by name besides this user: `0o660` also lets in the users of its group
     /// (the creating process's effective group), `0o600` (the default) nobody else; others never
-    /// (any other mode is [`Error::Invalid`](crate::Error::Invalid)). A process of another user
+    /// (any other mode is [`Error::Invalid`]). A process of another user
     /// opens such an object only if it is in that group; without this, it is refused.
     pub fn mode(mut self, mode: u32) -> Self {
         self.mode = Some(mode);
