@@ -65,11 +65,20 @@ pub fn loads(bytes: &[u8]) -> Result<Value> {
         reason: format!("refused before decoding: {why}"),
         bytes: Vec::new(),
     })?;
-    serde_pickle::value_from_slice(bytes, serde_pickle::DeOptions::new()).map_err(|e| {
-        Error::Decode {
-            reason: format!("not a pickle of plain Python values: {e}"),
-            bytes: Vec::new(),
-        }
+    // serde-pickle builds sets and dicts as B-trees ordered by `HashableValue`'s order, which a
+    // NaN breaks, and std's sort may panic on an order that is not total (a peer's `{nan, 1.0}`):
+    // that panic is caught here and the pickle refused, as any other it cannot decode. (Under
+    // `panic = "abort"` it would abort: a NaN in a set from an untrusted peer is then fatal.)
+    let decoded = std::panic::catch_unwind(|| {
+        serde_pickle::value_from_slice(bytes, serde_pickle::DeOptions::new())
+    })
+    .map_err(|_| Error::Decode {
+        reason: "a set or dict whose keys have no total order (a NaN among them)".to_owned(),
+        bytes: Vec::new(),
+    })?;
+    decoded.map_err(|e| Error::Decode {
+        reason: format!("not a pickle of plain Python values: {e}"),
+        bytes: Vec::new(),
     })
 }
 
