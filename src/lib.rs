@@ -100,6 +100,11 @@ pub mod queue;
 #[cfg(not(loom))]
 pub mod transport;
 
+/// Fuzz entry points over the parsers of shared and received bytes (feature `test-hooks`).
+#[cfg(all(feature = "test-hooks", not(loom)))]
+#[doc(hidden)]
+pub mod fuzz;
+
 pub use error::{Error, Result};
 
 /// The README's code, compiled and run as doctests (so the tour cannot go stale).

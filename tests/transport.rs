@@ -51,6 +51,7 @@ fn main() {
         shared_memory_handle_from_another_host_is_refused,
         across_hosts_in_two_network_namespaces,
         fuzz_corpus_replays_without_a_panic,
+        a_small_pickle_never_builds_more_than_its_bound,
     ]);
 }
 
@@ -1720,25 +1721,86 @@ fn stopping_a_server_ends_the_connections_it_serves() {
 // ---- fuzz corpus ---------------------------------------------------------------------------------
 
 fn fuzz_corpus_replays_without_a_panic() {
+    // Every fuzz target's kept corpus, through the functions the targets call (src/fuzz.rs and
+    // the transport's parsers); `regress-*` entries are inputs that once failed.
+    use shmwire::fuzz;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
     let mut n = 0;
-    for (target, f) in [
-        (
-            "frame",
-            shmwire::transport::__fuzz_frames as fn(&[u8]) -> usize,
-        ),
-        ("handshake", |b: &[u8]| {
+    type Parse = fn(&[u8]) -> usize;
+    let targets: &[(&str, Parse)] = &[
+        ("frame", shmwire::transport::__fuzz_frames),
+        ("handshake", |b| {
             shmwire::transport::__fuzz_handshake(b) as usize
         }),
-    ] {
+        ("segment", fuzz::__fuzz_segment),
+        ("spsc", fuzz::__fuzz_spsc),
+        ("mpmc", fuzz::__fuzz_mpmc),
+        ("spill", fuzz::__fuzz_spill),
+        ("arena", fuzz::__fuzz_arena),
+        #[cfg(feature = "pickle")]
+        ("pickle", |b| fuzz::__fuzz_pickle(b) as usize),
+    ];
+    for (target, f) in targets {
         let dir = root.join(target);
         let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let mut here = 0;
         for e in entries {
-            let bytes = std::fs::read(e.unwrap().path()).unwrap();
+            let path = e.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            let t = Instant::now();
             f(&bytes);
-            n += 1;
+            assert!(t.elapsed() < LONG, "{}: {:?}", path.display(), t.elapsed());
+            here += 1;
         }
+        assert!(
+            here >= 2,
+            "{target}: only {here} corpus entries: the corpus is missing"
+        );
+        n += here;
     }
-    assert!(n >= 10, "only {n} corpus entries: the corpus is missing");
     println!("({n} corpus entries replayed)");
+}
+
+/// Peak resident bytes of this process (`ru_maxrss`).
+#[cfg(feature = "pickle")]
+fn peak_rss() -> u64 {
+    // SAFETY: getrusage fills the struct it is given.
+    unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::getrusage(libc::RUSAGE_SELF, &mut u), 0);
+        u.ru_maxrss as u64 * 1024
+    }
+}
+
+/// A 214-byte pickle (found by the fuzzer) of nested tuples of `None`s duplicated with `DUP`: the
+/// bound checked before decoding (max(64 MiB, 256 x its length) of values) must bound the memory
+/// the decoded value takes, not a count of one byte per value. In a child, whose peak memory is
+/// its own.
+#[cfg(feature = "pickle")]
+fn a_small_pickle_never_builds_more_than_its_bound() {
+    let bytes = include_bytes!("../fuzz/corpus/pickle/regress-dup-tuples");
+    let p = Process::fork(move || {
+        let before = peak_rss();
+        let r = shmwire::transport::pickle::loads(bytes);
+        let grew = peak_rss().saturating_sub(before);
+        println!(
+            "  (decoded: {}; peak memory grew by {} MiB)",
+            r.is_ok(),
+            grew >> 20
+        );
+        // The bound is 64 MiB of values; the decoder's own working copy may double it.
+        assert!(
+            grew < 128 << 20,
+            "a {}-byte pickle took {} MiB",
+            bytes.len(),
+            grew >> 20
+        );
+    })
+    .unwrap();
+    assert!(p.join().unwrap().success());
+}
+
+#[cfg(not(feature = "pickle"))]
+fn a_small_pickle_never_builds_more_than_its_bound() {
+    skip("built without the `pickle` feature: cargo test --features pickle --test transport");
 }

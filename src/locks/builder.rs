@@ -56,6 +56,7 @@ pub struct SyncBuilder<K: Built> {
     pub(crate) name: Option<String>,
     pub(crate) wait: WaitStrategy,
     pub(crate) init: K::Init,
+    pub(crate) mode: Option<u32>,
 }
 
 impl<K: Built> SyncBuilder<K> {
@@ -64,6 +65,7 @@ impl<K: Built> SyncBuilder<K> {
             name: None,
             wait: WaitStrategy::default(),
             init,
+            mode: None,
         }
     }
 

@@ -475,8 +475,13 @@ impl Arena {
         Ok(self.seg.claim_id())
     }
 
-    /// Bytes of all published chunks.
+    /// Bytes of all published chunks, at most the file's bytes after the header: chunk lengths
+    /// are words a peer can write, and callers bound allocations by this (a snapshot copies less
+    /// than the arena holds), so it must not be larger than what exists.
     pub(crate) fn mapped(&self) -> u64 {
+        // SAFETY: the segment's own descriptor, borrowed for the fstat.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.seg.descriptor()) };
+        let file = rustix::fs::fstat(fd).map_or(0, |st| st.st_size as u64);
         let n = self
             .ctl()
             .n_chunks
@@ -491,6 +496,7 @@ impl Arena {
                 }
             })
             .fold(0u64, u64::saturating_add)
+            .min(file.saturating_sub(self.seg.header().kind_offset))
     }
 
     /// The user name of a named arena.

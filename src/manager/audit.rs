@@ -12,7 +12,7 @@ use std::time::Duration;
 /// Settles every container (taking each one's lock repairs what a dead writer left), then checks the
 /// heap and the reach of every container under the allocator's lock. Call it while nobody else
 /// changes the arena. Returns the number of live containers.
-pub(crate) fn audit(arena: &Arc<Arena>, _timeout: Option<Duration>) -> Result<usize, String> {
+pub(crate) fn audit(arena: &Arc<Arena>, timeout: Option<Duration>) -> Result<usize, String> {
     let e = |what: &str, err: crate::Error| format!("{what}: {err}");
     for (index, id, ..) in slot::live_slots(arena).map_err(|x| e("slots", x))? {
         let c = Container::attach_any(arena.clone(), index, id).map_err(|x| e("attach", x))?;
@@ -20,7 +20,10 @@ pub(crate) fn audit(arena: &Arc<Arena>, _timeout: Option<Duration>) -> Result<us
     }
     let me = arena.me().map_err(|x| e("me", x))?;
     let g = arena
-        .lock_alloc(me, Deadline::after(Some(Duration::from_secs(10))))
+        .lock_alloc(
+            me,
+            Deadline::after(Some(timeout.unwrap_or(Duration::from_secs(10)))),
+        )
         .map_err(|x| e("allocator", x))?;
     let mut allocated = g.audit()?;
     allocated.sort_by_key(|r| r.0);

@@ -272,6 +272,26 @@ impl<K, V> SharedDict<K, V> {
         Ok(())
     }
 
+    /// Test hook: writes `h` as the stored hash of every entry, as a hostile peer could (no lock, no
+    /// redo record). Returns how many entries it rewrote.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn __same_hash_everywhere(&self, h: u64) -> Result<u64> {
+        self.c.read(|a, s| {
+            let mut n = 0;
+            if let Some(t) = Table::of(a, s)? {
+                for i in 0..t.cap {
+                    let w = t.load(i)?;
+                    if w > TOMB {
+                        a.word(Ref(w & REF_MASK))?.store(h, Ordering::Relaxed);
+                        n += 1;
+                    }
+                }
+            }
+            Ok(n)
+        })
+    }
+
     /// Where `key` is, or where it would go, in a table with room for it: a table is made if there
     /// is none, and a larger one swapped in past 3/4 full (counting tombstones).
     #[inline(always)]
@@ -298,7 +318,9 @@ impl<K, V> SharedDict<K, V> {
         Ok((t, p))
     }
 
-    /// Swaps in a table of `cap` buckets holding the same entries.
+    /// Swaps in a table of `cap` buckets holding the same entries. The probes are bounded, all
+    /// entries together, by a budget linear in `cap`: stored hashes that a peer made collide are
+    /// [`Error::Corrupt`], not a quadratic walk.
     fn rehash(g: &Locked<'_>, old: Option<Table>, cap: u64) -> Result<Table> {
         if cap > MAX_CAP {
             return Err(Error::Full);
@@ -311,6 +333,10 @@ impl<K, V> SharedDict<K, V> {
         a.zero(at.add(8), 8 * cap)?;
         let new = Table { at, cap, span };
         let mut n = 0u64;
+        // Probes for all the entries together. Honest hashes (keyed by the arena's random seed) in
+        // a table at most half full take about 2.5 probes per entry; entries whose stored hashes a
+        // peer made equal would take one probe per entry already placed (quadratic in the table).
+        let mut budget = cap.saturating_mul(16).saturating_add(4096);
         if let Some(t) = old {
             for i in 0..t.cap {
                 let w = t.load(i)?;
@@ -320,6 +346,7 @@ impl<K, V> SharedDict<K, V> {
                 let h = a.load(Ref(w & REF_MASK))?;
                 let mut placed = false;
                 for step in 0..cap {
+                    budget = budget.checked_sub(1).ok_or(Error::Corrupt)?;
                     let j = h.wrapping_add(step) & (cap - 1);
                     if new.load(j)? == EMPTY {
                         span.word(8 + 8 * j)?.store(w, Ordering::Relaxed);

@@ -112,6 +112,7 @@ impl Drop for Manager {
 #[must_use]
 pub struct ManagerBuilder {
     name: Option<String>,
+    mode: Option<u32>,
     max_bytes: u64,
     initial_bytes: u64,
 }
@@ -120,6 +121,15 @@ impl ManagerBuilder {
     /// A name other processes can [`Manager::open`].
     pub fn name(mut self, name: &str) -> Self {
         self.name = Some(name.to_owned());
+        self
+    }
+
+    /// Who may open it by name besides this user: `0o660` also lets in the users of its group
+    /// (the creating process's effective group), `0o600` (the default) nobody else; others never
+    /// (any other mode is [`Error::Invalid`]). A process of another user
+    /// opens such an object only if it is in that group; without this, it is refused.
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = Some(mode);
         self
     }
 
@@ -143,7 +153,11 @@ impl ManagerBuilder {
         } else {
             self.initial_bytes
         };
+        self.mode.map_or(Ok(()), crate::segment::check_mode)?;
         let arena = Arena::create(self.name.as_deref(), initial, self.max_bytes)?;
+        if let Some(m) = self.mode {
+            arena.seg.set_mode(m)?;
+        }
         Ok(Manager::with(arena))
     }
 }
@@ -223,6 +237,7 @@ impl Manager {
         Ok(ManagerStats {
             used,
             free,
+            // Both bounded by the file's size (`mapped` checks what peers wrote).
             mapped: self.arena.seg.header().kind_offset + self.arena.mapped(),
         })
     }
@@ -440,6 +455,14 @@ impl Manager {
     /// Checks the whole arena (test hook): the allocator's heap and lists, and that the blocks in use
     /// are exactly those the containers reach (nothing leaked, nothing shared). Returns the number
     /// of live containers.
+    /// Test hook: this process's descriptor of the arena's segment (the fuzz targets and the
+    /// hostile-peer tests write into it as a peer could).
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn __segment_fd(&self) -> std::os::fd::RawFd {
+        self.arena.seg.descriptor()
+    }
+
     #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub fn __audit(&self) -> std::result::Result<usize, String> {

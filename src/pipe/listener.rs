@@ -572,6 +572,19 @@ pub(crate) fn connect_at(name: &str, deadline: Deadline) -> Result<Connection> {
         Err(rustix::io::Errno::NOENT | rustix::io::Errno::CONNREFUSED) => {
             return Err(Error::NotFound);
         }
+        // The socket is another user's (mode 0600): say whose, and what to do.
+        Err(rustix::io::Errno::ACCESS) => {
+            let whose = rustix::fs::stat(path.as_path())
+                .map_or("another user".to_owned(), |st| format!("uid {}", st.st_uid));
+            return Err(Error::io(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "the listener {name:?} belongs to {whose} (socket mode 0600), and this user \
+                     (uid {}) may not connect to it; run the client as the listener's user",
+                    rustix::process::geteuid().as_raw()
+                ),
+            ));
+        }
         Err(e) => return Err(e.into()),
     }
     // The pipe's descriptors go to a process of this user only.

@@ -71,6 +71,7 @@ impl Pipe {
             capacity: DEFAULT_CAPACITY,
             wait: WaitStrategy::default(),
             name: None,
+            mode: None,
         }
     }
 
@@ -122,9 +123,19 @@ pub struct PipeBuilder {
     capacity: usize,
     wait: WaitStrategy,
     name: Option<String>,
+    mode: Option<u32>,
 }
 
 impl PipeBuilder {
+    /// Who may open it by name besides this user: `0o660` also lets in the users of its group
+    /// (the creating process's effective group), `0o600` (the default) nobody else; others never
+    /// (any other mode is [`Error::Invalid`]). A process of another user
+    /// opens such an object only if it is in that group; without this, it is refused.
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = Some(mode);
+        self
+    }
+
     /// Two-way (the default) or one-way (`(reader, writer)`).
     pub fn duplex(mut self, duplex: bool) -> Self {
         self.duplex = duplex;
@@ -156,6 +167,7 @@ impl PipeBuilder {
     /// its name. A name already in use is [`Error::Exists`].
     pub fn build(self) -> Result<(Connection, Connection)> {
         let cap = self.checked_capacity()?;
+        self.mode.map_or(Ok(()), crate::segment::check_mode)?;
         let rings = if self.duplex { 2 } else { 1 };
         let mut params = [0u64; 8];
         params[PARAM_CAP] = cap as u64;
@@ -174,6 +186,9 @@ impl PipeBuilder {
             None => Segment::create_anonymous(&spec, wake_fds()?)?,
             Some(n) => Segment::create_named(&crate::segment::names::user_name(n)?, &spec)?,
         };
+        if let Some(m) = self.mode {
+            seg.set_mode(m)?;
+        }
         seg.take_role(0)?;
         seg.take_role(1)?;
         Ok((open_end(&seg, 0, self.wait)?, open_end(&seg, 1, self.wait)?))

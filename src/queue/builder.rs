@@ -69,6 +69,7 @@ pub struct QueueBuilder<T> {
     pub(super) item_size: usize,
     pub(super) spill_size: usize,
     pub(super) name: Option<String>,
+    pub(super) mode: Option<u32>,
     pub(super) tag: Option<String>,
     pub(super) wait: WaitStrategy,
     pub(super) _t: PhantomData<fn(T) -> T>,
@@ -95,6 +96,15 @@ impl<T> QueueBuilder<T> {
     /// area, a larger item is [`Error::TooLarge`]. (The maker's; an opener's is not used.)
     pub fn spill_size(mut self, bytes: usize) -> Self {
         self.spill_size = bytes;
+        self
+    }
+
+    /// Who may open it by name besides this user: `0o660` also lets in the users of its group
+    /// (the creating process's effective group), `0o600` (the default) nobody else; others never
+    /// (any other mode is [`Error::Invalid`]). A process of another user
+    /// opens such an object only if it is in that group; without this, it is refused.
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = Some(mode);
         self
     }
 
@@ -134,6 +144,7 @@ impl<T> QueueBuilder<T> {
     /// [`Error::Exists`]).
     pub fn build(self) -> Result<Queue<T>> {
         let fingerprint = self.tag_fingerprint()?;
+        self.mode.map_or(Ok(()), crate::segment::check_mode)?;
         let cap = if self.maxsize == 0 {
             FIRST_SLOTS as usize
         } else {
@@ -165,6 +176,9 @@ impl<T> QueueBuilder<T> {
             self.maxsize == 0,
             units * spill::UNIT,
         )?;
+        if let Some(m) = self.mode {
+            obj.segment().set_mode(m)?;
+        }
         Ok(Queue::with(obj, self.wait))
     }
 

@@ -169,6 +169,7 @@ impl<T> Queue<T> {
             item_size: DEFAULT_ITEM_SIZE,
             spill_size: DEFAULT_SPILL_SIZE,
             name: None,
+            mode: None,
             tag: None,
             wait: WaitStrategy::default(),
             _t: PhantomData,
@@ -239,6 +240,14 @@ impl<T> Queue<T> {
 }
 
 impl<T> Queue<T> {
+    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
+    /// Test hook: this process's descriptor of the queue's segment (the fuzz targets and the
+    /// hostile-peer tests write into it as a peer could).
+    pub fn __segment_fd(&self) -> std::os::fd::RawFd {
+        self.obj.segment().descriptor()
+    }
+
     #[doc(hidden)]
     #[cfg(feature = "test-hooks")]
     /// Test hook: how many rings the queue has (1 until an unbounded queue grows).

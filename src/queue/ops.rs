@@ -10,6 +10,9 @@ use crate::wait::eventcount::EventCount;
 use crate::wait::{Deadline, Spinner, block_on};
 use std::sync::atomic::Ordering;
 
+/// Rounds one attempt to put or take may make across the rings before it reports "wait".
+const RETRIES: usize = 2 * rings::MAX_RINGS + 2;
+
 impl<T> Queue<T> {
     /// Runs `check` until it is ready (`block_on` on `ec`, with this handle's wait strategy and a
     /// repair of what the dead left between sleeps). The first attempt comes before any waiting
@@ -174,7 +177,10 @@ impl<T> Queue<T> {
         deadline: Deadline,
         cache: &mut Option<(u32, Mpmc<'s>)>,
     ) -> Result<Option<()>> {
-        loop {
+        // Each round moves to a newer ring, so an honest queue needs at most one per ring; words a
+        // peer rewrites between rounds must not keep this loop going (the caller waits, with its
+        // deadline, and tries again).
+        for _ in 0..RETRIES {
             if self.closed() {
                 return Err(Error::Closed);
             }
@@ -182,8 +188,10 @@ impl<T> Queue<T> {
             let ring = self.ring_cached(last, cache)?;
             match ring.try_put(me, item)? {
                 Attempt::Done(()) => return Ok(Some(())),
-                // Sealed: a newer ring exists (unless the queue is damaged: then wait).
-                Attempt::Sealed if self.dir().last.load(Ordering::Acquire) != last => {}
+                // Sealed: a newer ring exists (unless the queue is damaged: then wait). The newer
+                // ring is what `span` says, checked (a queue that cannot grow has one ring,
+                // whatever its directory says).
+                Attempt::Sealed if self.span()?.1 != last => {}
                 Attempt::Sealed => return Ok(None),
                 Attempt::Wait => {
                     let seal = || {
@@ -196,6 +204,7 @@ impl<T> Queue<T> {
                 }
             }
         }
+        Ok(None)
     }
 
     /// Claims a slot for `item` and publishes it, waiting while the queue is full.
@@ -218,7 +227,8 @@ impl<T> Queue<T> {
         mut claimed: impl FnMut(),
     ) -> Result<Option<R>> {
         let dir = self.dir();
-        loop {
+        // Bounded as `try_place`'s rounds: one per ring an honest queue moves past.
+        for _ in 0..RETRIES {
             let (head, last) = self.span()?;
             let ring = self.ring_cached(head, cache)?;
             let newer = head < last;
@@ -241,6 +251,7 @@ impl<T> Queue<T> {
                 Attempt::Wait | Attempt::Sealed => return Ok(None),
             }
         }
+        Ok(None)
     }
 
     pub(super) fn get_with<R>(

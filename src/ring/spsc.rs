@@ -22,7 +22,9 @@
 //!
 //! Everything read from shared memory is validated before use (positions aligned and in range, frame
 //! tags and lengths possible) and yields [`Error::Corrupt`] otherwise: a hostile peer can garble the
-//! data it sends, never make us read or write out of bounds.
+//! data it sends, never make us read or write out of bounds. Positions are counted modulo 2^64
+//! (wrapping arithmetic throughout), so a position a peer set near `u64::MAX` is one more value to
+//! check, never an overflow.
 
 use super::buf::RingBuf;
 use crate::error::{Error, Result};
@@ -253,7 +255,7 @@ impl Spsc {
         // Room for the frame, the guard slot after it, and the filler up to the end if it wraps.
         let guard = FRAME_HDR as u64;
         let (wrap_at, frame_at, total) = if need > to_end {
-            (Some(tail), tail + to_end, to_end + need + guard)
+            (Some(tail), tail.wrapping_add(to_end), to_end + need + guard)
         } else {
             (None, tail, need + guard)
         };
@@ -276,7 +278,7 @@ impl Spsc {
             wrap_at,
             frame_at,
             len,
-            new_tail: frame_at + need,
+            new_tail: frame_at.wrapping_add(need),
         }))
     }
 
@@ -391,8 +393,8 @@ impl Spsc {
                 }
                 _ => return Err(Error::Corrupt),
             };
-            tail += step;
-            if tail - start > self.cap {
+            tail = tail.wrapping_add(step);
+            if tail.wrapping_sub(start) > self.cap {
                 return Err(Error::Corrupt); // more than a ring's worth of "unaccounted" frames
             }
         }
@@ -424,7 +426,7 @@ impl Spsc {
             return Ok(None);
         }
         if (h >> 32) as u32 == TAG_WRAP {
-            head += self.cap - pos as u64;
+            head = head.wrapping_add(self.cap - pos as u64);
             pos = 0;
             h = self.slot(0).load(Ordering::Acquire);
         }
@@ -440,7 +442,7 @@ impl Spsc {
             tag,
             len,
             payload_at: pos + FRAME_HDR,
-            next_head: head + need as u64,
+            next_head: head.wrapping_add(need as u64),
         }))
     }
 

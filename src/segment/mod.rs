@@ -220,36 +220,12 @@ impl Segment {
     ) -> Result<Arc<Segment>> {
         use rustix::shm::{Mode, OFlags};
         let _gate = registry::fork_gate(); // until registered (see `registry`)
-        let fd = rustix::shm::open(os_name, OFlags::RDWR, Mode::empty()).map_err(|e| {
-            if e == rustix::io::Errno::NOENT {
-                Error::NotFound
-            } else {
-                e.into()
-            }
+        let fd = rustix::shm::open(os_name, OFlags::RDWR, Mode::empty()).map_err(|e| match e {
+            rustix::io::Errno::NOENT => Error::NotFound,
+            rustix::io::Errno::ACCESS => denied(os_name),
+            e => e.into(),
         })?;
-        // Peers are processes of this user: an object another user owns, or one that others may
-        // open (shmwire creates them 0600), is refused before we map a byte of it.
-        let st = rustix::fs::fstat(&fd)?;
-        let me = rustix::process::geteuid().as_raw();
-        if st.st_uid != me {
-            return Err(Error::io(
-                std::io::ErrorKind::PermissionDenied,
-                format!(
-                    "{os_name} belongs to uid {}, not to this user (uid {me}): refused",
-                    st.st_uid
-                ),
-            ));
-        }
-        if st.st_mode & 0o077 != 0 {
-            return Err(Error::io(
-                std::io::ErrorKind::PermissionDenied,
-                format!(
-                    "{os_name} has mode {:o}: other users may open it, so it is refused \
-                     (shmwire makes them 0600)",
-                    st.st_mode & 0o777
-                ),
-            ));
-        }
+        check_owner(os_name, &rustix::fs::fstat(&fd)?)?;
         let (map, size) = wait_ready(&fd)?;
         // SAFETY: `map` is at least one page long (checked by `wait_ready`), so the header is in bounds;
         // the header is plain data, copied out once and validated as a copy.
@@ -417,6 +393,18 @@ impl Segment {
         self.name.as_deref()
     }
 
+    /// Gives a named segment `mode` (checked by [`check_mode`]; a builder's `.mode`): its group
+    /// may then open it too. An anonymous one has no name to open: nothing to do.
+    pub(crate) fn set_mode(&self, mode: u32) -> Result<()> {
+        check_mode(mode)?;
+        if self.name.is_some() {
+            // SAFETY: `fd` is this segment's open descriptor, borrowed for this call only.
+            let fd = unsafe { rustix::fd::BorrowedFd::borrow_raw(self.raw_fd()) };
+            rustix::fs::fchmod(fd, rustix::fs::Mode::from_raw_mode(mode))?;
+        }
+        Ok(())
+    }
+
     /// Removes the name now (the mapping stays valid for those who have it).
     pub(crate) fn unlink_name(&self) -> Result<()> {
         match &self.name {
@@ -470,6 +458,72 @@ fn layout_size(spec: &Spec) -> usize {
 
 fn map_fd(fd: &OwnedFd, size: usize) -> Result<MmapRaw> {
     Ok(MmapOptions::new().len(size).map_raw(fd.as_raw_fd())?)
+}
+
+/// Modes a named object may be given: read and write for its owner, and optionally for its group
+/// (`0o660`, `0o640`); never for others.
+pub(crate) fn check_mode(mode: u32) -> Result<()> {
+    if mode & !0o660 != 0 || mode & 0o600 != 0o600 {
+        return Err(Error::invalid(format!(
+            "mode {mode:o} for a named object: use 0o600 (the default: this user only) or 0o660 \
+             (also the users of the object's group); others never"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether this process is a member of group `gid` (its effective or a supplementary group).
+fn in_group(gid: u32) -> bool {
+    if rustix::process::getegid().as_raw() == gid {
+        return true;
+    }
+    rustix::process::getgroups().is_ok_and(|gs| gs.iter().any(|g| g.as_raw() == gid))
+}
+
+/// Whom a named object may come from: this user, with no access for others; or another user
+/// who shared it with a group this process is in (`.mode(0o660)` on its builder), with no access
+/// for others either. Anything else is refused before a byte of it is mapped (root, whom the
+/// kernel lets open anything, is refused the same way).
+pub(crate) fn check_owner(os_name: &str, st: &rustix::fs::Stat) -> Result<()> {
+    let me = rustix::process::geteuid().as_raw();
+    let mode = st.st_mode & 0o777;
+    if mode & 0o007 != 0 {
+        return Err(Error::io(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{os_name} has mode {mode:o}: users outside its group may open it, so it is \
+                 refused (shmwire makes them 0600, or 0660 with `.mode(0o660)`)"
+            ),
+        ));
+    }
+    if st.st_uid != me && !(mode & 0o060 == 0o060 && in_group(st.st_gid)) {
+        return Err(Error::io(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{os_name} belongs to uid {} (mode {mode:o}), not to this user (uid {me}): refused; \
+                 to share it across users, its creator gives it `.mode(0o660)` and a group both \
+                 users are in",
+                st.st_uid
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The error for a named object this user may not open (`EACCES`): whose it is, and what to do.
+pub(crate) fn denied(os_name: &str) -> Error {
+    let me = rustix::process::geteuid().as_raw();
+    let whose = match rustix::fs::stat(names::path_of(os_name)) {
+        Ok(st) => format!("uid {} (mode {:o})", st.st_uid, st.st_mode & 0o777),
+        Err(_) => "another user".to_owned(),
+    };
+    Error::io(
+        std::io::ErrorKind::PermissionDenied,
+        format!(
+            "{os_name} belongs to {whose}, and this user (uid {me}) may not open it; to share it \
+             across users, its creator gives it `.mode(0o660)` and a group both users are in"
+        ),
+    )
 }
 
 /// Opens a new open file description of the file behind `fd`.

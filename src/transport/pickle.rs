@@ -65,18 +65,33 @@ pub fn loads(bytes: &[u8]) -> Result<Value> {
         reason: format!("refused before decoding: {why}"),
         bytes: Vec::new(),
     })?;
-    serde_pickle::value_from_slice(bytes, serde_pickle::DeOptions::new()).map_err(|e| {
-        Error::Decode {
-            reason: format!("not a pickle of plain Python values: {e}"),
-            bytes: Vec::new(),
-        }
+    // serde-pickle builds sets and dicts as B-trees ordered by `HashableValue`'s order, which a
+    // NaN breaks, and std's sort may panic on an order that is not total (a peer's `{nan, 1.0}`):
+    // that panic is caught here and the pickle refused, as any other it cannot decode. (Under
+    // `panic = "abort"` it would abort: a NaN in a set from an untrusted peer is then fatal.)
+    let decoded = std::panic::catch_unwind(|| {
+        serde_pickle::value_from_slice(bytes, serde_pickle::DeOptions::new())
+    })
+    .map_err(|_| Error::Decode {
+        reason: "a set or dict whose keys have no total order (a NaN among them)".to_owned(),
+        bytes: Vec::new(),
+    })?;
+    decoded.map_err(|e| Error::Decode {
+        reason: format!("not a pickle of plain Python values: {e}"),
+        bytes: Vec::new(),
     })
 }
+
+/// What one value costs in memory before its bytes: a `Value` (strings', lists' and tuples' own
+/// buffers add their bytes or their elements' `Value`s). The bound counts this, not one byte per
+/// value: a pickle of `DUP`s of tuples of `None`s is small and builds many `Value`s.
+const ITEM: u64 = std::mem::size_of::<Value>() as u64;
 
 /// The most nesting a pickle may build.
 const MAX_DEPTH: u32 = 1000;
 
-/// Checks that what `p` would build stays within `max(64 MiB, 256 x len)` bytes (memo references
+/// Checks that what `p` would build stays within `max(64 MiB, 256 x len)` bytes of values, each
+/// counted as a `Value` and its bytes ([`ITEM`]; memo references
 /// counted as the copies the value type makes) and 1000 levels; walks every opcode once. What is
 /// not well formed is left to the decoder to refuse (an unknown opcode included).
 fn bounded(p: &[u8]) -> std::result::Result<(), String> {
@@ -150,7 +165,7 @@ fn bounded(p: &[u8]) -> std::result::Result<(), String> {
             } // FRAME
             b'(' => marks.push(stack.len()),
             // Scalars with fixed arguments.
-            b'N' | 0x88 | 0x89 => push(&mut stack, 1, 0)?,
+            b'N' | 0x88 | 0x89 => push(&mut stack, ITEM, 0)?,
             b'K' | b'M' | b'J' | b'G' => {
                 let n = match op {
                     b'K' => 1,
@@ -161,7 +176,7 @@ fn bounded(p: &[u8]) -> std::result::Result<(), String> {
                 if take(&mut at, n).is_none() {
                     return bad();
                 }
-                push(&mut stack, 1, 0)?;
+                push(&mut stack, ITEM, 0)?;
             }
             // Length-prefixed scalars: (length bytes).
             0x8a | b'U' | b'C' | 0x8c | 0x8b | b'T' | b'B' | b'X' | 0x8e | 0x8d | 0x96 => {
@@ -177,12 +192,12 @@ fn bounded(p: &[u8]) -> std::result::Result<(), String> {
                 let Some(_) = usize::try_from(n).ok().and_then(|n| take(&mut at, n)) else {
                     return bad();
                 };
-                push(&mut stack, 1 + n, 0)?;
+                push(&mut stack, ITEM + n, 0)?;
             }
             // Text-line scalars.
             b'I' | b'L' | b'S' | b'V' | b'F' => {
                 let Some(n) = line(&mut at) else { return bad() };
-                push(&mut stack, 1 + n as u64, 0)?;
+                push(&mut stack, ITEM + n as u64, 0)?;
             }
             b'c' | b'i' => {
                 if line(&mut at).is_none() || line(&mut at).is_none() {
@@ -192,16 +207,16 @@ fn bounded(p: &[u8]) -> std::result::Result<(), String> {
                     let Some((w, d)) = to_mark(&mut stack, &mut marks) else {
                         return bad();
                     };
-                    push(&mut stack, 1 + w, d + 1)?;
+                    push(&mut stack, ITEM + w, d + 1)?;
                 } else {
-                    push(&mut stack, 1, 0)?;
+                    push(&mut stack, ITEM, 0)?;
                 }
             }
             b'P' => {
                 if line(&mut at).is_none() {
                     return bad();
                 }
-                push(&mut stack, 1, 0)?;
+                push(&mut stack, ITEM, 0)?;
             }
             0x82..=0x84 => {
                 let n = match op {
@@ -212,23 +227,23 @@ fn bounded(p: &[u8]) -> std::result::Result<(), String> {
                 if take(&mut at, n).is_none() {
                     return bad();
                 }
-                push(&mut stack, 1, 0)?;
+                push(&mut stack, ITEM, 0)?;
             }
-            0x97 => push(&mut stack, 1, 0)?, // NEXT_BUFFER
-            0x98 => {}                       // READONLY_BUFFER
+            0x97 => push(&mut stack, ITEM, 0)?, // NEXT_BUFFER
+            0x98 => {}                          // READONLY_BUFFER
             // Containers.
-            b']' | b')' | b'}' | 0x8f => push(&mut stack, 1, 1)?,
+            b']' | b')' | b'}' | 0x8f => push(&mut stack, ITEM, 1)?,
             b'l' | b't' | b'd' | 0x91 | b'o' => {
                 let Some((w, d)) = to_mark(&mut stack, &mut marks) else {
                     return bad();
                 };
-                push(&mut stack, 1 + w, d + 1)?;
+                push(&mut stack, ITEM + w, d + 1)?;
             }
             0x85..=0x87 => {
                 let Some((w, d)) = pop_n(&mut stack, (op - 0x84) as usize) else {
                     return bad();
                 };
-                push(&mut stack, 1 + w, d + 1)?;
+                push(&mut stack, ITEM + w, d + 1)?;
             }
             b'a' | b's' | b'b' | b'e' | b'u' | 0x90 => {
                 let got = match op {
@@ -254,7 +269,7 @@ fn bounded(p: &[u8]) -> std::result::Result<(), String> {
                 let Some((w, d)) = pop_n(&mut stack, n) else {
                     return bad();
                 };
-                push(&mut stack, 1 + w, d + 1)?;
+                push(&mut stack, ITEM + w, d + 1)?;
             }
             // The stack itself.
             b'0' => {

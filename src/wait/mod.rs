@@ -5,7 +5,6 @@
 
 pub mod claim;
 pub mod eventcount;
-#[cfg(not(loom))]
 pub mod mutex;
 #[cfg(not(loom))]
 pub mod select;
@@ -14,5 +13,7 @@ pub mod strategy;
 pub(crate) use strategy::{Deadline, Spinner, block_on, block_on_unprobed};
 pub use strategy::{PROBE_INTERVAL, WaitStrategy};
 
+#[cfg(all(test, loom))]
+mod loom_mutex;
 #[cfg(all(test, loom))]
 mod loom_tests;

@@ -10,11 +10,14 @@
 //! `mark_consistent`. Nothing is ever taken from a live holder, and a dead one makes no more stores.
 
 use super::eventcount::EventCount;
+#[cfg(not(loom))]
 use super::strategy::{Deadline, Spinner, WaitStrategy, block_on};
 use crate::error::Result;
+use crate::loom::{AtomicU32, AtomicU64, Ordering};
+#[cfg(not(loom))]
 use crate::segment::Segment;
+#[cfg(not(loom))]
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// The shared words of a mutex (plus the owner-thread and count an `RLock` keeps).
 #[repr(C)]
@@ -29,6 +32,18 @@ pub(crate) struct RawMutex {
 }
 
 impl RawMutex {
+    /// A free mutex on the heap (the models; in shared memory a zeroed one is free).
+    #[cfg(loom)]
+    pub(crate) fn new() -> Self {
+        RawMutex {
+            owner: AtomicU32::new(0),
+            inconsistent: AtomicU32::new(0),
+            ec: EventCount::new(),
+            thread: AtomicU64::new(0),
+            count: AtomicU32::new(0),
+        }
+    }
+
     /// One attempt.
     #[inline]
     pub(crate) fn try_lock(&self, me: u32) -> bool {
@@ -38,11 +53,13 @@ impl RawMutex {
             .is_ok()
     }
 
+    #[cfg(not(loom))]
     /// Acquires, waiting until `deadline` (`Error::Timeout`). Takes over from a dead holder.
     pub(crate) fn lock(&self, seg: &Segment, me: u32, deadline: Deadline) -> Result<()> {
         self.lock_with(seg, me, deadline, WaitStrategy::Adaptive)
     }
 
+    #[cfg(not(loom))]
     /// [`lock`](Self::lock), waiting as `wait` says (spin, then sleep in probing slices).
     #[inline]
     pub(crate) fn lock_with(
@@ -58,6 +75,7 @@ impl RawMutex {
         self.lock_slow(seg, me, deadline, wait)
     }
 
+    #[cfg(not(loom))]
     #[cold]
     fn lock_slow(
         &self,
@@ -85,9 +103,20 @@ impl RawMutex {
 
     /// If the holder is dead, takes the mutex from it for `me` and marks it inconsistent.
     /// `Ok(true)`: `me` holds it now.
+    #[cfg(not(loom))]
     pub(crate) fn take_over_if_holder_died(&self, seg: &Segment, me: u32) -> Result<bool> {
+        self.take_over_if_dead(me, |id| seg.claim_alive(id))
+    }
+
+    /// [`take_over_if_holder_died`](Self::take_over_if_holder_died), with `alive(id)` saying
+    /// whether the holder `id` lives (the kernel's answer, or the model's).
+    pub(crate) fn take_over_if_dead(
+        &self,
+        me: u32,
+        alive: impl FnOnce(u32) -> Result<bool>,
+    ) -> Result<bool> {
         let cur = self.owner.load(Ordering::Acquire);
-        if cur == 0 || cur == me || seg.claim_alive(cur)? {
+        if cur == 0 || cur == me || alive(cur)? {
             return Ok(false);
         }
         // SYNC POINT: from the dead id straight to ours; a plain store by the dead holder cannot

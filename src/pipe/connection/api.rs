@@ -747,6 +747,17 @@ impl Connection {
 
     #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
+    /// Test hook: this process's descriptor of the segment under a shared-memory end (the fuzz
+    /// targets and the hostile-peer tests write into it as a peer could); `None` for a socket.
+    pub fn __segment_fd(&self) -> Option<std::os::fd::RawFd> {
+        match &self.inner {
+            Inner::Shm(c) => Some(c.segment().descriptor()),
+            Inner::Sock(_) => None,
+        }
+    }
+
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
     /// Test hook: writes `bytes` into the outgoing ring as a raw frame with `tag` and a length field of
     /// `len_field`, bypassing every check, as a hostile peer could (shared memory only).
     pub fn __inject_raw_frame(&self, tag: u32, len_field: u32, bytes: &[u8]) -> Result<()> {

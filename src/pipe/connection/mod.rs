@@ -97,6 +97,8 @@ struct State {
     /// A reused private buffer: values are encoded here before they are copied into the ring, and
     /// frames too large for the stack are copied here before they are decoded.
     scratch: Vec<u8>,
+    /// Pieces taken by the call in progress (see `recv::next_piece`).
+    pieces: u64,
 }
 
 /// A streamed message being assembled. `buf` holds what arrived and grows as more does (by at most
@@ -215,6 +217,7 @@ impl ShmEnd {
                 backlog: VecDeque::new(),
                 partial: None,
                 scratch: Vec::new(),
+                pieces: 0,
             }),
         }
     }
@@ -287,7 +290,9 @@ impl ShmEnd {
         }
         self.seg.ensure_owner()?;
         // A call from inside a `send_with`/`recv_with` closure on the same end is misuse, not a panic.
-        self.st.try_borrow_mut().map_err(|_| Error::Misuse)
+        let mut st = self.st.try_borrow_mut().map_err(|_| Error::Misuse)?;
+        st.pieces = 0;
+        Ok(st)
     }
 
     /// Claims the reading side of `rx`, and records this process as its last reader.

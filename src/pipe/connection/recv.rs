@@ -443,7 +443,8 @@ impl ShmEnd {
             self.put_back(st, piece);
             return Ok(None);
         }
-        if piece.len() > room {
+        // A sender's pieces carry at least one byte each: an empty one is no progress.
+        if piece.len() > room || piece.len() == 0 {
             self.finish(rx, piece);
             return Err(Error::Corrupt);
         }
@@ -495,7 +496,18 @@ impl ShmEnd {
         Ok(true)
     }
 
+    /// The next piece: from the backlog, else from the ring (waiting until `deadline`).
+    ///
+    /// A call that takes pieces without ever waiting (they are there) checks its deadline once per
+    /// ring's worth of the smallest frames: a ring whose every slot a peer filled with well-formed
+    /// frames reads as an endless stream (the reader never meets a guard, and old laps' headers
+    /// stay), and must not keep a call with a deadline going for ever. An honest message of one
+    /// ring's worth is far fewer pieces (they are a quarter ring each).
     fn next_piece(&self, st: &mut State, rx: &Spsc, deadline: Deadline) -> Result<Piece> {
+        st.pieces += 1;
+        if st.pieces % (rx.capacity() as u64 / 8) == 0 && deadline.is_immediate_or_past() {
+            return Err(Error::Timeout);
+        }
         if let Some((tag, v)) = st.backlog.pop_front() {
             return Ok(Piece::Owned(tag, v));
         }
