@@ -243,7 +243,15 @@ impl ShmEnd {
         let Ok(_claim) = self.claim_rx(rx) else {
             return Ok(());
         };
+        // At most one ring's worth: that is all a writer can have published. A ring whose every
+        // slot a peer filled with well-formed frames (old laps' headers stay) would read as an
+        // endless stream, each frame a new backlog entry.
+        let mut left = rx.capacity();
         while let Some(f) = rx.try_peek()? {
+            left = match left.checked_sub(8 + f.len.div_ceil(8) * 8) {
+                Some(l) => l,
+                None => break,
+            };
             let mut v = Vec::new();
             v.try_reserve_exact(f.len).map_err(|_| Error::TooLarge)?;
             v.resize(f.len, 0);
