@@ -8,8 +8,10 @@ How it maps onto the Rust library:
 
 * Every object is a *named* shmwire object (a random name under ``/dev/shm/shmwire.*``). Pickling
   one (for a spawned child, a Pool initializer, or through a Queue/Pipe) carries its name, and the
-  receiver opens it by name. A named object lives while some process holds it: the sender must
-  keep its copy until the receiver has opened it (a spawned child opens its arguments at start).
+  receiver opens it by name. A named object lives while some process holds it; an object pickled
+  for a child being spawned is kept for that child until it has opened its copy or ended (see
+  ``_handoff``), so the parent may let go of it right after ``p.start()``. Through a Queue or Pipe,
+  the sender keeps its copy until the receiver has opened it, as with any named object.
 * A child made by ``os.fork`` (multiprocessing's fork start method) gets liveness tokens of its own
   through an at-fork handler, and holds every object its parent held (as Python's fork does).
 * ``send``/``recv`` pickle in Python (``multiprocessing.reduction.ForkingPickler``) and move bytes
@@ -30,7 +32,7 @@ from multiprocessing import context as _mp_context
 from multiprocessing import util as _mp_util
 from multiprocessing.reduction import ForkingPickler as _Pickler
 
-from . import _shmwire
+from . import _handoff, _shmwire
 from ._shmwire import Error, cleanup, PROBE_INTERVAL  # noqa: F401
 from ._shmwire import _release_at_exit as release_at_exit  # noqa: F401
 
@@ -107,29 +109,23 @@ class Connection:
 
     def __init__(self, raw):
         self._raw = raw
-        self._handoffs = []  # (Event, popen) of spawned children this end was pickled for
+        self._handoffs = []  # reservations of this end for spawned children
 
     def __reduce__(self):
         if self._raw.end > 1:
             raise TypeError(
                 "a Connection made by Listener/Client cannot be pickled; connect again in the "
                 "other process, or send it a Pipe end")
-        popen = _mp_context.get_spawning_popen()
-        if popen is None:
-            return (_open_connection, (self._raw.name, self._raw.end))
-        # For a spawned child: it opens the end by name when it starts, and says so through this
-        # event; close() waits for that (or the child's end), so `p.start(); conn.close()` works.
-        ev = Event()
-        self._handoffs.append((ev, popen))
-        return (_open_connection, (self._raw.name, self._raw.end, ev._raw.name))
+        # For a spawned child, the end is kept for it until it has opened its copy (or ended), and
+        # close() waits for that, so `p.start(); conn.close()` works.
+        return _handoff.reduce(
+            self._raw, _open_connection, (self._raw.name, self._raw.end), self._handoffs.append)
 
     def _wait_handoffs(self, limit=30.0):
         import time
         deadline = time.monotonic() + limit
-        for ev, popen in self._handoffs:
-            while not ev.wait(0.05):
-                if popen.poll() is not None or time.monotonic() > deadline:
-                    break
+        for res in self._handoffs:
+            res.done.wait(max(0.0, deadline - time.monotonic()))
         self._handoffs = []
 
     def _check(self):
@@ -222,14 +218,8 @@ class Connection:
             self._raw.name, self._raw.end, " closed" if self._raw.closed else "")
 
 
-def _open_connection(name, end, handoff=None):
-    conn = Connection(_shmwire.RawConnection.open(name, end))
-    if handoff is not None:
-        try:
-            _shmwire.RawEvent.open(handoff).set()
-        except Error:
-            pass  # the maker closed already (it waited as long as it would)
-    return conn
+def _open_connection(name, end):
+    return Connection(_shmwire.RawConnection.open(name, end))
 
 
 def Pipe(duplex=True):
@@ -300,7 +290,7 @@ class Queue:
         self._closed = False
 
     def __reduce__(self):
-        return (_open_queue, (type(self), self._raw.name))
+        return _handoff.reduce(self._raw, _open_queue, (type(self), self._raw.name))
 
     def _check_closed(self):
         if self._closed:
@@ -367,7 +357,7 @@ class SimpleQueue:
         self._closed = False
 
     def __reduce__(self):
-        return (_open_queue, (type(self), self._raw.name))
+        return _handoff.reduce(self._raw, _open_queue, (type(self), self._raw.name))
 
     def put(self, obj):
         if self._closed:
@@ -412,7 +402,7 @@ class _LockBase:
         self.release()
 
     def __reduce__(self):
-        return (_open_lock, (type(self), self._raw.name))
+        return _handoff.reduce(self._raw, _open_lock, (type(self), self._raw.name))
 
     def __repr__(self):
         return "<shmwire.%s %s>" % (type(self).__name__, self._raw.name)
@@ -446,7 +436,7 @@ class Semaphore(_LockBase):
         return self._raw.get_value()
 
     def __reduce__(self):
-        return (_open_semaphore, (type(self), self._raw.name))
+        return _handoff.reduce(self._raw, _open_semaphore, (type(self), self._raw.name))
 
 
 class BoundedSemaphore(Semaphore):
@@ -512,7 +502,7 @@ class Event:
         self._raw = _raw or _shmwire.RawEvent.create(_name("event"))
 
     def __reduce__(self):
-        return (_open_simple, ("event", self._raw.name))
+        return _handoff.reduce(self._raw, _open_simple, ("event", self._raw.name))
 
     def is_set(self):
         return self._raw.is_set()
@@ -537,7 +527,7 @@ class Barrier:
         self._timeout = timeout
 
     def __reduce__(self):
-        return (_open_simple, ("barrier", self._raw.name))
+        return _handoff.reduce(self._raw, _open_simple, ("barrier", self._raw.name))
 
     def wait(self, timeout=None):
         if timeout is None:
@@ -622,7 +612,8 @@ class _Value(_Synchronized):
         self._raw.set(v)
 
     def __reduce__(self):
-        return (_open_value, (self._raw.name, self._raw.typecode, self._lock))
+        return _handoff.reduce(
+            self._raw, _open_value, (self._raw.name, self._raw.typecode, self._lock))
 
     def __repr__(self):
         return "<shmwire.Value(%r, %r)>" % (self._raw.typecode, self.value)
@@ -675,7 +666,8 @@ class _Array(_Synchronized):
         return iter(self[:])
 
     def __reduce__(self):
-        return (_open_array, (self._raw.name, self._raw.typecode, self._lock))
+        return _handoff.reduce(
+            self._raw, _open_array, (self._raw.name, self._raw.typecode, self._lock))
 
     def __repr__(self):
         return "<shmwire.Array(%r, %r)>" % (self._raw.typecode, self[:])
@@ -756,7 +748,7 @@ class DictProxy:
         self._raw = raw
 
     def __reduce__(self):
-        return (_open_dict, (self._raw.handle(),))
+        return _handoff.reduce(self._raw, _open_dict, (self._raw.handle(),))
 
     def __getitem__(self, k):
         v = self._raw.get(_key(k))
@@ -833,7 +825,7 @@ class ListProxy:
         self._raw = raw
 
     def __reduce__(self):
-        return (_open_list, (self._raw.handle(),))
+        return _handoff.reduce(self._raw, _open_list, (self._raw.handle(),))
 
     def _index(self, i):
         n = len(self._raw)
@@ -912,7 +904,7 @@ class SyncManager:
         self._raw = _raw or _shmwire.RawManager.create(_name("manager"))
 
     def __reduce__(self):
-        return (_open_manager, (self._raw.name,))
+        return _handoff.reduce(self._raw, _open_manager, (self._raw.name,))
 
     def start(self, *a, **kw):
         pass
