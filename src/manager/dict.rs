@@ -614,27 +614,50 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedDic
 
     /// Every `(key, value)`, as one consistent snapshot (in no particular order).
     pub fn items(&self) -> Result<Vec<(K, V)>> {
-        let raw = self.snapshot(true, true)?;
-        raw.into_iter()
-            .map(|(k, v)| Ok((bytes::decode(&k)?, bytes::decode(&v)?)))
+        let (buf, spans) = self.snapshot(true, true)?;
+        let mut at = 0;
+        spans
+            .iter()
+            .map(|&(klen, vlen)| {
+                let (k, rest) = buf[at..].split_at(klen);
+                at += klen + vlen;
+                Ok((bytes::decode(k)?, bytes::decode(&rest[..vlen])?))
+            })
             .collect()
     }
 
     /// Every key, as one consistent snapshot.
     pub fn keys(&self) -> Result<Vec<K>> {
-        let raw = self.snapshot(true, false)?;
-        raw.into_iter().map(|(k, _)| bytes::decode(&k)).collect()
+        let (buf, spans) = self.snapshot(true, false)?;
+        let mut at = 0;
+        spans
+            .iter()
+            .map(|&(klen, _)| {
+                at += klen;
+                bytes::decode(&buf[at - klen..at])
+            })
+            .collect()
     }
 
     /// Every value, as one consistent snapshot.
     pub fn values(&self) -> Result<Vec<V>> {
-        let raw = self.snapshot(false, true)?;
-        raw.into_iter().map(|(_, v)| bytes::decode(&v)).collect()
+        let (buf, spans) = self.snapshot(false, true)?;
+        let mut at = 0;
+        spans
+            .iter()
+            .map(|&(_, vlen)| {
+                at += vlen;
+                bytes::decode(&buf[at - vlen..at])
+            })
+            .collect()
     }
 
-    fn snapshot(&self, keys: bool, values: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    /// The entries' bytes (keys and/or values, as asked) one after the other in one buffer, and
+    /// each entry's (key length, value length) in it (0 for what was not asked): two allocations
+    /// however many entries, so a large snapshot leaves no scattered heap behind.
+    fn snapshot(&self, keys: bool, values: bool) -> Result<(Vec<u8>, Vec<(usize, usize)>)> {
         self.c.read(|a, s| {
-            let mut out = Vec::new();
+            let (mut buf, mut spans) = (Vec::new(), Vec::new());
             if let Some(t) = Table::of(a, s)? {
                 // Entries are distinct blocks: together they hold less than the arena. Words that
                 // point many buckets at one large entry (hostile, or torn) must not make this
@@ -642,15 +665,17 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedDic
                 let mut left = a.mapped();
                 t.entries(a, |e, klen, vlen| {
                     left = left.checked_sub(klen + vlen).ok_or(Error::Corrupt)?;
-                    let mut kb = vec![0u8; if keys { klen as usize } else { 0 }];
-                    let mut vb = vec![0u8; if values { vlen as usize } else { 0 }];
-                    e.copy_out(ENTRY_HDR, &mut kb)?;
-                    e.copy_out(ENTRY_HDR + klen, &mut vb)?;
-                    out.push((kb, vb));
+                    let k = if keys { klen as usize } else { 0 };
+                    let v = if values { vlen as usize } else { 0 };
+                    let at = buf.len();
+                    buf.resize(at + k + v, 0);
+                    e.copy_out(ENTRY_HDR, &mut buf[at..at + k])?;
+                    e.copy_out(ENTRY_HDR + klen, &mut buf[at + k..])?;
+                    spans.push((k, v));
                     Ok(())
                 })?;
             }
-            Ok(out)
+            Ok((buf, spans))
         })
     }
 

@@ -463,9 +463,11 @@ impl<T: Serialize + DeserializeOwned> SharedList<T> {
 
     /// Every element, as one consistent snapshot.
     pub fn to_vec(&self) -> Result<Vec<T>> {
-        let raw = self.c.read(|a, s| {
+        // The elements' bytes one after the other in one buffer, and each one's end in it: two
+        // allocations however long the list, so a large snapshot leaves no scattered heap behind.
+        let (buf, ends) = self.c.read(|a, s| {
             let len = s.len.load(Ordering::Relaxed);
-            let mut out = Vec::new();
+            let (mut buf, mut ends) = (Vec::new(), Vec::new());
             if let Some(arr) = Array::of(a, s)? {
                 // Elements are distinct blocks: together they hold less than the arena. Words
                 // that point many elements at one large block (hostile, or torn) must not make
@@ -474,14 +476,16 @@ impl<T: Serialize + DeserializeOwned> SharedList<T> {
                 for i in 0..len {
                     let (e, n) = arr.elem(a, i)?;
                     left = left.checked_sub(n).ok_or(Error::Corrupt)?;
-                    let mut b = Vec::new();
-                    a.append_out(e.add(8), n, &mut b)?;
-                    out.push(b);
+                    a.append_out(e.add(8), n, &mut buf)?;
+                    ends.push(buf.len());
                 }
             }
-            Ok(out)
+            Ok((buf, ends))
         })?;
-        raw.iter().map(|b| bytes::decode(b)).collect()
+        let mut at = 0;
+        ends.iter()
+            .map(|&end| bytes::decode(&buf[std::mem::replace(&mut at, end)..end]))
+            .collect()
     }
 
     /// Makes a new empty list in `arena` (used by the manager).

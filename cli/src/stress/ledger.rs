@@ -154,11 +154,17 @@ impl Ledger {
 
     /// Slot `i`'s published log.
     pub fn entries(&self, i: usize) -> Vec<u64> {
+        let mut v = Vec::new();
+        self.for_each_entry(i, |id| v.push(id));
+        v
+    }
+
+    /// Slot `i`'s published log, entry by entry (no copy of it).
+    pub fn for_each_entry(&self, i: usize, mut f: impl FnMut(u64)) {
         let n = (self.slot(i).log_len.load(Ordering::Acquire) as usize).min(LOG_CAP);
         self.log(i)[..n]
             .iter()
-            .map(|a| a.load(Ordering::Relaxed))
-            .collect()
+            .for_each(|a| f(a.load(Ordering::Relaxed)));
     }
 
     /// Unmaps (the supervisor, after the round; the participants are gone).

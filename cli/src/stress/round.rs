@@ -5,7 +5,7 @@ use super::bodies::{self, COUNT_KEY, Sizes};
 use super::ctx::{Ctx, Rng};
 use super::ledger::{LOG_CAP, Ledger};
 use super::procs;
-use super::tally::{Counts, tally_items};
+use super::tally::{Counts, Tally};
 use shmwire::{Barrier, Condition, Lock, Manager, Pipe, Process, Queue, RLock};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -791,30 +791,27 @@ impl<'a> Round<'a> {
                 }
             }
             World::Queue(_) | World::Tcp(_) | World::List(_) => {
-                let mut received = drained;
+                let producers = self
+                    .slots()
+                    .filter(|(_, p)| p.role == Role::Producer)
+                    .map(|(i, p)| (i, (acked(i), p.killed)));
+                let mut tally = Tally::new(producers);
+                drained.into_iter().for_each(|i| tally.add(i));
                 if let World::List(m) = &self.world {
                     match m.named_list::<u64>("l").and_then(|l| l.to_vec()) {
-                        Ok(v) => received.extend(v),
+                        Ok(v) => v.into_iter().for_each(|i| tally.add(i)),
                         Err(e) => {
                             self.c.wrong += 1;
                             eprintln!("stress: WRONG list: to_vec: {e:?}");
                         }
                     }
                 }
-                let mut produced = super::tally::Produced {
-                    acked: Default::default(),
-                };
                 for (i, p) in self.slots() {
-                    match p.role {
-                        Role::Producer => {
-                            produced.acked.insert(i, (acked(i), p.killed));
-                        }
-                        Role::Consumer => received.extend(self.l.entries(i)),
-                        _ => {}
+                    if p.role == Role::Consumer {
+                        self.l.for_each_entry(i, |id| tally.add(id));
                     }
                 }
-                let (f, lost, dup, wrong) =
-                    tally_items(&produced, &received, killed_of(Role::Consumer));
+                let (f, lost, dup, wrong) = tally.finish(killed_of(Role::Consumer));
                 self.c.in_flight += f;
                 self.c.lost += lost;
                 self.c.duplicated += dup;
@@ -824,18 +821,13 @@ impl<'a> Round<'a> {
                 let items = m.named_dict::<u64, u64>("d").and_then(|d| d.items());
                 match items {
                     Ok(items) => {
-                        let mut produced = super::tally::Produced {
-                            acked: Default::default(),
-                        };
-                        for (i, p) in self.slots() {
-                            produced.acked.insert(i, (acked(i), p.killed));
-                        }
-                        let keys: Vec<u64> = items
+                        let mut tally =
+                            Tally::new(self.slots().map(|(i, p)| (i, (acked(i), p.killed))));
+                        items
                             .iter()
-                            .map(|kv| kv.0)
-                            .filter(|&k| k != COUNT_KEY)
-                            .collect();
-                        let (_, lost, dup, wrong) = tally_items(&produced, &keys, 0);
+                            .filter(|kv| kv.0 != COUNT_KEY)
+                            .for_each(|kv| tally.add(kv.0));
+                        let (_, lost, dup, wrong) = tally.finish(0);
                         self.c.lost += lost;
                         self.c.duplicated += dup;
                         self.c.wrong += wrong;

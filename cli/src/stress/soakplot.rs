@@ -16,6 +16,12 @@ const SERIES: &[(&str, &str, &str, bool)] = &[
         false,
     ),
     (
+        "supervisor_private_kib",
+        "supervisor private memory (MiB)",
+        "#e377c2",
+        false,
+    ),
+    (
         "participant_rss_max_kib",
         "largest participant RSS (MiB)",
         "#1f77b4",
