@@ -95,11 +95,15 @@ def _add(res):
         _pending.append(res)
         if _wake is None:
             _wake = os.pipe()
+            os.set_blocking(_wake[1], False)  # a full pipe already wakes the thread
         if _thread is None:
             _thread = threading.Thread(target=_run, name="shmwire-handoff", daemon=True)
             _thread.start()
         else:
-            os.write(_wake[1], b"\0")
+            try:
+                os.write(_wake[1], b"\0")
+            except BlockingIOError:
+                pass
 
 
 def _run():
