@@ -623,7 +623,7 @@ fn modes_that_let_others_in_are_refused_when_built() {
 /// it; a listener's client connects and sends `7u32`, which the maker accepts).
 struct NamedKind {
     what: &'static str,
-    make: fn(&str, Option<u32>) -> shmwire::Result<Box<dyn std::any::Any>>,
+    make: fn(&str, Option<u32>) -> shmwire::Result<Held>,
     files: fn(&str) -> Vec<String>,
     use_it: fn(&str) -> shmwire::Result<()>,
 }
@@ -635,7 +635,10 @@ fn with_mode<B>(b: B, mode: Option<u32>, set: fn(B, u32) -> B) -> B {
     }
 }
 
-fn held<T: 'static>(r: shmwire::Result<T>) -> shmwire::Result<Box<dyn std::any::Any>> {
+/// A named object made by a test, kept alive while this lives.
+type Held = Box<dyn std::any::Any>;
+
+fn held<T: 'static>(r: shmwire::Result<T>) -> shmwire::Result<Held> {
     r.map(|v| Box::new(v) as Box<dyn std::any::Any>)
 }
 
@@ -737,7 +740,7 @@ fn kind_name(tag: &str, what: &str) -> String {
 }
 
 /// One of each named kind, made with `mode`.
-fn make_all(tag: &str, mode: Option<u32>) -> Vec<(String, Box<dyn std::any::Any>)> {
+fn make_all(tag: &str, mode: Option<u32>) -> Vec<(String, Held)> {
     named_kinds()
         .iter()
         .map(|k| {
@@ -749,7 +752,7 @@ fn make_all(tag: &str, mode: Option<u32>) -> Vec<(String, Box<dyn std::any::Any>
 }
 
 /// Accepts, on each listener made by `make_all`, the client that sends `7u32`.
-fn accept_each(made: &[(String, Box<dyn std::any::Any>)]) {
+fn accept_each(made: &[(String, Held)]) {
     for (n, m) in made {
         if let Some(l) = m.downcast_ref::<Listener>() {
             let c = l
