@@ -116,7 +116,7 @@ pub use manager::{Manager, ManagerBuilder, ManagerStats, SharedDict, SharedList}
 #[cfg(not(loom))]
 pub use pipe::{
     Client, Connection, ConnectionHandle, ConnectionIter, DEFAULT_CAPACITY, Incoming, Listener,
-    Pipe, PipeBuilder, Transport,
+    ListenerBuilder, Pipe, PipeBuilder, Transport,
 };
 #[cfg(not(loom))]
 pub use pool::{
@@ -140,7 +140,8 @@ pub use wait::{PROBE_INTERVAL, WaitStrategy};
 pub use {
     locks::{
         Array, AtomicInt, Barrier, BoundedSemaphore, Condition, Event, Lock, LockGuard, RLock,
-        RLockGuard, Semaphore, SemaphorePermit, SharedMemory, SyncBuilder, Value, ValueGuard,
+        RLockGuard, Semaphore, SemaphorePermit, SharedMemory, SharedMemoryBuilder, SyncBuilder,
+        Value, ValueGuard,
     },
     queue::{
         DEFAULT_ITEM_SIZE, DEFAULT_SPILL_SIZE, JoinableQueue, Queue, QueueBuilder, QueueIter,

@@ -11,7 +11,8 @@ mod common;
 
 use common::{Rng, within};
 use shmwire::{
-    Barrier, Client, Condition, Error, Listener, Lock, Manager, Pipe, Pool, Process, Queue, Value,
+    Array, Barrier, BoundedSemaphore, Client, Condition, Error, Event, Listener, Lock, Manager,
+    Pipe, Pool, Process, Queue, RLock, Semaphore, SharedMemory, Value,
 };
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,9 @@ fn main() {
         another_user_cannot_open_them_and_is_told_what_to_do,
         mode_0660_lets_the_group_in_and_only_then,
         modes_that_let_others_in_are_refused_when_built,
+        every_named_kind_is_0600_by_default_0660_on_request_and_nothing_else,
+        another_user_cannot_open_any_named_kind_and_is_told_what_to_do,
+        mode_0660_lets_the_group_into_every_named_kind_and_only_then,
     ]);
 }
 
@@ -610,4 +614,225 @@ fn modes_that_let_others_in_are_refused_when_built() {
         let (_a, _b) = Pipe::builder().name(&name).mode(mode).build().unwrap();
         assert_eq!(mode_of(&shm_path(&name)), mode);
     }
+}
+
+// ---- permissions of every other named kind (one table) -----------------------------------------
+
+/// A named kind whose builder takes `.mode`: how to make one under a name (held while the value
+/// lives), the files it makes, and what a process of another user does with it (opens and uses
+/// it; a listener's client connects and sends `7u32`, which the maker accepts).
+struct NamedKind {
+    what: &'static str,
+    make: fn(&str, Option<u32>) -> shmwire::Result<Held>,
+    files: fn(&str) -> Vec<String>,
+    use_it: fn(&str) -> shmwire::Result<()>,
+}
+
+fn with_mode<B>(b: B, mode: Option<u32>, set: fn(B, u32) -> B) -> B {
+    match mode {
+        Some(m) => set(b, m),
+        None => b,
+    }
+}
+
+/// A named object made by a test, kept alive while this lives.
+type Held = Box<dyn std::any::Any>;
+
+fn held<T: 'static>(r: shmwire::Result<T>) -> shmwire::Result<Held> {
+    r.map(|v| Box::new(v) as Box<dyn std::any::Any>)
+}
+
+/// The path of the `unix:` listener named `name`.
+fn unix_path(name: &str) -> String {
+    format!("/tmp/shmwire-test-{name}.sock")
+}
+
+fn named_kinds() -> Vec<NamedKind> {
+    let shm = |n: &str| vec![shm_path(n)];
+    vec![
+        NamedKind {
+            what: "rlock",
+            make: |n, m| held(with_mode(RLock::builder().name(n), m, |b, m| b.mode(m)).build()),
+            files: shm,
+            use_it: |n| RLock::open(n)?.acquire_timeout(T * 20).map(drop),
+        },
+        NamedKind {
+            what: "semaphore",
+            make: |n, m| {
+                held(with_mode(Semaphore::builder(1).name(n), m, |b, m| b.mode(m)).build())
+            },
+            files: shm,
+            use_it: |n| Semaphore::open(n)?.acquire_timeout(T * 20),
+        },
+        NamedKind {
+            what: "bounded semaphore",
+            make: |n, m| {
+                held(with_mode(BoundedSemaphore::builder(1).name(n), m, |b, m| b.mode(m)).build())
+            },
+            files: shm,
+            use_it: |n| BoundedSemaphore::open(n)?.acquire_timeout(T * 20),
+        },
+        NamedKind {
+            what: "event",
+            make: |n, m| held(with_mode(Event::builder().name(n), m, |b, m| b.mode(m)).build()),
+            files: shm,
+            use_it: |n| Event::open(n)?.set(),
+        },
+        NamedKind {
+            what: "condition",
+            make: |n, m| held(with_mode(Condition::builder().name(n), m, |b, m| b.mode(m)).build()),
+            files: |n| vec![shm_path(n), shm_path(&format!("{n}.lock"))],
+            use_it: |n| Condition::open(n)?.acquire_timeout(T * 20).map(drop),
+        },
+        NamedKind {
+            what: "barrier",
+            make: |n, m| held(with_mode(Barrier::builder(1).name(n), m, |b, m| b.mode(m)).build()),
+            files: shm,
+            use_it: |n| Barrier::open(n)?.wait_timeout(T * 20).map(drop),
+        },
+        NamedKind {
+            what: "value",
+            make: |n, m| held(with_mode(Value::builder(1u32).name(n), m, |b, m| b.mode(m)).build()),
+            files: shm,
+            use_it: |n| Value::<u32>::open(n)?.set(2),
+        },
+        NamedKind {
+            what: "array",
+            make: |n, m| {
+                held(with_mode(Array::builder(&[1u32, 2]).name(n), m, |b, m| b.mode(m)).build())
+            },
+            files: shm,
+            use_it: |n| Array::<u32>::open(n)?.set(1, 3),
+        },
+        NamedKind {
+            what: "shared memory",
+            make: |n, m| held(with_mode(SharedMemory::builder(n, 64), m, |b, m| b.mode(m)).build()),
+            files: shm,
+            use_it: |n| SharedMemory::open(n)?.write(0, b"x"),
+        },
+        NamedKind {
+            what: "listener",
+            make: |n, m| held(with_mode(Listener::builder(n), m, |b, m| b.mode(m)).build()),
+            files: |n| vec![shm_path(n).replacen(".u.", ".l.", 1)],
+            use_it: |n| Client::connect_timeout(n, T * 100)?.send(&7u32),
+        },
+        NamedKind {
+            what: "unix listener",
+            make: |n, m| {
+                let a = format!("unix:{}", unix_path(n));
+                held(with_mode(Listener::builder(&a), m, |b, m| b.mode(m)).build())
+            },
+            files: |n| vec![unix_path(n)],
+            use_it: |n| {
+                let a = format!("unix:{}", unix_path(n));
+                Client::connect_timeout(&a, T * 100)?.send(&7u32)
+            },
+        },
+    ]
+}
+
+fn kind_name(tag: &str, what: &str) -> String {
+    format!(
+        "perm-{tag}-{}-{}",
+        what.replace(' ', "_"),
+        std::process::id()
+    )
+}
+
+/// One of each named kind, made with `mode`.
+fn make_all(tag: &str, mode: Option<u32>) -> Vec<(String, Held)> {
+    named_kinds()
+        .iter()
+        .map(|k| {
+            let n = kind_name(tag, k.what);
+            let made = (k.make)(&n, mode).unwrap_or_else(|e| panic!("{}: {e}", k.what));
+            (n, made)
+        })
+        .collect()
+}
+
+/// Accepts, on each listener made by `make_all`, the client that sends `7u32`.
+fn accept_each(made: &[(String, Held)]) {
+    for (n, m) in made {
+        if let Some(l) = m.downcast_ref::<Listener>() {
+            let c = l
+                .accept_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|e| panic!("{n}: {e}"));
+            assert_eq!(
+                c.recv_timeout::<u32>(Duration::from_secs(20)).unwrap(),
+                7,
+                "{n}"
+            );
+        }
+    }
+}
+
+fn every_named_kind_is_0600_by_default_0660_on_request_and_nothing_else() {
+    // No umask to lean on: what a file gets is what shmwire gives it.
+    // SAFETY: plain syscall (this test's own process).
+    unsafe { libc::umask(0) };
+    for k in named_kinds() {
+        let n = kind_name("modes", k.what);
+        for (mode, want) in [(None, 0o600), (Some(0o600), 0o600), (Some(0o660), 0o660)] {
+            let made = (k.make)(&n, mode).unwrap_or_else(|e| panic!("{}: {e}", k.what));
+            for f in (k.files)(&n) {
+                assert_eq!(mode_of(&f), want, "{} made with {mode:?}: {f}", k.what);
+            }
+            drop(made);
+        }
+        for bad in [0o666, 0o644, 0o606, 0o700, 0o400, 0o2660] {
+            let r = (k.make)(&n, Some(bad)).map(drop);
+            assert!(
+                matches!(r, Err(Error::Invalid(_))),
+                "{} with mode {bad:o}: {r:?}",
+                k.what
+            );
+            for f in (k.files)(&n) {
+                assert!(!std::path::Path::new(&f).exists(), "{}: {f} left", k.what);
+            }
+        }
+    }
+}
+
+fn another_user_cannot_open_any_named_kind_and_is_told_what_to_do() {
+    root_only();
+    let made = make_all("other", None);
+    let names: Vec<String> = made.iter().map(|(n, _)| n.clone()).collect();
+    // Even in the objects' group: 0600 lets nobody else in.
+    let child = as_nobody(vec![0], move || {
+        for (k, n) in named_kinds().iter().zip(&names) {
+            denied(k.what, (k.use_it)(n), ".mode(0o660)")?;
+        }
+        Ok(())
+    });
+    let st = child.join().unwrap();
+    assert!(st.success(), "{st:?}");
+}
+
+fn mode_0660_lets_the_group_into_every_named_kind_and_only_then() {
+    root_only();
+    let made = make_all("group", Some(0o660));
+    // SAFETY: plain syscall.
+    let gid = unsafe { libc::getegid() };
+    let names: Vec<String> = made.iter().map(|(n, _)| n.clone()).collect();
+    // A user in the objects' group opens each and uses it (its listeners' clients are accepted).
+    let ns = names.clone();
+    let member = as_nobody(vec![gid], move || {
+        for (k, n) in named_kinds().iter().zip(&ns) {
+            (k.use_it)(n).map_err(|e| format!("{}: {e}", k.what))?;
+        }
+        Ok(())
+    });
+    accept_each(&made);
+    let st = member.join().unwrap();
+    assert!(st.success(), "a member of the group: {st:?}");
+    // A user outside the group does not get in, and is told why.
+    let outsider = as_nobody(vec![], move || {
+        for (k, n) in named_kinds().iter().zip(&names) {
+            denied(k.what, (k.use_it)(n), "a group both users are in")?;
+        }
+        Ok(())
+    });
+    let st = outsider.join().unwrap();
+    assert!(st.success(), "a user outside the group: {st:?}");
 }

@@ -70,16 +70,18 @@ impl<T: Pod> SyncBuilder<Array<T>> {
         let bytes = std::mem::size_of_val(items);
         let mut p = [0u64; 6];
         p[PARAM_LEN] = items.len() as u64;
-        let obj = Object::create_with(
-            Kind::Value,
-            pod_fingerprint::<T>("Array"),
-            p,
-            bytes.max(1),
-            self.name.as_deref(),
-            // SAFETY: the data area holds `len` Ts (sized so); nobody reads it before it is
-            // published.
-            &|_, data| unsafe { write_shared(data, bytemuck::cast_slice(items)) },
-        )?;
+        let obj = self.create(|name| {
+            Object::create_with(
+                Kind::Value,
+                pod_fingerprint::<T>("Array"),
+                p,
+                bytes.max(1),
+                name,
+                // SAFETY: the data area holds `len` Ts (sized so); nobody reads it before it is
+                // published.
+                &|_, data| unsafe { write_shared(data, bytemuck::cast_slice(items)) },
+            )
+        })?;
         Ok(Array {
             obj,
             len: items.len(),

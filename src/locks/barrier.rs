@@ -131,13 +131,9 @@ impl SyncBuilder<Barrier> {
         let mut p = [0u64; 6];
         p[PARAM_PARTIES] = u64::from(parties);
         Ok(Barrier {
-            obj: Object::create(
-                Kind::Sync,
-                fingerprint_of::<BarrierTag>(),
-                p,
-                0,
-                self.name.as_deref(),
-            )?,
+            obj: self.create(|name| {
+                Object::create(Kind::Sync, fingerprint_of::<BarrierTag>(), p, 0, name)
+            })?,
             parties,
             wait: self.wait,
         })

@@ -2,6 +2,8 @@
 //! handle cannot do without (a semaphore's count, a barrier's parties, a value's first value); the
 //! builder adds a name and a wait strategy, and `build()` makes the handle.
 
+use crate::error::Result;
+use crate::segment::object::{Object, SharedBlock};
 use crate::wait::WaitStrategy;
 
 mod sealed {
@@ -21,6 +23,8 @@ pub(crate) use sealed::Built;
 ///
 /// * [`name`](Self::name): create it under a name other processes can `open` (else it is shared with
 ///   children forked later).
+/// * [`mode`](Self::mode): let the users of its group open it by name too (default: this user
+///   only).
 /// * [`wait_strategy`](Self::wait_strategy): how this handle's blocked calls wait (default
 ///   [`WaitStrategy::Adaptive`]: spin up to 50 µs, then sleep). The strategy belongs to the handle
 ///   (and its clones), not to the shared object: a handle from `open` starts with the default, and
@@ -77,10 +81,35 @@ impl<K: Built> SyncBuilder<K> {
         self
     }
 
+    /// Who may open it by name besides this user: `0o660` also lets in the users of its group
+    /// (the creating process's effective group), `0o600` (the default) nobody else; others never
+    /// (any other mode is [`Error::Invalid`](crate::Error::Invalid)). A process of another user
+    /// opens such an object only if it is in that group; without this, it is refused. (A
+    /// condition's lock, `NAME.lock`, gets the same mode.)
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = Some(mode);
+        self
+    }
+
     /// How the handle's blocked calls wait (default [`WaitStrategy::Adaptive`]).
     pub fn wait_strategy(mut self, wait: WaitStrategy) -> Self {
         self.wait = wait;
         self
+    }
+
+    /// Makes the object with `create` (given the builder's name), under the builder's mode: every
+    /// kind's `build` goes through here. The mode is checked before anything is made, and given
+    /// to the named segment as soon as it is (a failure then drops the object, name and all).
+    pub(crate) fn create<T: SharedBlock>(
+        &self,
+        create: impl FnOnce(Option<&str>) -> Result<Object<T>>,
+    ) -> Result<Object<T>> {
+        self.mode.map_or(Ok(()), crate::segment::check_mode)?;
+        let obj = create(self.name.as_deref())?;
+        if let Some(m) = self.mode {
+            obj.segment().set_mode(m)?;
+        }
+        Ok(obj)
     }
 }
 
@@ -90,6 +119,7 @@ impl<K: Built> std::fmt::Debug for SyncBuilder<K> {
             .field("kind", &std::any::type_name::<K>())
             .field("name", &self.name)
             .field("wait", &self.wait)
+            .field("mode", &self.mode)
             .finish()
     }
 }

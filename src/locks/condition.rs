@@ -79,18 +79,15 @@ impl SyncBuilder<Condition> {
     /// strategy is the lock's (a wait for a notify always sleeps: the notifier needs the lock).
     pub fn build(self) -> Result<Condition> {
         let mut lock = Lock::builder().wait_strategy(self.wait);
+        lock.mode = self.mode;
         if let Some(name) = &self.name {
             lock = lock.name(&format!("{name}.lock"));
         }
         let lock = lock.build()?;
         Ok(Condition {
-            obj: Object::create(
-                Kind::Sync,
-                fingerprint_of::<CondTag>(),
-                [0; 6],
-                0,
-                self.name.as_deref(),
-            )?,
+            obj: self.create(|name| {
+                Object::create(Kind::Sync, fingerprint_of::<CondTag>(), [0; 6], 0, name)
+            })?,
             lock,
         })
     }

@@ -70,13 +70,9 @@ impl SyncBuilder<Event> {
     /// Creates the event, clear.
     pub fn build(self) -> Result<Event> {
         Ok(Event {
-            obj: Object::create(
-                Kind::Sync,
-                fingerprint_of::<EventTag>(),
-                [0; 6],
-                0,
-                self.name.as_deref(),
-            )?,
+            obj: self.create(|name| {
+                Object::create(Kind::Sync, fingerprint_of::<EventTag>(), [0; 6], 0, name)
+            })?,
             wait: self.wait,
         })
     }

@@ -103,32 +103,13 @@ impl Built for Lock {
 impl SyncBuilder<Lock> {
     /// Creates the lock.
     pub fn build(self) -> Result<Lock> {
-        self.mode.map_or(Ok(()), crate::segment::check_mode)?;
-        let obj = Object::create(
-            Kind::Sync,
-            fingerprint_of::<LockTag>(),
-            [0; 6],
-            0,
-            self.name.as_deref(),
-        )?;
-        if let Some(m) = self.mode {
-            obj.segment().set_mode(m)?;
-        }
+        let obj = self.create(|name| {
+            Object::create(Kind::Sync, fingerprint_of::<LockTag>(), [0; 6], 0, name)
+        })?;
         Ok(Lock {
             obj,
             wait: self.wait,
         })
-    }
-
-    /// Who may open it by name besides this user: `0o660` also lets in the users of its group
-    /// (the creating process's effective group), `0o600` (the default) nobody else; others never
-    /// (any other mode is [`Error::Invalid`]). A process of another user
-    /// opens such an object only if it is in that group; without this, it is refused.
-    ///
-    /// (A lock's builder only, for now: the other objects of this family are this user's.)
-    pub fn mode(mut self, mode: u32) -> Self {
-        self.mode = Some(mode);
-        self
     }
 }
 
@@ -327,13 +308,9 @@ impl SyncBuilder<RLock> {
     /// Creates the re-entrant lock.
     pub fn build(self) -> Result<RLock> {
         Ok(RLock {
-            obj: Object::create(
-                Kind::Sync,
-                fingerprint_of::<RLockTag>(),
-                [0; 6],
-                0,
-                self.name.as_deref(),
-            )?,
+            obj: self.create(|name| {
+                Object::create(Kind::Sync, fingerprint_of::<RLockTag>(), [0; 6], 0, name)
+            })?,
             wait: self.wait,
         })
     }

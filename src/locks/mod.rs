@@ -21,5 +21,5 @@ pub use condition::Condition;
 pub use event::Event;
 pub use lock::{Lock, LockGuard, RLock, RLockGuard};
 pub use semaphore::{BoundedSemaphore, Semaphore, SemaphorePermit};
-pub use shared_memory::SharedMemory;
+pub use shared_memory::{SharedMemory, SharedMemoryBuilder};
 pub use value::{AtomicInt, Value, ValueGuard};

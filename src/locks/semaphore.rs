@@ -126,7 +126,10 @@ impl Built for Semaphore {
 impl SyncBuilder<Semaphore> {
     /// Creates the semaphore.
     pub fn build(self) -> Result<Semaphore> {
-        Semaphore::make(self.init, UNBOUNDED, self.name.as_deref(), self.wait)
+        Ok(Semaphore {
+            obj: self.create(|name| Semaphore::block(self.init, UNBOUNDED, name))?,
+            wait: self.wait,
+        })
     }
 }
 
@@ -138,30 +141,28 @@ impl SyncBuilder<BoundedSemaphore> {
     /// Creates the bounded semaphore.
     pub fn build(self) -> Result<BoundedSemaphore> {
         Ok(BoundedSemaphore {
-            inner: Semaphore::make(
-                self.init,
-                u64::from(self.init),
-                self.name.as_deref(),
-                self.wait,
-            )?,
+            inner: Semaphore {
+                obj: self.create(|name| Semaphore::block(self.init, u64::from(self.init), name))?,
+                wait: self.wait,
+            },
         })
     }
 }
 
 impl Semaphore {
-    fn make(value: u32, bound: u64, name: Option<&str>, wait: WaitStrategy) -> Result<Semaphore> {
+    /// The shared block of a semaphore holding `value`, at most `bound`.
+    fn block(value: u32, bound: u64, name: Option<&str>) -> Result<Object<SemBlock>> {
         let mut p = [0u64; 6];
         p[PARAM_BOUND] = bound;
         // The count is in place before a named semaphore can be opened (published with it).
-        let obj: Object<SemBlock> = Object::create_with(
+        Object::create_with(
             Kind::Sync,
             fingerprint_of::<SemTag>(),
             p,
             0,
             name,
             &|b: &SemBlock, _| b.value.store(value, Ordering::Relaxed),
-        )?;
-        Ok(Semaphore { obj, wait })
+        )
     }
 
     /// A semaphore holding `value`, shared with children forked later.

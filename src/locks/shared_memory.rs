@@ -55,9 +55,39 @@ pub struct SharedMemory {
     name: String,
 }
 
-impl SharedMemory {
-    /// Creates the block `name` of `size` bytes, zero-filled. A taken name is [`Error::Exists`].
-    pub fn create(name: &str, size: usize) -> Result<SharedMemory> {
+/// Options for a [`SharedMemory`] block: start from [`SharedMemory::builder`], finish with
+/// [`build`](Self::build).
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::SharedMemory;
+/// let name = format!("doc-shm-builder-{}", std::process::id());
+/// let block = SharedMemory::builder(&name, 4096).mode(0o660).build()?;
+/// assert_eq!(block.len(), 4096);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build()`"]
+pub struct SharedMemoryBuilder {
+    name: String,
+    size: usize,
+    mode: Option<u32>,
+}
+
+impl SharedMemoryBuilder {
+    /// Who may open it by name besides this user: `0o660` also lets in the users of its group
+    /// (the creating process's effective group), `0o600` (the default) nobody else; others never
+    /// (any other mode is [`Error::Invalid`]). A process of another user
+    /// opens such an object only if it is in that group; without this, it is refused.
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = Some(mode);
+        self
+    }
+
+    /// Creates the block, zero-filled. A taken name is [`Error::Exists`].
+    pub fn build(self) -> Result<SharedMemory> {
+        let (name, size) = (self.name.as_str(), self.size);
+        self.mode.map_or(Ok(()), crate::segment::check_mode)?;
         if size == 0 || size > isize::MAX as usize / 2 {
             return Err(Error::invalid(format!(
                 "a block of {size} bytes cannot be made; ask for 1 to isize::MAX / 2 bytes"
@@ -76,11 +106,30 @@ impl SharedMemory {
             lazy_tail: 0,
         };
         let seg = Segment::create_named(&names::user_name(name)?, &spec)?;
+        if let Some(m) = self.mode {
+            seg.set_mode(m)?;
+        }
         Ok(SharedMemory {
             seg,
             len: size,
-            name: name.to_owned(),
+            name: self.name,
         })
+    }
+}
+
+impl SharedMemory {
+    /// Creates the block `name` of `size` bytes, zero-filled. A taken name is [`Error::Exists`].
+    pub fn create(name: &str, size: usize) -> Result<SharedMemory> {
+        Self::builder(name, size).build()
+    }
+
+    /// Options for the block `name` of `size` bytes (who else may open it).
+    pub fn builder(name: &str, size: usize) -> SharedMemoryBuilder {
+        SharedMemoryBuilder {
+            name: name.to_owned(),
+            size,
+            mode: None,
+        }
     }
 
     /// Opens the block `name` made by any process of this user.

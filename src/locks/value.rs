@@ -230,15 +230,18 @@ impl<T: Pod> SyncBuilder<Value<T>> {
     /// Creates the value.
     pub fn build(self) -> Result<Value<T>> {
         let v = self.init;
-        let obj = Object::create_with(
-            Kind::Value,
-            pod_fingerprint::<T>("Value"),
-            [0; 6],
-            std::mem::size_of::<T>().max(1),
-            self.name.as_deref(),
-            // SAFETY: the data area holds a `T` (sized so); nobody reads it before it is published.
-            &|_, data| unsafe { write_shared(data, bytemuck::bytes_of(&v)) },
-        )?;
+        let obj = self.create(|name| {
+            Object::create_with(
+                Kind::Value,
+                pod_fingerprint::<T>("Value"),
+                [0; 6],
+                std::mem::size_of::<T>().max(1),
+                name,
+                // SAFETY: the data area holds a `T` (sized so); nobody reads it before it is
+                // published.
+                &|_, data| unsafe { write_shared(data, bytemuck::bytes_of(&v)) },
+            )
+        })?;
         Ok(Value {
             obj,
             wait: self.wait,

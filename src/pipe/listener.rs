@@ -2,7 +2,13 @@
 //!
 //! The name is a Unix socket in `/dev/shm` (`shmwire.[$SHMWIRE_PREFIX.]l.NAME`, mode 0600). Each side
 //! checks the other's uid (`SO_PEERCRED`): a listener serves clients of its own user only, and a client
-//! sends nothing to a listener of another user. The socket only carries the introduction: the client
+//! sends nothing to a listener of another user. Sharing across users is opt-in: a listener bound with
+//! `.mode(0o660)` (see [`ListenerBuilder`](crate::ListenerBuilder)) has its socket in its creator's
+//! effective group with mode 0660, so the kernel lets the users of that group connect; the listener
+//! serves a client of another user only if it is in that group (`SO_PEERCRED`, `SO_PEERGROUPS`), and
+//! such a client sends its pipe to a listener of another user only if the socket is that user's,
+//! 0660 and in a group the client is in (no access for others), as for any named object. The socket
+//! only carries the introduction: the client
 //! creates an ordinary shared-memory pipe (a sealed memfd and its wake-up pipes) and passes its
 //! descriptors over the socket (`SCM_RIGHTS`); the listener checks them (the memfd sealed against
 //! resizing, its rings at most [`Listener::MAX_CLIENT_CAPACITY`], the wake-up descriptors anonymous
@@ -138,19 +144,24 @@ impl From<rustix::io::Errno> for Placing {
     }
 }
 
-/// Binds `sock` at a private path, mode 0600, listening, and links it to `path`; returns the
-/// socket's inode. The private path is removed in any case.
-fn bind_at(sock: &OwnedFd, path: &Path) -> std::result::Result<(u64, u64), Placing> {
+/// Binds `sock` at a private path, with `mode` (checked: 0600 or 0660), listening, and links it
+/// to `path`; returns the socket's stat. The private path is removed in any case.
+fn bind_at(
+    sock: &OwnedFd,
+    path: &Path,
+    mode: u32,
+) -> std::result::Result<rustix::fs::Stat, Placing> {
     use rustix::fs::Mode;
     let tmp = private_path();
     let addr = SocketAddrUnix::new(tmp.as_path()).map_err(Placing::from)?;
     rustix::net::bind(sock, &addr)?;
     let placed = (|| {
-        rustix::fs::chmod(tmp.as_path(), Mode::RUSR | Mode::WUSR)?;
+        // Nobody connects before `listen`, so nobody connects under a wider mode (umask's).
+        rustix::fs::chmod(tmp.as_path(), Mode::from_raw_mode(mode))?;
         rustix::net::listen(sock, 128)?;
         let st = rustix::fs::stat(tmp.as_path())?;
         place(&tmp, path)?;
-        Ok((st.st_dev, st.st_ino))
+        Ok(st)
     })();
     let _ = std::fs::remove_file(&tmp);
     placed
@@ -273,6 +284,8 @@ pub(crate) struct ShmListener {
     wake: OwnedFd,
     path: PathBuf,
     inode: (u64, u64),
+    /// The socket's group, if its mode lets that group in (`.mode(0o660)`): its users are served.
+    group: Option<u32>,
     name: String,
     state: Mutex<State>,
 }
@@ -282,11 +295,14 @@ impl ShmListener {
     /// this process allocates for one message from a client is bounded by half of it (a frame).
     pub const MAX_CLIENT_CAPACITY: usize = 64 << 20;
 
-    /// Binds `name` (1 to 200 characters from `[A-Za-z0-9._-]`, short enough for a socket path).
+    /// Binds `name` (1 to 200 characters from `[A-Za-z0-9._-]`, short enough for a socket path),
+    /// its socket with `mode` (0600, or 0660 to serve the users of this process's group; any other
+    /// is [`Error::Invalid`]).
     ///
     /// A name held by a live listener is [`Error::Exists`]; one left by a listener that died is
     /// reclaimed (by one of several processes that try at once: the others get `Exists`).
-    pub(crate) fn bind(name: &str) -> Result<ShmListener> {
+    pub(crate) fn bind(name: &str, mode: u32) -> Result<ShmListener> {
+        crate::segment::check_mode(mode)?;
         let path = socket_path(name)?;
         let taken = || Error::Exists;
         // A fork from another thread must not copy the socket before it is tracked.
@@ -296,11 +312,11 @@ impl ShmListener {
             rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
         )?;
         let mut attempts = 0;
-        let (sock, inode) = loop {
+        let (sock, st) = loop {
             attempts += 1;
             let sock = unix_socket(SocketFlags::NONBLOCK)?;
-            match bind_at(&sock, &path) {
-                Ok(inode) => break (sock, inode),
+            match bind_at(&sock, &path, mode) {
+                Ok(st) => break (sock, st),
                 Err(Placing::Taken) => return Err(taken()),
                 Err(Placing::Lost) if attempts < 4 => {}
                 Err(Placing::Lost) => {
@@ -319,7 +335,8 @@ impl ShmListener {
             sock,
             wake,
             path,
-            inode,
+            inode: (st.st_dev, st.st_ino),
+            group: (mode & 0o060 == 0o060).then_some(st.st_gid),
             name: name.to_owned(),
             state: Mutex::new(State::default()),
         })
@@ -403,8 +420,7 @@ impl ShmListener {
         if ready[0] {
             match ClientSock::accept(&self.sock) {
                 Ok(c) => {
-                    let cred = rustix::net::sockopt::socket_peercred(c.fd());
-                    if cred.is_ok_and(|c| c.uid == rustix::process::geteuid()) {
+                    if self.serves(c.fd()) {
                         // Its introduction is usually there already.
                         if poll_all(&[c.fd()], Some(Duration::ZERO))?[0] {
                             match self.introduce(c.fd()) {
@@ -429,6 +445,22 @@ impl ShmListener {
             }
         }
         Ok(None)
+    }
+
+    /// Whether the client on `conn` is one this listener serves: a process of this user, or, if
+    /// the socket is shared with its group, of a user in that group (its effective group or one
+    /// of its supplementary groups).
+    fn serves(&self, conn: BorrowedFd<'_>) -> bool {
+        let Ok(cred) = rustix::net::sockopt::socket_peercred(conn) else {
+            return false;
+        };
+        if cred.uid == rustix::process::geteuid() {
+            return true;
+        }
+        let Some(group) = self.group else {
+            return false;
+        };
+        cred.gid.as_raw() == group || peer_groups(conn).is_some_and(|gs| gs.contains(&group))
     }
 
     /// Gives back the clients a round took (and a connection introduced for a later `accept`), and
@@ -547,6 +579,56 @@ impl ShmListener {
     }
 }
 
+/// The supplementary groups of the peer of `conn` (`SO_PEERGROUPS`), as they were when it
+/// connected; `None` if the kernel does not say.
+fn peer_groups(conn: BorrowedFd<'_>) -> Option<Vec<u32>> {
+    let mut groups = vec![0u32; 64];
+    loop {
+        let mut len = (groups.len() * 4) as libc::socklen_t;
+        // SAFETY: `groups` has room for `len` bytes; the kernel writes at most that many and says
+        // how many it wrote (or needs) in `len`.
+        let r = unsafe {
+            libc::getsockopt(
+                conn.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let n = len as usize / 4;
+        if r == 0 {
+            groups.truncate(n);
+            return Some(groups);
+        }
+        // ERANGE: `len` says how much it needs (at most NGROUPS_MAX, 65536 groups).
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::ERANGE)
+            || n <= groups.len()
+            || n > 65536
+        {
+            return None;
+        }
+        groups.resize(n, 0);
+    }
+}
+
+/// The error for a listener's socket this user may not connect to (`EACCES`): whose it is, its
+/// mode, and what to do. (Also the `unix:` transport's.)
+pub(crate) fn socket_denied(what: &str, path: &Path) -> Error {
+    let whose = rustix::fs::stat(path).map_or("another user".to_owned(), |st| {
+        format!("uid {} (socket mode {:o})", st.st_uid, st.st_mode & 0o777)
+    });
+    Error::io(
+        ErrorKind::PermissionDenied,
+        format!(
+            "{what} belongs to {whose}, and this user (uid {}) may not connect to it; run the \
+             client as the listener's user, or, to share it across users, bind the listener with \
+             `.mode(0o660)` and connect as a user of a group both users are in",
+            rustix::process::geteuid().as_raw()
+        ),
+    )
+}
+
 /// Connects to the shared-memory listener `name` within `deadline`; returns end 1 of a new pipe
 /// (see [`Client::connect`](crate::Client::connect) for the errors).
 pub(crate) fn connect_at(name: &str, deadline: Deadline) -> Result<Connection> {
@@ -572,25 +654,24 @@ pub(crate) fn connect_at(name: &str, deadline: Deadline) -> Result<Connection> {
         Err(rustix::io::Errno::NOENT | rustix::io::Errno::CONNREFUSED) => {
             return Err(Error::NotFound);
         }
-        // The socket is another user's (mode 0600): say whose, and what to do.
+        // The socket is another user's, not shared with us: say whose, and what to do.
         Err(rustix::io::Errno::ACCESS) => {
-            let whose = rustix::fs::stat(path.as_path())
-                .map_or("another user".to_owned(), |st| format!("uid {}", st.st_uid));
-            return Err(Error::io(
-                ErrorKind::PermissionDenied,
-                format!(
-                    "the listener {name:?} belongs to {whose} (socket mode 0600), and this user \
-                     (uid {}) may not connect to it; run the client as the listener's user",
-                    rustix::process::geteuid().as_raw()
-                ),
-            ));
+            return Err(socket_denied(&format!("the listener {name:?}"), &path));
         }
         Err(e) => return Err(e.into()),
     }
-    // The pipe's descriptors go to a process of this user only.
+    // The pipe's descriptors go to a process of this user only, or of the user whose socket it is
+    // if that user shares it with a group of ours (0660, no access for others: as a named object).
     let cred = rustix::net::sockopt::socket_peercred(&sock)?;
     let me = rustix::process::geteuid();
-    if cred.uid != me {
+    let shared_with_us = || {
+        rustix::fs::stat(path.as_path()).is_ok_and(|st| {
+            st.st_uid == cred.uid.as_raw()
+                && st.st_mode & 0o060 == 0o060
+                && crate::segment::check_owner(&path.to_string_lossy(), &st).is_ok()
+        })
+    };
+    if cred.uid != me && !shared_with_us() {
         return Err(Error::io(
             ErrorKind::PermissionDenied,
             format!(

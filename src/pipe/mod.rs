@@ -17,7 +17,7 @@ pub(crate) mod rendezvous;
 
 pub use connection::{Connection, ConnectionIter, Transport};
 pub use handle::ConnectionHandle;
-pub use rendezvous::{Client, Incoming, Listener};
+pub use rendezvous::{Client, Incoming, Listener, ListenerBuilder};
 
 use crate::error::{Error, Result};
 use crate::ring::buf::RingBuf;

@@ -36,6 +36,85 @@ struct Options {
     handshake: Duration,
 }
 
+/// Options for a [`Listener`]: start from [`Listener::builder`], finish with
+/// [`build`](Self::build).
+///
+/// ```
+/// # fn main() -> shmwire::Result<()> {
+/// use shmwire::Listener;
+/// let name = format!("doc-listener-builder-{}", std::process::id());
+/// let listener = Listener::builder(&name).authkey(b"secret").mode(0o660).build()?;
+/// assert_eq!(listener.name(), name);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+#[must_use = "a builder does nothing until `build()`"]
+pub struct ListenerBuilder {
+    address: String,
+    authkey: Option<Vec<u8>>,
+    mode: Option<u32>,
+}
+
+impl std::fmt::Debug for ListenerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerBuilder")
+            .field("address", &self.address)
+            .field("authkey", &self.authkey.as_ref().map(|_| "..."))
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+impl ListenerBuilder {
+    /// Every connection authenticates with `authkey` (see [`Listener::bind_with_authkey`]); an
+    /// empty key is [`Error::Invalid`] (from `build`).
+    pub fn authkey(mut self, authkey: impl AsRef<[u8]>) -> Self {
+        self.authkey = Some(authkey.as_ref().to_vec());
+        self
+    }
+
+    /// Who may connect besides this user, for a shared-memory name or a `unix:` path: `0o660`
+    /// also lets in the users of its socket's group (the binding process's effective group),
+    /// `0o600` (the default) nobody else; others never (any other mode is [`Error::Invalid`]). A
+    /// process of another user connects only if it is in that group; without this, it is refused.
+    /// A `tcp://` address has no file to give a mode: a mode there is [`Error::Invalid`] (use an
+    /// authkey).
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = Some(mode);
+        self
+    }
+
+    /// Binds the listener (the errors of [`Listener::bind`] and
+    /// [`Listener::bind_with_authkey`]).
+    pub fn build(self) -> Result<Listener> {
+        if let Some(key) = &self.authkey {
+            auth::check_key(key)?;
+        }
+        let mode = self.mode.unwrap_or(0o600);
+        crate::segment::check_mode(mode)?;
+        let kind = match Address::parse(&self.address)? {
+            Address::Shm(name) => Kind::Shm(ShmListener::bind(&name, mode)?),
+            Address::Tcp { .. } if self.mode.is_some() => {
+                return Err(Error::invalid(format!(
+                    "a mode for {}: a TCP listener has no file to give a mode; anyone who can \
+                     reach it may connect, so give it an authkey instead",
+                    self.address
+                )));
+            }
+            a => Kind::Sock(SockListener::bind(&a, mode)?),
+        };
+        Ok(Listener {
+            kind,
+            authkey: self.authkey,
+            options: Mutex::new(Options {
+                max_message: crate::DEFAULT_MAX_MESSAGE,
+                dead_peer: DEAD_PEER_TIMEOUT,
+                handshake: HANDSHAKE_TIMEOUT,
+            }),
+        })
+    }
+}
+
 /// A rendezvous point that clients connect to: a shared-memory name, `unix:/path` or
 /// `tcp://host:port` ([`bind`](Self::bind)); Python's `multiprocessing.connection.Listener`.
 ///
@@ -98,22 +177,23 @@ impl Listener {
     /// authkey, anyone who can reach a TCP address can connect: use
     /// [`bind_with_authkey`](Self::bind_with_authkey) beyond loopback.
     ///
+    /// A shared-memory listener's socket and a `unix:` listener's are mode 0600: only this user
+    /// connects (see [`ListenerBuilder::mode`] to share them with a group).
+    ///
     /// Errors: [`Error::Exists`] if a live listener has the name, path or port;
     /// [`Error::Invalid`] for an address that does not parse.
     pub fn bind(address: &str) -> Result<Listener> {
-        let kind = match Address::parse(address)? {
-            Address::Shm(name) => Kind::Shm(ShmListener::bind(&name)?),
-            a => Kind::Sock(SockListener::bind(&a)?),
-        };
-        Ok(Listener {
-            kind,
+        Self::builder(address).build()
+    }
+
+    /// Options for a listener at `address` (as for [`bind`](Self::bind)): an authkey, who else
+    /// may connect.
+    pub fn builder(address: &str) -> ListenerBuilder {
+        ListenerBuilder {
+            address: address.to_owned(),
             authkey: None,
-            options: Mutex::new(Options {
-                max_message: crate::DEFAULT_MAX_MESSAGE,
-                dead_peer: DEAD_PEER_TIMEOUT,
-                handshake: HANDSHAKE_TIMEOUT,
-            }),
-        })
+            mode: None,
+        }
     }
 
     /// [`bind`](Self::bind), and every connection authenticates with `authkey` (Python's
@@ -127,10 +207,7 @@ impl Listener {
     /// Both forms of the handshake are understood: Python 3.11's (HMAC-MD5) and 3.12's
     /// (`{sha256}`). An empty key is [`Error::Invalid`].
     pub fn bind_with_authkey(address: &str, authkey: impl AsRef<[u8]>) -> Result<Listener> {
-        auth::check_key(authkey.as_ref())?;
-        let mut l = Self::bind(address)?;
-        l.authkey = Some(authkey.as_ref().to_vec());
-        Ok(l)
+        Self::builder(address).authkey(authkey).build()
     }
 
     /// The address clients connect to: the name for shared memory, `unix:PATH`, or

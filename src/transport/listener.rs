@@ -26,8 +26,8 @@ pub(crate) struct SockListener {
 }
 
 impl SockListener {
-    /// Binds a `unix:` or `tcp://` address.
-    pub(crate) fn bind(addr: &Address) -> Result<SockListener> {
+    /// Binds a `unix:` or `tcp://` address; a Unix socket gets `mode` (checked by the caller).
+    pub(crate) fn bind(addr: &Address, mode: u32) -> Result<SockListener> {
         match addr {
             Address::Tcp { host, port } => {
                 let (sock, address) = stream::bind_tcp(host, *port)?;
@@ -39,7 +39,7 @@ impl SockListener {
                 })
             }
             Address::Unix(path) => {
-                let (sock, inode) = stream::bind_unix(path)?;
+                let (sock, inode) = stream::bind_unix(path, mode)?;
                 Ok(SockListener {
                     sock,
                     family: Family::Unix,

@@ -166,13 +166,18 @@ pub(crate) fn bind_tcp(host: &str, port: u16) -> Result<(Sock, String)> {
 
 /// Binds and listens at the Unix socket `path`, reclaiming a path whose listener died; returns the
 /// non-blocking listening socket and the path's device and inode (to remove it only if it is still
-/// ours). A live listener's path is [`Error::Exists`].
-pub(crate) fn bind_unix(path: &Path) -> Result<(Sock, (u64, u64))> {
+/// ours). A live listener's path is [`Error::Exists`]. The socket file gets `mode` (0600 or 0660):
+/// it is born with at most that (the socket's own mode, less the umask) and given exactly that
+/// before it listens, so nobody connects under a wider one.
+pub(crate) fn bind_unix(path: &Path, mode: u32) -> Result<(Sock, (u64, u64))> {
     let addr = SocketAddrUnix::new(path)?;
+    let mode = rustix::fs::Mode::from_raw_mode(mode);
     for attempt in 0..2 {
         let sock = Sock::new(AddressFamily::UNIX)?;
+        rustix::fs::fchmod(&sock, mode)?;
         match rustix::net::bind(&sock, &addr) {
             Ok(()) => {
+                rustix::fs::chmod(path, mode)?;
                 rustix::net::listen(&sock, 128)?;
                 set_nonblocking(&sock, true)?;
                 let st = rustix::fs::stat(path)?;
@@ -231,6 +236,10 @@ pub(crate) fn connect_unix(path: &Path, deadline: Deadline) -> Result<Sock> {
         Err(rustix::io::Errno::AGAIN) => return Err(Error::Timeout),
         Err(rustix::io::Errno::NOENT | rustix::io::Errno::CONNREFUSED) => {
             return Err(Error::NotFound);
+        }
+        Err(rustix::io::Errno::ACCESS) => {
+            let what = format!("the listener at {}", path.display());
+            return Err(crate::pipe::listener::socket_denied(&what, path));
         }
         Err(e) => return Err(e.into()),
     }
