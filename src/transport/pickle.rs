@@ -83,24 +83,41 @@ const ITEM: u64 = std::mem::size_of::<Value>() as u64;
 /// The most nesting a pickle may build.
 const MAX_DEPTH: u32 = 1000;
 
-/// What a stack item holds, anywhere within it: a NaN float, a float, an int beyond 64 bits.
+/// What a stack item holds, anywhere within it: a NaN float, a float, an int beyond 2^53 in
+/// magnitude (which `i as f64` rounds).
 const NAN: u8 = 1;
 const FLOAT: u8 = 2;
 const BIG: u8 = 4;
 
 /// Whether a set of items holding `f` would have keys without a total order. serde-pickle builds
 /// a set by sorting its keys in `HashableValue`'s order, which is not total for a NaN (less than
-/// everything, and everything less than it) nor between a float and an int beyond 64 bits (each
-/// may be less than the other); std's sort may then panic. Such a set (or frozenset, or a value
+/// everything, and everything less than it) nor between floats and ints beyond 2^53: an int is
+/// compared with a float as `i as f64`, which rounds it, so `2^53 + 1 == 2.0^53 == 2^53` while
+/// `2^53 < 2^53 + 1` (beyond 64 bits, each may even be less than the other); std's sort may then
+/// panic, or build a set that is wrong. Such a set (or frozenset, or a value
 /// built by a call such as `set(...)`, whose arguments may become one) is refused before
 /// decoding. A dict's keys are inserted one by one, which never sorts: a NaN key is decoded.
 fn unordered(f: u8) -> bool {
     f & NAN != 0 || f & (FLOAT | BIG) == FLOAT | BIG
 }
 
+/// The largest magnitude up to which every int is exactly a float.
+const EXACT: u64 = 1 << 53;
+
+/// Whether a LONG1/LONG4 int (little-endian two's complement) is beyond 2^53 in magnitude.
+fn long_is_wide(digits: &[u8]) -> bool {
+    if digits.len() > 8 {
+        return true;
+    }
+    let neg = digits.last().is_some_and(|&b| b & 0x80 != 0);
+    let mut le = [if neg { 0xff } else { 0 }; 8];
+    le[..digits.len()].copy_from_slice(digits);
+    i64::from_le_bytes(le).unsigned_abs() > EXACT
+}
+
 /// The error for a set refused by [`unordered`].
 fn unordered_error() -> String {
-    "it builds a set (or frozenset) holding a NaN, or both floats and ints beyond 64 bits, \
+    "it builds a set (or frozenset) holding a NaN, or both floats and ints beyond 2^53, \
      whose keys have no total order here"
         .to_owned()
 }
@@ -207,11 +224,11 @@ fn bounded(p: &[u8]) -> std::result::Result<(), String> {
                     return bad();
                 };
                 let n = uint(l);
-                let Some(_) = usize::try_from(n).ok().and_then(|n| take(&mut at, n)) else {
+                let Some(digits) = usize::try_from(n).ok().and_then(|n| take(&mut at, n)) else {
                     return bad();
                 };
-                // LONG1 / LONG4: an int of more than 8 bytes is beyond 64 bits.
-                let f = if matches!(op, 0x8a | 0x8b) && n > 8 {
+                // LONG1 / LONG4: little-endian two's complement, of any length.
+                let f = if matches!(op, 0x8a | 0x8b) && long_is_wide(digits) {
                     BIG
                 } else {
                     0
@@ -229,7 +246,14 @@ fn bounded(p: &[u8]) -> std::result::Result<(), String> {
                     // A NaN, or text that is no float (which the decoder refuses anyway).
                     b'F' if text.parse::<f64>().is_ok_and(|x| !x.is_nan()) => FLOAT,
                     b'F' => FLOAT | NAN,
-                    b'I' | b'L' if text.trim_end_matches('L').parse::<i64>().is_err() => BIG,
+                    b'I' | b'L'
+                        if text
+                            .trim_end_matches('L')
+                            .parse::<i64>()
+                            .map_or(true, |i| i.unsigned_abs() > EXACT) =>
+                    {
+                        BIG
+                    }
                     _ => 0,
                 };
                 push_f(&mut stack, ITEM + n as u64, 0, f)?;
@@ -507,11 +531,22 @@ mod tests {
         // (inserted one by one, never sorted) decode.
         let e = loads(&unhex(UNORDERED[0].1)).unwrap_err();
         assert!(e.to_string().contains("NaN"), "{e}");
+        // Ints beyond 2^53 beside floats: `i as f64` rounds them, and the order stops being
+        // transitive (2^53 + 1 == 2.0^53 == 2^53 < 2^53 + 1): refused, not sorted wrongly.
+        for (what, hex) in &UNORDERED[2..] {
+            let e = loads(&unhex(hex)).unwrap_err();
+            assert!(e.to_string().contains("2^53"), "{what}: {e}");
+        }
         let floats: std::collections::BTreeSet<HashableValue> = (0..40)
             .map(|i| HashableValue::F64(i as f64 / 3.0))
             .collect();
         let v = Value::Set(floats);
         assert_eq!(loads(&dumps(&v).unwrap()).unwrap(), v);
+        // Ints up to 2^53 beside floats are exact as floats: {1, 2.5, 2**53, -2**53} decodes.
+        let exact = unhex(
+            "80049522000000000000008f94288a07000000000000204b014740040000000000008a07000000000000e0902e",
+        );
+        assert!(matches!(loads(&exact), Ok(Value::Set(s)) if s.len() == 4));
         let nan_key = unhex("8004950f000000000000007d94477ff80000000000004b01732e"); // {nan: 1}
         assert!(matches!(loads(&nan_key), Ok(Value::Dict(d)) if d.len() == 1));
     }
