@@ -23,6 +23,7 @@ fn main() {
         tcp_over_ipv4_and_ipv6_loopback,
         unix_socket_between_processes,
         unix_path_is_removed_and_a_stale_one_reclaimed,
+        a_binder_stopped_before_it_listens_never_shares_its_unix_path,
         every_call_has_its_timeout_form_over_a_socket,
         eof_at_a_boundary_and_a_truncated_frame_is_an_error,
         a_reset_is_eof_and_sending_to_a_closed_peer_is_broken_pipe,
@@ -213,6 +214,107 @@ fn unix_path_is_removed_and_a_stale_one_reclaimed() {
     std::fs::write(&sock, b"data").unwrap();
     assert!(matches!(Listener::bind(&path), Err(Error::Exists)));
     assert_eq!(std::fs::read(&sock).unwrap(), b"data");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Whether process `pid` is stopped (state `T`).
+fn stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('T'))
+    })
+}
+
+/// Two processes bind one `unix:` path; the first is stopped (SIGSTOP) after its socket is bound
+/// and before it listens. Such a socket is refused, as a dead listener's is, so a binder that puts
+/// it at the path before it listens lets the second binder take it for stale and remove it: two
+/// winners, the first listening on a path that no longer leads to it. Exactly one must win, the
+/// other get `Error::Exists`, and a client connecting by the path reach the winner; nothing is left
+/// in the directory once both are gone.
+fn a_binder_stopped_before_it_listens_never_shares_its_unix_path() {
+    use shmwire::hooks::{__arm, Point};
+    let dir = tempdir();
+    let _ = std::fs::remove_dir_all(&dir);
+    let dir = tempdir();
+    let path = format!("unix:{dir}/stopped.sock");
+    // The first binder: 0 won and reached by the client, 2 `Exists`, 3 another error, 4 won but
+    // nobody reached it.
+    let first = Process::fork_with({
+        let path = path.clone();
+        move || {
+            __arm(Point::BoundNotListening, libc::SIGSTOP, 0);
+            match Listener::bind(&path) {
+                Ok(l) => match l.accept_timeout(LONG) {
+                    Ok(c) => match c.recv_timeout::<u8>(LONG) {
+                        Ok(1) => 0,
+                        _ => 5,
+                    },
+                    Err(_) => 4,
+                },
+                Err(Error::Exists) => 2,
+                Err(e) => {
+                    eprintln!("the first bind: {e:?}");
+                    3
+                }
+            }
+        }
+    })
+    .unwrap();
+    let t = Instant::now();
+    while !stopped(first.pid()) {
+        assert!(t.elapsed() < LONG, "the first binder never stopped at its hook");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let second = Listener::bind(&path);
+    first.signal(libc::SIGCONT).unwrap();
+    // A client connects by the path (while nobody listens there yet, again) and sends 1.
+    let client = Process::fork_with({
+        let path = path.clone();
+        move || {
+            let t = Instant::now();
+            loop {
+                match Client::connect_timeout(&path, LONG) {
+                    Ok(c) => {
+                        c.send(&1u8).unwrap();
+                        return 0;
+                    }
+                    Err(Error::NotFound) if t.elapsed() < LONG => {
+                        std::thread::sleep(Duration::from_millis(1))
+                    }
+                    Err(e) => {
+                        eprintln!("the client: {e:?}");
+                        return 1;
+                    }
+                }
+            }
+        }
+    })
+    .unwrap();
+    let second_reached = second.as_ref().ok().map(|l| {
+        l.accept_timeout(LONG)
+            .is_ok_and(|c| c.recv_timeout::<u8>(LONG).is_ok_and(|v| v == 1))
+    });
+    let first_code = first.join().unwrap().code();
+    assert!(client.join().unwrap().success(), "the client connected");
+    let first_won = matches!(first_code, Some(0 | 4 | 5));
+    assert_eq!(
+        first_won as u8 + second.is_ok() as u8,
+        1,
+        "one winner: the first binder's outcome {first_code:?} (0: won and reached, 2: name \
+         taken, 3: other error, 4: won but nobody reached it), the second's {second:?} (reached: \
+         {second_reached:?})"
+    );
+    if first_won {
+        assert!(matches!(second, Err(Error::Exists)), "{second:?}");
+        assert_eq!(first_code, Some(0), "the client reached the first binder");
+    } else {
+        assert_eq!(first_code, Some(2), "the first binder got `Exists`");
+        assert_eq!(second_reached, Some(true), "the client reached the second binder");
+    }
+    drop(second);
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert!(left.is_empty(), "left in {dir}: {left:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

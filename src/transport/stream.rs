@@ -173,6 +173,7 @@ pub(crate) fn bind_unix(path: &Path) -> Result<(Sock, (u64, u64))> {
         let sock = Sock::new(AddressFamily::UNIX)?;
         match rustix::net::bind(&sock, &addr) {
             Ok(()) => {
+                crate::hooks::hit(crate::hooks::Point::BoundNotListening);
                 rustix::net::listen(&sock, 128)?;
                 set_nonblocking(&sock, true)?;
                 let st = rustix::fs::stat(path)?;
