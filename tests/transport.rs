@@ -287,7 +287,10 @@ fn stopped_binder_and_another(addr: &str) {
     .unwrap();
     let t = Instant::now();
     while !stopped(first.pid()) {
-        assert!(t.elapsed() < LONG, "the first binder never stopped at its hook");
+        assert!(
+            t.elapsed() < LONG,
+            "the first binder never stopped at its hook"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     let second = Listener::bind(addr);
@@ -315,11 +318,12 @@ fn stopped_binder_and_another(addr: &str) {
         }
     })
     .unwrap();
-    let second_reached = second.as_ref().ok().map(|l| {
-        reached(l)
-    });
+    let second_reached = second.as_ref().ok().map(|l| reached(l));
     let first_code = first.join().unwrap().code();
-    assert!(client.join().unwrap().success(), "{addr}: the client connected");
+    assert!(
+        client.join().unwrap().success(),
+        "{addr}: the client connected"
+    );
     let first_won = matches!(first_code, Some(0 | 4));
     assert_eq!(
         first_won as u8 + second.is_ok() as u8,
@@ -330,7 +334,11 @@ fn stopped_binder_and_another(addr: &str) {
     );
     if first_won {
         assert!(matches!(second, Err(Error::Exists)), "{addr}: {second:?}");
-        assert_eq!(first_code, Some(0), "{addr}: the client reached the first binder");
+        assert_eq!(
+            first_code,
+            Some(0),
+            "{addr}: the client reached the first binder"
+        );
     } else {
         assert_eq!(first_code, Some(2), "{addr}: the first binder got `Exists`");
         assert_eq!(

@@ -146,7 +146,10 @@ impl From<rustix::io::Errno> for Placing {
 /// Binds `sock` at a private path in the directory of `path`, mode 0600, listening, and links it
 /// to `path`; returns the socket's inode. The private path is removed in any case. (Also how a
 /// `unix:` listener is bound: see `transport::stream::bind_unix`.)
-pub(crate) fn bind_at(sock: BorrowedFd<'_>, path: &Path) -> std::result::Result<(u64, u64), Placing> {
+pub(crate) fn bind_at(
+    sock: BorrowedFd<'_>,
+    path: &Path,
+) -> std::result::Result<(u64, u64), Placing> {
     use rustix::fs::Mode;
     let tmp = private_path(path);
     let addr = SocketAddrUnix::new(tmp.as_path()).map_err(|e| match e {
