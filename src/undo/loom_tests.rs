@@ -78,9 +78,17 @@ fn check_accounting(now: [u64; 4]) {
     );
 }
 
-/// Takes the mutex (over from the dead holder if need be), recovers, checks; `expect` is the state
-/// the interrupted operation must have left. Returns with the mutex released.
-fn recover_and_check(w: &World, me: u32, expect: [u64; 4], k: Option<usize>) {
+/// Takes the mutex (over from the dead holder if need be; `tries` attempts, `None`: until it
+/// gets it), recovers, checks; `expect` is the state the interrupted operation must have left.
+/// Whether it got the mutex (then released again).
+fn recover_and_check(
+    w: &World,
+    me: u32,
+    expect: [u64; 4],
+    k: Option<usize>,
+    tries: Option<usize>,
+) -> bool {
+    let mut left = tries;
     loop {
         let took = w
             .m
@@ -90,6 +98,11 @@ fn recover_and_check(w: &World, me: u32, expect: [u64; 4], k: Option<usize>) {
             .unwrap();
         if took || w.m.try_lock(me) {
             break;
+        }
+        match &mut left {
+            Some(0) => return false,
+            Some(n) => *n -= 1,
+            None => {}
         }
         loom::thread::yield_now();
     }
@@ -106,6 +119,7 @@ fn recover_and_check(w: &World, me: u32, expect: [u64; 4], k: Option<usize>) {
     check_accounting(now);
     assert!(w.log.is_empty(), "the log is left full");
     w.m.unlock();
+    true
 }
 
 /// The holder dies at crash point `k` (`None`: finishes); `recoverers` processes recover.
@@ -139,17 +153,24 @@ fn model(k: Option<usize>, recoverers: u32) {
             Some(k) if k < POINTS - 1 => BEFORE,
             _ => AFTER,
         };
-        let others: Vec<_> = (1..recoverers)
-            .map(|i| {
-                let w = w.clone();
-                loom::thread::spawn(move || recover_and_check(&w, 10 + i, expect, k))
-            })
-            .collect();
-        recover_and_check(&w, 2, expect, k);
-        for t in others {
-            t.join().unwrap();
+        if recoverers == 1 {
+            recover_and_check(&w, 2, expect, k, None);
+            holder.join().unwrap();
+        } else {
+            // Bounded tries (loom bounds each execution's length); whoever is left recovers last.
+            let others: Vec<_> = (1..recoverers)
+                .map(|i| {
+                    let w = w.clone();
+                    loom::thread::spawn(move || recover_and_check(&w, 10 + i, expect, k, Some(2)))
+                })
+                .collect();
+            recover_and_check(&w, 2, expect, k, Some(2));
+            for t in others {
+                t.join().unwrap();
+            }
+            holder.join().unwrap();
+            assert!(recover_and_check(&w, 4, expect, k, Some(0)));
         }
-        holder.join().unwrap();
         // The log serves the next operation: from BEFORE, a whole one gives AFTER.
         if expect == BEFORE {
             assert!(w.m.try_lock(3));
