@@ -318,7 +318,7 @@ fn stopped_binder_and_another(addr: &str) {
         }
     })
     .unwrap();
-    let second_reached = second.as_ref().ok().map(|l| reached(l));
+    let second_reached = second.as_ref().ok().map(reached);
     let first_code = first.join().unwrap().code();
     assert!(
         client.join().unwrap().success(),

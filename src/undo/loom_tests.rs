@@ -70,7 +70,11 @@ fn split(w: &World) {
 /// The allocator's accounting, recounted from the words (as `Guard::recover` recounts).
 fn check_accounting(now: [u64; 4]) {
     let used = now[NEW_HDR] & !USED;
-    assert_eq!(now[FREE_SIZE] + used, TOTAL, "free + used != heap: {now:x?}");
+    assert_eq!(
+        now[FREE_SIZE] + used,
+        TOTAL,
+        "free + used != heap: {now:x?}"
+    );
     assert_eq!(
         now[NEW_HDR] & USED != 0,
         now[JOURNAL] != 0,
@@ -90,9 +94,8 @@ fn recover_and_check(
 ) -> bool {
     let mut left = tries;
     loop {
-        let took = w
-            .m
-            .take_over_if_dead(me, |id| {
+        let took =
+            w.m.take_over_if_dead(me, |id| {
                 Ok(!(id == HOLDER && w.dead.load(Ordering::Acquire) == 1))
             })
             .unwrap();
