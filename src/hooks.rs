@@ -59,6 +59,9 @@ pub enum Point {
     /// A reclaimer holds the reclaim lock and has judged the name's socket stale, and not yet
     /// removed it.
     ReclaimChecked = 20,
+    /// A listener being bound (to a name, or to a `unix:` path) has bound its socket and does not
+    /// listen yet.
+    BoundNotListening = 21,
 }
 
 #[cfg(feature = "test-hooks")]

@@ -76,6 +76,7 @@ pub(crate) mod hooks;
 pub(crate) mod loom;
 pub mod stats;
 mod timeout;
+pub(crate) mod undo;
 
 // The layers, bottom up.
 pub mod ring;

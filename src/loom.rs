@@ -75,3 +75,32 @@ pub(crate) fn wait_until<T>(
         }
     }
 }
+
+/// A point where a model's thread may die (an undo-logged step, see `undo`): nothing outside the
+/// models. Under loom, a thread given a budget of `k` points ([`die_after`]) passes `k` of them and
+/// dies at the next: it unwinds with [`Died`] (no panic hook runs), to be caught where the model
+/// started the doomed operation, as a SIGKILL'd process simply stops.
+#[inline(always)]
+pub(crate) fn crash_point() {
+    #[cfg(loom)]
+    BUDGET.with(|b| match b.get() {
+        Some(0) => std::panic::resume_unwind(Box::new(Died)),
+        Some(k) => b.set(Some(k - 1)),
+        None => {}
+    });
+}
+
+/// The payload a thread dying at a [`crash_point`] unwinds with.
+#[cfg(loom)]
+pub(crate) struct Died;
+
+#[cfg(loom)]
+loom::thread_local! {
+    static BUDGET: std::cell::Cell<Option<usize>> = std::cell::Cell::new(None);
+}
+
+/// Under loom: this thread dies at its `k + 1`th crash point from now (`None`: never).
+#[cfg(loom)]
+pub(crate) fn die_after(k: Option<usize>) {
+    BUDGET.with(|b| b.set(k));
+}

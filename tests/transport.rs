@@ -23,6 +23,7 @@ fn main() {
         tcp_over_ipv4_and_ipv6_loopback,
         unix_socket_between_processes,
         unix_path_is_removed_and_a_stale_one_reclaimed,
+        a_binder_stopped_before_it_listens_never_shares_its_address,
         every_call_has_its_timeout_form_over_a_socket,
         eof_at_a_boundary_and_a_truncated_frame_is_an_error,
         a_reset_is_eof_and_sending_to_a_closed_peer_is_broken_pipe,
@@ -214,6 +215,138 @@ fn unix_path_is_removed_and_a_stale_one_reclaimed() {
     assert!(matches!(Listener::bind(&path), Err(Error::Exists)));
     assert_eq!(std::fs::read(&sock).unwrap(), b"data");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Whether process `pid` is stopped (state `T`).
+fn stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('T'))
+    })
+}
+
+/// Two processes bind one address; the first is stopped (SIGSTOP) after its socket is bound and
+/// before it listens. At a `unix:` path such a socket is refused, as a dead listener's is, so a
+/// binder that puts it at the path before it listens lets the second binder take it for stale and
+/// remove it: two winners, the first listening on a path that no longer leads to it. (A TCP port
+/// bound with `SO_REUSEADDR` and not listening may be bound again; the kernel lets only one of the
+/// two listen.) Exactly one must win, the other get `Error::Exists`, and a client connecting by the
+/// address reach the winner; nothing is left in the socket's directory once both are gone.
+fn a_binder_stopped_before_it_listens_never_shares_its_address() {
+    let dir = tempdir();
+    let _ = std::fs::remove_dir_all(&dir);
+    let dir = tempdir();
+    stopped_binder_and_another(&format!("unix:{dir}/stopped.sock"));
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert!(left.is_empty(), "left in {dir}: {left:?}");
+    let _ = std::fs::remove_dir_all(dir);
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    stopped_binder_and_another(&format!("tcp://127.0.0.1:{port}"));
+}
+
+/// See [`a_binder_stopped_before_it_listens_never_shares_its_address`].
+fn stopped_binder_and_another(addr: &str) {
+    use shmwire::hooks::{__arm, Point};
+    // Whether the client reached `l`: a connection that sends 1 within `LONG`. (A binder that
+    // finds the address taken probes whether its listener lives: a connection that hangs up.)
+    fn reached(l: &Listener) -> bool {
+        let t = Instant::now();
+        while let Some(left) = LONG.checked_sub(t.elapsed()) {
+            match l.accept_timeout(left).map(|c| c.recv_timeout::<u8>(LONG)) {
+                Ok(Ok(v)) => return v == 1,
+                Ok(Err(Error::Eof)) => {}
+                _ => return false,
+            }
+        }
+        false
+    }
+    // The first binder: 0 won and reached by the client, 2 `Exists`, 3 another error, 4 won but
+    // nobody reached it.
+    let first = Process::fork_with({
+        let addr = addr.to_owned();
+        move || {
+            __arm(Point::BoundNotListening, libc::SIGSTOP, 0);
+            match Listener::bind(&addr) {
+                Ok(l) => match reached(&l) {
+                    true => 0,
+                    false => 4,
+                },
+                Err(Error::Exists) => 2,
+                Err(e) => {
+                    eprintln!("the first bind: {e:?}");
+                    3
+                }
+            }
+        }
+    })
+    .unwrap();
+    let t = Instant::now();
+    while !stopped(first.pid()) {
+        assert!(
+            t.elapsed() < LONG,
+            "the first binder never stopped at its hook"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let second = Listener::bind(addr);
+    first.signal(libc::SIGCONT).unwrap();
+    // A client connects by the address (while nobody listens there yet, again) and sends 1.
+    let client = Process::fork_with({
+        let addr = addr.to_owned();
+        move || {
+            let t = Instant::now();
+            loop {
+                match Client::connect_timeout(&addr, LONG) {
+                    Ok(c) => {
+                        c.send(&1u8).unwrap();
+                        return 0;
+                    }
+                    Err(Error::NotFound) if t.elapsed() < LONG => {
+                        std::thread::sleep(Duration::from_millis(1))
+                    }
+                    Err(e) => {
+                        eprintln!("the client: {e:?}");
+                        return 1;
+                    }
+                }
+            }
+        }
+    })
+    .unwrap();
+    let second_reached = second.as_ref().ok().map(reached);
+    let first_code = first.join().unwrap().code();
+    assert!(
+        client.join().unwrap().success(),
+        "{addr}: the client connected"
+    );
+    let first_won = matches!(first_code, Some(0 | 4));
+    assert_eq!(
+        first_won as u8 + second.is_ok() as u8,
+        1,
+        "{addr}: one winner: the first binder's outcome {first_code:?} (0: won and reached, 2: \
+         name taken, 3: other error, 4: won but nobody reached it), the second's {second:?} \
+         (reached: {second_reached:?})"
+    );
+    if first_won {
+        assert!(matches!(second, Err(Error::Exists)), "{addr}: {second:?}");
+        assert_eq!(
+            first_code,
+            Some(0),
+            "{addr}: the client reached the first binder"
+        );
+    } else {
+        assert_eq!(first_code, Some(2), "{addr}: the first binder got `Exists`");
+        assert_eq!(
+            second_reached,
+            Some(true),
+            "{addr}: the client reached the second binder"
+        );
+    }
 }
 
 fn every_call_has_its_timeout_form_over_a_socket() {

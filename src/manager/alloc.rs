@@ -29,6 +29,7 @@
 use super::arena::{Arena, ArenaCtl, MAX_CHUNKS, PAGE, Ref};
 use crate::error::{Error, Result};
 use crate::hooks::{Point, hit};
+use crate::undo::UndoLog;
 use crate::wait::Deadline;
 use crate::wait::mutex::RawMutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,8 +60,7 @@ const MAX_STEP: u64 = 64 << 20;
 #[repr(C)]
 pub(crate) struct AllocCtl {
     pub(crate) mutex: RawMutex,
-    undo_len: AtomicU64,
-    undo: [[AtomicU64; 2]; UNDO_CAP],
+    undo: UndoLog<UNDO_CAP>,
     fl_map: AtomicU64,
     sl_map: [AtomicU64; FL],
     heads: [[AtomicU64; SL]; FL],
@@ -178,22 +178,10 @@ impl Guard<'_> {
 
     // ---- the undo log -------------------------------------------------------------------------
 
-    /// Records the old value of the word at `r`, then writes `v` there.
+    /// Records the old value of the word at `r`, then writes `v` there (see [`UndoLog::set`]).
     fn set(&self, r: Ref, v: u64) -> Result<()> {
         let w = self.a.word(r)?;
-        let c = self.c();
-        let n = c.undo_len.load(Ordering::Relaxed) as usize;
-        if n >= UNDO_CAP {
-            return Err(Error::Corrupt);
-        }
-        c.undo[n][0].store(r.0, Ordering::Relaxed);
-        c.undo[n][1].store(w.load(Ordering::Relaxed), Ordering::Relaxed);
-        // ORDERING: Release: the entry is in the log before the count says so, and the count before
-        // the word changes (a dead holder's stores are all visible to the recoverer: its exit is a
-        // full barrier; these keep the compiler from reordering them).
-        c.undo_len.store(n as u64 + 1, Ordering::Release);
-        w.store(v, Ordering::Release);
-        Ok(())
+        self.c().undo.set(r.0, w, v).map_err(|_| Error::Corrupt)
     }
 
     fn set_ctl(&self, w: &AtomicU64, v: u64) -> Result<()> {
@@ -202,7 +190,7 @@ impl Guard<'_> {
 
     /// The operation is done: empties the log.
     fn commit(&self) {
-        self.c().undo_len.store(0, Ordering::Release);
+        self.c().undo.commit();
     }
 
     /// Undoes what a dead holder left half done, finishes a grow it published, and recounts.
@@ -217,16 +205,7 @@ impl Guard<'_> {
     /// Writes back the old values the undo log holds, newest first, and inserts a published chunk
     /// whose space is in no free list yet.
     fn rollback(&self) -> Result<()> {
-        let c = self.c();
-        let n = (c.undo_len.load(Ordering::Acquire) as usize).min(UNDO_CAP);
-        for i in (0..n).rev() {
-            let r = Ref(c.undo[i][0].load(Ordering::Relaxed));
-            let old = c.undo[i][1].load(Ordering::Relaxed);
-            if let Ok(w) = self.a.word(r) {
-                w.store(old, Ordering::Relaxed);
-            }
-        }
-        self.commit();
+        self.c().undo.rollback(|r| self.a.word(Ref(r)).ok());
         let ctl = self.a.ctl();
         let chunks = ctl.n_chunks.load(Ordering::Acquire);
         if chunks == 0 || chunks > MAX_CHUNKS as u64 {
@@ -689,7 +668,7 @@ impl Guard<'_> {
                 (used, free)
             ));
         }
-        if self.c().undo_len.load(Ordering::Relaxed) != 0 {
+        if !self.c().undo.is_empty() {
             return Err("the undo log is not empty".into());
         }
         Ok(allocated)

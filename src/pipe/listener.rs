@@ -117,17 +117,22 @@ fn poll_in(fd: BorrowedFd<'_>, deadline: Deadline) -> Result<bool> {
     }
 }
 
-/// A socket path of this process's own, to bind a listener at before it is linked to its name.
-fn private_path() -> PathBuf {
+/// A socket path of this process's own in the directory of `path` (so it can be linked there), to
+/// bind a listener at before it is linked to `path`.
+fn private_path(path: &Path) -> PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     let prefix = crate::segment::names::prefix();
-    PathBuf::from(format!("/dev/shm/{prefix}b.{}.{n}", std::process::id()))
+    let file = format!("{prefix}b.{}.{n}", std::process::id());
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(file),
+        _ => PathBuf::from(file),
+    }
 }
 
 /// How placing a listening socket at its name failed.
-enum Placing {
+pub(crate) enum Placing {
     /// A live listener has the name (or another process is reclaiming it).
     Taken,
     /// Our temporary path went (a `cleanup` took it for stale before it listened): try again.
@@ -144,17 +149,27 @@ impl From<rustix::io::Errno> for Placing {
     }
 }
 
-/// Binds `sock` at a private path, with `mode` (checked: 0600 or 0660), listening, and links it
-/// to `path`; returns the socket's stat. The private path is removed in any case.
-fn bind_at(
-    sock: &OwnedFd,
+/// Binds `sock` at a private path in the directory of `path`, with `mode` (checked: 0600 or
+/// 0660), listening, and links it to `path`; returns the socket's stat. The private path is removed
+/// in any case. (Also how a `unix:` listener is bound: see `transport::stream::bind_unix`.)
+pub(crate) fn bind_at(
+    sock: BorrowedFd<'_>,
     path: &Path,
     mode: u32,
 ) -> std::result::Result<rustix::fs::Stat, Placing> {
     use rustix::fs::Mode;
-    let tmp = private_path();
-    let addr = SocketAddrUnix::new(tmp.as_path()).map_err(Placing::from)?;
+    let tmp = private_path(path);
+    let addr = SocketAddrUnix::new(tmp.as_path()).map_err(|e| match e {
+        rustix::io::Errno::NAMETOOLONG => Placing::Failed(Error::invalid(format!(
+            "the socket path {} leaves no room for the temporary socket a listener is bound at \
+             first ({}, at most 107 bytes); use a shorter path",
+            path.display(),
+            tmp.display()
+        ))),
+        e => Placing::from(e),
+    })?;
     rustix::net::bind(sock, &addr)?;
+    crate::hooks::hit(crate::hooks::Point::BoundNotListening);
     let placed = (|| {
         // Nobody connects before `listen`, so nobody connects under a wider mode (umask's).
         rustix::fs::chmod(tmp.as_path(), Mode::from_raw_mode(mode))?;
@@ -315,7 +330,7 @@ impl ShmListener {
         let (sock, st) = loop {
             attempts += 1;
             let sock = unix_socket(SocketFlags::NONBLOCK)?;
-            match bind_at(&sock, &path, mode) {
+            match bind_at(sock.as_fd(), &path, mode) {
                 Ok(st) => break (sock, st),
                 Err(Placing::Taken) => return Err(taken()),
                 Err(Placing::Lost) if attempts < 4 => {}

@@ -280,15 +280,20 @@ pub(crate) fn remove_if_stale(path: &Path) -> bool {
 /// very file that was checked; whether it did. A name with no file is left alone: a new listener
 /// may link itself there at any moment without the lock (a free name needs none), and removing
 /// "what is there now" would remove that live listener. A file replaced while it was checked is
-/// left alone too. Once a refused file is seen at `path` twice (the same inode), only a holder of
-/// the lock can remove it (a live listener's own drop removes its file before it stops listening,
-/// so a refused file has no live owner), so the removal below takes that file.
+/// left alone too, and so is anything but a socket (a `unix:` path may name a user's file). Once a
+/// refused socket is seen at `path` twice (the same inode), only a holder of the lock can remove it
+/// (a socket is only ever linked at a name once it listens, and a live listener's own drop removes
+/// its file before it stops listening, so a refused file has no live owner), so the removal below
+/// takes that file.
 pub(crate) fn remove_stale_locked(path: &Path) -> std::io::Result<bool> {
     let same =
         |a: &rustix::fs::Stat, b: &rustix::fs::Stat| (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino);
     let Ok(before) = rustix::fs::lstat(path) else {
         return Ok(false); // no file: nothing to reclaim
     };
+    if rustix::fs::FileType::from_raw_mode(before.st_mode) != rustix::fs::FileType::Socket {
+        return Ok(false);
+    }
     if !refused(path) {
         return Ok(false);
     }

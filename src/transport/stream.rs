@@ -123,8 +123,9 @@ fn set_nonblocking(fd: &Sock, on: bool) -> Result<()> {
     Ok(())
 }
 
-/// Binds and listens at the TCP `host:port` (the first of its addresses that binds); returns the
-/// non-blocking listening socket and the address it got (the real port for port 0).
+/// Binds and listens at the TCP `host:port` (the first of its addresses that binds and listens);
+/// returns the non-blocking listening socket and the address it got (the real port for port 0).
+/// A port another socket listens on is [`Error::Exists`].
 pub(crate) fn bind_tcp(host: &str, port: u16) -> Result<(Sock, String)> {
     let mut last = None;
     for sa in Address::resolve(host, port)? {
@@ -138,7 +139,13 @@ pub(crate) fn bind_tcp(host: &str, port: u16) -> Result<(Sock, String)> {
             last = Some((sa, e));
             continue;
         }
-        rustix::net::listen(&sock, 128)?;
+        crate::hooks::hit(crate::hooks::Point::BoundNotListening);
+        // With `SO_REUSEADDR`, a port that is bound but not listening yet may be bound again: the
+        // kernel lets the first to `listen` have it, and the other's `listen` is `ADDRINUSE`.
+        if let Err(e) = rustix::net::listen(&sock, 128) {
+            last = Some((sa, e));
+            continue;
+        }
         set_nonblocking(&sock, true)?;
         let local: SocketAddr = rustix::net::getsockname(&sock)?
             .try_into()
@@ -166,56 +173,47 @@ pub(crate) fn bind_tcp(host: &str, port: u16) -> Result<(Sock, String)> {
 
 /// Binds and listens at the Unix socket `path`, reclaiming a path whose listener died; returns the
 /// non-blocking listening socket and the path's device and inode (to remove it only if it is still
-/// ours). A live listener's path is [`Error::Exists`]. The socket file gets `mode` (0600 or 0660):
-/// it is born with at most that (the socket's own mode, less the umask) and given exactly that
-/// before it listens, so nobody connects under a wider one.
+/// ours). A live listener's path is [`Error::Exists`], and so is a path that is not a socket. The
+/// socket file gets `mode` (0600 or 0660) before it listens, so nobody connects under a wider one.
+///
+/// Bound as a shared-memory listener's name is (`pipe::listener::bind_at`): the socket is bound and
+/// listening at a private path in the same directory before it is linked (`link(2)`, which fails if
+/// the name is taken) to `path`, so `path` only ever leads to a listening socket. (Bound at `path`
+/// itself, a socket would be refused there between its `bind` and its `listen`, as a dead
+/// listener's is: another binder would reclaim it, and this one listen on a path no longer its.)
 pub(crate) fn bind_unix(path: &Path, mode: u32) -> Result<(Sock, (u64, u64))> {
-    let addr = SocketAddrUnix::new(path)?;
-    let mode = rustix::fs::Mode::from_raw_mode(mode);
-    for attempt in 0..2 {
+    use crate::pipe::listener::{Placing, bind_at};
+    for _ in 0..4 {
         let sock = Sock::new(AddressFamily::UNIX)?;
-        rustix::fs::fchmod(&sock, mode)?;
-        match rustix::net::bind(&sock, &addr) {
-            Ok(()) => {
-                rustix::fs::chmod(path, mode)?;
-                rustix::net::listen(&sock, 128)?;
+        match bind_at(sock.as_fd(), path, mode) {
+            Ok(st) => {
                 set_nonblocking(&sock, true)?;
-                let st = rustix::fs::stat(path)?;
                 return Ok((sock, (st.st_dev, st.st_ino)));
             }
-            Err(rustix::io::Errno::ADDRINUSE)
-                if attempt == 0 && crate::segment::names::is_stale(path) =>
-            {
-                // A socket file whose listener died: reclaimed under the reclaim lock, and only the
-                // file found dead (another binder may have taken the path meanwhile).
-                let is_socket = rustix::fs::lstat(path).is_ok_and(|st| {
-                    rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Socket
-                });
-                if !is_socket {
-                    return Err(Error::Exists);
-                }
-                let _gate = crate::segment::registry::fork_gate();
-                if let Some(_lock) = crate::segment::names::reclaim_lock(
-                    path,
-                    std::time::Duration::from_millis(100),
-                )? {
-                    crate::segment::names::remove_stale_locked(path)?;
+            Err(Placing::Taken) => return Err(Error::Exists),
+            Err(Placing::Failed(e)) => return Err(e),
+            // The private path could not be made, or went before it was linked.
+            Err(Placing::Lost) => {
+                let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+                if dir.is_some_and(|d| !d.is_dir()) {
+                    return Err(Error::io(
+                        ErrorKind::NotFound,
+                        format!(
+                            "the directory of {} does not exist; create it, or choose another path",
+                            path.display()
+                        ),
+                    ));
                 }
             }
-            Err(rustix::io::Errno::ADDRINUSE) => return Err(Error::Exists),
-            Err(rustix::io::Errno::NOENT) => {
-                return Err(Error::io(
-                    ErrorKind::NotFound,
-                    format!(
-                        "the directory of {} does not exist; create it, or choose another path",
-                        path.display()
-                    ),
-                ));
-            }
-            Err(e) => return Err(e.into()),
         }
     }
-    Err(Error::Exists)
+    Err(Error::io(
+        ErrorKind::NotFound,
+        format!(
+            "the socket bound for {} was removed as it was made (four times); bind again",
+            path.display()
+        ),
+    ))
 }
 
 /// Connects to a Unix socket, within `deadline`. Nobody listening there is [`Error::NotFound`].
