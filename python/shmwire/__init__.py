@@ -44,9 +44,16 @@ __all__ = [
 
 # A child of os.fork takes over prepared slots (its own liveness tokens) for everything we hold.
 # The parent hook is given no pid (a slot's pid is only shown, never trusted): 0.
+# The reservations for spawned children (see _handoff) are reset in the child after the library's
+# own hook has run, never before: the library's locks are held until then.
+def _after_fork_in_child():
+    _shmwire._after_fork_in_child()
+    _handoff._after_fork_in_child()
+
+
 os.register_at_fork(
     before=_shmwire._before_fork,
-    after_in_child=_shmwire._after_fork_in_child,
+    after_in_child=_after_fork_in_child,
     after_in_parent=lambda: _shmwire._after_fork_in_parent(0),
 )
 
@@ -125,7 +132,8 @@ class Connection:
         import time
         deadline = time.monotonic() + limit
         for res in self._handoffs:
-            res.done.wait(max(0.0, deadline - time.monotonic()))
+            if res.pid == os.getpid():  # (a child of fork does not wait for its parent's)
+                res.done.wait(max(0.0, deadline - time.monotonic()))
         self._handoffs = []
 
     def _check(self):

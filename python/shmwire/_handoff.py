@@ -6,58 +6,74 @@ that lets go of an object right after ``p.start()`` (as a multiprocessing progra
 the name before the child looks for it. Pickling an object while a child is being spawned therefore
 *reserves* it:
 
-* the parent keeps a reference to the object and makes a pipe; the write end is passed to the child
-  with its arguments (``popen.duplicate_for_child``, the way multiprocessing passes descriptors);
-* the child, once it has opened the object, writes a byte and closes its end;
-* the parent closes its own write end once the child exists (``popen.pid`` is set), so the read end
-  becomes readable when the child has opened the object *or* has ended without doing so (the kernel
-  closes a dead process's descriptors): either way the reference is dropped.
+* the parent keeps a reference to the object. For each child it makes one pipe, whose write end
+  goes to the child with its arguments (``popen.duplicate_for_child``, the way multiprocessing
+  passes descriptors);
+* each reservation has a number (its place among this child's); the child writes that number
+  (4 bytes) when it has opened the object, and the parent lets go of it. (Not by order: an object
+  pickled inside another's arguments, a Value's lock, is opened before the one that holds it.) The
+  child closes its end once its arguments are unpickled (multiprocessing's after-fork hooks run
+  then), or when it dies: the kernel closes a dead process's descriptors;
+* the parent closes its own write end once the child exists (``popen.pid`` is set), so the end of
+  the pipe (EOF) means the child will open nothing more: the rest is let go.
 
 One daemon thread waits on the read ends. It makes no shmwire call while it waits (only ``select``
-on descriptors), and drops references with the GIL held, so a fork never finds it inside the
-library; a child of fork inherits no reservation (they are the parent's to keep).
+on descriptors) and drops references with the GIL held. A child of fork drops no reservation it
+inherited (a drop there would run inside the library's at-fork hook; the child holds what its parent
+held, as with any object) and closes the descriptors of them it inherited.
 """
 
 import os
 import threading
 import weakref
 from multiprocessing import context as _mp_context
+from multiprocessing import util as _mp_util
 from multiprocessing.connection import wait as _wait
 
-# Reservations not yet ended, and the pipe that wakes the thread when one is added. Guarded by
-# _lock; everything is reset in a child of fork (the thread does not exist there).
+# Children being spawned with reservations, and the pipe that wakes the thread when one is added.
+# Guarded by _lock; reset in a child of fork (the thread does not exist there).
 _lock = threading.Lock()
-_pending = []
+_children = []
 _wake = None  # (read, write) of the thread's wake-up pipe, or None before the first reservation
 _thread = None
+# What a child of fork inherited: kept, never dropped (see the module's text).
+_inherited = []
 
 
 class Reservation:
-    """One object kept for one child; `done` is set when the child has it or has ended."""
+    """One object kept for one child; `done` is set when the child has it or will never open it.
+    `pid` is the process that made it (a child of fork inherits it, and does not wait for it)."""
 
-    __slots__ = ("keep", "r", "w", "popen", "done")
+    __slots__ = ("keep", "done", "pid")
 
-    def __init__(self, keep, r, w, popen):
-        self.keep, self.r, self.w = keep, r, w
-        self.popen = weakref.ref(popen)
+    def __init__(self, keep):
+        self.keep = keep
         self.done = threading.Event()
+        self.pid = os.getpid()
+
+    def end(self):
+        self.keep = None
+        self.done.set()
+
+
+class _Child:
+    """A child being spawned: its pipe, and what is kept for it, in the order it was pickled."""
+
+    __slots__ = ("popen", "r", "w", "dupfd", "kept", "made", "partial")
+
+    def __init__(self, popen, r, w):
+        self.popen = weakref.ref(popen)
+        self.r, self.w = r, w
+        self.dupfd = popen.DupFd(popen.duplicate_for_child(w))
+        self.kept = {}  # number -> Reservation
+        self.made = 0  # reservations numbered so far
+        self.partial = b""  # the start of a number not yet all read
 
     def spawned(self):
         """Whether the child exists (then our write end can go), or never will (its popen is gone
         without a pid: the start failed)."""
         p = self.popen()
         return p is None or getattr(p, "pid", None) is not None
-
-    def end(self):
-        self.keep = None
-        for fd in (self.r, self.w):
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self.r = self.w = None
-        self.done.set()
 
 
 def reduce(keep, opener, args, on_reserve=None):
@@ -67,32 +83,63 @@ def reduce(keep, opener, args, on_reserve=None):
     popen = _mp_context.get_spawning_popen()
     if popen is None or not hasattr(popen, "duplicate_for_child"):
         return (opener, args)
-    r, w = os.pipe()
-    res = Reservation(keep, r, w, popen)
-    _add(res)
+    res = Reservation(keep)
+    child, number = _add(popen, res)
     if on_reserve is not None:
         on_reserve(res)
-    return (_open_reserved, (opener, args, popen.DupFd(popen.duplicate_for_child(w))))
+    return (_open_reserved, (opener, args, child.dupfd, number))
 
 
-def _open_reserved(opener, args, dupfd):
-    """In the child: opens the object, then tells the parent it may let go (also on failure: the
-    parent's copy is of no use to this child then)."""
+# In a spawned child: the descriptor to tell the parent on, closed once the arguments are unpickled.
+_told = None
+
+
+def _open_reserved(opener, args, dupfd, number):
+    """In the child: opens the object, then tells the parent it may let go of reservation `number`
+    (also on failure: the parent's copy is of no use to this child then)."""
+    global _told
     fd = dupfd.detach()
+    if _told is None:
+        _told = fd
+        _mp_util.register_after_fork(_Anchor, _close_told)
     try:
         return opener(*args)
     finally:
         try:
-            os.write(fd, b"\1")
+            os.write(fd, number.to_bytes(4, "little"))  # atomic: under PIPE_BUF
         except OSError:
             pass
-        os.close(fd)
 
 
-def _add(res):
+class _Anchor:
+    """A long-lived object for multiprocessing's after-fork registry (it holds weak references)."""
+
+
+def _close_told(_anchor):
+    # Runs in the child once its Process object is unpickled (Process._bootstrap): nothing more
+    # will be opened, and a grandchild must not inherit the descriptor.
+    global _told
+    fd, _told = _told, None
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _add(popen, res):
+    """Files `res` under `popen`'s child (made on its first reservation); starts or wakes the
+    thread. Returns the child and the reservation's number."""
     global _wake, _thread
     with _lock:
-        _pending.append(res)
+        child = next((c for c in _children if c.popen() is popen), None)
+        if child is None:
+            r, w = os.pipe()
+            child = _Child(popen, r, w)
+            _children.append(child)
+        number = child.made
+        child.made += 1
+        child.kept[number] = res
         if _wake is None:
             _wake = os.pipe()
             os.set_blocking(_wake[1], False)  # a full pipe already wakes the thread
@@ -104,35 +151,65 @@ def _add(res):
                 os.write(_wake[1], b"\0")
             except BlockingIOError:
                 pass
+    return child, number
+
+
+def _take(obj, attr):
+    """Takes a descriptor out of `obj` before closing it: a fork while it closes then never finds
+    a number that may already name something else."""
+    fd = getattr(obj, attr)
+    setattr(obj, attr, None)
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def _run():
+    """The thread: lets go of what each child has opened; checks every 50 ms while a child is
+    still being started (its pid decides when our write end may close)."""
     global _thread
-    """The thread: waits for reservations to end; checks every 50 ms while a child is still being
-    started (its pid decides when our write end may close)."""
     wake_r = _wake[0]
     while True:
         with _lock:
-            pending = list(_pending)
+            children = list(_children)
         starting = False
-        for res in pending:
-            if res.w is not None:
-                if res.spawned():
-                    os.close(res.w)
-                    res.w = None
+        for c in children:
+            if c.w is not None:
+                if c.spawned():
+                    _take(c, "w")
                 else:
                     starting = True
-        fds = [res.r for res in pending if res.r is not None]
-        ready = _wait([wake_r] + fds, 0.05 if starting else None)
+        ready = _wait([wake_r] + [c.r for c in children], 0.05 if starting else None)
         if wake_r in ready:
             os.read(wake_r, 4096)
-        ended = [res for res in pending if res.r in ready]
         with _lock:
-            for res in ended:
-                _pending.remove(res)
-            for res in ended:
-                res.end()
-            if not _pending:
+            for c in children:
+                if c.r not in ready:
+                    continue
+                try:
+                    got = os.read(c.r, 4096)
+                except OSError:
+                    got = b""
+                if got:
+                    # Numbers of what the child opened (a number it never had is ignored).
+                    data = c.partial + got
+                    whole = len(data) - len(data) % 4
+                    c.partial = data[whole:]
+                    for i in range(0, whole, 4):
+                        res = c.kept.pop(int.from_bytes(data[i : i + 4], "little"), None)
+                        if res is not None:
+                            res.end()
+                else:
+                    # The end: nothing more will be opened.
+                    for res in c.kept.values():
+                        res.end()
+                    c.kept.clear()
+                    _take(c, "r")
+                    _take(c, "w")
+                    _children.remove(c)
+            if not _children:
                 # Nothing left to wait for: the thread ends (a later reservation starts another),
                 # so a program that forks later has no thread of ours.
                 _thread = None
@@ -140,24 +217,23 @@ def _run():
 
 
 def _after_fork_in_child():
-    # The parent's reservations are the parent's: this child lets go of its inherited copies of the
-    # descriptors (the references are dropped with the list) and starts afresh.
-    global _lock, _pending, _wake, _thread
-    for res in _pending:
-        for fd in (res.r, res.w):
+    """Called by the package's at-fork hook, after the library's own: the parent's reservations
+    are the parent's. This child closes its copies of their descriptors and keeps the references
+    (dropping one here could run library code inside the fork hook)."""
+    global _lock, _children, _wake, _thread
+    for c in _children:
+        _inherited.append(list(c.kept.values()))
+        for attr in ("r", "w"):
+            fd = getattr(c, attr)
             if fd is not None:
                 try:
                     os.close(fd)
                 except OSError:
                     pass
-        res.r = res.w = None
     if _wake is not None:
         for fd in _wake:
             os.close(fd)
     _lock = threading.Lock()
-    _pending = []
+    _children = []
     _wake = None
     _thread = None
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

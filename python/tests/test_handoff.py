@@ -2,6 +2,7 @@
 ended): the parent may let go of it right after `p.start()`, as a multiprocessing program does."""
 import gc
 import multiprocessing
+import threading
 import time
 
 import pytest
@@ -136,3 +137,83 @@ def test_a_reservation_ends_with_a_child_that_died_before_opening():
     while present() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not present(), "the reservation outlived a child that never opened the queue"
+
+
+def _send_hi(c):
+    c.send("hi")
+
+
+def test_a_fork_while_a_reservation_is_pending_leaves_the_child_free(monkeypatch):
+    # The reservation is the last reference to a pipe end when the process forks, and the handoff
+    # thread has not looked at it yet (held here in its wait, as a thread starved of CPU or of the
+    # GIL is). The child of fork must neither drop it inside the fork hook, where the library's
+    # locks are still held (it hung there), nor wait for its parent's reservation when it closes
+    # its copy (it waited 30 s).
+    import os
+    from shmwire import _handoff
+
+    gate = threading.Event()
+    real_wait = _handoff._wait
+
+    def held_wait(fds, timeout):
+        gate.wait(30)
+        return real_wait(fds, timeout)
+
+    monkeypatch.setattr(_handoff, "_wait", held_wait)
+    ctx = multiprocessing.get_context("spawn")
+    a1, b1 = shmwire.Pipe()
+    a2, b2 = shmwire.Pipe()
+    try:
+        p1 = ctx.Process(target=_send_hi, args=(b1,))
+        p1.start()  # the thread starts, looks, and is held
+        time.sleep(0.2)
+        p2 = ctx.Process(target=_send_hi, args=(b2,))
+        p2.start()  # kept for p2, not yet looked at
+        p2._args = ()
+        b2_kept = b2
+        del b2
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                t = time.monotonic()
+                b2_kept.close()
+                code = 0 if time.monotonic() - t < 5 else 2
+            finally:
+                shmwire.release_at_exit()
+                os._exit(code)
+        del b2_kept
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the child of fork hung in its fork hook")
+        assert os.waitstatus_to_exitcode(status) == 0, "close() in the child of fork waited"
+    finally:
+        gate.set()
+    for a, p in ((a1, p1), (a2, p2)):
+        assert a.poll(30) and a.recv() == "hi"
+        p.join(30)
+        assert p.exitcode == 0
+
+
+def _all_set(events):
+    for e in events:
+        e.set()
+
+
+def test_hundreds_of_objects_go_to_one_child_through_one_descriptor():
+    # One pipe per child, not per object: 300 events in one forkserver child's arguments (whose
+    # descriptors multiprocessing sends at most 256 of at a time) reach it.
+    ctx = multiprocessing.get_context("forkserver")
+    events = [shmwire.Event() for _ in range(300)]
+    p = ctx.Process(target=_all_set, args=(events,))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0
+    assert all(e.is_set() for e in events)
