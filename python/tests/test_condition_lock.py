@@ -192,3 +192,31 @@ def test_ctrl_c_interrupts_a_wait_and_the_lock_is_held_after(lock):
         cond.notify()  # held again: no error
     killer.join()
     assert time.monotonic() - t0 < BOUND
+
+
+def test_notify_n_wakes_exactly_n_round_after_round():
+    # Waiters sleep in one piece: a notify is neither lost (landing while a waiter was between
+    # two slices of its sleep) nor taken by a waiter it was not meant for (one that slept
+    # through it and then saw the sequence moved). Lock-less Condition() and Condition(lock).
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    for rnd in range(8):
+        cond = shmwire.Condition(shmwire.Lock() if rnd % 2 else None)
+        sleeping, woken = shmwire.Semaphore(0), shmwire.Semaphore(0)
+        ps = [ctx.Process(target=_waiter, args=(cond, sleeping, woken)) for _ in range(4)]
+        for p in ps:
+            p.start()
+        for _ in ps:
+            assert sleeping.acquire(timeout=BOUND)
+        time.sleep(0.3)
+        with cond:
+            cond.notify(n=2)
+        assert _wait_value(woken, 2) == 2, "round %d: a notify was lost" % rnd
+        time.sleep(0.3)  # several slices of 50 ms: the others stay asleep
+        assert woken.get_value() == 2, "round %d: a waiter took another's notify" % rnd
+        with cond:
+            cond.notify_all()
+        assert _wait_value(woken, 4) == 4
+        for p in ps:
+            p.join(BOUND)
+            assert p.exitcode == 0
