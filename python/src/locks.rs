@@ -418,9 +418,8 @@ impl RawCondition {
         let until = deadline(timeout)?;
         let guard = self.take_guard()?;
         let slept = py.allow_threads(|| {
-            let r = c.sleep_interruptible(guard, until, || {
-                Python::with_gil(|py| py.check_signals())
-            });
+            let r =
+                c.sleep_interruptible(guard, until, || Python::with_gil(|py| py.check_signals()));
             // Taken back whatever happened (a holder that died is taken over).
             let g = loop {
                 match c.acquire_timeout(Duration::from_millis(100)) {
