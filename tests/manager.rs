@@ -57,6 +57,7 @@ fn main() {
         seed_list_child_and_parent_print_the_same,
         dict_calls_do_what_python_s_do,
         list_calls_do_what_python_s_do,
+        replace_all_if_swaps_only_an_unchanged_list_and_loses_no_other_write,
         eight_processes_mixed_operations_match_a_reference_model,
         growth_to_256_mib_and_back_reuses_freed_space,
         killed_at_random_points_contents_equal_completed_updates,
@@ -289,6 +290,47 @@ fn list_calls_do_what_python_s_do() {
 // ---- many processes -----------------------------------------------------------------------------
 
 /// What process `p`'s `i`th dict operation is: (kind, key number, value).
+/// `replace_all_if` (Python's slice assignment, `sort`, `remove`...): refused on a stale snapshot,
+/// any new length; a process deleting from the front by compare-and-swap while another pushes
+/// loses none of the pushes.
+fn replace_all_if_swaps_only_an_unchanged_list_and_loses_no_other_write() {
+    let m = Manager::new().unwrap();
+    let l = m.list::<u64>().unwrap();
+    l.extend(0..5).unwrap();
+    assert!(!l.replace_all_if(&[0, 1, 2], &[9]).unwrap());
+    assert!(!l.replace_all_if(&[0, 1, 2, 3, 5], &[9]).unwrap());
+    assert_eq!(l.to_vec().unwrap(), [0, 1, 2, 3, 4]);
+    assert!(l.replace_all_if(&[0, 1, 2, 3, 4], &[0, 7, 2]).unwrap());
+    assert_eq!(l.to_vec().unwrap(), [0, 7, 2]);
+    let long: Vec<u64> = (1..=40).collect();
+    assert!(l.replace_all_if(&[0, 7, 2], &long).unwrap());
+    assert_eq!(l.to_vec().unwrap(), long);
+    assert!(l.replace_all_if(&long, &[]).unwrap());
+    assert!(l.is_empty().unwrap());
+    assert!(l.replace_all_if(&[], &[5]).unwrap());
+    assert_eq!(l.to_vec().unwrap(), [5]);
+
+    l.clear().unwrap();
+    l.extend(0..300).unwrap();
+    let child = l.clone();
+    let p = Process::fork(move || {
+        for i in 1000..1300u64 {
+            child.push(i).unwrap();
+        }
+    })
+    .unwrap();
+    for _ in 0..300 {
+        loop {
+            let v = l.to_vec().unwrap();
+            if l.replace_all_if(&v, &v[1..]).unwrap() {
+                break;
+            }
+        }
+    }
+    assert!(p.join().unwrap().success());
+    assert_eq!(l.to_vec().unwrap(), (1000..1300).collect::<Vec<u64>>());
+}
+
 fn plan(rng: &mut Rng) -> (u64, u64, u64) {
     (rng.below(8), rng.below(48), rng.next() % 1_000_000)
 }

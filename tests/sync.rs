@@ -75,6 +75,7 @@ fn main() {
         condition_wait_timeout_keeps_its_bound_while_a_stopped_process_holds_the_lock,
         condition_wait_while_timeout_returns_once_the_condition_clears,
         condition_notify_wakes_one_and_the_other_waiter_times_out,
+        condition_sleep_interruptible_asks_between_signals_and_stays_registered,
         barrier_wait_timeout_times_out_and_breaks_it_for_the_others,
         idle_waiters_sleep_until_woken_not_every_probe_interval,
         wait_strategy_reaches_every_waiter,
@@ -1515,6 +1516,66 @@ fn pod_values_open_by_size_and_alignment() {
     })
     .unwrap();
     let st = p.join().unwrap();
+    assert!(st.success(), "{st}");
+}
+
+extern "C" fn on_usr1(_: libc::c_int) {}
+
+/// `sleep_interruptible` (Python's Condition.wait): a signal ends the futex sleep early and
+/// `between()` is asked (an error from it ends the wait with that error); otherwise the wait goes
+/// on still registered, so the notify that comes later wakes it (`Ok(true)`); and a timeout is
+/// `Ok(false)`.
+fn condition_sleep_interruptible_asks_between_signals_and_stays_registered() {
+    let cond = Condition::new().unwrap();
+    let c = cond.clone();
+    let kid = Process::fork(move || {
+        // SAFETY: a handler that does nothing, installed without SA_RESTART (as Python's are).
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_usr1 as extern "C" fn(libc::c_int) as usize;
+            assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
+        }
+        let g = c.acquire().unwrap();
+        let (g, notified) = c.wait_timeout(g, Duration::from_millis(1)).unwrap();
+        assert!(!notified);
+        drop(g);
+        let t0 = Instant::now();
+        let g = c.acquire().unwrap();
+        let r = c.sleep_interruptible(
+            g,
+            Some(t0 + Duration::from_millis(100)),
+            || Ok::<(), ()>(()),
+        );
+        assert_eq!(r.unwrap(), Ok(false));
+        assert!(t0.elapsed() >= Duration::from_millis(100));
+        let mut calls = 0;
+        let g = c.acquire().unwrap();
+        let r = c.sleep_interruptible(g, None, || {
+            calls += 1;
+            if calls < 2 { Ok(()) } else { Err("stop") }
+        });
+        assert_eq!(r.unwrap(), Err("stop"));
+        let g = c.acquire().unwrap();
+        let r = c.sleep_interruptible(g, None, || Ok::<(), ()>(()));
+        assert_eq!(r.unwrap(), Ok(true));
+    })
+    .unwrap();
+    let usr1 = |pid: u32| {
+        await_state(pid, "S");
+        std::thread::sleep(Duration::from_millis(150));
+        // SAFETY: signals our own child, which handles SIGUSR1.
+        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGUSR1) }, 0);
+    };
+    std::thread::sleep(Duration::from_millis(300)); // past the timed sleep
+    usr1(kid.pid()); // between() -> Ok: sleeps on
+    usr1(kid.pid()); // between() -> Err: the wait ends
+    usr1(kid.pid()); // the last wait: between() -> Ok, still registered
+    std::thread::sleep(Duration::from_millis(100));
+    {
+        let _g = cond.acquire().unwrap();
+        cond.notify().unwrap();
+    }
+    let st = join_within(kid, Duration::from_secs(20), "the interruptible waiter");
     assert!(st.success(), "{st}");
 }
 

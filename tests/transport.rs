@@ -32,6 +32,7 @@ fn main() {
         a_big_message_passes_in_pieces,
         the_escape_for_long_messages_between_our_ends,
         send_timeout_on_a_full_socket_never_splits_a_message,
+        flush_timeout_finishes_a_send_cut_short,
         wait_takes_socket_and_shared_memory_connections_together,
         pods_are_little_endian_on_the_wire,
         authkey_right_and_wrong_between_our_ends,
@@ -616,6 +617,41 @@ fn send_timeout_on_a_full_socket_never_splits_a_message() {
     })
     .unwrap();
     a.send_bytes(b"done").unwrap(); // finishes any message left part way first
+    assert!(p.join().unwrap().success());
+}
+
+/// A timed send cut short keeps its rest; `flush_timeout` writes it, in pieces of a timeout each
+/// (what a Python caller does between checks for Ctrl-C): `Timeout` while the peer reads nothing,
+/// `Ok` once all is out, and the peer gets the message whole.
+fn flush_timeout_finishes_a_send_cut_short() {
+    let (a, b) = tcp_pair();
+    let big: Vec<u8> = (0..32u32 << 20).map(|i| (i % 251) as u8).collect();
+    assert!(a.flush_timeout(Duration::ZERO).is_ok(), "nothing left yet");
+    a.send_bytes_timeout(&big, Duration::from_millis(20))
+        .unwrap();
+    let (r, _) = common::within(Duration::from_secs(5), || {
+        a.flush_timeout(Duration::from_millis(20))
+    });
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    let want = big.clone();
+    let p = Process::fork(move || {
+        let m = b.recv_bytes_timeout(Duration::from_secs(30)).unwrap();
+        assert!(m == want, "the message arrived changed");
+        assert_eq!(
+            b.recv_bytes_timeout(Duration::from_secs(30)).unwrap(),
+            b"done"
+        );
+    })
+    .unwrap();
+    let t0 = Instant::now();
+    loop {
+        match a.flush_timeout(Duration::from_millis(50)) {
+            Ok(()) => break,
+            Err(Error::Timeout) => assert!(t0.elapsed() < Duration::from_secs(30)),
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    a.send_bytes(b"done").unwrap();
     assert!(p.join().unwrap().success());
 }
 

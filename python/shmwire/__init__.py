@@ -457,16 +457,71 @@ def _open_semaphore(cls, name):
     return cls(_raw=_shmwire.RawSemaphore.open(name, cls._bounded))
 
 
-class Condition(_LockBase):
-    """multiprocessing.Condition, with a lock of its own (lock=None only)."""
+class _NotOwned(AssertionError, RuntimeError):
+    """A Condition used without holding its lock: AssertionError as multiprocessing's Condition
+    raises (also a RuntimeError, as threading's)."""
+
+
+class Condition:
+    """multiprocessing.Condition over `lock`, a shmwire Lock or RLock (None: a new RLock).
+
+    The wait queue is a shmwire condition variable with a small lock of its own (a futex sequence
+    word, see ``shmwire::Condition``): a waiter takes that inner lock while it still holds
+    `lock`, then releases `lock` (every level of an RLock) and sleeps, the inner lock released
+    by the sleep itself; a notifier (who holds `lock`, so comes after) takes the inner lock to
+    notify. So no notify falls between a waiter's release of `lock` and its sleep, and a notify
+    never waits for the sleepers it wakes: one killed while waiting cannot hold anybody up (a
+    holder of either lock that dies is taken over by the next acquire). After waking, the waiter
+    lets go of the inner lock and takes `lock` back, at its former level."""
 
     def __init__(self, lock=None, *, ctx=None, _raw=None):
-        if lock is not None:
-            raise NotImplementedError("shmwire.Condition has a lock of its own: pass lock=None")
-        super().__init__(_raw or _shmwire.RawCondition.create(_name("cond")))
+        if lock is None:
+            lock = RLock()
+        elif not isinstance(lock, (Lock, RLock)):
+            raise TypeError("shmwire.Condition needs a shmwire Lock or RLock, not %r" % (lock,))
+        self._lock = lock
+        self._cond = _raw or _shmwire.RawCondition.create(_name("cond"))
+
+    def __reduce__(self):
+        return _handoff.reduce(self._cond, _open_condition, (self._lock, self._cond.name))
+
+    def acquire(self, block=True, timeout=None):
+        return self._lock.acquire(block, timeout)
+
+    def release(self):
+        self._lock.release()
+
+    def __enter__(self):
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc):
+        return self._lock.__exit__(*exc)
+
+    def _levels(self):
+        """How many times this thread (process, for a Lock) holds the lock: 0 if it does not."""
+        raw = self._lock._raw
+        if isinstance(self._lock, RLock):
+            return raw.levels()
+        return 1 if raw.held() else 0
 
     def wait(self, timeout=None):
-        return self._raw.wait(None if timeout is None else max(0.0, timeout))
+        levels = self._levels()
+        if not levels:
+            raise _NotOwned("must acquire() condition before using wait()")
+        if timeout is not None:
+            timeout = max(0.0, timeout)
+        self._cond.acquire(None)
+        for _ in range(levels):
+            self._lock.release()
+        try:
+            notified = self._cond.wait(timeout)
+        finally:
+            try:
+                self._cond.release()
+            finally:
+                for _ in range(levels):
+                    self._lock.acquire()
+        return notified
 
     def wait_for(self, predicate, timeout=None):
         import time
@@ -486,10 +541,29 @@ class Condition(_LockBase):
         return result
 
     def notify(self, n=1):
-        self._raw.notify(n)
+        if not self._levels():
+            raise _NotOwned("lock is not owned")
+        self._cond.acquire(None)
+        try:
+            self._cond.notify(n)
+        finally:
+            self._cond.release()
 
     def notify_all(self):
-        self._raw.notify_all()
+        if not self._levels():
+            raise _NotOwned("lock is not owned")
+        self._cond.acquire(None)
+        try:
+            self._cond.notify_all()
+        finally:
+            self._cond.release()
+
+    def __repr__(self):
+        return "<shmwire.Condition(%r)>" % (self._lock,)
+
+
+def _open_condition(lock, name):
+    return Condition(lock, _raw=_shmwire.RawCondition.open(name))
 
 
 _LOCK_OPENERS = {
@@ -526,30 +600,65 @@ class Event:
 
 
 class Barrier:
-    """multiprocessing.Barrier (threading.BrokenBarrierError when broken)."""
+    """multiprocessing.Barrier (threading.BrokenBarrierError when broken).
 
-    def __init__(self, parties, action=None, timeout=None, *, ctx=None, _raw=None):
-        if action is not None:
-            raise NotImplementedError("shmwire.Barrier takes no action")
+    With an `action`, a round has two phases, each a shmwire barrier of `parties`: all arrive at
+    the first; the last to arrive runs the action while the others wait at the second, which
+    releases everyone once it is done. An action that raises (or a second phase that times out)
+    breaks both; the party that ran it gets its exception. `timeout` is each wait's default, in
+    the children too; the action goes to them pickled (as with multiprocessing, it must pickle)."""
+
+    def __init__(self, parties, action=None, timeout=None, *, ctx=None, _raw=None, _after=None):
         self._raw = _raw or _shmwire.RawBarrier.create(_name("barrier"), parties)
+        self._action = action
         self._timeout = timeout
+        self._after = _after
+        if action is not None and _after is None:
+            self._after = _shmwire.RawBarrier.create(_name("barrier"), parties)
 
     def __reduce__(self):
-        return _handoff.reduce(self._raw, _open_simple, ("barrier", self._raw.name))
+        if self._action is None and self._timeout is None:
+            return _handoff.reduce(self._raw, _open_simple, ("barrier", self._raw.name))
+        after = None if self._after is None else self._after.name
+        return _handoff.reduce(
+            (self._raw, self._after),
+            _open_barrier,
+            (self._raw.name, self._action, self._timeout, after))
 
     def wait(self, timeout=None):
+        import time
         if timeout is None:
             timeout = self._timeout
+        end = None if timeout is None else time.monotonic() + timeout
         i = self._raw.wait(timeout)
         if i is None:
+            if self._after is not None:
+                self._after.abort()
+            raise _threading.BrokenBarrierError
+        if self._after is None:
+            return i
+        if i == self._raw.parties - 1:
+            try:
+                self._action()
+            except BaseException:
+                self._after.abort()
+                self._raw.abort()
+                raise
+        left = None if end is None else max(0.0, end - time.monotonic())
+        if self._after.wait(left) is None:
+            self._raw.abort()
             raise _threading.BrokenBarrierError
         return i
 
     def abort(self):
         self._raw.abort()
+        if self._after is not None:
+            self._after.abort()
 
     def reset(self):
         self._raw.reset()
+        if self._after is not None:
+            self._after.reset()
 
     @property
     def parties(self):
@@ -557,11 +666,16 @@ class Barrier:
 
     @property
     def n_waiting(self):
-        return self._raw.n_waiting
+        return self._raw.n_waiting + (0 if self._after is None else self._after.n_waiting)
 
     @property
     def broken(self):
-        return self._raw.broken
+        return self._raw.broken or (self._after is not None and self._after.broken)
+
+
+def _open_barrier(name, action, timeout, after):
+    after = None if after is None else _shmwire.RawBarrier.open(after)
+    return Barrier(0, action, timeout, _raw=_shmwire.RawBarrier.open(name), _after=after)
 
 
 def _open_simple(kind, name):
@@ -607,9 +721,12 @@ class _Synchronized:
         return self._lock.__exit__(*exc)
 
 
-class _Value(_Synchronized):
-    def __init__(self, raw, lock):
-        self._raw, self._lock = raw, lock
+class _RawValue:
+    """Value(..., lock=False): `.value` only (each get and set whole), as CPython's raw ctypes
+    object gives (no get_lock/acquire)."""
+
+    def __init__(self, raw):
+        self._raw = raw
 
     @property
     def value(self):
@@ -621,48 +738,71 @@ class _Value(_Synchronized):
 
     def __reduce__(self):
         return _handoff.reduce(
-            self._raw, _open_value, (self._raw.name, self._raw.typecode, self._lock))
+            self._raw, _open_value, (self._raw.name, self._raw.typecode, False))
 
     def __repr__(self):
         return "<shmwire.Value(%r, %r)>" % (self._raw.typecode, self.value)
 
 
+class _Value(_Synchronized, _RawValue):
+    def __init__(self, raw, lock):
+        self._raw, self._lock = raw, lock
+
+    def get_obj(self):
+        return _RawValue(self._raw)
+
+    def __reduce__(self):
+        return _handoff.reduce(
+            self._raw, _open_value, (self._raw.name, self._raw.typecode, self._lock))
+
+
 def _open_value(name, typecode, lock):
-    return _Value(_shmwire.RawValue.open(name, typecode), lock)
+    raw = _shmwire.RawValue.open(name, typecode)
+    return _RawValue(raw) if lock is False else _Value(raw, lock)
 
 
 def Value(typecode_or_type, *args, lock=True, ctx=None):
-    """multiprocessing.Value: `.value` (each get and set whole), `get_lock()` (an RLock by default)."""
+    """multiprocessing.Value: `.value` (each get and set whole), `get_lock()` (an RLock by
+    default, the given lock, or none with lock=False), `get_obj()`."""
     code = _typecode(typecode_or_type)
     init = args[0] if args else (b"\0" if code == "c" else 0)
     raw = _shmwire.RawValue.create(_name("value"), code, init)
+    if lock is False:
+        return _RawValue(raw)
     return _Value(raw, _lock_for(lock))
 
 
 def _lock_for(lock):
     if lock is True or lock is None:
         return RLock()
-    if lock is False:
-        return RLock()  # shmwire's Value is always whole per get/set; get_lock() still works
+    if not hasattr(lock, "acquire"):
+        raise AttributeError("%r has no method 'acquire'" % lock)
     return lock
 
 
-class _Array(_Synchronized):
-    def __init__(self, raw, lock):
-        self._raw, self._lock = raw, lock
+class _RawArray:
+    """Array(..., lock=False): indexing, slices, len, iteration (a char array also `.value` and
+    `.raw`, bytes), as CPython's raw ctypes array."""
+
+    def __init__(self, raw):
+        self._raw = raw
 
     def __len__(self):
         return len(self._raw)
 
     def __getitem__(self, i):
+        code = self._raw.typecode
         if isinstance(i, slice):
-            return [_convert(self._raw.typecode, x) for x in self._raw.to_list()[i]]
-        return _convert(self._raw.typecode, self._raw.get(i))
+            items = self._raw.to_list()[i]
+            if code == "c":
+                return bytes(items)
+            return [_convert(code, x) for x in items]
+        return _convert(code, self._raw.get(i))
 
     def __setitem__(self, i, v):
         if isinstance(i, slice):
             idx = range(len(self))[i]
-            v = list(v)
+            v = list(v)  # bytes give ints, as a char array's slice takes them
             if len(v) != len(idx):
                 raise ValueError("Can only assign sequence of same size")
             for j, x in zip(idx, v):
@@ -673,26 +813,86 @@ class _Array(_Synchronized):
     def __iter__(self):
         return iter(self[:])
 
+    def _chars(self):
+        if self._raw.typecode != "c":
+            raise AttributeError("'value' and 'raw' are for arrays of typecode 'c'")
+
+    @property
+    def raw(self):
+        self._chars()
+        return bytes(self._raw.to_list())
+
+    @raw.setter
+    def raw(self, b):
+        self._chars()
+        b = bytes(b)
+        if len(b) > len(self):
+            raise ValueError("byte string too long")
+        self[0:len(b)] = b
+
+    @property
+    def value(self):
+        self._chars()
+        return self.raw.split(b"\0", 1)[0]
+
+    @value.setter
+    def value(self, b):
+        self._chars()
+        b = bytes(b)
+        if len(b) > len(self):
+            raise ValueError("byte string too long")
+        if len(b) < len(self):
+            b += b"\0"  # NUL-terminated, as ctypes' c_char arrays
+        self[0:len(b)] = b
+
     def __reduce__(self):
         return _handoff.reduce(
-            self._raw, _open_array, (self._raw.name, self._raw.typecode, self._lock))
+            self._raw, _open_array, (self._raw.name, self._raw.typecode, False))
 
     def __repr__(self):
         return "<shmwire.Array(%r, %r)>" % (self._raw.typecode, self[:])
 
 
+class _Array(_Synchronized, _RawArray):
+    def __init__(self, raw, lock):
+        self._raw, self._lock = raw, lock
+
+    def get_obj(self):
+        return _RawArray(self._raw)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            with self._lock:
+                return _RawArray.__getitem__(self, i)
+        return _RawArray.__getitem__(self, i)
+
+    def __setitem__(self, i, v):
+        if isinstance(i, slice):
+            with self._lock:
+                return _RawArray.__setitem__(self, i, v)
+        return _RawArray.__setitem__(self, i, v)
+
+    def __reduce__(self):
+        return _handoff.reduce(
+            self._raw, _open_array, (self._raw.name, self._raw.typecode, self._lock))
+
+
 def _open_array(name, typecode, lock):
-    return _Array(_shmwire.RawArray.open(name, typecode), lock)
+    raw = _shmwire.RawArray.open(name, typecode)
+    return _RawArray(raw) if lock is False else _Array(raw, lock)
 
 
 def Array(typecode_or_type, size_or_initializer, *, lock=True, ctx=None):
-    """multiprocessing.Array: indexing, slicing, len, `get_lock()`."""
+    """multiprocessing.Array: indexing, slicing, len, `get_lock()` (none with lock=False),
+    `get_obj()`; for typecode 'c', `.value` and `.raw`."""
     code = _typecode(typecode_or_type)
     if isinstance(size_or_initializer, int):
         init = [0] * size_or_initializer
     else:
         init = list(size_or_initializer)
     raw = _shmwire.RawArray.create(_name("array"), code, init)
+    if lock is False:
+        return _RawArray(raw)
     return _Array(raw, _lock_for(lock))
 
 
@@ -813,8 +1013,24 @@ class DictProxy:
     def clear(self):
         self._raw.clear()
 
+    def popitem(self):
+        """Removes and returns some (key, value) pair (KeyError if empty), as one step."""
+        while True:
+            keys = self._raw.keys()
+            if not keys:
+                raise KeyError("popitem(): dictionary is empty")
+            try:
+                return (_unkey(keys[-1]), _loads(self._raw.pop(keys[-1])))
+            except KeyError:
+                continue  # another process took it first
+
     def copy(self):
         return dict(self.items())
+
+    def __eq__(self, other):
+        return self.copy() == (other.copy() if isinstance(other, DictProxy) else other)
+
+    __hash__ = None
 
     def __str__(self):
         return str(self.copy())
@@ -844,15 +1060,36 @@ class ListProxy:
 
     def __getitem__(self, i):
         if isinstance(i, slice):
-            return self._copy()[i]
+            return [_loads(b) for b in self._raw.to_list()[i]]
         return _loads(self._raw.get(self._index(i)))
+
+    def _rewrite(self, edit):
+        """Applies `edit` (a function of the list of pickles, editing it in place; what it
+        returns is returned) as one step for every process: computed from a snapshot, stored
+        only if the list is still that snapshot (else again, from a new one)."""
+        while True:
+            old = self._raw.to_list()
+            new = list(old)
+            out = edit(new)
+            if self._raw.replace_all_if(old, new):
+                return out
 
     def __setitem__(self, i, v):
         if isinstance(i, slice):
-            raise NotImplementedError("slice assignment on a shmwire list")
+            items = [_dumps(x) for x in v]
+
+            def edit(lst):
+                lst[i] = items  # a step slice of another length: ValueError, as a list's
+            self._rewrite(edit)
+            return
         self._raw.set(self._index(i), _dumps(v))
 
     def __delitem__(self, i):
+        if isinstance(i, slice):
+            def edit(lst):
+                del lst[i]
+            self._rewrite(edit)
+            return
         self._raw.remove_at(self._index(i))
 
     def __len__(self):
@@ -861,11 +1098,55 @@ class ListProxy:
     def __iter__(self):
         return iter(self._copy())
 
+    def __reversed__(self):
+        return reversed(self._copy())
+
     def __contains__(self, v):
         return v in self._copy()
 
     def _copy(self):
         return [_loads(b) for b in self._raw.to_list()]
+
+    def __eq__(self, other):
+        return self._copy() == (other._copy() if isinstance(other, ListProxy) else other)
+
+    def __ne__(self, other):
+        return not self == other
+
+    def __lt__(self, other):
+        return self._copy() < list(other)
+
+    def __le__(self, other):
+        return self._copy() <= list(other)
+
+    def __gt__(self, other):
+        return self._copy() > list(other)
+
+    def __ge__(self, other):
+        return self._copy() >= list(other)
+
+    __hash__ = None
+
+    def __add__(self, other):
+        return self._copy() + list(other)
+
+    def __radd__(self, other):
+        return list(other) + self._copy()
+
+    def __mul__(self, n):
+        return self._copy() * n
+
+    __rmul__ = __mul__
+
+    def __iadd__(self, other):
+        self.extend(other)
+        return self
+
+    def __imul__(self, n):
+        def edit(lst):
+            lst *= n
+        self._rewrite(edit)
+        return self
 
     def append(self, v):
         self._raw.append(_dumps(v))
@@ -884,16 +1165,42 @@ class ListProxy:
         return _loads(self._raw.remove_at(self._index(i)))
 
     def remove(self, v):
-        del self[self.index(v)]
+        def edit(lst):
+            for j, b in enumerate(lst):
+                if _loads(b) == v:
+                    del lst[j]
+                    return
+            raise ValueError("list.remove(x): x not in list")
+        self._rewrite(edit)
 
-    def index(self, v):
-        for i, x in enumerate(self._copy()):
-            if x == v:
-                return i
-        raise ValueError("%r is not in list" % (v,))
+    def index(self, v, *bounds):
+        items = self._copy()
+        try:
+            return items.index(v, *bounds)
+        except ValueError:
+            raise ValueError("%r is not in list" % (v,)) from None
 
     def count(self, v):
         return self._copy().count(v)
+
+    def sort(self, *, key=None, reverse=False):
+        def edit(lst):
+            pairs = [(_loads(b), b) for b in lst]
+            pairs.sort(key=(lambda p: p[0]) if key is None else (lambda p: key(p[0])),
+                       reverse=reverse)
+            lst[:] = [b for _, b in pairs]
+        self._rewrite(edit)
+
+    def reverse(self):
+        def edit(lst):
+            lst.reverse()
+        self._rewrite(edit)
+
+    def clear(self):
+        self._raw.clear()
+
+    def copy(self):
+        return self._copy()
 
     def __str__(self):
         return str(self._copy())
@@ -903,6 +1210,47 @@ class ListProxy:
 
 def _open_list(handle):
     return ListProxy(_shmwire.RawList.open(handle))
+
+
+class NamespaceProxy:
+    """A Manager's Namespace: attributes shared by every process that holds it (kept in a
+    Manager dict, values pickled). Names starting with '_' belong to this proxy alone, as with
+    multiprocessing's NamespaceProxy."""
+
+    def __init__(self, raw):
+        object.__setattr__(self, "_raw", raw)
+
+    def __reduce__(self):
+        return _handoff.reduce(self._raw, _open_namespace, (self._raw.handle(),))
+
+    def __getattr__(self, name):  # only called for names not found on the proxy itself
+        if name.startswith("_"):
+            raise AttributeError(name)
+        v = self._raw.get(_key(name))
+        if v is None:
+            raise AttributeError("'Namespace' object has no attribute %r" % name)
+        return _loads(v)
+
+    def __setattr__(self, name, value):
+        if name.startswith("_"):
+            return object.__setattr__(self, name, value)
+        self._raw.set(_key(name), _dumps(value))
+
+    def __delattr__(self, name):
+        if name.startswith("_"):
+            return object.__delattr__(self, name)
+        try:
+            self._raw.pop(_key(name))
+        except KeyError:
+            raise AttributeError("'Namespace' object has no attribute %r" % name) from None
+
+    def __repr__(self):
+        items = sorted((_unkey(k), _loads(v)) for k, v in self._raw.items())
+        return "Namespace(%s)" % ", ".join("%s=%r" % kv for kv in items)
+
+
+def _open_namespace(handle):
+    return NamespaceProxy(_shmwire.RawDict.open(handle))
 
 
 class SyncManager:
@@ -934,6 +1282,12 @@ class SyncManager:
         if args or kw:
             d.update(*args, **kw)
         return d
+
+    def Namespace(self, **kwds):
+        ns = NamespaceProxy(self._raw.dict())
+        for k, v in kwds.items():
+            setattr(ns, k, v)
+        return ns
 
     def list(self, sequence=()):
         lst = ListProxy(self._raw.list())

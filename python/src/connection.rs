@@ -8,14 +8,22 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use shmwire::{Connection, Pipe, Transport};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock, TryLockError};
+use std::time::{Duration, Instant};
 
-/// One end of a pipe. `send_bytes` and the receiving calls take the end's lock (a `Connection` is
-/// used by one thread at a time); blocking ones hold it for one slice at a time.
+/// One end of a pipe. Every call takes the end's lock (a `Connection` is used by one thread at a
+/// time), and blocking ones hold it for one slice at a time, so that one thread may send while
+/// another receives, as Python's connections allow. The lock is never waited for with the GIL
+/// held (`with_conn`: a try first, then without the GIL), and a thread that held it for a slice
+/// lets the threads waiting for it go first (`yield_to_waiters`: std's `Mutex` is not fair), so a
+/// long send over a socket (in slices, see `send_bytes`) neither starves a `recv`/`poll` of
+/// another thread nor keeps Ctrl-C out.
 #[pyclass(module = "shmwire._shmwire", name = "RawConnection")]
 pub(crate) struct RawConnection {
     conn: Mutex<Option<Connection>>,
+    /// Threads waiting for `conn` (without the GIL).
+    waiting: AtomicUsize,
     name: String,
     end: usize,
     /// An eventfd of ours in the end's epoll instance: `fileno()` makes it readable when
@@ -34,14 +42,57 @@ impl RawConnection {
     pub(crate) fn new(conn: Connection, name: String, end: usize) -> Self {
         RawConnection {
             conn: Mutex::new(Some(conn)),
+            waiting: AtomicUsize::new(0),
             name,
             end,
             ready: OnceLock::new(),
         }
     }
 
+    /// Waits for the end's lock: call without the GIL.
     fn lock(&self) -> MutexGuard<'_, Option<Connection>> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        // ORDERING: `waiting` is only a hint for `yield_to_waiters` (the mutex orders the rest).
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let g = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        g
+    }
+
+    /// The end's lock if it is free now (callable with the GIL: never waits).
+    fn try_lock(&self) -> Option<MutexGuard<'_, Option<Connection>>> {
+        match self.conn.try_lock() {
+            Ok(g) => Some(g),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// After holding the lock for a slice: lets the threads waiting for it take it first (for at
+    /// most 20 ms), so that a thread looping over slices does not starve them.
+    fn yield_to_waiters(&self) {
+        let until = Instant::now() + Duration::from_millis(20);
+        while self.waiting.load(Ordering::Relaxed) > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Runs `f` on the end (None: closed) under its lock: at once if the lock is free, else
+    /// waiting for it without the GIL.
+    fn with_conn<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut Option<Connection>) -> T + Send,
+    ) -> T {
+        if let Some(mut g) = self.try_lock() {
+            return f(&mut g);
+        }
+        py.allow_threads(|| {
+            let mut g = self.lock();
+            let out = f(&mut g);
+            drop(g);
+            self.yield_to_waiters();
+            out
+        })
     }
 
     /// Runs `f` on the end in slices until it gives `Some` or the deadline passes.
@@ -55,13 +106,16 @@ impl RawConnection {
         let mut gone = false;
         let out = blocking(py, deadline, |slice| {
             let guard = self.lock();
-            match guard.as_ref() {
+            let r = match guard.as_ref() {
                 Some(c) => f(c, slice).map(|o| o.map(Some)),
                 None => {
                     gone = true;
                     Ok(Some(None))
                 }
-            }
+            };
+            drop(guard);
+            self.yield_to_waiters();
+            r
         })?;
         match out {
             Some(Some(v)) => Ok(Some(v)),
@@ -72,12 +126,39 @@ impl RawConnection {
 }
 
 impl RawConnection {
+    /// Sends `data` over a socket in slices, checking for signals between them. The first call
+    /// that gets part of the message out makes the connection keep its rest (a socket's timed
+    /// send counts a message cut short as sent); then the rest is flushed slice by slice.
+    fn send_over_socket(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
+        let mut started = false;
+        loop {
+            let r = py.allow_threads(|| {
+                let g = self.lock();
+                let r = match g.as_ref() {
+                    None => Err(shmwire::Error::Closed),
+                    Some(c) if started => c.flush_timeout(crate::SLICE),
+                    Some(c) => c.send_bytes_timeout(data, crate::SLICE),
+                };
+                drop(g);
+                self.yield_to_waiters();
+                r
+            });
+            match r {
+                Ok(()) if started => return Ok(()),
+                Ok(()) => started = true, // out, or its rest kept: flush that
+                // Interrupted: what is out stays out, the rest goes first with the next call.
+                Err(shmwire::Error::Timeout) => py.check_signals()?,
+                Err(e) => return Err(to_py(e)),
+            }
+        }
+    }
+
     /// Receives the message of `needed` bytes that is there (or arriving, if streamed) straight
     /// into a new bytes object, without the GIL, in slices.
     fn recv_into_new<'py>(&self, py: Python<'py>, needed: usize) -> PyResult<Bound<'py, PyBytes>> {
-        {
-            // A message that fits in the ring in place is all there: copy it keeping the GIL.
-            let g = self.lock();
+        if let Some(g) = self.try_lock() {
+            // A message that fits in the ring in place is all there: copy it keeping the GIL (if
+            // the end is free now; else the loop below waits for it without the GIL).
             let c = g.as_ref().ok_or_else(closed)?;
             // (Over a socket the message may still be arriving: the loop below waits for it.)
             if needed <= c.max_in_place_len() && c.transport() == Transport::SharedMemory {
@@ -95,10 +176,13 @@ impl RawConnection {
         PyBytes::new_bound_with(py, needed, |buf| loop {
             let r = py.allow_threads(|| {
                 let g = self.lock();
-                match g.as_ref() {
+                let r = match g.as_ref() {
                     Some(c) => c.recv_bytes_into_timeout(buf, crate::SLICE).map(Some),
                     None => Ok(None),
-                }
+                };
+                drop(g);
+                self.yield_to_waiters();
+                r
             });
             match r {
                 Ok(Some(n)) if n == needed => return Ok(()),
@@ -162,23 +246,23 @@ impl RawConnection {
     }
 
     #[getter]
-    fn closed(&self) -> bool {
-        self.lock().is_none()
+    fn closed(&self, py: Python<'_>) -> bool {
+        self.with_conn(py, |c| c.is_none())
     }
 
     #[getter]
-    fn readable(&self) -> bool {
-        self.lock().as_ref().is_some_and(|c| c.readable())
+    fn readable(&self, py: Python<'_>) -> bool {
+        self.with_conn(py, |c| c.as_ref().is_some_and(|c| c.readable()))
     }
 
     #[getter]
-    fn writable(&self) -> bool {
-        self.lock().as_ref().is_some_and(|c| c.writable())
+    fn writable(&self, py: Python<'_>) -> bool {
+        self.with_conn(py, |c| c.as_ref().is_some_and(|c| c.writable()))
     }
 
     /// Closes this process's hold on the end (the others keep theirs).
-    fn close(&self) {
-        if let Some(c) = self.lock().take() {
+    fn close(&self, py: Python<'_>) {
+        if let Some(c) = self.with_conn(py, |c| c.take()) {
             c.close();
         }
     }
@@ -195,22 +279,16 @@ impl RawConnection {
                 bytes_of(&held)?
             }
         };
-        {
+        let socket = self.with_conn(py, |c| {
+            c.as_ref().map(|c| c.transport() != Transport::SharedMemory)
+        });
+        if socket.ok_or_else(closed)? {
+            return self.send_over_socket(py, data);
+        }
+        if let Some(g) = self.try_lock() {
             // First without letting go of the GIL, for a message that fits in the ring at once (a
             // longer one would be streamed, and given up part way if the ring filled).
-            let g = self.lock();
             let c = g.as_ref().ok_or_else(closed)?;
-            if c.transport() != Transport::SharedMemory {
-                // A socket counts a message written in part when a timeout runs out as sent (its
-                // rest goes out with the next call): so one call that waits until it is all out.
-                drop(g);
-                return py
-                    .allow_threads(|| match self.lock().as_ref() {
-                        Some(c) => c.send_bytes(data),
-                        None => Err(shmwire::Error::Closed),
-                    })
-                    .map_err(to_py);
-            }
             if data.len() <= c.max_in_place_len() {
                 match c.send_bytes_timeout(data, Duration::ZERO) {
                     Ok(()) => return Ok(()),
@@ -241,11 +319,10 @@ impl RawConnection {
             Err(shmwire::Error::Timeout) => Ok(None),
             Err(e) => Err(e),
         };
-        let now = {
-            let g = self.lock();
-            let c = g.as_ref().ok_or_else(closed)?;
-            length(c, Duration::ZERO).map_err(to_py)?
-        };
+        let now = self.with_conn(py, |c| {
+            let c = c.as_ref().ok_or_else(closed)?;
+            length(c, Duration::ZERO).map_err(to_py)
+        })?;
         let needed = match now {
             Some(n) => Some(n),
             None if timeout.is_some_and(|t| t <= 0.0) => None,
@@ -268,9 +345,10 @@ impl RawConnection {
             Err(e) => Err(e),
         };
         if timeout.is_some_and(|t| t <= 0.0) {
-            let g = self.lock();
-            let c = g.as_ref().ok_or_else(closed)?;
-            return ready(c, Duration::ZERO).map(|r| r.is_some()).map_err(to_py);
+            return self.with_conn(py, |c| {
+                let c = c.as_ref().ok_or_else(closed)?;
+                ready(c, Duration::ZERO).map(|r| r.is_some()).map_err(to_py)
+            });
         }
         Ok(self.wait(py, timeout, ready)?.is_some())
     }
@@ -278,9 +356,13 @@ impl RawConnection {
     /// A descriptor for `select`/`multiprocessing.connection.wait`: readable when a message may be
     /// there (and at the latest one probe tick later, `shmwire.PROBE_INTERVAL`: then `poll()` tells).
     /// Each call re-arms it, as selectors call `fileno()` before each wait.
-    fn fileno(&self) -> PyResult<RawFd> {
-        let g = self.lock();
-        let c = g.as_ref().ok_or_else(closed)?;
+    fn fileno(&self, py: Python<'_>) -> PyResult<RawFd> {
+        self.with_conn(py, |c| self.fileno_of(c.as_ref().ok_or_else(closed)?))
+    }
+}
+
+impl RawConnection {
+    fn fileno_of(&self, c: &Connection) -> PyResult<RawFd> {
         if c.transport() != Transport::SharedMemory {
             return Ok(c.as_fd().as_raw_fd()); // a socket: readable when bytes are there
         }

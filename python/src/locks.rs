@@ -108,6 +108,12 @@ impl RawLock {
     fn is_locked(&self) -> bool {
         self.lock.is_locked()
     }
+
+    /// Whether this object holds the lock (took it and has not released it): a `Condition` over
+    /// it checks that before `wait` and `notify`.
+    fn held(&self) -> bool {
+        locked(&self.guard).is_some()
+    }
 }
 
 // ---- RLock ----------------------------------------------------------------------------------------
@@ -402,41 +408,35 @@ impl RawCondition {
     }
 
     /// Releases the lock, waits for a notify (or the timeout), retakes the lock; whether notified.
+    /// The wait stays registered from start to end and sleeps in one piece (a signal ends the
+    /// sleep early: Ctrl-C is checked then, see `Condition::sleep_interruptible`), so a notify
+    /// is never lost to a slice's end nor taken for another's. The lock is taken back before an exception (Ctrl-C) is raised, as
+    /// Python's `with cond:` expects.
     #[pyo3(signature = (timeout=None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         let c = self.cond_ref();
-        let deadline = deadline(timeout)?;
-        let mut guard = Some(self.take_guard()?);
-        let mut notified = false;
-        let r = blocking(py, deadline, |slice| {
-            let Some(g) = guard.take() else {
-                return Err(Error::Misuse); // unreachable: each slice puts the guard back
+        let until = deadline(timeout)?;
+        let guard = self.take_guard()?;
+        let slept = py.allow_threads(|| {
+            let r =
+                c.sleep_interruptible(guard, until, || Python::with_gil(|py| py.check_signals()));
+            // Taken back whatever happened (a holder that died is taken over).
+            let g = loop {
+                match c.acquire_timeout(Duration::from_millis(100)) {
+                    Ok(g) => break Ok(g),
+                    Err(Error::Timeout) => continue,
+                    Err(e) => break Err(e),
+                }
             };
-            match c.wait_timeout(g, slice) {
-                Ok((g, n)) => {
-                    guard = Some(g);
-                    notified = n;
-                    Ok(n.then_some(()))
-                }
-                // The lock was not retaken in time: it is not held now.
-                Err(Error::Timeout) => {
-                    guard = Some(loop {
-                        match c.acquire_timeout(Duration::from_millis(100)) {
-                            Ok(g) => break g,
-                            Err(Error::Timeout) => continue,
-                            Err(e) => return Err(e),
-                        }
-                    });
-                    Ok(None)
-                }
-                Err(e) => Err(e),
-            }
+            (r, g)
         });
-        if let Some(g) = guard {
-            *locked(&self.guard) = Some(g);
+        let (r, g) = slept;
+        let g = g.map_err(to_py)?;
+        if g.owner_died() {
+            g.mark_consistent();
         }
-        r?;
-        Ok(notified)
+        *locked(&self.guard) = Some(g);
+        r.map_err(to_py)?
     }
 
     #[pyo3(signature = (n=1))]

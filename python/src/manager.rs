@@ -232,6 +232,21 @@ impl RawList {
     fn clear(&self, py: Python<'_>) -> PyResult<()> {
         py.allow_threads(|| self.l.clear()).map_err(to_py)
     }
+
+    /// Replaces every element with `new` if they are `expected` now (see
+    /// `SharedList::replace_all_if`): the Python layer's slice assignment, `sort` and friends
+    /// compute `new` from a `to_list()` snapshot and try again if another process came between.
+    fn replace_all_if(
+        &self,
+        py: Python<'_>,
+        expected: Vec<Vec<u8>>,
+        new: Vec<Vec<u8>>,
+    ) -> PyResult<bool> {
+        let expected: Vec<ByteBuf> = expected.into_iter().map(ByteBuf::from).collect();
+        let new: Vec<ByteBuf> = new.into_iter().map(ByteBuf::from).collect();
+        py.allow_threads(|| self.l.replace_all_if(&expected, &new))
+            .map_err(list_err)
+    }
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -24,11 +24,25 @@ def _makers():
         "Condition": lambda: shmwire.Condition(),
         "Barrier": lambda: shmwire.Barrier(1),
         "Value": lambda: shmwire.Value("i", 7),
+        "Value(lock=False)": lambda: shmwire.Value("i", 7, lock=False),
+        "Condition(Lock())": lambda: shmwire.Condition(shmwire.Lock()),
+        "Barrier(action=...)": lambda: shmwire.Barrier(1, action=_nothing),
+        "Namespace": lambda: _namespace(m),
         "Array": lambda: shmwire.Array("i", [1, 2, 3]),
         "Manager": lambda: shmwire.Manager(),
         "dict": lambda: m.dict(a=1),
         "list": lambda: m.list([1, 2]),
     }, m
+
+
+def _nothing():
+    pass
+
+
+def _namespace(m):
+    ns = m.Namespace()
+    ns.x = 7
+    return ns
 
 
 def _use(kind, obj):
@@ -42,15 +56,17 @@ def _use(kind, obj):
     elif kind == "Event":
         obj.set()
         assert obj.is_set()
-    elif kind == "Condition":
+    elif kind.startswith("Condition"):
         with obj:
             obj.notify_all()
-    elif kind == "Barrier":
+    elif kind.startswith("Barrier"):
         assert obj.wait(5) == 0
-    elif kind == "Value":
+    elif kind.startswith("Value"):
         assert obj.value == 7
     elif kind == "Array":
         assert obj[:] == [1, 2, 3]
+    elif kind == "Namespace":
+        assert obj.x == 7
     elif kind == "Manager":
         obj.dict()["x"] = 1
     elif kind == "dict":

@@ -235,6 +235,51 @@ impl Condition {
         Ok(notified)
     }
 
+    /// Releases the lock held by `guard` and sleeps until a notify comes or `until` passes
+    /// (`None`: never), as [`wait_timeout`](Self::wait_timeout) does, calling `between()` each
+    /// time the sleep ends early for another reason (a signal: a Python caller checks for Ctrl-C
+    /// there); an error from it ends the wait with that error. The wait stays registered from
+    /// start to end and sleeps in one piece (no slices: a notify that lands while a waiter is
+    /// between two slices of a sleep would wake nobody, and one meant for another waiter would
+    /// look like its own when the next slice began), so no notify is lost and one wakes only the
+    /// sleepers the kernel woke. Returns whether a notify came; the lock is NOT held on return:
+    /// take it back with [`acquire`](Self::acquire).
+    pub fn sleep_interruptible<E>(
+        &self,
+        guard: LockGuard<'_>,
+        until: Option<Instant>,
+        mut between: impl FnMut() -> std::result::Result<(), E>,
+    ) -> Result<std::result::Result<bool, E>> {
+        self.obj.me()?;
+        let b = self.obj.block();
+        b.waiters.fetch_add(1, Ordering::SeqCst);
+        let seq = b.seq.load(Ordering::SeqCst);
+        drop(guard);
+        let out = loop {
+            // ORDERING: as in `sleep`: SeqCst against the notifier's read of `waiters`.
+            if b.seq.load(Ordering::SeqCst) != seq {
+                break Ok(true);
+            }
+            let left = until.map(|u| u.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                break Ok(false);
+            }
+            // Returns on a wake, a change of `seq`, a signal or the timeout.
+            futex::wait(&b.seq, seq, left);
+            if b.seq.load(Ordering::SeqCst) != seq {
+                break Ok(true);
+            }
+            if until.is_some_and(|u| Instant::now() >= u) {
+                break Ok(false);
+            }
+            if let Err(e) = between() {
+                break Err(e);
+            }
+        };
+        b.waiters.fetch_sub(1, Ordering::SeqCst);
+        Ok(out)
+    }
+
     /// Wakes one waiter (call with the lock held).
     pub fn notify(&self) -> Result<()> {
         self.notify_n(1)

@@ -378,6 +378,51 @@ impl<T: Serialize + DeserializeOwned> SharedList<T> {
         Ok(true)
     }
 
+    /// Replaces every element with `new` if the elements are `expected` now (equal encodings):
+    /// a compare-and-swap of the whole list, for a caller that computes the new elements from a
+    /// snapshot (Python's slice assignment, `sort`, `remove`, ...); whether it did. It is done
+    /// under one hold of the list's lock, so no other writer's change comes between its steps:
+    /// elements that differ are set, then the rest pushed or the surplus popped, each its own
+    /// step, so a reader may see the list part way through, and a writer killed part way leaves
+    /// it so (each element whole).
+    pub fn replace_all_if(&self, expected: &[T], new: &[T]) -> Result<bool> {
+        let want: Vec<Enc> = expected.iter().map(bytes::encode).collect::<Result<_>>()?;
+        let put: Vec<Enc> = new.iter().map(bytes::encode).collect::<Result<_>>()?;
+        let g = self.c.lock()?;
+        let len = g.s.len.load(Ordering::Relaxed);
+        if len != want.len() as u64 {
+            return Ok(false);
+        }
+        let mut same = Vec::with_capacity(want.len());
+        if let Some(arr) = Array::of(g.arena(), g.s)? {
+            for (i, w) in want.iter().enumerate() {
+                let (e, n) = arr.elem(g.arena(), i as u64)?;
+                if n != w.len() as u64 || !bytes::equal_at(g.arena(), e.add(8), w)? {
+                    return Ok(false);
+                }
+                same.push(put.get(i).is_some_and(|p| **p == **w));
+            }
+        }
+        for (i, b) in put.iter().enumerate().take(want.len()) {
+            if !same[i] {
+                let arr = Self::locked_at(&g, i)?;
+                Self::set_locked(&g, arr, i as u64, b)?;
+            }
+        }
+        for b in put.iter().skip(want.len()) {
+            Self::push_locked(&g, b)?;
+        }
+        let mut len = len;
+        while len > put.len() as u64 {
+            let arr = Array::of(g.arena(), g.s)?.ok_or(Error::Corrupt)?;
+            let (e, _) = arr.elem(g.arena(), len - 1)?;
+            g.commit(Change::store(g.c.len_ref(), len - 1, len - 1, 0).freeing(e))?;
+            Self::maybe_shrink(&g)?;
+            len -= 1;
+        }
+        Ok(true)
+    }
+
     /// Removes and returns the last element; [`Error::OutOfRange`] if the list is empty.
     pub fn pop(&self) -> Result<T> {
         let g = self.c.lock()?;

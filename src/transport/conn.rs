@@ -215,6 +215,12 @@ impl SockConn {
         self.send_frame(&mut st, payload, deadline)
     }
 
+    /// Writes what a timed send left, until `deadline` (see `flush_out`).
+    pub(crate) fn flush_at(&self, deadline: Deadline) -> Result<()> {
+        let mut st = self.begin()?;
+        self.flush_out(&mut st, deadline)
+    }
+
     pub(crate) fn send_value_at<T: Serialize + ?Sized>(
         &self,
         value: &T,

@@ -335,6 +335,19 @@ impl Connection {
         self.send_bytes_at(bytes, Deadline::after(Some(timeout)))
     }
 
+    /// Writes what a timed send left over a socket (the rest of a message a timeout cut short: see
+    /// [`send_bytes_timeout`](Self::send_bytes_timeout)), waiting at most `timeout`: `Ok` once
+    /// nothing is left, [`Error::Timeout`] if some still is (it stays, and goes first with the
+    /// next call). Over shared memory nothing is ever left: `Ok` at once. A caller that sends a
+    /// long message in slices (to check for signals between them) sends it with a short timeout
+    /// and then flushes until `Ok`.
+    pub fn flush_timeout(&self, timeout: Duration) -> Result<()> {
+        match &self.inner {
+            Inner::Shm(_) => Ok(()),
+            Inner::Sock(c) => c.flush_at(Deadline::after(Some(timeout))),
+        }
+    }
+
     pub(crate) fn send_bytes_at(&self, bytes: &[u8], deadline: Deadline) -> Result<()> {
         match &self.inner {
             Inner::Shm(c) => c.send_bytes_at(bytes, deadline),
