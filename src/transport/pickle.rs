@@ -510,6 +510,133 @@ mod tests {
         PANICKED.with(|p| p.replace(false))
     }
 
+    fn nan() -> Vec<u8> {
+        let mut v = vec![b'G'];
+        v.extend_from_slice(&f64::NAN.to_be_bytes());
+        v
+    }
+
+    fn float(x: f64) -> Vec<u8> {
+        let mut v = vec![b'G'];
+        v.extend_from_slice(&x.to_be_bytes());
+        v
+    }
+
+    /// LONG1 of `i`.
+    fn long(i: i64) -> Vec<u8> {
+        let mut v = vec![0x8a, 8];
+        v.extend_from_slice(&i.to_le_bytes());
+        v
+    }
+
+    /// 40 floats, every third a NaN: keys serde-pickle's sort may panic on.
+    fn floats_with_nans() -> Vec<u8> {
+        (0..40)
+            .flat_map(|i| if i % 3 == 0 { nan() } else { float(i as f64) })
+            .collect()
+    }
+
+    /// Decodes `p`, asserting there is no panic, and that it is refused before decoding, saying
+    /// something containing `why`.
+    fn assert_refused(what: &str, p: &[u8], why: &str) {
+        let mut got = None;
+        let panicked = panics_in(|| got = Some(loads(p)));
+        assert!(!panicked, "{what}: the decoder panicked");
+        match got.unwrap() {
+            Ok(v) => panic!("{what}: decoded ({})", type_name(&v)),
+            Err(e) => {
+                let e = e.to_string();
+                assert!(e.contains("refused before decoding"), "{what}: {e}");
+                assert!(e.contains(why), "{what}: {e}");
+            }
+        }
+    }
+
+    /// 64 KiB of bytes (BINBYTES).
+    fn big_bytes() -> Vec<u8> {
+        let mut b = vec![b'B'];
+        b.extend_from_slice(&(64u32 << 10).to_le_bytes());
+        b.extend(std::iter::repeat_n(0u8, 64 << 10));
+        b
+    }
+
+    #[test]
+    fn a_text_memo_id_is_read_as_the_decoder_reads_it() {
+        // PUT "0\n" is memo id 0 to serde-pickle: BINGET 0 finds it.
+        let mut p = b"\x80\x02Np0\n0h\x00(".to_vec();
+        p.extend(floats_with_nans());
+        p.extend_from_slice(b"\x91.");
+        assert_refused("text PUT, BINGET, then a frozenset of NaNs", &p, "NaN");
+        // Text GET of a text PUT.
+        let mut p = b"\x80\x02Np0\n0g0\n0(".to_vec();
+        p.extend(floats_with_nans());
+        p.extend_from_slice(b"\x91.");
+        assert_refused("text PUT, text GET, then a frozenset of NaNs", &p, "NaN");
+        // 64 KiB of bytes, put as text, referred to 2000 times: 128 MiB from 70 KB.
+        let mut p = b"\x80\x02".to_vec();
+        p.extend(big_bytes());
+        p.extend_from_slice(b"p0\n0(");
+        for _ in 0..2000 {
+            p.extend_from_slice(b"h\x00");
+        }
+        p.extend_from_slice(b"l.");
+        assert_refused("text PUT of bytes referred to 2000 times", &p, "bytes");
+    }
+
+    #[test]
+    fn pop_on_an_empty_segment_pops_its_mark() {
+        // MARK None MARK POP (pops the second MARK, as serde-pickle does) POP_MARK (the first),
+        // then a frozenset of NaNs.
+        let mut p = b"\x80\x02(N(01(".to_vec();
+        p.extend(floats_with_nans());
+        p.extend_from_slice(b"\x91.");
+        assert_refused("POP of a MARK, then a frozenset of NaNs", &p, "NaN");
+    }
+
+    #[test]
+    fn a_set_mutated_after_it_was_memoized_is_checked() {
+        // set(list): the list, memoized empty, gets its NaNs after; REDUCE finds it by BINGET.
+        let mut p = b"\x80\x02cbuiltins\nset\n]\x94(".to_vec();
+        p.extend(floats_with_nans());
+        p.extend_from_slice(b"e0h\x00\x85R.");
+        assert_refused("set(list) of a list memoized before its NaNs", &p, "NaN");
+        // A set memoized, floats added; then (through BINGET) ints beyond 2^53.
+        let mut p = b"\x80\x04\x8f\x94(".to_vec();
+        for i in 0..30 {
+            p.extend(float(9007199254740992.0 + 2.0 * i as f64));
+        }
+        p.extend_from_slice(b"\x900h\x00(");
+        for i in 0..30 {
+            p.extend(long(9007199254740993 + 2 * i));
+        }
+        p.extend_from_slice(b"\x90.");
+        assert_refused("a memoized set: floats, then ints beyond 2^53", &p, "2^53");
+    }
+
+    #[test]
+    fn a_memoized_list_grown_after_its_references_is_counted() {
+        // An empty list memoized, referred to 2000 times from a list; then 64 KiB of bytes
+        // appended to it (through BINGET): 128 MiB from 70 KB.
+        let mut p = b"\x80\x04]\x94(".to_vec();
+        for _ in 0..2000 {
+            p.extend_from_slice(b"h\x00");
+        }
+        p.extend_from_slice(b"lh\x00");
+        p.extend(big_bytes());
+        p.extend_from_slice(b"a0.");
+        assert_refused("a memoized list grown after 2000 references", &p, "bytes");
+    }
+
+    #[test]
+    fn a_mark_bomb_is_refused() {
+        // serde-pickle gives every MARK a new stack of 128 values: 30,000 MARKs (30 KB) would
+        // take over 100 MiB.
+        let mut p = b"\x80\x04".to_vec();
+        p.extend(std::iter::repeat_n(b'(', 30_000));
+        p.extend_from_slice(b"N.");
+        assert_refused("30,000 MARKs", &p, "bytes");
+    }
+
     #[test]
     fn sets_of_keys_without_a_total_order_decode_without_a_panic() {
         let mut inputs: Vec<(&str, Vec<u8>)> =
@@ -549,6 +676,83 @@ mod tests {
         assert!(matches!(loads(&exact), Ok(Value::Set(s)) if s.len() == 4));
         let nan_key = unhex("8004950f000000000000007d94477ff80000000000004b01732e"); // {nan: 1}
         assert!(matches!(loads(&nan_key), Ok(Value::Dict(d)) if d.len() == 1));
+    }
+
+    #[test]
+    fn python_pickles_of_plain_values_decode() {
+        // Made by python3: x = [1, 2, 3]; v = [1, "two", (3.5, None, True), {"k": [x, x]},
+        // {1, 2, 3}, frozenset({"a", "b"}), b"by", 2**70, -5]; pickle.dumps(v, protocol).hex()
+        // (protocol 0 without the bytes: it spells them as a call of `_codecs.encode`).
+        use HashableValue as H;
+        let s = |s: &str| Value::String(s.into());
+        let x = || Value::List(vec![Value::I64(1), Value::I64(2), Value::I64(3)]);
+        let mixed = |bytes: bool| {
+            let mut v = vec![
+                Value::I64(1),
+                s("two"),
+                Value::Tuple(vec![Value::F64(3.5), Value::None, Value::Bool(true)]),
+                Value::Dict([(H::String("k".into()), Value::List(vec![x(), x()]))].into()),
+                Value::Set([H::I64(1), H::I64(2), H::I64(3)].into()),
+                Value::FrozenSet([H::String("a".into()), H::String("b".into())].into()),
+                Value::Bytes(b"by".to_vec()),
+                Value::Int(BigInt::from(1u128 << 70)),
+                Value::I64(-5),
+            ];
+            if !bytes {
+                v.remove(6);
+            }
+            Value::List(v)
+        };
+        let cases = [
+            (
+                "protocol 4",
+                "8004955b000000000000005d94284b018c0374776f9447400c0000000000004e8887947d948c016b945d94285d94284b014b024b0365680665738f94284b014b024b0390288c0161948c016294919443026279948a090000000000000000404afbffffff652e",
+                mixed(true),
+            ),
+            (
+                "protocol 0 (text PUT and GET)",
+                "286c70300a49310a615674776f0a70310a612846332e350a4e4930310a7470320a61286470330a566b0a70340a286c70350a286c70360a49310a6149320a6149330a616167360a617361635f5f6275696c74696e5f5f0a7365740a70370a28286c70380a49310a6149320a6149330a617470390a527031300a61635f5f6275696c74696e5f5f0a66726f7a656e7365740a7031310a28286c7031320a56610a7031330a6156620a7031340a61747031350a527031360a614c313138303539313632303731373431313330333432344c0a61492d350a612e",
+                mixed(false),
+            ),
+            (
+                "protocol 2 (sets and bytes as calls)",
+                "80025d7100284b01580300000074776f710147400c0000000000004e888771027d710358010000006b71045d7105285d7106284b014b024b036568066573635f5f6275696c74696e5f5f0a7365740a71075d7108284b014b024b036585710952710a635f5f6275696c74696e5f5f0a66726f7a656e7365740a710b5d710c28580100000061710d580100000062710e6585710f527110635f636f646563730a656e636f64650a711158020000006279711258060000006c6174696e3171138671145271158a090000000000000000404afbffffff652e",
+                mixed(true),
+            ),
+            (
+                // {"s": {"x", "y"}, "t": (x, x, [x])}
+                "protocol 3",
+                "80037d7100285801000000737101636275696c74696e730a7365740a71025d710328580100000078710458010000007971056585710652710758010000007471085d7109284b014b024b036568095d710a68096187710b752e",
+                Value::Dict(
+                    [
+                        (
+                            H::String("s".into()),
+                            Value::Set([H::String("x".into()), H::String("y".into())].into()),
+                        ),
+                        (
+                            H::String("t".into()),
+                            Value::Tuple(vec![x(), x(), Value::List(vec![x()])]),
+                        ),
+                    ]
+                    .into(),
+                ),
+            ),
+            (
+                // [bytearray(b"ab"), {2**53, 1.5}]: 2^53 is exact as a float.
+                "protocol 5",
+                "80059527000000000000005d94289602000000000000006162948f94288a0700000000000020473ff800000000000090652e",
+                Value::List(vec![
+                    Value::Bytes(b"ab".to_vec()),
+                    Value::Set([H::I64(1 << 53), H::F64(1.5)].into()),
+                ]),
+            ),
+        ];
+        for (what, hex, want) in cases {
+            match loads(&unhex(hex)) {
+                Ok(v) => assert_eq!(v, want, "{what}"),
+                Err(e) => panic!("{what}: {e}"),
+            }
+        }
     }
 
     #[test]
