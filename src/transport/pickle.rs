@@ -25,6 +25,8 @@ use crate::pipe::Connection;
 use crate::wait::Deadline;
 use std::time::Duration;
 
+mod walk;
+
 pub use num_bigint::BigInt;
 pub use serde_pickle::{HashableValue, Value};
 
@@ -61,11 +63,11 @@ pub fn dumps(v: &Value) -> Result<Vec<u8>> {
 /// Unpickles `bytes` (any protocol) into a [`Value`]; anything but the types above is
 /// [`Error::Decode`].
 pub fn loads(bytes: &[u8]) -> Result<Value> {
-    bounded(bytes).map_err(|why| Error::Decode {
+    walk::bounded(bytes).map_err(|why| Error::Decode {
         reason: format!("refused before decoding: {why}"),
         bytes: Vec::new(),
     })?;
-    // What `bounded` let through builds no set whose keys lack a total order (see `UNORDERED`):
+    // What the walk let through builds no set whose keys lack a total order (see `UNORDERED`):
     // serde-pickle's sort of them cannot panic.
     serde_pickle::value_from_slice(bytes, serde_pickle::DeOptions::new()).map_err(|e| {
         Error::Decode {
@@ -73,352 +75,6 @@ pub fn loads(bytes: &[u8]) -> Result<Value> {
             bytes: Vec::new(),
         }
     })
-}
-
-/// What one value costs in memory before its bytes: a `Value` (strings', lists' and tuples' own
-/// buffers add their bytes or their elements' `Value`s). The bound counts this, not one byte per
-/// value: a pickle of `DUP`s of tuples of `None`s is small and builds many `Value`s.
-const ITEM: u64 = std::mem::size_of::<Value>() as u64;
-
-/// The most nesting a pickle may build.
-const MAX_DEPTH: u32 = 1000;
-
-/// What a stack item holds, anywhere within it: a NaN float, a float, an int beyond 2^53 in
-/// magnitude (which `i as f64` rounds).
-const NAN: u8 = 1;
-const FLOAT: u8 = 2;
-const BIG: u8 = 4;
-
-/// Whether a set of items holding `f` would have keys without a total order. serde-pickle builds
-/// a set by sorting its keys in `HashableValue`'s order, which is not total for a NaN (less than
-/// everything, and everything less than it) nor between floats and ints beyond 2^53: an int is
-/// compared with a float as `i as f64`, which rounds it, so `2^53 + 1 == 2.0^53 == 2^53` while
-/// `2^53 < 2^53 + 1` (beyond 64 bits, each may even be less than the other); std's sort may then
-/// panic, or build a set that is wrong. Such a set (or frozenset, or a value
-/// built by a call such as `set(...)`, whose arguments may become one) is refused before
-/// decoding. A dict's keys are inserted one by one, which never sorts: a NaN key is decoded.
-fn unordered(f: u8) -> bool {
-    f & NAN != 0 || f & (FLOAT | BIG) == FLOAT | BIG
-}
-
-/// The largest magnitude up to which every int is exactly a float.
-const EXACT: u64 = 1 << 53;
-
-/// Whether a LONG1/LONG4 int (little-endian two's complement) is beyond 2^53 in magnitude.
-fn long_is_wide(digits: &[u8]) -> bool {
-    if digits.len() > 8 {
-        return true;
-    }
-    let neg = digits.last().is_some_and(|&b| b & 0x80 != 0);
-    let mut le = [if neg { 0xff } else { 0 }; 8];
-    le[..digits.len()].copy_from_slice(digits);
-    i64::from_le_bytes(le).unsigned_abs() > EXACT
-}
-
-/// The error for a set refused by [`unordered`].
-fn unordered_error() -> String {
-    "it builds a set (or frozenset) holding a NaN, or both floats and ints beyond 2^53, \
-     whose keys have no total order here"
-        .to_owned()
-}
-
-/// Checks that what `p` would build stays within `max(64 MiB, 256 x len)` bytes of values, each
-/// counted as a `Value` and its bytes ([`ITEM`]; memo references
-/// counted as the copies the value type makes) and 1000 levels; walks every opcode once. What is
-/// not well formed is left to the decoder to refuse (an unknown opcode included).
-fn bounded(p: &[u8]) -> std::result::Result<(), String> {
-    let budget = (64u64 << 20).max(256 * p.len() as u64);
-    // Per stack item: (bytes it stands for, nesting depth, what it holds: `NAN`, `FLOAT`, `BIG`).
-    let mut stack: Vec<Item> = Vec::new();
-    let mut marks: Vec<usize> = Vec::new();
-    let mut memo: std::collections::HashMap<u64, Item> = std::collections::HashMap::new();
-    let mut total: u64 = 0;
-    let mut at = 0usize;
-    let take = |at: &mut usize, n: usize| -> Option<&[u8]> {
-        let s = p.get(*at..at.checked_add(n)?)?;
-        *at += n;
-        Some(s)
-    };
-    let uint = |b: &[u8]| b.iter().rev().fold(0u64, |a, &x| a << 8 | x as u64);
-    let line = |at: &mut usize| -> Option<usize> {
-        let n = p.get(*at..)?.iter().position(|&b| b == b'\n')?;
-        *at += n + 1;
-        Some(n)
-    };
-    type Item = (u64, u32, u8);
-    fn sum(popped: &[Item]) -> Item {
-        popped.iter().fold((0, 0, 0), |(w, d, f), &(pw, pd, pf)| {
-            (w.saturating_add(pw), d.max(pd), f | pf)
-        })
-    }
-    // Pops back to the last mark: the popped items' bytes, depth and contents.
-    fn to_mark(stack: &mut Vec<Item>, marks: &mut Vec<usize>) -> Option<Item> {
-        let m = marks.pop()?;
-        if m > stack.len() {
-            return None;
-        }
-        Some(sum(&stack.split_off(m)))
-    }
-    fn pop_n(stack: &mut Vec<Item>, n: usize) -> Option<Item> {
-        let at = stack.len().checked_sub(n)?;
-        Some(sum(&stack.split_off(at)))
-    }
-    loop {
-        let Some(&op) = p.get(at) else { return Ok(()) };
-        at += 1;
-        let mut push_f =
-            |stack: &mut Vec<Item>, w: u64, d: u32, f: u8| -> std::result::Result<(), String> {
-                total = total.saturating_add(w);
-                if total > budget {
-                    return Err(format!("it would build more than {budget} bytes"));
-                }
-                if d > MAX_DEPTH {
-                    return Err(format!("it nests deeper than {MAX_DEPTH} levels"));
-                }
-                stack.push((w, d, f));
-                Ok(())
-            };
-        let bad = || Ok(()); // malformed: the decoder refuses it
-        match op {
-            b'.' => return Ok(()),
-            0x80 => {
-                if take(&mut at, 1).is_none() {
-                    return bad();
-                }
-            } // PROTO
-            0x95 => {
-                if take(&mut at, 8).is_none() {
-                    return bad();
-                }
-            } // FRAME
-            b'(' => marks.push(stack.len()),
-            // Scalars with fixed arguments.
-            b'N' | 0x88 | 0x89 => push_f(&mut stack, ITEM, 0, 0)?,
-            b'K' | b'M' | b'J' | b'G' => {
-                let n = match op {
-                    b'K' => 1,
-                    b'M' => 2,
-                    b'J' => 4,
-                    _ => 8,
-                };
-                let Some(arg) = take(&mut at, n) else {
-                    return bad();
-                };
-                let f = match op {
-                    b'G' if f64::from_be_bytes(arg.try_into().unwrap_or([0; 8])).is_nan() => {
-                        FLOAT | NAN
-                    }
-                    b'G' => FLOAT,
-                    _ => 0,
-                };
-                push_f(&mut stack, ITEM, 0, f)?;
-            }
-            // Length-prefixed scalars: (length bytes).
-            0x8a | b'U' | b'C' | 0x8c | 0x8b | b'T' | b'B' | b'X' | 0x8e | 0x8d | 0x96 => {
-                let lb = match op {
-                    0x8a | b'U' | b'C' | 0x8c => 1,
-                    0x8b | b'T' | b'B' | b'X' => 4,
-                    _ => 8,
-                };
-                let Some(l) = take(&mut at, lb) else {
-                    return bad();
-                };
-                let n = uint(l);
-                let Some(digits) = usize::try_from(n).ok().and_then(|n| take(&mut at, n)) else {
-                    return bad();
-                };
-                // LONG1 / LONG4: little-endian two's complement, of any length.
-                let f = if matches!(op, 0x8a | 0x8b) && long_is_wide(digits) {
-                    BIG
-                } else {
-                    0
-                };
-                push_f(&mut stack, ITEM + n, 0, f)?;
-            }
-            // Text-line scalars.
-            b'I' | b'L' | b'S' | b'V' | b'F' => {
-                let start = at;
-                let Some(n) = line(&mut at) else { return bad() };
-                let text = std::str::from_utf8(&p[start..start + n])
-                    .unwrap_or("")
-                    .trim();
-                let f = match op {
-                    // A NaN, or text that is no float (which the decoder refuses anyway).
-                    b'F' if text.parse::<f64>().is_ok_and(|x| !x.is_nan()) => FLOAT,
-                    b'F' => FLOAT | NAN,
-                    b'I' | b'L'
-                        if text
-                            .trim_end_matches('L')
-                            .parse::<i64>()
-                            .map_or(true, |i| i.unsigned_abs() > EXACT) =>
-                    {
-                        BIG
-                    }
-                    _ => 0,
-                };
-                push_f(&mut stack, ITEM + n as u64, 0, f)?;
-            }
-            b'c' | b'i' => {
-                if line(&mut at).is_none() || line(&mut at).is_none() {
-                    return bad();
-                }
-                if op == b'i' {
-                    let Some((w, d, f)) = to_mark(&mut stack, &mut marks) else {
-                        return bad();
-                    };
-                    push_f(&mut stack, ITEM + w, d + 1, f)?;
-                } else {
-                    push_f(&mut stack, ITEM, 0, 0)?;
-                }
-            }
-            b'P' => {
-                if line(&mut at).is_none() {
-                    return bad();
-                }
-                push_f(&mut stack, ITEM, 0, 0)?;
-            }
-            0x82..=0x84 => {
-                let n = match op {
-                    0x82 => 1,
-                    0x83 => 2,
-                    _ => 4,
-                };
-                if take(&mut at, n).is_none() {
-                    return bad();
-                }
-                push_f(&mut stack, ITEM, 0, 0)?;
-            }
-            0x97 => push_f(&mut stack, ITEM, 0, 0)?, // NEXT_BUFFER
-            0x98 => {}                               // READONLY_BUFFER
-            // Containers.
-            b']' | b')' | b'}' | 0x8f => push_f(&mut stack, ITEM, 1, 0)?,
-            b'l' | b't' | b'd' | 0x91 | b'o' => {
-                let Some((w, d, f)) = to_mark(&mut stack, &mut marks) else {
-                    return bad();
-                };
-                if op == 0x91 && unordered(f) {
-                    return Err(unordered_error()); // FROZENSET
-                }
-                push_f(&mut stack, ITEM + w, d + 1, f)?;
-            }
-            0x85..=0x87 => {
-                let Some((w, d, f)) = pop_n(&mut stack, (op - 0x84) as usize) else {
-                    return bad();
-                };
-                push_f(&mut stack, ITEM + w, d + 1, f)?;
-            }
-            b'a' | b's' | b'b' | b'e' | b'u' | 0x90 => {
-                let got = match op {
-                    b'a' | b'b' => pop_n(&mut stack, 1),
-                    b's' => pop_n(&mut stack, 2),
-                    _ => to_mark(&mut stack, &mut marks),
-                };
-                let (Some((w, d, f)), Some(top)) = (got, stack.len().checked_sub(1)) else {
-                    return bad();
-                };
-                if op == 0x90 && unordered(f | stack[top].2) {
-                    return Err(unordered_error()); // ADDITEMS
-                }
-                let (tw, td, tf) = stack[top];
-                stack[top] = (tw.saturating_add(w), td.max(d + 1), tf | f);
-                if stack[top].1 > MAX_DEPTH {
-                    return Err(format!("it nests deeper than {MAX_DEPTH} levels"));
-                }
-            }
-            b'R' | 0x93 | 0x81 | 0x92 | b'Q' => {
-                let n = match op {
-                    b'Q' => 1,
-                    0x92 => 3,
-                    _ => 2,
-                };
-                let Some((w, d, f)) = pop_n(&mut stack, n) else {
-                    return bad();
-                };
-                // A call (`set(...)` among them): its arguments may become a set.
-                if unordered(f) {
-                    return Err(unordered_error());
-                }
-                push_f(&mut stack, ITEM + w, d + 1, f)?;
-            }
-            // The stack itself.
-            b'0' => {
-                if stack.pop().is_none() {
-                    return bad();
-                }
-            }
-            b'1' => {
-                if to_mark(&mut stack, &mut marks).is_none() {
-                    return bad();
-                }
-            }
-            b'2' => {
-                let Some(&(w, d, f)) = stack.last() else {
-                    return bad();
-                };
-                push_f(&mut stack, w, d, f)?;
-            }
-            // The memo: a reference builds a copy.
-            b'p' | b'q' | b'r' | 0x94 => {
-                let id = match op {
-                    b'p' => {
-                        let Some(n) = line(&mut at) else { return bad() };
-                        n as u64 ^ (at as u64) << 32
-                    }
-                    b'q' => {
-                        let Some(b) = take(&mut at, 1) else {
-                            return bad();
-                        };
-                        uint(b)
-                    }
-                    b'r' => {
-                        let Some(b) = take(&mut at, 4) else {
-                            return bad();
-                        };
-                        uint(b)
-                    }
-                    _ => memo.len() as u64,
-                };
-                let Some(&top) = stack.last() else {
-                    return bad();
-                };
-                memo.insert(id, top);
-            }
-            b'g' | b'h' | b'j' => {
-                let id = match op {
-                    b'g' => {
-                        let Some(n) = line(&mut at) else { return bad() };
-                        n as u64 ^ (at as u64) << 32
-                    }
-                    b'h' => {
-                        let Some(b) = take(&mut at, 1) else {
-                            return bad();
-                        };
-                        uint(b)
-                    }
-                    _ => {
-                        let Some(b) = take(&mut at, 4) else {
-                            return bad();
-                        };
-                        uint(b)
-                    }
-                };
-                // A text GET names its id in text: count it as the largest memo entry.
-                // (And as holding what any entry holds.)
-                let entry = if op == b'g' {
-                    let f = memo.values().fold(0, |f, e| f | e.2);
-                    memo.values()
-                        .copied()
-                        .max_by_key(|e| e.0)
-                        .map(|(w, d, _)| (w, d, f))
-                } else {
-                    memo.get(&id).copied()
-                };
-                let Some((w, d, f)) = entry else { return bad() };
-                push_f(&mut stack, w, d, f)?;
-            }
-            _ => return bad(), // unknown: the decoder refuses it
-        }
-    }
 }
 
 impl Connection {
@@ -580,7 +236,7 @@ mod tests {
             p.extend_from_slice(b"h\x00");
         }
         p.extend_from_slice(b"l.");
-        assert_refused("text PUT of bytes referred to 2000 times", &p, "bytes");
+        assert_refused("text PUT of bytes referred to 2000 times", &p, "would build more than");
     }
 
     #[test]
@@ -624,7 +280,7 @@ mod tests {
         p.extend_from_slice(b"lh\x00");
         p.extend(big_bytes());
         p.extend_from_slice(b"a0.");
-        assert_refused("a memoized list grown after 2000 references", &p, "bytes");
+        assert_refused("a memoized list grown after 2000 references", &p, "would build more than");
     }
 
     #[test]
@@ -634,7 +290,7 @@ mod tests {
         let mut p = b"\x80\x04".to_vec();
         p.extend(std::iter::repeat_n(b'(', 30_000));
         p.extend_from_slice(b"N.");
-        assert_refused("30,000 MARKs", &p, "bytes");
+        assert_refused("30,000 MARKs", &p, "would build more than");
     }
 
     #[test]
