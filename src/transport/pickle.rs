@@ -15,10 +15,12 @@
 //!
 //! **Hostile pickles.** A pickle can refer to a value already built (its memo) any number of
 //! times, and the value type holds copies, not references: a few hundred bytes could otherwise
-//! ask for terabytes. Before decoding, the opcodes are walked once (their arguments are skipped,
-//! the stack's sizes tracked) and a pickle is refused if what it would build exceeds
-//! `max(64 MiB, 256 x its length)` bytes or nests deeper than 1000 levels (each level is a frame
-//! of recursion when the value is dropped).
+//! ask for terabytes. Before decoding, the opcodes are run once the way serde-pickle runs them,
+//! on value-less nodes (`walk`, which states what it mirrors), and a pickle is refused if what
+//! it would build exceeds `max(64 MiB, 256 x its length)` bytes, nests deeper than 1000 levels
+//! (each level is a frame of recursion when the value is dropped), refers to itself, or builds a
+//! set whose keys have no total order (a NaN; floats beside ints beyond 2^53), which
+//! serde-pickle's sort could panic on. What the walk cannot follow is refused too.
 
 use crate::error::{Error, Result};
 use crate::pipe::Connection;

@@ -292,17 +292,27 @@ impl<'a> Walk<'a> {
             };
             self.at += 1;
             match op {
-                0x80 => drop(self.take(1)?), // PROTO
-                0x95 => drop(self.take(8)?), // FRAME
-                b'.' => return self.pop(),   // STOP
+                b'.' => return self.pop(), // STOP
+                0x80 => {
+                    self.take(1)?; // PROTO
+                }
+                0x95 => {
+                    self.take(8)?; // FRAME
+                }
                 b'(' => {
                     self.marks += 1;
                     let below = std::mem::take(&mut self.stack);
                     self.stacks.push(below);
                 }
-                b'0' if self.stack.is_empty() => drop(self.pop_mark()?), // POP of a MARK
-                b'0' => drop(self.pop()?),
-                b'1' => drop(self.pop_mark()?), // POP_MARK
+                b'0' if self.stack.is_empty() => {
+                    self.pop_mark()?; // POP of a MARK, as the decoder's
+                }
+                b'0' => {
+                    self.pop()?;
+                }
+                b'1' => {
+                    self.pop_mark()?; // POP_MARK
+                }
                 b'2' => {
                     let t = self.top()?; // DUP: a clone of what the top stands for
                     self.clones.push(t);
@@ -496,12 +506,7 @@ impl<'a> Walk<'a> {
     /// Evaluates every node once (children first, iteratively): refuses a cycle, a depth beyond
     /// [`MAX_DEPTH`], a set-like node holding [`unordered`] keys, and a total beyond the budget.
     fn evaluate(&self, result: Slot) -> Result<(), String> {
-        const NEW: u8 = 0;
-        const OPEN: u8 = 1;
-        const DONE: u8 = 2;
-        let len = self.nodes.len();
-        let (mut size, mut depth) = (vec![0u64; len], vec![0u32; len]);
-        let (mut flags, mut state) = (vec![0u8; len], vec![NEW; len]);
+        let mut m: Vec<Metrics> = self.nodes.iter().map(Metrics::new).collect();
         let child = |s: Slot| match s {
             Slot::Node(n) => Ok(n as usize),
             Slot::Ref(id) => self
@@ -510,31 +515,26 @@ impl<'a> Walk<'a> {
                 .map(|&n| n as usize)
                 .ok_or_else(|| "it refers to a memo entry there is not".to_owned()),
         };
-        // (node, its next child)
-        let mut path: Vec<(usize, usize)> = Vec::new();
-        for root in 0..len {
-            if state[root] != NEW {
+        // The path from a root: (node, its next child, whether it is a memo reference's).
+        let mut path: Vec<(usize, usize, bool)> = Vec::new();
+        for root in 0..m.len() {
+            if m[root].state != NEW {
                 continue;
             }
-            let open = |v: usize, size: &mut [u64], depth: &mut [u32], flags: &mut [u8]| {
-                let n = &self.nodes[v];
-                size[v] = n.own;
-                depth[v] = (n.kind != Kind::Scalar) as u32;
-                flags[v] = n.flags;
-            };
-            open(root, &mut size, &mut depth, &mut flags);
-            state[root] = OPEN;
-            path.push((root, 0));
-            while let Some(&(v, next)) = path.last() {
+            m[root].state = OPEN;
+            path.push((root, 0, false));
+            while let Some(&(v, next, _)) = path.last() {
                 if let Some(&s) = self.nodes[v].children.get(next) {
                     let top = path.len() - 1;
                     path[top].1 += 1;
                     let c = child(s)?;
-                    match state[c] {
+                    let by_ref = matches!(s, Slot::Ref(_));
+                    match m[c].state {
                         OPEN => {
                             return Err(
                                 "it refers to itself (a value holding a memo reference to \
-                                 itself), which the decoder refuses"
+                                 itself, which the decoder refuses; or a copy put inside \
+                                 what it copies, which the walk does not follow)"
                                     .into(),
                             );
                         }
@@ -543,50 +543,86 @@ impl<'a> Walk<'a> {
                             if path.len() > MAX_DEPTH as usize {
                                 return Err(format!("it nests deeper than {MAX_DEPTH} levels"));
                             }
-                            open(c, &mut size, &mut depth, &mut flags);
-                            state[c] = OPEN;
-                            path.push((c, 0));
+                            m[c].state = OPEN;
+                            path.push((c, 0, by_ref));
                         }
-                        _ => {
-                            size[v] = size[v].saturating_add(size[c]);
-                            depth[v] = depth[v].max(depth[c] + 1);
-                            flags[v] |= flags[c];
-                        }
+                        _ => Metrics::fold(&mut m, v, c, by_ref),
                     }
                     continue;
                 }
                 // All of v's children are in.
-                path.pop();
-                state[v] = DONE;
-                if depth[v] > MAX_DEPTH {
+                let (_, _, by_ref) = path.pop().unwrap_or((v, 0, false));
+                m[v].state = DONE;
+                if m[v].depth > MAX_DEPTH {
                     return Err(format!("it nests deeper than {MAX_DEPTH} levels"));
                 }
-                if self.nodes[v].kind == Kind::SetLike && unordered(flags[v]) {
+                if self.nodes[v].kind == Kind::SetLike && unordered(m[v].flags) {
                     return Err(unordered_error());
                 }
-                if let Some(&(u, _)) = path.last() {
-                    size[u] = size[u].saturating_add(size[v]);
-                    depth[u] = depth[u].max(depth[v] + 1);
-                    flags[u] |= flags[v];
+                if let Some(&(u, _, _)) = path.last() {
+                    Metrics::fold(&mut m, u, v, by_ref);
                 }
             }
         }
         let own: u64 = self.nodes.iter().map(|n| n.own).sum();
+        // What the decoder clones is a node's own tree (memo references stay references).
         let cloned = self
             .clones
             .iter()
-            .fold(0u64, |a, &n| a.saturating_add(size[n as usize]));
+            .fold(0u64, |a, &n| a.saturating_add(m[n as usize].shallow));
         let parse = own
             .saturating_add(cloned)
             .saturating_add(self.marks.saturating_mul(MARK_SLOTS * ITEM));
+        // Converting, the decoder holds what it parsed, clones of memo objects on the path it
+        // converts (no more than it parsed: distinct memo objects' trees are disjoint), and the
+        // converted value, where each memo reference is a full copy.
         let total = parse
             .saturating_mul(2)
-            .saturating_add(size[child(result)?]);
+            .saturating_add(m[child(result)?].size);
         let budget = (64u64 << 20).max(256 * self.p.len() as u64);
         if total > budget {
             return Err(format!("it would build more than {budget} bytes"));
         }
         Ok(())
+    }
+}
+
+const NEW: u8 = 0;
+const OPEN: u8 = 1;
+const DONE: u8 = 2;
+
+/// What [`Walk::evaluate`] learns of a node.
+struct Metrics {
+    /// Bytes of the value it converts to (a memo reference: a full copy of its object).
+    size: u64,
+    /// Bytes of a clone of it while parsing (a memo reference: one `Value`).
+    shallow: u64,
+    depth: u32,
+    /// Its flags and all it holds.
+    flags: u8,
+    state: u8,
+}
+
+impl Metrics {
+    fn new(n: &Node) -> Metrics {
+        Metrics {
+            size: n.own,
+            shallow: n.own,
+            depth: (n.kind != Kind::Scalar) as u32,
+            flags: n.flags,
+            state: NEW,
+        }
+    }
+
+    /// Child `c` (evaluated) into `v`.
+    fn fold(m: &mut [Metrics], v: usize, c: usize, by_ref: bool) {
+        let (size, depth, flags) = (m[c].size, m[c].depth, m[c].flags);
+        let shallow = if by_ref { ITEM } else { m[c].shallow };
+        let v = &mut m[v];
+        v.size = v.size.saturating_add(size);
+        v.shallow = v.shallow.saturating_add(shallow);
+        v.depth = v.depth.max(depth + 1);
+        v.flags |= flags;
     }
 }
 
