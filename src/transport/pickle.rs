@@ -238,7 +238,11 @@ mod tests {
             p.extend_from_slice(b"h\x00");
         }
         p.extend_from_slice(b"l.");
-        assert_refused("text PUT of bytes referred to 2000 times", &p, "would build more than");
+        assert_refused(
+            "text PUT of bytes referred to 2000 times",
+            &p,
+            "would build more than",
+        );
     }
 
     #[test]
@@ -282,7 +286,11 @@ mod tests {
         p.extend_from_slice(b"lh\x00");
         p.extend(big_bytes());
         p.extend_from_slice(b"a0.");
-        assert_refused("a memoized list grown after 2000 references", &p, "would build more than");
+        assert_refused(
+            "a memoized list grown after 2000 references",
+            &p,
+            "would build more than",
+        );
     }
 
     #[test]
@@ -334,6 +342,50 @@ mod tests {
         assert!(matches!(loads(&exact), Ok(Value::Set(s)) if s.len() == 4));
         let nan_key = unhex("8004950f000000000000007d94477ff80000000000004b01732e"); // {nan: 1}
         assert!(matches!(loads(&nan_key), Ok(Value::Dict(d)) if d.len() == 1));
+    }
+
+    #[test]
+    fn what_the_walk_cannot_follow_is_refused_saying_where() {
+        // Each of these serde-pickle refuses too; the walk says why, and where, before it.
+        let cases: &[(&str, &[u8], &str)] = &[
+            (
+                "an unknown opcode",
+                b"\x80\x04N\xff.",
+                "opcode 0xff at byte 3",
+            ),
+            ("PERSID", b"\x80\x04P1\n.", "does not read"),
+            ("a truncated argument", b"\x80\x04J\x01\x02", "ends inside"),
+            (
+                "a text memo id that is no number",
+                b"Np0x\n.",
+                "not a number",
+            ),
+            (
+                "a GET of nothing",
+                b"\x80\x04h\x05.",
+                "memo entry there is not",
+            ),
+            (
+                "POP_MARK without a MARK",
+                b"\x80\x04N1.",
+                "MARK there is not",
+            ),
+            ("no STOP", b"\x80\x04N", "before its STOP"),
+            (
+                "a negative length",
+                b"\x80\x02T\xff\xff\xff\xff.",
+                "negative",
+            ),
+            // l = []; l.append(l): the decoder refuses it as recursive.
+            (
+                "a list holding itself",
+                b"\x80\x04]\x94h\x00a.",
+                "refers to itself",
+            ),
+        ];
+        for (what, p, why) in cases {
+            assert_refused(what, p, why);
+        }
     }
 
     #[test]

@@ -147,7 +147,10 @@ struct Walk<'a> {
 
 impl<'a> Walk<'a> {
     fn bad(&self, what: &str) -> String {
-        format!("{what} (opcode 0x{:02x} at byte {})", self.p[self.op_at], self.op_at)
+        format!(
+            "{what} (opcode 0x{:02x} at byte {})",
+            self.p[self.op_at], self.op_at
+        )
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
@@ -162,7 +165,11 @@ impl<'a> Walk<'a> {
     }
 
     fn uint(&mut self, n: usize) -> Result<u64, String> {
-        Ok(self.take(n)?.iter().rev().fold(0, |a, &x| a << 8 | x as u64))
+        Ok(self
+            .take(n)?
+            .iter()
+            .rev()
+            .fold(0, |a, &x| a << 8 | x as u64))
     }
 
     /// A text argument, as the decoder's `read_line`: up to `\n`, without it and one `\r`.
@@ -184,7 +191,8 @@ impl<'a> Walk<'a> {
 
     fn number<T: std::str::FromStr>(&self, line: &[u8]) -> Result<T, String> {
         let s = std::str::from_utf8(line).unwrap_or("");
-        s.parse().map_err(|_| self.bad("a text argument is not a number"))
+        s.parse()
+            .map_err(|_| self.bad("a text argument is not a number"))
     }
 
     /// A length-prefixed payload with a little-endian length of `n` bytes (`signed`: an i32).
@@ -199,7 +207,12 @@ impl<'a> Walk<'a> {
 
     fn node(&mut self, own: u64, kind: Kind, flags: u8, children: Vec<Slot>) -> Slot {
         // At most one node per opcode: fewer than 2^32 (the length is checked).
-        self.nodes.push(Node { own, kind, flags, children });
+        self.nodes.push(Node {
+            own,
+            kind,
+            flags,
+            children,
+        });
         Slot::Node(self.nodes.len() as u32 - 1)
     }
 
