@@ -15,15 +15,19 @@
 //!
 //! **Hostile pickles.** A pickle can refer to a value already built (its memo) any number of
 //! times, and the value type holds copies, not references: a few hundred bytes could otherwise
-//! ask for terabytes. Before decoding, the opcodes are walked once (their arguments are skipped,
-//! the stack's sizes tracked) and a pickle is refused if what it would build exceeds
-//! `max(64 MiB, 256 x its length)` bytes or nests deeper than 1000 levels (each level is a frame
-//! of recursion when the value is dropped).
+//! ask for terabytes. Before decoding, the opcodes are run once the way serde-pickle runs them,
+//! on value-less nodes (`walk`, which states what it mirrors), and a pickle is refused if what
+//! it would build exceeds `max(64 MiB, 256 x its length)` bytes, nests deeper than 1000 levels
+//! (each level is a frame of recursion when the value is dropped), refers to itself, or builds a
+//! set whose keys have no total order (a NaN; floats beside ints beyond 2^53), which
+//! serde-pickle's sort could panic on. What the walk cannot follow is refused too.
 
 use crate::error::{Error, Result};
 use crate::pipe::Connection;
 use crate::wait::Deadline;
 use std::time::Duration;
+
+mod walk;
 
 pub use num_bigint::BigInt;
 pub use serde_pickle::{HashableValue, Value};
@@ -61,11 +65,11 @@ pub fn dumps(v: &Value) -> Result<Vec<u8>> {
 /// Unpickles `bytes` (any protocol) into a [`Value`]; anything but the types above is
 /// [`Error::Decode`].
 pub fn loads(bytes: &[u8]) -> Result<Value> {
-    bounded(bytes).map_err(|why| Error::Decode {
+    walk::bounded(bytes).map_err(|why| Error::Decode {
         reason: format!("refused before decoding: {why}"),
         bytes: Vec::new(),
     })?;
-    // What `bounded` let through builds no set whose keys lack a total order (see `UNORDERED`):
+    // What the walk let through builds no set whose keys lack a total order (see `UNORDERED`):
     // serde-pickle's sort of them cannot panic.
     serde_pickle::value_from_slice(bytes, serde_pickle::DeOptions::new()).map_err(|e| {
         Error::Decode {
@@ -73,352 +77,6 @@ pub fn loads(bytes: &[u8]) -> Result<Value> {
             bytes: Vec::new(),
         }
     })
-}
-
-/// What one value costs in memory before its bytes: a `Value` (strings', lists' and tuples' own
-/// buffers add their bytes or their elements' `Value`s). The bound counts this, not one byte per
-/// value: a pickle of `DUP`s of tuples of `None`s is small and builds many `Value`s.
-const ITEM: u64 = std::mem::size_of::<Value>() as u64;
-
-/// The most nesting a pickle may build.
-const MAX_DEPTH: u32 = 1000;
-
-/// What a stack item holds, anywhere within it: a NaN float, a float, an int beyond 2^53 in
-/// magnitude (which `i as f64` rounds).
-const NAN: u8 = 1;
-const FLOAT: u8 = 2;
-const BIG: u8 = 4;
-
-/// Whether a set of items holding `f` would have keys without a total order. serde-pickle builds
-/// a set by sorting its keys in `HashableValue`'s order, which is not total for a NaN (less than
-/// everything, and everything less than it) nor between floats and ints beyond 2^53: an int is
-/// compared with a float as `i as f64`, which rounds it, so `2^53 + 1 == 2.0^53 == 2^53` while
-/// `2^53 < 2^53 + 1` (beyond 64 bits, each may even be less than the other); std's sort may then
-/// panic, or build a set that is wrong. Such a set (or frozenset, or a value
-/// built by a call such as `set(...)`, whose arguments may become one) is refused before
-/// decoding. A dict's keys are inserted one by one, which never sorts: a NaN key is decoded.
-fn unordered(f: u8) -> bool {
-    f & NAN != 0 || f & (FLOAT | BIG) == FLOAT | BIG
-}
-
-/// The largest magnitude up to which every int is exactly a float.
-const EXACT: u64 = 1 << 53;
-
-/// Whether a LONG1/LONG4 int (little-endian two's complement) is beyond 2^53 in magnitude.
-fn long_is_wide(digits: &[u8]) -> bool {
-    if digits.len() > 8 {
-        return true;
-    }
-    let neg = digits.last().is_some_and(|&b| b & 0x80 != 0);
-    let mut le = [if neg { 0xff } else { 0 }; 8];
-    le[..digits.len()].copy_from_slice(digits);
-    i64::from_le_bytes(le).unsigned_abs() > EXACT
-}
-
-/// The error for a set refused by [`unordered`].
-fn unordered_error() -> String {
-    "it builds a set (or frozenset) holding a NaN, or both floats and ints beyond 2^53, \
-     whose keys have no total order here"
-        .to_owned()
-}
-
-/// Checks that what `p` would build stays within `max(64 MiB, 256 x len)` bytes of values, each
-/// counted as a `Value` and its bytes ([`ITEM`]; memo references
-/// counted as the copies the value type makes) and 1000 levels; walks every opcode once. What is
-/// not well formed is left to the decoder to refuse (an unknown opcode included).
-fn bounded(p: &[u8]) -> std::result::Result<(), String> {
-    let budget = (64u64 << 20).max(256 * p.len() as u64);
-    // Per stack item: (bytes it stands for, nesting depth, what it holds: `NAN`, `FLOAT`, `BIG`).
-    let mut stack: Vec<Item> = Vec::new();
-    let mut marks: Vec<usize> = Vec::new();
-    let mut memo: std::collections::HashMap<u64, Item> = std::collections::HashMap::new();
-    let mut total: u64 = 0;
-    let mut at = 0usize;
-    let take = |at: &mut usize, n: usize| -> Option<&[u8]> {
-        let s = p.get(*at..at.checked_add(n)?)?;
-        *at += n;
-        Some(s)
-    };
-    let uint = |b: &[u8]| b.iter().rev().fold(0u64, |a, &x| a << 8 | x as u64);
-    let line = |at: &mut usize| -> Option<usize> {
-        let n = p.get(*at..)?.iter().position(|&b| b == b'\n')?;
-        *at += n + 1;
-        Some(n)
-    };
-    type Item = (u64, u32, u8);
-    fn sum(popped: &[Item]) -> Item {
-        popped.iter().fold((0, 0, 0), |(w, d, f), &(pw, pd, pf)| {
-            (w.saturating_add(pw), d.max(pd), f | pf)
-        })
-    }
-    // Pops back to the last mark: the popped items' bytes, depth and contents.
-    fn to_mark(stack: &mut Vec<Item>, marks: &mut Vec<usize>) -> Option<Item> {
-        let m = marks.pop()?;
-        if m > stack.len() {
-            return None;
-        }
-        Some(sum(&stack.split_off(m)))
-    }
-    fn pop_n(stack: &mut Vec<Item>, n: usize) -> Option<Item> {
-        let at = stack.len().checked_sub(n)?;
-        Some(sum(&stack.split_off(at)))
-    }
-    loop {
-        let Some(&op) = p.get(at) else { return Ok(()) };
-        at += 1;
-        let mut push_f =
-            |stack: &mut Vec<Item>, w: u64, d: u32, f: u8| -> std::result::Result<(), String> {
-                total = total.saturating_add(w);
-                if total > budget {
-                    return Err(format!("it would build more than {budget} bytes"));
-                }
-                if d > MAX_DEPTH {
-                    return Err(format!("it nests deeper than {MAX_DEPTH} levels"));
-                }
-                stack.push((w, d, f));
-                Ok(())
-            };
-        let bad = || Ok(()); // malformed: the decoder refuses it
-        match op {
-            b'.' => return Ok(()),
-            0x80 => {
-                if take(&mut at, 1).is_none() {
-                    return bad();
-                }
-            } // PROTO
-            0x95 => {
-                if take(&mut at, 8).is_none() {
-                    return bad();
-                }
-            } // FRAME
-            b'(' => marks.push(stack.len()),
-            // Scalars with fixed arguments.
-            b'N' | 0x88 | 0x89 => push_f(&mut stack, ITEM, 0, 0)?,
-            b'K' | b'M' | b'J' | b'G' => {
-                let n = match op {
-                    b'K' => 1,
-                    b'M' => 2,
-                    b'J' => 4,
-                    _ => 8,
-                };
-                let Some(arg) = take(&mut at, n) else {
-                    return bad();
-                };
-                let f = match op {
-                    b'G' if f64::from_be_bytes(arg.try_into().unwrap_or([0; 8])).is_nan() => {
-                        FLOAT | NAN
-                    }
-                    b'G' => FLOAT,
-                    _ => 0,
-                };
-                push_f(&mut stack, ITEM, 0, f)?;
-            }
-            // Length-prefixed scalars: (length bytes).
-            0x8a | b'U' | b'C' | 0x8c | 0x8b | b'T' | b'B' | b'X' | 0x8e | 0x8d | 0x96 => {
-                let lb = match op {
-                    0x8a | b'U' | b'C' | 0x8c => 1,
-                    0x8b | b'T' | b'B' | b'X' => 4,
-                    _ => 8,
-                };
-                let Some(l) = take(&mut at, lb) else {
-                    return bad();
-                };
-                let n = uint(l);
-                let Some(digits) = usize::try_from(n).ok().and_then(|n| take(&mut at, n)) else {
-                    return bad();
-                };
-                // LONG1 / LONG4: little-endian two's complement, of any length.
-                let f = if matches!(op, 0x8a | 0x8b) && long_is_wide(digits) {
-                    BIG
-                } else {
-                    0
-                };
-                push_f(&mut stack, ITEM + n, 0, f)?;
-            }
-            // Text-line scalars.
-            b'I' | b'L' | b'S' | b'V' | b'F' => {
-                let start = at;
-                let Some(n) = line(&mut at) else { return bad() };
-                let text = std::str::from_utf8(&p[start..start + n])
-                    .unwrap_or("")
-                    .trim();
-                let f = match op {
-                    // A NaN, or text that is no float (which the decoder refuses anyway).
-                    b'F' if text.parse::<f64>().is_ok_and(|x| !x.is_nan()) => FLOAT,
-                    b'F' => FLOAT | NAN,
-                    b'I' | b'L'
-                        if text
-                            .trim_end_matches('L')
-                            .parse::<i64>()
-                            .map_or(true, |i| i.unsigned_abs() > EXACT) =>
-                    {
-                        BIG
-                    }
-                    _ => 0,
-                };
-                push_f(&mut stack, ITEM + n as u64, 0, f)?;
-            }
-            b'c' | b'i' => {
-                if line(&mut at).is_none() || line(&mut at).is_none() {
-                    return bad();
-                }
-                if op == b'i' {
-                    let Some((w, d, f)) = to_mark(&mut stack, &mut marks) else {
-                        return bad();
-                    };
-                    push_f(&mut stack, ITEM + w, d + 1, f)?;
-                } else {
-                    push_f(&mut stack, ITEM, 0, 0)?;
-                }
-            }
-            b'P' => {
-                if line(&mut at).is_none() {
-                    return bad();
-                }
-                push_f(&mut stack, ITEM, 0, 0)?;
-            }
-            0x82..=0x84 => {
-                let n = match op {
-                    0x82 => 1,
-                    0x83 => 2,
-                    _ => 4,
-                };
-                if take(&mut at, n).is_none() {
-                    return bad();
-                }
-                push_f(&mut stack, ITEM, 0, 0)?;
-            }
-            0x97 => push_f(&mut stack, ITEM, 0, 0)?, // NEXT_BUFFER
-            0x98 => {}                               // READONLY_BUFFER
-            // Containers.
-            b']' | b')' | b'}' | 0x8f => push_f(&mut stack, ITEM, 1, 0)?,
-            b'l' | b't' | b'd' | 0x91 | b'o' => {
-                let Some((w, d, f)) = to_mark(&mut stack, &mut marks) else {
-                    return bad();
-                };
-                if op == 0x91 && unordered(f) {
-                    return Err(unordered_error()); // FROZENSET
-                }
-                push_f(&mut stack, ITEM + w, d + 1, f)?;
-            }
-            0x85..=0x87 => {
-                let Some((w, d, f)) = pop_n(&mut stack, (op - 0x84) as usize) else {
-                    return bad();
-                };
-                push_f(&mut stack, ITEM + w, d + 1, f)?;
-            }
-            b'a' | b's' | b'b' | b'e' | b'u' | 0x90 => {
-                let got = match op {
-                    b'a' | b'b' => pop_n(&mut stack, 1),
-                    b's' => pop_n(&mut stack, 2),
-                    _ => to_mark(&mut stack, &mut marks),
-                };
-                let (Some((w, d, f)), Some(top)) = (got, stack.len().checked_sub(1)) else {
-                    return bad();
-                };
-                if op == 0x90 && unordered(f | stack[top].2) {
-                    return Err(unordered_error()); // ADDITEMS
-                }
-                let (tw, td, tf) = stack[top];
-                stack[top] = (tw.saturating_add(w), td.max(d + 1), tf | f);
-                if stack[top].1 > MAX_DEPTH {
-                    return Err(format!("it nests deeper than {MAX_DEPTH} levels"));
-                }
-            }
-            b'R' | 0x93 | 0x81 | 0x92 | b'Q' => {
-                let n = match op {
-                    b'Q' => 1,
-                    0x92 => 3,
-                    _ => 2,
-                };
-                let Some((w, d, f)) = pop_n(&mut stack, n) else {
-                    return bad();
-                };
-                // A call (`set(...)` among them): its arguments may become a set.
-                if unordered(f) {
-                    return Err(unordered_error());
-                }
-                push_f(&mut stack, ITEM + w, d + 1, f)?;
-            }
-            // The stack itself.
-            b'0' => {
-                if stack.pop().is_none() {
-                    return bad();
-                }
-            }
-            b'1' => {
-                if to_mark(&mut stack, &mut marks).is_none() {
-                    return bad();
-                }
-            }
-            b'2' => {
-                let Some(&(w, d, f)) = stack.last() else {
-                    return bad();
-                };
-                push_f(&mut stack, w, d, f)?;
-            }
-            // The memo: a reference builds a copy.
-            b'p' | b'q' | b'r' | 0x94 => {
-                let id = match op {
-                    b'p' => {
-                        let Some(n) = line(&mut at) else { return bad() };
-                        n as u64 ^ (at as u64) << 32
-                    }
-                    b'q' => {
-                        let Some(b) = take(&mut at, 1) else {
-                            return bad();
-                        };
-                        uint(b)
-                    }
-                    b'r' => {
-                        let Some(b) = take(&mut at, 4) else {
-                            return bad();
-                        };
-                        uint(b)
-                    }
-                    _ => memo.len() as u64,
-                };
-                let Some(&top) = stack.last() else {
-                    return bad();
-                };
-                memo.insert(id, top);
-            }
-            b'g' | b'h' | b'j' => {
-                let id = match op {
-                    b'g' => {
-                        let Some(n) = line(&mut at) else { return bad() };
-                        n as u64 ^ (at as u64) << 32
-                    }
-                    b'h' => {
-                        let Some(b) = take(&mut at, 1) else {
-                            return bad();
-                        };
-                        uint(b)
-                    }
-                    _ => {
-                        let Some(b) = take(&mut at, 4) else {
-                            return bad();
-                        };
-                        uint(b)
-                    }
-                };
-                // A text GET names its id in text: count it as the largest memo entry.
-                // (And as holding what any entry holds.)
-                let entry = if op == b'g' {
-                    let f = memo.values().fold(0, |f, e| f | e.2);
-                    memo.values()
-                        .copied()
-                        .max_by_key(|e| e.0)
-                        .map(|(w, d, _)| (w, d, f))
-                } else {
-                    memo.get(&id).copied()
-                };
-                let Some((w, d, f)) = entry else { return bad() };
-                push_f(&mut stack, w, d, f)?;
-            }
-            _ => return bad(), // unknown: the decoder refuses it
-        }
-    }
 }
 
 impl Connection {
@@ -510,6 +168,141 @@ mod tests {
         PANICKED.with(|p| p.replace(false))
     }
 
+    fn nan() -> Vec<u8> {
+        let mut v = vec![b'G'];
+        v.extend_from_slice(&f64::NAN.to_be_bytes());
+        v
+    }
+
+    fn float(x: f64) -> Vec<u8> {
+        let mut v = vec![b'G'];
+        v.extend_from_slice(&x.to_be_bytes());
+        v
+    }
+
+    /// LONG1 of `i`.
+    fn long(i: i64) -> Vec<u8> {
+        let mut v = vec![0x8a, 8];
+        v.extend_from_slice(&i.to_le_bytes());
+        v
+    }
+
+    /// 40 floats, every third a NaN: keys serde-pickle's sort may panic on.
+    fn floats_with_nans() -> Vec<u8> {
+        (0..40)
+            .flat_map(|i| if i % 3 == 0 { nan() } else { float(i as f64) })
+            .collect()
+    }
+
+    /// Decodes `p`, asserting there is no panic, and that it is refused before decoding, saying
+    /// something containing `why`.
+    fn assert_refused(what: &str, p: &[u8], why: &str) {
+        let mut got = None;
+        let panicked = panics_in(|| got = Some(loads(p)));
+        assert!(!panicked, "{what}: the decoder panicked");
+        match got.unwrap() {
+            Ok(v) => panic!("{what}: decoded ({})", type_name(&v)),
+            Err(e) => {
+                let e = e.to_string();
+                assert!(e.contains("refused before decoding"), "{what}: {e}");
+                assert!(e.contains(why), "{what}: {e}");
+            }
+        }
+    }
+
+    /// 64 KiB of bytes (BINBYTES).
+    fn big_bytes() -> Vec<u8> {
+        let mut b = vec![b'B'];
+        b.extend_from_slice(&(64u32 << 10).to_le_bytes());
+        b.extend(std::iter::repeat_n(0u8, 64 << 10));
+        b
+    }
+
+    #[test]
+    fn a_text_memo_id_is_read_as_the_decoder_reads_it() {
+        // PUT "0\n" is memo id 0 to serde-pickle: BINGET 0 finds it.
+        let mut p = b"\x80\x02Np0\n0h\x00(".to_vec();
+        p.extend(floats_with_nans());
+        p.extend_from_slice(b"\x91.");
+        assert_refused("text PUT, BINGET, then a frozenset of NaNs", &p, "NaN");
+        // Text GET of a text PUT.
+        let mut p = b"\x80\x02Np0\n0g0\n0(".to_vec();
+        p.extend(floats_with_nans());
+        p.extend_from_slice(b"\x91.");
+        assert_refused("text PUT, text GET, then a frozenset of NaNs", &p, "NaN");
+        // 64 KiB of bytes, put as text, referred to 2000 times: 128 MiB from 70 KB.
+        let mut p = b"\x80\x02".to_vec();
+        p.extend(big_bytes());
+        p.extend_from_slice(b"p0\n0(");
+        for _ in 0..2000 {
+            p.extend_from_slice(b"h\x00");
+        }
+        p.extend_from_slice(b"l.");
+        assert_refused(
+            "text PUT of bytes referred to 2000 times",
+            &p,
+            "would build more than",
+        );
+    }
+
+    #[test]
+    fn pop_on_an_empty_segment_pops_its_mark() {
+        // MARK None MARK POP (pops the second MARK, as serde-pickle does) POP_MARK (the first),
+        // then a frozenset of NaNs.
+        let mut p = b"\x80\x02(N(01(".to_vec();
+        p.extend(floats_with_nans());
+        p.extend_from_slice(b"\x91.");
+        assert_refused("POP of a MARK, then a frozenset of NaNs", &p, "NaN");
+    }
+
+    #[test]
+    fn a_set_mutated_after_it_was_memoized_is_checked() {
+        // set(list): the list, memoized empty, gets its NaNs after; REDUCE finds it by BINGET.
+        let mut p = b"\x80\x02cbuiltins\nset\n]\x94(".to_vec();
+        p.extend(floats_with_nans());
+        p.extend_from_slice(b"e0h\x00\x85R.");
+        assert_refused("set(list) of a list memoized before its NaNs", &p, "NaN");
+        // A set memoized, floats added; then (through BINGET) ints beyond 2^53.
+        let mut p = b"\x80\x04\x8f\x94(".to_vec();
+        for i in 0..30 {
+            p.extend(float(9007199254740992.0 + 2.0 * i as f64));
+        }
+        p.extend_from_slice(b"\x900h\x00(");
+        for i in 0..30 {
+            p.extend(long(9007199254740993 + 2 * i));
+        }
+        p.extend_from_slice(b"\x90.");
+        assert_refused("a memoized set: floats, then ints beyond 2^53", &p, "2^53");
+    }
+
+    #[test]
+    fn a_memoized_list_grown_after_its_references_is_counted() {
+        // An empty list memoized, referred to 2000 times from a list; then 64 KiB of bytes
+        // appended to it (through BINGET): 128 MiB from 70 KB.
+        let mut p = b"\x80\x04]\x94(".to_vec();
+        for _ in 0..2000 {
+            p.extend_from_slice(b"h\x00");
+        }
+        p.extend_from_slice(b"lh\x00");
+        p.extend(big_bytes());
+        p.extend_from_slice(b"a0.");
+        assert_refused(
+            "a memoized list grown after 2000 references",
+            &p,
+            "would build more than",
+        );
+    }
+
+    #[test]
+    fn a_mark_bomb_is_refused() {
+        // serde-pickle gives every MARK a new stack of 128 values: 30,000 MARKs (30 KB) would
+        // take over 100 MiB.
+        let mut p = b"\x80\x04".to_vec();
+        p.extend(std::iter::repeat_n(b'(', 30_000));
+        p.extend_from_slice(b"N.");
+        assert_refused("30,000 MARKs", &p, "would build more than");
+    }
+
     #[test]
     fn sets_of_keys_without_a_total_order_decode_without_a_panic() {
         let mut inputs: Vec<(&str, Vec<u8>)> =
@@ -549,6 +342,127 @@ mod tests {
         assert!(matches!(loads(&exact), Ok(Value::Set(s)) if s.len() == 4));
         let nan_key = unhex("8004950f000000000000007d94477ff80000000000004b01732e"); // {nan: 1}
         assert!(matches!(loads(&nan_key), Ok(Value::Dict(d)) if d.len() == 1));
+    }
+
+    #[test]
+    fn what_the_walk_cannot_follow_is_refused_saying_where() {
+        // Each of these serde-pickle refuses too; the walk says why, and where, before it.
+        let cases: &[(&str, &[u8], &str)] = &[
+            (
+                "an unknown opcode",
+                b"\x80\x04N\xff.",
+                "opcode 0xff at byte 3",
+            ),
+            ("PERSID", b"\x80\x04P1\n.", "does not read"),
+            ("a truncated argument", b"\x80\x04J\x01\x02", "ends inside"),
+            (
+                "a text memo id that is no number",
+                b"Np0x\n.",
+                "not a number",
+            ),
+            (
+                "a GET of nothing",
+                b"\x80\x04h\x05.",
+                "memo entry there is not",
+            ),
+            (
+                "POP_MARK without a MARK",
+                b"\x80\x04N1.",
+                "MARK there is not",
+            ),
+            ("no STOP", b"\x80\x04N", "before its STOP"),
+            (
+                "a negative length",
+                b"\x80\x02T\xff\xff\xff\xff.",
+                "negative",
+            ),
+            // l = []; l.append(l): the decoder refuses it as recursive.
+            (
+                "a list holding itself",
+                b"\x80\x04]\x94h\x00a.",
+                "refers to itself",
+            ),
+        ];
+        for (what, p, why) in cases {
+            assert_refused(what, p, why);
+        }
+    }
+
+    #[test]
+    fn python_pickles_of_plain_values_decode() {
+        // Made by python3: x = [1, 2, 3]; v = [1, "two", (3.5, None, True), {"k": [x, x]},
+        // {1, 2, 3}, frozenset({"a", "b"}), b"by", 2**70, -5]; pickle.dumps(v, protocol).hex()
+        // (protocol 0 without the bytes: it spells them as a call of `_codecs.encode`).
+        use HashableValue as H;
+        let s = |s: &str| Value::String(s.into());
+        let x = || Value::List(vec![Value::I64(1), Value::I64(2), Value::I64(3)]);
+        let mixed = |bytes: bool| {
+            let mut v = vec![
+                Value::I64(1),
+                s("two"),
+                Value::Tuple(vec![Value::F64(3.5), Value::None, Value::Bool(true)]),
+                Value::Dict([(H::String("k".into()), Value::List(vec![x(), x()]))].into()),
+                Value::Set([H::I64(1), H::I64(2), H::I64(3)].into()),
+                Value::FrozenSet([H::String("a".into()), H::String("b".into())].into()),
+                Value::Bytes(b"by".to_vec()),
+                Value::Int(BigInt::from(1u128 << 70)),
+                Value::I64(-5),
+            ];
+            if !bytes {
+                v.remove(6);
+            }
+            Value::List(v)
+        };
+        let cases = [
+            (
+                "protocol 4",
+                "8004955b000000000000005d94284b018c0374776f9447400c0000000000004e8887947d948c016b945d94285d94284b014b024b0365680665738f94284b014b024b0390288c0161948c016294919443026279948a090000000000000000404afbffffff652e",
+                mixed(true),
+            ),
+            (
+                "protocol 0 (text PUT and GET)",
+                "286c70300a49310a615674776f0a70310a612846332e350a4e4930310a7470320a61286470330a566b0a70340a286c70350a286c70360a49310a6149320a6149330a616167360a617361635f5f6275696c74696e5f5f0a7365740a70370a28286c70380a49310a6149320a6149330a617470390a527031300a61635f5f6275696c74696e5f5f0a66726f7a656e7365740a7031310a28286c7031320a56610a7031330a6156620a7031340a61747031350a527031360a614c313138303539313632303731373431313330333432344c0a61492d350a612e",
+                mixed(false),
+            ),
+            (
+                "protocol 2 (sets and bytes as calls)",
+                "80025d7100284b01580300000074776f710147400c0000000000004e888771027d710358010000006b71045d7105285d7106284b014b024b036568066573635f5f6275696c74696e5f5f0a7365740a71075d7108284b014b024b036585710952710a635f5f6275696c74696e5f5f0a66726f7a656e7365740a710b5d710c28580100000061710d580100000062710e6585710f527110635f636f646563730a656e636f64650a711158020000006279711258060000006c6174696e3171138671145271158a090000000000000000404afbffffff652e",
+                mixed(true),
+            ),
+            (
+                // {"s": {"x", "y"}, "t": (x, x, [x])}
+                "protocol 3",
+                "80037d7100285801000000737101636275696c74696e730a7365740a71025d710328580100000078710458010000007971056585710652710758010000007471085d7109284b014b024b036568095d710a68096187710b752e",
+                Value::Dict(
+                    [
+                        (
+                            H::String("s".into()),
+                            Value::Set([H::String("x".into()), H::String("y".into())].into()),
+                        ),
+                        (
+                            H::String("t".into()),
+                            Value::Tuple(vec![x(), x(), Value::List(vec![x()])]),
+                        ),
+                    ]
+                    .into(),
+                ),
+            ),
+            (
+                // [bytearray(b"ab"), {2**53, 1.5}]: 2^53 is exact as a float.
+                "protocol 5",
+                "80059527000000000000005d94289602000000000000006162948f94288a0700000000000020473ff800000000000090652e",
+                Value::List(vec![
+                    Value::Bytes(b"ab".to_vec()),
+                    Value::Set([H::I64(1 << 53), H::F64(1.5)].into()),
+                ]),
+            ),
+        ];
+        for (what, hex, want) in cases {
+            match loads(&unhex(hex)) {
+                Ok(v) => assert_eq!(v, want, "{what}"),
+                Err(e) => panic!("{what}: {e}"),
+            }
+        }
     }
 
     #[test]
