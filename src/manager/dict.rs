@@ -23,6 +23,9 @@ use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+/// A snapshot's bytes, and each entry's (key length, value length) in them.
+type Snapshot = (Vec<u8>, Vec<(usize, usize)>);
+
 const EMPTY: u64 = 0;
 const TOMB: u64 = 1;
 const MIN_CAP: u64 = 8;
@@ -655,7 +658,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedDic
     /// The entries' bytes (keys and/or values, as asked) one after the other in one buffer, and
     /// each entry's (key length, value length) in it (0 for what was not asked): two allocations
     /// however many entries, so a large snapshot leaves no scattered heap behind.
-    fn snapshot(&self, keys: bool, values: bool) -> Result<(Vec<u8>, Vec<(usize, usize)>)> {
+    fn snapshot(&self, keys: bool, values: bool) -> Result<Snapshot> {
         self.c.read(|a, s| {
             let (mut buf, mut spans) = (Vec::new(), Vec::new());
             if let Some(t) = Table::of(a, s)? {
