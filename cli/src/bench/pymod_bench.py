@@ -91,6 +91,7 @@ class Dict:
 def main():
     w = {"rtt": Rtt, "queue": Items, "dict": Dict}[workload]()
     print("ready", flush=True)
+    code = 0
     try:
         for line in sys.stdin:
             f = line.split()
@@ -114,11 +115,20 @@ def main():
                     if now() >= end:
                         break
                 print("ok %d %.9f" % (n, now() - t), flush=True)
+    except BaseException:
+        # The bench reads no more lines from a side that failed: say why, and exit non-zero.
+        import traceback
+
+        traceback.print_exc()
+        code = 1
     finally:
         w.close()
         if hasattr(lib, "release_at_exit"):
             lib.release_at_exit()  # shmwire's names go with this process, as its drops would
-        os._exit(0)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # os._exit: no interpreter teardown (multiprocessing's atexit would join the children).
+        os._exit(code)
 
 
 main()
