@@ -293,6 +293,68 @@ mod tests {
         );
     }
 
+    /// Decodes `p` on a thread with std's default 2 MiB stack (any thread a program spawns), as a
+    /// debug build: a recursion the walk lets through overflows it, and the process aborts.
+    fn loads_on_a_small_stack(p: Vec<u8>) -> Result<Value> {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || loads(&p))
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    /// A chain of `n` lists, each holding a memo reference to the one before (about 12 bytes a
+    /// level): the decoder's conversion recurses through every reference.
+    fn memo_chain(n: u32) -> Vec<u8> {
+        let mut p = vec![0x80, 4, b']', 0x94, b'0'];
+        for i in 1..n {
+            p.push(b']');
+            p.push(b'j');
+            p.extend_from_slice(&(i - 1).to_le_bytes());
+            p.extend_from_slice(&[b'a', 0x94, b'0']);
+        }
+        p.push(b'j');
+        p.extend_from_slice(&(n - 1).to_le_bytes());
+        p.push(b'.');
+        p
+    }
+
+    fn nested_lists(n: usize) -> Vec<u8> {
+        let mut p = vec![0x80, 4];
+        p.extend(std::iter::repeat_n(b']', n));
+        p.extend(std::iter::repeat_n(b'a', n - 1));
+        p.push(b'.');
+        p
+    }
+
+    #[test]
+    fn nesting_that_would_overflow_a_threads_stack_is_refused() {
+        // Both were let through at 1000 levels and aborted the process on a 2 MiB stack (the
+        // memo chain from 300 levels in a debug build).
+        for (what, p) in [("memo chain", memo_chain(1000)), ("lists", nested_lists(1000))] {
+            let e = loads_on_a_small_stack(p).unwrap_err();
+            assert!(e.to_string().contains("nests deeper"), "{what}: {e}");
+        }
+        // What programs nest decodes.
+        assert!(loads_on_a_small_stack(nested_lists(150)).is_ok());
+        assert!(loads_on_a_small_stack(memo_chain(50)).is_ok());
+    }
+
+    #[test]
+    fn the_trees_of_dicts_and_sets_are_counted() {
+        // A list of 100,000 references to `{None: None}`: each converts to a B-tree of its own
+        // (a node of about 720 bytes for one entry): 78 MB from a 200 KB pickle whose bound is
+        // 64 MiB. It was let through, counted as two values per entry.
+        let mut p = vec![0x80, 4, b'}', b'N', b'N', b's', 0x94, b'0', b']', b'('];
+        for _ in 0..100_000 {
+            p.extend_from_slice(&[b'h', 0]);
+        }
+        p.extend_from_slice(b"e.");
+        let e = loads(&p).unwrap_err();
+        assert!(e.to_string().contains("more than"), "{e}");
+    }
+
     #[test]
     fn a_mark_bomb_is_refused() {
         // serde-pickle gives every MARK a new stack of 128 values: 30,000 MARKs (30 KB) would

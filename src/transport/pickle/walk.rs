@@ -47,8 +47,18 @@ const ITEM: u64 = std::mem::size_of::<Value>() as u64;
 /// `Vec::with_capacity(128)`); a list or tuple built from the segment keeps that buffer.
 const MARK_SLOTS: u64 = 128;
 
-/// The most nesting a pickle may build.
-pub(super) const MAX_DEPTH: u32 = 1000;
+/// The most nesting a pickle may build. The decoder's conversion, its clones and the value's
+/// drop recurse once or more per level, and a memo reference costs the conversion two frames more
+/// ([`REF_LEVELS`]): at 1000 levels a 12 KB chain of references overflowed a thread's 2 MiB stack
+/// (std's default for spawned threads) and aborted the process; 200 leaves room in a debug build.
+pub(super) const MAX_DEPTH: u32 = 200;
+
+/// The levels a memo reference counts for beyond its own (see [`MAX_DEPTH`]).
+const REF_LEVELS: u32 = 2;
+
+/// A B-tree node, about: a dict or set of one entry converts to a `BTreeMap`/`BTreeSet` with one
+/// node of 11 slots (keys and values), some 720 bytes.
+const TREE_NODE: u64 = 768;
 
 /// What a node holds, anywhere within it: a NaN float, a float, an int beyond 2^53 in magnitude
 /// (which `i as f64` rounds).
@@ -93,8 +103,10 @@ enum Slot {
 enum Kind {
     /// A scalar, or a global (a name: no children).
     Scalar,
-    /// A list, tuple or dict.
+    /// A list or tuple.
     Container,
+    /// A dict: converts to a B-tree.
+    Map,
     /// A set, a frozenset, or what a call returns (`set(...)` among them): its keys are sorted.
     SetLike,
 }
@@ -297,7 +309,7 @@ impl<'a> Walk<'a> {
 
     /// Runs the opcodes to STOP, as the decoder's `parse_value`; what STOP pops.
     fn run(&mut self) -> Result<Slot, String> {
-        use Kind::{Container, SetLike};
+        use Kind::{Container, Map, SetLike};
         loop {
             self.op_at = self.at;
             let Some(&op) = self.p.get(self.at) else {
@@ -421,7 +433,8 @@ impl<'a> Walk<'a> {
                     self.scalar(2 * n, 0);
                 }
                 // Containers.
-                b')' | b']' | b'}' => self.push(ITEM, Container, 0, Vec::new()),
+                b')' | b']' => self.push(ITEM, Container, 0, Vec::new()),
+                b'}' => self.push(ITEM, Map, 0, Vec::new()),
                 0x8f => self.push(ITEM, SetLike, 0, Vec::new()), // EMPTY_SET
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize; // TUPLE1..3
@@ -431,9 +444,13 @@ impl<'a> Walk<'a> {
                     let items = self.stack.split_off(from);
                     self.push(ITEM, Container, 0, items);
                 }
-                b't' | b'l' | b'd' => {
+                b't' | b'l' => {
                     let items = self.pop_mark()?;
                     self.push(ITEM, Container, 0, items);
+                }
+                b'd' => {
+                    let items = self.pop_mark()?;
+                    self.push(ITEM, Map, 0, items);
                 }
                 0x91 => {
                     let items = self.pop_mark()?; // FROZENSET
@@ -618,8 +635,18 @@ struct Metrics {
 
 impl Metrics {
     fn new(n: &Node) -> Metrics {
+        // What the converted value's own buffers hold beyond a `Value` per element: a list's spare
+        // capacity (it grew by doubling: up to one more per element); a B-tree's nodes (one at
+        // least, about half full: one more key and value per entry).
+        let k = n.children.len() as u64;
+        let slack = match n.kind {
+            Kind::Scalar => 0,
+            Kind::Container => k * ITEM,
+            Kind::Map | Kind::SetLike if k > 0 => TREE_NODE + 2 * k * ITEM,
+            Kind::Map | Kind::SetLike => 0,
+        };
         Metrics {
-            size: n.own,
+            size: n.own + slack,
             shallow: n.own,
             depth: (n.kind != Kind::Scalar) as u32,
             flags: n.flags,
@@ -634,7 +661,7 @@ impl Metrics {
         let v = &mut m[v];
         v.size = v.size.saturating_add(size);
         v.shallow = v.shallow.saturating_add(shallow);
-        v.depth = v.depth.max(depth + 1);
+        v.depth = v.depth.max(depth + 1 + if by_ref { REF_LEVELS } else { 0 });
         v.flags |= flags;
     }
 }
