@@ -124,7 +124,15 @@ fn private_path(path: &Path) -> PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     let prefix = crate::segment::names::prefix();
-    let file = format!("{prefix}b.{}.{n}", std::process::id());
+    // Unguessable as well as unique: another user of a shared directory cannot take the names in
+    // advance, and a name left by a killed process whose pid came back is not ours to trip on.
+    let r = {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(n);
+        h.finish() as u32
+    };
+    let file = format!("{prefix}b.{}.{n}.{r:08x}", std::process::id());
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.join(file),
         _ => PathBuf::from(file),
@@ -168,7 +176,12 @@ pub(crate) fn bind_at(
         ))),
         e => Placing::from(e),
     })?;
-    rustix::net::bind(sock, &addr)?;
+    match rustix::net::bind(sock, &addr) {
+        Ok(()) => {}
+        // The private name exists (a leftover, however unlikely): another name, another try.
+        Err(rustix::io::Errno::ADDRINUSE) => return Err(Placing::Lost),
+        Err(e) => return Err(e.into()),
+    }
     crate::hooks::hit(crate::hooks::Point::BoundNotListening);
     let placed = (|| {
         // Nobody connects before `listen`, so nobody connects under a wider mode (umask's).
@@ -196,6 +209,9 @@ fn place(tmp: &Path, path: &Path) -> std::result::Result<(), Placing> {
     // Its listener died. Under the lock, a stale socket stays stale (nobody revives one: a live
     // listener is only ever linked in anew) and only we remove it; a name found with no file is
     // left for whoever links first (see `remove_stale_locked`).
+    // The lock is a socket: a fork from another thread must not copy it into a child that would
+    // hold it for its life (the gate is re-entrant: a shared-memory listener's bind holds it).
+    let _gate = registry::fork_gate();
     let Some(_lock) = reclaim_lock(path, RECLAIM_WAIT).map_err(Placing::Failed)? else {
         return Err(Placing::Taken);
     };

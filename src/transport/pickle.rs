@@ -332,7 +332,10 @@ mod tests {
     fn nesting_that_would_overflow_a_threads_stack_is_refused() {
         // Both were let through at 1000 levels and aborted the process on a 2 MiB stack (the
         // memo chain from 300 levels in a debug build).
-        for (what, p) in [("memo chain", memo_chain(1000)), ("lists", nested_lists(1000))] {
+        for (what, p) in [
+            ("memo chain", memo_chain(1000)),
+            ("lists", nested_lists(1000)),
+        ] {
             let e = loads_on_a_small_stack(p).unwrap_err();
             assert!(e.to_string().contains("nests deeper"), "{what}: {e}");
         }
