@@ -162,6 +162,10 @@ class Connection:
         self._raw.close()
 
     def send_bytes(self, buf, offset=0, size=None):
+        """Sends `buf[offset:offset + size]` as one message. Over a socket (a Listener/Client
+        connection), a KeyboardInterrupt may come once part of a message has gone out: that
+        message is still sent whole, its rest first with this end's next call (do not send it
+        again); closing the end before then leaves the peer a cut message, an error there."""
         self._check()
         m = _bytes_view(buf)
         n = len(m)
@@ -817,33 +821,32 @@ class _RawArray:
         if self._raw.typecode != "c":
             raise AttributeError("'value' and 'raw' are for arrays of typecode 'c'")
 
-    @property
-    def raw(self):
+    # The char array's views, on the raw elements (a synchronized array wraps them in its lock).
+    def _get_raw(self):
         self._chars()
         return bytes(self._raw.to_list())
 
-    @raw.setter
-    def raw(self, b):
+    def _set_raw(self, b):
         self._chars()
         b = bytes(b)
         if len(b) > len(self):
             raise ValueError("byte string too long")
-        self[0:len(b)] = b
+        _RawArray.__setitem__(self, slice(0, len(b)), b)
 
-    @property
-    def value(self):
-        self._chars()
-        return self.raw.split(b"\0", 1)[0]
+    def _get_value(self):
+        return _RawArray._get_raw(self).split(b"\0", 1)[0]
 
-    @value.setter
-    def value(self, b):
+    def _set_value(self, b):
         self._chars()
         b = bytes(b)
         if len(b) > len(self):
             raise ValueError("byte string too long")
         if len(b) < len(self):
             b += b"\0"  # NUL-terminated, as ctypes' c_char arrays
-        self[0:len(b)] = b
+        _RawArray.__setitem__(self, slice(0, len(b)), b)
+
+    raw = property(lambda self: self._get_raw(), lambda self, b: self._set_raw(b))
+    value = property(lambda self: self._get_value(), lambda self, b: self._set_value(b))
 
     def __reduce__(self):
         return _handoff.reduce(
@@ -859,6 +862,23 @@ class _Array(_Synchronized, _RawArray):
 
     def get_obj(self):
         return _RawArray(self._raw)
+
+    # `.value` and `.raw` whole under the lock, as CPython's SynchronizedString.
+    def _get_raw(self):
+        with self._lock:
+            return _RawArray._get_raw(self)
+
+    def _set_raw(self, b):
+        with self._lock:
+            _RawArray._set_raw(self, b)
+
+    def _get_value(self):
+        with self._lock:
+            return _RawArray._get_value(self)
+
+    def _set_value(self, b):
+        with self._lock:
+            _RawArray._set_value(self, b)
 
     def __getitem__(self, i):
         if isinstance(i, slice):
@@ -1063,16 +1083,34 @@ class ListProxy:
             return [_loads(b) for b in self._raw.to_list()[i]]
         return _loads(self._raw.get(self._index(i)))
 
+    # How long a rewrite tries against writers that keep changing the list.
+    _REWRITE_FOR = 30.0
+
     def _rewrite(self, edit):
         """Applies `edit` (a function of the list of pickles, editing it in place; what it
-        returns is returned) as one step for every process: computed from a snapshot, stored
-        only if the list is still that snapshot (else again, from a new one)."""
+        returns is returned): computed from a snapshot, stored only if the list is still that
+        snapshot (else again, from a new one, after a pause that grows). Against other writers it
+        is one step; a reader may see it part way, and a writer killed part way leaves the list
+        part way (each element whole). Lists that keep changing under it for `_REWRITE_FOR`
+        seconds: TimeoutError, the list as the other writers left it."""
+        import random
+        import time
+
+        deadline = time.monotonic() + self._REWRITE_FOR
+        pause = 0.0005
         while True:
             old = self._raw.to_list()
             new = list(old)
             out = edit(new)
             if self._raw.replace_all_if(old, new):
                 return out
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    "the Manager list changed under every attempt to rewrite it for %.0f s: "
+                    "other processes write it without pause; retry when they do less"
+                    % self._REWRITE_FOR)
+            time.sleep(random.uniform(0, pause))  # let the others' writes through
+            pause = min(pause * 2, 0.05)
 
     def __setitem__(self, i, v):
         if isinstance(i, slice):

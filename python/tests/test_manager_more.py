@@ -123,3 +123,42 @@ def test_slice_deletion_loses_no_concurrent_append(ctx):
         p.join(60)
         assert p.exitcode == 0
     assert lst[:] == [("q", i) for i in range(300)]
+
+
+def _append_for_ever(lst, stop):
+    i = 0
+    while not stop.is_set():
+        lst.append(i)
+        i += 1
+
+
+def test_a_rewrite_against_a_writer_without_pause_ends():
+    # A sort of a long list while another process appends without pause: it retried for ever (15 s
+    # and going); now it gets through or gives up with TimeoutError after its bound.
+    import multiprocessing
+    import threading
+    import time
+
+    m = shmwire.Manager()
+    lst = m.list(range(20000))
+    lst._REWRITE_FOR = 2.0
+    stop = multiprocessing.get_context("fork").Event()
+    p = multiprocessing.get_context("fork").Process(target=_append_for_ever, args=(lst, stop))
+    p.start()
+    got = []
+
+    def sort():
+        try:
+            lst.sort()
+            got.append("sorted")
+        except TimeoutError:
+            got.append("timeout")
+
+    t = threading.Thread(target=sort, daemon=True)
+    t0 = time.monotonic()
+    t.start()
+    t.join(20)
+    stop.set()
+    p.join(30)
+    assert not t.is_alive(), "the sort still retried after %.0f s" % (time.monotonic() - t0)
+    assert got in (["sorted"], ["timeout"])

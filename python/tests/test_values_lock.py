@@ -107,3 +107,28 @@ def test_slices_as_cpythons():
     raw = shmwire.Array("i", range(3), lock=False)
     raw[0:2] = [5, 6]
     assert raw[:] == [5, 6, 2]
+
+
+def _flip(a, n):
+    for i in range(n):
+        a.value = (b"a" if i % 2 else b"b") * len(a)
+
+
+@pytest.mark.parametrize("lock", ["rlock", "lock"])
+def test_a_synchronized_char_arrays_value_is_read_and_written_whole(lock):
+    # A writer flips the whole value between a's and b's under the array's lock; a reader must
+    # never see a mix (it did: .value and .raw read the elements without the lock).
+    import multiprocessing
+
+    given = shmwire.Lock() if lock == "lock" else True
+    a = shmwire.Array("c", b"a" * 64, lock=given)
+    p = multiprocessing.get_context("fork").Process(target=_flip, args=(a, 20000))
+    p.start()
+    torn = 0
+    while p.is_alive():
+        for v in (a.value, a.raw):
+            if len(set(v)) > 1:
+                torn += 1
+    p.join()
+    assert p.exitcode == 0
+    assert torn == 0, "%d reads saw a value half written" % torn
