@@ -20,8 +20,7 @@
 //! it would build exceeds `max(64 MiB, 256 x its length)` bytes, nests deeper than 200 levels
 //! (the conversion, clones and drop recurse: deeper could overflow a thread's stack), refers to
 //! itself, or builds a set whose keys have no total order (a NaN; floats beside ints beyond 2^53),
-//! which
-//! serde-pickle's sort could panic on. What the walk cannot follow is refused too.
+//! which serde-pickle's sort could panic on. What the walk cannot follow is refused too.
 
 use crate::error::{Error, Result};
 use crate::pipe::Connection;
