@@ -245,6 +245,17 @@ fn twice(x: u64) -> u64 {
 }
 
 fn hostile_bytes_in_a_pool_board_never_crash_or_hang_its_owner() {
+    // A panic in any process forked from here (the pool's workers) leaves its message in a file:
+    // a worker that panics on the garbage is a failure even if the pool replaces it.
+    let marker = std::env::temp_dir().join(format!("shmwire-hostile-panic-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let m = marker.clone();
+    let prev = std::sync::Arc::new(std::panic::take_hook());
+    let prev2 = prev.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        let _ = std::fs::write(&m, format!("pid {}: {info}", std::process::id()));
+        prev2(info)
+    }));
     let before = memfds();
     let pool = Pool::new(2).unwrap();
     assert_eq!(pool.apply(twice, 21).unwrap(), 42);
@@ -275,6 +286,15 @@ fn hostile_bytes_in_a_pool_board_never_crash_or_hang_its_owner() {
         pool.terminate();
         let _ = pool.join();
     });
+    let _ = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| prev(info)));
+    let panicked = std::fs::read_to_string(&marker);
+    let _ = std::fs::remove_file(&marker);
+    assert!(
+        panicked.is_err(),
+        "a process of the pool panicked: {}",
+        panicked.unwrap_or_default()
+    );
     println!("  ({calls} calls of the pool's owner while a peer wrote garbage)");
 }
 

@@ -422,7 +422,12 @@ impl Board for Shared {
                     )
                     .is_ok()
                 {
-                    let _ = deq.compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
+                    let _ = deq.compare_exchange(
+                        p,
+                        p.wrapping_add(1),
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    );
                     let range = e.range.load(Ordering::Relaxed);
                     let d = Desc {
                         chunk: e.chunk.load(Ordering::Relaxed),
@@ -439,7 +444,8 @@ impl Board for Shared {
             }
             if (lap == want && state == TAKEN) || ahead(lap, want) {
                 // Taken already (and maybe freed): help the position on.
-                let _ = deq.compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Relaxed);
+                let _ =
+                    deq.compare_exchange(p, p.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed);
                 continue;
             }
             return None; // nothing published at `p` yet
