@@ -63,6 +63,8 @@ fn main() {
         barrier_notices_a_dead_party_whose_slot_was_reused,
         barrier_reset_breaks_the_parties_waiting,
         barrier_reset_racing_an_arrival_loses_nothing,
+        barrier_enrolled_party_that_dies_before_waiting_breaks_it,
+        barrier_wait_in_an_ended_round_is_refused_without_arriving,
         event_set_then_clear_wakes_the_waiters,
         huge_timeouts_wait_without_panicking,
         named_objects_hold_their_first_value_as_soon_as_they_open,
@@ -618,6 +620,63 @@ fn barrier_reset_breaks_the_parties_waiting() {
     for k in kids {
         assert!(k.join().unwrap().success());
     }
+}
+
+fn barrier_enrolled_party_that_dies_before_waiting_breaks_it() {
+    // A party that enrols and is killed before it ever waits (the action runner of a two-phase
+    // barrier) breaks the round for the others, as one that waited before would.
+    let b = Barrier::new(2).unwrap();
+    let b1 = b.clone();
+    let doomed = Process::fork(move || {
+        b1.enrol().unwrap();
+        std::thread::sleep(Duration::from_secs(60));
+    })
+    .unwrap();
+    let waiter = {
+        let b = b.clone();
+        Process::fork(move || {
+            let got = b.wait();
+            assert!(matches!(got, Err(Error::BrokenBarrier)), "{got:?}");
+        })
+        .unwrap()
+    };
+    await_true("the other waiting", || b.n_waiting() == 1);
+    doomed.kill().unwrap();
+    let st = waiter.join_timeout(shmwire::PROBE_INTERVAL * 20).unwrap();
+    assert!(st.success(), "{st}");
+    let _ = doomed.join();
+}
+
+fn barrier_wait_in_an_ended_round_is_refused_without_arriving() {
+    // A party that read the generation before a reset cancelled the round it meant to join is
+    // refused (BrokenBarrier) and does not arrive in the next round, which then passes.
+    let b = Barrier::new(2).unwrap();
+    let g = b.generation();
+    let waiter = {
+        let b = b.clone();
+        Process::fork(move || {
+            let got = b.wait_in(g, Some(Duration::from_secs(20)));
+            assert!(matches!(got, Err(Error::BrokenBarrier)), "{got:?}");
+        })
+        .unwrap()
+    };
+    await_true("one waiting", || b.n_waiting() == 1);
+    b.reset().unwrap();
+    assert!(waiter.join_timeout(Duration::from_secs(10)).unwrap().success());
+    assert_ne!(b.generation(), g);
+    assert!(matches!(b.wait_in(g, None), Err(Error::BrokenBarrier)));
+    assert_eq!(b.n_waiting(), 0, "a refused party arrived");
+    let now = b.generation();
+    let other = {
+        let b = b.clone();
+        Process::fork(move || {
+            b.wait_in(now, Some(Duration::from_secs(10))).unwrap();
+        })
+        .unwrap()
+    };
+    b.wait_in(now, Some(Duration::from_secs(10))).unwrap();
+    assert!(other.join().unwrap().success());
+    assert!(!b.broken());
 }
 
 fn barrier_reset_racing_an_arrival_loses_nothing() {
