@@ -662,7 +662,12 @@ fn barrier_wait_in_an_ended_round_is_refused_without_arriving() {
     };
     await_true("one waiting", || b.n_waiting() == 1);
     b.reset().unwrap();
-    assert!(waiter.join_timeout(Duration::from_secs(10)).unwrap().success());
+    assert!(
+        waiter
+            .join_timeout(Duration::from_secs(10))
+            .unwrap()
+            .success()
+    );
     assert_ne!(b.generation(), g);
     assert!(matches!(b.wait_in(g, None), Err(Error::BrokenBarrier)));
     assert_eq!(b.n_waiting(), 0, "a refused party arrived");

@@ -233,7 +233,12 @@ impl Barrier {
     /// for (the action of a two-phase barrier), so that its death before then is noticed.
     pub fn enrol(&self) -> Result<()> {
         let me = self.obj.me()?;
-        if let Some(seat) = self.obj.block().parties.get(self.obj.segment().my_slot() as usize) {
+        if let Some(seat) = self
+            .obj
+            .block()
+            .parties
+            .get(self.obj.segment().my_slot() as usize)
+        {
             if seat.load(Ordering::Acquire) != me {
                 seat.store(me, Ordering::Release);
             }
