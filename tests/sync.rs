@@ -77,6 +77,7 @@ fn main() {
         condition_wait_timeout_keeps_its_bound_while_a_stopped_process_holds_the_lock,
         condition_wait_while_timeout_returns_once_the_condition_clears,
         condition_notify_wakes_one_and_the_other_waiter_times_out,
+        condition_sleep_interruptible_tells_a_notify_for_another_from_its_own,
         condition_sleep_interruptible_asks_between_signals_and_stays_registered,
         barrier_wait_timeout_times_out_and_breaks_it_for_the_others,
         idle_waiters_sleep_until_woken_not_every_probe_interval,
@@ -1641,6 +1642,54 @@ fn condition_sleep_interruptible_asks_between_signals_and_stays_registered() {
     }
     let st = join_within(kid, Duration::from_secs(20), "the interruptible waiter");
     assert!(st.success(), "{st}");
+}
+
+fn condition_sleep_interruptible_tells_a_notify_for_another_from_its_own() {
+    // Two processes sleep in `sleep_interruptible` (a timeout, a signal handler that returns);
+    // one notify wakes one of them (`true`). Then a signal ends the other's sleep early: the
+    // sequence moved, but for the sleeper the kernel woke, so it sleeps on to its deadline and
+    // answers `false` then (the deadline is looked at before the sequence).
+    let cond = Condition::new().unwrap();
+    let answers = Array::<u32>::zeroed(2).unwrap();
+    let kids: Vec<Process> = (0..2)
+        .map(|i| {
+            let (c, a) = (cond.clone(), answers.clone());
+            Process::fork(move || {
+                // SAFETY: a handler that does nothing, installed without SA_RESTART (as Python's).
+                unsafe {
+                    let mut sa: libc::sigaction = std::mem::zeroed();
+                    sa.sa_sigaction = on_usr1 as extern "C" fn(libc::c_int) as usize;
+                    assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
+                }
+                let g = c.acquire().unwrap();
+                let until = Instant::now() + Duration::from_millis(1500);
+                let r = c.sleep_interruptible(g, Some(until), || Ok::<(), ()>(()));
+                let notified = r.unwrap().unwrap();
+                a.set(i, if notified { 1 } else { 2 }).unwrap();
+            })
+            .unwrap()
+        })
+        .collect();
+    for k in &kids {
+        await_state(k.pid(), "S");
+    }
+    std::thread::sleep(Duration::from_millis(100)); // both asleep in the wait, not before it
+    {
+        let _g = cond.acquire().unwrap();
+        cond.notify().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    for k in &kids {
+        // SAFETY: signals our own child, which handles SIGUSR1 (or has exited: then ESRCH).
+        unsafe { libc::kill(k.pid() as libc::pid_t, libc::SIGUSR1) };
+    }
+    for k in kids {
+        let st = join_within(k, Duration::from_secs(20), "a condition waiter");
+        assert!(st.success(), "{st}");
+    }
+    let mut got = answers.to_vec().unwrap();
+    got.sort_unstable();
+    assert_eq!(got, [1, 2], "one notified (1), one timed out (2)");
 }
 
 fn condition_notify_wakes_one_and_the_other_waiter_times_out() {
