@@ -63,6 +63,8 @@ fn main() {
         barrier_notices_a_dead_party_whose_slot_was_reused,
         barrier_reset_breaks_the_parties_waiting,
         barrier_reset_racing_an_arrival_loses_nothing,
+        barrier_enrolled_party_that_dies_before_waiting_breaks_it,
+        barrier_wait_in_an_ended_round_is_refused_without_arriving,
         event_set_then_clear_wakes_the_waiters,
         huge_timeouts_wait_without_panicking,
         named_objects_hold_their_first_value_as_soon_as_they_open,
@@ -75,6 +77,7 @@ fn main() {
         condition_wait_timeout_keeps_its_bound_while_a_stopped_process_holds_the_lock,
         condition_wait_while_timeout_returns_once_the_condition_clears,
         condition_notify_wakes_one_and_the_other_waiter_times_out,
+        condition_sleep_interruptible_tells_a_notify_for_another_from_its_own,
         condition_sleep_interruptible_asks_between_signals_and_stays_registered,
         barrier_wait_timeout_times_out_and_breaks_it_for_the_others,
         idle_waiters_sleep_until_woken_not_every_probe_interval,
@@ -618,6 +621,68 @@ fn barrier_reset_breaks_the_parties_waiting() {
     for k in kids {
         assert!(k.join().unwrap().success());
     }
+}
+
+fn barrier_enrolled_party_that_dies_before_waiting_breaks_it() {
+    // A party that enrols and is killed before it ever waits (the action runner of a two-phase
+    // barrier) breaks the round for the others, as one that waited before would.
+    let b = Barrier::new(2).unwrap();
+    let b1 = b.clone();
+    let doomed = Process::fork(move || {
+        b1.enrol().unwrap();
+        std::thread::sleep(Duration::from_secs(60));
+    })
+    .unwrap();
+    let waiter = {
+        let b = b.clone();
+        Process::fork(move || {
+            let got = b.wait();
+            assert!(matches!(got, Err(Error::BrokenBarrier)), "{got:?}");
+        })
+        .unwrap()
+    };
+    await_true("the other waiting", || b.n_waiting() == 1);
+    doomed.kill().unwrap();
+    let st = waiter.join_timeout(shmwire::PROBE_INTERVAL * 20).unwrap();
+    assert!(st.success(), "{st}");
+    let _ = doomed.join();
+}
+
+fn barrier_wait_in_an_ended_round_is_refused_without_arriving() {
+    // A party that read the generation before a reset cancelled the round it meant to join is
+    // refused (BrokenBarrier) and does not arrive in the next round, which then passes.
+    let b = Barrier::new(2).unwrap();
+    let g = b.generation();
+    let waiter = {
+        let b = b.clone();
+        Process::fork(move || {
+            let got = b.wait_in(g, Some(Duration::from_secs(20)));
+            assert!(matches!(got, Err(Error::BrokenBarrier)), "{got:?}");
+        })
+        .unwrap()
+    };
+    await_true("one waiting", || b.n_waiting() == 1);
+    b.reset().unwrap();
+    assert!(
+        waiter
+            .join_timeout(Duration::from_secs(10))
+            .unwrap()
+            .success()
+    );
+    assert_ne!(b.generation(), g);
+    assert!(matches!(b.wait_in(g, None), Err(Error::BrokenBarrier)));
+    assert_eq!(b.n_waiting(), 0, "a refused party arrived");
+    let now = b.generation();
+    let other = {
+        let b = b.clone();
+        Process::fork(move || {
+            b.wait_in(now, Some(Duration::from_secs(10))).unwrap();
+        })
+        .unwrap()
+    };
+    b.wait_in(now, Some(Duration::from_secs(10))).unwrap();
+    assert!(other.join().unwrap().success());
+    assert!(!b.broken());
 }
 
 fn barrier_reset_racing_an_arrival_loses_nothing() {
@@ -1577,6 +1642,54 @@ fn condition_sleep_interruptible_asks_between_signals_and_stays_registered() {
     }
     let st = join_within(kid, Duration::from_secs(20), "the interruptible waiter");
     assert!(st.success(), "{st}");
+}
+
+fn condition_sleep_interruptible_tells_a_notify_for_another_from_its_own() {
+    // Two processes sleep in `sleep_interruptible` (a timeout, a signal handler that returns);
+    // one notify wakes one of them (`true`). Then a signal ends the other's sleep early: the
+    // sequence moved, but for the sleeper the kernel woke, so it sleeps on to its deadline and
+    // answers `false` then (the deadline is looked at before the sequence).
+    let cond = Condition::new().unwrap();
+    let answers = Array::<u32>::zeroed(2).unwrap();
+    let kids: Vec<Process> = (0..2)
+        .map(|i| {
+            let (c, a) = (cond.clone(), answers.clone());
+            Process::fork(move || {
+                // SAFETY: a handler that does nothing, installed without SA_RESTART (as Python's).
+                unsafe {
+                    let mut sa: libc::sigaction = std::mem::zeroed();
+                    sa.sa_sigaction = on_usr1 as extern "C" fn(libc::c_int) as usize;
+                    assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
+                }
+                let g = c.acquire().unwrap();
+                let until = Instant::now() + Duration::from_millis(1500);
+                let r = c.sleep_interruptible(g, Some(until), || Ok::<(), ()>(()));
+                let notified = r.unwrap().unwrap();
+                a.set(i, if notified { 1 } else { 2 }).unwrap();
+            })
+            .unwrap()
+        })
+        .collect();
+    for k in &kids {
+        await_state(k.pid(), "S");
+    }
+    std::thread::sleep(Duration::from_millis(100)); // both asleep in the wait, not before it
+    {
+        let _g = cond.acquire().unwrap();
+        cond.notify().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    for k in &kids {
+        // SAFETY: signals our own child, which handles SIGUSR1 (or has exited: then ESRCH).
+        unsafe { libc::kill(k.pid() as libc::pid_t, libc::SIGUSR1) };
+    }
+    for k in kids {
+        let st = join_within(k, Duration::from_secs(20), "a condition waiter");
+        assert!(st.success(), "{st}");
+    }
+    let mut got = answers.to_vec().unwrap();
+    got.sort_unstable();
+    assert_eq!(got, [1, 2], "one notified (1), one timed out (2)");
 }
 
 fn condition_notify_wakes_one_and_the_other_waiter_times_out() {

@@ -476,7 +476,10 @@ class Condition:
     notify. So no notify falls between a waiter's release of `lock` and its sleep, and a notify
     never waits for the sleepers it wakes: one killed while waiting cannot hold anybody up (a
     holder of either lock that dies is taken over by the next acquire). After waking, the waiter
-    lets go of the inner lock and takes `lock` back, at its former level."""
+    takes `lock` back, at its former level (not the inner lock: a timed wait ends by its deadline
+    plus what taking `lock` back costs). A wait whose timeout passed answers False; a notify(n)
+    wakes n waiters, save for the limits stated at ``shmwire::Condition::sleep_interruptible``
+    (rarely, a spurious True: use wait_for, as with threading)."""
 
     def __init__(self, lock=None, *, ctx=None, _raw=None):
         if lock is None:
@@ -514,18 +517,10 @@ class Condition:
             raise _NotOwned("must acquire() condition before using wait()")
         if timeout is not None:
             timeout = max(0.0, timeout)
-        self._cond.acquire(None)
-        for _ in range(levels):
-            self._lock.release()
-        try:
-            notified = self._cond.wait(timeout)
-        finally:
-            try:
-                self._cond.release()
-            finally:
-                for _ in range(levels):
-                    self._lock.acquire()
-        return notified
+        # One native call (see RawCondition.wait_releasing): no bytecode between taking the inner
+        # lock, letting go of `lock`, sleeping and taking `lock` back, so an exception raised by a
+        # signal handler cannot leave the inner lock taken or `lock` at another level.
+        return self._cond.wait_releasing(self._lock._raw, levels, timeout)
 
     def wait_for(self, predicate, timeout=None):
         import time
@@ -609,7 +604,18 @@ class Barrier:
     With an `action`, a round has two phases, each a shmwire barrier of `parties`: all arrive at
     the first; the last to arrive runs the action while the others wait at the second, which
     releases everyone once it is done. An action that raises (or a second phase that times out)
-    breaks both; the party that ran it gets its exception. `timeout` is each wait's default, in
+    breaks both; the party that ran it gets its exception. Every party enrols in the second
+    barrier before the first phase (and the one running the action again before it), so a party
+    killed while running the action breaks the round for the others, as a dead party does.
+
+    reset(), as threading.Barrier's: the parties waiting get BrokenBarrierError and the barrier is
+    usable at once. A party joins the second phase only in the round of it that was current
+    before its first phase (``RawBarrier.wait_in``): a reset that cancels a second phase with
+    parties in it moves that round on, so those still running the action or on their way get
+    BrokenBarrierError too, rather than waiting in a round the others left. (A reset that lands
+    while nobody is in the second phase yet does not stop the round: it completes. Limit: if
+    the party running the action is then killed, its enrolment was forgotten by that reset:
+    the others wait for it until their timeout.) `timeout` is each wait's default, in
     the children too; the action goes to them pickled (as with multiprocessing, it must pickle)."""
 
     def __init__(self, parties, action=None, timeout=None, *, ctx=None, _raw=None, _after=None):
@@ -634,14 +640,19 @@ class Barrier:
         if timeout is None:
             timeout = self._timeout
         end = None if timeout is None else time.monotonic() + timeout
+        if self._after is not None:
+            # Known to the second phase before the first: a party that dies running the action
+            # (before it ever waits there) breaks it for the others. And the round of the second
+            # phase this party will join, read before the first phase ends: see the class docs.
+            self._after.enrol()
+            second = self._after.generation
         i = self._raw.wait(timeout)
         if i is None:
-            if self._after is not None:
-                self._after.abort()
             raise _threading.BrokenBarrierError
         if self._after is None:
             return i
         if i == self._raw.parties - 1:
+            self._after.enrol()  # again: a reset since the first forgot it
             try:
                 self._action()
             except BaseException:
@@ -649,8 +660,9 @@ class Barrier:
                 self._raw.abort()
                 raise
         left = None if end is None else max(0.0, end - time.monotonic())
-        if self._after.wait(left) is None:
-            self._raw.abort()
+        if self._after.wait_in(second, left) is None:
+            if self._after.broken:
+                self._raw.abort()  # aborted, or timed out: broken for later arrivals too
             raise _threading.BrokenBarrierError
         return i
 

@@ -407,35 +407,71 @@ impl RawCondition {
         self.take_guard().map(|g| g.release())
     }
 
-    /// Releases the lock, waits for a notify (or the timeout), retakes the lock; whether notified.
-    /// The wait stays registered from start to end and sleeps in one piece (a signal ends the
-    /// sleep early: Ctrl-C is checked then, see `Condition::sleep_interruptible`), so a notify
-    /// is never lost to a slice's end nor taken for another's. The lock is taken back before an exception (Ctrl-C) is raised, as
-    /// Python's `with cond:` expects.
-    #[pyo3(signature = (timeout=None))]
-    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+    /// `Condition.wait` in one call, so no Python bytecode (where a signal handler may raise)
+    /// falls between its steps: takes this inner lock (by the deadline: if it passes first, the
+    /// answer is `False` and nothing was let go), releases `user` (a `RawLock` or `RawRLock` the
+    /// caller holds `levels` times) `levels` times, sleeps until a notify or the deadline (the
+    /// sleep lets go of the inner lock; a signal ends it early and Ctrl-C is checked then, see
+    /// `Condition::sleep_interruptible`), then takes `user` back `levels` times. Whether
+    /// notified. The inner lock is not taken again after the sleep (unregistering needs no
+    /// lock), so the wait ends by its deadline plus what taking `user` back costs, whatever
+    /// other processes do with the inner lock. An exception raised by a signal handler while
+    /// `user` is taken back is raised once it is held again (at most `RETAKE_ERRORS` of them;
+    /// past that, the first is raised without the lock).
+    #[pyo3(signature = (user, levels, timeout=None))]
+    fn wait_releasing(
+        &self,
+        py: Python<'_>,
+        user: &Bound<'_, PyAny>,
+        levels: u32,
+        timeout: Option<f64>,
+    ) -> PyResult<bool> {
+        const RETAKE_ERRORS: u32 = 100;
         let c = self.cond_ref();
         let until = deadline(timeout)?;
-        let guard = self.take_guard()?;
-        let slept = py.allow_threads(|| {
-            let r =
-                c.sleep_interruptible(guard, until, || Python::with_gil(|py| py.check_signals()));
-            // Taken back whatever happened (a holder that died is taken over).
-            let g = loop {
-                match c.acquire_timeout(Duration::from_millis(100)) {
-                    Ok(g) => break Ok(g),
-                    Err(Error::Timeout) => continue,
-                    Err(e) => break Err(e),
-                }
-            };
-            (r, g)
-        });
-        let (r, g) = slept;
-        let g = g.map_err(to_py)?;
-        if g.owner_died() {
-            g.mark_consistent();
+        if locked(&self.guard).is_some() {
+            return Err(PyRuntimeError::new_err("the inner lock is already held"));
         }
-        *locked(&self.guard) = Some(g);
+        let guard = match c.lock().try_acquire().map_err(to_py)? {
+            Some(g) => g,
+            None => match blocking(py, until, |slice| none_on_timeout(c.acquire_timeout(slice)))? {
+                Some(g) => g,
+                None => return Ok(false), // the deadline passed first: nothing was let go
+            },
+        };
+        if guard.owner_died() {
+            guard.mark_consistent();
+        }
+        for released in 0..levels {
+            if let Err(e) = user.call_method0("release") {
+                for _ in 0..released {
+                    user.call_method1("acquire", (None::<f64>,))?;
+                }
+                return Err(e);
+            }
+        }
+        let r = py.allow_threads(|| {
+            c.sleep_interruptible(guard, until, || Python::with_gil(|py| py.check_signals()))
+        });
+        let mut first: Option<PyErr> = None;
+        let mut errors = 0;
+        let mut held = 0;
+        while held < levels {
+            match user.call_method1("acquire", (None::<f64>,)) {
+                Ok(_) => held += 1,
+                Err(e) => {
+                    errors += 1;
+                    let stop = errors >= RETAKE_ERRORS;
+                    first.get_or_insert(e);
+                    if stop {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(e) = first {
+            return Err(e);
+        }
         r.map_err(to_py)?
     }
 
@@ -505,6 +541,40 @@ impl RawBarrier {
             Err(Error::BrokenBarrier) | Err(Error::Timeout) => Ok(None),
             Err(e) => Err(to_py(e)),
         }
+    }
+
+    /// `wait`, arriving only in round `generation` (`shmwire::Barrier::wait_in`): None, without
+    /// arriving, if that round has ended.
+    #[pyo3(signature = (generation, timeout=None))]
+    fn wait_in(
+        &self,
+        py: Python<'_>,
+        generation: u32,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<u32>> {
+        let b = &self.b;
+        if timeout.is_some_and(f64::is_nan) {
+            return Err(PyValueError::new_err("timeout is NaN"));
+        }
+        let timeout = timeout.map(|t| {
+            Duration::try_from_secs_f64(t.max(0.0)).unwrap_or(Duration::from_secs(1 << 40))
+        });
+        match py.allow_threads(|| b.wait_in(generation, timeout)) {
+            Ok(i) => Ok(Some(i)),
+            Err(Error::BrokenBarrier) | Err(Error::Timeout) => Ok(None),
+            Err(e) => Err(to_py(e)),
+        }
+    }
+
+    /// The round now filling (`shmwire::Barrier::generation`).
+    #[getter]
+    fn generation(&self) -> u32 {
+        self.b.generation()
+    }
+
+    /// Counts this process as a party without arriving (`shmwire::Barrier::enrol`).
+    fn enrol(&self) -> PyResult<()> {
+        self.b.enrol().map_err(to_py)
     }
 
     #[getter]

@@ -198,7 +198,7 @@ impl Barrier {
 
     /// Waits until every party has arrived; returns this party's arrival index (0 to parties - 1).
     pub fn wait(&self) -> Result<u32> {
-        self.wait_until(None)
+        self.wait_until(None, None)
     }
 
     /// [`wait`](Self::wait) for at most `timeout`. When it passes, this call returns
@@ -207,13 +207,54 @@ impl Barrier {
     /// passed at that very moment, it passed for everyone, and this call returns its index.)
     pub fn wait_timeout(&self, timeout: Duration) -> Result<u32> {
         // A timeout past the end of time is none.
-        self.wait_until(Instant::now().checked_add(timeout))
+        self.wait_until(Instant::now().checked_add(timeout), None)
     }
 
-    fn wait_until(&self, until: Option<Instant>) -> Result<u32> {
+    /// The current generation: the number of the round now filling (15 bits, wrapping). A round
+    /// that passes, is cancelled by [`reset`](Self::reset) while parties wait in it, or breaks,
+    /// moves it on. With [`wait_in`](Self::wait_in), a party can tell a round it meant to join
+    /// from a later one.
+    pub fn generation(&self) -> u32 {
+        generation(self.obj.block().state.load(Ordering::Acquire))
+    }
+
+    /// [`wait`](Self::wait) (for at most `timeout`, if given), arriving only in round
+    /// `generation` (see [`generation`](Self::generation)): [`Error::BrokenBarrier`], without
+    /// arriving, if that round has ended (passed, reset or broken). A two-phase barrier uses it so
+    /// that a party whose round was reset does not arrive in the next one.
+    pub fn wait_in(&self, generation: u32, timeout: Option<Duration>) -> Result<u32> {
+        let until = timeout.and_then(|t| Instant::now().checked_add(t));
+        self.wait_until(until, Some(generation))
+    }
+
+    /// Counts this process as a party without arriving: from now until the next
+    /// [`reset`](Self::reset), its death (or exit) breaks the waits, as for a process that has
+    /// waited on the barrier before. For a party that will wait later, after work the others wait
+    /// for (the action of a two-phase barrier), so that its death before then is noticed.
+    pub fn enrol(&self) -> Result<()> {
+        let me = self.obj.me()?;
+        if let Some(seat) = self
+            .obj
+            .block()
+            .parties
+            .get(self.obj.segment().my_slot() as usize)
+        {
+            if seat.load(Ordering::Acquire) != me {
+                seat.store(me, Ordering::Release);
+            }
+        }
+        Ok(())
+    }
+
+    fn wait_until(&self, until: Option<Instant>, only: Option<u32>) -> Result<u32> {
         let me = self.obj.me()?;
         let b = self.obj.block();
         if self.broken() {
+            return Err(Error::BrokenBarrier);
+        }
+        if only.is_some_and(|g| self::generation(b.state.load(Ordering::Acquire)) != g) {
+            // That round ended: not a party of the current one (a seat taken now would make this
+            // process's exit break it).
             return Err(Error::BrokenBarrier);
         }
         let seat = b.parties.get(self.obj.segment().my_slot() as usize);
@@ -223,7 +264,30 @@ impl Barrier {
             }
         }
         // ORDERING: AcqRel, like every change of `state`: the word carries the protocol.
-        let s = b.state.fetch_add(1, Ordering::AcqRel);
+        let s = match only {
+            None => b.state.fetch_add(1, Ordering::AcqRel),
+            Some(g) => {
+                let mut s = b.state.load(Ordering::Acquire);
+                loop {
+                    if self::generation(s) != g % GENERATIONS as u32 {
+                        return Err(Error::BrokenBarrier); // that round ended: not arrived
+                    }
+                    if s & ARRIVALS >= self.parties {
+                        self.abort(); // more arrivals than parties: misuse, as below
+                        return Err(Error::BrokenBarrier);
+                    }
+                    match b.state.compare_exchange_weak(
+                        s,
+                        s + 1,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => break s,
+                        Err(now) => s = now,
+                    }
+                }
+            }
+        };
         // A reset that forgot the parties just before our arrival: be remembered in the new round.
         // (Its CAS came before our fetch_add, so its clearing of the seats is visible here.)
         if let Some(seat) = seat {

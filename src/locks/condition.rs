@@ -27,11 +27,20 @@ use std::time::{Duration, Instant};
 pub(crate) struct CondBlock {
     seq: AtomicU32,
     waiters: AtomicU32,
+    /// Notifies owed to waiters that were registered but not asleep in the kernel when the
+    /// notify came (see `Condition::sleep_interruptible`).
+    owed: AtomicU32,
 }
 // SAFETY: repr(C), all atomics.
 unsafe impl SharedBlock for CondBlock {}
 
 struct CondTag;
+
+/// Takes one from `owed` if there is one.
+fn take_one(owed: &AtomicU32) -> bool {
+    owed.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |o| o.checked_sub(1))
+        .is_ok()
+}
 
 /// A condition variable shared by processes, with its [`Lock`].
 ///
@@ -206,44 +215,35 @@ impl Condition {
         Ok(guard)
     }
 
-    /// Releases the lock held by `guard` and sleeps until a notify moves the sequence or `until`
-    /// passes (`None`: never); whether a notify came before `until`. (A waiter that sleeps through
-    /// a `notify()` meant for another, and then times out, answers `false`, as in Python.)
+    /// Releases the lock held by `guard` and sleeps until a notify comes or `until` passes
+    /// (`None`: never); whether a notify came before `until` (see
+    /// [`sleep_interruptible`](Self::sleep_interruptible)).
     fn sleep(&self, guard: LockGuard<'_>, until: Option<Instant>) -> Result<bool> {
-        self.obj.me()?;
-        let b = self.obj.block();
-        b.waiters.fetch_add(1, Ordering::SeqCst);
-        let seq = b.seq.load(Ordering::SeqCst);
-        drop(guard);
-        let notified = loop {
-            // ORDERING: SeqCst, against the notifier's SeqCst read of `waiters`: either it sees us
-            // registered (and moves `seq`, failing or ending our futex wait), or we see it moved.
-            if b.seq.load(Ordering::SeqCst) != seq {
-                break true;
-            }
-            let left = until.map(|u| u.saturating_duration_since(Instant::now()));
-            if left.is_some_and(|l| l.is_zero()) {
-                break false;
-            }
-            // Returns on a wake, a change of `seq`, a signal or the timeout.
-            futex::wait(&b.seq, seq, left);
-            if until.is_some_and(|u| Instant::now() >= u) {
-                break false;
-            }
-        };
-        b.waiters.fetch_sub(1, Ordering::SeqCst);
-        Ok(notified)
+        self.sleep_interruptible(guard, until, || Ok::<(), ()>(()))
+            .map(|r| r.unwrap_or(false))
     }
 
     /// Releases the lock held by `guard` and sleeps until a notify comes or `until` passes
     /// (`None`: never), as [`wait_timeout`](Self::wait_timeout) does, calling `between()` each
     /// time the sleep ends early for another reason (a signal: a Python caller checks for Ctrl-C
-    /// there); an error from it ends the wait with that error. The wait stays registered from
-    /// start to end and sleeps in one piece (no slices: a notify that lands while a waiter is
-    /// between two slices of a sleep would wake nobody, and one meant for another waiter would
-    /// look like its own when the next slice began), so no notify is lost and one wakes only the
-    /// sleepers the kernel woke. Returns whether a notify came; the lock is NOT held on return:
-    /// take it back with [`acquire`](Self::acquire).
+    /// there); an error from it ends the wait with that error. Returns whether a notify came; the
+    /// lock is NOT held on return: take it back with [`acquire`](Self::acquire). Unregistering
+    /// needs no lock, so a wait ends at `until` whatever other processes do.
+    ///
+    /// Which notify is whose: the wait stays registered from start to end and sleeps in one piece
+    /// (a notify landing between two slices of a sleep would wake nobody). A sleep ended by the
+    /// kernel's wake is a notify. A notify that moves the sequence while a waiter is registered
+    /// but not asleep in the kernel (about to sleep, or back from a signal handler) is counted in
+    /// `owed` by the notifier: as many as it meant to wake (`n`, at most the registered waiters)
+    /// less the sleepers the kernel woke. Such a waiter, seeing the sequence moved, takes one of
+    /// those (a notify) or, if none is left, the moved sequence was for sleepers the kernel woke:
+    /// it sleeps on from there, to its deadline. The deadline is checked before anything else,
+    /// so a wait whose deadline passed answers `false`. Limits: which of several waiters that
+    /// were not asleep takes an owed notify is not defined; a waiter that times out (or is
+    /// interrupted) after the sequence moved gives up one owed notify, which may have been
+    /// another's (as a CPython waiter notified while timing out wastes that notify); and the
+    /// kernel may, rarely, end a sleep spuriously, which reads as a notify (a caller of
+    /// `wait_for`/`wait_while` re-checks, as with every condition variable).
     pub fn sleep_interruptible<E>(
         &self,
         guard: LockGuard<'_>,
@@ -253,29 +253,40 @@ impl Condition {
         self.obj.me()?;
         let b = self.obj.block();
         b.waiters.fetch_add(1, Ordering::SeqCst);
-        let seq = b.seq.load(Ordering::SeqCst);
+        let mut seq = b.seq.load(Ordering::SeqCst);
         drop(guard);
+        let passed = || until.is_some_and(|u| Instant::now() >= u);
         let out = loop {
-            // ORDERING: as in `sleep`: SeqCst against the notifier's read of `waiters`.
-            if b.seq.load(Ordering::SeqCst) != seq {
-                break Ok(true);
-            }
-            let left = until.map(|u| u.saturating_duration_since(Instant::now()));
-            if left.is_some_and(|l| l.is_zero()) {
+            if passed() {
                 break Ok(false);
             }
+            // ORDERING: SeqCst, against the notifier's SeqCst read of `waiters`: either it sees us
+            // registered (and moves `seq`, failing or ending our futex wait), or we see it moved.
+            let now = b.seq.load(Ordering::SeqCst);
+            if now != seq {
+                if take_one(&b.owed) {
+                    break Ok(true);
+                }
+                seq = now; // the kernel woke the sleepers those notifies were for
+                continue;
+            }
+            let left = until.map(|u| u.saturating_duration_since(Instant::now()));
             // Returns on a wake, a change of `seq`, a signal or the timeout.
-            futex::wait(&b.seq, seq, left);
-            if b.seq.load(Ordering::SeqCst) != seq {
+            if futex::wait_woken(&b.seq, seq, left) {
                 break Ok(true);
             }
-            if until.is_some_and(|u| Instant::now() >= u) {
+            if passed() {
                 break Ok(false);
             }
             if let Err(e) = between() {
                 break Err(e);
             }
         };
+        if !matches!(out, Ok(true)) && b.seq.load(Ordering::SeqCst) != seq {
+            // Leaving without a notify after the sequence moved: a notify owed to a waiter that
+            // was not asleep may have been ours; give it up (so none stays owed to nobody).
+            take_one(&b.owed);
+        }
         b.waiters.fetch_sub(1, Ordering::SeqCst);
         Ok(out)
     }
@@ -289,9 +300,20 @@ impl Condition {
     pub fn notify_n(&self, n: u32) -> Result<()> {
         self.obj.me()?;
         let b = self.obj.block();
-        if b.waiters.load(Ordering::SeqCst) != 0 {
+        let waiters = b.waiters.load(Ordering::SeqCst);
+        if waiters != 0 {
             b.seq.fetch_add(1, Ordering::SeqCst);
-            futex::wake(&b.seq, n);
+            let woken = futex::wake_count(&b.seq, n);
+            // The waiters that were not asleep (see `sleep_interruptible`): owed a notify each,
+            // never more in all than there are waiters.
+            let missed = n.min(waiters).saturating_sub(woken);
+            if missed != 0 {
+                let _ = b
+                    .owed
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |o| {
+                        Some(o.saturating_add(missed).min(waiters))
+                    });
+            }
         }
         Ok(())
     }

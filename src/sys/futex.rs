@@ -35,10 +35,30 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
 /// Wakes up to `n` sleepers on `word` (`u32::MAX`: all of them).
 #[cfg(not(loom))]
 pub(crate) fn wake(word: &AtomicU32, n: u32) {
+    wake_count(word, n);
+}
+
+/// [`wait`], telling whether the sleep ended by a [`wake`] (the kernel dequeued this sleeper;
+/// rarely, a spurious return counts too): `false` for a word that did not hold `expected`, a
+/// signal or the timeout.
+#[cfg(not(loom))]
+pub(crate) fn wait_woken(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> bool {
+    use rustix::thread::futex;
+    CALLS.fetch_add(1, Relaxed);
+    let ts = timeout.map(|d| rustix::time::Timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: d.subsec_nanos() as _,
+    });
+    futex::wait(word, futex::Flags::empty(), expected, ts.as_ref()).is_ok()
+}
+
+/// [`wake`], returning how many sleepers the kernel woke.
+#[cfg(not(loom))]
+pub(crate) fn wake_count(word: &AtomicU32, n: u32) -> u32 {
     use rustix::thread::futex;
     CALLS.fetch_add(1, Relaxed);
     // The kernel reads the count as an `int`: u32::MAX would be -1, which wakes only one.
-    let _ = futex::wake(word, futex::Flags::empty(), n.min(i32::MAX as u32));
+    futex::wake(word, futex::Flags::empty(), n.min(i32::MAX as u32)).map_or(0, |k| k as u32)
 }
 
 // Under loom a futex is a model-wide wait queue keyed by the word's address, behind a mutex and a
@@ -71,11 +91,16 @@ fn key(word: &AtomicU32) -> usize {
 }
 
 #[cfg(loom)]
-pub(crate) fn wait(word: &AtomicU32, expected: u32, _timeout: Option<Duration>) {
+pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    wait_woken(word, expected, timeout);
+}
+
+#[cfg(loom)]
+pub(crate) fn wait_woken(word: &AtomicU32, expected: u32, _timeout: Option<Duration>) -> bool {
     CALLS.fetch_add(1, Relaxed);
     let mut q = PARK.0.lock().unwrap();
     if word.load(crate::loom::Ordering::SeqCst) != expected {
-        return;
+        return false;
     }
     let id = q.next_id;
     q.next_id += 1;
@@ -88,13 +113,18 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, _timeout: Option<Duration>) 
         q = PARK.1.wait(q).unwrap();
         if let Some(i) = q.sleepers.iter().position(|s| s.id == id && s.woken) {
             q.sleepers.swap_remove(i);
-            return;
+            return true;
         }
     }
 }
 
 #[cfg(loom)]
 pub(crate) fn wake(word: &AtomicU32, n: u32) {
+    wake_count(word, n);
+}
+
+#[cfg(loom)]
+pub(crate) fn wake_count(word: &AtomicU32, n: u32) -> u32 {
     CALLS.fetch_add(1, Relaxed);
     let mut q = PARK.0.lock().unwrap();
     let k = key(word);
@@ -107,6 +137,7 @@ pub(crate) fn wake(word: &AtomicU32, n: u32) {
         left -= 1;
     }
     PARK.1.notify_all();
+    n - left
 }
 
 /// Under loom: how many sleepers on `word` have not been woken yet (for the model of this model).
