@@ -78,6 +78,7 @@ fn main() {
         condition_wait_while_timeout_returns_once_the_condition_clears,
         condition_notify_wakes_one_and_the_other_waiter_times_out,
         condition_sleep_interruptible_tells_a_notify_for_another_from_its_own,
+        condition_ping_pong_loses_no_wakeup,
         condition_sleep_interruptible_asks_between_signals_and_stays_registered,
         barrier_wait_timeout_times_out_and_breaks_it_for_the_others,
         idle_waiters_sleep_until_woken_not_every_probe_interval,
@@ -1725,4 +1726,36 @@ fn condition_notify_wakes_one_and_the_other_waiter_times_out() {
     let mut got = answers.to_vec().unwrap();
     got.sort_unstable();
     assert_eq!(got, [1, 2], "one notified (1), one timed out (2)");
+}
+
+/// Two processes take turns through one condition, round after round: each waits until the other
+/// has moved the turn and notified. A waiter that saw the sequence move before the notifier had
+/// recorded the notify it could not deliver (the waiter was between its futex calls) slept on
+/// and lost it: its wait timed out.
+fn condition_ping_pong_loses_no_wakeup() {
+    const ROUNDS: u64 = 3000;
+    fn play(me: u64, cond: &Condition, turn: &Value<u64>) {
+        for round in 0..ROUNDS {
+            let mut g = cond.acquire().unwrap();
+            while turn.get().unwrap() % 2 != me {
+                let (g2, notified) = cond.wait_timeout(g, Duration::from_secs(2)).unwrap();
+                g = g2;
+                assert!(
+                    notified || turn.get().unwrap() % 2 != me,
+                    "round {round}: a notify was lost (the wait timed out with the turn ours)"
+                );
+            }
+            turn.set(turn.get().unwrap() + 1).unwrap();
+            cond.notify().unwrap();
+            drop(g);
+        }
+    }
+    let cond = Condition::new().unwrap();
+    let turn = Value::new(0u64).unwrap();
+    let (c, t) = (cond.clone(), turn.clone());
+    let kid = Process::fork(move || play(1, &c, &t)).unwrap();
+    play(0, &cond, &turn);
+    let st = join_within(kid, Duration::from_secs(60), "the other player");
+    assert!(st.success(), "the other player: {st:?}");
+    assert_eq!(turn.get().unwrap(), 2 * ROUNDS);
 }

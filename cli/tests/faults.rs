@@ -141,12 +141,18 @@ fn count(v: &serde_json::Value, k: &str) -> u64 {
 /// gets its kills whatever the random schedule does), stopping others, and requires a clean bill:
 /// every failure count 0, exit status 0.
 fn faults_on(tag: &str, prims: &str, kills: u64) {
+    let mut stops = 0;
     for prim in prims.split(',') {
-        faults_on_one(&format!("{tag}-{prim}"), prim, kills);
+        stops += faults_on_one(&format!("{tag}-{prim}"), prim, kills);
     }
+    // Stops land at random on whoever is running, and a run of a few rounds may draw none (a
+    // pipe round's two processes are often the one being killed and its peer): counted over the
+    // group.
+    assert!(stops > 0, "no stop was made in {prims}");
 }
 
-fn faults_on_one(tag: &str, prims: &str, kills: u64) {
+/// One stress run of `prims`; returns the stops it made.
+fn faults_on_one(tag: &str, prims: &str, kills: u64) -> u64 {
     let k = kills.to_string();
     let limit = if long() { 3600 } else { 150 };
     let r = stress(
@@ -182,7 +188,6 @@ fn faults_on_one(tag: &str, prims: &str, kills: u64) {
     }
     assert_eq!(r.code, Some(0), "exit status; stderr:\n{}", r.stderr);
     assert!(count(t, "kills") >= kills, "{t}");
-    assert!(count(t, "stops") > 0, "no stop was made: {t}");
     // Every kill that left someone to carry on was followed by progress (or the right ends).
     assert!(count(t, "recoveries") > 0, "{t}");
     for p in s["by_primitive"].as_array().unwrap() {
@@ -194,6 +199,7 @@ fn faults_on_one(tag: &str, prims: &str, kills: u64) {
         );
         assert!(count(c, "ops") > 0, "{} did nothing: {c}", p["primitive"]);
     }
+    count(t, "stops")
 }
 
 /// Kills per primitive: 12 primitives x 5 = 60 in CI, x 84 = 1,008 under `SHMWIRE_LONG=1`.

@@ -444,6 +444,9 @@ impl RawCondition {
         }
         for released in 0..levels {
             if let Err(e) = user.call_method0("release") {
+                // The inner lock goes first: re-taking the user lock while holding it would invert
+                // the order `notify` takes them in (user, then inner).
+                drop(guard);
                 for _ in 0..released {
                     user.call_method1("acquire", (None::<f64>,))?;
                 }

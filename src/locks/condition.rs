@@ -33,8 +33,8 @@ pub(crate) struct CondBlock {
 }
 // SAFETY: repr(C), all atomics.
 unsafe impl SharedBlock for CondBlock {}
-
-struct CondTag;
+// (The block's own type is its fingerprint: a layout with another size, from another build, is
+// refused as Incompatible rather than read as this one.)
 
 /// Takes one from `owed` if there is one.
 fn take_one(owed: &AtomicU32) -> bool {
@@ -95,7 +95,7 @@ impl SyncBuilder<Condition> {
         let lock = lock.build()?;
         Ok(Condition {
             obj: self.create(|name| {
-                Object::create(Kind::Sync, fingerprint_of::<CondTag>(), [0; 6], 0, name)
+                Object::create(Kind::Sync, fingerprint_of::<CondBlock>(), [0; 6], 0, name)
             })?,
             lock,
         })
@@ -116,7 +116,7 @@ impl Condition {
     /// A condition over an existing lock.
     pub fn with_lock(lock: Lock) -> Result<Condition> {
         Ok(Condition {
-            obj: Object::create(Kind::Sync, fingerprint_of::<CondTag>(), [0; 6], 0, None)?,
+            obj: Object::create(Kind::Sync, fingerprint_of::<CondBlock>(), [0; 6], 0, None)?,
             lock,
         })
     }
@@ -130,7 +130,7 @@ impl Condition {
     pub fn open(name: &str) -> Result<Condition> {
         let lock = Lock::open(&format!("{name}.lock"))?;
         Ok(Condition {
-            obj: Object::open(Kind::Sync, fingerprint_of::<CondTag>(), name)?,
+            obj: Object::open(Kind::Sync, fingerprint_of::<CondBlock>(), name)?,
             lock,
         })
     }
@@ -302,16 +302,26 @@ impl Condition {
         let b = self.obj.block();
         let waiters = b.waiters.load(Ordering::SeqCst);
         if waiters != 0 {
+            // ORDERING: the notifies owed go in BEFORE `seq` moves (SeqCst both): a waiter that
+            // sees the move sees them too. (Recorded after the wake, a waiter between its futex
+            // calls saw `seq` move with nothing owed yet, slept on from the new value, and was
+            // never woken.) Never more owed in all than there are waiters.
+            let share = n.min(waiters);
+            let _ = b
+                .owed
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |o| {
+                    Some(o.saturating_add(share).min(waiters))
+                });
             b.seq.fetch_add(1, Ordering::SeqCst);
             let woken = futex::wake_count(&b.seq, n);
-            // The waiters that were not asleep (see `sleep_interruptible`): owed a notify each,
-            // never more in all than there are waiters.
-            let missed = n.min(waiters).saturating_sub(woken);
-            if missed != 0 {
+            // The kernel woke `woken` sleepers, who need no token: take as many back (those not
+            // already taken by waiters that were not asleep: then one more waiter than asked
+            // returns `true`, a spurious wake-up the docs allow).
+            if woken != 0 {
                 let _ = b
                     .owed
                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |o| {
-                        Some(o.saturating_add(missed).min(waiters))
+                        Some(o.saturating_sub(woken))
                     });
             }
         }
