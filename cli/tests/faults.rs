@@ -222,11 +222,11 @@ fn faults_manager_pool_and_served_queue() {
     faults_on("mpt", "dict,list,pool,tcp-queue", kills_per_group());
 }
 
-/// A consumer that forgets items it took: the stress must count them lost and fail.
-#[test]
-fn a_planted_loss_fails_the_stress() {
+/// A two-second stress of the queue alone, no kills or stops, with `sabotage` planted in it: it must
+/// count `what` (`lost`, `hangs`), say `said` on stderr and exit 1.
+fn planted_fails_the_stress(sabotage: &str, what: &str, said: &str) {
     let r = stress(
-        "drop",
+        sabotage,
         &[
             "--only",
             "queue",
@@ -237,35 +237,23 @@ fn a_planted_loss_fails_the_stress() {
             "--stop-every",
             "0",
         ],
-        &[("SHMWIRE_STRESS_SABOTAGE", "drop")],
+        &[("SHMWIRE_STRESS_SABOTAGE", sabotage)],
         Duration::from_secs(60),
     );
     let t = &summary(&r)["totals"];
-    assert!(count(t, "lost") > 0, "{t}");
+    assert!(count(t, what) > 0, "{t}");
     assert_eq!(r.code, Some(1), "stderr:\n{}", r.stderr);
-    assert!(r.stderr.contains("LOST"), "{}", r.stderr);
+    assert!(r.stderr.contains(said), "{}", r.stderr);
+}
+
+/// A consumer that forgets items it took: the stress must count them lost and fail.
+#[test]
+fn a_planted_loss_fails_the_stress() {
+    planted_fails_the_stress("drop", "lost", "LOST");
 }
 
 /// A get that takes 3 s (15x its 200 ms timeout): the stress must count a hang and fail.
 #[test]
 fn a_planted_hang_fails_the_stress() {
-    let r = stress(
-        "hang",
-        &[
-            "--only",
-            "queue",
-            "--duration",
-            "2s",
-            "--kill-every",
-            "0",
-            "--stop-every",
-            "0",
-        ],
-        &[("SHMWIRE_STRESS_SABOTAGE", "hang")],
-        Duration::from_secs(60),
-    );
-    let t = &summary(&r)["totals"];
-    assert!(count(t, "hangs") > 0, "{t}");
-    assert_eq!(r.code, Some(1), "stderr:\n{}", r.stderr);
-    assert!(r.stderr.contains("HANG"), "{}", r.stderr);
+    planted_fails_the_stress("hang", "hangs", "HANG");
 }

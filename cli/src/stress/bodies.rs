@@ -260,11 +260,7 @@ pub fn lock_peer(mut c: Ctx, lock: Lock) {
     while !c.stopping() {
         match c.call("acquire", T, || lock.acquire_timeout(T)) {
             Ok(g) => {
-                let died = g.owner_died();
-                if died {
-                    c.saw_death();
-                    g.mark_consistent();
-                }
+                let died = c.recover(&g);
                 critical(&mut c, died);
                 drop(g);
                 c.s().acked.fetch_add(1, Ordering::Release);
@@ -310,10 +306,7 @@ pub fn cond_producer(c: Ctx, cond: Condition) {
     while !c.stopping() {
         match c.call("acquire", T, || cond.acquire_timeout(T)) {
             Ok(g) => {
-                if g.owner_died() {
-                    c.saw_death();
-                    g.mark_consistent();
-                }
+                c.recover(&g);
                 let n = h.tokens.load(Ordering::Relaxed);
                 if n >= 1000 {
                     drop(g);
@@ -344,10 +337,7 @@ pub fn cond_consumer(c: Ctx, cond: Condition) {
             Err(Error::Timeout) => continue,
             Err(e) => return c.wrong(format_args!("acquire: {e:?}")),
         };
-        if g.owner_died() {
-            c.saw_death();
-            g.mark_consistent();
-        }
+        c.recover(&g);
         // wait_while_timeout: up to T waiting, then up to T again taking the lock back.
         let waited = c.call("wait_while", T * 2, || {
             cond.wait_while_timeout(
@@ -358,10 +348,7 @@ pub fn cond_consumer(c: Ctx, cond: Condition) {
         });
         match waited {
             Ok(g) => {
-                if g.owner_died() {
-                    c.saw_death();
-                    g.mark_consistent();
-                }
+                c.recover(&g);
                 let n = h.tokens.load(Ordering::Relaxed);
                 if n > 0 {
                     h.tokens.store(n - 1, Ordering::Relaxed);

@@ -59,6 +59,16 @@ impl Ctx {
     pub fn saw_death(&self) {
         self.s().saw_death.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// A lock taken over from a dead holder: counted, and marked consistent. Whether it was.
+    pub fn recover(&self, g: &shmwire::LockGuard<'_>) -> bool {
+        let died = g.owner_died();
+        if died {
+            self.saw_death();
+            g.mark_consistent();
+        }
+        died
+    }
 }
 
 /// xorshift64*: the participants' and the supervisor's randomness (seeded, reproducible).
