@@ -233,17 +233,22 @@ impl Barrier {
     /// for (the action of a two-phase barrier), so that its death before then is noticed.
     pub fn enrol(&self) -> Result<()> {
         let me = self.obj.me()?;
-        if let Some(seat) = self
+        self.take_seat(me);
+        Ok(())
+    }
+
+    /// Puts `me` in this process's seat (if its slot has one), unless it is there already.
+    fn take_seat(&self, me: u32) {
+        let seat = self
             .obj
             .block()
             .parties
-            .get(self.obj.segment().my_slot() as usize)
-        {
+            .get(self.obj.segment().my_slot() as usize);
+        if let Some(seat) = seat {
             if seat.load(Ordering::Acquire) != me {
                 seat.store(me, Ordering::Release);
             }
         }
-        Ok(())
     }
 
     fn wait_until(&self, until: Option<Instant>, only: Option<u32>) -> Result<u32> {
@@ -257,19 +262,14 @@ impl Barrier {
             // process's exit break it).
             return Err(Error::BrokenBarrier);
         }
-        let seat = b.parties.get(self.obj.segment().my_slot() as usize);
-        if let Some(seat) = seat {
-            if seat.load(Ordering::Relaxed) != me {
-                seat.store(me, Ordering::Release);
-            }
-        }
+        self.take_seat(me);
         // ORDERING: AcqRel, like every change of `state`: the word carries the protocol.
         let s = match only {
             None => b.state.fetch_add(1, Ordering::AcqRel),
             Some(g) => {
                 let mut s = b.state.load(Ordering::Acquire);
                 loop {
-                    if self::generation(s) != g % GENERATIONS as u32 {
+                    if self::generation(s) != g {
                         return Err(Error::BrokenBarrier); // that round ended: not arrived
                     }
                     if s & ARRIVALS >= self.parties {
@@ -290,11 +290,7 @@ impl Barrier {
         };
         // A reset that forgot the parties just before our arrival: be remembered in the new round.
         // (Its CAS came before our fetch_add, so its clearing of the seats is visible here.)
-        if let Some(seat) = seat {
-            if seat.load(Ordering::Acquire) != me {
-                seat.store(me, Ordering::Release);
-            }
-        }
+        self.take_seat(me);
         let (generation, index) = (generation(s), s & ARRIVALS);
         if index >= self.parties {
             // More arrivals than parties: the barrier is being misused; break it for all.

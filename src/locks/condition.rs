@@ -257,7 +257,9 @@ impl Condition {
         drop(guard);
         let passed = || until.is_some_and(|u| Instant::now() >= u);
         let out = loop {
-            if passed() {
+            // One look at the clock a round: the time left, also what the futex sleeps for.
+            let left = until.map(|u| u.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
                 break Ok(false);
             }
             // ORDERING: SeqCst, against the notifier's SeqCst read of `waiters`: either it sees us
@@ -270,7 +272,6 @@ impl Condition {
                 seq = now; // the kernel woke the sleepers those notifies were for
                 continue;
             }
-            let left = until.map(|u| u.saturating_duration_since(Instant::now()));
             // Returns on a wake, a change of `seq`, a signal or the timeout.
             if futex::wait_woken(&b.seq, seq, left) {
                 break Ok(true);

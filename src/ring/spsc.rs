@@ -163,6 +163,12 @@ fn pad8(n: usize) -> usize {
     (n + 7) & !7
 }
 
+/// The bytes a frame of `len` payload bytes takes in the ring (its header, the payload padded).
+#[inline]
+pub(crate) fn frame_len(len: usize) -> usize {
+    FRAME_HDR + pad8(len)
+}
+
 #[inline]
 fn header(tag: u32, len: usize) -> u64 {
     ((tag as u64) << 32) | len as u64

@@ -22,14 +22,8 @@ pub(crate) fn calls() -> u64 {
 /// the word did not hold `expected`, on a signal or on timeout: callers re-check their condition.
 #[cfg(not(loom))]
 pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
-    use rustix::thread::futex;
-    CALLS.fetch_add(1, Relaxed);
-    let ts = timeout.map(|d| rustix::time::Timespec {
-        tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
-        tv_nsec: d.subsec_nanos() as _,
-    });
     // EAGAIN (value changed), EINTR and ETIMEDOUT all mean "go and look again".
-    let _ = futex::wait(word, futex::Flags::empty(), expected, ts.as_ref());
+    wait_woken(word, expected, timeout);
 }
 
 /// Wakes up to `n` sleepers on `word` (`u32::MAX`: all of them).

@@ -248,7 +248,7 @@ impl ShmEnd {
         // endless stream, each frame a new backlog entry.
         let mut left = rx.capacity();
         while let Some(f) = rx.try_peek()? {
-            left = match left.checked_sub(8 + f.len.div_ceil(8) * 8) {
+            left = match left.checked_sub(crate::ring::spsc::frame_len(f.len)) {
                 Some(l) => l,
                 None => break,
             };
