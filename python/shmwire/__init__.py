@@ -389,7 +389,7 @@ class SimpleQueue:
 
 
 def _open_queue(cls, name):
-    raw = _shmwire.RawQueue.open(name, cls is JoinableQueue)
+    raw = _shmwire.RawQueue.open(name, getattr(cls, "_joinable", False))
     return cls(_raw=raw)
 
 
@@ -542,20 +542,12 @@ class Condition:
     def notify(self, n=1):
         if not self._levels():
             raise _NotOwned("lock is not owned")
-        self._cond.acquire(None)
-        try:
-            self._cond.notify(n)
-        finally:
-            self._cond.release()
+        self._cond.notify_holding(n)  # one native call: no bytecode to raise in
 
     def notify_all(self):
         if not self._levels():
             raise _NotOwned("lock is not owned")
-        self._cond.acquire(None)
-        try:
-            self._cond.notify_all()
-        finally:
-            self._cond.release()
+        self._cond.notify_holding(0xFFFFFFFF)  # every waiter, in one native call
 
     def __repr__(self):
         return "<shmwire.Condition(%r)>" % (self._lock,)
@@ -568,7 +560,6 @@ def _open_condition(lock, name):
 _LOCK_OPENERS = {
     Lock: _shmwire.RawLock.open,
     RLock: _shmwire.RawRLock.open,
-    Condition: _shmwire.RawCondition.open,
 }
 
 

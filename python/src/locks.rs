@@ -105,10 +105,6 @@ impl RawLock {
         }
     }
 
-    fn is_locked(&self) -> bool {
-        self.lock.is_locked()
-    }
-
     /// Whether this object holds the lock (took it and has not released it): a `Condition` over
     /// it checks that before `wait` and `notify`.
     fn held(&self) -> bool {
@@ -476,6 +472,25 @@ impl RawCondition {
             return Err(e);
         }
         r.map_err(to_py)?
+    }
+
+    /// `Condition.notify(n)` in one call: takes this inner lock (Ctrl-C is checked while it waits
+    /// for it), wakes up to `n` waiters and lets it go, with no Python bytecode between the steps:
+    /// a signal handler that raises cannot leave the inner lock taken.
+    #[pyo3(signature = (n=1))]
+    fn notify_holding(&self, py: Python<'_>, n: u32) -> PyResult<()> {
+        let c = self.cond_ref();
+        let g = match c.lock().try_acquire().map_err(to_py)? {
+            Some(g) => g,
+            None => blocking(py, None, |slice| none_on_timeout(c.acquire_timeout(slice)))?
+                .ok_or_else(|| PyRuntimeError::new_err("the condition's lock was not taken"))?,
+        };
+        if g.owner_died() {
+            g.mark_consistent();
+        }
+        let r = c.notify_n(n).map_err(to_py);
+        drop(g);
+        r
     }
 
     #[pyo3(signature = (n=1))]

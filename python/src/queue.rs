@@ -112,9 +112,8 @@ impl RawQueue {
         let got = if now.is_some() || timeout.is_some_and(|t| t <= 0.0) {
             now
         } else {
-            let (q, j) = (&self.q, &self.j);
+            let q = &self.q;
             blocking(py, deadline(timeout)?, |slice| {
-                let _ = j; // a JoinableQueue's get is the queue's (the count lives in the queue)
                 none_on_timeout(q.get_timeout(slice))
             })?
         };
@@ -131,11 +130,6 @@ impl RawQueue {
 
     fn full(&self) -> bool {
         self.q.is_full()
-    }
-
-    /// Closes the queue for every process (later puts fail, gets drain then EOFError).
-    fn close_for_all(&self) -> PyResult<()> {
-        self.q.close().map_err(to_py)
     }
 
     fn task_done(&self) -> PyResult<()> {
